@@ -1,0 +1,82 @@
+// Channels: a client's connection to a server, from which stubs are made.
+//
+// Example:
+//   absl::StatusOr<std::shared_ptr<locus::Channel>> channel =
+//       locus::Connect("tcp://localhost:7000");
+//   if (!channel.ok()) return channel.status();
+//   demo::Echo::Stub stub(*channel);
+//   absl::StatusOr<demo::SayReply> reply = stub.Say(request);
+//
+// Threading model (client side): a synchronous call sends its request on the
+// calling thread, then, if no other thread is reading the connection, reads it
+// itself until its reply arrives (no thread hand-off, so no cross-core wake-up
+// on the reply path); otherwise it sleeps until the thread that is reading
+// hands it the reply. Asynchronous callbacks run on whichever thread read the
+// reply: a transport I/O thread or a synchronous caller; they must not block.
+// A Channel is thread-safe and meant to be shared by many threads and stubs.
+#ifndef LOCUS_CHANNEL_H_
+#define LOCUS_CHANNEL_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "locus/call_options.h"
+#include "locus/service.h"
+#include "locus/transport.h"
+
+namespace google::protobuf {
+class MessageLite;
+}  // namespace google::protobuf
+
+namespace locus {
+
+struct ChannelOptions {
+  // Replies larger than this fail the call with RESOURCE_EXHAUSTED.
+  uint64_t max_receive_message_size = kDefaultMaxMessageSize;
+  // Requests larger than this fail with RESOURCE_EXHAUSTED without being sent.
+  uint64_t max_send_message_size = kDefaultMaxMessageSize;
+  // Bound on connecting plus the handshake (Connect and reconnects).
+  absl::Duration connect_timeout = absl::Seconds(10);
+  // nullptr: DefaultTransportRegistry().
+  TransportRegistry* transports = nullptr;
+};
+
+// Thread-safe. Implemented by the runtime; users get one from Connect().
+class Channel {
+ public:
+  virtual ~Channel() = default;
+
+  // Synchronous unary call: returns when the reply has been parsed into
+  // `*response`, the deadline passed, or the call failed.
+  virtual absl::Status CallUnary(const RpcMethod& method,
+                                 const google::protobuf::MessageLite& request,
+                                 google::protobuf::MessageLite* response,
+                                 const CallOptions& options) = 0;
+
+  // Asynchronous unary call. `request` may be destroyed when this returns;
+  // `response` must stay valid until `done` runs. `done` runs exactly once,
+  // possibly before StartUnary returns (e.g. on an immediate error).
+  virtual void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
+                          google::protobuf::MessageLite* response, const CallOptions& options,
+                          absl::AnyInvocable<void(absl::Status) &&> done) = 0;
+
+  // Scheme of the transport the channel is on now ("unix", "tcp", ...).
+  virtual std::string transport_name() const = 0;
+  // The address given to Connect.
+  virtual const std::string& target() const = 0;
+};
+
+// Connects to `address` ("unix:/path", "unix-abstract:name",
+// "tcp://host:port", "tcp://[::1]:port") and completes the Locus handshake.
+// If the connection later breaks, the next call reconnects.
+absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
+                                                 const ChannelOptions& options = {});
+
+}  // namespace locus
+
+#endif  // LOCUS_CHANNEL_H_

@@ -1,0 +1,92 @@
+// The fixed header of every Locus frame, and the frame types and flags.
+//
+// A frame is `FrameHeader` (24 bytes, little-endian) followed by
+// `meta_length` bytes of meta (a serialized message from idl/locus/wire.proto,
+// chosen by the frame type) and `payload_length` bytes of payload (a serialized
+// request or response message). docs/wire.md is the full description.
+//
+// Transports move whole frames; the runtime gives them meaning. Stream
+// transports (Unix socket, TCP) use `internal::FrameDecoder` to cut frames out
+// of a byte stream.
+//
+// Example:
+//   locus::FrameHeader h = locus::FrameHeader::Make(locus::FrameType::kRequest,
+//                                                  locus::kFlagHasMessage, 7);
+//   h.meta_length = meta.size();
+//   h.payload_length = payload.size();
+#ifndef LOCUS_FRAME_H_
+#define LOCUS_FRAME_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace locus {
+
+// Current wire protocol version. A peer accepts frames whose version lies in
+// the range agreed in the handshake.
+inline constexpr uint8_t kProtocolVersion = 1;
+// 'L' 'C' read as a little-endian uint16.
+inline constexpr uint16_t kFrameMagic = 0x434C;
+
+enum class FrameType : uint8_t {
+  kHello = 1,      // meta: wire.Hello. First frame from the connecting side.
+  kHelloAck = 2,   // meta: wire.Hello. Answer from the accepting side.
+  kRequest = 3,    // meta: wire.CallHeader; payload: first message if kFlagHasMessage.
+  kMessage = 4,    // payload: one stream message of an open call.
+  kResponse = 5,   // meta: wire.CallStatus (empty = OK); payload: reply if kFlagHasMessage. Ends the call.
+  kCancel = 6,     // the caller abandons the call; no payload.
+  kPing = 7,       // payload echoed back in kPong.
+  kPong = 8,
+  kGoAway = 9,     // meta: wire.GoAway. No new calls on this connection.
+};
+inline constexpr uint8_t kMaxFrameType = 9;
+
+// Frame flags (bit set).
+inline constexpr uint32_t kFlagHasMessage = 1u << 0;  // payload is a message (may be empty)
+inline constexpr uint32_t kFlagEndStream = 1u << 1;   // sender sends no more messages on this call
+inline constexpr uint32_t kFlagOneway = 1u << 2;      // kRequest: no kResponse will be sent
+inline constexpr uint32_t kKnownFlags = kFlagHasMessage | kFlagEndStream | kFlagOneway;
+
+// Wire layout. All fields little-endian (this implementation targets
+// little-endian hosts; a static_assert in frame.cc checks it).
+struct FrameHeader {
+  uint16_t magic;           // kFrameMagic
+  uint8_t version;          // kProtocolVersion
+  uint8_t type;             // FrameType
+  uint32_t flags;           // kFlag*
+  uint32_t meta_length;     // bytes of meta after the header
+  uint32_t payload_length;  // bytes of payload after the meta
+  uint64_t call_id;         // 0 for connection-level frames; odd = started by the connecting side
+
+  static FrameHeader Make(FrameType type, uint32_t flags, uint64_t call_id) {
+    return FrameHeader{kFrameMagic, kProtocolVersion, static_cast<uint8_t>(type), flags, 0, 0, call_id};
+  }
+  FrameType frame_type() const { return static_cast<FrameType>(type); }
+  size_t body_length() const { return size_t{meta_length} + payload_length; }
+};
+static_assert(sizeof(FrameHeader) == 24, "FrameHeader is a wire struct");
+static_assert(alignof(FrameHeader) == 8, "FrameHeader alignment");
+
+// Checks the fields of a header read from a peer: magic, version, type, flags
+// and that meta/payload lengths fit `max_meta` / `max_payload`. Returns
+// INVALID_ARGUMENT for a malformed header (the connection must be closed) and
+// RESOURCE_EXHAUSTED when only the payload is too large (the frame can be
+// skipped and the call failed; the connection stays usable).
+absl::Status ValidateFrameHeader(const FrameHeader& header, uint32_t max_meta, uint64_t max_payload);
+
+// Human-readable one-line description, for logs and errors.
+std::string DescribeFrameHeader(const FrameHeader& header);
+
+// A frame received from a peer: header plus owned meta and payload bytes.
+struct Frame {
+  FrameHeader header{};
+  std::string meta;
+  std::string payload;
+};
+
+}  // namespace locus
+
+#endif  // LOCUS_FRAME_H_

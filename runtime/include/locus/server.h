@@ -1,0 +1,85 @@
+// locus::Server: serves registered services on one or more addresses.
+//
+// Example:
+//   MyEcho service;                      // derives from demo::Echo::Service
+//   locus::Server server;
+//   LOCUS_CHECK_OK(server.RegisterService(&service));
+//   LOCUS_CHECK_OK(server.AddListeningAddress("unix:/tmp/echo.sock"));
+//   LOCUS_CHECK_OK(server.AddListeningAddress("tcp://0.0.0.0:7000"));
+//   LOCUS_CHECK_OK(server.Start());
+//   server.Wait();                       // until Shutdown() from another thread
+//
+// Threading model (server side): each connection is read by one transport I/O
+// thread. By default a request's handler runs inline on that thread, right
+// after its frame is read, and its reply is written from there: no thread
+// hand-off, so no cross-core wake-up on the call path. A handler that blocks
+// therefore delays other calls on the same connection; set
+// ServerOptions::handler_threads to run handlers on a pool instead.
+#ifndef LOCUS_SERVER_H_
+#define LOCUS_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "locus/service.h"
+#include "locus/transport.h"
+
+namespace locus {
+
+namespace internal {
+class ServerImpl;
+}  // namespace internal
+
+struct ServerOptions {
+  // Requests larger than this fail with RESOURCE_EXHAUSTED; the connection
+  // stays usable.
+  uint64_t max_receive_message_size = kDefaultMaxMessageSize;
+  // Replies larger than this are replaced by RESOURCE_EXHAUSTED.
+  uint64_t max_send_message_size = kDefaultMaxMessageSize;
+  // Mode of Unix socket files the server creates.
+  uint32_t unix_socket_mode = 0600;
+  // 0: handlers run inline on I/O threads (lowest latency). N > 0: handlers
+  // run on a pool of N threads (handlers may block without stalling others).
+  int handler_threads = 0;
+  // nullptr: DefaultTransportRegistry().
+  TransportRegistry* transports = nullptr;
+};
+
+// Thread-safety: configure (RegisterService, AddListeningAddress) before
+// Start(), from one thread; Shutdown() and Wait() may be called from any.
+class Server {
+ public:
+  explicit Server(ServerOptions options = {});
+  ~Server();  // Shutdown(Now()) if still running.
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // `service` is not owned and must outlive the server. ALREADY_EXISTS if a
+  // service of the same name is registered.
+  absl::Status RegisterService(Service* service);
+  // May be called several times to listen on several addresses.
+  absl::Status AddListeningAddress(std::string address);
+  // Binds every address; fails (and listens on none) if any fails.
+  absl::Status Start();
+  // Addresses actually bound (e.g. "tcp://127.0.0.1:41234" for port 0), in
+  // the order added. Valid after Start().
+  std::vector<std::string> listening_addresses() const;
+
+  // Stops accepting connections and calls, lets calls in progress finish
+  // until `deadline`, then closes every connection (failing what remains
+  // with UNAVAILABLE at the clients). Idempotent.
+  void Shutdown(absl::Time deadline = absl::Now());
+  // Blocks until Shutdown() has completed.
+  void Wait();
+
+ private:
+  std::unique_ptr<internal::ServerImpl> impl_;
+};
+
+}  // namespace locus
+
+#endif  // LOCUS_SERVER_H_

@@ -1,0 +1,80 @@
+// What a server handler knows about the call it is serving.
+//
+// Example:
+//   absl::Status MyEcho::Say(locus::ServerContext* context, const SayRequest* request,
+//                            SayReply* reply) {
+//     if (context->IsCancelled()) return absl::CancelledError("client went away");
+//     context->AddTrailingMetadata("served-by", "replica-3");
+//     reply->set_text(request->text());
+//     return absl::OkStatus();
+//   }
+#ifndef LOCUS_SERVER_CONTEXT_H_
+#define LOCUS_SERVER_CONTEXT_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "locus/call_options.h"
+#include "locus/transport.h"
+
+namespace locus {
+
+// Thread-safety: a handler may read the context from any thread while the
+// call runs; AddTrailingMetadata must not race with itself. The context is
+// valid only until the handler returns.
+class ServerContext {
+ public:
+  ServerContext(std::string method, absl::Time deadline, Metadata client_metadata,
+                const PeerInfo* peer, std::shared_ptr<std::atomic<bool>> cancelled)
+      : method_(std::move(method)),
+        deadline_(deadline),
+        client_metadata_(std::move(client_metadata)),
+        peer_(peer),
+        cancelled_(std::move(cancelled)) {}
+
+  ServerContext(const ServerContext&) = delete;
+  ServerContext& operator=(const ServerContext&) = delete;
+
+  // "/package.Service/Method".
+  absl::string_view method() const { return method_; }
+  // The client's deadline (InfiniteFuture if none), on this host's clock.
+  absl::Time deadline() const { return deadline_; }
+  // True once the client cancelled, the deadline passed, or the connection to
+  // the client was lost. A handler doing long work should check it.
+  bool IsCancelled() const {
+    return (cancelled_ != nullptr && cancelled_->load(std::memory_order_acquire)) ||
+           absl::Now() >= deadline_;
+  }
+  const Metadata& client_metadata() const { return client_metadata_; }
+  // The value of the first client metadata entry named `key`, or empty.
+  absl::string_view client_metadata_value(absl::string_view key) const {
+    for (const auto& [k, v] : client_metadata_) {
+      if (k == key) return v;
+    }
+    return {};
+  }
+  // The connection's peer: transport, addresses, and credentials where the
+  // transport provides them.
+  const PeerInfo& peer() const { return *peer_; }
+
+  void AddTrailingMetadata(std::string key, std::string value) {
+    trailing_metadata_.emplace_back(std::move(key), std::move(value));
+  }
+  const Metadata& trailing_metadata() const { return trailing_metadata_; }
+
+ private:
+  std::string method_;
+  absl::Time deadline_;
+  Metadata client_metadata_;
+  const PeerInfo* peer_;
+  std::shared_ptr<std::atomic<bool>> cancelled_;
+  Metadata trailing_metadata_;
+};
+
+}  // namespace locus
+
+#endif  // LOCUS_SERVER_CONTEXT_H_

@@ -1,0 +1,84 @@
+// Services and their method tables: what a server dispatches calls to.
+//
+// Generated code (from locusc) derives `Foo::Service` from `locus::Service`
+// and fills its method table in the constructor; users derive from
+// `Foo::Service` and override the methods they implement. Methods left alone
+// answer UNIMPLEMENTED.
+//
+// Example (what generated code does):
+//   Foo::Service::Service() : ::locus::Service("pkg.Foo") {
+//     AddMethod(&Foo::kMethodBar, ::locus::internal::MakeUnaryHandler(this, &Service::Bar));
+//   }
+#ifndef LOCUS_SERVICE_H_
+#define LOCUS_SERVICE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "locus/server_context.h"
+
+namespace google::protobuf {
+class MessageLite;
+}  // namespace google::protobuf
+
+namespace locus {
+
+enum class RpcKind { kUnary, kClientStreaming, kServerStreaming, kBidiStreaming };
+
+// Static description of one RPC method. Generated code defines one constant
+// per method; the runtime keys calls by `full_name`.
+struct RpcMethod {
+  const char* full_name;  // "/package.Service/Method"
+  RpcKind kind;
+  bool oneway;  // (locus.oneway): no response is sent
+};
+
+// Runs one method of a service. Implementations are generated (see
+// codegen_support.h). Thread-safety: called concurrently for concurrent calls.
+class MethodHandler {
+ public:
+  virtual ~MethodHandler() = default;
+  // Remote path: parses `request`, runs the method, and serializes the reply
+  // into `*response` when the method returns OK. A request that does not
+  // parse yields INVALID_ARGUMENT (the method is not run).
+  virtual absl::Status CallSerialized(ServerContext* context, absl::string_view request,
+                                      std::string* response) = 0;
+  // Collocated path: runs the method on the caller's own messages, which must
+  // be of the method's request and response types.
+  virtual absl::Status CallDirect(ServerContext* context,
+                                  const google::protobuf::MessageLite& request,
+                                  google::protobuf::MessageLite* response) = 0;
+};
+
+class Service {
+ public:
+  struct Method {
+    const RpcMethod* method;
+    std::unique_ptr<MethodHandler> handler;
+  };
+
+  virtual ~Service() = default;
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  // "package.Service" (or the (locus.wire_name) option).
+  const std::string& name() const { return name_; }
+  const std::vector<Method>& methods() const { return methods_; }
+
+ protected:
+  explicit Service(std::string name) : name_(std::move(name)) {}
+  void AddMethod(const RpcMethod* method, std::unique_ptr<MethodHandler> handler) {
+    methods_.push_back(Method{method, std::move(handler)});
+  }
+
+ private:
+  std::string name_;
+  std::vector<Method> methods_;
+};
+
+}  // namespace locus
+
+#endif  // LOCUS_SERVICE_H_

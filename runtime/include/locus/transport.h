@@ -1,0 +1,178 @@
+// The abstract transport interface: the only thing the runtime knows about
+// how bytes move. A transport listens, connects, and gives the runtime a
+// `Connection` that carries whole frames (see frame.h) in both directions.
+// Call multiplexing, the handshake, deadlines and status live in the runtime,
+// above this interface (as Cap'n Proto's RPC core sits above VatNetwork).
+//
+// Adding a transport: implement `Transport` (and `Connection`, `Listener`),
+// register it in a `TransportRegistry` under its address scheme(s), and make
+// it pass tests/conformance (docs/architecture.md walks through it).
+//
+// Example:
+//   locus::TransportRegistry& registry = locus::DefaultTransportRegistry();
+//   locus::Transport* tcp = registry.Find("tcp");
+//   auto conn = tcp->Connect("tcp://127.0.0.1:7000", {}, absl::Now() + absl::Seconds(5));
+#ifndef LOCUS_TRANSPORT_H_
+#define LOCUS_TRANSPORT_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "locus/frame.h"
+
+namespace locus {
+
+// Default limit on one message (request or response payload): 4 MiB, as gRPC.
+inline constexpr uint64_t kDefaultMaxMessageSize = 4u << 20;
+// Limit on a frame's meta section (call header, status, metadata).
+inline constexpr uint32_t kDefaultMaxMetaSize = 64u << 10;
+
+// What a transport knows about the other end of a connection.
+struct PeerInfo {
+  std::string transport;       // scheme of the transport, e.g. "unix", "tcp"
+  std::string local_address;   // e.g. "tcp://127.0.0.1:7000"
+  std::string remote_address;  // e.g. "tcp://127.0.0.1:53122"
+  // Kernel-verified credentials of the peer process (Unix sockets only).
+  bool has_credentials = false;
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// Options shared by all transports. Transports ignore what does not apply.
+struct TransportOptions {
+  // Payloads above this are not delivered: the frame is skipped and reported
+  // through FrameSink::OnOversizeFrame. The connection stays usable.
+  uint64_t max_receive_message_size = kDefaultMaxMessageSize;
+  uint32_t max_meta_size = kDefaultMaxMetaSize;
+  // Mode of Unix socket files created by Listen.
+  uint32_t unix_socket_mode = 0600;
+  // A send that cannot make progress (the peer stops reading) fails with
+  // DEADLINE_EXCEEDED after this long unless the frame's own deadline is sooner.
+  absl::Duration send_stall_timeout = absl::Seconds(30);
+  // Bytes a connection may queue for sending before Send blocks.
+  size_t max_send_queue_bytes = 16u << 20;
+};
+
+// Receives what arrives on a connection. Implemented by the runtime.
+//
+// Thread-safety: for one connection, calls never overlap and arrive in wire
+// order, but successive calls may come from different threads (the
+// transport's I/O thread, or a caller inside Connection::DriveUntil).
+class FrameSink {
+ public:
+  virtual ~FrameSink() = default;
+  virtual void OnFrame(Frame frame) = 0;
+  // A well-formed frame whose payload exceeded max_receive_message_size; its
+  // payload was discarded.
+  virtual void OnOversizeFrame(const FrameHeader& header) = 0;
+  // Called exactly once, last: the connection is closed (peer closed, I/O
+  // error, malformed input, or Close()). `reason` says which.
+  virtual void OnClosed(const absl::Status& reason) = 0;
+};
+
+// A bidirectional, framed, reliable, ordered connection.
+//
+// Thread-safety: all methods are thread-safe. Lifetime: the owner must call
+// Close() (or see OnClosed) before destroying it; the destructor waits until no
+// FrameSink callback is running.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+
+  // Starts delivering received frames to `sink`, which must stay valid until
+  // OnClosed has returned. Call once.
+  virtual void Start(FrameSink* sink) = 0;
+
+  // Sends one frame. Frames from concurrent senders never interleave. Returns
+  // UNAVAILABLE if the connection is closed, DEADLINE_EXCEEDED if the peer
+  // does not take the bytes before `deadline` (the connection is then closed,
+  // since a partial frame cannot be taken back).
+  virtual absl::Status Send(const FrameHeader& header, absl::string_view meta,
+                            absl::string_view payload, absl::Time deadline) = 0;
+
+  // Closes the connection; OnClosed(reason) follows (once). Idempotent.
+  virtual void Close(const absl::Status& reason) = 0;
+
+  // Caller-driven receive: if no other thread is reading this connection,
+  // reads and dispatches frames on the calling thread until `done()` is true
+  // or `deadline` passes, and returns true. Returns false at once if the
+  // transport cannot do that now; the caller then waits by other means and the
+  // transport's own thread delivers. This saves a cross-thread wake-up per
+  // call for synchronous callers. `done` is evaluated on the calling thread.
+  virtual bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
+    (void)done;
+    (void)deadline;
+    return false;
+  }
+
+  virtual const PeerInfo& peer() const = 0;
+};
+
+// A listening endpoint. Destroying it stops accepting (closes the socket and,
+// for Unix sockets, removes the file it created).
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  // The address actually bound, e.g. with the port chosen for "tcp://h:0".
+  virtual std::string address() const = 0;
+};
+
+// Called for each accepted connection, on a transport thread. Must not block.
+using AcceptCallback = absl::AnyInvocable<void(std::unique_ptr<Connection>)>;
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // Address schemes this transport serves, e.g. {"unix", "unix-abstract"}.
+  virtual std::vector<std::string> schemes() const = 0;
+  virtual absl::StatusOr<std::unique_ptr<Listener>> Listen(absl::string_view address,
+                                                           const TransportOptions& options,
+                                                           AcceptCallback on_accept) = 0;
+  // Errors: INVALID_ARGUMENT (bad address), UNAVAILABLE (refused, unreachable),
+  // DEADLINE_EXCEEDED.
+  virtual absl::StatusOr<std::unique_ptr<Connection>> Connect(absl::string_view address,
+                                                              const TransportOptions& options,
+                                                              absl::Time deadline) = 0;
+};
+
+// Returns the scheme of `address`: "tcp" for "tcp://h:p", "unix" for
+// "unix:/p", "unix-abstract" for "unix-abstract:name". Empty if none.
+absl::string_view AddressScheme(absl::string_view address);
+
+// Maps address schemes to transports. Thread-safe.
+class TransportRegistry {
+ public:
+  // Registers `transport` for each of its schemes; replaces earlier entries.
+  void Register(std::shared_ptr<Transport> transport);
+  // nullptr if no transport serves `scheme`.
+  Transport* Find(absl::string_view scheme) const;
+  // The transport for `address`, or INVALID_ARGUMENT naming the known schemes.
+  absl::StatusOr<Transport*> ForAddress(absl::string_view address) const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<Transport>> by_scheme_ ABSL_GUARDED_BY(mu_);
+};
+
+// The registry Server and Connect use unless told otherwise: the built-in
+// transports (unix, unix-abstract, tcp). Defined by the `locus` library, which
+// links the built-in transports; the runtime core only declares it.
+TransportRegistry& DefaultTransportRegistry();
+
+}  // namespace locus
+
+#endif  // LOCUS_TRANSPORT_H_
