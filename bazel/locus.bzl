@@ -58,8 +58,8 @@ def _locus_proto_gen_impl(ctx):
         rel_paths.append(path[len(prefix) + 1:] if prefix else path)
 
     suffixes = [".pb.h", ".pb.cc"]
-    if ctx.attr.plugin:
-        suffixes = suffixes + ctx.attr.plugin_suffixes
+    if ctx.attr.locus_out:
+        suffixes = suffixes + [".locus.h", ".locus.cc"]
     hdrs = []
     srcs = []
     for rel in rel_paths:
@@ -88,26 +88,24 @@ def _locus_proto_gen_impl(ctx):
 
     args = ctx.actions.args()
     args.add("--cpp_out=" + out_dir)
-    tools = []
-    if ctx.attr.plugin:
-        plugin = ctx.executable.plugin
-        tools.append(plugin)
-        args.add("--plugin=protoc-gen-%s=%s" % (ctx.attr.plugin_name, plugin.path))
-        args.add("--%s_out=%s" % (ctx.attr.plugin_name, out_dir))
+    if ctx.attr.locus_out:
+        args.add("--locus_out=" + out_dir)
     for p in transitive_imports.to_list():
         args.add("-I" + (p if p else "."))
     args.add_all(rel_paths)
 
     ctx.actions.run(
-        executable = ctx.executable._protoc,
+        executable = ctx.executable.compiler,
         arguments = [args],
         inputs = depset(wkt, transitive = [transitive_sources]),
-        tools = tools,
         outputs = hdrs + srcs,
-        mnemonic = "LocusProtoc",
-        progress_message = "protoc %s%s" % (
+        # locusc looks for locus/options.proto in $LOCUS_IDL_DIR first; the
+        # explicit -I paths above already cover it, so point it nowhere.
+        env = {"LOCUS_IDL_DIR": ""},
+        mnemonic = "LocusLocusc" if ctx.attr.locus_out else "LocusProtoc",
+        progress_message = "%s %s" % (
+            "locusc" if ctx.attr.locus_out else "protoc",
             " ".join(rel_paths),
-            " (+%s)" % ctx.attr.plugin_name if ctx.attr.plugin else "",
         ),
     )
 
@@ -122,18 +120,19 @@ def _locus_proto_gen_impl(ctx):
 
 locus_proto_gen = rule(
     implementation = _locus_proto_gen_impl,
-    doc = "Runs protoc (and optionally a plugin) on .proto files. Use the macros below.",
+    doc = "Runs protoc or locusc on .proto files. Use the macros below.",
     attrs = {
         "srcs": attr.label_list(allow_files = [".proto"], mandatory = True),
         "deps": attr.label_list(providers = [LocusProtoInfo]),
         "import_dir": attr.string(default = "."),
-        "plugin": attr.label(executable = True, cfg = "host"),
-        "plugin_name": attr.string(default = "locus"),
-        "plugin_suffixes": attr.string_list(default = [".locus.h", ".locus.cc"]),
-        "_protoc": attr.label(
+        "compiler": attr.label(
+            doc = "protoc, or a protoc-compatible compiler such as locusc",
             default = "@system_libs//:protoc",
             executable = True,
             cfg = "host",
+        ),
+        "locus_out": attr.bool(
+            doc = "Also pass --locus_out and expect .locus.h/.locus.cc (locusc)",
         ),
         "_well_known_protos": attr.label(
             default = "@system_libs//:well_known_protos",
@@ -226,7 +225,7 @@ def locus_proto_library(
         testonly = False):
     """Messages plus Locus stubs and services. CMake: locus_generate().
 
-    Runs Debian's protoc with //codegen:locusc as its plugin and builds
+    Runs //codegen:locusc (protoc with Locus's generator built in) and builds
     <proto>.pb.cc/.pb.h and <proto>.locus.cc/.locus.h into a cc_library that
     depends on //runtime:codegen_support (and //idl:locus_idl, for protos
     that import "locus/options.proto"). Arguments as for
@@ -236,8 +235,8 @@ def locus_proto_library(
         name = name,
         gen_kwargs = {
             "srcs": srcs,
-            "plugin": "//codegen:locusc",
-            "plugin_name": "locus",
+            "compiler": "//codegen:locusc",
+            "locus_out": True,
         },
         deps = deps + ([] if "//idl:locus_idl" in deps else ["//idl:locus_idl"]),
         cc_deps = cc_deps + ["//runtime:codegen_support"],
