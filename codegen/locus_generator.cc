@@ -1,0 +1,544 @@
+#include "codegen/locus_generator.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "google/protobuf/compiler/cpp/names.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "google/protobuf/io/zero_copy_stream.h"
+#include "locus/options.pb.h"
+
+namespace locus {
+namespace codegen {
+
+namespace pb = ::google::protobuf;
+
+namespace {
+
+// FileDescriptorProto / ServiceDescriptorProto / MethodDescriptorProto field
+// numbers, for SourceLocation paths.
+constexpr int kFileServiceField = 6;
+constexpr int kFileOptionsField = 8;
+constexpr int kFileOptionsCcGenericServices = 16;
+constexpr int kServiceMethodField = 2;
+constexpr int kServiceOptionsField = 3;
+constexpr int kMethodOptionsField = 4;
+constexpr int kOnewayField = 51800;
+constexpr int kWireNameField = 51810;
+
+// Names generated code declares in the scope of a service class (`Foo`), of
+// `Foo::Service` (incl. inherited from ::locus::Service) and of `Foo::Stub`.
+// A method whose C++ name would be one of these is mangled (see README.md).
+const std::set<std::string>& ReservedMemberNames() {
+  static const auto* names = new std::set<std::string>{
+      // Foo::Service and its base ::locus::Service.
+      "Service", "Method", "name", "methods", "AddMethod",
+      // Foo::Stub.
+      "Stub", "channel", "channel_",
+      // Foo: kMethod<Name> must not be kMethods / kMethodCount.
+      "s", "Count",
+      // Foo.
+      "NewStub", "kServiceName"};
+  return *names;
+}
+
+// 1-based "file.proto:LINE:COL" for `path` in `file`, falling back to the
+// shorter paths (the enclosing element) when `path` has no location.
+std::string Where(const pb::FileDescriptor* file, std::vector<int> path) {
+  pb::SourceLocation location;
+  while (!path.empty()) {
+    if (file->GetSourceLocation(path, &location)) {
+      return absl::StrCat(file->name(), ":", location.start_line + 1, ":",
+                          location.start_column + 1);
+    }
+    path.pop_back();
+  }
+  return file->name();
+}
+
+std::vector<int> ServicePath(const pb::ServiceDescriptor* service) {
+  return {kFileServiceField, service->index()};
+}
+
+std::vector<int> MethodPath(const pb::MethodDescriptor* method) {
+  return {kFileServiceField, method->service()->index(), kServiceMethodField, method->index()};
+}
+
+bool IsValidDottedIdentifier(absl::string_view name) {
+  if (name.empty()) return false;
+  for (absl::string_view part : absl::StrSplit(name, '.')) {
+    if (part.empty()) return false;
+    if (!absl::ascii_isalpha(part[0]) && part[0] != '_') return false;
+    for (char c : part) {
+      if (!absl::ascii_isalnum(c) && c != '_') return false;
+    }
+  }
+  return true;
+}
+
+std::string WireServiceName(const pb::ServiceDescriptor* service) {
+  const std::string& wire_name = service->options().GetExtension(::locus::wire_name);
+  return wire_name.empty() ? service->full_name() : wire_name;
+}
+
+// Proto comments as C++ `//` lines, each preceded by `indent`.
+std::string Comment(const pb::SourceLocation& location, absl::string_view indent) {
+  std::string text = location.leading_comments;
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  if (text.empty()) return "";
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.remove_suffix(1);
+    absl::StrAppend(&out, indent, "//", line, "\n");
+  }
+  return out;
+}
+
+template <typename DescriptorT>
+std::string LeadingComment(const DescriptorT* descriptor, absl::string_view indent) {
+  pb::SourceLocation location;
+  if (!descriptor->GetSourceLocation(&location)) return "";
+  return Comment(location, indent);
+}
+
+std::string StripProto(absl::string_view name) {
+  if (absl::EndsWith(name, ".protodevel")) name.remove_suffix(11);
+  else if (absl::EndsWith(name, ".proto")) name.remove_suffix(6);
+  return std::string(name);
+}
+
+std::string HeaderGuard(const std::string& base) {
+  std::string guard = "LOCUS_GENERATED_";
+  for (char c : base) guard += absl::ascii_isalnum(c) ? absl::ascii_toupper(c) : '_';
+  return guard + "_LOCUS_H_";
+}
+
+// "::pkg::sub" (empty for no package): the namespace protoc's C++ generator
+// puts the file's messages in, and where we put its services.
+std::vector<std::string> Namespaces(const pb::FileDescriptor* file) {
+  if (file->package().empty()) return {};
+  return absl::StrSplit(file->package(), '.');
+}
+
+std::string MessageType(const pb::Descriptor* descriptor) {
+  // Matches the class names of the installed protoc's C++ generator
+  // (nested messages as Outer_Inner, keywords with a trailing `_`).
+  return pb::compiler::cpp::QualifiedClassName(descriptor);
+}
+
+// Escapes a string for a C++ string literal (names are identifiers, but be
+// safe with anything).
+std::string CEscape(absl::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+uint32_t DefaultTimeoutMs(const pb::MethodDescriptor* method) {
+  return method->options().GetExtension(::locus::default_timeout_ms);
+}
+
+class Writer {
+ public:
+  void Add(absl::string_view text) { absl::StrAppend(&out_, text); }
+  template <typename... Args>
+  void Add(absl::string_view a, const Args&... args) {
+    absl::StrAppend(&out_, a);
+    Add(args...);
+  }
+  const std::string& str() const { return out_; }
+
+ private:
+  std::string out_;
+};
+
+void WriteFile(pb::compiler::GeneratorContext* context, const std::string& name,
+               const std::string& content) {
+  std::unique_ptr<pb::io::ZeroCopyOutputStream> output(context->Open(name));
+  void* data;
+  int size;
+  size_t written = 0;
+  while (written < content.size()) {
+    if (!output->Next(&data, &size)) return;
+    size_t n = std::min(static_cast<size_t>(size), content.size() - written);
+    memcpy(data, content.data() + written, n);
+    written += n;
+    if (n < static_cast<size_t>(size)) output->BackUp(size - static_cast<int>(n));
+  }
+}
+
+void WriteBanner(Writer& w, const pb::FileDescriptor* file) {
+  w.Add("// Generated by locusc, the Locus IDL compiler, from ", file->name(), ".\n",
+        "// DO NOT EDIT! Edit ", file->name(), " and regenerate instead.\n",
+        "// source: ", file->name(), "\n\n");
+}
+
+void OpenNamespaces(Writer& w, const pb::FileDescriptor* file) {
+  for (const std::string& ns : Namespaces(file)) w.Add("namespace ", ns, " {\n");
+  if (!Namespaces(file).empty()) w.Add("\n");
+}
+
+void CloseNamespaces(Writer& w, const pb::FileDescriptor* file) {
+  std::vector<std::string> namespaces = Namespaces(file);
+  for (auto it = namespaces.rbegin(); it != namespaces.rend(); ++it) {
+    w.Add("}  // namespace ", *it, "\n");
+  }
+}
+
+void WriteServiceDeclaration(Writer& w, const pb::ServiceDescriptor* service) {
+  const std::string cls = ServiceClassName(service);
+  const std::vector<std::string> names = MethodCppNames(service);
+  const int n = service->method_count();
+
+  w.Add(LeadingComment(service, ""));
+  w.Add("class ", cls, " final {\n", " public:\n");
+  w.Add("  // The name the service is registered and called under.\n");
+  w.Add("  static constexpr char kServiceName[] = \"", CEscape(WireServiceName(service)),
+        "\";\n\n");
+  for (int i = 0; i < n; ++i) {
+    w.Add("  static const ::locus::RpcMethod kMethod", names[i], ";\n");
+  }
+  w.Add("  // The method table, in declaration order.\n");
+  w.Add("  static constexpr int kMethodCount = ", absl::StrCat(n), ";\n");
+  if (n > 0) {
+    w.Add("  static const ::locus::RpcMethod* const kMethods[kMethodCount];\n\n");
+  } else {
+    w.Add("  // No methods: holds a single nullptr.\n");
+    w.Add("  static const ::locus::RpcMethod* const kMethods[1];\n\n");
+  }
+
+  // Service.
+  w.Add("  // Server side: derive from Service and override the methods you implement;\n");
+  w.Add("  // the others answer UNIMPLEMENTED.\n");
+  w.Add("  class Service : public ::locus::Service {\n", "   public:\n");
+  w.Add("    Service();\n", "    ~Service() override;\n");
+  for (int i = 0; i < n; ++i) {
+    const pb::MethodDescriptor* method = service->method(i);
+    w.Add("\n", LeadingComment(method, "    "));
+    w.Add("    virtual ::absl::Status ", names[i], "(::locus::ServerContext* context, const ",
+          MessageType(method->input_type()), "* request, ", MessageType(method->output_type()),
+          "* response);\n");
+  }
+  w.Add("  };\n\n");
+
+  // Stub.
+  w.Add("  // Client side. Thread-safe; cheap to create.\n");
+  w.Add("  class Stub final {\n", "   public:\n");
+  w.Add("    explicit Stub(::std::shared_ptr<::locus::Channel> channel);\n");
+  for (int i = 0; i < n; ++i) {
+    const pb::MethodDescriptor* method = service->method(i);
+    const std::string req = MessageType(method->input_type());
+    const std::string resp = MessageType(method->output_type());
+    w.Add("\n", LeadingComment(method, "    "));
+    w.Add("    ::absl::StatusOr<", resp, "> ", names[i], "(const ", req,
+          "& request, const ::locus::CallOptions& options = {});\n");
+    w.Add("    ::absl::Status ", names[i], "(const ", req, "& request, ", resp,
+          "* response, const ::locus::CallOptions& options = {});\n");
+    w.Add("    ::locus::Future<", resp, "> Async", names[i], "(const ", req,
+          "& request, const ::locus::CallOptions& options = {});\n");
+    w.Add("    // `response` must stay valid until `done` runs.\n");
+    w.Add("    void Async", names[i], "(const ", req, "& request, ", resp,
+          "* response, const ::locus::CallOptions& options, "
+          "::absl::AnyInvocable<void(::absl::Status) &&> done);\n");
+  }
+  w.Add("\n    const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }\n\n");
+  w.Add("   private:\n", "    ::std::shared_ptr<::locus::Channel> channel_;\n", "  };\n\n");
+  w.Add("  static ::std::unique_ptr<Stub> NewStub(::std::shared_ptr<::locus::Channel> channel);\n");
+  w.Add("};\n\n");
+}
+
+// The options a stub method passes on: `options` itself, or, for a method
+// with (locus.default_timeout_ms), a copy with the default deadline applied.
+std::string OptionsExpr(const pb::MethodDescriptor* method) {
+  uint32_t timeout_ms = DefaultTimeoutMs(method);
+  if (timeout_ms == 0) return "options";
+  return absl::StrCat("LocusApplyDefaultTimeout(options, ", timeout_ms, ", &with_default_timeout)");
+}
+
+std::string OptionsPrelude(const pb::MethodDescriptor* method) {
+  if (DefaultTimeoutMs(method) == 0) return "";
+  return "  ::locus::CallOptions with_default_timeout;\n";
+}
+
+void WriteServiceDefinition(Writer& w, const pb::ServiceDescriptor* service) {
+  const std::string cls = ServiceClassName(service);
+  const std::vector<std::string> names = MethodCppNames(service);
+  const int n = service->method_count();
+  const std::string wire = WireServiceName(service);
+
+  w.Add("// ", cls, "\n\n");
+  for (int i = 0; i < n; ++i) {
+    const pb::MethodDescriptor* method = service->method(i);
+    w.Add("const ::locus::RpcMethod ", cls, "::kMethod", names[i], " = {\"/",
+          CEscape(wire), "/", CEscape(method->name()), "\", ::locus::RpcKind::kUnary, ",
+          method->options().GetExtension(::locus::oneway) ? "true" : "false", "};\n");
+  }
+  if (n > 0) {
+    w.Add("const ::locus::RpcMethod* const ", cls, "::kMethods[", cls, "::kMethodCount] = {\n");
+    for (int i = 0; i < n; ++i) w.Add("    &", cls, "::kMethod", names[i], ",\n");
+    w.Add("};\n\n");
+  } else {
+    w.Add("const ::locus::RpcMethod* const ", cls, "::kMethods[1] = {nullptr};\n\n");
+  }
+
+  w.Add(cls, "::Service::Service() : ::locus::Service(", cls, "::kServiceName) {\n");
+  for (int i = 0; i < n; ++i) {
+    w.Add("  AddMethod(&", cls, "::kMethod", names[i],
+          ", ::locus::internal::MakeUnaryHandler(this, &", cls, "::Service::", names[i], "));\n");
+  }
+  w.Add("}\n\n");
+  w.Add(cls, "::Service::~Service() = default;\n\n");
+  for (int i = 0; i < n; ++i) {
+    const pb::MethodDescriptor* method = service->method(i);
+    w.Add("::absl::Status ", cls, "::Service::", names[i], "(::locus::ServerContext* /*context*/, const ",
+          MessageType(method->input_type()), "* /*request*/, ", MessageType(method->output_type()),
+          "* /*response*/) {\n");
+    w.Add("  return ::locus::internal::UnimplementedMethod(", cls, "::kMethod", names[i], ");\n");
+    w.Add("}\n\n");
+  }
+
+  w.Add(cls, "::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)\n",
+        "    : channel_(::std::move(channel)) {}\n\n");
+  for (int i = 0; i < n; ++i) {
+    const pb::MethodDescriptor* method = service->method(i);
+    const std::string req = MessageType(method->input_type());
+    const std::string resp = MessageType(method->output_type());
+    const std::string m = absl::StrCat(cls, "::kMethod", names[i]);
+    const std::string prelude = OptionsPrelude(method);
+    const std::string opts = OptionsExpr(method);
+    w.Add("::absl::StatusOr<", resp, "> ", cls, "::Stub::", names[i], "(const ", req,
+          "& request, const ::locus::CallOptions& options) {\n", prelude,
+          "  return ::locus::internal::BlockingUnaryCall<", resp, ">(*channel_, ", m,
+          ", request, ", opts, ");\n}\n\n");
+    w.Add("::absl::Status ", cls, "::Stub::", names[i], "(const ", req, "& request, ", resp,
+          "* response, const ::locus::CallOptions& options) {\n", prelude,
+          "  return channel_->CallUnary(", m, ", request, response, ", opts, ");\n}\n\n");
+    w.Add("::locus::Future<", resp, "> ", cls, "::Stub::Async", names[i], "(const ", req,
+          "& request, const ::locus::CallOptions& options) {\n", prelude,
+          "  return ::locus::internal::FutureUnaryCall<", resp, ">(*channel_, ", m,
+          ", request, ", opts, ");\n}\n\n");
+    w.Add("void ", cls, "::Stub::Async", names[i], "(const ", req, "& request, ", resp,
+          "* response, const ::locus::CallOptions& options, "
+          "::absl::AnyInvocable<void(::absl::Status) &&> done) {\n",
+          prelude, "  channel_->StartUnary(", m, ", request, response, ", opts,
+          ", ::std::move(done));\n}\n\n");
+  }
+  w.Add("::std::unique_ptr<", cls, "::Stub> ", cls,
+        "::NewStub(::std::shared_ptr<::locus::Channel> channel) {\n",
+        "  return ::std::make_unique<", cls, "::Stub>(::std::move(channel));\n}\n\n");
+}
+
+bool NeedsTimeoutHelper(const pb::FileDescriptor* file) {
+  for (int s = 0; s < file->service_count(); ++s) {
+    for (int m = 0; m < file->service(s)->method_count(); ++m) {
+      if (DefaultTimeoutMs(file->service(s)->method(m)) != 0) return true;
+    }
+  }
+  return false;
+}
+
+std::string GenerateHeader(const pb::FileDescriptor* file, const std::string& base) {
+  Writer w;
+  WriteBanner(w, file);
+  const std::string guard = HeaderGuard(base);
+  w.Add("#ifndef ", guard, "\n#define ", guard, "\n\n");
+  w.Add("#include \"locus/codegen_support.h\"\n");
+  w.Add("#include \"", base, ".pb.h\"\n\n");
+  if (file->service_count() > 0) {
+    OpenNamespaces(w, file);
+    for (int i = 0; i < file->service_count(); ++i) WriteServiceDeclaration(w, file->service(i));
+    CloseNamespaces(w, file);
+    w.Add("\n");
+  }
+  w.Add("#endif  // ", guard, "\n");
+  return w.str();
+}
+
+std::string GenerateSource(const pb::FileDescriptor* file, const std::string& base) {
+  Writer w;
+  WriteBanner(w, file);
+  w.Add("#include \"", base, ".locus.h\"\n\n");
+  if (file->service_count() > 0) {
+    OpenNamespaces(w, file);
+    if (NeedsTimeoutHelper(file)) {
+      w.Add("namespace {\n\n",
+            "// (locus.default_timeout_ms): calls that set no deadline get the method's\n",
+            "// default one.\n",
+            "const ::locus::CallOptions& LocusApplyDefaultTimeout(const ::locus::CallOptions& "
+            "options,\n",
+            "                                                     ::uint32_t timeout_ms,\n",
+            "                                                     ::locus::CallOptions* storage) {\n",
+            "  if (options.deadline != ::absl::InfiniteFuture()) return options;\n",
+            "  *storage = options;\n",
+            "  storage->deadline = ::absl::Now() + ::absl::Milliseconds(timeout_ms);\n",
+            "  return *storage;\n", "}\n\n", "}  // namespace\n\n");
+    }
+    for (int i = 0; i < file->service_count(); ++i) WriteServiceDefinition(w, file->service(i));
+    CloseNamespaces(w, file);
+  }
+  return w.str();
+}
+
+}  // namespace
+
+bool IsCppKeyword(const std::string& name) {
+  // C++20 keywords and alternative tokens (a superset of protoc's list), plus
+  // NULL, which protoc also avoids.
+  static const auto* keywords = new std::set<std::string>{
+      "NULL",        "alignas",      "alignof",   "and",          "and_eq",
+      "asm",         "auto",         "bitand",    "bitor",        "bool",
+      "break",       "case",         "catch",     "char",         "char8_t",
+      "char16_t",    "char32_t",     "class",     "compl",        "concept",
+      "const",       "consteval",    "constexpr", "constinit",    "const_cast",
+      "continue",    "co_await",     "co_return", "co_yield",     "decltype",
+      "default",     "delete",       "do",        "double",       "dynamic_cast",
+      "else",        "enum",         "explicit",  "export",       "extern",
+      "false",       "float",        "for",       "friend",       "goto",
+      "if",          "inline",       "int",       "long",         "mutable",
+      "namespace",   "new",          "noexcept",  "not",          "not_eq",
+      "nullptr",     "operator",     "or",        "or_eq",        "private",
+      "protected",   "public",       "register",  "reinterpret_cast", "requires",
+      "return",      "short",        "signed",    "sizeof",       "static",
+      "static_assert", "static_cast", "struct",   "switch",       "template",
+      "this",        "thread_local", "throw",     "true",         "try",
+      "typedef",     "typeid",       "typename",  "union",        "unsigned",
+      "using",       "virtual",      "void",      "volatile",     "wchar_t",
+      "while",       "xor",          "xor_eq"};
+  return keywords->count(name) > 0;
+}
+
+std::string ServiceClassName(const pb::ServiceDescriptor* service) {
+  std::string name = service->name();
+  if (IsCppKeyword(name)) name += "_";
+  return name;
+}
+
+std::vector<std::string> MethodCppNames(const pb::ServiceDescriptor* service) {
+  std::set<std::string> proto_names;
+  for (int i = 0; i < service->method_count(); ++i) proto_names.insert(service->method(i)->name());
+  std::set<std::string> used;
+  std::vector<std::string> names;
+  for (int i = 0; i < service->method_count(); ++i) {
+    const std::string& proto_name = service->method(i)->name();
+    std::string name = proto_name;
+    bool mangle = IsCppKeyword(name) || ReservedMemberNames().count(name) > 0;
+    // `AsyncFoo` next to `Foo`: the stub's async variants of Foo are named
+    // AsyncFoo, so the method AsyncFoo becomes AsyncFoo_.
+    if (absl::StartsWith(name, "Async") && proto_names.count(name.substr(5)) > 0) mangle = true;
+    // The `_` suffix; for names already ending in `_`, a number instead.
+    auto suffixed = [&](int n) {
+      if (absl::EndsWith(proto_name, "_")) return absl::StrCat(proto_name, n);
+      return n == 1 ? proto_name + "_" : absl::StrCat(proto_name, "_", n);
+    };
+    if (mangle) name = suffixed(1);
+    // Still taken (by a generated member, an earlier method, or another
+    // method's own name, e.g. `delete` next to `delete_`): number it. Never
+    // append a second `_`: names with `__` are reserved in C++.
+    auto taken = [&](const std::string& candidate) {
+      return ReservedMemberNames().count(candidate) > 0 || used.count(candidate) > 0 ||
+             (candidate != proto_name && proto_names.count(candidate) > 0);
+    };
+    for (int n = 2; taken(name); ++n) name = suffixed(n);
+    used.insert(name);
+    names.push_back(name);
+  }
+  return names;
+}
+
+void LocusGenerator::Validate(const pb::FileDescriptor* file, std::vector<std::string>* errors) {
+  if (file->service_count() > 0 && file->options().cc_generic_services()) {
+    errors->push_back(absl::StrCat(
+        Where(file, {kFileOptionsField, kFileOptionsCcGenericServices}),
+        ": option cc_generic_services conflicts with the service classes Locus generates; "
+        "remove it"));
+  }
+  for (int s = 0; s < file->service_count(); ++s) {
+    const pb::ServiceDescriptor* service = file->service(s);
+    if (service->options().HasExtension(::locus::wire_name)) {
+      const std::string& wire_name = service->options().GetExtension(::locus::wire_name);
+      if (!IsValidDottedIdentifier(wire_name)) {
+        std::vector<int> path = ServicePath(service);
+        path.insert(path.end(), {kServiceOptionsField, kWireNameField});
+        errors->push_back(absl::StrCat(Where(file, path), ": service ", service->full_name(),
+                                       ": (locus.wire_name) \"", wire_name,
+                                       "\" is not a valid dotted identifier (like "
+                                       "\"pkg.Service\")"));
+      }
+    }
+    for (int m = 0; m < service->method_count(); ++m) {
+      const pb::MethodDescriptor* method = service->method(m);
+      std::vector<int> path = MethodPath(method);
+      const bool streaming = method->client_streaming() || method->server_streaming();
+      if (streaming) {
+        errors->push_back(absl::StrCat(Where(file, path), ": method ", method->full_name(),
+                                       ": streaming RPCs are not supported yet by Locus"));
+      }
+      if (method->options().GetExtension(::locus::oneway)) {
+        std::vector<int> at = path;
+        at.insert(at.end(), {kMethodOptionsField, kOnewayField});
+        if (streaming) {
+          errors->push_back(absl::StrCat(Where(file, at), ": method ", method->full_name(),
+                                         ": (locus.oneway) is only valid on unary methods"));
+        } else if (method->output_type()->full_name() != "google.protobuf.Empty") {
+          errors->push_back(absl::StrCat(
+              Where(file, at), ": method ", method->full_name(),
+              ": (locus.oneway) requires the response type google.protobuf.Empty, not ",
+              method->output_type()->full_name()));
+        }
+      }
+    }
+  }
+}
+
+bool LocusGenerator::Generate(const pb::FileDescriptor* file, const std::string& parameter,
+                              pb::compiler::GeneratorContext* context,
+                              std::string* error) const {
+  if (!parameter.empty()) {
+    *error = absl::StrCat(file->name(), ": locus generator takes no parameters (got \"",
+                          parameter, "\")");
+    return false;
+  }
+  std::vector<std::string> errors;
+  Validate(file, &errors);
+  if (!errors.empty()) {
+    *error = absl::StrJoin(errors, "\n");
+    return false;
+  }
+  const std::string base = StripProto(file->name());
+  WriteFile(context, base + ".locus.h", GenerateHeader(file, base));
+  WriteFile(context, base + ".locus.cc", GenerateSource(file, base));
+  return true;
+}
+
+bool LocusGenerator::GenerateAll(const std::vector<const pb::FileDescriptor*>& files,
+                                 const std::string& parameter,
+                                 pb::compiler::GeneratorContext* context,
+                                 std::string* error) const {
+  std::vector<std::string> errors;
+  for (const pb::FileDescriptor* file : files) Validate(file, &errors);
+  if (!errors.empty()) {
+    *error = absl::StrJoin(errors, "\n");
+    return false;
+  }
+  for (const pb::FileDescriptor* file : files) {
+    if (!Generate(file, parameter, context, error)) return false;
+  }
+  return true;
+}
+
+}  // namespace codegen
+}  // namespace locus
