@@ -100,7 +100,8 @@ std::string Comment(const pb::SourceLocation& location, absl::string_view indent
   std::string out;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.remove_suffix(1);
-    absl::StrAppend(&out, indent, "//", line, "\n");
+    if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
+    absl::StrAppend(&out, indent, line.empty() ? "//" : "// ", line, "\n");
   }
   return out;
 }

@@ -37,7 +37,7 @@ class Notebook final {
     virtual ::absl::Status Add(::locus::ServerContext* context, const ::docs::v2::Note* request, ::docs::v2::Note* response);
 
     // A block comment
-    //on two lines.
+    // on two lines.
     virtual ::absl::Status Remove(::locus::ServerContext* context, const ::docs::v2::Note* request, ::docs::v2::Note* response);
 
     virtual ::absl::Status Uncommented(::locus::ServerContext* context, const ::docs::v2::Note* request, ::docs::v2::Note* response);
@@ -56,7 +56,7 @@ class Notebook final {
     void AsyncAdd(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
 
     // A block comment
-    //on two lines.
+    // on two lines.
     ::absl::StatusOr<::docs::v2::Note> Remove(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {});
     ::absl::Status Remove(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options = {});
     ::locus::Future<::docs::v2::Note> AsyncRemove(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {});
