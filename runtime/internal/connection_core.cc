@@ -1,0 +1,561 @@
+#include "internal/connection_core.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/message_lite.h"
+#include "internal/host_identity.h"
+#include "internal/log.h"
+#include "internal/timer_queue.h"
+
+namespace locus::internal {
+namespace {
+
+constexpr char kImplementation[] = "locus-c++/0.1.0";
+
+absl::Status StatusFromWire(const wire::CallStatus& status) {
+  int code = status.code();
+  if (code < 0 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+    return absl::UnknownError(absl::StrCat("peer sent unknown status code ", code, ": ", status.message()));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(code), status.message());
+}
+
+absl::Time DeadlineFromTimeout(int64_t timeout_ns) {
+  if (timeout_ns <= 0) return absl::InfiniteFuture();
+  return absl::Now() + absl::Nanoseconds(timeout_ns);
+}
+
+}  // namespace
+
+struct ConnectionCore::PendingCall {
+  google::protobuf::MessageLite* response = nullptr;
+  Metadata* trailing_metadata = nullptr;
+  const char* method = nullptr;
+  // Asynchronous calls: `done` set, heap-allocated, freed by Complete().
+  absl::AnyInvocable<void(absl::Status) &&> done;
+  TimerQueue::Id timer = 0;
+  // Synchronous calls: the waiter sleeps on `mu` until `finished`.
+  absl::Mutex mu;
+  bool finished ABSL_GUARDED_BY(mu) = false;
+  absl::Status status ABSL_GUARDED_BY(mu);
+  std::atomic<bool> finished_flag{false};
+};
+
+std::shared_ptr<ConnectionCore> ConnectionCore::Create(std::unique_ptr<Connection> connection,
+                                                       Options options) {
+  return std::shared_ptr<ConnectionCore>(new ConnectionCore(std::move(connection), std::move(options)));
+}
+
+ConnectionCore::ConnectionCore(std::unique_ptr<Connection> connection, Options options)
+    : options_(std::move(options)),
+      next_call_id_(options_.connecting_side ? 1 : 2),
+      connection_(std::move(connection)) {}
+
+ConnectionCore::~ConnectionCore() {
+  connection_->Close(absl::UnavailableError("connection released"));
+  connection_.reset();  // waits for the reader; delivers OnClosed if still due
+}
+
+void ConnectionCore::Start() { connection_->Start(this); }
+
+wire::Hello ConnectionCore::MakeHello() const {
+  wire::Hello hello;
+  hello.set_min_protocol_version(kProtocolVersion);
+  hello.set_max_protocol_version(kProtocolVersion);
+  hello.set_implementation(kImplementation);
+  hello.set_max_receive_message_size(options_.max_receive_message_size);
+  *hello.mutable_host() = LocalHostIdentity();
+  return hello;
+}
+
+absl::Status ConnectionCore::ClientHandshake(absl::Time deadline) {
+  std::string meta = MakeHello().SerializeAsString();
+  absl::Status sent = connection_->Send(FrameHeader::Make(FrameType::kHello, 0, 0), meta, {}, deadline);
+  if (!sent.ok()) return sent;
+  DriveUntil([this] { return handshake_flag_.load(std::memory_order_acquire); }, deadline);
+  absl::MutexLock lock(&mu_);
+  auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return handshake_done_ || closed_; };
+  mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
+  if (!handshake_error_.ok()) return handshake_error_;
+  if (handshake_done_) return absl::OkStatus();
+  if (closed_) {
+    return absl::UnavailableError(
+        absl::StrCat("connection closed during handshake: ", close_reason_.message()));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("no handshake reply from ", peer().remote_address, " (is it a Locus server?)"));
+}
+
+void ConnectionCore::ExpectHandshakeBy(absl::Time deadline) {
+  std::weak_ptr<ConnectionCore> weak = weak_from_this();
+  TimerQueue::Get().Schedule(deadline, [weak] {
+    std::shared_ptr<ConnectionCore> self = weak.lock();
+    if (self == nullptr) return;
+    if (!self->handshake_flag_.load()) {
+      LOCUS_LOG(WARNING) << "closing connection from " << self->peer().remote_address
+                         << ": no handshake within the time limit";
+      self->Close(absl::DeadlineExceededError("handshake timed out"));
+    }
+  });
+}
+
+bool ConnectionCore::usable() const {
+  absl::MutexLock lock(&mu_);
+  return !closed_ && !draining_;
+}
+
+bool ConnectionCore::closed() const {
+  absl::MutexLock lock(&mu_);
+  return closed_;
+}
+
+size_t ConnectionCore::active_server_calls() const {
+  absl::MutexLock lock(&mu_);
+  return serving_.size();
+}
+
+void ConnectionCore::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
+  connection_->DriveUntil(done, deadline);
+}
+
+absl::StatusOr<uint64_t> ConnectionCore::Register(PendingCall* call) {
+  absl::MutexLock lock(&mu_);
+  if (closed_) {
+    return absl::UnavailableError(absl::StrCat("connection closed: ", close_reason_.message()));
+  }
+  if (draining_) return absl::UnavailableError("server is shutting down (GOAWAY)");
+  uint64_t id = next_call_id_;
+  next_call_id_ += 2;
+  pending_.emplace(id, call);
+  return id;
+}
+
+ConnectionCore::PendingCall* ConnectionCore::Take(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return nullptr;
+  PendingCall* call = it->second;
+  pending_.erase(it);
+  return call;
+}
+
+void ConnectionCore::Complete(PendingCall* call, absl::Status status) {
+  if (call->done) {
+    if (call->timer != 0) TimerQueue::Get().Cancel(call->timer);
+    std::move(call->done)(std::move(status));
+    delete call;
+    return;
+  }
+  absl::MutexLock lock(&call->mu);
+  call->status = std::move(status);
+  call->finished = true;
+  call->finished_flag.store(true, std::memory_order_release);
+}
+
+absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
+                                         const google::protobuf::MessageLite& request,
+                                         const CallOptions& options) {
+  std::string payload;
+  if (!request.SerializeToString(&payload)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot serialize request for ", method.full_name, " (missing required fields?)"));
+  }
+  if (payload.size() > options_.max_send_message_size) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("request of ", payload.size(), " bytes exceeds the send limit of ",
+                     options_.max_send_message_size, " bytes"));
+  }
+  wire::CallHeader header;
+  header.set_method(method.full_name);
+  if (options.deadline != absl::InfiniteFuture()) {
+    header.set_timeout_ns(std::max<int64_t>(1, absl::ToInt64Nanoseconds(options.deadline - absl::Now())));
+  }
+  for (const auto& [key, value] : options.metadata) {
+    wire::MetadataEntry* entry = header.add_metadata();
+    entry->set_key(key);
+    entry->set_value(value);
+  }
+  std::string meta = header.SerializeAsString();
+  uint32_t flags = kFlagHasMessage | kFlagEndStream | (method.oneway ? kFlagOneway : 0);
+  FrameHeader frame = FrameHeader::Make(FrameType::kRequest, flags, id);
+  frame.meta_length = static_cast<uint32_t>(meta.size());
+  frame.payload_length = static_cast<uint32_t>(payload.size());
+  return connection_->Send(frame, meta, payload, options.deadline);
+}
+
+absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
+                                       const google::protobuf::MessageLite& request,
+                                       google::protobuf::MessageLite* response,
+                                       const CallOptions& options) {
+  if (absl::Now() >= options.deadline) {
+    return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", method.full_name, " started"));
+  }
+  PendingCall call;
+  call.response = response;
+  call.trailing_metadata = options.trailing_metadata;
+  call.method = method.full_name;
+  absl::StatusOr<uint64_t> id = Register(&call);
+  if (!id.ok()) return id.status();
+  absl::Status sent = SendRequest(method, *id, request, options);
+  if (!sent.ok() || method.oneway) {
+    if (Take(*id) != nullptr) return sent;
+    // Someone (OnClosed) is completing it: wait for that below.
+  } else {
+    // Read the connection on this thread if nobody else does.
+    connection_->DriveUntil([&call] { return call.finished_flag.load(std::memory_order_acquire); },
+                            options.deadline);
+  }
+  absl::MutexLock lock(&call.mu);
+  auto finished = [&call]() ABSL_SHARED_LOCKS_REQUIRED(call.mu) { return call.finished; };
+  if (!call.mu.AwaitWithDeadline(absl::Condition(&finished), options.deadline)) {
+    call.mu.Unlock();
+    bool expired = Take(*id) != nullptr;
+    if (expired) {
+      FrameHeader cancel = FrameHeader::Make(FrameType::kCancel, 0, *id);
+      (void)connection_->Send(cancel, {}, {}, absl::Now() + absl::Seconds(1));
+    }
+    call.mu.Lock();
+    if (expired) {
+      return absl::DeadlineExceededError(absl::StrCat("deadline exceeded waiting for ", method.full_name));
+    }
+    // The reply is being delivered right now: wait for it to finish.
+    call.mu.Await(absl::Condition(&finished));
+  }
+  return call.status;
+}
+
+void ConnectionCore::StartUnary(const RpcMethod& method,
+                                const google::protobuf::MessageLite& request,
+                                google::protobuf::MessageLite* response, const CallOptions& options,
+                                absl::AnyInvocable<void(absl::Status) &&> done) {
+  if (absl::Now() >= options.deadline) {
+    std::move(done)(absl::DeadlineExceededError(
+        absl::StrCat("deadline passed before ", method.full_name, " started")));
+    return;
+  }
+  auto* call = new PendingCall();
+  call->response = response;
+  call->trailing_metadata = options.trailing_metadata;
+  call->method = method.full_name;
+  call->done = std::move(done);
+  absl::StatusOr<uint64_t> id = Register(call);
+  if (!id.ok()) {
+    Complete(call, id.status());
+    return;
+  }
+  if (options.deadline != absl::InfiniteFuture() && !method.oneway) {
+    // Set before the request can be answered; Complete() cancels it.
+    std::weak_ptr<ConnectionCore> weak = weak_from_this();
+    uint64_t call_id = *id;
+    call->timer = TimerQueue::Get().Schedule(options.deadline, [weak, call_id] {
+      if (std::shared_ptr<ConnectionCore> self = weak.lock()) self->ExpireCall(call_id);
+    });
+  }
+  absl::Status sent = SendRequest(method, *id, request, options);
+  if (!sent.ok() || method.oneway) {
+    if (PendingCall* taken = Take(*id)) Complete(taken, sent);
+  }
+}
+
+void ConnectionCore::ExpireCall(uint64_t id) {
+  PendingCall* call = Take(id);
+  if (call == nullptr) return;
+  call->timer = 0;  // running now; nothing to cancel
+  FrameHeader cancel = FrameHeader::Make(FrameType::kCancel, 0, id);
+  (void)connection_->Send(cancel, {}, {}, absl::Now() + absl::Seconds(1));
+  Complete(call, absl::DeadlineExceededError(absl::StrCat("deadline exceeded waiting for ", call->method)));
+}
+
+void ConnectionCore::SendGoAway(const absl::Status& reason) {
+  wire::GoAway goaway;
+  {
+    absl::MutexLock lock(&mu_);
+    goaway.set_last_processed_call_id(last_peer_call_id_);
+  }
+  goaway.set_code(static_cast<int>(reason.code()));
+  goaway.set_reason(std::string(reason.message()));
+  std::string meta = goaway.SerializeAsString();
+  FrameHeader header = FrameHeader::Make(FrameType::kGoAway, 0, 0);
+  header.meta_length = static_cast<uint32_t>(meta.size());
+  (void)connection_->Send(header, meta, {}, absl::Now() + absl::Seconds(1));
+}
+
+void ConnectionCore::Close(const absl::Status& reason) { connection_->Close(reason); }
+
+void ConnectionCore::ProtocolError(const std::string& what) {
+  LOCUS_LOG(WARNING) << "protocol error from " << peer().remote_address << ": " << what
+                     << "; closing the connection";
+  connection_->Close(absl::InternalError(absl::StrCat("protocol error: ", what)));
+}
+
+// ---------------------------------------------------------------------------
+// Receiving
+
+void ConnectionCore::OnFrame(Frame frame) {
+  const FrameType type = frame.header.frame_type();
+  if (!handshake_flag_.load(std::memory_order_acquire) && type != FrameType::kHello &&
+      type != FrameType::kHelloAck && type != FrameType::kGoAway) {
+    ProtocolError(absl::StrCat("expected a handshake, got ", DescribeFrameHeader(frame.header)));
+    return;
+  }
+  switch (type) {
+    case FrameType::kHello:
+    case FrameType::kHelloAck:
+      HandleHello(frame);
+      return;
+    case FrameType::kRequest:
+      HandleRequest(std::move(frame));
+      return;
+    case FrameType::kResponse:
+      HandleResponse(std::move(frame));
+      return;
+    case FrameType::kCancel: {
+      absl::MutexLock lock(&mu_);
+      auto it = serving_.find(frame.header.call_id);
+      if (it != serving_.end()) it->second->store(true, std::memory_order_release);
+      return;
+    }
+    case FrameType::kPing: {
+      FrameHeader pong = FrameHeader::Make(FrameType::kPong, 0, frame.header.call_id);
+      pong.payload_length = static_cast<uint32_t>(frame.payload.size());
+      (void)connection_->Send(pong, {}, frame.payload, absl::Now() + absl::Seconds(5));
+      return;
+    }
+    case FrameType::kPong:
+      return;
+    case FrameType::kGoAway:
+      HandleGoAway(frame);
+      return;
+    case FrameType::kMessage:
+      // Streaming calls are not part of this protocol version's call model
+      // yet; a MESSAGE frame can only refer to a call we do not know.
+      ProtocolError(absl::StrCat("unexpected ", DescribeFrameHeader(frame.header)));
+      return;
+  }
+}
+
+void ConnectionCore::HandleHello(const Frame& frame) {
+  const bool is_hello = frame.header.frame_type() == FrameType::kHello;
+  // The connecting side sends HELLO and receives HELLO_ACK; the other side
+  // the reverse. Anything else, or a second handshake, is a protocol error.
+  if (is_hello == options_.connecting_side || handshake_flag_.load()) {
+    ProtocolError(absl::StrCat("unexpected handshake frame ", DescribeFrameHeader(frame.header)));
+    return;
+  }
+  wire::Hello hello;
+  if (!hello.ParseFromString(frame.meta)) {
+    ProtocolError("malformed HELLO");
+    return;
+  }
+  absl::Status version_ok = absl::OkStatus();
+  if (hello.min_protocol_version() > kProtocolVersion || hello.max_protocol_version() < kProtocolVersion) {
+    version_ok = absl::FailedPreconditionError(absl::StrCat(
+        "peer speaks protocol versions ", hello.min_protocol_version(), "-",
+        hello.max_protocol_version(), "; this side speaks ", kProtocolVersion));
+  }
+  if (is_hello) {
+    if (!version_ok.ok()) {
+      LOCUS_LOG(WARNING) << "rejecting " << peer().remote_address << ": " << version_ok.message();
+      SendGoAway(version_ok);
+      connection_->Close(version_ok);
+      return;
+    }
+    std::string meta = MakeHello().SerializeAsString();
+    FrameHeader ack = FrameHeader::Make(FrameType::kHelloAck, 0, 0);
+    ack.meta_length = static_cast<uint32_t>(meta.size());
+    if (!connection_->Send(ack, meta, {}, absl::Now() + absl::Seconds(10)).ok()) return;
+  }
+  peer_hello_ = std::move(hello);
+  absl::MutexLock lock(&mu_);
+  handshake_error_ = version_ok;
+  handshake_done_ = version_ok.ok();
+  handshake_flag_.store(true, std::memory_order_release);
+}
+
+void ConnectionCore::HandleGoAway(const Frame& frame) {
+  wire::GoAway goaway;
+  goaway.ParseFromString(frame.meta);  // best effort: the frame's meaning is the type
+  absl::Status reason(static_cast<absl::StatusCode>(
+                          goaway.code() >= 0 && goaway.code() <= 16 ? goaway.code() : 2),
+                      goaway.reason());
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+  if (!handshake_done_) {
+    handshake_error_ = reason.ok() ? absl::UnavailableError("peer refused the connection") : reason;
+    handshake_flag_.store(true, std::memory_order_release);
+  }
+}
+
+void ConnectionCore::HandleResponse(Frame frame) {
+  PendingCall* call = Take(frame.header.call_id);
+  if (call == nullptr) return;  // cancelled or expired: drop the late reply
+  absl::Status status = absl::OkStatus();
+  if (!frame.meta.empty()) {
+    wire::CallStatus wire_status;
+    if (!wire_status.ParseFromString(frame.meta)) {
+      status = absl::InternalError("malformed status from peer");
+    } else {
+      status = StatusFromWire(wire_status);
+      if (call->trailing_metadata != nullptr) {
+        for (const wire::MetadataEntry& e : wire_status.trailing_metadata()) {
+          call->trailing_metadata->emplace_back(e.key(), e.value());
+        }
+      }
+    }
+  }
+  if (status.ok()) {
+    if ((frame.header.flags & kFlagHasMessage) == 0) {
+      status = absl::InternalError(absl::StrCat("reply to ", call->method, " carried no message"));
+    } else if (!call->response->ParseFromString(frame.payload)) {
+      status = absl::InternalError(absl::StrCat("reply to ", call->method, " does not parse as ",
+                                                call->response->GetTypeName()));
+    }
+  }
+  Complete(call, std::move(status));
+}
+
+void ConnectionCore::HandleRequest(Frame frame) {
+  const uint64_t call_id = frame.header.call_id;
+  const bool oneway = (frame.header.flags & kFlagOneway) != 0;
+  // Calls the peer starts carry the peer's parity.
+  if ((call_id % 2 == 1) == options_.connecting_side || call_id == 0) {
+    ProtocolError(absl::StrCat("call id ", call_id, " has the wrong parity"));
+    return;
+  }
+  wire::CallHeader header;
+  if (!header.ParseFromString(frame.meta)) {
+    if (!oneway) SendResponse(call_id, absl::InvalidArgumentError("malformed call header"), {}, {}, absl::InfiniteFuture());
+    return;
+  }
+  absl::Time deadline = DeadlineFromTimeout(header.timeout_ns());
+  const ServiceTable::Entry* entry =
+      options_.services == nullptr ? nullptr : options_.services->Find(header.method());
+  absl::Status refused = absl::OkStatus();
+  if (entry == nullptr) {
+    refused = absl::UnimplementedError(absl::StrCat("unknown method ", header.method()));
+  } else if (entry->method->kind != RpcKind::kUnary) {
+    refused = absl::UnimplementedError(absl::StrCat("streaming method ", header.method(), " is not supported"));
+  } else if ((frame.header.flags & kFlagHasMessage) == 0) {
+    refused = absl::InvalidArgumentError("unary request without a message");
+  }
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_ || closed_) refused = absl::UnavailableError("server is shutting down");
+    last_peer_call_id_ = std::max(last_peer_call_id_, call_id);
+    if (refused.ok()) serving_[call_id] = cancelled;
+  }
+  if (!refused.ok()) {
+    if (!oneway) SendResponse(call_id, refused, {}, {}, deadline);
+    return;
+  }
+  Metadata metadata;
+  metadata.reserve(header.metadata_size());
+  for (wire::MetadataEntry& e : *header.mutable_metadata()) {
+    metadata.emplace_back(std::move(*e.mutable_key()), std::move(*e.mutable_value()));
+  }
+  auto run = [self = shared_from_this(), entry, call_id, oneway, deadline, cancelled,
+              method = std::move(*header.mutable_method()), metadata = std::move(metadata),
+              payload = std::move(frame.payload)]() mutable {
+    ServerContext context(std::move(method), deadline, std::move(metadata), &self->peer(), cancelled);
+    std::string reply;
+    absl::Status status = entry->handler->CallSerialized(&context, payload, &reply);
+    if (status.ok() && reply.size() > self->options_.max_send_message_size) {
+      status = absl::ResourceExhaustedError(
+          absl::StrCat("reply of ", reply.size(), " bytes exceeds the server's send limit of ",
+                       self->options_.max_send_message_size, " bytes"));
+    }
+    {
+      absl::MutexLock lock(&self->mu_);
+      self->serving_.erase(call_id);
+    }
+    if (oneway) {
+      if (!status.ok()) LOCUS_LOG(INFO) << "oneway " << context.method() << " failed: " << status;
+      return;
+    }
+    // Cancelled by the client (CANCEL) or the connection is gone: nobody
+    // waits for the reply.
+    if (cancelled->load(std::memory_order_acquire) && absl::Now() < deadline) return;
+    self->SendResponse(call_id, status, status.ok() ? absl::string_view(reply) : absl::string_view(),
+                 context.trailing_metadata(), deadline);
+  };
+  if (options_.handler_pool != nullptr) {
+    options_.handler_pool->Post(std::move(run));
+  } else {
+    run();
+  }
+}
+
+void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
+                                  absl::string_view payload, const Metadata& trailers,
+                                  absl::Time deadline) {
+  std::string meta;
+  if (!status.ok() || !trailers.empty()) {
+    wire::CallStatus wire_status;
+    wire_status.set_code(static_cast<int>(status.code()));
+    wire_status.set_message(std::string(status.message()));
+    for (const auto& [key, value] : trailers) {
+      wire::MetadataEntry* entry = wire_status.add_trailing_metadata();
+      entry->set_key(key);
+      entry->set_value(value);
+    }
+    meta = wire_status.SerializeAsString();
+  }
+  FrameHeader header =
+      FrameHeader::Make(FrameType::kResponse, status.ok() ? kFlagHasMessage : 0, call_id);
+  header.meta_length = static_cast<uint32_t>(meta.size());
+  header.payload_length = static_cast<uint32_t>(payload.size());
+  // The client stops waiting at its deadline; give the send a little slack
+  // beyond it so a reply racing the deadline is not cut mid-way.
+  absl::Time send_deadline =
+      deadline == absl::InfiniteFuture() ? absl::InfiniteFuture() : deadline + absl::Seconds(1);
+  absl::Status sent = connection_->Send(header, meta, payload, send_deadline);
+  if (!sent.ok()) {
+    LOCUS_LOG(INFO) << "could not send reply for call " << call_id << ": " << sent;
+  }
+}
+
+void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
+  switch (header.frame_type()) {
+    case FrameType::kRequest:
+      if ((header.flags & kFlagOneway) == 0) {
+        SendResponse(header.call_id,
+                     absl::ResourceExhaustedError(absl::StrCat(
+                         "request of ", header.payload_length, " bytes exceeds the server's limit of ",
+                         options_.max_receive_message_size, " bytes")),
+                     {}, {}, absl::InfiniteFuture());
+      }
+      return;
+    case FrameType::kResponse:
+      if (PendingCall* call = Take(header.call_id)) {
+        Complete(call, absl::ResourceExhaustedError(absl::StrCat(
+                           "reply of ", header.payload_length, " bytes exceeds the limit of ",
+                           options_.max_receive_message_size, " bytes")));
+      }
+      return;
+    default:
+      LOCUS_LOG(WARNING) << "dropped oversize " << DescribeFrameHeader(header) << " from "
+                         << peer().remote_address;
+      return;
+  }
+}
+
+void ConnectionCore::OnClosed(const absl::Status& reason) {
+  std::shared_ptr<ConnectionCore> self = weak_from_this().lock();  // null while destroying
+  absl::flat_hash_map<uint64_t, PendingCall*> pending;
+  {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+    close_reason_ = reason;
+    pending.swap(pending_);
+    for (auto& [id, flag] : serving_) flag->store(true, std::memory_order_release);
+  }
+  absl::Status failure = absl::UnavailableError(
+      absl::StrCat("connection to ", peer().remote_address, " lost: ", reason.message()));
+  for (auto& [id, call] : pending) Complete(call, failure);
+  if (options_.on_closed) options_.on_closed(this);
+}
+
+}  // namespace locus::internal

@@ -1,0 +1,149 @@
+// The RPC state of one connection: outstanding calls this side started,
+// calls the peer started that this side is serving, and the handshake. It is
+// symmetric: either side of a connection can call and serve (for RMI
+// callbacks), only call-id parity differs. The transport below is any
+// locus::Connection (Cap'n Proto's RpcConnectionState over VatNetwork).
+//
+// Example (client side):
+//   auto core = ConnectionCore::Create(std::move(connection), options);
+//   LOCUS_RETURN_IF_ERROR(core->StartClientHandshake(deadline));
+//   absl::Status s = core->CallUnary(method, request, &response, call_options);
+//
+// Threading: frames arrive on the transport's reader (an I/O thread, or a
+// synchronous caller inside CallUnary). Replies are parsed and completed on
+// that thread; server handlers run inline there unless a handler pool is set.
+// All public methods are thread-safe.
+#ifndef LOCUS_RUNTIME_INTERNAL_CONNECTION_CORE_H_
+#define LOCUS_RUNTIME_INTERNAL_CONNECTION_CORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "internal/service_table.h"
+#include "internal/thread_pool.h"
+#include "locus/call_options.h"
+#include "locus/future.h"
+#include "locus/service.h"
+#include "locus/transport.h"
+#include "locus/wire.pb.h"
+
+namespace google::protobuf {
+class MessageLite;
+}  // namespace google::protobuf
+
+namespace locus::internal {
+
+class ConnectionCore final : public FrameSink,
+                             public WaitDriver,
+                             public std::enable_shared_from_this<ConnectionCore> {
+ public:
+  struct Options {
+    bool connecting_side = true;  // true: started the connection (odd call ids)
+    uint64_t max_send_message_size = kDefaultMaxMessageSize;
+    uint64_t max_receive_message_size = kDefaultMaxMessageSize;
+    const ServiceTable* services = nullptr;  // calls the peer may make; nullptr: none
+    ThreadPool* handler_pool = nullptr;      // nullptr: handlers run inline
+    // Runs once after the connection closed (on the closing thread).
+    std::function<void(ConnectionCore*)> on_closed;
+  };
+
+  static std::shared_ptr<ConnectionCore> Create(std::unique_ptr<Connection> connection,
+                                                Options options);
+  ~ConnectionCore() override;
+
+  // Starts receiving. The accepting side then expects the peer's HELLO.
+  void Start();
+  // Connecting side: sends HELLO and waits for HELLO_ACK until `deadline`.
+  absl::Status ClientHandshake(absl::Time deadline);
+  // Accepting side: closes the connection if no HELLO arrives by `deadline`.
+  void ExpectHandshakeBy(absl::Time deadline);
+
+  absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
+                         google::protobuf::MessageLite* response, const CallOptions& options);
+  void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
+                  google::protobuf::MessageLite* response, const CallOptions& options,
+                  absl::AnyInvocable<void(absl::Status) &&> done);
+
+  // Tells the peer no new calls will be accepted (GOAWAY); calls in progress
+  // continue.
+  void SendGoAway(const absl::Status& reason);
+  // Closes the connection; outstanding calls fail with UNAVAILABLE.
+  void Close(const absl::Status& reason);
+
+  // False once closed, or draining after a GOAWAY from the peer.
+  bool usable() const;
+  bool closed() const;
+  // Calls the peer started that are still being served here.
+  size_t active_server_calls() const;
+  const PeerInfo& peer() const { return connection_->peer(); }
+  // The peer's HELLO (valid after the handshake).
+  const wire::Hello& peer_hello() const { return peer_hello_; }
+
+  // WaitDriver
+  void DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
+
+  // FrameSink
+  void OnFrame(Frame frame) override;
+  void OnOversizeFrame(const FrameHeader& header) override;
+  void OnClosed(const absl::Status& reason) override;
+
+ private:
+  struct PendingCall;
+
+  ConnectionCore(std::unique_ptr<Connection> connection, Options options);
+
+  // Registers `call` under a fresh id; UNAVAILABLE if closed or draining.
+  absl::StatusOr<uint64_t> Register(PendingCall* call);
+  // Removes `id` if still outstanding and returns its call (nullptr if it was
+  // already taken by whoever completes it).
+  PendingCall* Take(uint64_t id);
+  // Completes a call taken from the table.
+  static void Complete(PendingCall* call, absl::Status status);
+  absl::Status SendRequest(const RpcMethod& method, uint64_t id,
+                           const google::protobuf::MessageLite& request,
+                           const CallOptions& options);
+  void ExpireCall(uint64_t id);
+
+  void HandleHello(const Frame& frame);
+  void HandleRequest(Frame frame);
+  void HandleResponse(Frame frame);
+  void HandleGoAway(const Frame& frame);
+  void SendResponse(uint64_t call_id, const absl::Status& status, absl::string_view payload,
+                    const Metadata& trailers, absl::Time deadline);
+  void ProtocolError(const std::string& what);
+  wire::Hello MakeHello() const;
+
+  const Options options_;
+
+  mutable absl::Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status close_reason_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;       // peer sent GOAWAY
+  bool handshake_done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status handshake_error_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_call_id_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_peer_call_id_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint64_t, PendingCall*> pending_ ABSL_GUARDED_BY(mu_);
+  // Calls being served here, with their cancellation flags.
+  absl::flat_hash_map<uint64_t, std::shared_ptr<std::atomic<bool>>> serving_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> handshake_flag_{false};  // mirrors handshake_done_ for lock-free polling
+
+  wire::Hello peer_hello_;  // written once by the reader before handshake_done_
+
+  // Declared last so that it is destroyed first (its destructor may deliver
+  // OnClosed, which uses the members above).
+  std::unique_ptr<Connection> connection_;
+};
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_RUNTIME_INTERNAL_CONNECTION_CORE_H_

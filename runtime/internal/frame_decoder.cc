@@ -1,0 +1,92 @@
+#include "internal/frame_decoder.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace locus::internal {
+
+uint64_t FrameDecoder::body_bytes_wanted() const {
+  switch (state_) {
+    case State::kBody:
+      return header_.body_length() - body_filled_;
+    case State::kSkip:
+      return skip_left_;
+    case State::kHeader:
+      break;
+  }
+  return 0;
+}
+
+absl::Status FrameDecoder::Consume(absl::string_view bytes, FrameDecoderSink& sink) {
+  while (!bytes.empty()) {
+    switch (state_) {
+      case State::kHeader: {
+        size_t take = std::min(bytes.size(), sizeof(FrameHeader) - header_filled_);
+        std::memcpy(reinterpret_cast<char*>(&header_) + header_filled_, bytes.data(), take);
+        header_filled_ += take;
+        bytes.remove_prefix(take);
+        if (header_filled_ < sizeof(FrameHeader)) break;
+        header_filled_ = 0;
+        absl::Status valid = ValidateFrameHeader(header_, max_meta_, max_payload_);
+        if (absl::IsResourceExhausted(valid)) {
+          state_ = State::kSkip;
+          skip_left_ = header_.body_length();
+          sink.OnOversizeFrame(header_);
+          break;
+        }
+        if (!valid.ok()) return valid;
+        frame_.header = header_;
+        frame_.meta.clear();
+        frame_.payload.clear();
+        body_filled_ = 0;
+        if (header_.body_length() == 0) {
+          sink.OnFrame(std::move(frame_));
+          frame_ = Frame();
+          break;
+        }
+        frame_.meta.resize(header_.meta_length);
+        frame_.payload.resize(header_.payload_length);
+        state_ = State::kBody;
+        break;
+      }
+      case State::kBody: {
+        // Meta first, then payload.
+        if (body_filled_ < header_.meta_length) {
+          size_t take = std::min<uint64_t>(bytes.size(), header_.meta_length - body_filled_);
+          std::memcpy(frame_.meta.data() + body_filled_, bytes.data(), take);
+          body_filled_ += take;
+          bytes.remove_prefix(take);
+        }
+        if (body_filled_ >= header_.meta_length) {
+          uint64_t payload_filled = body_filled_ - header_.meta_length;
+          size_t take = std::min<uint64_t>(bytes.size(), header_.payload_length - payload_filled);
+          if (take > 0) {
+            std::memcpy(frame_.payload.data() + payload_filled, bytes.data(), take);
+            body_filled_ += take;
+            bytes.remove_prefix(take);
+          }
+        }
+        if (body_filled_ == header_.body_length()) {
+          state_ = State::kHeader;
+          sink.OnFrame(std::move(frame_));
+          frame_ = Frame();
+        }
+        break;
+      }
+      case State::kSkip: {
+        size_t take = std::min<uint64_t>(bytes.size(), skip_left_);
+        skip_left_ -= take;
+        bytes.remove_prefix(take);
+        if (skip_left_ == 0) state_ = State::kHeader;
+        break;
+      }
+    }
+  }
+  // A zero-length oversize frame cannot exist (limit >= 0), but a skip that
+  // consumed exactly the rest leaves kSkip with 0 left: normalise.
+  if (state_ == State::kSkip && skip_left_ == 0) state_ = State::kHeader;
+  return absl::OkStatus();
+}
+
+}  // namespace locus::internal

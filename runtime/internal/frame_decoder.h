@@ -1,0 +1,63 @@
+// Cuts Locus frames out of a byte stream (Unix socket, TCP), validating every
+// header before trusting a length from it.
+//
+// Example:
+//   FrameDecoder decoder(kDefaultMaxMetaSize, max_message_size);
+//   absl::Status status = decoder.Consume(bytes_read, sink);
+//   if (!status.ok()) close_connection(status);  // malformed input
+//
+// Oversize payloads (well-formed header, payload_length above the limit) are
+// skipped without buffering and reported to the sink; the stream stays in
+// sync, so the connection stays usable. Anything else malformed is an error
+// after which the decoder must not be fed again.
+//
+// Thread-compatible: one reader at a time.
+#ifndef LOCUS_RUNTIME_INTERNAL_FRAME_DECODER_H_
+#define LOCUS_RUNTIME_INTERNAL_FRAME_DECODER_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "locus/frame.h"
+
+namespace locus::internal {
+
+class FrameDecoderSink {
+ public:
+  virtual ~FrameDecoderSink() = default;
+  virtual void OnFrame(Frame frame) = 0;
+  virtual void OnOversizeFrame(const FrameHeader& header) = 0;
+};
+
+class FrameDecoder {
+ public:
+  FrameDecoder(uint32_t max_meta, uint64_t max_payload)
+      : max_meta_(max_meta), max_payload_(max_payload) {}
+
+  // Consumes all of `bytes`, delivering each completed frame to `sink` in
+  // order. Returns INVALID_ARGUMENT on malformed input.
+  absl::Status Consume(absl::string_view bytes, FrameDecoderSink& sink);
+
+  // True when no partial frame is buffered (a clean place for EOF).
+  bool at_frame_boundary() const { return state_ == State::kHeader && header_filled_ == 0; }
+  // Bytes still needed to finish the current frame's body (0 when reading a
+  // header): lets a reader size its next read.
+  uint64_t body_bytes_wanted() const;
+
+ private:
+  enum class State { kHeader, kBody, kSkip };
+
+  uint32_t max_meta_;
+  uint64_t max_payload_;
+  State state_ = State::kHeader;
+  FrameHeader header_{};
+  size_t header_filled_ = 0;
+  Frame frame_;
+  uint64_t body_filled_ = 0;  // kBody: meta then payload bytes received
+  uint64_t skip_left_ = 0;    // kSkip: bytes of an oversize frame still to drop
+};
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_RUNTIME_INTERNAL_FRAME_DECODER_H_

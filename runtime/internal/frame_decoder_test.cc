@@ -1,0 +1,87 @@
+#include "internal/frame_decoder.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace locus::internal {
+namespace {
+
+struct Collect : FrameDecoderSink {
+  std::vector<Frame> frames;
+  std::vector<FrameHeader> oversize;
+  void OnFrame(Frame frame) override { frames.push_back(std::move(frame)); }
+  void OnOversizeFrame(const FrameHeader& header) override { oversize.push_back(header); }
+};
+
+std::string Encode(FrameType type, uint64_t id, const std::string& meta, const std::string& payload) {
+  FrameHeader h = FrameHeader::Make(type, kFlagHasMessage, id);
+  h.meta_length = static_cast<uint32_t>(meta.size());
+  h.payload_length = static_cast<uint32_t>(payload.size());
+  return std::string(reinterpret_cast<const char*>(&h), sizeof(h)) + meta + payload;
+}
+
+TEST(FrameDecoder, DecodesFramesSplitAtEveryByte) {
+  std::string wire = Encode(FrameType::kRequest, 1, "meta", "payload") +
+                     Encode(FrameType::kResponse, 2, "", "") + Encode(FrameType::kRequest, 3, "", "x");
+  for (size_t chunk = 1; chunk <= wire.size(); ++chunk) {
+    FrameDecoder decoder(1024, 1024);
+    Collect sink;
+    for (size_t i = 0; i < wire.size(); i += chunk) {
+      ASSERT_TRUE(decoder.Consume(absl::string_view(wire).substr(i, chunk), sink).ok());
+    }
+    ASSERT_EQ(sink.frames.size(), 3u) << "chunk " << chunk;
+    EXPECT_EQ(sink.frames[0].meta, "meta");
+    EXPECT_EQ(sink.frames[0].payload, "payload");
+    EXPECT_EQ(sink.frames[1].header.call_id, 2u);
+    EXPECT_EQ(sink.frames[2].payload, "x");
+    EXPECT_TRUE(decoder.at_frame_boundary());
+  }
+}
+
+TEST(FrameDecoder, SkipsOversizePayloadAndStaysInSync) {
+  std::string wire = Encode(FrameType::kRequest, 1, "m", std::string(100, 'a')) +
+                     Encode(FrameType::kRequest, 3, "", "ok");
+  FrameDecoder decoder(1024, 10);
+  Collect sink;
+  ASSERT_TRUE(decoder.Consume(wire, sink).ok());
+  ASSERT_EQ(sink.oversize.size(), 1u);
+  EXPECT_EQ(sink.oversize[0].call_id, 1u);
+  ASSERT_EQ(sink.frames.size(), 1u);
+  EXPECT_EQ(sink.frames[0].payload, "ok");
+}
+
+TEST(FrameDecoder, RejectsGarbage) {
+  FrameDecoder decoder(1024, 1024);
+  Collect sink;
+  absl::Status s = decoder.Consume("GET / HTTP/1.1\r\nHost: x\r\n\r\n", sink);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("magic"), absl::string_view::npos) << s;
+}
+
+TEST(FrameDecoder, RejectsUnknownTypeFlagsAndHugeMeta) {
+  for (int field = 0; field < 3; ++field) {
+    FrameHeader h = FrameHeader::Make(FrameType::kRequest, 0, 1);
+    if (field == 0) h.type = 77;
+    if (field == 1) h.flags = 1u << 20;
+    if (field == 2) h.meta_length = 1u << 30;
+    FrameDecoder decoder(1024, 1024);
+    Collect sink;
+    absl::Status s = decoder.Consume(absl::string_view(reinterpret_cast<char*>(&h), sizeof(h)), sink);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << field;
+  }
+}
+
+TEST(FrameDecoder, ReportsPartialFrame) {
+  std::string wire = Encode(FrameType::kRequest, 1, "", "payload");
+  FrameDecoder decoder(1024, 1024);
+  Collect sink;
+  ASSERT_TRUE(decoder.Consume(absl::string_view(wire).substr(0, wire.size() - 2), sink).ok());
+  EXPECT_FALSE(decoder.at_frame_boundary());
+  EXPECT_EQ(decoder.body_bytes_wanted(), 2u);
+  EXPECT_TRUE(sink.frames.empty());
+}
+
+}  // namespace
+}  // namespace locus::internal

@@ -1,0 +1,199 @@
+// locus::Server: listeners, the connections they accept, and shutdown.
+#include "locus/server.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "internal/connection_core.h"
+#include "internal/log.h"
+#include "internal/service_table.h"
+#include "internal/thread_pool.h"
+
+namespace locus {
+namespace internal {
+
+// A client that connects but never completes the handshake is dropped after this.
+constexpr absl::Duration kHandshakeTimeout = absl::Seconds(10);
+
+// The live connections. Shared with each connection's on_closed hook, so a
+// hook running on an I/O thread never touches a destroyed server.
+class ConnectionSet {
+ public:
+  void Add(std::shared_ptr<ConnectionCore> core) {
+    absl::MutexLock lock(&mu_);
+    ConnectionCore* key = core.get();
+    cores_.emplace(key, std::move(core));
+  }
+  void Remove(ConnectionCore* core) {
+    std::shared_ptr<ConnectionCore> doomed;  // released outside the lock
+    absl::MutexLock lock(&mu_);
+    auto it = cores_.find(core);
+    if (it == cores_.end()) return;
+    doomed = std::move(it->second);
+    cores_.erase(it);
+  }
+  std::vector<std::shared_ptr<ConnectionCore>> Snapshot() {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::shared_ptr<ConnectionCore>> out;
+    for (auto& [key, core] : cores_) out.push_back(core);
+    return out;
+  }
+  // Waits until no connection is left, or `deadline`; returns whether empty.
+  bool WaitEmpty(absl::Time deadline) {
+    absl::MutexLock lock(&mu_);
+    auto empty = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return cores_.empty(); };
+    return mu_.AwaitWithDeadline(absl::Condition(&empty), deadline);
+  }
+  size_t size() {
+    absl::MutexLock lock(&mu_);
+    return cores_.size();
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<ConnectionCore*, std::shared_ptr<ConnectionCore>> cores_ ABSL_GUARDED_BY(mu_);
+};
+
+class ServerImpl {
+ public:
+  explicit ServerImpl(ServerOptions options)
+      : options_(options), connections_(std::make_shared<ConnectionSet>()) {}
+
+  ~ServerImpl() { Shutdown(absl::Now()); }
+
+  absl::Status RegisterService(Service* service) {
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kNew) return absl::FailedPreconditionError("RegisterService after Start");
+    return services_.Add(service);
+  }
+
+  absl::Status AddListeningAddress(std::string address) {
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kNew) return absl::FailedPreconditionError("AddListeningAddress after Start");
+    addresses_.push_back(std::move(address));
+    return absl::OkStatus();
+  }
+
+  absl::Status Start() {
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kNew) return absl::FailedPreconditionError("Start called twice");
+    if (addresses_.empty()) return absl::FailedPreconditionError("no listening address added");
+    TransportRegistry& registry =
+        options_.transports != nullptr ? *options_.transports : DefaultTransportRegistry();
+    if (options_.handler_threads > 0) pool_ = std::make_unique<ThreadPool>(options_.handler_threads);
+    TransportOptions transport_options;
+    transport_options.max_receive_message_size = options_.max_receive_message_size;
+    transport_options.unix_socket_mode = options_.unix_socket_mode;
+    std::vector<std::unique_ptr<Listener>> listeners;
+    for (const std::string& address : addresses_) {
+      absl::StatusOr<Transport*> transport = registry.ForAddress(address);
+      if (!transport.ok()) return transport.status();
+      auto listener = (*transport)->Listen(
+          address, transport_options,
+          [this](std::unique_ptr<Connection> connection) { OnAccept(std::move(connection)); });
+      if (!listener.ok()) return listener.status();
+      listeners.push_back(std::move(*listener));
+    }
+    listeners_ = std::move(listeners);
+    state_ = State::kRunning;
+    return absl::OkStatus();
+  }
+
+  std::vector<std::string> listening_addresses() const {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> out;
+    for (const auto& listener : listeners_) out.push_back(listener->address());
+    return out;
+  }
+
+  void Shutdown(absl::Time deadline) {
+    std::vector<std::unique_ptr<Listener>> listeners;
+    {
+      absl::MutexLock lock(&mu_);
+      if (state_ == State::kShutdown || state_ == State::kStopping) {
+        auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return state_ == State::kShutdown; };
+        mu_.Await(absl::Condition(&done));
+        return;
+      }
+      state_ = State::kStopping;
+      listeners.swap(listeners_);
+    }
+    listeners.clear();  // stop accepting (waits for an accept in progress)
+    absl::Status going_away = absl::UnavailableError("server is shutting down");
+    for (const auto& core : connections_->Snapshot()) core->SendGoAway(going_away);
+    // Let calls in progress finish until the deadline.
+    for (;;) {
+      size_t busy = 0;
+      for (const auto& core : connections_->Snapshot()) busy += core->active_server_calls();
+      if (busy == 0 || absl::Now() >= deadline) break;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    for (const auto& core : connections_->Snapshot()) core->Close(going_away);
+    // Each connection leaves the set when its reader has seen the close,
+    // i.e. after any handler running inline on it has returned.
+    while (!connections_->WaitEmpty(absl::Now() + absl::Seconds(5))) {
+      LOCUS_LOG(WARNING) << "shutdown waiting for " << connections_->size()
+                         << " connection(s) whose handlers have not returned";
+    }
+    if (pool_ != nullptr) pool_->Stop();
+    absl::MutexLock lock(&mu_);
+    state_ = State::kShutdown;
+  }
+
+  void Wait() {
+    absl::MutexLock lock(&mu_);
+    auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return state_ == State::kShutdown; };
+    mu_.Await(absl::Condition(&done));
+  }
+
+ private:
+  enum class State { kNew, kRunning, kStopping, kShutdown };
+
+  // Runs on a transport thread for each accepted connection.
+  void OnAccept(std::unique_ptr<Connection> connection) {
+    ConnectionCore::Options core_options;
+    core_options.connecting_side = false;
+    core_options.max_send_message_size = options_.max_send_message_size;
+    core_options.max_receive_message_size = options_.max_receive_message_size;
+    core_options.services = &services_;
+    core_options.handler_pool = pool_.get();
+    std::weak_ptr<ConnectionSet> set = connections_;
+    core_options.on_closed = [set](ConnectionCore* core) {
+      if (auto live = set.lock()) live->Remove(core);
+    };
+    auto core = ConnectionCore::Create(std::move(connection), std::move(core_options));
+    connections_->Add(core);
+    core->Start();
+    core->ExpectHandshakeBy(absl::Now() + kHandshakeTimeout);
+  }
+
+  const ServerOptions options_;
+  mutable absl::Mutex mu_;
+  State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
+  std::vector<std::string> addresses_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
+  ServiceTable services_;  // written before Start only
+  std::unique_ptr<ThreadPool> pool_;  // created in Start, stopped in Shutdown
+  std::shared_ptr<ConnectionSet> connections_;
+};
+
+}  // namespace internal
+
+Server::Server(ServerOptions options) : impl_(std::make_unique<internal::ServerImpl>(options)) {}
+Server::~Server() = default;
+absl::Status Server::RegisterService(Service* service) { return impl_->RegisterService(service); }
+absl::Status Server::AddListeningAddress(std::string address) {
+  return impl_->AddListeningAddress(std::move(address));
+}
+absl::Status Server::Start() { return impl_->Start(); }
+std::vector<std::string> Server::listening_addresses() const { return impl_->listening_addresses(); }
+void Server::Shutdown(absl::Time deadline) { impl_->Shutdown(deadline); }
+void Server::Wait() { impl_->Wait(); }
+
+}  // namespace locus

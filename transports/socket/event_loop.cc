@@ -1,0 +1,136 @@
+#include "transports/socket/event_loop.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/base/log_severity.h"
+#include "absl/strings/str_cat.h"
+#include "internal/log.h"
+
+namespace locus::internal {
+
+EventLoop::EventLoop() {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (epoll_fd_ < 0 || wake_fd_ < 0) {
+    LOCUS_LOG(FATAL) << "cannot create epoll/eventfd: " << std::strerror(errno);
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_fd_;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  thread_ = std::thread([this] { Run(); });
+  thread_id_ = thread_.get_id();
+}
+
+EventLoop::~EventLoop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+  thread_.join();
+  close(epoll_fd_);
+  close(wake_fd_);
+}
+
+absl::Status EventLoop::Add(int fd, uint32_t events, std::shared_ptr<FdHandler> handler) {
+  {
+    absl::MutexLock lock(&mu_);
+    handlers_[fd] = std::move(handler);
+  }
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = fd;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    int err = errno;
+    absl::MutexLock lock(&mu_);
+    handlers_.erase(fd);
+    return absl::InternalError(absl::StrCat("epoll_ctl(ADD): ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EventLoop::Modify(int fd, uint32_t events) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = fd;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0) {
+    return absl::InternalError(absl::StrCat("epoll_ctl(MOD): ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+void EventLoop::Remove(int fd) {
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  std::shared_ptr<FdHandler> doomed;  // released outside the lock
+  absl::MutexLock lock(&mu_);
+  auto it = handlers_.find(fd);
+  if (it != handlers_.end()) {
+    doomed = std::move(it->second);
+    handlers_.erase(it);
+  }
+  if (!InLoopThread()) {
+    auto not_dispatching = [this, fd]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return dispatching_fd_ != fd;
+    };
+    mu_.Await(absl::Condition(&not_dispatching));
+  }
+}
+
+void EventLoop::Run() {
+  constexpr int kMaxEvents = 64;
+  epoll_event events[kMaxEvents];
+  for (;;) {
+    int n = epoll_wait(epoll_fd_, events, kMaxEvents, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      LOCUS_LOG(FATAL) << "epoll_wait: " << std::strerror(errno);
+    }
+    for (int i = 0; i < n; ++i) {
+      int fd = events[i].data.fd;
+      if (fd == wake_fd_) {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) return;
+        continue;
+      }
+      std::shared_ptr<FdHandler> handler;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = handlers_.find(fd);
+        if (it == handlers_.end()) continue;  // removed after epoll_wait returned
+        handler = it->second;
+        dispatching_fd_ = fd;
+      }
+      handler->OnEvents(events[i].events);
+      {
+        absl::MutexLock lock(&mu_);
+        dispatching_fd_ = -1;
+      }
+      handler.reset();
+    }
+  }
+}
+
+EventLoopPool& EventLoopPool::Get() {
+  static EventLoopPool* pool = new EventLoopPool();  // never destroyed, see header
+  return *pool;
+}
+
+EventLoopPool::EventLoopPool() {
+  unsigned cores = std::thread::hardware_concurrency();
+  size_t count = std::clamp<size_t>(cores, 1, 4);
+  for (size_t i = 0; i < count; ++i) loops_.push_back(std::make_unique<EventLoop>());
+}
+
+EventLoop* EventLoopPool::Next() {
+  return loops_[next_.fetch_add(1, std::memory_order_relaxed) % loops_.size()].get();
+}
+
+}  // namespace locus::internal

@@ -1,0 +1,83 @@
+// An epoll-based I/O loop on one thread, and the process-wide pool of them
+// that socket transports share.
+//
+// Example:
+//   auto handler = std::make_shared<MyFdHandler>(fd);
+//   EventLoop* loop = EventLoopPool::Get().Next();
+//   loop->Add(fd, EPOLLIN, handler);           // handler->OnEvents() on the loop thread
+//   ...
+//   loop->Remove(fd);                          // no OnEvents() after this returns
+//
+// Thread-safety: all methods are thread-safe. Handlers run on the loop thread
+// only, one event batch at a time; a handler must not block for long (it
+// delays every other fd on this loop).
+#ifndef LOCUS_TRANSPORTS_SOCKET_EVENT_LOOP_H_
+#define LOCUS_TRANSPORTS_SOCKET_EVENT_LOOP_H_
+
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+
+namespace locus::internal {
+
+class FdHandler {
+ public:
+  virtual ~FdHandler() = default;
+  // `events` is the epoll event mask (EPOLLIN, EPOLLOUT, EPOLLHUP, EPOLLERR...).
+  virtual void OnEvents(uint32_t events) = 0;
+};
+
+class EventLoop {
+ public:
+  EventLoop();
+  ~EventLoop();  // stops the thread; registered handlers are dropped
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // Registers `fd` (level-triggered) with interest `events`. The loop keeps
+  // `handler` alive while it dispatches to it.
+  absl::Status Add(int fd, uint32_t events, std::shared_ptr<FdHandler> handler);
+  // Changes the interest set of a registered fd.
+  absl::Status Modify(int fd, uint32_t events);
+  // Unregisters `fd`. When called off the loop thread, waits until a dispatch
+  // to its handler in progress has returned. Does not close `fd`.
+  void Remove(int fd);
+
+  bool InLoopThread() const { return std::this_thread::get_id() == thread_id_; }
+
+ private:
+  void Run();
+
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd used to stop the loop
+  std::thread thread_;
+  std::thread::id thread_id_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<int, std::shared_ptr<FdHandler>> handlers_ ABSL_GUARDED_BY(mu_);
+  int dispatching_fd_ ABSL_GUARDED_BY(mu_) = -1;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// The process-wide loops: one per core (at least one, at most 4), started on
+// first use and never destroyed (so they outlive static destructors).
+class EventLoopPool {
+ public:
+  static EventLoopPool& Get();
+  // Round-robin choice of a loop for a new connection.
+  EventLoop* Next();
+
+ private:
+  EventLoopPool();
+  std::vector<std::unique_ptr<EventLoop>> loops_;
+  std::atomic<size_t> next_{0};
+};
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_TRANSPORTS_SOCKET_EVENT_LOOP_H_

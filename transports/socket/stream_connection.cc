@@ -1,0 +1,356 @@
+#include "transports/socket/stream_connection.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "internal/frame_decoder.h"
+#include "internal/log.h"
+#include "transports/socket/event_loop.h"
+
+namespace locus::internal {
+namespace {
+
+constexpr size_t kReadBufferSize = 64 * 1024;
+
+timespec PollTimeout(absl::Duration d) {
+  if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
+  if (d > absl::Seconds(1)) d = absl::Seconds(1);  // re-check done() at least every second
+  return absl::ToTimespec(d);
+}
+
+}  // namespace
+
+class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
+ public:
+  Impl(int fd, PeerInfo peer, const TransportOptions& options)
+      : fd_(fd),
+        peer_(std::move(peer)),
+        options_(options),
+        decoder_(options.max_meta_size, options.max_receive_message_size),
+        read_buffer_(new char[kReadBufferSize]) {}
+
+  ~Impl() override { close(fd_); }
+
+  const PeerInfo& peer() const { return peer_; }
+
+  void Start(FrameSink* sink, std::shared_ptr<Impl> self) {
+    sink_ = sink;
+    loop_ = EventLoopPool::Get().Next();
+    last_mask_ = EPOLLIN | EPOLLRDHUP;
+    absl::Status added = loop_->Add(fd_, last_mask_, std::move(self));
+    if (!added.ok()) DeliverClosed(absl::UnavailableError(added.message()));
+  }
+
+  // Removes the fd from the loop and makes sure OnClosed was delivered.
+  void Shutdown() {
+    Close(absl::CancelledError("connection destroyed"));
+    if (loop_ != nullptr) loop_->Remove(fd_);
+    if (sink_ != nullptr && !closed_delivered_.load()) DeliverClosed(CloseReason());
+  }
+
+  void Close(const absl::Status& reason) {
+    {
+      absl::MutexLock lock(&state_mu_);
+      if (closing_) return;
+      closing_ = true;
+      close_reason_ = reason;
+    }
+    {
+      absl::MutexLock lock(&write_mu_);
+      write_closed_ = true;
+    }
+    // Wakes whoever reads (loop or caller) with EOF; they deliver OnClosed.
+    shutdown(fd_, SHUT_RDWR);
+  }
+
+  absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
+                    absl::Time deadline) {
+    const size_t total = sizeof(header) + meta.size() + payload.size();
+    absl::MutexLock lock(&write_mu_);
+    if (write_closed_) return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
+    if (queued_bytes() == 0) {
+      iovec iov[3] = {{const_cast<FrameHeader*>(&header), sizeof(header)},
+                      {const_cast<char*>(meta.data()), meta.size()},
+                      {const_cast<char*>(payload.data()), payload.size()}};
+      ssize_t n;
+      do {
+        n = writev(fd_, iov, 3);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0 && errno != EAGAIN) {
+        std::string why = absl::StrCat("write to ", peer_.remote_address, " failed: ", std::strerror(errno));
+        write_closed_ = true;
+        write_mu_.Unlock();
+        Close(absl::UnavailableError(why));
+        write_mu_.Lock();
+        return absl::UnavailableError(why);
+      }
+      size_t written = n < 0 ? 0 : static_cast<size_t>(n);
+      if (written == total) return absl::OkStatus();
+      AppendToQueue(header, meta, payload, written);
+      ArmWrite();
+      return absl::OkStatus();
+    }
+    // Bytes are queued already: this frame goes behind them.
+    if (!loop_->InLoopThread()) {
+      absl::Time stall = absl::Now() + options_.send_stall_timeout;
+      auto room = [this]() ABSL_SHARED_LOCKS_REQUIRED(write_mu_) {
+        return write_closed_ || queued_bytes() < options_.max_send_queue_bytes;
+      };
+      if (!write_mu_.AwaitWithDeadline(absl::Condition(&room), std::min(deadline, stall))) {
+        if (deadline <= stall) {
+          return absl::DeadlineExceededError("deadline passed while the peer was not reading");
+        }
+        write_mu_.Unlock();
+        Close(absl::DeadlineExceededError("peer stopped reading (send stalled)"));
+        write_mu_.Lock();
+        return absl::UnavailableError("peer stopped reading (send stalled)");
+      }
+      if (write_closed_) return absl::UnavailableError("connection closed");
+    }
+    AppendToQueue(header, meta, payload, 0);
+    return absl::OkStatus();
+  }
+
+  bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
+    {
+      absl::MutexLock lock(&state_mu_);
+      if (reader_ != Reader::kIdle) return false;
+      reader_ = Reader::kCaller;
+    }
+    UpdateInterest();
+    bool closed = false;
+    while (!done()) {
+      ReadResult r = ReadOnce();
+      if (r == ReadResult::kClosed) {
+        closed = true;
+        break;
+      }
+      if (r == ReadResult::kData) continue;
+      absl::Time now = absl::Now();
+      if (now >= deadline) break;
+      pollfd pfd{fd_, POLLIN | POLLRDHUP, 0};
+      timespec timeout = PollTimeout(deadline - now);
+      ppoll(&pfd, 1, &timeout, nullptr);
+    }
+    {
+      absl::MutexLock lock(&state_mu_);
+      if (reader_ == Reader::kCaller) reader_ = Reader::kIdle;
+    }
+    if (!closed) UpdateInterest();
+    return true;
+  }
+
+  // FdHandler: runs on the loop thread.
+  void OnEvents(uint32_t events) override {
+    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) FlushQueue();
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0) return;
+    {
+      absl::MutexLock lock(&state_mu_);
+      if (reader_ != Reader::kIdle) return;  // a caller reads, or closed
+      reader_ = Reader::kLoop;
+    }
+    // Bounded batch so one busy connection cannot starve others on this loop.
+    for (int i = 0; i < 16; ++i) {
+      ReadResult r = ReadOnce();
+      if (r != ReadResult::kData) break;
+    }
+    absl::MutexLock lock(&state_mu_);
+    if (reader_ == Reader::kLoop) reader_ = Reader::kIdle;
+  }
+
+  // FrameDecoderSink: runs on the reader-role holder's thread.
+  void OnFrame(Frame frame) override { sink_->OnFrame(std::move(frame)); }
+  void OnOversizeFrame(const FrameHeader& header) override { sink_->OnOversizeFrame(header); }
+
+ private:
+  enum class Reader { kIdle, kLoop, kCaller, kClosed };
+  enum class ReadResult { kData, kWouldBlock, kClosed };
+
+  size_t queued_bytes() const ABSL_SHARED_LOCKS_REQUIRED(write_mu_) {
+    return out_queue_.size() - out_offset_;
+  }
+
+  absl::Status CloseReason() {
+    absl::MutexLock lock(&state_mu_);
+    return closing_ ? close_reason_ : absl::UnavailableError("connection closed");
+  }
+
+  void AppendToQueue(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
+                     size_t skip) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    absl::string_view parts[3] = {
+        absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)), meta, payload};
+    for (absl::string_view part : parts) {
+      size_t drop = std::min(skip, part.size());
+      skip -= drop;
+      out_queue_.append(part.data() + drop, part.size() - drop);
+    }
+  }
+
+  void ArmWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    want_write_.store(true);
+    write_mu_.Unlock();
+    UpdateInterest();
+    write_mu_.Lock();
+  }
+
+  void FlushQueue() {
+    absl::MutexLock lock(&write_mu_);
+    while (queued_bytes() > 0) {
+      ssize_t n = write(fd_, out_queue_.data() + out_offset_, queued_bytes());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;
+      if (n <= 0) {
+        // The reader sees the error too and delivers OnClosed.
+        write_closed_ = true;
+        out_queue_.clear();
+        out_offset_ = 0;
+        break;
+      }
+      out_offset_ += static_cast<size_t>(n);
+    }
+    out_queue_.clear();
+    out_offset_ = 0;
+    if (want_write_.exchange(false)) {
+      write_mu_.Unlock();
+      UpdateInterest();
+      write_mu_.Lock();
+    }
+  }
+
+  void UpdateInterest() {
+    absl::MutexLock lock(&interest_mu_);
+    Reader reader;
+    {
+      absl::MutexLock state_lock(&state_mu_);
+      reader = reader_;
+    }
+    if (reader == Reader::kClosed) return;
+    uint32_t mask = (reader == Reader::kCaller ? 0u : (EPOLLIN | EPOLLRDHUP)) |
+                    (want_write_.load() ? EPOLLOUT : 0u);
+    if (mask == last_mask_) return;
+    last_mask_ = mask;
+    (void)loop_->Modify(fd_, mask);
+  }
+
+  // One read(); delivers any frames completed. Caller holds the reader role.
+  ReadResult ReadOnce() {
+    ssize_t n;
+    do {
+      n = read(fd_, read_buffer_.get(), kReadBufferSize);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+      absl::Status decoded =
+          decoder_.Consume(absl::string_view(read_buffer_.get(), static_cast<size_t>(n)), *this);
+      if (!decoded.ok()) {
+        LOCUS_LOG(WARNING) << "closing connection from " << peer_.remote_address
+                           << ": malformed input: " << decoded.message();
+        Close(absl::InternalError(absl::StrCat("malformed input from peer: ", decoded.message())));
+        DeliverClosed(CloseReason());
+        return ReadResult::kClosed;
+      }
+      return ReadResult::kData;
+    }
+    if (n < 0 && errno == EAGAIN) return ReadResult::kWouldBlock;
+    absl::Status reason;
+    {
+      absl::MutexLock lock(&state_mu_);
+      if (closing_) {
+        reason = close_reason_;
+      } else if (n == 0) {
+        reason = absl::UnavailableError(
+            decoder_.at_frame_boundary() ? "peer closed the connection"
+                                         : "peer closed the connection in the middle of a frame");
+      } else {
+        reason = absl::UnavailableError(absl::StrCat("read failed: ", std::strerror(errno)));
+      }
+    }
+    if (!decoder_.at_frame_boundary() && n == 0) {
+      LOCUS_LOG(WARNING) << "connection from " << peer_.remote_address
+                         << " ended with a truncated frame";
+    }
+    DeliverClosed(reason);
+    return ReadResult::kClosed;
+  }
+
+  void DeliverClosed(const absl::Status& reason) {
+    if (closed_delivered_.exchange(true)) return;
+    {
+      absl::MutexLock lock(&state_mu_);
+      reader_ = Reader::kClosed;
+      if (!closing_) {
+        closing_ = true;
+        close_reason_ = reason;
+      }
+    }
+    {
+      absl::MutexLock lock(&write_mu_);
+      write_closed_ = true;
+    }
+    shutdown(fd_, SHUT_RDWR);
+    if (loop_ != nullptr) loop_->Remove(fd_);
+    sink_->OnClosed(reason);
+  }
+
+  const int fd_;
+  const PeerInfo peer_;
+  const TransportOptions options_;
+  FrameSink* sink_ = nullptr;   // set by Start
+  EventLoop* loop_ = nullptr;   // set by Start
+
+  FrameDecoder decoder_;                  // reader-role holder only
+  std::unique_ptr<char[]> read_buffer_;   // reader-role holder only
+  std::atomic<bool> closed_delivered_{false};
+
+  absl::Mutex state_mu_;
+  Reader reader_ ABSL_GUARDED_BY(state_mu_) = Reader::kIdle;
+  bool closing_ ABSL_GUARDED_BY(state_mu_) = false;
+  absl::Status close_reason_ ABSL_GUARDED_BY(state_mu_);
+
+  absl::Mutex interest_mu_ ABSL_ACQUIRED_BEFORE(state_mu_);
+  uint32_t last_mask_ ABSL_GUARDED_BY(interest_mu_) = 0;
+  std::atomic<bool> want_write_{false};
+
+  absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(interest_mu_);
+  std::string out_queue_ ABSL_GUARDED_BY(write_mu_);
+  size_t out_offset_ ABSL_GUARDED_BY(write_mu_) = 0;
+  bool write_closed_ ABSL_GUARDED_BY(write_mu_) = false;
+};
+
+std::unique_ptr<StreamConnection> StreamConnection::Create(int fd, PeerInfo peer,
+                                                           const TransportOptions& options) {
+  int flags = fcntl(fd, F_GETFL, 0);
+  fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  return std::unique_ptr<StreamConnection>(
+      new StreamConnection(std::make_shared<Impl>(fd, std::move(peer), options)));
+}
+
+StreamConnection::~StreamConnection() { impl_->Shutdown(); }
+
+void StreamConnection::Start(FrameSink* sink) { impl_->Start(sink, impl_); }
+
+absl::Status StreamConnection::Send(const FrameHeader& header, absl::string_view meta,
+                                    absl::string_view payload, absl::Time deadline) {
+  return impl_->Send(header, meta, payload, deadline);
+}
+
+void StreamConnection::Close(const absl::Status& reason) { impl_->Close(reason); }
+
+bool StreamConnection::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
+  return impl_->DriveUntil(done, deadline);
+}
+
+const PeerInfo& StreamConnection::peer() const { return impl_->peer(); }
+
+}  // namespace locus::internal

@@ -1,0 +1,49 @@
+// A Connection over a connected stream socket (Unix or TCP): frames are
+// written with writev and cut out of the byte stream by FrameDecoder.
+//
+// Example:
+//   std::unique_ptr<Connection> conn = StreamConnection::Create(fd, peer, options);
+//   conn->Start(&sink);
+//
+// Reading: exactly one party holds the reader role at a time: the event-loop
+// thread (default), or a caller inside DriveUntil() (a synchronous client
+// waiting for its reply reads the socket itself, saving a thread hand-off).
+// While a caller holds the role the fd is removed from the loop's interest set.
+//
+// Writing: Send() writes directly from the calling thread; what the socket
+// does not take at once is queued and flushed by the loop on EPOLLOUT, so a
+// sender never blocks mid-frame. Send() blocks (until its deadline) only when
+// more than max_send_queue_bytes are queued, and never on the loop thread.
+#ifndef LOCUS_TRANSPORTS_SOCKET_STREAM_CONNECTION_H_
+#define LOCUS_TRANSPORTS_SOCKET_STREAM_CONNECTION_H_
+
+#include <memory>
+
+#include "locus/transport.h"
+
+namespace locus::internal {
+
+class StreamConnection final : public Connection {
+ public:
+  // Takes ownership of `fd`, a connected socket (made non-blocking here).
+  static std::unique_ptr<StreamConnection> Create(int fd, PeerInfo peer,
+                                                  const TransportOptions& options);
+  ~StreamConnection() override;
+
+  void Start(FrameSink* sink) override;
+  absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
+                    absl::Time deadline) override;
+  void Close(const absl::Status& reason) override;
+  bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
+  const PeerInfo& peer() const override;
+
+  class Impl;
+
+ private:
+  explicit StreamConnection(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_TRANSPORTS_SOCKET_STREAM_CONNECTION_H_
