@@ -50,12 +50,14 @@ std::shared_ptr<ConnectionCore> ConnectionCore::Create(std::unique_ptr<Connectio
 
 ConnectionCore::ConnectionCore(std::unique_ptr<Connection> connection, Options options)
     : options_(std::move(options)),
+      peer_(connection->peer()),
       next_call_id_(options_.connecting_side ? 1 : 2),
       connection_(std::move(connection)) {}
 
 ConnectionCore::~ConnectionCore() {
+  // Destroying the connection waits for its reader and delivers OnClosed if
+  // still due (failing outstanding calls); members stay valid meanwhile.
   connection_->Close(absl::UnavailableError("connection released"));
-  connection_.reset();  // waits for the reader; delivers OnClosed if still due
 }
 
 void ConnectionCore::Start() { connection_->Start(this); }
@@ -72,7 +74,9 @@ wire::Hello ConnectionCore::MakeHello() const {
 
 absl::Status ConnectionCore::ClientHandshake(absl::Time deadline) {
   std::string meta = MakeHello().SerializeAsString();
-  absl::Status sent = connection_->Send(FrameHeader::Make(FrameType::kHello, 0, 0), meta, {}, deadline);
+  FrameHeader hello = FrameHeader::Make(FrameType::kHello, 0, 0);
+  hello.meta_length = static_cast<uint32_t>(meta.size());
+  absl::Status sent = connection_->Send(hello, meta, {}, deadline);
   if (!sent.ok()) return sent;
   DriveUntil([this] { return handshake_flag_.load(std::memory_order_acquire); }, deadline);
   absl::MutexLock lock(&mu_);
@@ -462,7 +466,13 @@ void ConnectionCore::HandleRequest(Frame frame) {
     ServerContext context(std::move(method), deadline, std::move(metadata), &self->peer(), cancelled);
     std::string reply;
     absl::Status status = entry->handler->CallSerialized(&context, payload, &reply);
-    if (status.ok() && reply.size() > self->options_.max_send_message_size) {
+    if (absl::Now() >= deadline) {
+      // As in gRPC: past its deadline a call ends DEADLINE_EXCEEDED whatever
+      // the handler produced, so the client sees one outcome however the
+      // reply and its own timer race.
+      status = absl::DeadlineExceededError(
+          absl::StrCat("deadline exceeded while the server handled ", context.method()));
+    } else if (status.ok() && reply.size() > self->options_.max_send_message_size) {
       status = absl::ResourceExhaustedError(
           absl::StrCat("reply of ", reply.size(), " bytes exceeds the server's send limit of ",
                        self->options_.max_send_message_size, " bytes"));

@@ -84,7 +84,7 @@ class ConnectionCore final : public FrameSink,
   bool closed() const;
   // Calls the peer started that are still being served here.
   size_t active_server_calls() const;
-  const PeerInfo& peer() const { return connection_->peer(); }
+  const PeerInfo& peer() const { return peer_; }
   // The peer's HELLO (valid after the handshake).
   const wire::Hello& peer_hello() const { return peer_hello_; }
 
@@ -123,6 +123,7 @@ class ConnectionCore final : public FrameSink,
   wire::Hello MakeHello() const;
 
   const Options options_;
+  const PeerInfo peer_;  // copied from the connection: valid while it is destroyed
 
   mutable absl::Mutex mu_;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;

@@ -85,8 +85,11 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
                       {const_cast<char*>(meta.data()), meta.size()},
                       {const_cast<char*>(payload.data()), payload.size()}};
       ssize_t n;
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = 3;
       do {
-        n = writev(fd_, iov, 3);
+        n = sendmsg(fd_, &msg, MSG_NOSIGNAL);  // no SIGPIPE if the peer is gone
       } while (n < 0 && errno == EINTR);
       if (n < 0 && errno != EAGAIN) {
         std::string why = absl::StrCat("write to ", peer_.remote_address, " failed: ", std::strerror(errno));
@@ -208,7 +211,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   void FlushQueue() {
     absl::MutexLock lock(&write_mu_);
     while (queued_bytes() > 0) {
-      ssize_t n = write(fd_, out_queue_.data() + out_offset_, queued_bytes());
+      ssize_t n = send(fd_, out_queue_.data() + out_offset_, queued_bytes(), MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) return;
       if (n <= 0) {

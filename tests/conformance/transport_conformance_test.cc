@@ -1,0 +1,502 @@
+// The transport conformance suite: every transport must pass every test here.
+// A new transport adds a traits struct (how to make a listening address) to
+// `TransportKinds` below; nothing else changes.
+//
+// Tests use deadlines only as watchdogs against hangs, never to assert speed.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "locus/locus.h"
+#include "test_service.h"
+
+extern char** environ;
+
+namespace locus::conformance {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A short directory under /tmp (Unix socket paths are limited to 107 bytes).
+class TempDir {
+ public:
+  TempDir() {
+    char pattern[] = "/tmp/locus-XXXXXX";
+    path_ = mkdtemp(pattern);
+  }
+  ~TempDir() { std::system(absl::StrCat("rm -rf ", path_).c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct UnixSocket {
+  static std::string ListenAddress(const TempDir& dir) { return "unix:" + dir.path() + "/s.sock"; }
+};
+struct UnixAbstract {
+  static std::string ListenAddress(const TempDir& dir) {
+    return absl::StrCat("unix-abstract:locus-conformance", dir.path());
+  }
+};
+struct TcpIpv4 {
+  static std::string ListenAddress(const TempDir&) { return "tcp://127.0.0.1:0"; }
+};
+struct TcpIpv6 {
+  static std::string ListenAddress(const TempDir&) { return "tcp://[::1]:0"; }
+};
+
+// Runs handlers inline on I/O threads, or on a pool: both must conform.
+template <typename Transport, int kHandlerThreads>
+struct Config {
+  using TransportKind = Transport;
+  static constexpr int handler_threads = kHandlerThreads;
+};
+
+constexpr absl::Duration kWatchdog = absl::Seconds(60);
+
+CallOptions Watchdog() { return CallOptions::WithTimeout(kWatchdog); }
+
+template <typename ConfigT>
+class TransportConformance : public ::testing::Test {
+ public:  // the free helpers below use the fixture's state
+  void SetUp() override { StartServer(ServerOptions{}); }
+
+  void StartServer(ServerOptions options) {
+    options.handler_threads = ConfigT::handler_threads;
+    server_ = std::make_unique<Server>(options);
+    ASSERT_TRUE(server_->RegisterService(&service_).ok());
+    ASSERT_TRUE(server_->AddListeningAddress(ConfigT::TransportKind::ListenAddress(dir_)).ok());
+    absl::Status started = server_->Start();
+    ASSERT_TRUE(started.ok()) << started;
+    address_ = server_->listening_addresses()[0];
+    auto channel = Connect(address_, channel_options_);
+    ASSERT_TRUE(channel.ok()) << channel.status();
+    channel_ = *channel;
+    stub_ = std::make_unique<TestService::Stub>(channel_);
+  }
+
+  void RestartServer(ServerOptions options) {
+    stub_.reset();
+    channel_.reset();
+    server_->Shutdown();
+    server_.reset();
+    StartServer(options);
+  }
+
+  absl::StatusOr<EchoReply> Echo(TestService::Stub& stub, std::string data) {
+    EchoRequest request;
+    request.set_data(std::move(data));
+    return stub.Echo(request, Watchdog());
+  }
+
+  TempDir dir_;
+  TestServiceImpl service_;
+  std::unique_ptr<Server> server_;
+  std::string address_;
+  ChannelOptions channel_options_;
+  std::shared_ptr<Channel> channel_;
+  std::unique_ptr<TestService::Stub> stub_;
+};
+
+using TransportKinds =
+    ::testing::Types<Config<UnixSocket, 0>, Config<UnixAbstract, 0>, Config<TcpIpv4, 0>,
+                     Config<TcpIpv6, 0>, Config<UnixSocket, 4>, Config<TcpIpv4, 4>>;
+
+class ConfigNames {
+ public:
+  template <typename T>
+  static std::string GetName(int) {
+    std::string name;
+    if (std::is_same_v<typename T::TransportKind, UnixSocket>) name = "Unix";
+    if (std::is_same_v<typename T::TransportKind, UnixAbstract>) name = "UnixAbstract";
+    if (std::is_same_v<typename T::TransportKind, TcpIpv4>) name = "Tcp4";
+    if (std::is_same_v<typename T::TransportKind, TcpIpv6>) name = "Tcp6";
+    return name + (T::handler_threads > 0 ? "Pool" : "Inline");
+  }
+};
+TYPED_TEST_SUITE(TransportConformance, TransportKinds, ConfigNames);
+
+TYPED_TEST(TransportConformance, EchoFromOneByteToTheSizeLimit) {
+  // The limit applies to the serialized message: field tag (1 byte) plus a
+  // 4-byte length varint plus the data.
+  const size_t largest = kDefaultMaxMessageSize - 5;
+  for (size_t size : {size_t{1}, size_t{100}, size_t{4096}, size_t{65536}, size_t{1} << 20, largest}) {
+    std::string data(size, '\0');
+    for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>(i * 131 + size);
+    absl::StatusOr<EchoReply> reply = this->Echo(*this->stub_, data);
+    ASSERT_TRUE(reply.ok()) << size << ": " << reply.status();
+    EXPECT_EQ(reply->data(), data) << size;
+  }
+  EchoRequest exact;
+  exact.set_data(std::string(largest, 'x'));
+  EXPECT_EQ(exact.ByteSizeLong(), kDefaultMaxMessageSize);
+}
+
+TYPED_TEST(TransportConformance, SixteenThreadsOfAThousandConcurrentCalls) {
+  constexpr int kThreads = 16;
+  constexpr int kCallsPerThread = 1000;
+  std::atomic<int> mismatches{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<Future<EchoReply>> pending;
+      std::vector<std::string> sent;
+      for (int i = 0; i < kCallsPerThread; ++i) {
+        EchoRequest request;
+        request.set_data(absl::StrCat("thread ", t, " call ", i));
+        sent.push_back(request.data());
+        pending.push_back(this->stub_->AsyncEcho(request, Watchdog()));
+      }
+      for (int i = 0; i < kCallsPerThread; ++i) {
+        absl::StatusOr<EchoReply> reply = pending[i].Get();
+        if (!reply.ok()) {
+          failures++;
+        } else if (reply->data() != sent[i]) {
+          mismatches++;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+TYPED_TEST(TransportConformance, SixteenThreadsOfSynchronousCalls) {
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 16; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        std::string data = absl::StrCat(t, "/", i);
+        absl::StatusOr<EchoReply> reply = this->Echo(*this->stub_, data);
+        if (!reply.ok() || reply->data() != data) bad++;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
+TYPED_TEST(TransportConformance, CallbackApiDeliversReply) {
+  EchoRequest request;
+  request.set_data("callback");
+  EchoReply reply;
+  absl::Notification done;
+  absl::Status result;
+  this->stub_->AsyncEcho(request, &reply, Watchdog(), [&](absl::Status status) {
+    result = status;
+    done.Notify();
+  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kWatchdog));
+  EXPECT_TRUE(result.ok()) << result;
+  EXPECT_EQ(reply.data(), "callback");
+}
+
+TYPED_TEST(TransportConformance, OversizeRequestFailsAndConnectionStaysUsable) {
+  absl::StatusOr<EchoReply> big = this->Echo(*this->stub_, std::string(kDefaultMaxMessageSize, 'x'));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
+  absl::StatusOr<EchoReply> small = this->Echo(*this->stub_, "still works");
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->data(), "still works");
+}
+
+TYPED_TEST(TransportConformance, OversizeRequestRejectedByServerKeepsConnection) {
+  // The client may send more than the server accepts: the server refuses.
+  this->channel_options_.max_send_message_size = 64u << 20;
+  ServerOptions options;
+  options.max_receive_message_size = 1000;
+  this->RestartServer(options);
+  absl::StatusOr<EchoReply> big = this->Echo(*this->stub_, std::string(5000, 'x'));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
+  EXPECT_THAT(std::string(big.status().message()), HasSubstr("limit"));
+  absl::StatusOr<EchoReply> small = this->Echo(*this->stub_, "ok");
+  ASSERT_TRUE(small.ok()) << small.status();
+}
+
+TYPED_TEST(TransportConformance, OversizeReplyRejectedByClientKeepsConnection) {
+  this->channel_options_.max_receive_message_size = 1000;
+  this->RestartServer(ServerOptions{});
+  absl::StatusOr<EchoReply> big = this->Echo(*this->stub_, std::string(500, 'x'));
+  ASSERT_TRUE(big.ok()) << big.status();
+  // The client's receive limit does not bound what it sends: the echoed
+  // reply exceeds it, so the client drops the reply and fails the call.
+  absl::StatusOr<EchoReply> too_big = this->Echo(*this->stub_, std::string(2000, 'x'));
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kResourceExhausted) << too_big.status();
+  absl::StatusOr<EchoReply> small = this->Echo(*this->stub_, "ok");
+  ASSERT_TRUE(small.ok()) << small.status();
+}
+
+TYPED_TEST(TransportConformance, UnknownMethodIsUnimplemented) {
+  static const RpcMethod kMissing{"/locus.conformance.TestService/NoSuchMethod", RpcKind::kUnary, false};
+  EchoRequest request;
+  EchoReply reply;
+  absl::Status status = this->channel_->CallUnary(kMissing, request, &reply, Watchdog());
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("NoSuchMethod"));
+  absl::StatusOr<EchoReply> not_overridden = this->stub_->NotImplemented(request, Watchdog());
+  EXPECT_EQ(not_overridden.status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TYPED_TEST(TransportConformance, HandlerErrorReachesClientWithMessage) {
+  for (absl::StatusCode code : {absl::StatusCode::kNotFound, absl::StatusCode::kPermissionDenied,
+                                absl::StatusCode::kInternal, absl::StatusCode::kAborted}) {
+    FailRequest request;
+    request.set_code(static_cast<int>(code));
+    request.set_message(absl::StrCat("failure number ", static_cast<int>(code)));
+    absl::StatusOr<EchoReply> reply = this->stub_->Fail(request, Watchdog());
+    EXPECT_EQ(reply.status().code(), code);
+    EXPECT_EQ(reply.status().message(), request.message());
+  }
+}
+
+TYPED_TEST(TransportConformance, MetadataAndTrailersTravel) {
+  CallOptions options = Watchdog();
+  options.metadata.emplace_back("request-id", std::string("a\0b", 3));
+  Metadata trailers;
+  options.trailing_metadata = &trailers;
+  EchoRequest request;
+  request.set_echo_metadata_key("request-id");
+  absl::StatusOr<EchoReply> reply = this->stub_->Echo(request, options);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_EQ(trailers.size(), 1u);
+  EXPECT_EQ(trailers[0].first, "request-id");
+  EXPECT_EQ(trailers[0].second, std::string("a\0b", 3));
+}
+
+TYPED_TEST(TransportConformance, DeadlineIsVisibleToHandler) {
+  EchoRequest request;
+  request.set_report_context(true);
+  absl::StatusOr<EchoReply> reply = this->stub_->Echo(request, CallOptions::WithTimeout(absl::Seconds(50)));
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_TRUE(reply->had_deadline());
+  EXPECT_GT(reply->deadline_in_ms(), 0);
+  EXPECT_LE(reply->deadline_in_ms(), 50000);
+  absl::StatusOr<EchoReply> none = this->stub_->Echo(request);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->had_deadline());
+}
+
+TYPED_TEST(TransportConformance, DeadlineExceededAtClientAndSeenByServer) {
+  WaitRequest request;
+  request.set_max_wait_ms(30000);
+  absl::StatusOr<WaitReply> reply =
+      this->stub_->WaitForCancel(request, CallOptions::WithTimeout(absl::Milliseconds(100)));
+  EXPECT_EQ(reply.status().code(), absl::StatusCode::kDeadlineExceeded) << reply.status();
+  absl::Time watchdog = absl::Now() + kWatchdog;
+  while (this->service_.cancellations_seen() == 0 && absl::Now() < watchdog) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(this->service_.cancellations_seen(), 1);
+  // The connection is still good.
+  ASSERT_TRUE(this->Echo(*this->stub_, "after").ok());
+}
+
+TYPED_TEST(TransportConformance, AsyncDeadlineExceeded) {
+  WaitRequest request;
+  request.set_max_wait_ms(30000);
+  Future<WaitReply> pending =
+      this->stub_->AsyncWaitForCancel(request, CallOptions::WithTimeout(absl::Milliseconds(100)));
+  absl::StatusOr<WaitReply> reply = pending.Get();
+  EXPECT_EQ(reply.status().code(), absl::StatusCode::kDeadlineExceeded) << reply.status();
+}
+
+TYPED_TEST(TransportConformance, ServerStoppedGivesUnavailable) {
+  ASSERT_TRUE(this->Echo(*this->stub_, "before").ok());
+  this->server_->Shutdown();
+  absl::StatusOr<EchoReply> after = this->Echo(*this->stub_, "after");
+  EXPECT_EQ(after.status().code(), absl::StatusCode::kUnavailable) << after.status();
+  auto fresh = Connect(this->address_);
+  EXPECT_EQ(fresh.status().code(), absl::StatusCode::kUnavailable) << fresh.status();
+}
+
+TYPED_TEST(TransportConformance, ServerKilledMidCallGivesUnavailableBeforeDeadline) {
+  // A server in its own process, so that it can really die.
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  std::string listen = TypeParam::TransportKind::ListenAddress(this->dir_);
+  if (listen.rfind("unix:", 0) == 0) listen = "unix:" + this->dir_.path() + "/child.sock";
+  if (listen.rfind("unix-abstract:", 0) == 0) listen += "-child";
+  std::string path = LOCUS_TEST_SERVER_PATH;
+  char* argv[] = {path.data(), listen.data(), nullptr};
+  pid_t child;
+  ASSERT_EQ(posix_spawn(&child, path.c_str(), &actions, nullptr, argv, environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  FILE* from_child = fdopen(out[0], "r");
+  char line[256] = {0};
+  ASSERT_NE(std::fgets(line, sizeof(line), from_child), nullptr) << "test server did not start";
+  std::fclose(from_child);
+  std::string address = std::string(line).substr(std::string("listening ").size());
+  address.erase(address.find_last_not_of("\r\n") + 1);
+
+  auto channel = Connect(address);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  TestService::Stub stub(*channel);
+  WaitRequest request;
+  request.set_max_wait_ms(60000);
+  const absl::Duration deadline = absl::Seconds(30);
+  absl::Time start = absl::Now();
+  Future<WaitReply> pending = stub.AsyncWaitForCancel(request, CallOptions::WithTimeout(deadline));
+  absl::SleepFor(absl::Milliseconds(200));
+  kill(child, SIGKILL);
+  absl::StatusOr<WaitReply> reply = pending.Get();
+  absl::Duration waited = absl::Now() - start;
+  int wstatus;
+  waitpid(child, &wstatus, 0);
+  EXPECT_EQ(reply.status().code(), absl::StatusCode::kUnavailable) << reply.status();
+  EXPECT_LT(waited, deadline);
+  // A synchronous call on the dead channel fails the same way.
+  absl::StatusOr<EchoReply> sync = this->Echo(stub, "x");
+  EXPECT_EQ(sync.status().code(), absl::StatusCode::kUnavailable) << sync.status();
+}
+
+// Watches a raw connection for being closed by the server.
+class ClosedWatcher : public FrameSink {
+ public:
+  void OnFrame(Frame) override {}
+  void OnOversizeFrame(const FrameHeader&) override {}
+  void OnClosed(const absl::Status&) override { closed.Notify(); }
+  absl::Notification closed;
+};
+
+template <typename ConfigT>
+void SendBadBytesAndExpectOnlyThatConnectionClosed(TransportConformance<ConfigT>* test,
+                                                   const FrameHeader& header,
+                                                   absl::string_view body,
+                                                   absl::string_view expected_log) {
+  ::testing::internal::CaptureStderr();
+  auto transport = DefaultTransportRegistry().ForAddress(test->address_);
+  ASSERT_TRUE(transport.ok());
+  auto raw = (*transport)->Connect(test->address_, TransportOptions{}, absl::Now() + kWatchdog);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  ClosedWatcher watcher;
+  (*raw)->Start(&watcher);
+  ASSERT_TRUE((*raw)->Send(header, {}, body, absl::Now() + kWatchdog).ok());
+  bool truncated = header.magic == kFrameMagic;
+  if (truncated) (*raw)->Close(absl::CancelledError("test hangs up mid-frame"));
+  EXPECT_TRUE(watcher.closed.WaitForNotificationWithTimeout(kWatchdog));
+  // Other clients are still served.
+  auto other = Connect(test->address_);
+  ASSERT_TRUE(other.ok()) << other.status();
+  TestService::Stub other_stub(*other);
+  EXPECT_TRUE(test->Echo(other_stub, "other client").ok());
+  EXPECT_TRUE(test->Echo(*test->stub_, "existing client").ok());
+  raw->reset();
+  // The server logged why it closed the connection.
+  absl::Time until = absl::Now() + kWatchdog;
+  std::string log;
+  while (absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(20));
+    break;
+  }
+  log = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(log, HasSubstr(std::string(expected_log)));
+}
+
+TYPED_TEST(TransportConformance, GarbageBytesCloseThatConnectionOnly) {
+  FrameHeader garbage{};
+  std::memcpy(&garbage, "GET / HTTP/1.1\r\nHost: x\r\n", sizeof(garbage));
+  SendBadBytesAndExpectOnlyThatConnectionClosed(this, garbage, "\r\n\r\n", "malformed input");
+}
+
+TYPED_TEST(TransportConformance, TruncatedFrameClosesThatConnectionOnly) {
+  // A HELLO announcing 100 bytes of meta, of which 10 arrive before the
+  // client hangs up.
+  FrameHeader header = FrameHeader::Make(FrameType::kHello, 0, 0);
+  header.meta_length = 100;
+  SendBadBytesAndExpectOnlyThatConnectionClosed(this, header, "0123456789", "truncated frame");
+}
+
+TYPED_TEST(TransportConformance, NonLocusPeerCannotHandshake) {
+  // A server that accepts but never answers the handshake: Connect must fail
+  // by its deadline instead of hanging.
+  auto transport = DefaultTransportRegistry().ForAddress(this->address_);
+  ASSERT_TRUE(transport.ok());
+  std::vector<std::unique_ptr<Connection>> accepted;
+  absl::Mutex mu;
+  std::string silent_address = TypeParam::TransportKind::ListenAddress(this->dir_);
+  if (silent_address.rfind("unix:", 0) == 0) silent_address = "unix:" + this->dir_.path() + "/silent.sock";
+  if (silent_address.rfind("unix-abstract:", 0) == 0) silent_address += "-silent";
+  auto listener = (*transport)->Listen(silent_address, TransportOptions{},
+                                       [&](std::unique_ptr<Connection> c) {
+                                         absl::MutexLock lock(&mu);
+                                         accepted.push_back(std::move(c));
+                                       });
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  ChannelOptions options;
+  options.connect_timeout = absl::Milliseconds(300);
+  auto channel = Connect((*listener)->address(), options);
+  EXPECT_EQ(channel.status().code(), absl::StatusCode::kUnavailable) << channel.status();
+  EXPECT_THAT(std::string(channel.status().message()), HasSubstr("handshake"));
+  absl::MutexLock lock(&mu);
+  for (auto& c : accepted) c->Close(absl::CancelledError("test over"));
+}
+
+TEST(Connect, NoServerGivesUnavailable) {
+  TempDir dir;
+  auto unix_channel = Connect("unix:" + dir.path() + "/nobody.sock");
+  EXPECT_EQ(unix_channel.status().code(), absl::StatusCode::kUnavailable) << unix_channel.status();
+  auto bad_scheme = Connect("carrier-pigeon://x");
+  EXPECT_EQ(bad_scheme.status().code(), absl::StatusCode::kInvalidArgument) << bad_scheme.status();
+  auto long_path = Connect("unix:/tmp/" + std::string(200, 'x'));
+  EXPECT_EQ(long_path.status().code(), absl::StatusCode::kInvalidArgument) << long_path.status();
+}
+
+TEST(Server, SocketFileHasModeFromOptions) {
+  TempDir dir;
+  TestServiceImpl service;
+  Server server;
+  ASSERT_TRUE(server.RegisterService(&service).ok());
+  std::string path = dir.path() + "/mode.sock";
+  ASSERT_TRUE(server.AddListeningAddress("unix:" + path).ok());
+  ASSERT_TRUE(server.Start().ok());
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  server.Shutdown();
+  EXPECT_NE(stat(path.c_str(), &st), 0) << "socket file removed on shutdown";
+}
+
+TEST(Server, ExposesPeerCredentialsOnUnixSockets) {
+  // Checked through the transport the handler reports (credentials are in
+  // PeerInfo; the echo handler reports the transport name).
+  TempDir dir;
+  TestServiceImpl service;
+  Server server;
+  ASSERT_TRUE(server.RegisterService(&service).ok());
+  ASSERT_TRUE(server.AddListeningAddress("unix:" + dir.path() + "/c.sock").ok());
+  ASSERT_TRUE(server.Start().ok());
+  auto channel = Connect(server.listening_addresses()[0]);
+  ASSERT_TRUE(channel.ok());
+  EXPECT_EQ((*channel)->transport_name(), "unix");
+  TestService::Stub stub(*channel);
+  EchoRequest request;
+  request.set_report_context(true);
+  auto reply = stub.Echo(request, Watchdog());
+  ASSERT_TRUE(reply.ok());
+  EXPECT_EQ(reply->transport(), "unix");
+}
+
+}  // namespace
+}  // namespace locus::conformance
