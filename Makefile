@@ -1,0 +1,59 @@
+# Locus: the two commands of the README, and a few helpers.
+#
+#   make demo    install what is missing, build, run the echo server and client
+#   make test    install what is missing, build, run every CTest test and the
+#                Bazel build and tests
+#   make build   build everything into build/ (incremental), no tests
+#   make asan    build into build-asan/ with AddressSanitizer+UBSan and run CTest
+#   make bench   run the quick benchmark suite (see bench/README.md)
+#   make deps    only install missing Debian packages
+#
+# JOBS (default: number of cores) bounds build parallelism.
+
+JOBS ?= $(shell nproc)
+BUILD_DIR ?= build
+CMAKE_FLAGS ?=
+
+# Debian 12 packages the build and tests need.
+DEBIAN_PACKAGES := build-essential cmake ninja-build pkg-config \
+  libprotobuf-dev libprotoc-dev protobuf-compiler \
+  libgrpc++-dev protobuf-compiler-grpc libabsl-dev \
+  libgtest-dev libgmock-dev libbenchmark-dev \
+  bazel-bootstrap gnuplot-nox
+
+.PHONY: all deps configure build demo test ctest bazel-test asan bench clean
+
+all: build
+
+deps:
+	@./tools/install_deps.sh $(DEBIAN_PACKAGES)
+
+$(BUILD_DIR)/build.ninja:
+	cmake -S . -B $(BUILD_DIR) -G Ninja $(CMAKE_FLAGS)
+
+configure: $(BUILD_DIR)/build.ninja
+
+build: deps configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+demo: build
+	./samples/echo/demo.sh $(BUILD_DIR)/bin
+
+ctest: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+bazel-test: deps
+	./bazel/check.sh
+
+test: ctest bazel-test
+
+asan: deps
+	cmake -S . -B build-asan -G Ninja -DLOCUS_SANITIZE=ON -DLOCUS_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j $(JOBS) --timeout 900 -LE install
+
+bench: build
+	$(BUILD_DIR)/bin/locus-bench --suite=quick
+
+clean:
+	rm -rf $(BUILD_DIR) build-asan

@@ -1,0 +1,80 @@
+// Writes the seed corpus for wire_fuzzer: well-formed conversations (HELLO,
+// requests with metadata and deadlines, replies with status and trailers,
+// cancel, ping, goaway, an oversize frame). Usage: make_seed_corpus <dir>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "locus/frame.h"
+#include "locus/wire.pb.h"
+
+namespace {
+
+std::string Frame(locus::FrameType type, uint32_t flags, uint64_t id, const std::string& meta,
+                  const std::string& payload) {
+  locus::FrameHeader h = locus::FrameHeader::Make(type, flags, id);
+  h.meta_length = static_cast<uint32_t>(meta.size());
+  h.payload_length = static_cast<uint32_t>(payload.size());
+  return std::string(reinterpret_cast<const char*>(&h), sizeof(h)) + meta + payload;
+}
+
+std::string Hello(locus::FrameType type) {
+  locus::wire::Hello hello;
+  hello.set_min_protocol_version(1);
+  hello.set_max_protocol_version(1);
+  hello.set_implementation("seed");
+  hello.mutable_host()->set_boot_id("boot");
+  return Frame(type, 0, 0, hello.SerializeAsString(), "");
+}
+
+std::string Request(uint64_t id, const std::string& method, int64_t timeout_ns) {
+  locus::wire::CallHeader header;
+  header.set_method(method);
+  header.set_timeout_ns(timeout_ns);
+  auto* md = header.add_metadata();
+  md->set_key("k");
+  md->set_value("v");
+  return Frame(locus::FrameType::kRequest, locus::kFlagHasMessage | locus::kFlagEndStream, id,
+               header.SerializeAsString(), "payload");
+}
+
+std::string Response(uint64_t id, int code) {
+  locus::wire::CallStatus status;
+  status.set_code(code);
+  status.set_message("msg");
+  auto* md = status.add_trailing_metadata();
+  md->set_key("t");
+  md->set_value("v");
+  return Frame(locus::FrameType::kResponse, code == 0 ? locus::kFlagHasMessage : 0, id,
+               status.SerializeAsString(), code == 0 ? "reply" : "");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) return 2;
+  std::string dir = argv[1];
+  auto write = [&](const std::string& name, const std::string& bytes) {
+    std::ofstream(dir + "/" + name, std::ios::binary) << bytes;
+  };
+  using locus::FrameType;
+  locus::wire::GoAway goaway;
+  goaway.set_code(14);
+  goaway.set_reason("bye");
+  write("server_conversation",
+        Hello(FrameType::kHello) + Request(1, "/fuzz.Echo/Say", 0) +
+            Request(3, "/fuzz.Echo/Say", 1000000000) + Request(5, "/no.Such/Method", 0) +
+            Frame(FrameType::kCancel, 0, 3, "", "") + Frame(FrameType::kPing, 0, 0, "", "12345678") +
+            Frame(FrameType::kRequest, locus::kFlagHasMessage | locus::kFlagOneway, 7,
+                  "\x0a\x0e/fuzz.Echo/Say", "x"));
+  write("client_conversation",
+        Hello(FrameType::kHelloAck) + Response(1, 0) + Response(3, 5) +
+            Frame(FrameType::kGoAway, 0, 0, goaway.SerializeAsString(), "") +
+            Frame(FrameType::kPong, 0, 0, "", ""));
+  write("oversize", Hello(FrameType::kHello) +
+                        Frame(FrameType::kRequest, locus::kFlagHasMessage, 9, "", std::string(70000, 'z')) +
+                        Request(11, "/fuzz.Echo/Say", 0));
+  write("hello_only", Hello(FrameType::kHello));
+  write("no_handshake", Request(1, "/fuzz.Echo/Say", 0));
+  return 0;
+}
