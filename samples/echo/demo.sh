@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Echo sample demo: starts echo_server on a Unix socket and on TCP, runs
+# echo_client against both, then stops the server with SIGINT (as Ctrl-C
+# would).
+#
+#   samples/echo/demo.sh [<bin-dir>]      # default: build/bin
+#
+# Exits non-zero if any step fails. Every step is bounded by `timeout`.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+bin_dir=${1:-$here/../../build/bin}
+server_bin=$bin_dir/echo_server
+client_bin=$bin_dir/echo_client
+for b in "$server_bin" "$client_bin"; do
+  if [[ ! -x "$b" ]]; then
+    echo "demo: $b not found; build it first (cmake --build build --target echo_server echo_client)" >&2
+    exit 2
+  fi
+done
+
+tmp=$(mktemp -d /tmp/locus-echo.XXXXXX)   # short path: Unix socket paths are limited
+server_pid=
+cleanup() {
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null
+    wait "$server_pid" 2>/dev/null
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+if [[ -t 1 ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold= plain=; fi
+say() { printf '\n%s%s%s\n' "$bold" "$*" "$plain"; }
+fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+
+say "1. Starting the server on a Unix socket and on TCP (any free port)"
+timeout 60 "$server_bin" "unix:$tmp/echo.sock" "tcp://127.0.0.1:0" > "$tmp/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do
+  grep -q '^ready' "$tmp/server.log" && break
+  kill -0 "$server_pid" 2>/dev/null || break
+  sleep 0.1
+done
+grep -q '^ready' "$tmp/server.log" || { cat "$tmp/server.log"; fail "the server did not start"; }
+sed 's/^/   server| /' "$tmp/server.log"
+unix_address=$(sed -n 's/^listening on \(unix:.*\)$/\1/p' "$tmp/server.log")
+tcp_address=$(sed -n 's/^listening on \(tcp:.*\)$/\1/p' "$tmp/server.log")
+[[ -n "$unix_address" && -n "$tcp_address" ]] || fail "the server did not print both addresses"
+
+status=0
+n=0
+for address in "$unix_address" "$tcp_address"; do
+  n=$((n + 1))
+  say "$((n + 1)). Client -> $address"
+  if timeout 30 "$client_bin" "$address" "hello, Locus" --count 200 > "$tmp/client.log" 2>&1; then
+    sed 's/^/   client| /' "$tmp/client.log"
+    grep -q '^Say   -> "hello, Locus"' "$tmp/client.log" &&
+      grep -q '^Shout -> "HELLO, LOCUS"' "$tmp/client.log" ||
+      { echo "   unexpected replies"; status=1; }
+  else
+    sed 's/^/   client| /' "$tmp/client.log"
+    echo "   the client failed"
+    status=1
+  fi
+done
+
+say "4. Calls the server saw"
+grep -E '^(Say|Shout) over' "$tmp/server.log" | sort | uniq -c | sort -rn | sed 's/^ */   /'
+grep -q '^Say over unix' "$tmp/server.log" || { echo "   no call over unix"; status=1; }
+grep -q '^Say over tcp' "$tmp/server.log" || { echo "   no call over tcp"; status=1; }
+
+say "5. Stopping the server (SIGINT, like Ctrl-C)"
+kill -INT "$server_pid"
+wait "$server_pid"
+server_rc=$?
+server_pid=
+tail -n 2 "$tmp/server.log" | sed 's/^/   server| /'
+[[ $server_rc -eq 0 ]] || { echo "   the server exited with $server_rc"; status=1; }
+[[ -e "$tmp/echo.sock" ]] && echo "   (note: the socket file $tmp/echo.sock was left behind)"
+
+if [[ $status -eq 0 ]]; then
+  say "Demo OK: the same service answered over a Unix socket and over TCP."
+else
+  fail "see the output above"
+fi
