@@ -33,10 +33,17 @@ function(locus_generate)
     message(FATAL_ERROR "locus_generate(${ARG_TARGET}): unknown arguments ${ARG_UNPARSED_ARGUMENTS}")
   endif()
 
+  set(locusc_env)
   if(TARGET locusc)
     set(locusc locusc)
   elseif(TARGET Locus::locusc)
     set(locusc Locus::locusc)
+    # An installed locusc finds locus/options.proto through LOCUS_IDL_DIR
+    # (set by LocusConfig.cmake), so the prefix may differ from the one it
+    # was configured with.
+    if(LOCUS_IDL_DIR)
+      set(locusc_env ${CMAKE_COMMAND} -E env LOCUS_IDL_DIR=${LOCUS_IDL_DIR})
+    endif()
   else()
     message(FATAL_ERROR "locus_generate: neither the locusc target nor Locus::locusc exists "
                         "(build inside the Locus tree or find_package(Locus))")
@@ -88,7 +95,7 @@ function(locus_generate)
                 ${ARG_OUT_DIR}/${base}.locus.cc ${ARG_OUT_DIR}/${base}.locus.h)
     add_custom_command(
       OUTPUT ${outputs}
-      COMMAND ${locusc} ${import_flags} --out=${ARG_OUT_DIR} ${rel}
+      COMMAND ${locusc_env} $<TARGET_FILE:${locusc}> ${import_flags} --out=${ARG_OUT_DIR} ${rel}
       DEPENDS ${abs_protos} ${locusc}
       COMMENT "locusc ${rel}"
       VERBATIM)
