@@ -8,7 +8,8 @@
 #                                bazel-bootstrap package)
 #   LOCUS_BAZEL_OUTPUT_USER_ROOT passed as --output_user_root (e.g. a fresh
 #                                temp dir, to check a first run from scratch)
-#   LOCUS_BAZEL_TARGETS          target patterns (default: //...)
+#   LOCUS_BAZEL_TARGETS          target patterns (default: every package, as
+#                                //... would give)
 #
 # Prints "bazel: N passed, N failed" as its last line and exits non-zero if
 # the build or any test fails.
@@ -17,11 +18,29 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
 BAZEL=${BAZEL:-bazel}
-read -r -a TARGETS <<<"${LOCUS_BAZEL_TARGETS:-//...}"
+# Default: everything, like //..., but spelled as the top-level packages
+# so that Bazel's convenience symlinks (bazel-bin, bazel-<checkout dir>) are
+# never descended into: after a run with another output root they point into
+# a stale execroot, and only the names in .bazelignore are skipped by Bazel.
+if [[ -n "${LOCUS_BAZEL_TARGETS:-}" ]]; then
+  read -r -a TARGETS <<<"$LOCUS_BAZEL_TARGETS"
+else
+  TARGETS=("//:all")
+  for dir in */; do
+    dir=${dir%/}
+    [[ -L $dir || $dir == bazel-* ]] && continue
+    if [[ -n $(find "$dir" \( -name BUILD -o -name BUILD.bazel \) -print -quit) ]]; then
+      TARGETS+=("//$dir/...")
+    fi
+  done
+fi
+
 STARTUP=()
 if [[ -n "${LOCUS_BAZEL_OUTPUT_USER_ROOT:-}" ]]; then
   mkdir -p "$LOCUS_BAZEL_OUTPUT_USER_ROOT"
   STARTUP+=("--output_user_root=$LOCUS_BAZEL_OUTPUT_USER_ROOT")
+  # Leave the bazel-* symlinks of the usual output root alone.
+  set -- --symlink_prefix=/ "$@"
 fi
 
 fail() {
@@ -63,5 +82,9 @@ case $rc in
       failed=1  # the build of a test failed, or bazel itself did
     fi ;;
 esac
+if [[ -n "${LOCUS_BAZEL_OUTPUT_USER_ROOT:-}" ]]; then
+  # A one-off output root: don't leave its server running.
+  "$BAZEL" "${STARTUP[@]}" shutdown >/dev/null 2>&1 || true
+fi
 echo "bazel: ${passed} passed, ${failed} failed"
 exit "$rc"
