@@ -1,0 +1,664 @@
+// locus-bench: end-to-end latency/throughput of Locus against raw IPC and
+// gRPC baselines, measured in one run. See bench/README.md.
+//
+//   locus-bench --suite=quick [--pin]
+//   locus-bench --transport=unix --size=64,4096 --outstanding=1,8 --seconds=2
+//   locus-bench --transport=auto --address=unix:/tmp/x.sock --calls=100000
+//
+// Output: one JSON object per line per case on stdout, then one line with
+// "case":"summary" per Locus case (ratios to the raw and gRPC baselines run
+// alongside it); a human-readable summary table and progress go to stderr.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "harness/common.h"
+#include "harness/systems.h"
+
+namespace locus_bench {
+namespace {
+
+constexpr const char* kUsage = R"(usage: locus-bench [flags]
+  --suite=smoke|quick|full   predefined case sets (smoke: tiny correctness run;
+                             quick: < 1 min; full: all sizes, 3 rounds)
+  --transport=T              unix | tcp | auto | grpc | inproc | shm | udp
+                             (inproc/shm/udp: not available in Locus yet)
+  --address=ADDR             server address (required for --transport=auto;
+                             e.g. unix:/tmp/b.sock, tcp://127.0.0.1:7000)
+  --grpc-over=unix|tcp       with --transport=grpc (default unix)
+  --size=N[,N...]            payload bytes each way (default 64)
+  --outstanding=N[,N...]     calls in flight: 1 = sync ping-pong, N>1 = callback
+                             API with N in flight (default 1)
+  --mode=unary|streaming     streaming: not available yet
+  --calls=N | --seconds=S    measured run length per case (default 2 s)
+  --warmup-calls=N | --warmup-seconds=S
+  --rounds=N                 repeat the interleaved case list N times
+  --baselines=all|raw|grpc|none   baselines run next to a --transport case
+  --only=raw|locus|grpc      run only that system's cases of the plan
+  --pin                      pin client and server to two different CPUs
+  --case-timeout=S           watchdog per case (default: run length + 30 s)
+  --out=FILE                 also append the JSON lines to FILE
+)";
+
+std::string g_out_path;
+FILE* g_out_file = nullptr;
+
+void EmitJson(const std::string& line) {
+  printf("%s\n", line.c_str());
+  fflush(stdout);
+  if (g_out_file != nullptr) {
+    fprintf(g_out_file, "%s\n", line.c_str());
+    fflush(g_out_file);
+  }
+}
+
+[[noreturn]] void Die(const std::string& msg, int code = 2) {
+  fprintf(stderr, "locus-bench: %s\n", msg.c_str());
+  exit(code);
+}
+
+std::vector<std::string> Split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// ---- Watchdog -------------------------------------------------------------
+
+struct Watchdog {
+  std::mutex mu;
+  uint64_t deadline_ns = 0;  // 0: disarmed
+  pid_t pid = -1;
+  uint64_t fired_ns = 0;
+
+  void Arm(double seconds, pid_t server) {
+    std::lock_guard<std::mutex> lock(mu);
+    g_abort.store(false);
+    deadline_ns = NowNs() + static_cast<uint64_t>(seconds * 1e9);
+    pid = server;
+    fired_ns = 0;
+  }
+  void Disarm() {
+    std::lock_guard<std::mutex> lock(mu);
+    deadline_ns = 0;
+    pid = -1;
+  }
+  void Loop() {
+    for (;;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      std::lock_guard<std::mutex> lock(mu);
+      uint64_t now = NowNs();
+      if (deadline_ns == 0 || now < deadline_ns) continue;
+      if (fired_ns == 0) {
+        fprintf(stderr, "locus-bench: watchdog: case overran its timeout; killing server %d\n", pid);
+        g_abort.store(true);
+        if (pid > 0) kill(pid, SIGKILL);
+        fired_ns = now;
+      } else if (now - fired_ns > 10000000000ull) {
+        fprintf(stderr, "locus-bench: watchdog: client still stuck 10 s after killing the server; exiting\n");
+        if (pid > 0) kill(pid, SIGKILL);
+        _exit(3);
+      }
+    }
+  }
+};
+Watchdog g_watchdog;
+
+// ---- Cases --------------------------------------------------------------
+
+struct Stats {
+  bool ok = false;
+  std::string error;
+  std::string transport;
+  uint64_t calls = 0;
+  double elapsed_s = 0, p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0, mean = 0;
+  double calls_per_s = 0, mb_per_s = 0, cpu = 0, client_cpu = 0, server_cpu = 0;
+};
+
+struct Outcome {
+  CaseSpec spec;
+  Stats stats;
+};
+
+struct Context {
+  std::map<std::string, System> systems;
+  bool pin = false;
+  int server_cpu = -1;
+  double case_timeout = 0;
+  int seq = 0;
+};
+
+std::string DefaultAddress(const std::string& transport, int seq) {
+  if (transport == "unix") {
+    return "unix:/tmp/locus-bench-" + std::to_string(getpid()) + "-" + std::to_string(seq) + ".sock";
+  }
+  if (transport == "tcp") return "tcp://127.0.0.1:0";
+  if (transport == "udp") return "udp://127.0.0.1:0";
+  if (transport == "shm") return "shm:";
+  return "";
+}
+
+class ServerHooks final : public WindowHooks {
+ public:
+  explicit ServerHooks(ServerProcess* server) : server_(server) {}
+  void Begin() override { cpu0_ = server_->CpuUs(); }
+  void End() override { cpu1_ = server_->CpuUs(); }
+  double cpu_us() const { return cpu0_ < 0 || cpu1_ < 0 ? NAN : cpu1_ - cpu0_; }
+
+ private:
+  ServerProcess* server_;
+  double cpu0_ = -1, cpu1_ = -1;
+};
+
+Stats RunCase(Context& ctx, const CaseSpec& spec) {
+  Stats st;
+  System& sys = ctx.systems.at(spec.system);
+  int seq = ctx.seq++;
+  std::string address = spec.address.empty() ? DefaultAddress(spec.transport, seq) : spec.address;
+  std::vector<std::string> args = {"--role=server", "--system=" + spec.system,
+                                   "--transport=" + spec.transport, "--variant=" + spec.variant,
+                                   "--size=" + std::to_string(spec.size), "--address=" + address};
+  if (ctx.pin) args.push_back("--cpu=" + std::to_string(ctx.server_cpu));
+  int keep_fd = -1;
+  std::string err;
+  if (sys.prepare != nullptr && !sys.prepare(spec, &keep_fd, &args, &err)) {
+    st.error = err;
+    return st;
+  }
+  ServerProcess server;
+  std::string ready_address;
+  if (!server.Spawn("locus-bench-server", args, keep_fd, &err) ||
+      !server.WaitReady(20.0, &ready_address, &err)) {
+    st.error = err;
+  } else {
+    double timeout = ctx.case_timeout > 0 ? ctx.case_timeout
+                                          : (spec.calls > 0 ? 60.0 : spec.seconds * 3 + 30.0);
+    g_watchdog.Arm(timeout, server.pid());
+    ServerHooks hooks(&server);
+    RunResult r = sys.run_client(spec, ready_address, hooks);
+    g_watchdog.Disarm();
+    st.error = r.error;
+    st.transport = r.transport;
+    std::vector<uint32_t>& lat = r.lat_ns;
+    std::sort(lat.begin(), lat.end());
+    st.calls = lat.size();
+    st.elapsed_s = r.elapsed_s;
+    if (!lat.empty()) {
+      double sum = 0;
+      for (uint32_t v : lat) sum += v;
+      st.mean = sum / lat.size() / 1000.0;
+      st.p50 = PercentileUs(lat, 0.50);
+      st.p90 = PercentileUs(lat, 0.90);
+      st.p99 = PercentileUs(lat, 0.99);
+      st.p999 = PercentileUs(lat, 0.999);
+      st.max = lat.back() / 1000.0;
+    }
+    if (r.elapsed_s > 0) {
+      st.calls_per_s = st.calls / r.elapsed_s;
+      st.mb_per_s = st.calls * 2.0 * spec.size / r.elapsed_s / 1e6;
+    }
+    st.client_cpu = st.calls ? r.client_cpu_us / st.calls : NAN;
+    st.server_cpu = st.calls ? hooks.cpu_us() / st.calls : NAN;
+    st.cpu = st.client_cpu + st.server_cpu;
+    if (st.error.empty() && st.calls == 0) st.error = "no calls completed";
+    if (st.error.empty() && spec.system == "locus" && spec.transport != "auto" &&
+        st.transport != spec.transport) {
+      st.error = "channel ended on transport '" + st.transport + "', asked for '" + spec.transport + "'";
+    }
+    st.ok = st.error.empty();
+  }
+  server.Kill();
+  if (sys.cleanup != nullptr) sys.cleanup();
+  if (ready_address.rfind("unix:/", 0) == 0) unlink(ready_address.c_str() + 5);
+  return st;
+}
+
+void PrintOutcome(const Context& ctx, const Outcome& o) {
+  const CaseSpec& s = o.spec;
+  const Stats& st = o.stats;
+  JsonLine j;
+  j.Str("case", s.Name())
+      .Str("system", s.system)
+      .Str("transport", st.transport.empty() ? s.transport : st.transport)
+      .Str("requested_transport", s.transport)
+      .Str("variant", s.variant)
+      .Int("size", s.size)
+      .Int("outstanding", s.outstanding)
+      .Int("round", s.round)
+      .Bool("pinned", ctx.pin);
+  if (!st.ok) {
+    j.Str("error", st.error);
+    EmitJson(j.Done());
+    fprintf(stderr, "  %-24s size=%-8zu out=%-3d FAILED: %s\n", s.Name().c_str(), s.size,
+            s.outstanding, st.error.c_str());
+    return;
+  }
+  j.Int("calls", st.calls)
+      .Num("elapsed_s", st.elapsed_s)
+      .Num("p50_us", st.p50)
+      .Num("p90_us", st.p90)
+      .Num("p99_us", st.p99)
+      .Num("p999_us", st.p999)
+      .Num("max_us", st.max)
+      .Num("mean_us", st.mean)
+      .Num("calls_per_s", st.calls_per_s)
+      .Num("mb_per_s", st.mb_per_s)
+      .Num("cpu_us_per_call", st.cpu)
+      .Num("client_cpu_us_per_call", st.client_cpu)
+      .Num("server_cpu_us_per_call", st.server_cpu);
+  EmitJson(j.Done());
+  fprintf(stderr, "  %-24s size=%-8zu out=%-3d p50=%9.2fus p99=%9.2fus %10.0f calls/s cpu=%.2fus/call\n",
+          s.Name().c_str(), s.size, s.outstanding, st.p50, st.p99, st.calls_per_s, st.cpu);
+}
+
+// ---- Summary ------------------------------------------------------------
+
+struct Agg {
+  double p50 = NAN, p99 = NAN, cps = NAN, cpu = NAN;
+  bool found = false;
+};
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+// Median over rounds of the successful outcomes matching `pred`.
+template <typename Pred>
+Agg Aggregate(const std::vector<Outcome>& all, Pred pred) {
+  std::vector<double> p50, p99, cps, cpu;
+  for (const Outcome& o : all) {
+    if (!o.stats.ok || !pred(o)) continue;
+    p50.push_back(o.stats.p50);
+    p99.push_back(o.stats.p99);
+    cps.push_back(o.stats.calls_per_s);
+    cpu.push_back(o.stats.cpu);
+  }
+  Agg a;
+  a.found = !p50.empty();
+  a.p50 = Median(p50);
+  a.p99 = Median(p99);
+  a.cps = Median(cps);
+  a.cpu = Median(cpu);
+  return a;
+}
+
+void PrintSummary(const std::vector<Outcome>& all) {
+  // One summary per distinct Locus (transport actually used, size, outstanding).
+  std::vector<std::tuple<std::string, size_t, int>> keys;
+  for (const Outcome& o : all) {
+    if (o.spec.system != "locus" || !o.stats.ok) continue;
+    auto key = std::make_tuple(o.stats.transport, o.spec.size, o.spec.outstanding);
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+  }
+  if (keys.empty()) return;
+  fprintf(stderr,
+          "\nSummary (median over rounds; vs_raw = locus_p50/raw_p50, vs_grpc = grpc_p50/locus_p50;\n"
+          "         tput ratios = locus calls/s over baseline calls/s)\n");
+  fprintf(stderr, "%-6s %8s %4s | %9s %9s %9s | %9s %9s | %7s %7s | %10s %8s %8s | %6s %6s\n",
+          "trans", "size", "out", "locus p50", "locus p99", "calls/s", "raw p50", "grpc p50",
+          "vs_raw", "vs_grpc", "cps raw", "x raw", "x grpc", "cpu L", "cpu G");
+  for (const auto& [transport, size, out] : keys) {
+    auto same = [&, transport = transport, size = size](const Outcome& o, const char* system) {
+      return o.spec.system == system && o.spec.size == size &&
+             (o.stats.transport == transport || o.spec.transport == transport);
+    };
+    Agg locus = Aggregate(all, [&](const Outcome& o) {
+      return same(o, "locus") && o.spec.outstanding == out;
+    });
+    Agg raw = Aggregate(all, [&](const Outcome& o) {
+      return same(o, "raw") && o.spec.outstanding == out;
+    });
+    Agg grpc = Aggregate(all, [&](const Outcome& o) {
+      return same(o, "grpc") && o.spec.outstanding == out &&
+             o.spec.variant == (out == 1 ? "sync" : "callback");
+    });
+    JsonLine j;
+    j.Str("case", "summary")
+        .Str("transport", transport)
+        .Int("size", size)
+        .Int("outstanding", out)
+        .Num("locus_p50_us", locus.p50)
+        .Num("locus_p99_us", locus.p99)
+        .Num("locus_calls_per_s", locus.cps)
+        .Num("locus_cpu_us_per_call", locus.cpu);
+    if (raw.found) {
+      j.Num("raw_p50_us", raw.p50)
+          .Num("raw_calls_per_s", raw.cps)
+          .Num("vs_raw", locus.p50 / raw.p50)
+          .Num("vs_raw_p99", locus.p99 / raw.p99)
+          .Num("vs_raw_tput", locus.cps / raw.cps);
+    }
+    if (grpc.found) {
+      j.Num("grpc_p50_us", grpc.p50)
+          .Num("grpc_calls_per_s", grpc.cps)
+          .Num("grpc_cpu_us_per_call", grpc.cpu)
+          .Num("vs_grpc", grpc.p50 / locus.p50)
+          .Num("vs_grpc_p99", grpc.p99 / locus.p99)
+          .Num("vs_grpc_tput", locus.cps / grpc.cps)
+          .Num("vs_grpc_cpu", grpc.cpu / locus.cpu);
+    }
+    EmitJson(j.Done());
+    fprintf(stderr, "%-6s %8zu %4d | %9.2f %9.2f %9.0f | %9.2f %9.2f | %7.2f %7.2f | %10.0f %8.2f %8.2f | %6.2f %6.2f\n",
+            transport.c_str(), size, out, locus.p50, locus.p99, locus.cps, raw.p50, grpc.p50,
+            locus.p50 / raw.p50, grpc.p50 / locus.p50, raw.cps, locus.cps / raw.cps,
+            locus.cps / grpc.cps, locus.cpu, grpc.cpu);
+  }
+}
+
+// ---- Plans --------------------------------------------------------------
+
+struct PlanOptions {
+  std::vector<size_t> sizes = {64};
+  std::vector<int> outstanding = {1};
+  uint64_t calls = 0;
+  double seconds = 2.0;
+  uint64_t warmup_calls = 0;
+  double warmup_seconds = 0.2;
+  int rounds = 1;
+};
+
+// Why `spec` cannot run (skipped, not failed), or "".
+std::string SkipReason(const CaseSpec& s) {
+  if (s.system == "raw") {
+    if ((s.transport == "udp" || s.transport == "shm") && s.outstanding != 1) {
+      return "raw " + s.transport + " baseline is ping-pong only";
+    }
+    if (s.transport == "udp" && s.size > 65507) return "UDP datagrams are at most 65507 bytes";
+    if (s.outstanding > 1 && s.size * s.outstanding > (128u << 10)) {
+      return "raw pipelined baseline limited to size*outstanding <= 128 KiB";
+    }
+  }
+  return "";
+}
+
+CaseSpec Make(const PlanOptions& p, const std::string& system, const std::string& transport,
+              const std::string& variant, size_t size, int out, int round) {
+  CaseSpec s;
+  s.system = system;
+  s.transport = transport;
+  s.variant = variant;
+  s.size = size;
+  s.outstanding = out;
+  s.calls = p.calls;
+  s.seconds = p.seconds;
+  s.warmup_calls = p.warmup_calls;
+  s.warmup_seconds = p.warmup_seconds;
+  s.round = round;
+  return s;
+}
+
+// Interleaved plan: per round, per size, per outstanding, each transport's
+// raw baseline, Locus case and gRPC case back to back.
+std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::string>& transports,
+                                bool with_grpc) {
+  std::vector<CaseSpec> plan;
+  for (int round = 0; round < p.rounds; ++round) {
+    for (size_t size : p.sizes) {
+      for (int out : p.outstanding) {
+        for (const std::string& t : transports) {
+          if (t == "shm") {
+            plan.push_back(Make(p, "raw", "shm", "spin", size, out, round));
+            plan.push_back(Make(p, "raw", "shm", "adaptive", size, out, round));
+            continue;
+          }
+          plan.push_back(Make(p, "raw", t, "", size, out, round));
+          if (t == "udp") continue;  // no Locus or gRPC UDP yet
+          plan.push_back(Make(p, "locus", t, "", size, out, round));
+          if (with_grpc) plan.push_back(Make(p, "grpc", t, out == 1 ? "sync" : "callback", size, out, round));
+        }
+      }
+    }
+  }
+  return plan;
+}
+
+std::string SchemeTransport(const std::string& address) {
+  if (address.rfind("unix:", 0) == 0 || address.rfind("unix-abstract:", 0) == 0) return "unix";
+  if (address.rfind("tcp://", 0) == 0) return "tcp";
+  return "";
+}
+
+int ClientMain(Flags& flags) {
+  static const char* kKnown[] = {"suite", "transport", "address", "grpc-over", "size", "outstanding",
+                                 "mode", "calls", "seconds", "warmup-calls", "warmup-seconds",
+                                 "rounds", "baselines", "only", "pin", "case-timeout", "out", "help"};
+  for (const auto& [k, v] : flags) {
+    if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown)) {
+      Die("unknown flag --" + k + "\n" + kUsage);
+    }
+  }
+  if (flags.count("help")) {
+    fputs(kUsage, stdout);
+    return 0;
+  }
+  if (flags.count("mode") && flags["mode"] != "unary") {
+    if (flags["mode"] == "streaming") {
+      Die("--mode=streaming: streaming calls are not available yet in Locus (no streaming RPC support in the runtime)");
+    }
+    Die("--mode must be unary or streaming");
+  }
+
+  Context ctx;
+  std::string grpc_note;
+  ctx.systems["raw"] = RawSystem();
+  ctx.systems["locus"] = LocusSystem();
+  ctx.systems["grpc"] = GrpcSystem(&grpc_note);
+  bool have_grpc = !ctx.systems["grpc"].transports.empty();
+
+  PlanOptions p;
+  std::vector<CaseSpec> plan;
+  std::string suite = flags.count("suite") ? flags["suite"] : "";
+  if (!suite.empty() && flags.count("transport")) Die("give either --suite or --transport, not both");
+  if (suite == "smoke") {
+    p.sizes = {64};
+    p.outstanding = {1, 4};
+    p.calls = 300;
+    p.warmup_calls = 50;
+    plan = SuitePlan(p, {"unix", "tcp", "udp", "shm"}, false);
+  } else if (suite == "quick") {
+    p.sizes = {64, 4096};
+    p.outstanding = {1, 8};
+    p.seconds = 0.4;
+    p.warmup_seconds = 0.1;
+    plan = SuitePlan(p, {"unix", "tcp", "udp", "shm"}, have_grpc);
+  } else if (suite == "full") {
+    p.sizes = {64, 1024, 4096, 65536, 1 << 20};
+    p.outstanding = {1, 8, 32};
+    p.seconds = 2.0;
+    p.warmup_seconds = 0.3;
+    p.rounds = 3;
+    plan = SuitePlan(p, {"unix", "tcp", "udp", "shm"}, have_grpc);
+  } else if (!suite.empty()) {
+    Die("unknown --suite=" + suite + " (smoke, quick, full)");
+  }
+  // Explicit run-length flags override the suite's.
+  if (flags.count("size")) {
+    p.sizes.clear();
+    for (auto& s : Split(flags["size"])) p.sizes.push_back(std::stoul(s));
+  }
+  if (flags.count("outstanding")) {
+    p.outstanding.clear();
+    for (auto& s : Split(flags["outstanding"])) {
+      int n = std::stoi(s);
+      if (n < 1) Die("--outstanding must be >= 1");
+      p.outstanding.push_back(n);
+    }
+  }
+  if (flags.count("calls")) {
+    p.calls = std::stoull(flags["calls"]);
+    if (!flags.count("warmup-calls") && !flags.count("warmup-seconds")) {
+      p.warmup_calls = std::max<uint64_t>(50, std::min<uint64_t>(p.calls / 10, 10000));
+    }
+  }
+  if (flags.count("seconds")) {
+    p.seconds = std::stod(flags["seconds"]);
+    p.calls = 0;
+  }
+  if (flags.count("warmup-calls")) p.warmup_calls = std::stoull(flags["warmup-calls"]);
+  if (flags.count("warmup-seconds")) {
+    p.warmup_seconds = std::stod(flags["warmup-seconds"]);
+    p.warmup_calls = 0;
+  }
+  if (flags.count("rounds")) p.rounds = std::max(1, std::stoi(flags["rounds"]));
+  if (!suite.empty() && (flags.count("size") || flags.count("outstanding") || flags.count("calls") ||
+                         flags.count("seconds") || flags.count("rounds") || flags.count("warmup-calls") ||
+                         flags.count("warmup-seconds"))) {
+    std::vector<std::string> transports = {"unix", "tcp", "udp", "shm"};
+    plan = SuitePlan(p, transports, have_grpc && suite != "smoke");
+  }
+
+  if (suite.empty()) {
+    std::string t = flags.count("transport") ? flags["transport"] : "";
+    if (t.empty()) Die(std::string("give --suite or --transport\n") + kUsage);
+    std::string baselines = flags.count("baselines") ? flags["baselines"] : "all";
+    bool want_raw = baselines == "all" || baselines == "raw";
+    bool want_grpc = baselines == "all" || baselines == "grpc";
+    std::string address = flags.count("address") ? flags["address"] : "";
+    std::string base_transport;  // raw / gRPC transport to compare with
+    bool locus_case = true;
+    if (t == "grpc") {
+      base_transport = flags.count("grpc-over") ? flags["grpc-over"] : "unix";
+      if (base_transport != "unix" && base_transport != "tcp") Die("--grpc-over must be unix or tcp");
+      if (!have_grpc) Die(grpc_note);
+      locus_case = false;
+      want_raw = false;
+      want_grpc = true;
+    } else {
+      const LocusTransportInfo* info = nullptr;
+      for (const auto& ti : LocusTransports()) {
+        if (ti.name == t) info = &ti;
+      }
+      if (info == nullptr) Die("unknown --transport=" + t + " (inproc, shm, unix, tcp, udp, grpc, auto)");
+      if (!info->available) Die("--transport=" + t + ": transport not available yet: " + info->note);
+      if (t == "auto") {
+        if (address.empty()) Die("--transport=auto needs --address (e.g. unix:/tmp/b.sock or tcp://127.0.0.1:7000)");
+        base_transport = SchemeTransport(address);
+      } else {
+        base_transport = t;
+      }
+    }
+    for (int round = 0; round < p.rounds; ++round) {
+      for (size_t size : p.sizes) {
+        for (int out : p.outstanding) {
+          if (want_raw && !base_transport.empty()) plan.push_back(Make(p, "raw", base_transport, "", size, out, round));
+          if (locus_case) {
+            CaseSpec s = Make(p, "locus", t, "", size, out, round);
+            s.address = address;
+            plan.push_back(s);
+          }
+          if (want_grpc && have_grpc && !base_transport.empty()) {
+            plan.push_back(Make(p, "grpc", base_transport, out == 1 ? "sync" : "callback", size, out, round));
+          }
+        }
+      }
+    }
+  }
+  if (flags.count("only")) {
+    std::string only = flags["only"];
+    plan.erase(std::remove_if(plan.begin(), plan.end(), [&](const CaseSpec& s) { return s.system != only; }),
+               plan.end());
+  }
+
+  if (flags.count("pin")) {
+    std::vector<int> cpus = AllowedCpus();
+    if (cpus.size() < 2) Die("--pin needs at least 2 CPUs in the affinity mask");
+    std::string err;
+    if (!PinToCpu(cpus[0], &err)) Die(err);
+    ctx.pin = true;
+    ctx.server_cpu = cpus[1];
+    fprintf(stderr, "locus-bench: client pinned to CPU %d, server to CPU %d\n", cpus[0], cpus[1]);
+  }
+  if (flags.count("case-timeout")) ctx.case_timeout = std::stod(flags["case-timeout"]);
+  if (flags.count("out")) {
+    g_out_file = fopen(flags["out"].c_str(), "a");
+    if (g_out_file == nullptr) Die("cannot open --out file " + flags["out"]);
+  }
+  if (!have_grpc) fprintf(stderr, "locus-bench: note: %s\n", grpc_note.c_str());
+  fprintf(stderr,
+          "locus-bench: note: Cap'n Proto and Thrift baselines are not implemented in this build "
+          "(see bench/README.md)\n");
+  signal(SIGPIPE, SIG_IGN);
+  std::thread([] { g_watchdog.Loop(); }).detach();
+
+  std::vector<Outcome> outcomes;
+  int failures = 0;
+  int index = 0;
+  for (const CaseSpec& spec : plan) {
+    ++index;
+    std::string skip = SkipReason(spec);
+    if (!skip.empty()) {
+      fprintf(stderr, "  %-24s size=%-8zu out=%-3d skipped: %s\n", spec.Name().c_str(), spec.size,
+              spec.outstanding, skip.c_str());
+      continue;
+    }
+    Outcome o{spec, RunCase(ctx, spec)};
+    if (!o.stats.ok) ++failures;
+    PrintOutcome(ctx, o);
+    outcomes.push_back(std::move(o));
+  }
+  PrintSummary(outcomes);
+  if (g_out_file != nullptr) fclose(g_out_file);
+  if (failures > 0) {
+    fprintf(stderr, "locus-bench: %d case(s) failed\n", failures);
+    return 1;
+  }
+  return 0;
+}
+
+int ServerMain(Flags& flags) {
+  if (flags.count("cpu")) {
+    std::string err;
+    if (!PinToCpu(std::stoi(flags["cpu"]), &err)) {
+      fprintf(stderr, "locus-bench server: %s\n", err.c_str());
+      return 1;
+    }
+  }
+  std::map<std::string, System> systems = {{"raw", RawSystem()}, {"locus", LocusSystem()}};
+  std::string note;
+  systems["grpc"] = GrpcSystem(&note);
+  auto it = systems.find(flags["system"]);
+  if (it == systems.end() || it->second.serve == nullptr) {
+    fprintf(stderr, "locus-bench server: no system %s\n", flags["system"].c_str());
+    return 1;
+  }
+  return it->second.serve(flags);
+}
+
+}  // namespace
+}  // namespace locus_bench
+
+int main(int argc, char** argv) {
+  locus_bench::Flags flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h") arg = "--help";
+    if (arg.rfind("--", 0) != 0) locus_bench::Die("unexpected argument " + arg);
+    size_t eq = arg.find('=');
+    if (eq == std::string::npos) {
+      flags[arg.substr(2)] = "1";
+    } else {
+      flags[arg.substr(2, eq - 2)] = arg.substr(eq + 1);
+    }
+  }
+  if (flags.count("role")) {
+    if (flags["role"] != "server") locus_bench::Die("unknown --role");
+    flags.erase("role");
+    return locus_bench::ServerMain(flags);
+  }
+  return locus_bench::ClientMain(flags);
+}

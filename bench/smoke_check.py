@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""CTest `locus_bench_smoke` (label `bench`): a correctness smoke test of the
+locus-bench harness. Runs `locus-bench --suite=smoke` and checks that every
+stdout line is a JSON object with the expected fields, that no case failed,
+that each case's `transport` is the one it asked for, and that unavailable
+transports and streaming fail with a clear error. Never checks timing.
+
+usage: smoke_check.py path/to/locus-bench
+"""
+import json
+import subprocess
+import sys
+
+REQUIRED = ["case", "transport", "size", "outstanding", "calls", "p50_us", "p99_us",
+            "p999_us", "calls_per_s", "mb_per_s", "cpu_us_per_call"]
+
+
+def fail(msg):
+    print("FAIL: " + msg)
+    sys.exit(1)
+
+
+def main():
+    bench = sys.argv[1]
+    proc = subprocess.run([bench, "--suite=smoke"], capture_output=True, text=True, timeout=90)
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        fail("locus-bench --suite=smoke exited with %d" % proc.returncode)
+    lines = [l for l in proc.stdout.splitlines() if l.strip()]
+    if not lines:
+        fail("no output")
+    cases, summaries = [], []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            fail("not JSON: %r (%s)" % (line, e))
+        if not isinstance(obj, dict) or "case" not in obj:
+            fail("not a case object: %r" % line)
+        (summaries if obj["case"] == "summary" else cases).append(obj)
+    seen = set()
+    for c in cases:
+        if "error" in c:
+            fail("case %s failed: %s" % (c["case"], c["error"]))
+        for key in REQUIRED:
+            if key not in c:
+                fail("case %s lacks %s" % (c["case"], key))
+        if c["transport"] != c["requested_transport"]:
+            fail("case %s asked for %s but ran on %s" % (c["case"], c["requested_transport"], c["transport"]))
+        if c["calls"] <= 0:
+            fail("case %s made no calls" % c["case"])
+        seen.add((c["system"], c["transport"], c["outstanding"]))
+    for want in [("raw", "unix", 1), ("raw", "tcp", 1), ("raw", "udp", 1), ("raw", "shm", 1),
+                 ("locus", "unix", 1), ("locus", "tcp", 1), ("locus", "unix", 4), ("locus", "tcp", 4)]:
+        if want not in seen:
+            fail("smoke suite did not run %s" % (want,))
+    if not summaries:
+        fail("no summary lines")
+    for s in summaries:
+        if "vs_raw" not in s:
+            fail("summary without vs_raw: %r" % s)
+
+    # Unavailable transports and streaming must fail loudly, not fall back.
+    for args, needle in [(["--transport=shm"], "not available yet"),
+                         (["--transport=inproc"], "not available yet"),
+                         (["--transport=udp"], "not available yet"),
+                         (["--transport=unix", "--mode=streaming"], "not available yet")]:
+        p = subprocess.run([bench] + args + ["--calls=10"], capture_output=True, text=True, timeout=30)
+        if p.returncode == 0 or needle not in p.stderr:
+            fail("%s: expected a non-zero exit and %r, got %d: %s" % (args, needle, p.returncode, p.stderr))
+        if p.stdout.strip():
+            fail("%s printed results: %s" % (args, p.stdout))
+    print("OK: %d cases, %d summaries" % (len(cases), len(summaries)))
+
+
+if __name__ == "__main__":
+    main()
