@@ -245,3 +245,24 @@ def locus_proto_library(
         tags = tags,
         testonly = testonly,
     )
+
+def _locus_generated_dir_impl(ctx):
+    out = ctx.actions.declare_directory(ctx.label.name)
+    ctx.actions.run(
+        executable = ctx.executable.tool,
+        arguments = [out.path],
+        outputs = [out],
+        mnemonic = "LocusGenDir",
+        progress_message = "Generating %s with %s" % (out.short_path, ctx.attr.tool.label.name),
+    )
+    return [DefaultInfo(files = depset([out]), runfiles = ctx.runfiles(files = [out]))]
+
+locus_generated_dir = rule(
+    implementation = _locus_generated_dir_impl,
+    doc = """A directory (tree artifact) named `name`, filled at build time by
+    running `tool <dir>`. CMake: add_custom_command(OUTPUT dir/... COMMAND tool dir).
+    Use it as `data` and pass `$(location :name)` to tests.""",
+    attrs = {
+        "tool": attr.label(mandatory = True, executable = True, cfg = "host"),
+    },
+)
