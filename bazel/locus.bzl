@@ -6,6 +6,10 @@
   locus_proto_library           messages plus Locus stubs/services generated
                                 by //codegen:locusc. For services: CMake's
                                 locus_generate().
+  locus_grpc_proto_library      messages plus gRPC services (protoc +
+                                grpc_cpp_plugin), for bench/'s gRPC baseline.
+  locus_generated_dir           a directory filled at build time by a tool
+                                (e.g. tests/fuzz's seed corpus).
 
 Both produce a cc_library named `name` whose headers are included the way
 CMake's generated include directory exposes them: relative to `import_dir`
@@ -60,6 +64,8 @@ def _locus_proto_gen_impl(ctx):
     suffixes = [".pb.h", ".pb.cc"]
     if ctx.attr.locus_out:
         suffixes = suffixes + [".locus.h", ".locus.cc"]
+    if ctx.attr.grpc_plugin:
+        suffixes = suffixes + [".grpc.pb.h", ".grpc.pb.cc"]
     hdrs = []
     srcs = []
     for rel in rel_paths:
@@ -90,6 +96,12 @@ def _locus_proto_gen_impl(ctx):
     args.add("--cpp_out=" + out_dir)
     if ctx.attr.locus_out:
         args.add("--locus_out=" + out_dir)
+    tools = []
+    if ctx.attr.grpc_plugin:
+        plugin = ctx.executable.grpc_plugin
+        tools.append(plugin)
+        args.add("--plugin=protoc-gen-grpc=" + plugin.path)
+        args.add("--grpc_out=" + out_dir)
     for p in transitive_imports.to_list():
         args.add("-I" + (p if p else "."))
     args.add_all(rel_paths)
@@ -98,6 +110,7 @@ def _locus_proto_gen_impl(ctx):
         executable = ctx.executable.compiler,
         arguments = [args],
         inputs = depset(wkt, transitive = [transitive_sources]),
+        tools = tools,
         outputs = hdrs + srcs,
         # locusc looks for locus/options.proto in $LOCUS_IDL_DIR first; the
         # explicit -I paths above already cover it, so point it nowhere.
@@ -133,6 +146,11 @@ locus_proto_gen = rule(
         ),
         "locus_out": attr.bool(
             doc = "Also pass --locus_out and expect .locus.h/.locus.cc (locusc)",
+        ),
+        "grpc_plugin": attr.label(
+            doc = "grpc_cpp_plugin: also pass --grpc_out, expect .grpc.pb.h/.grpc.pb.cc",
+            executable = True,
+            cfg = "host",
         ),
         "_well_known_protos": attr.label(
             default = "@system_libs//:well_known_protos",
@@ -240,6 +258,34 @@ def locus_proto_library(
         },
         deps = deps + ([] if "//idl:locus_idl" in deps else ["//idl:locus_idl"]),
         cc_deps = cc_deps + ["//runtime:codegen_support"],
+        import_dir = import_dir,
+        visibility = visibility,
+        tags = tags,
+        testonly = testonly,
+    )
+
+def locus_grpc_proto_library(
+        name,
+        srcs,
+        deps = [],
+        cc_deps = [],
+        import_dir = ".",
+        visibility = None,
+        tags = [],
+        testonly = False):
+    """Messages plus gRPC C++ services, with Debian's protoc and
+    grpc_cpp_plugin (the gRPC baseline in bench/). Produces <proto>.pb.* and
+    <proto>.grpc.pb.* in a cc_library depending on @system_libs//:grpcpp.
+    Arguments as for locus_internal_proto_library.
+    """
+    _proto_cc_library(
+        name = name,
+        gen_kwargs = {
+            "srcs": srcs,
+            "grpc_plugin": "@system_libs//:grpc_cpp_plugin",
+        },
+        deps = deps,
+        cc_deps = cc_deps + ["@system_libs//:grpcpp"],
         import_dir = import_dir,
         visibility = visibility,
         tags = tags,
