@@ -43,8 +43,16 @@ if [[ -n "${LOCUS_BAZEL_OUTPUT_USER_ROOT:-}" ]]; then
   set -- --symlink_prefix=/ "$@"
 fi
 
+shutdown_oneoff() {
+  if [[ -n "${LOCUS_BAZEL_OUTPUT_USER_ROOT:-}" ]]; then
+    # A one-off output root: don't leave its server running.
+    "$BAZEL" "${STARTUP[@]}" shutdown >/dev/null 2>&1 || true
+  fi
+}
+
 fail() {
   echo "bazel/check.sh: $*" >&2
+  shutdown_oneoff
   echo "bazel: build FAILED"
   exit 1
 }
@@ -82,9 +90,6 @@ case $rc in
       failed=1  # the build of a test failed, or bazel itself did
     fi ;;
 esac
-if [[ -n "${LOCUS_BAZEL_OUTPUT_USER_ROOT:-}" ]]; then
-  # A one-off output root: don't leave its server running.
-  "$BAZEL" "${STARTUP[@]}" shutdown >/dev/null 2>&1 || true
-fi
+shutdown_oneoff
 echo "bazel: ${passed} passed, ${failed} failed"
 exit "$rc"
