@@ -191,6 +191,10 @@ Stats RunCase(Context& ctx, const CaseSpec& spec) {
     RunResult r = sys.run_client(spec, ready_address, hooks);
     g_watchdog.Disarm();
     st.error = r.error;
+    if (g_abort.load()) {
+      st.error = "watchdog: case exceeded its " + std::to_string(static_cast<int>(timeout)) +
+                 " s timeout (server killed): " + r.error;
+    }
     st.transport = r.transport;
     std::vector<uint32_t>& lat = r.lat_ns;
     std::sort(lat.begin(), lat.end());
