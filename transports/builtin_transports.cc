@@ -1,6 +1,8 @@
-// The default transport registry: the built-in transports. Linking the
+// The default transport registry: the built-in transports (unix,
+// unix-abstract, shm, shm-abstract, tcp). Linking the
 // `locus` library (rather than only `locus_runtime`) brings this in.
 #include "locus/transport.h"
+#include "transports/shm/shm_transport.h"
 #include "transports/tcp/tcp_transport.h"
 #include "transports/unix/unix_transport.h"
 
@@ -9,7 +11,10 @@ namespace locus {
 TransportRegistry& DefaultTransportRegistry() {
   static TransportRegistry* registry = [] {
     auto* r = new TransportRegistry();  // never destroyed: used until exit
-    r->Register(std::make_shared<UnixTransport>());
+    auto shm = std::make_shared<ShmTransport>();
+    r->Register(shm);
+    // Unix listeners also accept clients moving to shared memory.
+    r->Register(std::make_shared<UnixTransport>(shm->upgrader()));
     r->Register(std::make_shared<TcpTransport>());
     return r;
   }();

@@ -53,12 +53,24 @@ struct UnixAbstract {
     return absl::StrCat("unix-abstract:locus-conformance", dir.path());
   }
 };
+struct SharedMemory {
+  static std::string ListenAddress(const TempDir& dir) { return "shm:" + dir.path() + "/s.sock"; }
+};
 struct TcpIpv4 {
   static std::string ListenAddress(const TempDir&) { return "tcp://127.0.0.1:0"; }
 };
 struct TcpIpv6 {
   static std::string ListenAddress(const TempDir&) { return "tcp://[::1]:0"; }
 };
+
+// Another address of the same kind as `listen`, for a second server.
+std::string SiblingAddress(const std::string& listen, const TempDir& dir, const std::string& name) {
+  for (const char* scheme : {"unix:", "shm:"}) {
+    if (listen.rfind(scheme, 0) == 0) return scheme + dir.path() + "/" + name + ".sock";
+  }
+  if (listen.rfind("unix-abstract:", 0) == 0) return listen + "-" + name;
+  return listen;  // tcp: port 0 picks a fresh port
+}
 
 // Runs handlers inline on I/O threads, or on a pool: both must conform.
 template <typename Transport, int kHandlerThreads>
@@ -115,7 +127,8 @@ class TransportConformance : public ::testing::Test {
 
 using TransportKinds =
     ::testing::Types<Config<UnixSocket, 0>, Config<UnixAbstract, 0>, Config<TcpIpv4, 0>,
-                     Config<TcpIpv6, 0>, Config<UnixSocket, 4>, Config<TcpIpv4, 4>>;
+                     Config<TcpIpv6, 0>, Config<SharedMemory, 0>, Config<UnixSocket, 4>,
+                     Config<TcpIpv4, 4>, Config<SharedMemory, 4>>;
 
 class ConfigNames {
  public:
@@ -125,6 +138,7 @@ class ConfigNames {
     if (std::is_same_v<typename T::TransportKind, UnixSocket>) name = "Unix";
     if (std::is_same_v<typename T::TransportKind, UnixAbstract>) name = "UnixAbstract";
     if (std::is_same_v<typename T::TransportKind, TcpIpv4>) name = "Tcp4";
+    if (std::is_same_v<typename T::TransportKind, SharedMemory>) name = "Shm";
     if (std::is_same_v<typename T::TransportKind, TcpIpv6>) name = "Tcp6";
     return name + (T::handler_threads > 0 ? "Pool" : "Inline");
   }
@@ -334,9 +348,8 @@ TYPED_TEST(TransportConformance, ServerKilledMidCallGivesUnavailableBeforeDeadli
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&actions, out[0]);
-  std::string listen = TypeParam::TransportKind::ListenAddress(this->dir_);
-  if (listen.rfind("unix:", 0) == 0) listen = "unix:" + this->dir_.path() + "/child.sock";
-  if (listen.rfind("unix-abstract:", 0) == 0) listen += "-child";
+  std::string listen =
+      SiblingAddress(TypeParam::TransportKind::ListenAddress(this->dir_), this->dir_, "child");
   std::string path = LOCUS_TEST_SERVER_PATH;
   char* argv[] = {path.data(), listen.data(), nullptr};
   pid_t child;
@@ -371,6 +384,48 @@ TYPED_TEST(TransportConformance, ServerKilledMidCallGivesUnavailableBeforeDeadli
   EXPECT_EQ(sync.status().code(), absl::StatusCode::kUnavailable) << sync.status();
 }
 
+// Sends this process's stderr to a file while alive, so a test can wait
+// for a line that another thread logs.
+class StderrCapture {
+ public:
+  StderrCapture() {
+    char path[] = "/tmp/locus-stderr-XXXXXX";
+    file_ = mkstemp(path);
+    unlink(path);
+    std::fflush(stderr);
+    saved_ = dup(STDERR_FILENO);
+    dup2(file_, STDERR_FILENO);
+  }
+  ~StderrCapture() {
+    std::fflush(stderr);
+    dup2(saved_, STDERR_FILENO);
+    close(saved_);
+    close(file_);
+  }
+  std::string Contents() const {
+    std::string out;
+    char buffer[4096];
+    ssize_t n;
+    for (off_t offset = 0; (n = pread(file_, buffer, sizeof(buffer), offset)) > 0; offset += n) {
+      out.append(buffer, static_cast<size_t>(n));
+    }
+    return out;
+  }
+  // Waits (bounded by the watchdog) until `text` has been logged.
+  bool WaitFor(const std::string& text) const {
+    absl::Time until = absl::Now() + kWatchdog;
+    while (Contents().find(text) == std::string::npos) {
+      if (absl::Now() > until) return false;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return true;
+  }
+
+ private:
+  int file_;
+  int saved_;
+};
+
 // Watches a raw connection for being closed by the server.
 class ClosedWatcher : public FrameSink {
  public:
@@ -385,7 +440,7 @@ void SendBadBytesAndExpectOnlyThatConnectionClosed(TransportConformance<ConfigT>
                                                    const FrameHeader& header,
                                                    absl::string_view body,
                                                    absl::string_view expected_log) {
-  ::testing::internal::CaptureStderr();
+  StderrCapture captured;
   auto transport = DefaultTransportRegistry().ForAddress(test->address_);
   ASSERT_TRUE(transport.ok());
   auto raw = (*transport)->Connect(test->address_, TransportOptions{}, absl::Now() + kWatchdog);
@@ -404,14 +459,7 @@ void SendBadBytesAndExpectOnlyThatConnectionClosed(TransportConformance<ConfigT>
   EXPECT_TRUE(test->Echo(*test->stub_, "existing client").ok());
   raw->reset();
   // The server logged why it closed the connection.
-  absl::Time until = absl::Now() + kWatchdog;
-  std::string log;
-  while (absl::Now() < until) {
-    absl::SleepFor(absl::Milliseconds(20));
-    break;
-  }
-  log = ::testing::internal::GetCapturedStderr();
-  EXPECT_THAT(log, HasSubstr(std::string(expected_log)));
+  EXPECT_TRUE(captured.WaitFor(std::string(expected_log))) << captured.Contents();
 }
 
 TYPED_TEST(TransportConformance, GarbageBytesCloseThatConnectionOnly) {
@@ -435,9 +483,8 @@ TYPED_TEST(TransportConformance, NonLocusPeerCannotHandshake) {
   ASSERT_TRUE(transport.ok());
   std::vector<std::unique_ptr<Connection>> accepted;
   absl::Mutex mu;
-  std::string silent_address = TypeParam::TransportKind::ListenAddress(this->dir_);
-  if (silent_address.rfind("unix:", 0) == 0) silent_address = "unix:" + this->dir_.path() + "/silent.sock";
-  if (silent_address.rfind("unix-abstract:", 0) == 0) silent_address += "-silent";
+  std::string silent_address =
+      SiblingAddress(TypeParam::TransportKind::ListenAddress(this->dir_), this->dir_, "silent");
   auto listener = (*transport)->Listen(silent_address, TransportOptions{},
                                        [&](std::unique_ptr<Connection> c) {
                                          absl::MutexLock lock(&mu);

@@ -8,20 +8,34 @@
 
 #include <cerrno>
 #include <cstring>
+#include <atomic>
+
+#include "absl/synchronization/mutex.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "internal/log.h"
+#include "internal/timer_queue.h"
+#include "locus/frame.h"
 #include "transports/socket/event_loop.h"
 #include "transports/socket/stream_connection.h"
 
 namespace locus::internal {
 
-class SocketListener::Handler final : public FdHandler {
+namespace {
+constexpr absl::Duration kFirstFrameTimeout = absl::Seconds(10);
+}  // namespace
+
+class SocketListener::Handler final : public FdHandler,
+                                      public std::enable_shared_from_this<Handler> {
  public:
   Handler(int fd, const TransportOptions& options, PeerDescriber describe_peer,
-          AcceptCallback on_accept)
-      : fd_(fd), options_(options), describe_peer_(describe_peer), on_accept_(std::move(on_accept)) {}
+          AcceptCallback on_accept, std::shared_ptr<StreamUpgrader> upgrader)
+      : fd_(fd),
+        options_(options),
+        describe_peer_(describe_peer),
+        upgrader_(std::move(upgrader)),
+        on_accept_(std::move(on_accept)) {}
   ~Handler() override { close(fd_); }
 
   void OnEvents(uint32_t events) override {
@@ -35,29 +49,116 @@ class SocketListener::Handler final : public FdHandler {
         }
         return;
       }
-      on_accept_(StreamConnection::Create(conn, describe_peer_(conn), options_));
+      if (upgrader_ != nullptr) {
+        Sniff(conn);
+      } else {
+        Deliver(StreamConnection::Create(conn, describe_peer_(conn), options_));
+      }
     }
   }
 
+  // Hands a connection to the accept callback unless the listener is gone.
+  void Deliver(std::unique_ptr<Connection> connection) {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) {
+      connection->Close(absl::UnavailableError("listener closed"));
+      return;
+    }
+    on_accept_(std::move(connection));
+  }
+
+  // Called by ~SocketListener: no accept callback runs after this returns.
+  void Stop() {
+    absl::MutexLock lock(&mu_);
+    stopped_ = true;
+  }
+
   int fd() const { return fd_; }
+  const TransportOptions& options() const { return options_; }
+  PeerDescriber describe_peer() const { return describe_peer_; }
+  StreamUpgrader* upgrader() const { return upgrader_.get(); }
 
  private:
+  void Sniff(int conn);
+
   const int fd_;
   const TransportOptions options_;
   PeerDescriber describe_peer_;
-  AcceptCallback on_accept_;  // loop thread only
+  std::shared_ptr<StreamUpgrader> upgrader_;
+  absl::Mutex mu_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  AcceptCallback on_accept_ ABSL_GUARDED_BY(mu_);
 };
+
+// Waits (on the loop) for an accepted socket's first bytes and decides:
+// a kTransportSetup frame goes to the upgrader, anything else becomes a
+// StreamConnection with the bytes still unread.
+class FirstFrameSniffer final : public FdHandler {
+ public:
+  FirstFrameSniffer(int fd, EventLoop* loop, std::shared_ptr<SocketListener::Handler> listener)
+      : fd_(fd), loop_(loop), listener_(std::move(listener)) {}
+
+  void OnEvents(uint32_t events) override {
+    FrameHeader header{};
+    ssize_t n = recv(fd_, &header, sizeof(header), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (done_.exchange(true)) return;
+    loop_->Remove(fd_);
+    PeerInfo peer = listener_->describe_peer()(fd_);
+    // A client that sends its first frame in pieces is simply not upgraded.
+    if (n == static_cast<ssize_t>(sizeof(header)) && header.magic == kFrameMagic &&
+        header.type == static_cast<uint8_t>(FrameType::kTransportSetup)) {
+      absl::StatusOr<std::unique_ptr<Connection>> upgraded =
+          listener_->upgrader()->Upgrade(fd_, peer, listener_->options());
+      if (!upgraded.ok()) {
+        LOCUS_LOG(WARNING) << "refused transport upgrade from " << peer.remote_address << ": "
+                           << upgraded.status().message();
+        return;
+      }
+      listener_->Deliver(std::move(*upgraded));
+      return;
+    }
+    listener_->Deliver(StreamConnection::Create(fd_, std::move(peer), listener_->options()));
+  }
+
+  // The first frame did not come in time.
+  void Expire() {
+    if (done_.exchange(true)) return;
+    loop_->Remove(fd_);
+    close(fd_);
+  }
+
+ private:
+  const int fd_;
+  EventLoop* const loop_;
+  std::shared_ptr<SocketListener::Handler> listener_;
+  std::atomic<bool> done_{false};
+};
+
+void SocketListener::Handler::Sniff(int conn) {
+  EventLoop* loop = EventLoopPool::Get().Next();
+  auto sniffer = std::make_shared<FirstFrameSniffer>(conn, loop, shared_from_this());
+  if (!loop->Add(conn, EPOLLIN | EPOLLRDHUP, sniffer).ok()) {
+    close(conn);
+    return;
+  }
+  std::weak_ptr<FirstFrameSniffer> weak = sniffer;
+  TimerQueue::Get().Schedule(absl::Now() + kFirstFrameTimeout, [weak] {
+    if (auto live = weak.lock()) live->Expire();
+  });
+}
 
 absl::StatusOr<std::unique_ptr<SocketListener>> SocketListener::Create(
     int listen_fd, std::string address, const TransportOptions& options,
-    PeerDescriber describe_peer, AcceptCallback on_accept, std::function<void()> on_destroy) {
+    PeerDescriber describe_peer, AcceptCallback on_accept, std::function<void()> on_destroy,
+    std::shared_ptr<StreamUpgrader> upgrader) {
   int flags = fcntl(listen_fd, F_GETFL, 0);
   fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK);
   std::unique_ptr<SocketListener> listener(new SocketListener());
   listener->address_ = std::move(address);
   listener->on_destroy_ = std::move(on_destroy);
-  listener->handler_ =
-      std::make_shared<Handler>(listen_fd, options, describe_peer, std::move(on_accept));
+  listener->handler_ = std::make_shared<Handler>(listen_fd, options, describe_peer,
+                                                 std::move(on_accept), std::move(upgrader));
   listener->loop_ = EventLoopPool::Get().Next();
   absl::Status added = listener->loop_->Add(listen_fd, EPOLLIN, listener->handler_);
   if (!added.ok()) return added;
@@ -66,6 +167,7 @@ absl::StatusOr<std::unique_ptr<SocketListener>> SocketListener::Create(
 
 SocketListener::~SocketListener() {
   loop_->Remove(handler_->fd());  // waits for an accept in progress
+  handler_->Stop();               // and for a sniffed connection being delivered
   handler_.reset();
   if (on_destroy_) on_destroy_();
 }

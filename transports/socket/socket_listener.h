@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "locus/transport.h"
+#include "transports/socket/stream_upgrader.h"
 
 namespace locus::internal {
 
@@ -27,11 +28,15 @@ using PeerDescriber = PeerInfo (*)(int fd);
 class SocketListener final : public Listener {
  public:
   // Takes ownership of `listen_fd` (bound and listening). `on_destroy` runs
-  // after the fd is closed (e.g. to unlink a socket file).
+  // after the fd is closed (e.g. to unlink a socket file). With an
+  // `upgrader`, each accepted socket's first frame is peeked first, and
+  // sockets asking for another transport are handed to it (a socket that
+  // sends nothing within 10 s is closed).
   static absl::StatusOr<std::unique_ptr<SocketListener>> Create(
       int listen_fd, std::string address, const TransportOptions& options,
       PeerDescriber describe_peer, AcceptCallback on_accept,
-      std::function<void()> on_destroy = nullptr);
+      std::function<void()> on_destroy = nullptr,
+      std::shared_ptr<StreamUpgrader> upgrader = nullptr);
   ~SocketListener() override;
   std::string address() const override { return address_; }
 

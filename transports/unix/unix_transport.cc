@@ -55,7 +55,9 @@ absl::StatusOr<UnixAddress> ParseUnixAddress(absl::string_view address) {
   return out;
 }
 
-PeerInfo DescribeUnixPeer(int fd) {
+}  // namespace
+
+PeerInfo internal::DescribeUnixPeer(int fd) {
   PeerInfo peer;
   peer.transport = "unix";
   ucred cred{};
@@ -69,6 +71,8 @@ PeerInfo DescribeUnixPeer(int fd) {
   }
   return peer;
 }
+
+namespace {
 
 // True if a server answers on the socket file at `addr`.
 bool SomeoneListens(const UnixAddress& addr) {
@@ -119,15 +123,13 @@ absl::StatusOr<std::unique_ptr<Listener>> UnixTransport::Listen(absl::string_vie
   std::function<void()> cleanup;
   if (!addr->abstract) cleanup = [path = addr->path] { unlink(path.c_str()); };
   auto listener = internal::SocketListener::Create(fd, std::string(address), options,
-                                                   &DescribeUnixPeer, std::move(on_accept),
-                                                   std::move(cleanup));
+                                                   &internal::DescribeUnixPeer, std::move(on_accept),
+                                                   std::move(cleanup), upgrader_);
   if (!listener.ok()) return listener.status();
   return std::unique_ptr<Listener>(std::move(*listener));
 }
 
-absl::StatusOr<std::unique_ptr<Connection>> UnixTransport::Connect(absl::string_view address,
-                                                                   const TransportOptions& options,
-                                                                   absl::Time deadline) {
+absl::StatusOr<int> internal::ConnectUnixSocket(absl::string_view address, absl::Time deadline) {
   absl::StatusOr<UnixAddress> addr = ParseUnixAddress(address);
   if (!addr.ok()) return addr.status();
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -138,9 +140,17 @@ absl::StatusOr<std::unique_ptr<Connection>> UnixTransport::Connect(absl::string_
     close(fd);
     return connected;
   }
-  PeerInfo peer = DescribeUnixPeer(fd);
+  return fd;
+}
+
+absl::StatusOr<std::unique_ptr<Connection>> UnixTransport::Connect(absl::string_view address,
+                                                                   const TransportOptions& options,
+                                                                   absl::Time deadline) {
+  absl::StatusOr<int> fd = internal::ConnectUnixSocket(address, deadline);
+  if (!fd.ok()) return fd.status();
+  PeerInfo peer = internal::DescribeUnixPeer(*fd);
   peer.remote_address = std::string(address);
-  return std::unique_ptr<Connection>(internal::StreamConnection::Create(fd, std::move(peer), options));
+  return std::unique_ptr<Connection>(internal::StreamConnection::Create(*fd, std::move(peer), options));
 }
 
 }  // namespace locus

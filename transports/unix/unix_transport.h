@@ -10,11 +10,17 @@
 #define LOCUS_TRANSPORTS_UNIX_UNIX_TRANSPORT_H_
 
 #include "locus/transport.h"
+#include "transports/socket/stream_upgrader.h"
 
 namespace locus {
 
 class UnixTransport final : public Transport {
  public:
+  // With an `upgrader`, listeners also accept connections that ask to move
+  // to another transport (shared memory) in their first frame.
+  explicit UnixTransport(std::shared_ptr<internal::StreamUpgrader> upgrader = nullptr)
+      : upgrader_(std::move(upgrader)) {}
+
   std::vector<std::string> schemes() const override { return {"unix", "unix-abstract"}; }
   absl::StatusOr<std::unique_ptr<Listener>> Listen(absl::string_view address,
                                                    const TransportOptions& options,
@@ -22,7 +28,18 @@ class UnixTransport final : public Transport {
   absl::StatusOr<std::unique_ptr<Connection>> Connect(absl::string_view address,
                                                       const TransportOptions& options,
                                                       absl::Time deadline) override;
+
+ private:
+  std::shared_ptr<internal::StreamUpgrader> upgrader_;
 };
+
+namespace internal {
+// Connects a non-blocking Unix stream socket to `address` ("unix:/path" or
+// "unix-abstract:name") and returns its fd.
+absl::StatusOr<int> ConnectUnixSocket(absl::string_view address, absl::Time deadline);
+// PeerInfo of a connected Unix socket, with SO_PEERCRED credentials.
+PeerInfo DescribeUnixPeer(int fd);
+}  // namespace internal
 
 }  // namespace locus
 

@@ -41,8 +41,13 @@ enum class FrameType : uint8_t {
   kPing = 7,       // payload echoed back in kPong.
   kPong = 8,
   kGoAway = 9,     // meta: wire.GoAway. No new calls on this connection.
+  // Transport-level, never seen by the RPC core: the first frame on a Unix
+  // socket that asks to move the connection to shared memory (meta:
+  // wire.ShmSetup, with the memfd passed as SCM_RIGHTS), and its answer
+  // (meta: wire.ShmSetupReply).
+  kTransportSetup = 10,
 };
-inline constexpr uint8_t kMaxFrameType = 9;
+inline constexpr uint8_t kMaxFrameType = 10;
 
 // Frame flags (bit set).
 inline constexpr uint32_t kFlagHasMessage = 1u << 0;  // payload is a message (may be empty)

@@ -65,6 +65,18 @@ struct TransportOptions {
   absl::Duration send_stall_timeout = absl::Seconds(30);
   // Bytes a connection may queue for sending before Send blocks.
   size_t max_send_queue_bytes = 16u << 20;
+  // Shared memory: bytes of each of the two rings of a connection (a power
+  // of two, 4 KiB .. 1 GiB). Memory per connection is twice this plus one
+  // page. 1 MiB lets a 1 MiB message stream through with the reader copying
+  // out one half while the writer fills the other; small messages never
+  // need more than a few KiB.
+  uint64_t shm_ring_bytes = 1u << 20;
+  // Shared memory: how long a reader polls its ring before sleeping on the
+  // futex. Polling is what makes sub-microsecond round trips possible (a
+  // futex wake across cores costs ~20-45 us here) and costs a core while
+  // it lasts; it is skipped when this process may not spin (one core, or
+  // the process-wide spinner budget of cores-1 is in use). 0 disables it.
+  absl::Duration shm_spin = absl::Microseconds(50);
 };
 
 // Receives what arrives on a connection. Implemented by the runtime.

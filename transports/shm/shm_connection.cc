@@ -1,0 +1,375 @@
+#include "transports/shm/shm_connection.h"
+
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "internal/frame_decoder.h"
+#include "internal/log.h"
+#include "transports/shm/futex.h"
+#include "transports/shm/shm_layout.h"
+#include "transports/shm/shm_ring.h"
+#include "transports/shm/spin_budget.h"
+#include "transports/socket/event_loop.h"
+
+namespace locus::internal {
+namespace {
+
+// Upper bound on one futex sleep: sleepers re-check for closure and
+// deadlines at least this often, whatever the peer does to the futex words.
+constexpr absl::Duration kMaxSleep = absl::Milliseconds(50);
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ShmMapping>> ShmMapping::Map(int fd, size_t size) {
+  void* data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (data == MAP_FAILED) {
+    return absl::InternalError(absl::StrCat("mmap of shared-memory region failed: ", std::strerror(errno)));
+  }
+  return std::unique_ptr<ShmMapping>(new ShmMapping(static_cast<char*>(data), size));
+}
+
+ShmMapping::~ShmMapping() { munmap(data_, size_); }
+
+class ShmConnection::Impl final : public FdHandler,
+                                  public FrameDecoderSink,
+                                  public std::enable_shared_from_this<Impl> {
+ public:
+  Impl(int socket_fd, std::unique_ptr<ShmMapping> mapping, bool client_side, PeerInfo peer,
+       const TransportOptions& options)
+      : fd_(socket_fd),
+        mapping_(std::move(mapping)),
+        header_(reinterpret_cast<ShmRegionHeader*>(mapping_->data())),
+        // The capacity was validated at setup; never re-read from shared memory.
+        capacity_((mapping_->size() - kShmHeaderSize) / 2),
+        out_(&header_->rings[client_side ? 0 : 1],
+             mapping_->data() + kShmHeaderSize + (client_side ? 0 : capacity_), capacity_,
+             ShmRing::Role::kProducer),
+        in_(&header_->rings[client_side ? 1 : 0],
+            mapping_->data() + kShmHeaderSize + (client_side ? capacity_ : 0), capacity_,
+            ShmRing::Role::kConsumer),
+        client_side_(client_side),
+        peer_(std::move(peer)),
+        options_(options),
+        decoder_(options.max_meta_size, options.max_receive_message_size) {}
+
+  ~Impl() override { close(fd_); }
+
+  const PeerInfo& peer() const { return peer_; }
+
+  void Start(FrameSink* sink) {
+    sink_ = sink;
+    loop_ = EventLoopPool::Get().Next();
+    // Only hang-ups matter on the socket now: they are how the peer's death
+    // is noticed, whatever state its rings are in.
+    absl::Status added = loop_->Add(fd_, EPOLLRDHUP, shared_from_this());
+    if (!added.ok()) Close(absl::UnavailableError(added.message()));
+    reader_ = std::thread([self = shared_from_this()] { self->ReaderLoop(); });
+  }
+
+  void Shutdown() {
+    Close(absl::CancelledError("connection destroyed"));
+    if (loop_ != nullptr) loop_->Remove(fd_);
+    if (reader_.joinable()) {
+      if (reader_.get_id() == std::this_thread::get_id()) {
+        reader_.detach();  // destroyed from its own OnClosed: it is finishing
+      } else {
+        reader_.join();  // delivers OnClosed before it exits
+      }
+    }
+  }
+
+  void Close(const absl::Status& reason) {
+    {
+      absl::MutexLock lock(&role_mu_);
+      if (closing_) return;
+      closing_ = true;
+      close_reason_ = reason;
+    }
+    closed_.store(true, std::memory_order_seq_cst);
+    shutdown(fd_, SHUT_RDWR);  // the peer notices through its socket
+    // Wake our own sleepers (on our ring words) so they see the closure.
+    in_.control()->data_seq.fetch_add(1);
+    FutexWakeAll(&in_.control()->data_seq);
+    out_.control()->space_seq.fetch_add(1);
+    FutexWakeAll(&out_.control()->space_seq);
+  }
+
+  // FdHandler: the socket hung up or failed: the peer is gone.
+  void OnEvents(uint32_t events) override {
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      Close(absl::UnavailableError("peer closed the connection"));
+    }
+  }
+
+  absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
+                    absl::Time deadline) {
+    absl::MutexLock lock(&send_mu_);
+    if (closed_.load(std::memory_order_acquire)) {
+      return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
+    }
+    absl::string_view parts[3] = {
+        absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)), meta, payload};
+    const absl::Time stall_deadline = absl::Now() + options_.send_stall_timeout;
+    bool started = false;
+    for (absl::string_view part : parts) {
+      while (!part.empty()) {
+        uint64_t free = 0;
+        absl::Status ok = out_.FreeSpace(&free);
+        if (!ok.ok()) {
+          LOCUS_LOG(ERROR) << "closing shared-memory connection to " << peer_.remote_address << ": "
+                           << ok.message();
+          Close(ok);
+          return absl::UnavailableError(ok.message());
+        }
+        if (free == 0) {
+          absl::Status waited = WaitForSpace(started ? stall_deadline : std::min(deadline, stall_deadline));
+          if (!waited.ok()) {
+            if (started || absl::IsUnavailable(waited) || absl::Now() >= stall_deadline) {
+              // A partial frame cannot be taken back: the connection is done.
+              Close(absl::UnavailableError(absl::StrCat("send failed: ", waited.message())));
+              return absl::UnavailableError(waited.message());
+            }
+            return waited;  // nothing written: the connection stays usable
+          }
+          continue;
+        }
+        size_t n = std::min<uint64_t>(free, part.size());
+        out_.Write(part.data(), n);
+        part.remove_prefix(n);
+        started = true;
+        // Let the reader start on a large frame while the rest is written.
+        if (!part.empty()) out_.WakeConsumerIfSleeping();
+      }
+    }
+    out_.WakeConsumerIfSleeping();
+    return absl::OkStatus();
+  }
+
+  bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
+    SpinBudget& budget = SpinBudget::Get();
+    budget.AnnounceCaller();
+    bool have_role = false;
+    {
+      absl::MutexLock lock(&role_mu_);
+      // The reader thread holds the role only while draining: wait a moment.
+      auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(role_mu_) { return role_ == Role::kIdle; };
+      if (role_mu_.AwaitWithTimeout(absl::Condition(&idle), absl::Microseconds(200))) {
+        role_ = Role::kCaller;
+        have_role = true;
+      }
+    }
+    budget.WithdrawCaller();
+    if (!have_role) return false;
+    while (!done() && !closed_.load(std::memory_order_acquire)) {
+      if (Drain() == DrainResult::kData) continue;
+      absl::Time now = absl::Now();
+      if (now >= deadline) break;
+      if (Poll(std::min(deadline - now, options_.shm_spin), /*is_caller=*/true)) continue;
+      now = absl::Now();
+      if (now >= deadline) break;
+      SleepForData(std::min(deadline - now, kMaxSleep));
+    }
+    ReleaseRole();
+    return true;
+  }
+
+  // FrameDecoderSink: on the reader-role holder's thread.
+  void OnFrame(Frame frame) override { sink_->OnFrame(std::move(frame)); }
+  void OnOversizeFrame(const FrameHeader& header) override { sink_->OnOversizeFrame(header); }
+
+ private:
+  enum class Role { kIdle, kThread, kCaller };
+  enum class DrainResult { kData, kEmpty, kClosed };
+
+  absl::Status CloseReason() {
+    absl::MutexLock lock(&role_mu_);
+    return closing_ ? close_reason_ : absl::UnavailableError("connection closed");
+  }
+
+  void ReleaseRole() {
+    absl::MutexLock lock(&role_mu_);
+    role_ = Role::kIdle;
+  }
+
+  // The reader thread: drains the ring whenever no caller does, polls a
+  // little when it may, sleeps on the futex otherwise; delivers OnClosed.
+  void ReaderLoop() {
+    for (;;) {
+      {
+        absl::MutexLock lock(&role_mu_);
+        auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(role_mu_) { return role_ == Role::kIdle; };
+        role_mu_.Await(absl::Condition(&idle));
+        role_ = Role::kThread;
+      }
+      // Frames the peer wrote before it went away are still delivered:
+      // Drain() reports kClosed only once the ring is empty.
+      // After closure, one last pass only: a peer that keeps writing must not
+      // keep this thread alive.
+      const bool was_closed = closed_.load(std::memory_order_acquire);
+      DrainResult drained;
+      do {
+        drained = Drain();
+      } while (drained == DrainResult::kData && !was_closed && !SpinBudget::Get().CallerWaiting());
+      ReleaseRole();
+      if (drained == DrainResult::kClosed || was_closed) break;
+      if (drained == DrainResult::kData) continue;  // let a waiting caller in
+      // Poll without the role (a caller may take it meanwhile), then sleep.
+      if (Poll(options_.shm_spin, /*is_caller=*/false)) continue;
+      SleepForData(kMaxSleep);
+    }
+    // Closed: deliver OnClosed once, holding the role so no caller is
+    // delivering frames concurrently.
+    {
+      absl::MutexLock lock(&role_mu_);
+      auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(role_mu_) { return role_ == Role::kIdle; };
+      role_mu_.Await(absl::Condition(&idle));
+      role_ = Role::kThread;
+    }
+    if (!decoder_.at_frame_boundary()) {
+      LOCUS_LOG(WARNING) << "shared-memory connection from " << peer_.remote_address
+                         << " ended with a truncated frame";
+    }
+    if (loop_ != nullptr) loop_->Remove(fd_);
+    sink_->OnClosed(CloseReason());
+  }
+
+  // Caller holds the role.
+  DrainResult Drain() {
+    absl::string_view first, second;
+    absl::Status readable = in_.Readable(&first, &second);
+    if (!readable.ok()) {
+      LOCUS_LOG(ERROR) << "closing shared-memory connection to " << peer_.remote_address << ": "
+                       << readable.message();
+      Close(readable);
+      return DrainResult::kClosed;
+    }
+    if (first.empty()) {
+      return closed_.load(std::memory_order_acquire) ? DrainResult::kClosed : DrainResult::kEmpty;
+    }
+    size_t total = first.size() + second.size();
+    absl::Status decoded = decoder_.Consume(first, *this);
+    if (decoded.ok() && !second.empty()) decoded = decoder_.Consume(second, *this);
+    in_.Consume(total);
+    if (!decoded.ok()) {
+      LOCUS_LOG(WARNING) << "closing shared-memory connection from " << peer_.remote_address
+                         << ": malformed input: " << decoded.message();
+      Close(absl::InternalError(absl::StrCat("malformed input from peer: ", decoded.message())));
+      return DrainResult::kClosed;
+    }
+    return DrainResult::kData;
+  }
+
+  // Busy-polls the incoming ring for up to `window` if the spin budget
+  // allows. Returns true if data (or closure) showed up.
+  bool Poll(absl::Duration window, bool is_caller) {
+    if (window <= absl::ZeroDuration()) return false;
+    SpinBudget& budget = SpinBudget::Get();
+    if (!budget.TryAcquire()) return false;
+    ShmRingControl* control = in_.control();
+    control->consumer_polling.fetch_add(1, std::memory_order_seq_cst);
+    const absl::Time until = absl::Now() + window;
+    bool found = false;
+    for (uint32_t i = 1;; ++i) {
+      if (in_.HasData() || closed_.load(std::memory_order_relaxed)) {
+        found = true;
+        break;
+      }
+      CpuRelax();
+      if ((i & 127) == 0) {
+        if (absl::Now() >= until) break;
+        if (!is_caller && budget.CallerWaiting()) break;  // yield the core to a caller
+      }
+    }
+    control->consumer_polling.fetch_sub(1, std::memory_order_seq_cst);
+    budget.Release();
+    // A producer that saw us polling did not wake anyone: look once more.
+    return found || in_.HasData();
+  }
+
+  void SleepForData(absl::Duration timeout) {
+    ShmRingControl* control = in_.control();
+    uint32_t seq = control->data_seq.load(std::memory_order_seq_cst);
+    control->consumer_sleepers.fetch_add(1, std::memory_order_seq_cst);
+    if (!in_.HasData() && !closed_.load(std::memory_order_seq_cst)) {
+      FutexWait(&control->data_seq, seq, timeout);
+    }
+    control->consumer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+  // Waits until the outgoing ring has room, the connection closes, or
+  // `deadline`. Caller holds send_mu_.
+  absl::Status WaitForSpace(absl::Time deadline) {
+    ShmRingControl* control = out_.control();
+    for (;;) {
+      if (closed_.load(std::memory_order_acquire)) return absl::UnavailableError("connection closed");
+      uint64_t free = 0;
+      if (!out_.FreeSpace(&free).ok() || free > 0) return absl::OkStatus();
+      absl::Time now = absl::Now();
+      if (now >= deadline) {
+        return absl::DeadlineExceededError("deadline passed while the peer was not reading");
+      }
+      uint32_t seq = control->space_seq.load(std::memory_order_seq_cst);
+      control->producer_sleepers.fetch_add(1, std::memory_order_seq_cst);
+      if (out_.FreeSpace(&free).ok() && free == 0 && !closed_.load()) {
+        FutexWait(&control->space_seq, seq, std::min(deadline - now, kMaxSleep));
+      }
+      control->producer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
+    }
+  }
+
+  const int fd_;
+  const std::unique_ptr<ShmMapping> mapping_;
+  ShmRegionHeader* const header_;
+  const uint64_t capacity_;
+  ShmRing out_;  // guarded by send_mu_
+  ShmRing in_;   // used by the reader-role holder (HasData() by pollers)
+  const bool client_side_;
+  const PeerInfo peer_;
+  const TransportOptions options_;
+  FrameSink* sink_ = nullptr;
+  EventLoop* loop_ = nullptr;
+  std::thread reader_;
+  FrameDecoder decoder_;  // reader-role holder only
+  std::atomic<bool> closed_{false};
+
+  absl::Mutex send_mu_;
+
+  absl::Mutex role_mu_;
+  Role role_ ABSL_GUARDED_BY(role_mu_) = Role::kIdle;
+  bool closing_ ABSL_GUARDED_BY(role_mu_) = false;
+  absl::Status close_reason_ ABSL_GUARDED_BY(role_mu_);
+};
+
+std::unique_ptr<ShmConnection> ShmConnection::Create(int socket_fd,
+                                                     std::unique_ptr<ShmMapping> mapping,
+                                                     bool client_side, PeerInfo peer,
+                                                     const TransportOptions& options) {
+  return std::unique_ptr<ShmConnection>(new ShmConnection(
+      std::make_shared<Impl>(socket_fd, std::move(mapping), client_side, std::move(peer), options)));
+}
+
+ShmConnection::~ShmConnection() { impl_->Shutdown(); }
+void ShmConnection::Start(FrameSink* sink) { impl_->Start(sink); }
+absl::Status ShmConnection::Send(const FrameHeader& header, absl::string_view meta,
+                                 absl::string_view payload, absl::Time deadline) {
+  return impl_->Send(header, meta, payload, deadline);
+}
+void ShmConnection::Close(const absl::Status& reason) { impl_->Close(reason); }
+bool ShmConnection::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
+  return impl_->DriveUntil(done, deadline);
+}
+const PeerInfo& ShmConnection::peer() const { return impl_->peer(); }
+
+}  // namespace locus::internal

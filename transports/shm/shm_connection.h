@@ -1,0 +1,69 @@
+// A Connection over two shared-memory rings (one per direction) in a memfd,
+// with the Unix socket that set it up kept open to detect the peer's death
+// (and nothing else: no data goes through it after setup).
+//
+// Example:
+//   auto mapping = ShmMapping::Map(memfd, size);           // after setup
+//   auto conn = ShmConnection::Create(socket_fd, std::move(*mapping),
+//                                     /*client_side=*/true, peer, options);
+//   conn->Start(&sink);
+//
+// Threads: each connection has one reader thread, which drains the incoming
+// ring and delivers frames (on the server, handlers run inline on it). A
+// synchronous caller can take the reader role (DriveUntil) and poll the ring
+// itself, so its reply needs no thread wake-up. Waiting is adaptive: a reader
+// polls for `shm_spin` (only if another core can run the peer and the
+// process-wide spinner budget allows), then sleeps on a futex in the ring; a
+// writer only issues a futex wake when the reader sleeps and nobody polls.
+#ifndef LOCUS_TRANSPORTS_SHM_SHM_CONNECTION_H_
+#define LOCUS_TRANSPORTS_SHM_SHM_CONNECTION_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "locus/transport.h"
+
+namespace locus::internal {
+
+// A MAP_SHARED mapping of a connection's memfd; unmapped on destruction.
+class ShmMapping {
+ public:
+  // Maps `size` bytes of `fd` (the fd may be closed afterwards).
+  static absl::StatusOr<std::unique_ptr<ShmMapping>> Map(int fd, size_t size);
+  ~ShmMapping();
+  char* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  ShmMapping(char* data, size_t size) : data_(data), size_(size) {}
+  char* data_;
+  size_t size_;
+};
+
+class ShmConnection final : public Connection {
+ public:
+  // Takes ownership of `socket_fd` and `mapping`, whose header has been
+  // validated. `client_side`: this side writes ring 0 and reads ring 1.
+  static std::unique_ptr<ShmConnection> Create(int socket_fd, std::unique_ptr<ShmMapping> mapping,
+                                               bool client_side, PeerInfo peer,
+                                               const TransportOptions& options);
+  ~ShmConnection() override;
+
+  void Start(FrameSink* sink) override;
+  absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
+                    absl::Time deadline) override;
+  void Close(const absl::Status& reason) override;
+  bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
+  const PeerInfo& peer() const override;
+
+  class Impl;
+
+ private:
+  explicit ShmConnection(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_TRANSPORTS_SHM_SHM_CONNECTION_H_

@@ -1,0 +1,64 @@
+// The layout of a shared-memory connection's memfd: a versioned header and
+// two single-producer/single-consumer byte rings, one per direction. Both
+// processes map it; everything read from it is validated (the peer is not
+// trusted: it can write anything at any time).
+//
+//   offset 0                 ShmRegionHeader (4 KiB, one page)
+//   offset 4096              ring 0 data (client -> server), ring_capacity bytes
+//   offset 4096 + capacity   ring 1 data (server -> client), ring_capacity bytes
+//
+// Each ring carries Locus frames as a byte stream (exactly what a stream
+// socket carries), so a frame larger than the ring simply streams through it
+// and the receiver's FrameDecoder reassembles and validates it.
+#ifndef LOCUS_TRANSPORTS_SHM_SHM_LAYOUT_H_
+#define LOCUS_TRANSPORTS_SHM_SHM_LAYOUT_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace locus::internal {
+
+inline constexpr uint32_t kShmMagic = 0x4D534C4C;  // "LLSM"
+inline constexpr uint32_t kShmLayoutVersion = 1;
+inline constexpr size_t kShmHeaderSize = 4096;
+inline constexpr size_t kCacheLine = 64;
+
+// Control block of one ring. Indices count bytes since the start and never
+// wrap (64 bits); position in the ring is index % capacity (capacity is a
+// power of two). The producer owns write_index and the producer_* words, the
+// consumer owns read_index and the consumer_* words; each on its own cache
+// line so producer and consumer do not false-share.
+struct alignas(kCacheLine) ShmRingControl {
+  alignas(kCacheLine) std::atomic<uint64_t> write_index;
+  alignas(kCacheLine) std::atomic<uint64_t> read_index;
+  // Consumer side: how many threads sleep on data_seq, and whether one is
+  // actively polling (then the producer need not wake anyone).
+  alignas(kCacheLine) std::atomic<uint32_t> consumer_sleepers;
+  std::atomic<uint32_t> consumer_polling;
+  std::atomic<uint32_t> data_seq;  // futex word: bumped by the producer to wake the consumer
+  // Producer side: sleeping for space.
+  alignas(kCacheLine) std::atomic<uint32_t> producer_sleepers;
+  std::atomic<uint32_t> space_seq;  // futex word: bumped by the consumer to wake the producer
+};
+static_assert(sizeof(ShmRingControl) == 4 * kCacheLine, "ring control is a wire struct");
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "lock-free 64-bit atomics in shared memory");
+
+struct ShmRegionHeader {
+  uint32_t magic;           // kShmMagic
+  uint32_t version;         // kShmLayoutVersion
+  uint64_t ring_capacity;   // bytes per ring, a power of two
+  uint64_t region_size;     // kShmHeaderSize + 2 * ring_capacity
+  uint8_t reserved[kCacheLine - 24];
+  ShmRingControl rings[2];  // [0]: client -> server, [1]: server -> client
+};
+static_assert(sizeof(ShmRegionHeader) == kCacheLine + 2 * sizeof(ShmRingControl),
+              "region header is a wire struct");
+static_assert(sizeof(ShmRegionHeader) <= kShmHeaderSize, "header fits its page");
+
+inline constexpr uint64_t kMinRingCapacity = 4096;
+inline constexpr uint64_t kMaxRingCapacity = uint64_t{1} << 30;
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_TRANSPORTS_SHM_SHM_LAYOUT_H_

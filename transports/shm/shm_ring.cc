@@ -1,0 +1,65 @@
+#include "transports/shm/shm_ring.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "transports/shm/futex.h"
+
+namespace locus::internal {
+
+absl::Status ShmRing::FreeSpace(uint64_t* free) const {
+  uint64_t read = control_->read_index.load(std::memory_order_acquire);
+  if (read > write_index_ || write_index_ - read > capacity_) {
+    return absl::InternalError(absl::StrCat("corrupt shared-memory ring: consumer index ", read,
+                                            " is impossible (producer index ", write_index_, ")"));
+  }
+  *free = capacity_ - (write_index_ - read);
+  return absl::OkStatus();
+}
+
+void ShmRing::Write(const char* src, size_t size) {
+  uint64_t pos = write_index_ & mask_;
+  size_t first = std::min<uint64_t>(size, capacity_ - pos);
+  std::memcpy(data_ + pos, src, first);
+  std::memcpy(data_, src + first, size - first);
+  write_index_ += size;
+  // seq_cst: ordered before the load of consumer_sleepers in
+  // WakeConsumerIfSleeping (Dekker-style with the consumer's sleep protocol).
+  control_->write_index.store(write_index_, std::memory_order_seq_cst);
+}
+
+void ShmRing::WakeConsumerIfSleeping() {
+  if (control_->consumer_sleepers.load(std::memory_order_seq_cst) != 0 &&
+      control_->consumer_polling.load(std::memory_order_seq_cst) == 0) {
+    control_->data_seq.fetch_add(1, std::memory_order_seq_cst);
+    FutexWakeAll(&control_->data_seq);
+  }
+}
+
+absl::Status ShmRing::Readable(absl::string_view* first, absl::string_view* second) const {
+  uint64_t write = control_->write_index.load(std::memory_order_acquire);
+  if (write < last_seen_write_ || write - read_index_ > capacity_) {
+    return absl::InternalError(absl::StrCat("corrupt shared-memory ring: producer index ", write,
+                                            " is impossible (consumer index ", read_index_, ")"));
+  }
+  last_seen_write_ = write;
+  uint64_t available = write - read_index_;
+  uint64_t pos = read_index_ & mask_;
+  uint64_t head = std::min(available, capacity_ - pos);
+  *first = absl::string_view(data_ + pos, head);
+  *second = absl::string_view(data_, available - head);
+  return absl::OkStatus();
+}
+
+void ShmRing::Consume(size_t size) {
+  read_index_ += size;
+  control_->read_index.store(read_index_, std::memory_order_seq_cst);
+  if (control_->producer_sleepers.load(std::memory_order_seq_cst) != 0) {
+    control_->space_seq.fetch_add(1, std::memory_order_seq_cst);
+    FutexWakeAll(&control_->space_seq);
+  }
+}
+
+}  // namespace locus::internal

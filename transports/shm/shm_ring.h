@@ -1,0 +1,73 @@
+// One direction of a shared-memory connection: a single-producer,
+// single-consumer byte ring in memory shared with an untrusted peer.
+//
+// Example (producer):
+//   ShmRing ring(&header->rings[0], data, capacity, ShmRing::Role::kProducer);
+//   size_t n = ring.Write(bytes);            // copies what fits, publishes
+//   ring.WakeConsumerIfSleeping();
+// Example (consumer):
+//   absl::string_view a, b;
+//   LOCUS_RETURN_IF_ERROR(ring.Readable(&a, &b));   // INTERNAL if the peer corrupted it
+//   ...use a then b...; ring.Consume(a.size() + b.size());
+//
+// Each side keeps its own index locally and only publishes it: the indices
+// read from shared memory are the peer's and are validated before use, so a
+// corrupt or malicious peer causes an error, never an out-of-bounds access.
+// Thread-compatible: one producer thread and one consumer thread at a time
+// (callers serialise with their own locks).
+#ifndef LOCUS_TRANSPORTS_SHM_SHM_RING_H_
+#define LOCUS_TRANSPORTS_SHM_SHM_RING_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "transports/shm/shm_layout.h"
+
+namespace locus::internal {
+
+class ShmRing {
+ public:
+  enum class Role { kProducer, kConsumer };
+
+  // `data` points to `capacity` bytes (a power of two) of the mapping.
+  ShmRing(ShmRingControl* control, char* data, uint64_t capacity, Role role)
+      : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {
+    (void)role;
+  }
+
+  uint64_t capacity() const { return capacity_; }
+  ShmRingControl* control() const { return control_; }
+
+  // --- producer ---
+  // Bytes that can be written now; INTERNAL if the consumer's published
+  // index is impossible (corruption).
+  absl::Status FreeSpace(uint64_t* free) const;
+  // Copies min(size, free) bytes, publishes them and returns how many.
+  // Call FreeSpace() first; `max` must not exceed it.
+  void Write(const char* src, size_t size);
+  // Wakes the consumer if it sleeps and nobody polls.
+  void WakeConsumerIfSleeping();
+
+  // --- consumer ---
+  // The bytes available, as at most two spans (the second after wrap-around).
+  absl::Status Readable(absl::string_view* first, absl::string_view* second) const;
+  bool HasData() const {
+    return control_->write_index.load(std::memory_order_acquire) != read_index_;
+  }
+  // Releases `size` bytes (previously returned by Readable) to the producer.
+  void Consume(size_t size);
+
+ private:
+  ShmRingControl* control_;
+  char* data_;
+  uint64_t capacity_;
+  uint64_t mask_;
+  uint64_t write_index_ = 0;  // producer's own copy (authoritative)
+  uint64_t read_index_ = 0;   // consumer's own copy (authoritative)
+  mutable uint64_t last_seen_write_ = 0;  // consumer: the peer's index only grows
+};
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_TRANSPORTS_SHM_SHM_RING_H_

@@ -1,0 +1,287 @@
+#include "transports/shm/shm_transport.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "locus/wire.pb.h"
+#include "transports/shm/shm_connection.h"
+#include "transports/shm/shm_layout.h"
+
+namespace locus {
+namespace {
+
+using internal::kShmHeaderSize;
+using internal::ShmMapping;
+using internal::ShmRegionHeader;
+
+constexpr uint32_t kMaxSetupMeta = 1024;
+constexpr unsigned kRequiredSeals = F_SEAL_SHRINK | F_SEAL_GROW;
+
+uint64_t RingCapacityFor(uint64_t requested) {
+  uint64_t capacity = internal::kMinRingCapacity;
+  while (capacity < requested && capacity < internal::kMaxRingCapacity) capacity <<= 1;
+  return capacity;
+}
+
+std::string EncodeFrame(FrameType type, const std::string& meta) {
+  FrameHeader header = FrameHeader::Make(type, 0, 0);
+  header.meta_length = static_cast<uint32_t>(meta.size());
+  return std::string(reinterpret_cast<const char*>(&header), sizeof(header)) + meta;
+}
+
+// Sends `bytes` with `fd_to_pass` attached (or none if < 0) in one sendmsg.
+absl::Status SendWithFd(int socket_fd, const std::string& bytes, int fd_to_pass) {
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  if (fd_to_pass >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cmsg), &fd_to_pass, sizeof(int));
+  }
+  ssize_t n;
+  do {
+    n = sendmsg(socket_fd, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(bytes.size())) {
+    return absl::UnavailableError(absl::StrCat("sending shared-memory setup failed: ",
+                                               n < 0 ? std::strerror(errno) : "short write"));
+  }
+  return absl::OkStatus();
+}
+
+// Reads exactly `size` bytes from a non-blocking socket before `deadline`.
+absl::Status ReadFully(int fd, char* out, size_t size, absl::Time deadline) {
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = recv(fd, out + got, size - got, MSG_DONTWAIT);
+    if (n > 0) {
+      got += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) return absl::UnavailableError("server closed the connection during shared-memory setup");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return absl::UnavailableError(absl::StrCat("recv: ", std::strerror(errno)));
+    absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("shared-memory setup timed out");
+    pollfd pfd{fd, POLLIN, 0};
+    poll(&pfd, 1, static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, 1000)));
+  }
+  return absl::OkStatus();
+}
+
+class ShmUpgrader final : public internal::StreamUpgrader {
+ public:
+  absl::StatusOr<std::unique_ptr<Connection>> Upgrade(int fd, PeerInfo peer,
+                                                      const TransportOptions& options) override {
+    int memfd = -1;
+    absl::StatusOr<std::unique_ptr<ShmMapping>> mapping = Accept(fd, &memfd);
+    if (memfd >= 0) close(memfd);
+    wire::ShmSetupReply reply;
+    if (!mapping.ok()) reply.set_error(std::string(mapping.status().message()));
+    absl::Status sent = SendWithFd(fd, EncodeFrame(FrameType::kTransportSetup, reply.SerializeAsString()), -1);
+    if (!mapping.ok() || !sent.ok()) {
+      close(fd);
+      return mapping.ok() ? sent : mapping.status();
+    }
+    peer.transport = "shm";
+    if (peer.has_credentials) peer.remote_address = absl::StrCat("shm:pid=", peer.pid);
+    return std::unique_ptr<Connection>(internal::ShmConnection::Create(
+        fd, std::move(*mapping), /*client_side=*/false, std::move(peer), options));
+  }
+
+ private:
+  // Reads the setup frame and its memfd, and validates both. The peer is
+  // untrusted: the fd must be a sealed memfd of exactly the announced size,
+  // so that it can neither shrink under us (SIGBUS) nor be something else.
+  absl::StatusOr<std::unique_ptr<ShmMapping>> Accept(int fd, int* memfd) {
+    FrameHeader header{};
+    if (recv(fd, &header, sizeof(header), MSG_PEEK | MSG_DONTWAIT) != sizeof(header) ||
+        header.meta_length > kMaxSetupMeta || header.payload_length != 0) {
+      return absl::InvalidArgumentError("malformed shared-memory setup frame");
+    }
+    std::string frame(sizeof(header) + header.meta_length, '\0');
+    iovec iov{frame.data(), frame.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+      if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; ++i) {
+        int received;
+        std::memcpy(&received, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
+        if (*memfd < 0) {
+          *memfd = received;
+        } else {
+          close(received);  // only one fd is expected
+        }
+      }
+    }
+    if (n != static_cast<ssize_t>(frame.size()) || (msg.msg_flags & MSG_CTRUNC)) {
+      return absl::InvalidArgumentError("truncated shared-memory setup frame");
+    }
+    if (*memfd < 0) return absl::InvalidArgumentError("shared-memory setup carried no memfd");
+    wire::ShmSetup setup;
+    if (!setup.ParseFromArray(frame.data() + sizeof(header), static_cast<int>(header.meta_length))) {
+      return absl::InvalidArgumentError("malformed shared-memory setup");
+    }
+    uint64_t capacity = setup.ring_capacity();
+    if (setup.layout_version() != internal::kShmLayoutVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("unsupported shared-memory layout version ", setup.layout_version()));
+    }
+    if (capacity < internal::kMinRingCapacity || capacity > internal::kMaxRingCapacity ||
+        (capacity & (capacity - 1)) != 0 || setup.region_size() != kShmHeaderSize + 2 * capacity) {
+      return absl::InvalidArgumentError("bad shared-memory ring geometry");
+    }
+    struct stat st;
+    if (fstat(*memfd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        static_cast<uint64_t>(st.st_size) != setup.region_size()) {
+      return absl::InvalidArgumentError("shared-memory fd is not a region of the announced size");
+    }
+    int seals = fcntl(*memfd, F_GET_SEALS);
+    if (seals < 0 || (static_cast<unsigned>(seals) & kRequiredSeals) != kRequiredSeals) {
+      return absl::InvalidArgumentError("shared-memory fd is not a sealed memfd");
+    }
+    absl::StatusOr<std::unique_ptr<ShmMapping>> mapping = ShmMapping::Map(*memfd, setup.region_size());
+    if (!mapping.ok()) return mapping.status();
+    const auto* region = reinterpret_cast<const ShmRegionHeader*>((*mapping)->data());
+    if (region->magic != internal::kShmMagic || region->version != internal::kShmLayoutVersion ||
+        region->ring_capacity != capacity || region->region_size != setup.region_size()) {
+      return absl::InvalidArgumentError("shared-memory region header does not match the setup");
+    }
+    return mapping;
+  }
+};
+
+class RenamedListener final : public Listener {
+ public:
+  RenamedListener(std::unique_ptr<Listener> inner, std::string address)
+      : inner_(std::move(inner)), address_(std::move(address)) {}
+  std::string address() const override { return address_; }
+
+ private:
+  std::unique_ptr<Listener> inner_;
+  std::string address_;
+};
+
+}  // namespace
+
+std::string ShmToUnixAddress(absl::string_view address) {
+  if (absl::StartsWith(address, "shm:")) return absl::StrCat("unix:", address.substr(4));
+  if (absl::StartsWith(address, "shm-abstract:")) {
+    return absl::StrCat("unix-abstract:", address.substr(strlen("shm-abstract:")));
+  }
+  return "";
+}
+
+ShmTransport::ShmTransport()
+    : upgrader_(std::make_shared<ShmUpgrader>()), unix_(std::make_shared<UnixTransport>(upgrader_)) {}
+
+absl::StatusOr<std::unique_ptr<Listener>> ShmTransport::Listen(absl::string_view address,
+                                                               const TransportOptions& options,
+                                                               AcceptCallback on_accept) {
+  std::string unix_address = ShmToUnixAddress(address);
+  if (unix_address.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("not a shm address: \"", address, "\""));
+  }
+  auto listener = unix_->Listen(unix_address, options, std::move(on_accept));
+  if (!listener.ok()) return listener.status();
+  return std::unique_ptr<Listener>(new RenamedListener(std::move(*listener), std::string(address)));
+}
+
+absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_view address,
+                                                                  const TransportOptions& options,
+                                                                  absl::Time deadline) {
+  std::string unix_address = ShmToUnixAddress(address);
+  if (unix_address.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("not a shm address: \"", address, "\""));
+  }
+  absl::StatusOr<int> fd = internal::ConnectUnixSocket(unix_address, deadline);
+  if (!fd.ok()) return fd.status();
+  const uint64_t capacity = RingCapacityFor(options.shm_ring_bytes);
+  const uint64_t region_size = kShmHeaderSize + 2 * capacity;
+  auto fail = [&](absl::Status status) {
+    close(*fd);
+    return status;
+  };
+  int memfd = memfd_create("locus-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (memfd < 0) return fail(absl::UnavailableError(absl::StrCat("memfd_create: ", std::strerror(errno))));
+  if (ftruncate(memfd, static_cast<off_t>(region_size)) != 0 ||
+      fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    int err = errno;
+    close(memfd);
+    return fail(absl::UnavailableError(absl::StrCat("preparing the shared-memory region: ", std::strerror(err))));
+  }
+  absl::StatusOr<std::unique_ptr<ShmMapping>> mapping = ShmMapping::Map(memfd, region_size);
+  if (!mapping.ok()) {
+    close(memfd);
+    return fail(mapping.status());
+  }
+  // A fresh memfd is zero-filled: indices and futex words start at 0.
+  auto* region = new ((*mapping)->data()) ShmRegionHeader();
+  region->magic = internal::kShmMagic;
+  region->version = internal::kShmLayoutVersion;
+  region->ring_capacity = capacity;
+  region->region_size = region_size;
+
+  wire::ShmSetup setup;
+  setup.set_layout_version(internal::kShmLayoutVersion);
+  setup.set_ring_capacity(capacity);
+  setup.set_region_size(region_size);
+  absl::Status sent = SendWithFd(*fd, EncodeFrame(FrameType::kTransportSetup, setup.SerializeAsString()), memfd);
+  close(memfd);
+  if (!sent.ok()) return fail(sent);
+
+  FrameHeader header{};
+  absl::Status read = ReadFully(*fd, reinterpret_cast<char*>(&header), sizeof(header), deadline);
+  if (!read.ok()) {
+    if (absl::IsUnavailable(read)) {
+      read = absl::UnavailableError(
+          absl::StrCat("server at ", address, " does not accept shared memory (", read.message(), ")"));
+    }
+    return fail(read);
+  }
+  if (header.magic != kFrameMagic || header.type != static_cast<uint8_t>(FrameType::kTransportSetup) ||
+      header.meta_length > kMaxSetupMeta || header.payload_length != 0) {
+    return fail(absl::UnavailableError(
+        absl::StrCat("server at ", address, " answered shared-memory setup with ", DescribeFrameHeader(header))));
+  }
+  std::string meta(header.meta_length, '\0');
+  read = ReadFully(*fd, meta.data(), meta.size(), deadline);
+  if (!read.ok()) return fail(read);
+  wire::ShmSetupReply reply;
+  if (!reply.ParseFromString(meta)) return fail(absl::UnavailableError("malformed shared-memory setup reply"));
+  if (!reply.error().empty()) {
+    return fail(absl::UnavailableError(absl::StrCat("server refused shared memory: ", reply.error())));
+  }
+  PeerInfo peer = internal::DescribeUnixPeer(*fd);
+  peer.transport = "shm";
+  peer.remote_address = std::string(address);
+  return std::unique_ptr<Connection>(internal::ShmConnection::Create(
+      *fd, std::move(*mapping), /*client_side=*/true, std::move(peer), options));
+}
+
+}  // namespace locus

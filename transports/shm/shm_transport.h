@@ -1,0 +1,55 @@
+// Shared-memory transport for peers on the same host: "shm:/path/to.sock"
+// (or "shm-abstract:name") names a Unix socket of a Locus server. The client
+// connects to it, creates a memfd with two rings (shm_layout.h), seals it and
+// passes it over the socket (SCM_RIGHTS) in a TRANSPORT_SETUP frame; once the
+// server accepts, every frame travels through the rings and the socket only
+// tells each side when the other dies. Any Locus Unix-socket listener built
+// with this transport's upgrader accepts such clients, so servers need no
+// separate address: a server on "unix:/x.sock" also serves "shm:/x.sock".
+//
+// Example:
+//   auto shm = std::make_shared<locus::ShmTransport>();
+//   registry.Register(shm);
+//   registry.Register(std::make_shared<locus::UnixTransport>(shm->upgrader()));
+//   auto channel = locus::Connect("shm:/tmp/app.sock");
+#ifndef LOCUS_TRANSPORTS_SHM_SHM_TRANSPORT_H_
+#define LOCUS_TRANSPORTS_SHM_SHM_TRANSPORT_H_
+
+#include <memory>
+
+#include "locus/transport.h"
+#include "transports/socket/stream_upgrader.h"
+#include "transports/unix/unix_transport.h"
+
+namespace locus {
+
+class ShmTransport final : public Transport {
+ public:
+  ShmTransport();
+  std::vector<std::string> schemes() const override { return {"shm", "shm-abstract"}; }
+  // Listens on the Unix socket the address names; plain Unix clients are
+  // served there too.
+  absl::StatusOr<std::unique_ptr<Listener>> Listen(absl::string_view address,
+                                                   const TransportOptions& options,
+                                                   AcceptCallback on_accept) override;
+  // Errors: UNAVAILABLE when the server is unreachable or does not accept
+  // shared memory (e.g. another host's socket, an older server).
+  absl::StatusOr<std::unique_ptr<Connection>> Connect(absl::string_view address,
+                                                      const TransportOptions& options,
+                                                      absl::Time deadline) override;
+
+  // What a Unix listener uses to accept shared-memory clients.
+  std::shared_ptr<internal::StreamUpgrader> upgrader() const { return upgrader_; }
+
+ private:
+  std::shared_ptr<internal::StreamUpgrader> upgrader_;
+  std::shared_ptr<UnixTransport> unix_;
+};
+
+// "shm:/p" -> "unix:/p", "shm-abstract:n" -> "unix-abstract:n"; empty if
+// `address` is not a shm address.
+std::string ShmToUnixAddress(absl::string_view address);
+
+}  // namespace locus
+
+#endif  // LOCUS_TRANSPORTS_SHM_SHM_TRANSPORT_H_

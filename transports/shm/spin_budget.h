@@ -1,0 +1,49 @@
+// The process-wide budget of threads allowed to busy-poll at once: cores - 1.
+// On a machine where every core is taken by a poller, any further runnable
+// thread preempts one (costing milliseconds), and a poller waiting for a peer
+// that cannot run is pure loss; so polling is a privilege, granted while the
+// budget lasts, and synchronous callers get priority over reader threads.
+//
+// Example:
+//   if (SpinBudget::Get().TryAcquire()) { poll...; SpinBudget::Get().Release(); }
+#ifndef LOCUS_TRANSPORTS_SHM_SPIN_BUDGET_H_
+#define LOCUS_TRANSPORTS_SHM_SPIN_BUDGET_H_
+
+#include <atomic>
+#include <thread>
+
+namespace locus::internal {
+
+class SpinBudget {
+ public:
+  static SpinBudget& Get() {
+    static SpinBudget budget;
+    return budget;
+  }
+  bool TryAcquire() {
+    int current = in_use_.load(std::memory_order_relaxed);
+    while (current < limit_) {
+      if (in_use_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel)) return true;
+    }
+    return false;
+  }
+  void Release() { in_use_.fetch_sub(1, std::memory_order_acq_rel); }
+  // Callers that want to poll announce it; background pollers yield to them.
+  void AnnounceCaller() { callers_waiting_.fetch_add(1, std::memory_order_acq_rel); }
+  void WithdrawCaller() { callers_waiting_.fetch_sub(1, std::memory_order_acq_rel); }
+  bool CallerWaiting() const { return callers_waiting_.load(std::memory_order_relaxed) > 0; }
+  int limit() const { return limit_; }
+
+ private:
+  SpinBudget() {
+    unsigned cores = std::thread::hardware_concurrency();
+    limit_ = cores > 1 ? static_cast<int>(cores) - 1 : 0;
+  }
+  int limit_;
+  std::atomic<int> in_use_{0};
+  std::atomic<int> callers_waiting_{0};
+};
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_TRANSPORTS_SHM_SPIN_BUDGET_H_
