@@ -1,77 +1,109 @@
-// locus::Connect and the Channel implementation: one ConnectionCore at a
-// time, replaced (reconnected) when it breaks or the server sends GOAWAY.
+// locus::Connect and the Channel implementation. A channel holds one route
+// at a time: a ConnectionCore over some transport, or a LocalDispatcher for
+// a server in this process. The route is chosen by where the server lives
+// (internal/transport_selection.h) and replaced (reconnected) when it breaks
+// or the server sends GOAWAY.
 #include "locus/channel.h"
+
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "internal/connection_core.h"
+#include "internal/local_dispatcher.h"
+#include "internal/log.h"
+#include "internal/transport_selection.h"
 
 namespace locus {
 namespace internal {
 namespace {
 
+struct Route {
+  std::shared_ptr<ConnectionCore> core;     // remote, or
+  std::shared_ptr<LocalDispatcher> local;   // collocated
+};
+
 class ChannelImpl final : public Channel {
  public:
-  ChannelImpl(std::string target, ChannelOptions options, Transport* transport)
-      : target_(std::move(target)), options_(options), transport_(transport) {}
+  ChannelImpl(std::string target, ChannelOptions options, TransportRegistry* registry,
+              TransportPolicy policy)
+      : target_(std::move(target)),
+        options_(std::move(options)),
+        registry_(registry),
+        policy_(std::move(policy)),
+        client_limits_{options_.max_send_message_size, options_.max_receive_message_size} {}
 
   ~ChannelImpl() override {
     absl::MutexLock lock(&mu_);
-    if (core_ != nullptr) core_->Close(absl::CancelledError("channel destroyed"));
+    if (route_.core != nullptr) route_.core->Close(absl::CancelledError("channel destroyed"));
   }
 
   absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                          google::protobuf::MessageLite* response,
                          const CallOptions& options) override {
-    absl::StatusOr<std::shared_ptr<ConnectionCore>> core = GetCore(options.deadline);
-    if (!core.ok()) return core.status();
-    return (*core)->CallUnary(method, request, response, options);
+    absl::StatusOr<Route> route = GetRoute(options.deadline);
+    if (!route.ok()) return route.status();
+    if (route->local != nullptr) {
+      return route->local->CallUnary(method, request, response, options, client_limits_);
+    }
+    return route->core->CallUnary(method, request, response, options);
   }
 
   void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                   google::protobuf::MessageLite* response, const CallOptions& options,
                   absl::AnyInvocable<void(absl::Status) &&> done) override {
-    absl::StatusOr<std::shared_ptr<ConnectionCore>> core = GetCore(options.deadline);
-    if (!core.ok()) {
-      std::move(done)(core.status());
+    absl::StatusOr<Route> route = GetRoute(options.deadline);
+    if (!route.ok()) {
+      std::move(done)(route.status());
       return;
     }
-    (*core)->StartUnary(method, request, response, options, std::move(done));
+    if (route->local != nullptr) {
+      route->local->StartUnary(method, request, response, options, client_limits_, std::move(done));
+      return;
+    }
+    route->core->StartUnary(method, request, response, options, std::move(done));
   }
 
   std::string transport_name() const override {
     absl::MutexLock lock(&mu_);
-    return core_ == nullptr ? "none" : core_->peer().transport;
+    if (route_.local != nullptr) return "inproc";
+    return route_.core == nullptr ? "none" : TransportKind(route_.core->peer().transport);
   }
 
   const std::string& target() const override { return target_; }
 
-  // Returns a usable connection, connecting (again) if needed.
-  absl::StatusOr<std::shared_ptr<ConnectionCore>> GetCore(absl::Time call_deadline) {
+  // Returns a usable route, connecting (again) if needed.
+  absl::StatusOr<Route> GetRoute(absl::Time call_deadline) {
     absl::MutexLock lock(&mu_);
-    if (core_ != nullptr && core_->usable()) return core_;
+    if (route_.local != nullptr && !route_.local->stopped()) return route_;
+    if (route_.core != nullptr && route_.core->usable()) return route_;
     absl::Time deadline = std::min(call_deadline, absl::Now() + options_.connect_timeout);
-    absl::StatusOr<std::shared_ptr<ConnectionCore>> fresh = Dial(deadline);
+    absl::StatusOr<Route> fresh = Select(deadline);
     if (!fresh.ok()) {
       // Connection failures are UNAVAILABLE to callers (as in gRPC), except
-      // a deadline that ran out while connecting.
-      if (absl::IsDeadlineExceeded(fresh.status()) && deadline == call_deadline) return fresh.status();
-      if (absl::IsInvalidArgument(fresh.status())) return fresh.status();
-      return absl::UnavailableError(fresh.status().message());
+      // a deadline that ran out while connecting and configuration errors.
+      const absl::Status& s = fresh.status();
+      if (absl::IsDeadlineExceeded(s) && deadline == call_deadline) return s;
+      if (absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s)) return s;
+      return absl::UnavailableError(s.message());
     }
-    if (core_ != nullptr) core_->Close(absl::UnavailableError("replaced by a new connection"));
-    core_ = *fresh;
-    return core_;
+    if (route_.core != nullptr) route_.core->Close(absl::UnavailableError("replaced by a new connection"));
+    route_ = *fresh;
+    return route_;
   }
 
  private:
-  absl::StatusOr<std::shared_ptr<ConnectionCore>> Dial(absl::Time deadline) {
+  // Connects to `address` and completes the handshake.
+  absl::StatusOr<std::shared_ptr<ConnectionCore>> Dial(absl::string_view address, absl::Time deadline) {
+    absl::StatusOr<Transport*> transport = registry_->ForAddress(address);
+    if (!transport.ok()) return transport.status();
     TransportOptions transport_options;
     transport_options.max_receive_message_size = options_.max_receive_message_size;
     absl::StatusOr<std::unique_ptr<Connection>> connection =
-        transport_->Connect(target_, transport_options, deadline);
+        (*transport)->Connect(address, transport_options, deadline);
     if (!connection.ok()) return connection.status();
     ConnectionCore::Options core_options;
     core_options.connecting_side = true;
@@ -83,16 +115,62 @@ class ChannelImpl final : public Channel {
     if (!handshake.ok()) {
       core->Close(handshake);
       return absl::Status(handshake.code(),
-                          absl::StrCat("handshake with ", target_, " failed: ", handshake.message()));
+                          absl::StrCat("handshake with ", address, " failed: ", handshake.message()));
     }
     return core;
   }
 
+  // Connects to the target, then moves as close to the server as it lives
+  // and the policy allows. Each step falls back to what already works.
+  absl::StatusOr<Route> Select(absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::StatusOr<std::shared_ptr<ConnectionCore>> first = Dial(target_, deadline);
+    if (!first.ok()) return first.status();
+    Route route;
+    route.core = *first;
+    const wire::Hello& hello = route.core->peer_hello();
+    if (policy_.Allows("inproc") && hello.server_instance() != 0 && SameProcess(hello.host())) {
+      if (auto local = CollocationRegistry::Get().Find(hello.server_instance())) {
+        route.core->Close(absl::CancelledError("moved to collocated calls"));
+        return Route{nullptr, std::move(local)};
+      }
+    }
+    std::string kind = TransportKind(route.core->peer().transport);
+    std::vector<std::string> failures;
+    if (SameHost(hello.host())) {
+      for (const std::string& candidate : SameHostCandidates(hello, target_, policy_, kind)) {
+        absl::StatusOr<std::shared_ptr<ConnectionCore>> closer = Dial(candidate, deadline);
+        if (closer.ok()) {
+          route.core->Close(absl::CancelledError(absl::StrCat("moved to ", candidate)));
+          route.core = *closer;
+          kind = TransportKind(route.core->peer().transport);
+          break;
+        }
+        failures.push_back(absl::StrCat(candidate, ": ", closer.status().message()));
+      }
+    }
+    if (!failures.empty() && !logged_fallback_) {
+      logged_fallback_ = true;  // once per channel, not per call or reconnect
+      LOCUS_LOG(WARNING) << "channel to " << target_ << " stays on " << kind
+                         << "; closer transports failed: " << absl::StrJoin(failures, "; ");
+    }
+    if (!policy_.Allows(kind)) {
+      route.core->Close(absl::CancelledError("transport not allowed"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "channel to ", target_, " can only use ", kind, ", which the transport policy (",
+          policy_.ToString(), ") does not allow",
+          failures.empty() ? "" : absl::StrCat("; tried: ", absl::StrJoin(failures, "; "))));
+    }
+    return route;
+  }
+
   const std::string target_;
   const ChannelOptions options_;
-  Transport* const transport_;
+  TransportRegistry* const registry_;
+  const TransportPolicy policy_;
+  const LocalDispatcher::ClientLimits client_limits_;
   mutable absl::Mutex mu_;
-  std::shared_ptr<ConnectionCore> core_ ABSL_GUARDED_BY(mu_);
+  Route route_ ABSL_GUARDED_BY(mu_);
+  bool logged_fallback_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
@@ -104,10 +182,13 @@ absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
       options.transports != nullptr ? *options.transports : DefaultTransportRegistry();
   absl::StatusOr<Transport*> transport = registry.ForAddress(address);
   if (!transport.ok()) return transport.status();
-  auto channel = std::make_shared<internal::ChannelImpl>(std::string(address), options, *transport);
-  absl::StatusOr<std::shared_ptr<internal::ConnectionCore>> core =
-      channel->GetCore(absl::InfiniteFuture());
-  if (!core.ok()) return core.status();
+  absl::StatusOr<internal::TransportPolicy> policy =
+      internal::TransportPolicy::ForChannel(options.allowed_transports);
+  if (!policy.ok()) return policy.status();
+  auto channel = std::make_shared<internal::ChannelImpl>(std::string(address), options, &registry,
+                                                         *std::move(policy));
+  absl::StatusOr<internal::Route> route = channel->GetRoute(absl::InfiniteFuture());
+  if (!route.ok()) return route.status();
   return channel;
 }
 

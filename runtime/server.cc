@@ -7,10 +7,12 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "internal/connection_core.h"
+#include "internal/local_dispatcher.h"
 #include "internal/log.h"
 #include "internal/service_table.h"
 #include "internal/thread_pool.h"
@@ -90,14 +92,37 @@ class ServerImpl {
     TransportOptions transport_options;
     transport_options.max_receive_message_size = options_.max_receive_message_size;
     transport_options.unix_socket_mode = options_.unix_socket_mode;
+    // Set before listening (accepted connections read them): same-host
+    // clients may move to our Unix sockets (and shared memory
+    // over them); same-process clients call the services directly.
+    for (const std::string& address : addresses_) {
+      if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
+        local_endpoints_.push_back(address);
+      } else if (absl::StartsWith(address, "shm:")) {
+        local_endpoints_.push_back(absl::StrCat("unix:", address.substr(4)));
+      } else if (absl::StartsWith(address, "shm-abstract:")) {
+        local_endpoints_.push_back(absl::StrCat("unix-abstract:", address.substr(13)));
+      }
+    }
+    dispatcher_ = std::make_shared<LocalDispatcher>(
+        &services_,
+        LocalDispatcher::ServerLimits{options_.max_receive_message_size, options_.max_send_message_size},
+        pool_.get());
+    instance_ = CollocationRegistry::Get().Add(dispatcher_);
     std::vector<std::unique_ptr<Listener>> listeners;
     for (const std::string& address : addresses_) {
       absl::StatusOr<Transport*> transport = registry.ForAddress(address);
-      if (!transport.ok()) return transport.status();
+      if (!transport.ok()) {
+        CollocationRegistry::Get().Remove(instance_);
+        return transport.status();
+      }
       auto listener = (*transport)->Listen(
           address, transport_options,
           [this](std::unique_ptr<Connection> connection) { OnAccept(std::move(connection)); });
-      if (!listener.ok()) return listener.status();
+      if (!listener.ok()) {
+        CollocationRegistry::Get().Remove(instance_);
+        return listener.status();
+      }
       listeners.push_back(std::move(*listener));
     }
     listeners_ = std::move(listeners);
@@ -124,6 +149,7 @@ class ServerImpl {
       state_ = State::kStopping;
       listeners.swap(listeners_);
     }
+    if (instance_ != 0) CollocationRegistry::Get().Remove(instance_);  // no new collocated channels
     listeners.clear();  // stop accepting (waits for an accept in progress)
     absl::Status going_away = absl::UnavailableError("server is shutting down");
     for (const auto& core : connections_->Snapshot()) core->SendGoAway(going_away);
@@ -141,6 +167,7 @@ class ServerImpl {
       LOCUS_LOG(WARNING) << "shutdown waiting for " << connections_->size()
                          << " connection(s) whose handlers have not returned";
     }
+    if (dispatcher_ != nullptr) dispatcher_->Stop();  // waits for collocated calls in progress
     if (pool_ != nullptr) pool_->Stop();
     absl::MutexLock lock(&mu_);
     state_ = State::kShutdown;
@@ -163,6 +190,9 @@ class ServerImpl {
     core_options.max_receive_message_size = options_.max_receive_message_size;
     core_options.services = &services_;
     core_options.handler_pool = pool_.get();
+    core_options.server_instance = instance_;
+    core_options.local_endpoints = local_endpoints_;
+    core_options.allowed_uids = options_.allowed_uids;
     std::weak_ptr<ConnectionSet> set = connections_;
     core_options.on_closed = [set](ConnectionCore* core) {
       if (auto live = set.lock()) live->Remove(core);
@@ -180,6 +210,10 @@ class ServerImpl {
   std::vector<std::unique_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
   ServiceTable services_;  // written before Start only
   std::unique_ptr<ThreadPool> pool_;  // created in Start, stopped in Shutdown
+  // Set in Start, before any connection is accepted; read-only afterwards.
+  std::vector<std::string> local_endpoints_;
+  std::shared_ptr<LocalDispatcher> dispatcher_;
+  uint64_t instance_ = 0;
   std::shared_ptr<ConnectionSet> connections_;
 };
 

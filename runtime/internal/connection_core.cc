@@ -1,5 +1,6 @@
 #include "internal/connection_core.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -69,6 +70,9 @@ wire::Hello ConnectionCore::MakeHello() const {
   hello.set_implementation(kImplementation);
   hello.set_max_receive_message_size(options_.max_receive_message_size);
   *hello.mutable_host() = LocalHostIdentity();
+  hello.set_server_instance(options_.server_instance);
+  for (const std::string& endpoint : options_.local_endpoints) hello.add_local_endpoints(endpoint);
+  hello.add_features("shm/1");
   return hello;
 }
 
@@ -107,7 +111,7 @@ void ConnectionCore::ExpectHandshakeBy(absl::Time deadline) {
 
 bool ConnectionCore::usable() const {
   absl::MutexLock lock(&mu_);
-  return !closed_ && !draining_;
+  return !closed_ && !draining_ && !broken_;
 }
 
 bool ConnectionCore::closed() const {
@@ -186,7 +190,14 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   FrameHeader frame = FrameHeader::Make(FrameType::kRequest, flags, id);
   frame.meta_length = static_cast<uint32_t>(meta.size());
   frame.payload_length = static_cast<uint32_t>(payload.size());
-  return connection_->Send(frame, meta, payload, options.deadline);
+  absl::Status sent = connection_->Send(frame, meta, payload, options.deadline);
+  if (absl::IsUnavailable(sent)) {
+    // The transport is gone even if its reader has not said so yet: the
+    // next call must not pick this connection again.
+    absl::MutexLock lock(&mu_);
+    broken_ = true;
+  }
+  return sent;
 }
 
 absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
@@ -359,6 +370,12 @@ void ConnectionCore::HandleHello(const Frame& frame) {
         "peer speaks protocol versions ", hello.min_protocol_version(), "-",
         hello.max_protocol_version(), "; this side speaks ", kProtocolVersion));
   }
+  if (is_hello && version_ok.ok() && !options_.allowed_uids.empty() && peer_.has_credentials &&
+      std::find(options_.allowed_uids.begin(), options_.allowed_uids.end(), peer_.uid) ==
+          options_.allowed_uids.end()) {
+    version_ok = absl::PermissionDeniedError(
+        absl::StrCat("uid ", peer_.uid, " is not allowed to call this server"));
+  }
   if (is_hello) {
     if (!version_ok.ok()) {
       LOCUS_LOG(WARNING) << "rejecting " << peer().remote_address << ": " << version_ok.message();
@@ -463,7 +480,7 @@ void ConnectionCore::HandleRequest(Frame frame) {
   auto run = [self = shared_from_this(), entry, call_id, oneway, deadline, cancelled,
               method = std::move(*header.mutable_method()), metadata = std::move(metadata),
               payload = std::move(frame.payload)]() mutable {
-    ServerContext context(std::move(method), deadline, std::move(metadata), &self->peer(), cancelled);
+    ServerContext context(method, deadline, std::move(metadata), &self->peer(), cancelled);
     std::string reply;
     absl::Status status = entry->handler->CallSerialized(&context, payload, &reply);
     if (absl::Now() >= deadline) {

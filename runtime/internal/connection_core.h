@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -52,6 +53,13 @@ class ConnectionCore final : public FrameSink,
     uint64_t max_receive_message_size = kDefaultMaxMessageSize;
     const ServiceTable* services = nullptr;  // calls the peer may make; nullptr: none
     ThreadPool* handler_pool = nullptr;      // nullptr: handlers run inline
+    // Accepting side: announced in HELLO_ACK so that same-host clients can
+    // move closer (collocated calls, shared memory, Unix socket).
+    uint64_t server_instance = 0;
+    std::vector<std::string> local_endpoints;
+    // Accepting side: if not empty, peers with credentials must run as one
+    // of these uids (ServerOptions::allowed_uids).
+    std::vector<uid_t> allowed_uids;
     // Runs once after the connection closed (on the closing thread).
     std::function<void(ConnectionCore*)> on_closed;
   };
@@ -129,6 +137,7 @@ class ConnectionCore final : public FrameSink,
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status close_reason_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;       // peer sent GOAWAY
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;         // a send found the transport closed
   bool handshake_done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status handshake_error_ ABSL_GUARDED_BY(mu_);
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_);

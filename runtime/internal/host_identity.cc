@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <string>
@@ -21,6 +22,10 @@ wire::HostIdentity Compute() {
   std::ifstream boot("/proc/sys/kernel/random/boot_id");
   std::string boot_id;
   if (std::getline(boot, boot_id)) id.set_boot_id(boot_id);
+  // Test hook: pretend to be on another host (transport-selection tests).
+  if (const char* fake = std::getenv("LOCUS_HOST_ID_FOR_TESTING"); fake != nullptr && *fake != 0) {
+    id.set_boot_id(fake);
+  }
   id.set_ipc_namespace(NamespaceInode("ipc"));
   id.set_mount_namespace(NamespaceInode("mnt"));
   id.set_net_namespace(NamespaceInode("net"));

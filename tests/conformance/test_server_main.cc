@@ -1,14 +1,15 @@
-// A conformance test server in its own process, for tests that kill the
-// server mid-call. Usage: locus_test_server <address>
-// Prints "listening <address>" on stdout once ready, then serves until killed.
+// A conformance test server in its own process, for tests that need a real
+// second process (killing the server mid-call, transport selection).
+// Usage: locus_test_server <address>...
+// Prints "listening <bound address>" per address, then "ready", on stdout.
 #include <cstdio>
 
 #include "locus/server.h"
 #include "test_service.h"
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <address>\n", argv[0]);
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s <address>...\n", argv[0]);
     return 2;
   }
   locus::conformance::TestServiceImpl service;
@@ -16,13 +17,16 @@ int main(int argc, char** argv) {
   options.handler_threads = 4;
   locus::Server server(options);
   absl::Status status = server.RegisterService(&service);
-  if (status.ok()) status = server.AddListeningAddress(argv[1]);
+  for (int i = 1; i < argc && status.ok(); ++i) status = server.AddListeningAddress(argv[i]);
   if (status.ok()) status = server.Start();
   if (!status.ok()) {
     std::fprintf(stderr, "cannot start: %s\n", status.ToString().c_str());
     return 1;
   }
-  std::printf("listening %s\n", server.listening_addresses()[0].c_str());
+  for (const std::string& address : server.listening_addresses()) {
+    std::printf("listening %s\n", address.c_str());
+  }
+  std::printf("ready\n");
   std::fflush(stdout);
   server.Wait();
   return 0;

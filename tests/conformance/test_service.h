@@ -20,7 +20,12 @@ class TestServiceImpl final : public TestService::Service {
  public:
   absl::Status Echo(ServerContext* context, const EchoRequest* request, EchoReply* reply) override {
     reply->set_data(request->data());
-    if (request->report_context()) reply->set_transport(context->peer().transport);
+    if (request->report_context()) {
+      reply->set_transport(context->peer().transport);
+      reply->set_has_credentials(context->peer().has_credentials);
+      reply->set_peer_pid(context->peer().pid);
+      reply->set_peer_uid(context->peer().uid);
+    }
     if (request->report_context() && context->deadline() != absl::InfiniteFuture()) {
       reply->set_had_deadline(true);
       reply->set_deadline_in_ms(absl::ToInt64Milliseconds(context->deadline() - absl::Now()));

@@ -23,44 +23,54 @@
 #include "gtest/gtest.h"
 #include "locus/locus.h"
 #include "test_service.h"
-
-extern char** environ;
+#include "tests/testing/test_util.h"
 
 namespace locus::conformance {
 namespace {
 
 using ::testing::HasSubstr;
 
-// A short directory under /tmp (Unix socket paths are limited to 107 bytes).
-class TempDir {
- public:
-  TempDir() {
-    char pattern[] = "/tmp/locus-XXXXXX";
-    path_ = mkdtemp(pattern);
-  }
-  ~TempDir() { std::system(absl::StrCat("rm -rf ", path_).c_str()); }
-  const std::string& path() const { return path_; }
+using ::locus::testing::ChildServer;
+using ::locus::testing::kWatchdog;
+using ::locus::testing::StderrCapture;
+using ::locus::testing::TempDir;
 
- private:
-  std::string path_;
-};
-
+// Each transport kind: the address a server listens on, the transport the
+// channel must end on (upgrades to closer transports are forbidden so that
+// each kind is tested as itself), and whether bytes cross a wire (the
+// collocated path has none: byte-level tests do not apply).
 struct UnixSocket {
   static std::string ListenAddress(const TempDir& dir) { return "unix:" + dir.path() + "/s.sock"; }
+  static constexpr const char* kTransport = "unix";
+  static constexpr bool kHasWire = true;
 };
 struct UnixAbstract {
   static std::string ListenAddress(const TempDir& dir) {
     return absl::StrCat("unix-abstract:locus-conformance", dir.path());
   }
+  static constexpr const char* kTransport = "unix";
+  static constexpr bool kHasWire = true;
 };
 struct SharedMemory {
   static std::string ListenAddress(const TempDir& dir) { return "shm:" + dir.path() + "/s.sock"; }
+  static constexpr const char* kTransport = "shm";
+  static constexpr bool kHasWire = true;
+};
+struct InProcess {
+  // The client connects over the Unix socket and moves to direct calls.
+  static std::string ListenAddress(const TempDir& dir) { return "unix:" + dir.path() + "/s.sock"; }
+  static constexpr const char* kTransport = "inproc";
+  static constexpr bool kHasWire = false;
 };
 struct TcpIpv4 {
   static std::string ListenAddress(const TempDir&) { return "tcp://127.0.0.1:0"; }
+  static constexpr const char* kTransport = "tcp";
+  static constexpr bool kHasWire = true;
 };
 struct TcpIpv6 {
   static std::string ListenAddress(const TempDir&) { return "tcp://[::1]:0"; }
+  static constexpr const char* kTransport = "tcp";
+  static constexpr bool kHasWire = true;
 };
 
 // Another address of the same kind as `listen`, for a second server.
@@ -79,8 +89,6 @@ struct Config {
   static constexpr int handler_threads = kHandlerThreads;
 };
 
-constexpr absl::Duration kWatchdog = absl::Seconds(60);
-
 CallOptions Watchdog() { return CallOptions::WithTimeout(kWatchdog); }
 
 template <typename ConfigT>
@@ -96,9 +104,11 @@ class TransportConformance : public ::testing::Test {
     absl::Status started = server_->Start();
     ASSERT_TRUE(started.ok()) << started;
     address_ = server_->listening_addresses()[0];
+    channel_options_.allowed_transports = ConfigT::TransportKind::kTransport;
     auto channel = Connect(address_, channel_options_);
     ASSERT_TRUE(channel.ok()) << channel.status();
     channel_ = *channel;
+    ASSERT_EQ(channel_->transport_name(), ConfigT::TransportKind::kTransport);
     stub_ = std::make_unique<TestService::Stub>(channel_);
   }
 
@@ -127,8 +137,9 @@ class TransportConformance : public ::testing::Test {
 
 using TransportKinds =
     ::testing::Types<Config<UnixSocket, 0>, Config<UnixAbstract, 0>, Config<TcpIpv4, 0>,
-                     Config<TcpIpv6, 0>, Config<SharedMemory, 0>, Config<UnixSocket, 4>,
-                     Config<TcpIpv4, 4>, Config<SharedMemory, 4>>;
+                     Config<TcpIpv6, 0>, Config<SharedMemory, 0>, Config<InProcess, 0>,
+                     Config<UnixSocket, 4>, Config<TcpIpv4, 4>, Config<SharedMemory, 4>,
+                     Config<InProcess, 4>>;
 
 class ConfigNames {
  public:
@@ -139,6 +150,7 @@ class ConfigNames {
     if (std::is_same_v<typename T::TransportKind, UnixAbstract>) name = "UnixAbstract";
     if (std::is_same_v<typename T::TransportKind, TcpIpv4>) name = "Tcp4";
     if (std::is_same_v<typename T::TransportKind, SharedMemory>) name = "Shm";
+    if (std::is_same_v<typename T::TransportKind, InProcess>) name = "InProcess";
     if (std::is_same_v<typename T::TransportKind, TcpIpv6>) name = "Tcp6";
     return name + (T::handler_threads > 0 ? "Pool" : "Inline");
   }
@@ -336,35 +348,23 @@ TYPED_TEST(TransportConformance, ServerStoppedGivesUnavailable) {
   this->server_->Shutdown();
   absl::StatusOr<EchoReply> after = this->Echo(*this->stub_, "after");
   EXPECT_EQ(after.status().code(), absl::StatusCode::kUnavailable) << after.status();
-  auto fresh = Connect(this->address_);
+  after = this->Echo(*this->stub_, "after, again");
+  EXPECT_EQ(after.status().code(), absl::StatusCode::kUnavailable) << after.status();
+  auto fresh = Connect(this->address_, this->channel_options_);
   EXPECT_EQ(fresh.status().code(), absl::StatusCode::kUnavailable) << fresh.status();
 }
 
 TYPED_TEST(TransportConformance, ServerKilledMidCallGivesUnavailableBeforeDeadline) {
+  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
   // A server in its own process, so that it can really die.
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&actions, out[0]);
   std::string listen =
       SiblingAddress(TypeParam::TransportKind::ListenAddress(this->dir_), this->dir_, "child");
-  std::string path = LOCUS_TEST_SERVER_PATH;
-  char* argv[] = {path.data(), listen.data(), nullptr};
-  pid_t child;
-  ASSERT_EQ(posix_spawn(&child, path.c_str(), &actions, nullptr, argv, environ), 0);
-  posix_spawn_file_actions_destroy(&actions);
-  close(out[1]);
-  FILE* from_child = fdopen(out[0], "r");
-  char line[256] = {0};
-  ASSERT_NE(std::fgets(line, sizeof(line), from_child), nullptr) << "test server did not start";
-  std::fclose(from_child);
-  std::string address = std::string(line).substr(std::string("listening ").size());
-  address.erase(address.find_last_not_of("\r\n") + 1);
-
-  auto channel = Connect(address);
+  ChildServer child(LOCUS_TEST_SERVER_PATH, {listen});
+  ASSERT_EQ(child.addresses().size(), 1u) << "test server did not start";
+  const std::string& address = child.addresses()[0];
+  auto channel = Connect(address, this->channel_options_);
   ASSERT_TRUE(channel.ok()) << channel.status();
+  EXPECT_EQ((*channel)->transport_name(), TypeParam::TransportKind::kTransport);
   TestService::Stub stub(*channel);
   WaitRequest request;
   request.set_max_wait_ms(60000);
@@ -372,59 +372,15 @@ TYPED_TEST(TransportConformance, ServerKilledMidCallGivesUnavailableBeforeDeadli
   absl::Time start = absl::Now();
   Future<WaitReply> pending = stub.AsyncWaitForCancel(request, CallOptions::WithTimeout(deadline));
   absl::SleepFor(absl::Milliseconds(200));
-  kill(child, SIGKILL);
+  child.Kill();
   absl::StatusOr<WaitReply> reply = pending.Get();
   absl::Duration waited = absl::Now() - start;
-  int wstatus;
-  waitpid(child, &wstatus, 0);
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kUnavailable) << reply.status();
   EXPECT_LT(waited, deadline);
   // A synchronous call on the dead channel fails the same way.
   absl::StatusOr<EchoReply> sync = this->Echo(stub, "x");
   EXPECT_EQ(sync.status().code(), absl::StatusCode::kUnavailable) << sync.status();
 }
-
-// Sends this process's stderr to a file while alive, so a test can wait
-// for a line that another thread logs.
-class StderrCapture {
- public:
-  StderrCapture() {
-    char path[] = "/tmp/locus-stderr-XXXXXX";
-    file_ = mkstemp(path);
-    unlink(path);
-    std::fflush(stderr);
-    saved_ = dup(STDERR_FILENO);
-    dup2(file_, STDERR_FILENO);
-  }
-  ~StderrCapture() {
-    std::fflush(stderr);
-    dup2(saved_, STDERR_FILENO);
-    close(saved_);
-    close(file_);
-  }
-  std::string Contents() const {
-    std::string out;
-    char buffer[4096];
-    ssize_t n;
-    for (off_t offset = 0; (n = pread(file_, buffer, sizeof(buffer), offset)) > 0; offset += n) {
-      out.append(buffer, static_cast<size_t>(n));
-    }
-    return out;
-  }
-  // Waits (bounded by the watchdog) until `text` has been logged.
-  bool WaitFor(const std::string& text) const {
-    absl::Time until = absl::Now() + kWatchdog;
-    while (Contents().find(text) == std::string::npos) {
-      if (absl::Now() > until) return false;
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    return true;
-  }
-
- private:
-  int file_;
-  int saved_;
-};
 
 // Watches a raw connection for being closed by the server.
 class ClosedWatcher : public FrameSink {
@@ -452,7 +408,7 @@ void SendBadBytesAndExpectOnlyThatConnectionClosed(TransportConformance<ConfigT>
   if (truncated) (*raw)->Close(absl::CancelledError("test hangs up mid-frame"));
   EXPECT_TRUE(watcher.closed.WaitForNotificationWithTimeout(kWatchdog));
   // Other clients are still served.
-  auto other = Connect(test->address_);
+  auto other = Connect(test->address_, test->channel_options_);
   ASSERT_TRUE(other.ok()) << other.status();
   TestService::Stub other_stub(*other);
   EXPECT_TRUE(test->Echo(other_stub, "other client").ok());
@@ -463,12 +419,14 @@ void SendBadBytesAndExpectOnlyThatConnectionClosed(TransportConformance<ConfigT>
 }
 
 TYPED_TEST(TransportConformance, GarbageBytesCloseThatConnectionOnly) {
+  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
   FrameHeader garbage{};
   std::memcpy(&garbage, "GET / HTTP/1.1\r\nHost: x\r\n", sizeof(garbage));
   SendBadBytesAndExpectOnlyThatConnectionClosed(this, garbage, "\r\n\r\n", "malformed input");
 }
 
 TYPED_TEST(TransportConformance, TruncatedFrameClosesThatConnectionOnly) {
+  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
   // A HELLO announcing 100 bytes of meta, of which 10 arrive before the
   // client hangs up.
   FrameHeader header = FrameHeader::Make(FrameType::kHello, 0, 0);
@@ -477,6 +435,7 @@ TYPED_TEST(TransportConformance, TruncatedFrameClosesThatConnectionOnly) {
 }
 
 TYPED_TEST(TransportConformance, NonLocusPeerCannotHandshake) {
+  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
   // A server that accepts but never answers the handshake: Connect must fail
   // by its deadline instead of hanging.
   auto transport = DefaultTransportRegistry().ForAddress(this->address_);
@@ -491,7 +450,7 @@ TYPED_TEST(TransportConformance, NonLocusPeerCannotHandshake) {
                                          accepted.push_back(std::move(c));
                                        });
   ASSERT_TRUE(listener.ok()) << listener.status();
-  ChannelOptions options;
+  ChannelOptions options = this->channel_options_;
   options.connect_timeout = absl::Milliseconds(300);
   auto channel = Connect((*listener)->address(), options);
   EXPECT_EQ(channel.status().code(), absl::StatusCode::kUnavailable) << channel.status();
@@ -525,24 +484,48 @@ TEST(Server, SocketFileHasModeFromOptions) {
   EXPECT_NE(stat(path.c_str(), &st), 0) << "socket file removed on shutdown";
 }
 
-TEST(Server, ExposesPeerCredentialsOnUnixSockets) {
-  // Checked through the transport the handler reports (credentials are in
-  // PeerInfo; the echo handler reports the transport name).
+TEST(Server, ExposesPeerCredentialsOnUnixSocketsAndSharedMemory) {
   TempDir dir;
   TestServiceImpl service;
   Server server;
   ASSERT_TRUE(server.RegisterService(&service).ok());
   ASSERT_TRUE(server.AddListeningAddress("unix:" + dir.path() + "/c.sock").ok());
   ASSERT_TRUE(server.Start().ok());
-  auto channel = Connect(server.listening_addresses()[0]);
-  ASSERT_TRUE(channel.ok());
-  EXPECT_EQ((*channel)->transport_name(), "unix");
-  TestService::Stub stub(*channel);
-  EchoRequest request;
-  request.set_report_context(true);
-  auto reply = stub.Echo(request, Watchdog());
-  ASSERT_TRUE(reply.ok());
-  EXPECT_EQ(reply->transport(), "unix");
+  for (const char* kind : {"unix", "shm", "inproc"}) {
+    ChannelOptions options;
+    options.allowed_transports = kind;
+    auto channel = Connect(server.listening_addresses()[0], options);
+    ASSERT_TRUE(channel.ok()) << channel.status();
+    EXPECT_EQ((*channel)->transport_name(), kind);
+    TestService::Stub stub(*channel);
+    EchoRequest request;
+    request.set_report_context(true);
+    auto reply = stub.Echo(request, Watchdog());
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    EXPECT_EQ(reply->transport(), kind);
+    EXPECT_TRUE(reply->has_credentials()) << kind;
+    EXPECT_EQ(reply->peer_pid(), getpid()) << kind;
+    EXPECT_EQ(reply->peer_uid(), getuid()) << kind;
+  }
+}
+
+TEST(Server, UidAllowListRefusesOtherUsers) {
+  TempDir dir;
+  TestServiceImpl service;
+  ServerOptions options;
+  options.allowed_uids = {getuid() + 1};  // not us
+  Server server(options);
+  ASSERT_TRUE(server.RegisterService(&service).ok());
+  ASSERT_TRUE(server.AddListeningAddress("unix:" + dir.path() + "/u.sock").ok());
+  ASSERT_TRUE(server.Start().ok());
+  for (const char* kind : {"unix", "shm", "inproc"}) {
+    ChannelOptions channel_options;
+    channel_options.allowed_transports = kind;
+    channel_options.connect_timeout = absl::Seconds(10);
+    auto channel = Connect(server.listening_addresses()[0], channel_options);
+    EXPECT_FALSE(channel.ok()) << kind;
+    EXPECT_THAT(std::string(channel.status().message()), HasSubstr("uid")) << kind << ": " << channel.status();
+  }
 }
 
 }  // namespace

@@ -44,6 +44,14 @@ struct ChannelOptions {
   absl::Duration connect_timeout = absl::Seconds(10);
   // nullptr: DefaultTransportRegistry().
   TransportRegistry* transports = nullptr;
+  // Which transports the channel may end on. After the handshake on the
+  // given address, a channel moves to the closest transport the server
+  // offers: "inproc" (server in this process: direct calls), "shm" (same
+  // host: shared memory), "unix" (same host), else it stays where it
+  // connected. "" means all (or $LOCUS_TRANSPORTS when that is set);
+  // "shm,unix" allows only those (forcing: Connect fails if the channel
+  // cannot end on one of them); "-shm,-inproc" forbids those.
+  std::string allowed_transports;
 };
 
 // Thread-safe. Implemented by the runtime; users get one from Connect().
@@ -65,7 +73,7 @@ class Channel {
                           google::protobuf::MessageLite* response, const CallOptions& options,
                           absl::AnyInvocable<void(absl::Status) &&> done) = 0;
 
-  // Scheme of the transport the channel is on now ("unix", "tcp", ...).
+  // The transport the channel is on now: "inproc", "shm", "unix", "tcp".
   virtual std::string transport_name() const = 0;
   // The address given to Connect.
   virtual const std::string& target() const = 0;

@@ -18,6 +18,8 @@
 #ifndef LOCUS_SERVER_H_
 #define LOCUS_SERVER_H_
 
+#include <sys/types.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +49,11 @@ struct ServerOptions {
   int handler_threads = 0;
   // nullptr: DefaultTransportRegistry().
   TransportRegistry* transports = nullptr;
+  // If not empty, only clients running as one of these uids are served on
+  // transports that know the client's credentials (Unix sockets, shared
+  // memory, collocated calls); others are refused during the handshake.
+  // TCP connections carry no credentials and are not affected.
+  std::vector<uid_t> allowed_uids;
 };
 
 // Thread-safety: configure (RegisterService, AddListeningAddress) before

@@ -28,9 +28,11 @@ namespace locus {
 // valid only until the handler returns.
 class ServerContext {
  public:
-  ServerContext(std::string method, absl::Time deadline, Metadata client_metadata,
+  // Made by the runtime. `method` and `*peer` must outlive the context;
+  // `cancelled` may be null (only the deadline cancels the call).
+  ServerContext(absl::string_view method, absl::Time deadline, Metadata client_metadata,
                 const PeerInfo* peer, std::shared_ptr<std::atomic<bool>> cancelled)
-      : method_(std::move(method)),
+      : method_(method),
         deadline_(deadline),
         client_metadata_(std::move(client_metadata)),
         peer_(peer),
@@ -67,7 +69,7 @@ class ServerContext {
   const Metadata& trailing_metadata() const { return trailing_metadata_; }
 
  private:
-  std::string method_;
+  absl::string_view method_;
   absl::Time deadline_;
   Metadata client_metadata_;
   const PeerInfo* peer_;

@@ -1,0 +1,148 @@
+#include "internal/local_dispatcher.h"
+
+#include <unistd.h>
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/message_lite.h"
+#include "locus/server_context.h"
+
+namespace locus::internal {
+namespace {
+
+const PeerInfo& InProcessPeer() {
+  static const PeerInfo* peer = [] {
+    auto* p = new PeerInfo();
+    p->transport = "inproc";
+    p->local_address = "inproc:";
+    p->remote_address = absl::StrCat("inproc:pid=", getpid());
+    p->has_credentials = true;
+    p->pid = getpid();
+    p->uid = getuid();
+    p->gid = getgid();
+    return p;
+  }();
+  return *peer;
+}
+
+}  // namespace
+
+LocalDispatcher::LocalDispatcher(const ServiceTable* services, ServerLimits limits, ThreadPool* pool)
+    : services_(services), limits_(limits), pool_(pool) {}
+
+bool LocalDispatcher::Enter() {
+  absl::MutexLock lock(&mu_);
+  if (stopped_) return false;
+  ++active_;
+  return true;
+}
+
+void LocalDispatcher::Leave() {
+  absl::MutexLock lock(&mu_);
+  --active_;
+}
+
+void LocalDispatcher::Stop() {
+  absl::MutexLock lock(&mu_);
+  stopped_ = true;
+  auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return active_ == 0; };
+  mu_.Await(absl::Condition(&idle));
+}
+
+absl::Status LocalDispatcher::CallUnary(const RpcMethod& method,
+                                        const google::protobuf::MessageLite& request,
+                                        google::protobuf::MessageLite* response,
+                                        const CallOptions& options, const ClientLimits& client) {
+  if (absl::Now() >= options.deadline) {
+    return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", method.full_name, " started"));
+  }
+  const ServiceTable::Entry* entry = services_->Find(method.full_name);
+  if (entry == nullptr) return absl::UnimplementedError(absl::StrCat("unknown method ", method.full_name));
+  if (entry->method->kind != RpcKind::kUnary) {
+    return absl::UnimplementedError(absl::StrCat("streaming method ", method.full_name, " is not supported"));
+  }
+  size_t request_size = request.ByteSizeLong();
+  if (request_size > client.max_send_message_size) {
+    return absl::ResourceExhaustedError(absl::StrCat("request of ", request_size,
+                                                     " bytes exceeds the send limit of ",
+                                                     client.max_send_message_size, " bytes"));
+  }
+  if (request_size > limits_.max_receive_message_size) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("request of ", request_size, " bytes exceeds the server's limit of ",
+                     limits_.max_receive_message_size, " bytes"));
+  }
+  if (!Enter()) return absl::UnavailableError("server is shutting down");
+  ServerContext context(method.full_name, options.deadline, options.metadata, &InProcessPeer(), nullptr);
+  absl::Status status = entry->handler->CallDirect(&context, request, response);
+  Leave();
+  if (absl::Now() >= options.deadline) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("deadline exceeded while the server handled ", method.full_name));
+  }
+  if (status.ok() && !method.oneway) {
+    size_t reply_size = response->ByteSizeLong();
+    if (reply_size > limits_.max_send_message_size) {
+      status = absl::ResourceExhaustedError(
+          absl::StrCat("reply of ", reply_size, " bytes exceeds the server's send limit of ",
+                       limits_.max_send_message_size, " bytes"));
+    } else if (reply_size > client.max_receive_message_size) {
+      status = absl::ResourceExhaustedError(absl::StrCat("reply of ", reply_size,
+                                                         " bytes exceeds the limit of ",
+                                                         client.max_receive_message_size, " bytes"));
+    }
+  }
+  if (options.trailing_metadata != nullptr) {
+    for (const auto& entry_kv : context.trailing_metadata()) options.trailing_metadata->push_back(entry_kv);
+  }
+  return status;
+}
+
+void LocalDispatcher::StartUnary(const RpcMethod& method,
+                                 const google::protobuf::MessageLite& request,
+                                 google::protobuf::MessageLite* response, const CallOptions& options,
+                                 const ClientLimits& client,
+                                 absl::AnyInvocable<void(absl::Status) &&> done) {
+  if (pool_ == nullptr) {
+    std::move(done)(CallUnary(method, request, response, options, client));
+    return;
+  }
+  // The request may die when StartUnary returns: the pool gets a copy.
+  std::shared_ptr<google::protobuf::MessageLite> copy(request.New());
+  copy->CheckTypeAndMergeFrom(request);
+  pool_->Post([this, &method, copy, response, options, client, done = std::move(done)]() mutable {
+    std::move(done)(CallUnary(method, *copy, response, options, client));
+  });
+}
+
+CollocationRegistry& CollocationRegistry::Get() {
+  static CollocationRegistry* registry = new CollocationRegistry();
+  return *registry;
+}
+
+uint64_t CollocationRegistry::Add(std::shared_ptr<LocalDispatcher> dispatcher) {
+  absl::MutexLock lock(&mu_);
+  if (next_ == 0) {
+    std::random_device rd;
+    next_ = ((static_cast<uint64_t>(rd()) << 32) ^ rd()) | 1;
+  }
+  uint64_t id = next_++;
+  if (id == 0) id = next_++;
+  servers_[id] = dispatcher;
+  return id;
+}
+
+void CollocationRegistry::Remove(uint64_t instance) {
+  absl::MutexLock lock(&mu_);
+  servers_.erase(instance);
+}
+
+std::shared_ptr<LocalDispatcher> CollocationRegistry::Find(uint64_t instance) {
+  absl::MutexLock lock(&mu_);
+  auto it = servers_.find(instance);
+  return it == servers_.end() ? nullptr : it->second.lock();
+}
+
+}  // namespace locus::internal

@@ -1,0 +1,100 @@
+// Collocated calls: a server's services called directly from a client in the
+// same process, without sockets and without serialization. The handler gets
+// the caller's request object and fills the caller's response object.
+//
+// Semantics match the remote path (the conformance suite runs over both):
+// deadlines (checked before the call; a call past its deadline when the
+// handler returns ends DEADLINE_EXCEEDED), metadata and trailers, status,
+// size limits (by ByteSizeLong), UNIMPLEMENTED for unknown methods, and
+// UNAVAILABLE once the server shuts down.
+//
+// Threading: the handler runs on the caller's thread (synchronous calls, and
+// asynchronous calls when the server runs handlers inline: the callback then
+// runs before StartUnary returns); with ServerOptions::handler_threads > 0,
+// asynchronous calls run on the server's handler pool.
+//
+// Example:
+//   auto dispatcher = CollocationRegistry::Get().Find(hello.server_instance());
+//   if (dispatcher) status = dispatcher->CallUnary(method, request, &response, options, limits);
+#ifndef LOCUS_RUNTIME_INTERNAL_LOCAL_DISPATCHER_H_
+#define LOCUS_RUNTIME_INTERNAL_LOCAL_DISPATCHER_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "internal/service_table.h"
+#include "internal/thread_pool.h"
+#include "locus/call_options.h"
+#include "locus/service.h"
+#include "locus/transport.h"
+
+namespace google::protobuf {
+class MessageLite;
+}  // namespace google::protobuf
+
+namespace locus::internal {
+
+class LocalDispatcher {
+ public:
+  struct ServerLimits {
+    uint64_t max_receive_message_size;
+    uint64_t max_send_message_size;
+  };
+  // The client side's limits, applied as on the wire.
+  struct ClientLimits {
+    uint64_t max_send_message_size;
+    uint64_t max_receive_message_size;
+  };
+
+  LocalDispatcher(const ServiceTable* services, ServerLimits limits, ThreadPool* pool);
+
+  absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
+                         google::protobuf::MessageLite* response, const CallOptions& options,
+                         const ClientLimits& client);
+  void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
+                  google::protobuf::MessageLite* response, const CallOptions& options,
+                  const ClientLimits& client, absl::AnyInvocable<void(absl::Status) &&> done);
+
+  // Refuses new calls and waits until the calls in progress have returned.
+  void Stop();
+  bool stopped() {
+    absl::MutexLock lock(&mu_);
+    return stopped_;
+  }
+
+ private:
+  bool Enter();
+  void Leave();
+
+  const ServiceTable* const services_;
+  const ServerLimits limits_;
+  ThreadPool* const pool_;
+  absl::Mutex mu_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  int active_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Servers of this process by instance id (Hello.server_instance).
+// Thread-safe.
+class CollocationRegistry {
+ public:
+  static CollocationRegistry& Get();
+  // Returns a fresh, non-zero instance id.
+  uint64_t Add(std::shared_ptr<LocalDispatcher> dispatcher);
+  void Remove(uint64_t instance);
+  std::shared_ptr<LocalDispatcher> Find(uint64_t instance);
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<uint64_t, std::weak_ptr<LocalDispatcher>> servers_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_RUNTIME_INTERNAL_LOCAL_DISPATCHER_H_
