@@ -51,7 +51,34 @@ std::string Response(uint64_t id, int code) {
 
 }  // namespace
 
+// Inputs for shm_fuzzer: selector byte, two indices, then bytes.
+std::string ShmInput(uint8_t selector, uint64_t write_index, uint64_t read_index, const std::string& rest) {
+  std::string out(1, static_cast<char>(selector));
+  out.append(reinterpret_cast<const char*>(&write_index), 8);
+  out.append(reinterpret_cast<const char*>(&read_index), 8);
+  return out + rest;
+}
+
+int WriteShmCorpus(const std::string& dir) {
+  auto write = [&](const std::string& name, const std::string& bytes) {
+    std::ofstream(dir + "/" + name, std::ios::binary) << bytes;
+  };
+  std::string frames = Hello(locus::FrameType::kHello) + Request(1, "/fuzz.Echo/Say", 0);
+  write("ring_frames", ShmInput(0, frames.size(), 0, frames));
+  write("ring_overrun", ShmInput(0, 1u << 20, 0, frames));
+  write("ring_backwards", ShmInput(0, 5, 100, frames));
+  locus::wire::ShmSetup setup;
+  setup.set_layout_version(1);
+  setup.set_ring_capacity(1 << 20);
+  setup.set_region_size(4096 + (2u << 20));
+  write("setup_ok", ShmInput(1, 0, 0, setup.SerializeAsString()));
+  setup.set_ring_capacity(3000);
+  write("setup_bad_capacity", ShmInput(1, 0, 0, setup.SerializeAsString()));
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--shm") return WriteShmCorpus(argv[2]);
   if (argc != 2) return 2;
   std::string dir = argv[1];
   auto write = [&](const std::string& name, const std::string& bytes) {

@@ -143,19 +143,10 @@ class ShmUpgrader final : public internal::StreamUpgrader {
       return absl::InvalidArgumentError("truncated shared-memory setup frame");
     }
     if (*memfd < 0) return absl::InvalidArgumentError("shared-memory setup carried no memfd");
-    wire::ShmSetup setup;
-    if (!setup.ParseFromArray(frame.data() + sizeof(header), static_cast<int>(header.meta_length))) {
-      return absl::InvalidArgumentError("malformed shared-memory setup");
-    }
-    uint64_t capacity = setup.ring_capacity();
-    if (setup.layout_version() != internal::kShmLayoutVersion) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("unsupported shared-memory layout version ", setup.layout_version()));
-    }
-    if (capacity < internal::kMinRingCapacity || capacity > internal::kMaxRingCapacity ||
-        (capacity & (capacity - 1)) != 0 || setup.region_size() != kShmHeaderSize + 2 * capacity) {
-      return absl::InvalidArgumentError("bad shared-memory ring geometry");
-    }
+    absl::StatusOr<wire::ShmSetup> parsed =
+        ParseShmSetup(absl::string_view(frame.data() + sizeof(header), header.meta_length));
+    if (!parsed.ok()) return parsed.status();
+    const wire::ShmSetup& setup = *parsed;
     struct stat st;
     if (fstat(*memfd, &st) != 0 || !S_ISREG(st.st_mode) ||
         static_cast<uint64_t>(st.st_size) != setup.region_size()) {
@@ -167,11 +158,9 @@ class ShmUpgrader final : public internal::StreamUpgrader {
     }
     absl::StatusOr<std::unique_ptr<ShmMapping>> mapping = ShmMapping::Map(*memfd, setup.region_size());
     if (!mapping.ok()) return mapping.status();
-    const auto* region = reinterpret_cast<const ShmRegionHeader*>((*mapping)->data());
-    if (region->magic != internal::kShmMagic || region->version != internal::kShmLayoutVersion ||
-        region->ring_capacity != capacity || region->region_size != setup.region_size()) {
-      return absl::InvalidArgumentError("shared-memory region header does not match the setup");
-    }
+    absl::Status region_ok =
+        ValidateShmRegionHeader(*reinterpret_cast<const ShmRegionHeader*>((*mapping)->data()), setup);
+    if (!region_ok.ok()) return region_ok;
     return mapping;
   }
 };
@@ -188,6 +177,32 @@ class RenamedListener final : public Listener {
 };
 
 }  // namespace
+
+absl::StatusOr<wire::ShmSetup> ParseShmSetup(absl::string_view meta) {
+  wire::ShmSetup setup;
+  if (!setup.ParseFromArray(meta.data(), static_cast<int>(meta.size()))) {
+    return absl::InvalidArgumentError("malformed shared-memory setup");
+  }
+  uint64_t capacity = setup.ring_capacity();
+  if (setup.layout_version() != internal::kShmLayoutVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("unsupported shared-memory layout version ", setup.layout_version()));
+  }
+  if (capacity < internal::kMinRingCapacity || capacity > internal::kMaxRingCapacity ||
+      (capacity & (capacity - 1)) != 0 || setup.region_size() != kShmHeaderSize + 2 * capacity) {
+    return absl::InvalidArgumentError("bad shared-memory ring geometry");
+  }
+  return setup;
+}
+
+absl::Status ValidateShmRegionHeader(const internal::ShmRegionHeader& region,
+                                     const wire::ShmSetup& setup) {
+  if (region.magic != internal::kShmMagic || region.version != internal::kShmLayoutVersion ||
+      region.ring_capacity != setup.ring_capacity() || region.region_size != setup.region_size()) {
+    return absl::InvalidArgumentError("shared-memory region header does not match the setup");
+  }
+  return absl::OkStatus();
+}
 
 std::string ShmToUnixAddress(absl::string_view address) {
   if (absl::StartsWith(address, "shm:")) return absl::StrCat("unix:", address.substr(4));

@@ -18,6 +18,8 @@
 #include <memory>
 
 #include "locus/transport.h"
+#include "locus/wire.pb.h"
+#include "transports/shm/shm_layout.h"
 #include "transports/socket/stream_upgrader.h"
 #include "transports/unix/unix_transport.h"
 
@@ -45,6 +47,13 @@ class ShmTransport final : public Transport {
   std::shared_ptr<internal::StreamUpgrader> upgrader_;
   std::shared_ptr<UnixTransport> unix_;
 };
+
+// Parses and validates the meta of a TRANSPORT_SETUP frame from a peer
+// (version, power-of-two ring capacity within limits, consistent size).
+absl::StatusOr<wire::ShmSetup> ParseShmSetup(absl::string_view meta);
+// Checks the header the peer wrote in the region against its setup frame.
+absl::Status ValidateShmRegionHeader(const internal::ShmRegionHeader& region,
+                                     const wire::ShmSetup& setup);
 
 // "shm:/p" -> "unix:/p", "shm-abstract:n" -> "unix-abstract:n"; empty if
 // `address` is not a shm address.
