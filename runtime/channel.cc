@@ -102,6 +102,8 @@ class ChannelImpl final : public Channel {
     if (!transport.ok()) return transport.status();
     TransportOptions transport_options;
     transport_options.max_receive_message_size = options_.max_receive_message_size;
+    transport_options.shm_ring_bytes = options_.shm_ring_bytes;
+    transport_options.shm_spin = options_.shm_spin;
     absl::StatusOr<std::unique_ptr<Connection>> connection =
         (*transport)->Connect(address, transport_options, deadline);
     if (!connection.ok()) return connection.status();

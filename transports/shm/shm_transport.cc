@@ -17,6 +17,7 @@
 #include "locus/wire.pb.h"
 #include "transports/shm/shm_connection.h"
 #include "transports/shm/shm_layout.h"
+#include "transports/socket/fd_passing.h"
 
 namespace locus {
 namespace {
@@ -40,53 +41,6 @@ std::string EncodeFrame(FrameType type, const std::string& meta) {
   return std::string(reinterpret_cast<const char*>(&header), sizeof(header)) + meta;
 }
 
-// Sends `bytes` with `fd_to_pass` attached (or none if < 0) in one sendmsg.
-absl::Status SendWithFd(int socket_fd, const std::string& bytes, int fd_to_pass) {
-  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  if (fd_to_pass >= 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cmsg), &fd_to_pass, sizeof(int));
-  }
-  ssize_t n;
-  do {
-    n = sendmsg(socket_fd, &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(bytes.size())) {
-    return absl::UnavailableError(absl::StrCat("sending shared-memory setup failed: ",
-                                               n < 0 ? std::strerror(errno) : "short write"));
-  }
-  return absl::OkStatus();
-}
-
-// Reads exactly `size` bytes from a non-blocking socket before `deadline`.
-absl::Status ReadFully(int fd, char* out, size_t size, absl::Time deadline) {
-  size_t got = 0;
-  while (got < size) {
-    ssize_t n = recv(fd, out + got, size - got, MSG_DONTWAIT);
-    if (n > 0) {
-      got += static_cast<size_t>(n);
-      continue;
-    }
-    if (n == 0) return absl::UnavailableError("server closed the connection during shared-memory setup");
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN) return absl::UnavailableError(absl::StrCat("recv: ", std::strerror(errno)));
-    absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("shared-memory setup timed out");
-    pollfd pfd{fd, POLLIN, 0};
-    poll(&pfd, 1, static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, 1000)));
-  }
-  return absl::OkStatus();
-}
-
 class ShmUpgrader final : public internal::StreamUpgrader {
  public:
   absl::StatusOr<std::unique_ptr<Connection>> Upgrade(int fd, PeerInfo peer,
@@ -96,7 +50,7 @@ class ShmUpgrader final : public internal::StreamUpgrader {
     if (memfd >= 0) close(memfd);
     wire::ShmSetupReply reply;
     if (!mapping.ok()) reply.set_error(std::string(mapping.status().message()));
-    absl::Status sent = SendWithFd(fd, EncodeFrame(FrameType::kTransportSetup, reply.SerializeAsString()), -1);
+    absl::Status sent = internal::SendWithFd(fd, EncodeFrame(FrameType::kTransportSetup, reply.SerializeAsString()), -1);
     if (!mapping.ok() || !sent.ok()) {
       close(fd);
       return mapping.ok() ? sent : mapping.status();
@@ -266,14 +220,14 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
   setup.set_layout_version(internal::kShmLayoutVersion);
   setup.set_ring_capacity(capacity);
   setup.set_region_size(region_size);
-  absl::Status sent = SendWithFd(*fd, EncodeFrame(FrameType::kTransportSetup, setup.SerializeAsString()), memfd);
+  absl::Status sent = internal::SendWithFd(*fd, EncodeFrame(FrameType::kTransportSetup, setup.SerializeAsString()), memfd);
   close(memfd);
   if (!sent.ok()) return fail(sent);
 
   FrameHeader header{};
-  absl::Status read = ReadFully(*fd, reinterpret_cast<char*>(&header), sizeof(header), deadline);
+  absl::Status read = internal::ReadExactly(*fd, reinterpret_cast<char*>(&header), sizeof(header), deadline);
   if (!read.ok()) {
-    if (absl::IsUnavailable(read)) {
+    if (absl::IsUnavailable(read)) {  // e.g. a server without shared-memory support
       read = absl::UnavailableError(
           absl::StrCat("server at ", address, " does not accept shared memory (", read.message(), ")"));
     }
@@ -285,7 +239,7 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
         absl::StrCat("server at ", address, " answered shared-memory setup with ", DescribeFrameHeader(header))));
   }
   std::string meta(header.meta_length, '\0');
-  read = ReadFully(*fd, meta.data(), meta.size(), deadline);
+  read = internal::ReadExactly(*fd, meta.data(), meta.size(), deadline);
   if (!read.ok()) return fail(read);
   wire::ShmSetupReply reply;
   if (!reply.ParseFromString(meta)) return fail(absl::UnavailableError("malformed shared-memory setup reply"));

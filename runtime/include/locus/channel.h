@@ -9,9 +9,12 @@
 //
 // Threading model (client side): a synchronous call sends its request on the
 // calling thread, then, if no other thread is reading the connection, reads it
-// itself until its reply arrives (no thread hand-off, so no cross-core wake-up
-// on the reply path); otherwise it sleeps until the thread that is reading
-// hands it the reply. Asynchronous callbacks run on whichever thread read the
+// itself (socket or shared-memory ring) until its reply arrives (no thread
+// hand-off, so no cross-core wake-up on the reply path); otherwise it sleeps
+// until the thread that is reading hands it the reply. On a collocated
+// channel (transport_name() == "inproc") the server's handler runs on the
+// calling thread; asynchronous calls run it before StartUnary returns, or on
+// the server's handler pool if it has one. Asynchronous callbacks run on whichever thread read the
 // reply: a transport I/O thread or a synchronous caller; they must not block.
 // A Channel is thread-safe and meant to be shared by many threads and stubs.
 #ifndef LOCUS_CHANNEL_H_
@@ -52,6 +55,11 @@ struct ChannelOptions {
   // "shm,unix" allows only those (forcing: Connect fails if the channel
   // cannot end on one of them); "-shm,-inproc" forbids those.
   std::string allowed_transports;
+  // Shared memory: bytes per ring (two rings per connection; see
+  // TransportOptions::shm_ring_bytes for the reasoning behind the default)
+  // and how long a waiting caller polls before sleeping.
+  uint64_t shm_ring_bytes = TransportOptions().shm_ring_bytes;
+  absl::Duration shm_spin = TransportOptions().shm_spin;
 };
 
 // Thread-safe. Implemented by the runtime; users get one from Connect().

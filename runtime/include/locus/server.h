@@ -14,7 +14,10 @@
 // after its frame is read, and its reply is written from there: no thread
 // hand-off, so no cross-core wake-up on the call path. A handler that blocks
 // therefore delays other calls on the same connection; set
-// ServerOptions::handler_threads to run handlers on a pool instead.
+// ServerOptions::handler_threads to run handlers on a pool instead. On
+// shared-memory connections the I/O thread is the connection's reader
+// thread; for collocated clients (same process) handlers run on the
+// caller's thread (see locus/channel.h).
 #ifndef LOCUS_SERVER_H_
 #define LOCUS_SERVER_H_
 
@@ -54,6 +57,10 @@ struct ServerOptions {
   // memory, collocated calls); others are refused during the handshake.
   // TCP connections carry no credentials and are not affected.
   std::vector<uid_t> allowed_uids;
+  // Shared memory: how long a connection's reader thread polls its ring
+  // before sleeping (TransportOptions::shm_spin). The ring size is the
+  // client's choice (ChannelOptions::shm_ring_bytes).
+  absl::Duration shm_spin = TransportOptions().shm_spin;
 };
 
 // Thread-safety: configure (RegisterService, AddListeningAddress) before
