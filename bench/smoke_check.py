@@ -2,12 +2,15 @@
 """CTest `locus_bench_smoke` (label `bench`): a correctness smoke test of the
 locus-bench harness. Runs `locus-bench --suite=smoke` and checks that every
 stdout line is a JSON object with the expected fields, that no case failed,
-that each case's `transport` is the one it asked for, and that unavailable
-transports and streaming fail with a clear error. Never checks timing.
+that each case's `transport` is the one it asked for (Locus shm cases really
+ran on "shm", collocated ones on "inproc"), that `--transport=auto` reports a
+real transport, and that unavailable transports and streaming fail with a
+clear error. Never checks timing.
 
 usage: smoke_check.py path/to/locus-bench
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -47,23 +50,47 @@ def main():
                 fail("case %s lacks %s" % (c["case"], key))
         if c["transport"] != c["requested_transport"]:
             fail("case %s asked for %s but ran on %s" % (c["case"], c["requested_transport"], c["transport"]))
+        if c["system"] == "locus" and c["requested_transport"] in ("shm", "inproc") \
+                and c["transport"] != c["requested_transport"]:
+            fail("locus case %s ended on %r, not %r" % (c["case"], c["transport"], c["requested_transport"]))
         if c["calls"] <= 0:
             fail("case %s made no calls" % c["case"])
         seen.add((c["system"], c["transport"], c["outstanding"]))
     for want in [("raw", "unix", 1), ("raw", "tcp", 1), ("raw", "udp", 1), ("raw", "shm", 1),
-                 ("locus", "unix", 1), ("locus", "tcp", 1), ("locus", "unix", 4), ("locus", "tcp", 4)]:
+                 ("raw", "inproc", 1),
+                 ("locus", "unix", 1), ("locus", "tcp", 1), ("locus", "unix", 4), ("locus", "tcp", 4),
+                 ("locus", "shm", 1), ("locus", "shm", 4), ("locus", "inproc", 1)]:
         if want not in seen:
             fail("smoke suite did not run %s" % (want,))
     if not summaries:
         fail("no summary lines")
     for s in summaries:
-        if "vs_raw" not in s:
+        # Raw shm/udp baselines are ping-pong only: no raw ratio for N > 1 there.
+        if s["outstanding"] == 1 and "vs_raw" not in s:
             fail("summary without vs_raw: %r" % s)
+    summary_transports = {s["transport"] for s in summaries}
+    for t in ("unix", "tcp", "shm", "inproc"):
+        if t not in summary_transports:
+            fail("no summary for transport %s" % t)
+
+    # --transport=auto reports where the channel ended; a same-host server
+    # reached over a Unix socket ends on shm (or stays on unix where shared
+    # memory cannot be set up). LOCUS_TRANSPORTS would change that: unset it.
+    env = dict(os.environ)
+    env.pop("LOCUS_TRANSPORTS", None)
+    sock = "/tmp/locus-bench-smoke-auto-%d.sock" % os.getpid()
+    p = subprocess.run([bench, "--transport=auto", "--address=unix:" + sock, "--calls=100",
+                        "--baselines=none"], capture_output=True, text=True, timeout=60, env=env)
+    if p.returncode != 0:
+        fail("--transport=auto exited with %d: %s" % (p.returncode, p.stderr))
+    auto = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    auto_cases = [c for c in auto if c["case"] == "locus_auto"]
+    if len(auto_cases) != 1 or auto_cases[0]["transport"] not in ("shm", "unix"):
+        fail("--transport=auto to a local unix: server should end on shm or unix: %r" % auto)
 
     # Unavailable transports and streaming must fail loudly, not fall back.
-    for args, needle in [(["--transport=shm"], "not available yet"),
-                         (["--transport=inproc"], "not available yet"),
-                         (["--transport=udp"], "not available yet"),
+    for args, needle in [(["--transport=udp"], "not available yet"),
+                         (["--transport=grpc", "--grpc-over=shm"], "not available"),
                          (["--transport=unix", "--mode=streaming"], "not available yet")]:
         p = subprocess.run([bench] + args + ["--calls=10"], capture_output=True, text=True, timeout=30)
         if p.returncode == 0 or needle not in p.stderr:

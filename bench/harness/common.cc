@@ -72,22 +72,31 @@ RunResult RunSyncLoop(const CaseSpec& spec, WindowHooks& hooks,
     }
     ++warm;
   }
-  uint64_t cap = CapacityFor(spec, warm, NowNs() - t0);
+  const uint64_t batch = spec.batch > 1 ? static_cast<uint64_t>(spec.batch) : 1;
+  CaseSpec sized = spec;
+  if (batch > 1 && sized.calls > 0) sized.calls = (sized.calls + batch - 1) / batch;
+  uint64_t cap = CapacityFor(sized, warm / batch, NowNs() - t0);  // samples
   r.lat_ns.assign(cap, 0);  // touch the pages now, not in the window
+  r.calls_per_sample = batch;
   hooks.Begin();
   double cpu0 = SelfCpuUs();
   uint64_t start = NowNs();
   uint64_t end = start + static_cast<uint64_t>(spec.seconds * 1e9);
   uint64_t n = 0;
   uint32_t* lat = r.lat_ns.data();
+  bool failed = false;
   while (n < cap) {
     uint64_t a = NowNs();
-    if (!call(&err)) {
-      r.error = "call failed: " + err;
-      break;
+    for (uint64_t i = 0; i < batch; ++i) {
+      if (!call(&err)) {
+        r.error = "call failed: " + err;
+        failed = true;
+        break;
+      }
     }
+    if (failed) break;
     uint64_t b = NowNs();
-    lat[n++] = Clamp32(b - a);
+    lat[n++] = Clamp32((b - a) / batch);
     if (spec.calls == 0 && b >= end) break;
     if ((n & 255) == 0 && g_abort.load(std::memory_order_relaxed)) {
       r.error = "aborted by watchdog";

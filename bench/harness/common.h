@@ -45,6 +45,11 @@ struct CaseSpec {
   uint64_t warmup_calls = 0;
   double warmup_seconds = 0.1;
   int round = 0;
+  // Sync loop only: calls per timed sample. 1 = every call timed on its own;
+  // N > 1 = N back-to-back calls timed together and recorded as one sample of
+  // their mean (for calls so short that two clock reads would dominate, e.g.
+  // collocated calls). Percentiles are then over batch means.
+  int batch = 1;
 
   // e.g. "locus_unix", "raw_shm_spin", "grpc_tcp_callback".
   std::string Name() const;
@@ -55,6 +60,8 @@ struct RunResult {
   std::string error;            // non-empty: the case failed
   std::string transport;        // what the connection actually ended on
   std::vector<uint32_t> lat_ns; // per-call latency of the measured calls
+                                // (per-call mean of a batch when spec.batch > 1)
+  uint64_t calls_per_sample = 1; // calls each lat_ns entry stands for
   double elapsed_s = 0;         // measured window
   double client_cpu_us = 0;     // CPU time over the window
   double server_cpu_us = 0;
@@ -73,7 +80,8 @@ class WindowHooks {
 };
 
 // Runs `call` (one synchronous round trip; false = failed, `*err` set)
-// through warmup and the measured window per `spec`.
+// through warmup and the measured window per `spec` (timing each call, or
+// each batch of spec.batch calls).
 RunResult RunSyncLoop(const CaseSpec& spec, WindowHooks& hooks,
                       const std::function<bool(std::string* err)>& call);
 

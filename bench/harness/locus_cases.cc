@@ -1,8 +1,22 @@
 // Locus cases: a locus::Server with the bench service (handlers inline, the
 // default) in the server process; a generated stub in the client, sync calls
 // for outstanding=1 and the callback API for outstanding=N.
+//
+// Every case but "auto" pins the channel to the transport under test with
+// ChannelOptions::allowed_transports, since a channel otherwise moves to the
+// closest transport the server offers (a tcp:// or unix: channel to a server
+// on this host would end on shm):
+//   unix    server on unix:/tmp/...sock, client allowed "unix"
+//   tcp     server on tcp://127.0.0.1:0, client allowed "tcp"
+//   shm     server on unix:/tmp/...sock, client connects shm:<same path>,
+//           allowed "shm" (the Unix listener accepts shm clients)
+//   inproc  server started in the harness process on a Unix socket, client
+//           allowed "inproc": collocated calls, no sockets or serialization
+//   auto    server on --address, client with the default policy; reports
+//           where the channel ended
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <memory>
 
@@ -20,8 +34,8 @@ const std::vector<LocusTransportInfo>& LocusTransports() {
       {"unix", true, ""},
       {"tcp", true, ""},
       {"auto", true, ""},  // needs --address; reports what the channel picked
-      {"inproc", false, "the in-process transport is not available yet in Locus"},
-      {"shm", false, "the shared-memory transport is not available yet in Locus"},
+      {"shm", true, ""},     // server on unix:<path>, client on shm:<path>
+      {"inproc", true, ""},  // server in the harness process (collocated calls)
       {"udp", false, "the UDP transport is not available yet in Locus"},
   };
   return kTransports;
@@ -57,8 +71,21 @@ RunResult Fail(std::string error) {
   return r;
 }
 
-RunResult LocusClient(const CaseSpec& spec, const std::string& address, WindowHooks& hooks) {
-  auto channel = locus::Connect(address);
+// The address the client dials for `spec`, given where the server listens.
+std::string ClientAddress(const CaseSpec& spec, const std::string& server_address) {
+  if (spec.transport == "shm" && server_address.rfind("unix:", 0) == 0) {
+    return "shm:" + server_address.substr(5);
+  }
+  return server_address;
+}
+
+RunResult LocusClient(const CaseSpec& spec, const std::string& server_address, WindowHooks& hooks) {
+  std::string address = ClientAddress(spec, server_address);
+  locus::ChannelOptions channel_options;
+  // Exactly the transport under test; "auto" keeps the default policy
+  // (which $LOCUS_TRANSPORTS may still restrict).
+  if (spec.transport != "auto") channel_options.allowed_transports = spec.transport;
+  auto channel = locus::Connect(address, channel_options);
   if (!channel.ok()) return Fail("connect " + address + ": " + channel.status().ToString());
   locus::bench::Bench::Stub stub(*channel);
   locus::bench::EchoMsg request;
@@ -90,6 +117,24 @@ RunResult LocusClient(const CaseSpec& spec, const std::string& address, WindowHo
   return r;
 }
 
+// "inproc": a locus::Server on a Unix socket in this process, and a channel
+// to it that may only end on collocated calls.
+RunResult LocusInProcess(const CaseSpec& spec, WindowHooks& hooks) {
+  static std::atomic<int> seq{0};
+  BenchService service;
+  locus::Server server;  // handler_threads = 0: the handler runs on the caller
+  std::string address = "unix:/tmp/locus-bench-inproc-" + std::to_string(getpid()) + "-" +
+                        std::to_string(seq.fetch_add(1)) + ".sock";
+  absl::Status status = server.RegisterService(&service);
+  if (status.ok()) status = server.AddListeningAddress(address);
+  if (status.ok()) status = server.Start();
+  if (!status.ok()) return Fail("in-process locus server: " + status.ToString());
+  RunResult r = LocusClient(spec, server.listening_addresses().at(0), hooks);
+  server.Shutdown(absl::Now() + absl::Seconds(5));
+  server.Wait();
+  return r;
+}
+
 }  // namespace
 
 System LocusSystem() {
@@ -100,6 +145,7 @@ System LocusSystem() {
   }
   s.serve = LocusServe;
   s.run_client = LocusClient;
+  s.run_in_process = LocusInProcess;
   return s;
 }
 

@@ -30,10 +30,13 @@ namespace {
 constexpr const char* kUsage = R"(usage: locus-bench [flags]
   --suite=smoke|quick|full   predefined case sets (smoke: tiny correctness run;
                              quick: < 1 min; full: all sizes, 3 rounds)
-  --transport=T              unix | tcp | auto | grpc | inproc | shm | udp
-                             (inproc/shm/udp: not available in Locus yet)
+  --transport=T              unix | tcp | shm | inproc | auto | grpc | udp
+                             (udp: not available in Locus yet). shm: server on
+                             unix:<path>, client on shm:<path>; inproc: server
+                             in this process, collocated calls
   --address=ADDR             server address (required for --transport=auto;
-                             e.g. unix:/tmp/b.sock, tcp://127.0.0.1:7000)
+                             e.g. unix:/tmp/b.sock, tcp://127.0.0.1:7000);
+                             auto reports the transport the channel ended on
   --grpc-over=unix|tcp       with --transport=grpc (default unix)
   --size=N[,N...]            payload bytes each way (default 64)
   --outstanding=N[,N...]     calls in flight: 1 = sync ping-pong, N>1 = callback
@@ -141,14 +144,30 @@ struct Context {
   int seq = 0;
 };
 
-std::string DefaultAddress(const std::string& transport, int seq) {
-  if (transport == "unix") {
+std::string DefaultAddress(const std::string& system, const std::string& transport, int seq) {
+  // Locus shm: the server listens on a Unix socket; the client dials
+  // shm:<same path> (locus_cases.cc). Raw shm passes a memfd instead.
+  if (transport == "unix" || (transport == "shm" && system == "locus")) {
     return "unix:/tmp/locus-bench-" + std::to_string(getpid()) + "-" + std::to_string(seq) + ".sock";
   }
   if (transport == "tcp") return "tcp://127.0.0.1:0";
   if (transport == "udp") return "udp://127.0.0.1:0";
   if (transport == "shm") return "shm:";
   return "";
+}
+
+// The gRPC baseline a Locus transport is compared with: gRPC has no
+// shared-memory or collocated transport, so those compare with gRPC over a
+// Unix socket (the fastest gRPC option on one host).
+std::string GrpcTransportFor(const std::string& locus_transport) {
+  if (locus_transport == "shm" || locus_transport == "inproc") return "unix";
+  return locus_transport;
+}
+
+// The raw variant a Locus transport's summary compares with (shm: adaptive,
+// which like Locus sleeps when idle; spin is reported alongside).
+std::string RawVariantFor(const std::string& locus_transport) {
+  return locus_transport == "shm" ? "adaptive" : "";
 }
 
 class ServerHooks final : public WindowHooks {
@@ -163,11 +182,76 @@ class ServerHooks final : public WindowHooks {
   double cpu0_ = -1, cpu1_ = -1;
 };
 
+class NoServerHooks final : public WindowHooks {
+ public:
+  void Begin() override {}
+  void End() override {}
+};
+
+// Fills the numbers of `st` from a finished run.
+void Summarize(const CaseSpec& spec, RunResult& r, double server_cpu_us, Stats* st) {
+  st->error = r.error;
+  st->transport = r.transport;
+  std::vector<uint32_t>& lat = r.lat_ns;
+  std::sort(lat.begin(), lat.end());
+  st->calls = lat.size() * r.calls_per_sample;
+  st->elapsed_s = r.elapsed_s;
+  if (!lat.empty()) {
+    double sum = 0;
+    for (uint32_t v : lat) sum += v;
+    st->mean = sum / lat.size() / 1000.0;
+    st->p50 = PercentileUs(lat, 0.50);
+    st->p90 = PercentileUs(lat, 0.90);
+    st->p99 = PercentileUs(lat, 0.99);
+    st->p999 = PercentileUs(lat, 0.999);
+    st->max = lat.back() / 1000.0;
+  }
+  if (r.elapsed_s > 0) {
+    st->calls_per_s = st->calls / r.elapsed_s;
+    st->mb_per_s = st->calls * 2.0 * spec.size / r.elapsed_s / 1e6;
+  }
+  st->client_cpu = st->calls ? r.client_cpu_us / st->calls : NAN;
+  st->server_cpu = st->calls ? server_cpu_us / st->calls : NAN;
+  st->cpu = st->client_cpu + st->server_cpu;
+  if (st->error.empty() && st->calls == 0) st->error = "no calls completed";
+  if (st->error.empty() && spec.system == "locus" && spec.transport != "auto" &&
+      st->transport != spec.transport) {
+    st->error = "channel ended on transport '" + st->transport + "', asked for '" + spec.transport + "'";
+  }
+  st->ok = st->error.empty();
+}
+
+// A case whose server lives in this process (inproc): no child, no CPU
+// query; the client's CPU time covers both sides (server_cpu = 0).
+Stats RunInProcessCase(Context& ctx, const CaseSpec& spec, System& sys) {
+  Stats st;
+  double timeout = ctx.case_timeout > 0 ? ctx.case_timeout
+                                        : (spec.calls > 0 ? 60.0 : spec.seconds * 3 + 30.0);
+  g_watchdog.Arm(timeout, -1);  // nothing to kill: g_abort stops the loop
+  NoServerHooks hooks;
+  RunResult r = sys.run_in_process(spec, hooks);
+  g_watchdog.Disarm();
+  if (g_abort.load()) {
+    r.error = "watchdog: case exceeded its " + std::to_string(static_cast<int>(timeout)) +
+              " s timeout: " + r.error;
+  }
+  Summarize(spec, r, 0.0, &st);
+  return st;
+}
+
 Stats RunCase(Context& ctx, const CaseSpec& spec) {
   Stats st;
   System& sys = ctx.systems.at(spec.system);
+  if (spec.transport == "inproc") {
+    if (sys.run_in_process == nullptr) {
+      st.error = spec.system + " has no in-process case";
+      return st;
+    }
+    return RunInProcessCase(ctx, spec, sys);
+  }
   int seq = ctx.seq++;
-  std::string address = spec.address.empty() ? DefaultAddress(spec.transport, seq) : spec.address;
+  std::string address =
+      spec.address.empty() ? DefaultAddress(spec.system, spec.transport, seq) : spec.address;
   std::vector<std::string> args = {"--role=server", "--system=" + spec.system,
                                    "--transport=" + spec.transport, "--variant=" + spec.variant,
                                    "--size=" + std::to_string(spec.size), "--address=" + address};
@@ -190,43 +274,16 @@ Stats RunCase(Context& ctx, const CaseSpec& spec) {
     ServerHooks hooks(&server);
     RunResult r = sys.run_client(spec, ready_address, hooks);
     g_watchdog.Disarm();
-    st.error = r.error;
     if (g_abort.load()) {
-      st.error = "watchdog: case exceeded its " + std::to_string(static_cast<int>(timeout)) +
-                 " s timeout (server killed): " + r.error;
+      r.error = "watchdog: case exceeded its " + std::to_string(static_cast<int>(timeout)) +
+                " s timeout (server killed): " + r.error;
     }
-    st.transport = r.transport;
-    std::vector<uint32_t>& lat = r.lat_ns;
-    std::sort(lat.begin(), lat.end());
-    st.calls = lat.size();
-    st.elapsed_s = r.elapsed_s;
-    if (!lat.empty()) {
-      double sum = 0;
-      for (uint32_t v : lat) sum += v;
-      st.mean = sum / lat.size() / 1000.0;
-      st.p50 = PercentileUs(lat, 0.50);
-      st.p90 = PercentileUs(lat, 0.90);
-      st.p99 = PercentileUs(lat, 0.99);
-      st.p999 = PercentileUs(lat, 0.999);
-      st.max = lat.back() / 1000.0;
-    }
-    if (r.elapsed_s > 0) {
-      st.calls_per_s = st.calls / r.elapsed_s;
-      st.mb_per_s = st.calls * 2.0 * spec.size / r.elapsed_s / 1e6;
-    }
-    st.client_cpu = st.calls ? r.client_cpu_us / st.calls : NAN;
-    st.server_cpu = st.calls ? hooks.cpu_us() / st.calls : NAN;
-    st.cpu = st.client_cpu + st.server_cpu;
-    if (st.error.empty() && st.calls == 0) st.error = "no calls completed";
-    if (st.error.empty() && spec.system == "locus" && spec.transport != "auto" &&
-        st.transport != spec.transport) {
-      st.error = "channel ended on transport '" + st.transport + "', asked for '" + spec.transport + "'";
-    }
-    st.ok = st.error.empty();
+    Summarize(spec, r, hooks.cpu_us(), &st);
   }
   server.Kill();
   if (sys.cleanup != nullptr) sys.cleanup();
   if (ready_address.rfind("unix:/", 0) == 0) unlink(ready_address.c_str() + 5);
+  if (ready_address.rfind("shm:/", 0) == 0) unlink(ready_address.c_str() + 4);
   return st;
 }
 
@@ -243,6 +300,7 @@ void PrintOutcome(const Context& ctx, const Outcome& o) {
       .Int("outstanding", s.outstanding)
       .Int("round", s.round)
       .Bool("pinned", ctx.pin);
+  if (s.batch > 1) j.Int("timed_batch", s.batch);  // latencies are per-call means of batches
   if (!st.ok) {
     j.Str("error", st.error);
     EmitJson(j.Done());
@@ -264,15 +322,18 @@ void PrintOutcome(const Context& ctx, const Outcome& o) {
       .Num("client_cpu_us_per_call", st.client_cpu)
       .Num("server_cpu_us_per_call", st.server_cpu);
   EmitJson(j.Done());
-  fprintf(stderr, "  %-24s size=%-8zu out=%-3d p50=%9.2fus p99=%9.2fus %10.0f calls/s cpu=%.2fus/call\n",
-          s.Name().c_str(), s.size, s.outstanding, st.p50, st.p99, st.calls_per_s, st.cpu);
+  std::string name = s.Name();
+  if (s.transport == "auto") name += "->" + st.transport;
+  fprintf(stderr, "  %-24s size=%-8zu out=%-3d p50=%9.3fus p99=%9.2fus %10.0f calls/s %9.1f MB/s cpu=%.2fus/call\n",
+          name.c_str(), s.size, s.outstanding, st.p50, st.p99, st.calls_per_s, st.mb_per_s, st.cpu);
 }
 
 // ---- Summary ------------------------------------------------------------
 
 struct Agg {
-  double p50 = NAN, p99 = NAN, cps = NAN, cpu = NAN;
+  double p50 = NAN, p99 = NAN, cps = NAN, cpu = NAN, mbps = NAN;
   bool found = false;
+  std::string name;  // case name of the first match
 };
 
 double Median(std::vector<double> v) {
@@ -284,20 +345,23 @@ double Median(std::vector<double> v) {
 // Median over rounds of the successful outcomes matching `pred`.
 template <typename Pred>
 Agg Aggregate(const std::vector<Outcome>& all, Pred pred) {
-  std::vector<double> p50, p99, cps, cpu;
+  std::vector<double> p50, p99, cps, cpu, mbps;
+  Agg a;
   for (const Outcome& o : all) {
     if (!o.stats.ok || !pred(o)) continue;
+    if (a.name.empty()) a.name = o.spec.Name();
     p50.push_back(o.stats.p50);
     p99.push_back(o.stats.p99);
     cps.push_back(o.stats.calls_per_s);
     cpu.push_back(o.stats.cpu);
+    mbps.push_back(o.stats.mb_per_s);
   }
-  Agg a;
   a.found = !p50.empty();
   a.p50 = Median(p50);
   a.p99 = Median(p99);
   a.cps = Median(cps);
   a.cpu = Median(cpu);
+  a.mbps = Median(mbps);
   return a;
 }
 
@@ -311,26 +375,41 @@ void PrintSummary(const std::vector<Outcome>& all) {
   }
   if (keys.empty()) return;
   fprintf(stderr,
-          "\nSummary (median over rounds; vs_raw = locus_p50/raw_p50, vs_grpc = grpc_p50/locus_p50;\n"
-          "         tput ratios = locus calls/s over baseline calls/s)\n");
-  fprintf(stderr, "%-6s %8s %4s | %9s %9s %9s | %9s %9s | %7s %7s | %10s %8s %8s | %6s %6s\n",
-          "trans", "size", "out", "locus p50", "locus p99", "calls/s", "raw p50", "grpc p50",
+          "\nSummary (median over rounds; vs_raw = locus_p50/raw_p50 (shm: raw adaptive), vs_grpc =\n"
+          "         grpc_p50/locus_p50 (shm, inproc: gRPC over unix); x raw / x grpc = locus calls/s over\n"
+          "         baseline calls/s; MB/s = payload both ways; inproc latencies are batch means)\n");
+  fprintf(stderr, "%-6s %8s %4s | %9s %9s %9s %9s | %9s %9s | %7s %7s | %10s %8s %8s | %6s %6s\n",
+          "trans", "size", "out", "locus p50", "locus p99", "calls/s", "MB/s", "raw p50", "grpc p50",
           "vs_raw", "vs_grpc", "cps raw", "x raw", "x grpc", "cpu L", "cpu G");
   for (const auto& [transport, size, out] : keys) {
-    auto same = [&, transport = transport, size = size](const Outcome& o, const char* system) {
-      return o.spec.system == system && o.spec.size == size &&
-             (o.stats.transport == transport || o.spec.transport == transport);
+    const std::string t = transport;
+    const size_t sz = size;
+    const int n = out;
+    auto like = [&](const Outcome& o, const char* system) {
+      return o.spec.system == system && o.spec.size == sz && o.spec.outstanding == n;
     };
-    Agg locus = Aggregate(all, [&](const Outcome& o) {
-      return same(o, "locus") && o.spec.outstanding == out;
-    });
+    Agg locus = Aggregate(all, [&](const Outcome& o) { return like(o, "locus") && o.stats.transport == t; });
     Agg raw = Aggregate(all, [&](const Outcome& o) {
-      return same(o, "raw") && o.spec.outstanding == out;
+      return like(o, "raw") && o.stats.transport == t && o.spec.variant == RawVariantFor(t);
     });
+    Agg raw_spin = Aggregate(all, [&](const Outcome& o) {
+      return like(o, "raw") && o.stats.transport == t && o.spec.variant == "spin";
+    });
+    std::string grpc_variant = n == 1 ? "sync" : "callback";
+    std::string grpc_transport = GrpcTransportFor(t);
     Agg grpc = Aggregate(all, [&](const Outcome& o) {
-      return same(o, "grpc") && o.spec.outstanding == out &&
-             o.spec.variant == (out == 1 ? "sync" : "callback");
+      return like(o, "grpc") && o.spec.transport == grpc_transport && o.spec.variant == grpc_variant;
     });
+    bool auto_run = false;
+    for (const Outcome& o : all) auto_run |= o.spec.system == "locus" && o.spec.transport == "auto";
+    if (auto_run) {
+      // --transport=auto: the baselines ran on the address's scheme, which
+      // may differ from where the channel ended; compare with what ran.
+      if (!raw.found) raw = Aggregate(all, [&](const Outcome& o) { return like(o, "raw"); });
+      if (!grpc.found) {
+        grpc = Aggregate(all, [&](const Outcome& o) { return like(o, "grpc") && o.spec.variant == grpc_variant; });
+      }
+    }
     JsonLine j;
     j.Str("case", "summary")
         .Str("transport", transport)
@@ -339,16 +418,24 @@ void PrintSummary(const std::vector<Outcome>& all) {
         .Num("locus_p50_us", locus.p50)
         .Num("locus_p99_us", locus.p99)
         .Num("locus_calls_per_s", locus.cps)
+        .Num("locus_mb_per_s", locus.mbps)
         .Num("locus_cpu_us_per_call", locus.cpu);
     if (raw.found) {
-      j.Num("raw_p50_us", raw.p50)
+      j.Str("raw_case", raw.name)
+          .Num("raw_p50_us", raw.p50)
+          .Num("raw_p99_us", raw.p99)
           .Num("raw_calls_per_s", raw.cps)
           .Num("vs_raw", locus.p50 / raw.p50)
           .Num("vs_raw_p99", locus.p99 / raw.p99)
           .Num("vs_raw_tput", locus.cps / raw.cps);
     }
+    if (raw_spin.found) {
+      j.Num("raw_spin_p50_us", raw_spin.p50).Num("vs_raw_spin", locus.p50 / raw_spin.p50);
+    }
     if (grpc.found) {
-      j.Num("grpc_p50_us", grpc.p50)
+      j.Str("grpc_case", grpc.name)
+          .Num("grpc_p50_us", grpc.p50)
+          .Num("grpc_p99_us", grpc.p99)
           .Num("grpc_calls_per_s", grpc.cps)
           .Num("grpc_cpu_us_per_call", grpc.cpu)
           .Num("vs_grpc", grpc.p50 / locus.p50)
@@ -357,8 +444,8 @@ void PrintSummary(const std::vector<Outcome>& all) {
           .Num("vs_grpc_cpu", grpc.cpu / locus.cpu);
     }
     EmitJson(j.Done());
-    fprintf(stderr, "%-6s %8zu %4d | %9.2f %9.2f %9.0f | %9.2f %9.2f | %7.2f %7.2f | %10.0f %8.2f %8.2f | %6.2f %6.2f\n",
-            transport.c_str(), size, out, locus.p50, locus.p99, locus.cps, raw.p50, grpc.p50,
+    fprintf(stderr, "%-6s %8zu %4d | %9.3f %9.2f %9.0f %9.1f | %9.3f %9.2f | %7.2f %7.1f | %10.0f %8.2f %8.2f | %6.2f %6.2f\n",
+            transport.c_str(), size, out, locus.p50, locus.p99, locus.cps, locus.mbps, raw.p50, grpc.p50,
             locus.p50 / raw.p50, grpc.p50 / locus.p50, raw.cps, locus.cps / raw.cps,
             locus.cps / grpc.cps, locus.cpu, grpc.cpu);
   }
@@ -369,6 +456,9 @@ void PrintSummary(const std::vector<Outcome>& all) {
 struct PlanOptions {
   std::vector<size_t> sizes = {64};
   std::vector<int> outstanding = {1};
+  // Per-transport overrides of sizes / outstanding (suites only).
+  std::map<std::string, std::vector<size_t>> transport_sizes;
+  std::map<std::string, std::vector<int>> transport_outstanding;
   uint64_t calls = 0;
   double seconds = 2.0;
   uint64_t warmup_calls = 0;
@@ -378,6 +468,9 @@ struct PlanOptions {
 
 // Why `spec` cannot run (skipped, not failed), or "".
 std::string SkipReason(const CaseSpec& s) {
+  if (s.transport == "inproc" && s.outstanding != 1) {
+    return "collocated calls complete inline on the caller: outstanding > 1 adds nothing to measure";
+  }
   if (s.system == "raw") {
     if ((s.transport == "udp" || s.transport == "shm") && s.outstanding != 1) {
       return "raw " + s.transport + " baseline is ping-pong only";
@@ -403,27 +496,59 @@ CaseSpec Make(const PlanOptions& p, const std::string& system, const std::string
   s.warmup_calls = p.warmup_calls;
   s.warmup_seconds = p.warmup_seconds;
   s.round = round;
+  // A collocated call takes about as long as two clock reads: time batches.
+  if (transport == "inproc" && out == 1) s.batch = 64;
   return s;
 }
 
 // Interleaved plan: per round, per size, per outstanding, each transport's
-// raw baseline, Locus case and gRPC case back to back.
+// raw baseline(s), Locus case and gRPC case back to back. shm runs raw spin
+// and adaptive, Locus, and gRPC over unix (gRPC has no shm); inproc runs
+// the virtual-call baseline and Locus.
 std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::string>& transports,
                                 bool with_grpc) {
+  auto sizes_of = [&](const std::string& t) {
+    auto it = p.transport_sizes.find(t);
+    return it == p.transport_sizes.end() ? p.sizes : it->second;
+  };
+  auto outs_of = [&](const std::string& t) {
+    auto it = p.transport_outstanding.find(t);
+    return it == p.transport_outstanding.end() ? p.outstanding : it->second;
+  };
+  std::vector<size_t> all_sizes;
+  std::vector<int> all_outs;
+  for (const std::string& t : transports) {
+    for (size_t v : sizes_of(t)) {
+      if (std::find(all_sizes.begin(), all_sizes.end(), v) == all_sizes.end()) all_sizes.push_back(v);
+    }
+    for (int v : outs_of(t)) {
+      if (std::find(all_outs.begin(), all_outs.end(), v) == all_outs.end()) all_outs.push_back(v);
+    }
+  }
+  std::sort(all_sizes.begin(), all_sizes.end());
+  std::sort(all_outs.begin(), all_outs.end());
   std::vector<CaseSpec> plan;
   for (int round = 0; round < p.rounds; ++round) {
-    for (size_t size : p.sizes) {
-      for (int out : p.outstanding) {
+    for (size_t size : all_sizes) {
+      for (int out : all_outs) {
         for (const std::string& t : transports) {
+          std::vector<size_t> ts = sizes_of(t);
+          std::vector<int> to = outs_of(t);
+          if (std::find(ts.begin(), ts.end(), size) == ts.end() ||
+              std::find(to.begin(), to.end(), out) == to.end()) {
+            continue;
+          }
           if (t == "shm") {
             plan.push_back(Make(p, "raw", "shm", "spin", size, out, round));
             plan.push_back(Make(p, "raw", "shm", "adaptive", size, out, round));
-            continue;
+          } else {
+            plan.push_back(Make(p, "raw", t, "", size, out, round));
           }
-          plan.push_back(Make(p, "raw", t, "", size, out, round));
           if (t == "udp") continue;  // no Locus or gRPC UDP yet
           plan.push_back(Make(p, "locus", t, "", size, out, round));
-          if (with_grpc) plan.push_back(Make(p, "grpc", t, out == 1 ? "sync" : "callback", size, out, round));
+          if (with_grpc && t != "inproc") {
+            plan.push_back(Make(p, "grpc", GrpcTransportFor(t), out == 1 ? "sync" : "callback", size, out, round));
+          }
         }
       }
     }
@@ -434,8 +559,11 @@ std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::str
 std::string SchemeTransport(const std::string& address) {
   if (address.rfind("unix:", 0) == 0 || address.rfind("unix-abstract:", 0) == 0) return "unix";
   if (address.rfind("tcp://", 0) == 0) return "tcp";
+  if (address.rfind("shm:", 0) == 0 || address.rfind("shm-abstract:", 0) == 0) return "shm";
   return "";
 }
+
+const std::vector<std::string> kSuiteTransports = {"unix", "tcp", "udp", "shm", "inproc"};
 
 int ClientMain(Flags& flags) {
   static const char* kKnown[] = {"suite", "transport", "address", "grpc-over", "size", "outstanding",
@@ -473,20 +601,25 @@ int ClientMain(Flags& flags) {
     p.outstanding = {1, 4};
     p.calls = 300;
     p.warmup_calls = 50;
-    plan = SuitePlan(p, {"unix", "tcp", "udp", "shm"}, false);
+    p.transport_outstanding["inproc"] = {1};
+    plan = SuitePlan(p, kSuiteTransports, false);
   } else if (suite == "quick") {
     p.sizes = {64, 4096};
-    p.outstanding = {1, 8};
+    p.outstanding = {1, 16};
     p.seconds = 0.4;
     p.warmup_seconds = 0.1;
-    plan = SuitePlan(p, {"unix", "tcp", "udp", "shm"}, have_grpc);
+    p.transport_sizes["shm"] = {64, 4096, 1 << 20};
+    p.transport_sizes["inproc"] = {64};
+    p.transport_outstanding["inproc"] = {1};
+    plan = SuitePlan(p, kSuiteTransports, have_grpc);
   } else if (suite == "full") {
     p.sizes = {64, 1024, 4096, 65536, 1 << 20};
     p.outstanding = {1, 8, 32};
     p.seconds = 2.0;
     p.warmup_seconds = 0.3;
     p.rounds = 3;
-    plan = SuitePlan(p, {"unix", "tcp", "udp", "shm"}, have_grpc);
+    p.transport_outstanding["inproc"] = {1};
+    plan = SuitePlan(p, kSuiteTransports, have_grpc);
   } else if (!suite.empty()) {
     Die("unknown --suite=" + suite + " (smoke, quick, full)");
   }
@@ -522,8 +655,10 @@ int ClientMain(Flags& flags) {
   if (!suite.empty() && (flags.count("size") || flags.count("outstanding") || flags.count("calls") ||
                          flags.count("seconds") || flags.count("rounds") || flags.count("warmup-calls") ||
                          flags.count("warmup-seconds"))) {
-    std::vector<std::string> transports = {"unix", "tcp", "udp", "shm"};
-    plan = SuitePlan(p, transports, have_grpc && suite != "smoke");
+    // Overrides apply to every transport (inproc still runs outstanding 1 only).
+    p.transport_sizes.clear();
+    p.transport_outstanding.clear();
+    plan = SuitePlan(p, kSuiteTransports, have_grpc && suite != "smoke");
   }
 
   if (suite.empty()) {
@@ -537,6 +672,11 @@ int ClientMain(Flags& flags) {
     bool locus_case = true;
     if (t == "grpc") {
       base_transport = flags.count("grpc-over") ? flags["grpc-over"] : "unix";
+      if (base_transport == "shm" || base_transport == "inproc" || base_transport == "udp") {
+        Die("--grpc-over=" + base_transport + ": not available: gRPC C++ has no " +
+            (base_transport == "shm" ? "shared-memory" : base_transport == "inproc" ? "in-process baseline in this harness" : "UDP") +
+            " transport here (gRPC runs over unix or tcp)");
+      }
       if (base_transport != "unix" && base_transport != "tcp") Die("--grpc-over must be unix or tcp");
       if (!have_grpc) Die(grpc_note);
       locus_case = false;
@@ -559,14 +699,20 @@ int ClientMain(Flags& flags) {
     for (int round = 0; round < p.rounds; ++round) {
       for (size_t size : p.sizes) {
         for (int out : p.outstanding) {
-          if (want_raw && !base_transport.empty()) plan.push_back(Make(p, "raw", base_transport, "", size, out, round));
+          if (want_raw && base_transport == "shm") {
+            plan.push_back(Make(p, "raw", "shm", "spin", size, out, round));
+            plan.push_back(Make(p, "raw", "shm", "adaptive", size, out, round));
+          } else if (want_raw && !base_transport.empty()) {
+            plan.push_back(Make(p, "raw", base_transport, "", size, out, round));
+          }
           if (locus_case) {
             CaseSpec s = Make(p, "locus", t, "", size, out, round);
             s.address = address;
             plan.push_back(s);
           }
           if (want_grpc && have_grpc && !base_transport.empty()) {
-            plan.push_back(Make(p, "grpc", base_transport, out == 1 ? "sync" : "callback", size, out, round));
+            plan.push_back(Make(p, "grpc", GrpcTransportFor(base_transport), out == 1 ? "sync" : "callback",
+                                size, out, round));
           }
         }
       }

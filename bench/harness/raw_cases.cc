@@ -4,6 +4,9 @@
 //   udp   - connected UDP datagrams (size <= 65507)
 //   shm   - two SPSC rings in a memfd shared with the server; variant "spin"
 //           (both sides spin) or "adaptive" (spin 60 us, then futex)
+//   inproc - no server process: a virtual call (not devirtualizable) that
+//           copies the request bytes into the reply string, i.e. the work
+//           of the echo handler without any RPC machinery
 // unix/tcp also run with outstanding > 1 (requests pipelined on one
 // connection, replies in order), for throughput comparisons.
 #include <arpa/inet.h>
@@ -295,8 +298,40 @@ RunResult RunShmClient(const CaseSpec& spec, WindowHooks& hooks) {
   return r;
 }
 
+// ---- In-process --------------------------------------------------------
+
+class Echoer {
+ public:
+  virtual ~Echoer() = default;
+  virtual void Echo(const std::string& request, std::string* reply) = 0;
+};
+
+class CopyEchoer final : public Echoer {
+ public:
+  void Echo(const std::string& request, std::string* reply) override { reply->assign(request); }
+};
+
+RunResult RawInProcess(const CaseSpec& spec, WindowHooks& hooks) {
+  static CopyEchoer echoer;
+  // Read through a volatile pointer so the compiler cannot see the target
+  // and inline it: one indirect call per echo, as a dispatch table would do.
+  Echoer* volatile target = &echoer;
+  std::string request(spec.size, 'x'), reply;
+  RunResult r = RunSyncLoop(spec, hooks, [&](std::string* e) {
+    target->Echo(request, &reply);
+    if (reply.size() != request.size()) {
+      *e = "short reply";
+      return false;
+    }
+    return true;
+  });
+  r.transport = "inproc";
+  return r;
+}
+
 RunResult RawClient(const CaseSpec& spec, const std::string& address, WindowHooks& hooks) {
   if (spec.transport == "shm") return RunShmClient(spec, hooks);
+  if (spec.transport == "inproc") return RawInProcess(spec, hooks);
   std::string err;
   sockaddr_storage ss;
   socklen_t len;
@@ -386,11 +421,12 @@ RunResult RawClient(const CaseSpec& spec, const std::string& address, WindowHook
 System RawSystem() {
   System s;
   s.name = "raw";
-  s.transports = {"unix", "tcp", "udp", "shm"};
+  s.transports = {"unix", "tcp", "udp", "shm", "inproc"};
   s.prepare = RawPrepare;
   s.cleanup = RawCleanup;
   s.serve = RawServe;
   s.run_client = RawClient;
+  s.run_in_process = RawInProcess;
   return s;
 }
 

@@ -30,6 +30,10 @@ struct System {
   // Client: run `spec` against the server at `address`.
   RunResult (*run_client)(const CaseSpec& spec, const std::string& address,
                           WindowHooks& hooks) = nullptr;
+  // Optional: runs `spec` with the server inside the harness process (no
+  // child; used for transport "inproc"). The client's CPU time then covers
+  // both sides.
+  RunResult (*run_in_process)(const CaseSpec& spec, WindowHooks& hooks) = nullptr;
 };
 
 System RawSystem();
