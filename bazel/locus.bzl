@@ -296,7 +296,7 @@ def _locus_generated_dir_impl(ctx):
     out = ctx.actions.declare_directory(ctx.label.name)
     ctx.actions.run(
         executable = ctx.executable.tool,
-        arguments = [out.path],
+        arguments = ctx.attr.args + [out.path],
         outputs = [out],
         mnemonic = "LocusGenDir",
         progress_message = "Generating %s with %s" % (out.short_path, ctx.attr.tool.label.name),
@@ -306,9 +306,11 @@ def _locus_generated_dir_impl(ctx):
 locus_generated_dir = rule(
     implementation = _locus_generated_dir_impl,
     doc = """A directory (tree artifact) named `name`, filled at build time by
-    running `tool <dir>`. CMake: add_custom_command(OUTPUT dir/... COMMAND tool dir).
+    running `tool [args...] <dir>`. CMake: add_custom_command(OUTPUT dir/...
+    COMMAND tool dir).
     Use it as `data` and pass `$(location :name)` to tests.""",
     attrs = {
         "tool": attr.label(mandatory = True, executable = True, cfg = "host"),
+        "args": attr.string_list(doc = "arguments before the directory: tool ARGS... <dir>"),
     },
 )
