@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Echo sample demo: starts echo_server on a Unix socket and on TCP, runs
-# echo_client against both, then stops the server with SIGINT (as Ctrl-C
+# echo_client against it with the transport forced to unix, then tcp, then
+# left to Locus (a client given the TCP address of a server on the same host
+# ends on shared memory), then stops the server with SIGINT (as Ctrl-C
 # would).
 #
 #   samples/echo/demo.sh [<bin-dir>]      # default: build/bin
@@ -49,15 +51,25 @@ tcp_address=$(sed -n 's/^listening on \(tcp:.*\)$/\1/p' "$tmp/server.log")
 [[ -n "$unix_address" && -n "$tcp_address" ]] || fail "the server did not print both addresses"
 
 status=0
-n=0
-for address in "$unix_address" "$tcp_address"; do
+n=1
+# address | LOCUS_TRANSPORTS | transport the channel must end on | what it shows
+runs=(
+  "$unix_address|unix|unix|over the Unix socket"
+  "$tcp_address|tcp|tcp|over TCP"
+  "$tcp_address||shm|given the TCP address, Locus picks shared memory (same host)"
+)
+for run in "${runs[@]}"; do
+  IFS='|' read -r address policy expected what <<<"$run"
   n=$((n + 1))
-  say "$((n + 1)). Client -> $address"
-  if timeout 30 "$client_bin" "$address" "hello, Locus" --count 200 > "$tmp/client.log" 2>&1; then
+  say "$n. Client -> $address ${policy:+(LOCUS_TRANSPORTS=$policy) }$what"
+  if LOCUS_TRANSPORTS="$policy" timeout 30 "$client_bin" "$address" "hello, Locus" --count 200 \
+      > "$tmp/client.log" 2>&1; then
     sed 's/^/   client| /' "$tmp/client.log"
     grep -q '^Say   -> "hello, Locus"' "$tmp/client.log" &&
       grep -q '^Shout -> "HELLO, LOCUS"' "$tmp/client.log" ||
       { echo "   unexpected replies"; status=1; }
+    grep -q "over $expected\$" "$tmp/client.log" ||
+      { echo "   expected the channel to end on $expected"; status=1; }
   else
     sed 's/^/   client| /' "$tmp/client.log"
     echo "   the client failed"
@@ -65,12 +77,13 @@ for address in "$unix_address" "$tcp_address"; do
   fi
 done
 
-say "4. Calls the server saw"
+say "$((n + 1)). Calls the server saw"
 grep -E '^(Say|Shout) over' "$tmp/server.log" | sort | uniq -c | sort -rn | sed 's/^ */   /'
-grep -q '^Say over unix' "$tmp/server.log" || { echo "   no call over unix"; status=1; }
-grep -q '^Say over tcp' "$tmp/server.log" || { echo "   no call over tcp"; status=1; }
+for transport in unix tcp shm; do
+  grep -q "^Say over $transport" "$tmp/server.log" || { echo "   no call over $transport"; status=1; }
+done
 
-say "5. Stopping the server (SIGINT, like Ctrl-C)"
+say "$((n + 2)). Stopping the server (SIGINT, like Ctrl-C)"
 kill -INT "$server_pid"
 wait "$server_pid"
 server_rc=$?
@@ -80,7 +93,7 @@ tail -n 2 "$tmp/server.log" | sed 's/^/   server| /'
 [[ -e "$tmp/echo.sock" ]] && echo "   (note: the socket file $tmp/echo.sock was left behind)"
 
 if [[ $status -eq 0 ]]; then
-  say "Demo OK: the same service answered over a Unix socket and over TCP."
+  say "Demo OK: the same service answered over a Unix socket, TCP and shared memory."
 else
   fail "see the output above"
 fi

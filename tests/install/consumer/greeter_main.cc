@@ -57,7 +57,7 @@ int main() {
         absl::StatusOr<consumer::HelloReply> reply = stub.SayHello(request);
         if (!reply.ok()) {
           rc = Fail("SayHello failed", reply.status());
-        } else if (reply->message() != "Hello, installed Locus! (via unix)") {
+        } else if (reply->message() != "Hello, installed Locus! (via inproc)") {
           std::fprintf(stderr, "greeter: unexpected reply \"%s\"\n", reply->message().c_str());
         } else {
           std::printf("reply: %s\n", reply->message().c_str());
