@@ -170,8 +170,12 @@ class ShmConnection::Impl final : public FdHandler,
         have_role = true;
       }
     }
-    budget.WithdrawCaller();
-    if (!have_role) return false;
+    if (!have_role) {
+      budget.WithdrawCaller();
+      return false;
+    }
+    // Stays announced while driving, so the reader thread keeps its polling
+    // short and leaves the spin budget to this caller.
     while (!done() && !closed_.load(std::memory_order_acquire)) {
       if (Drain() == DrainResult::kData) continue;
       absl::Time now = absl::Now();
@@ -181,6 +185,7 @@ class ShmConnection::Impl final : public FdHandler,
       if (now >= deadline) break;
       SleepForData(std::min(deadline - now, kMaxSleep));
     }
+    budget.WithdrawCaller();
     ReleaseRole();
     return true;
   }
@@ -276,7 +281,17 @@ class ShmConnection::Impl final : public FdHandler,
   bool Poll(absl::Duration window, bool is_caller) {
     if (window <= absl::ZeroDuration()) return false;
     SpinBudget& budget = SpinBudget::Get();
-    if (!budget.TryAcquire()) return false;
+    if (!budget.TryAcquire()) {
+      if (!is_caller) return false;
+      // A reader thread holding the token yields it within ~1 us when it
+      // sees a caller waiting: worth waiting that long for.
+      bool acquired = false;
+      for (int i = 0; i < 4096 && !acquired; ++i) {
+        CpuRelax();
+        acquired = budget.TryAcquire();
+      }
+      if (!acquired) return false;
+    }
     ShmRingControl* control = in_.control();
     control->consumer_polling.fetch_add(1, std::memory_order_seq_cst);
     const absl::Time until = absl::Now() + window;
