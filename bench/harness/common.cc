@@ -225,7 +225,10 @@ bool ServerProcess::Spawn(const std::string& argv0, const std::vector<std::strin
     dup2(in[0], 0);
     dup2(out[1], 1);
     if (keep_fd >= 0) fcntl(keep_fd, F_SETFD, 0);
-    execv("/proc/self/exe", argv.data());
+    // LOCUS_BENCH_EXE: the binary to run as the server, for running the
+    // client under a tool (valgrind's /proc/self/exe is valgrind itself).
+    const char* exe = getenv("LOCUS_BENCH_EXE");
+    execv(exe != nullptr && *exe != '\0' ? exe : "/proc/self/exe", argv.data());
     _exit(127);
   }
   close(in[0]);

@@ -50,6 +50,9 @@ struct CaseSpec {
   // their mean (for calls so short that two clock reads would dominate, e.g.
   // collocated calls). Percentiles are then over batch means.
   int batch = 1;
+  // Locus shm knobs (0 / negative: the library defaults).
+  uint64_t shm_ring_bytes = 0;  // ChannelOptions::shm_ring_bytes
+  double shm_spin_us = -1;      // ChannelOptions / ServerOptions::shm_spin
 
   // e.g. "locus_unix", "raw_shm_spin", "grpc_tcp_callback".
   std::string Name() const;

@@ -52,9 +52,18 @@ class BenchService final : public locus::bench::Bench::Service {
   }
 };
 
+locus::ServerOptions ServerOptionsFrom(const Flags& flags) {
+  locus::ServerOptions options;  // handler_threads = 0: inline
+  auto it = flags.find("shm-spin-us");
+  if (it != flags.end() && std::stod(it->second) >= 0) {
+    options.shm_spin = absl::Nanoseconds(static_cast<int64_t>(std::stod(it->second) * 1000));
+  }
+  return options;
+}
+
 int LocusServe(const Flags& flags) {
   static BenchService service;
-  static locus::Server server;  // handler_threads = 0: inline
+  static locus::Server server(ServerOptionsFrom(flags));
   absl::Status status = server.RegisterService(&service);
   if (status.ok()) status = server.AddListeningAddress(flags.at("address"));
   if (status.ok()) status = server.Start();
@@ -85,6 +94,10 @@ RunResult LocusClient(const CaseSpec& spec, const std::string& server_address, W
   // Exactly the transport under test; "auto" keeps the default policy
   // (which $LOCUS_TRANSPORTS may still restrict).
   if (spec.transport != "auto") channel_options.allowed_transports = spec.transport;
+  if (spec.shm_ring_bytes > 0) channel_options.shm_ring_bytes = spec.shm_ring_bytes;
+  if (spec.shm_spin_us >= 0) {
+    channel_options.shm_spin = absl::Nanoseconds(static_cast<int64_t>(spec.shm_spin_us * 1000));
+  }
   auto channel = locus::Connect(address, channel_options);
   if (!channel.ok()) return Fail("connect " + address + ": " + channel.status().ToString());
   locus::bench::Bench::Stub stub(*channel);

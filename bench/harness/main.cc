@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/synchronization/mutex.h"
 #include "harness/common.h"
 #include "harness/systems.h"
 
@@ -49,6 +50,12 @@ constexpr const char* kUsage = R"(usage: locus-bench [flags]
   --only=raw|locus|grpc      run only that system's cases of the plan
   --pin                      pin client and server to two different CPUs
   --case-timeout=S           watchdog per case (default: run length + 30 s)
+  --shm-ring-bytes=N         Locus shm: ChannelOptions::shm_ring_bytes (power of 2)
+  --shm-spin-us=N            Locus shm: client and server shm_spin (0 = never poll)
+  --no-deadlock-detection    call absl::SetMutexDeadlockDetectionMode(kIgnore) in
+                             client and server (diagnostic: Debian's libabsl is
+                             built without NDEBUG, so every absl::Mutex::Lock
+                             does deadlock-graph bookkeeping by default)
   --out=FILE                 also append the JSON lines to FILE
 )";
 
@@ -142,6 +149,7 @@ struct Context {
   int server_cpu = -1;
   double case_timeout = 0;
   int seq = 0;
+  bool no_deadlock_detection = false;
 };
 
 std::string DefaultAddress(const std::string& system, const std::string& transport, int seq) {
@@ -256,6 +264,8 @@ Stats RunCase(Context& ctx, const CaseSpec& spec) {
                                    "--transport=" + spec.transport, "--variant=" + spec.variant,
                                    "--size=" + std::to_string(spec.size), "--address=" + address};
   if (ctx.pin) args.push_back("--cpu=" + std::to_string(ctx.server_cpu));
+  if (spec.shm_spin_us >= 0) args.push_back("--shm-spin-us=" + std::to_string(spec.shm_spin_us));
+  if (ctx.no_deadlock_detection) args.push_back("--no-deadlock-detection");
   int keep_fd = -1;
   std::string err;
   if (sys.prepare != nullptr && !sys.prepare(spec, &keep_fd, &args, &err)) {
@@ -301,6 +311,9 @@ void PrintOutcome(const Context& ctx, const Outcome& o) {
       .Int("round", s.round)
       .Bool("pinned", ctx.pin);
   if (s.batch > 1) j.Int("timed_batch", s.batch);  // latencies are per-call means of batches
+  if (s.shm_ring_bytes > 0) j.Int("shm_ring_bytes", s.shm_ring_bytes);
+  if (s.shm_spin_us >= 0) j.Num("shm_spin_us", s.shm_spin_us);
+  if (ctx.no_deadlock_detection) j.Bool("absl_deadlock_detection", false);
   if (!st.ok) {
     j.Str("error", st.error);
     EmitJson(j.Done());
@@ -464,6 +477,8 @@ struct PlanOptions {
   uint64_t warmup_calls = 0;
   double warmup_seconds = 0.2;
   int rounds = 1;
+  uint64_t shm_ring_bytes = 0;
+  double shm_spin_us = -1;
 };
 
 // Why `spec` cannot run (skipped, not failed), or "".
@@ -496,6 +511,8 @@ CaseSpec Make(const PlanOptions& p, const std::string& system, const std::string
   s.warmup_calls = p.warmup_calls;
   s.warmup_seconds = p.warmup_seconds;
   s.round = round;
+  s.shm_ring_bytes = p.shm_ring_bytes;
+  s.shm_spin_us = p.shm_spin_us;
   // A collocated call takes about as long as two clock reads: time batches.
   if (transport == "inproc" && out == 1) s.batch = 64;
   return s;
@@ -568,7 +585,8 @@ const std::vector<std::string> kSuiteTransports = {"unix", "tcp", "udp", "shm", 
 int ClientMain(Flags& flags) {
   static const char* kKnown[] = {"suite", "transport", "address", "grpc-over", "size", "outstanding",
                                  "mode", "calls", "seconds", "warmup-calls", "warmup-seconds",
-                                 "rounds", "baselines", "only", "pin", "case-timeout", "out", "help"};
+                                 "rounds", "baselines", "only", "pin", "case-timeout", "out", "help",
+                                 "shm-ring-bytes", "shm-spin-us", "no-deadlock-detection"};
   for (const auto& [k, v] : flags) {
     if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown)) {
       Die("unknown flag --" + k + "\n" + kUsage);
@@ -652,6 +670,8 @@ int ClientMain(Flags& flags) {
     p.warmup_calls = 0;
   }
   if (flags.count("rounds")) p.rounds = std::max(1, std::stoi(flags["rounds"]));
+  if (flags.count("shm-ring-bytes")) p.shm_ring_bytes = std::stoull(flags["shm-ring-bytes"]);
+  if (flags.count("shm-spin-us")) p.shm_spin_us = std::stod(flags["shm-spin-us"]);
   if (!suite.empty() && (flags.count("size") || flags.count("outstanding") || flags.count("calls") ||
                          flags.count("seconds") || flags.count("rounds") || flags.count("warmup-calls") ||
                          flags.count("warmup-seconds"))) {
@@ -718,6 +738,10 @@ int ClientMain(Flags& flags) {
       }
     }
   }
+  for (CaseSpec& spec : plan) {  // shm knobs apply to suite plans too
+    spec.shm_ring_bytes = p.shm_ring_bytes;
+    spec.shm_spin_us = p.shm_spin_us;
+  }
   if (flags.count("only")) {
     std::string only = flags["only"];
     plan.erase(std::remove_if(plan.begin(), plan.end(), [&](const CaseSpec& s) { return s.system != only; }),
@@ -734,6 +758,10 @@ int ClientMain(Flags& flags) {
     fprintf(stderr, "locus-bench: client pinned to CPU %d, server to CPU %d\n", cpus[0], cpus[1]);
   }
   if (flags.count("case-timeout")) ctx.case_timeout = std::stod(flags["case-timeout"]);
+  if (flags.count("no-deadlock-detection")) {
+    absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+    ctx.no_deadlock_detection = true;
+  }
   if (flags.count("out")) {
     g_out_file = fopen(flags["out"].c_str(), "a");
     if (g_out_file == nullptr) Die("cannot open --out file " + flags["out"]);
@@ -771,6 +799,9 @@ int ClientMain(Flags& flags) {
 }
 
 int ServerMain(Flags& flags) {
+  if (flags.count("no-deadlock-detection")) {
+    absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  }
   if (flags.count("cpu")) {
     std::string err;
     if (!PinToCpu(std::stoi(flags["cpu"]), &err)) {
