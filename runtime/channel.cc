@@ -15,6 +15,7 @@
 #include "internal/connection_core.h"
 #include "internal/local_dispatcher.h"
 #include "internal/log.h"
+#include "internal/process_setup.h"
 #include "internal/transport_selection.h"
 
 namespace locus {
@@ -180,6 +181,7 @@ class ChannelImpl final : public Channel {
 
 absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
                                                  const ChannelOptions& options) {
+  internal::EnsureProcessSetup();
   TransportRegistry& registry =
       options.transports != nullptr ? *options.transports : DefaultTransportRegistry();
   absl::StatusOr<Transport*> transport = registry.ForAddress(address);

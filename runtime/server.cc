@@ -14,6 +14,7 @@
 #include "internal/connection_core.h"
 #include "internal/local_dispatcher.h"
 #include "internal/log.h"
+#include "internal/process_setup.h"
 #include "internal/service_table.h"
 #include "internal/thread_pool.h"
 
@@ -65,7 +66,9 @@ class ConnectionSet {
 class ServerImpl {
  public:
   explicit ServerImpl(ServerOptions options)
-      : options_(options), connections_(std::make_shared<ConnectionSet>()) {}
+      : options_(options), connections_(std::make_shared<ConnectionSet>()) {
+    EnsureProcessSetup();
+  }
 
   ~ServerImpl() { Shutdown(absl::Now()); }
 

@@ -33,29 +33,28 @@ LocalDispatcher::LocalDispatcher(const ServiceTable* services, ServerLimits limi
     : services_(services), limits_(limits), pool_(pool) {}
 
 bool LocalDispatcher::Enter() {
-  absl::MutexLock lock(&mu_);
-  if (stopped_) return false;
-  ++active_;
+  active_.fetch_add(1, std::memory_order_seq_cst);
+  if (stopped_.load(std::memory_order_seq_cst)) {
+    active_.fetch_sub(1, std::memory_order_release);
+    return false;
+  }
   return true;
 }
 
-void LocalDispatcher::Leave() {
-  absl::MutexLock lock(&mu_);
-  --active_;
-}
+void LocalDispatcher::Leave() { active_.fetch_sub(1, std::memory_order_release); }
 
 void LocalDispatcher::Stop() {
-  absl::MutexLock lock(&mu_);
-  stopped_ = true;
-  auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return active_ == 0; };
-  mu_.Await(absl::Condition(&idle));
+  stopped_.store(true, std::memory_order_seq_cst);
+  // Calls that entered before the flag finish on their callers' threads.
+  while (active_.load(std::memory_order_acquire) != 0) absl::SleepFor(absl::Microseconds(100));
 }
 
 absl::Status LocalDispatcher::CallUnary(const RpcMethod& method,
                                         const google::protobuf::MessageLite& request,
                                         google::protobuf::MessageLite* response,
                                         const CallOptions& options, const ClientLimits& client) {
-  if (absl::Now() >= options.deadline) {
+  const bool has_deadline = options.deadline != absl::InfiniteFuture();
+  if (has_deadline && absl::Now() >= options.deadline) {
     return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", method.full_name, " started"));
   }
   const ServiceTable::Entry* entry = services_->Find(method.full_name);
@@ -78,7 +77,7 @@ absl::Status LocalDispatcher::CallUnary(const RpcMethod& method,
   ServerContext context(method.full_name, options.deadline, options.metadata, &InProcessPeer(), nullptr);
   absl::Status status = entry->handler->CallDirect(&context, request, response);
   Leave();
-  if (absl::Now() >= options.deadline) {
+  if (has_deadline && absl::Now() >= options.deadline) {
     return absl::DeadlineExceededError(
         absl::StrCat("deadline exceeded while the server handled ", method.full_name));
   }

@@ -19,6 +19,7 @@
 #ifndef LOCUS_RUNTIME_INTERNAL_LOCAL_DISPATCHER_H_
 #define LOCUS_RUNTIME_INTERNAL_LOCAL_DISPATCHER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 
@@ -62,10 +63,7 @@ class LocalDispatcher {
 
   // Refuses new calls and waits until the calls in progress have returned.
   void Stop();
-  bool stopped() {
-    absl::MutexLock lock(&mu_);
-    return stopped_;
-  }
+  bool stopped() const { return stopped_.load(std::memory_order_acquire); }
 
  private:
   bool Enter();
@@ -74,9 +72,9 @@ class LocalDispatcher {
   const ServiceTable* const services_;
   const ServerLimits limits_;
   ThreadPool* const pool_;
-  absl::Mutex mu_;
-  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
-  int active_ ABSL_GUARDED_BY(mu_) = 0;
+  // Lock-free on the call path (a collocated call is tens of nanoseconds).
+  std::atomic<bool> stopped_{false};
+  std::atomic<int> active_{0};
 };
 
 // Servers of this process by instance id (Hello.server_instance).

@@ -113,47 +113,49 @@ class ShmConnection::Impl final : public FdHandler,
     }
   }
 
+  // Writes the frame into the outgoing ring. Never blocks the thread that
+  // holds the reader role (the reader thread, which also runs inline
+  // handlers and completion callbacks, or a driving caller): what does not
+  // fit is queued and flushed as the peer frees space, because if both
+  // sides' readers blocked writing to each other's full rings, neither would
+  // drain its own. Other threads wait (until their deadline) only while more
+  // than max_send_queue_bytes are queued.
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
                     absl::Time deadline) {
+    const bool reader = role_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id();
     absl::MutexLock lock(&send_mu_);
     if (closed_.load(std::memory_order_acquire)) {
       return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
     }
     absl::string_view parts[3] = {
         absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)), meta, payload};
-    const absl::Time stall_deadline = absl::Now() + options_.send_stall_timeout;
-    bool started = false;
-    for (absl::string_view part : parts) {
-      while (!part.empty()) {
-        uint64_t free = 0;
-        absl::Status ok = out_.FreeSpace(&free);
-        if (!ok.ok()) {
-          LOCUS_LOG(ERROR) << "closing shared-memory connection to " << peer_.remote_address << ": "
-                           << ok.message();
-          Close(ok);
-          return absl::UnavailableError(ok.message());
-        }
-        if (free == 0) {
-          absl::Status waited = WaitForSpace(started ? stall_deadline : std::min(deadline, stall_deadline));
-          if (!waited.ok()) {
-            if (started || absl::IsUnavailable(waited) || absl::Now() >= stall_deadline) {
-              // A partial frame cannot be taken back: the connection is done.
-              Close(absl::UnavailableError(absl::StrCat("send failed: ", waited.message())));
-              return absl::UnavailableError(waited.message());
-            }
-            return waited;  // nothing written: the connection stays usable
-          }
-          continue;
-        }
-        size_t n = std::min<uint64_t>(free, part.size());
-        out_.Write(part.data(), n);
-        part.remove_prefix(n);
-        started = true;
-        // Let the reader start on a large frame while the rest is written.
-        if (!part.empty()) out_.WakeConsumerIfSleeping();
+    absl::Status flushed = FlushPendingLocked();
+    if (!flushed.ok()) return flushed;
+    if (pending_.size() == pending_offset_) {
+      for (absl::string_view& part : parts) {
+        absl::Status wrote = WriteSome(&part);
+        if (!wrote.ok()) return wrote;
       }
     }
+    const size_t left = parts[0].size() + parts[1].size() + parts[2].size();
     out_.WakeConsumerIfSleeping();
+    if (left == 0) return absl::OkStatus();
+    for (absl::string_view part : parts) pending_.append(part.data(), part.size());
+    pending_bytes_.store(pending_.size() - pending_offset_, std::memory_order_release);
+    if (reader) return absl::OkStatus();
+    // The reader thread may be asleep: it flushes the queue as space frees.
+    WakeLocalReader();
+    // Not the reader: wait for room below the queue limit.
+    const absl::Time stall_deadline = absl::Now() + options_.send_stall_timeout;
+    while (pending_.size() - pending_offset_ > options_.max_send_queue_bytes) {
+      absl::Status waited = WaitForSpace(std::min(deadline, stall_deadline));
+      if (waited.ok()) waited = FlushPendingLocked();
+      if (waited.ok()) continue;
+      if (absl::IsDeadlineExceeded(waited) && absl::Now() < stall_deadline) return waited;
+      // The frame is partly queued and cannot be taken back.
+      Close(absl::UnavailableError(absl::StrCat("send failed: ", waited.message())));
+      return absl::UnavailableError(waited.message());
+    }
     return absl::OkStatus();
   }
 
@@ -167,6 +169,7 @@ class ShmConnection::Impl final : public FdHandler,
       auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(role_mu_) { return role_ == Role::kIdle; };
       if (role_mu_.AwaitWithTimeout(absl::Condition(&idle), absl::Microseconds(200))) {
         role_ = Role::kCaller;
+        role_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
         have_role = true;
       }
     }
@@ -177,6 +180,7 @@ class ShmConnection::Impl final : public FdHandler,
     // Stays announced while driving, so the reader thread keeps its polling
     // short and leaves the spin budget to this caller.
     while (!done() && !closed_.load(std::memory_order_acquire)) {
+      TryFlushPending();
       if (Drain() == DrainResult::kData) continue;
       absl::Time now = absl::Now();
       if (now >= deadline) break;
@@ -187,6 +191,9 @@ class ShmConnection::Impl final : public FdHandler,
     }
     budget.WithdrawCaller();
     ReleaseRole();
+    // While this caller held the role, producers did not wake anyone: hand
+    // whatever arrived meanwhile (for other calls) to the reader thread.
+    if (in_.HasData() || pending_bytes_.load(std::memory_order_acquire) != 0) WakeLocalReader();
     return true;
   }
 
@@ -205,7 +212,15 @@ class ShmConnection::Impl final : public FdHandler,
 
   void ReleaseRole() {
     absl::MutexLock lock(&role_mu_);
+    role_thread_.store(std::thread::id(), std::memory_order_relaxed);
     role_ = Role::kIdle;
+  }
+
+  // Wakes this side's reader thread if it sleeps (e.g. data arrived for it
+  // while a caller held the role and kept producers from waking anyone).
+  void WakeLocalReader() {
+    in_.control()->data_seq.fetch_add(1, std::memory_order_seq_cst);
+    FutexWakeAll(&in_.control()->data_seq);
   }
 
   // The reader thread: drains the ring whenever no caller does, polls a
@@ -217,7 +232,9 @@ class ShmConnection::Impl final : public FdHandler,
         auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(role_mu_) { return role_ == Role::kIdle; };
         role_mu_.Await(absl::Condition(&idle));
         role_ = Role::kThread;
+        role_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
       }
+      TryFlushPending();
       // Frames the peer wrote before it went away are still delivered:
       // Drain() reports kClosed only once the ring is empty.
       // After closure, one last pass only: a peer that keeps writing must not
@@ -230,6 +247,12 @@ class ShmConnection::Impl final : public FdHandler,
       ReleaseRole();
       if (drained == DrainResult::kClosed || was_closed) break;
       if (drained == DrainResult::kData) continue;  // let a waiting caller in
+      if (pending_bytes_.load(std::memory_order_acquire) != 0) {
+        // Output is queued: alternate between draining and waiting briefly
+        // for the peer to free space.
+        WaitForSpaceBriefly();
+        continue;
+      }
       // Poll without the role (a caller may take it meanwhile), then sleep.
       if (Poll(options_.shm_spin, /*is_caller=*/false)) continue;
       SleepForData(kMaxSleep);
@@ -292,8 +315,11 @@ class ShmConnection::Impl final : public FdHandler,
       }
       if (!acquired) return false;
     }
+    // Only the role holder (a driving caller) tells producers that nobody
+    // needs waking: it drains everything. A reader thread polling without
+    // the role must not, or a caller sleeping with the role would miss it.
     ShmRingControl* control = in_.control();
-    control->consumer_polling.fetch_add(1, std::memory_order_seq_cst);
+    if (is_caller) control->consumer_polling.fetch_add(1, std::memory_order_seq_cst);
     const absl::Time until = absl::Now() + window;
     bool found = false;
     for (uint32_t i = 1;; ++i) {
@@ -307,7 +333,7 @@ class ShmConnection::Impl final : public FdHandler,
         if (!is_caller && budget.CallerWaiting()) break;  // yield the core to a caller
       }
     }
-    control->consumer_polling.fetch_sub(1, std::memory_order_seq_cst);
+    if (is_caller) control->consumer_polling.fetch_sub(1, std::memory_order_seq_cst);
     budget.Release();
     // A producer that saw us polling did not wake anyone: look once more.
     return found || in_.HasData();
@@ -321,6 +347,64 @@ class ShmConnection::Impl final : public FdHandler,
       FutexWait(&control->data_seq, seq, timeout);
     }
     control->consumer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+  // Copies as much of `*part` as fits into the outgoing ring. Caller holds
+  // send_mu_.
+  absl::Status WriteSome(absl::string_view* part) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
+    if (part->empty()) return absl::OkStatus();
+    uint64_t free = 0;
+    absl::Status ok = out_.FreeSpace(&free);
+    if (!ok.ok()) {
+      LOCUS_LOG(ERROR) << "closing shared-memory connection to " << peer_.remote_address << ": "
+                       << ok.message();
+      Close(ok);
+      return absl::UnavailableError(ok.message());
+    }
+    size_t n = std::min<uint64_t>(free, part->size());
+    if (n > 0) {
+      out_.Write(part->data(), n);
+      part->remove_prefix(n);
+    }
+    return absl::OkStatus();
+  }
+
+  // Moves queued bytes into the ring as space allows.
+  absl::Status FlushPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
+    if (pending_.size() == pending_offset_) return absl::OkStatus();
+    absl::string_view rest(pending_.data() + pending_offset_, pending_.size() - pending_offset_);
+    size_t before = rest.size();
+    absl::Status wrote = WriteSome(&rest);
+    pending_offset_ += before - rest.size();
+    if (pending_offset_ == pending_.size()) {
+      pending_.clear();
+      pending_offset_ = 0;
+    }
+    pending_bytes_.store(pending_.size() - pending_offset_, std::memory_order_release);
+    if (before != rest.size()) out_.WakeConsumerIfSleeping();
+    return wrote;
+  }
+
+  // For the reader-role holder: flushes queued output if no sender is busy
+  // (a busy sender flushes it itself).
+  void TryFlushPending() {
+    if (pending_bytes_.load(std::memory_order_acquire) == 0) return;
+    if (!send_mu_.TryLock()) return;
+    (void)FlushPendingLocked();
+    send_mu_.Unlock();
+  }
+
+  // Reader thread with queued output: sleeps until the peer frees space in
+  // the outgoing ring or new input may have arrived (short slices).
+  void WaitForSpaceBriefly() {
+    ShmRingControl* control = out_.control();
+    uint32_t seq = control->space_seq.load(std::memory_order_seq_cst);
+    control->producer_sleepers.fetch_add(1, std::memory_order_seq_cst);
+    uint64_t free = 0;
+    if (out_.FreeSpace(&free).ok() && free == 0 && !in_.HasData() && !closed_.load()) {
+      FutexWait(&control->space_seq, seq, absl::Microseconds(200));
+    }
+    control->producer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
 
   // Waits until the outgoing ring has room, the connection closes, or
@@ -348,7 +432,7 @@ class ShmConnection::Impl final : public FdHandler,
   const std::unique_ptr<ShmMapping> mapping_;
   ShmRegionHeader* const header_;
   const uint64_t capacity_;
-  ShmRing out_;  // guarded by send_mu_
+  ShmRing out_;  // written under send_mu_
   ShmRing in_;   // used by the reader-role holder (HasData() by pollers)
   const bool client_side_;
   const PeerInfo peer_;
@@ -360,6 +444,11 @@ class ShmConnection::Impl final : public FdHandler,
   std::atomic<bool> closed_{false};
 
   absl::Mutex send_mu_;
+  std::string pending_ ABSL_GUARDED_BY(send_mu_);  // queued output (reader-role senders)
+  size_t pending_offset_ ABSL_GUARDED_BY(send_mu_) = 0;
+  std::atomic<size_t> pending_bytes_{0};
+  // The thread holding the reader role (default id: none).
+  std::atomic<std::thread::id> role_thread_{};
 
   absl::Mutex role_mu_;
   Role role_ ABSL_GUARDED_BY(role_mu_) = Role::kIdle;

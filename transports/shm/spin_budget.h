@@ -1,4 +1,5 @@
-// The process-wide budget of threads allowed to busy-poll at once: cores - 1.
+// The process-wide budget of threads allowed to busy-poll at once: the cores
+// this process may use minus one (at least one; none on a one-core machine).
 // On a machine where every core is taken by a poller, any further runnable
 // thread preempts one (costing milliseconds), and a poller waiting for a peer
 // that cannot run is pure loss; so polling is a privilege, granted while the
@@ -9,6 +10,9 @@
 #ifndef LOCUS_TRANSPORTS_SHM_SPIN_BUDGET_H_
 #define LOCUS_TRANSPORTS_SHM_SPIN_BUDGET_H_
 
+#include <sched.h>
+
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -36,8 +40,14 @@ class SpinBudget {
 
  private:
   SpinBudget() {
-    unsigned cores = std::thread::hardware_concurrency();
-    limit_ = cores > 1 ? static_cast<int>(cores) - 1 : 0;
+    // Polling only pays if the peer can run meanwhile, i.e. the machine has
+    // another core. Within this process, at most (cores it may run on - 1)
+    // pollers, but at least one: a process pinned to one core still wants
+    // its caller to poll for a peer pinned elsewhere.
+    unsigned machine = std::thread::hardware_concurrency();
+    cpu_set_t set;
+    int mine = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : static_cast<int>(machine);
+    limit_ = machine > 1 ? std::max(1, mine - 1) : 0;
   }
   int limit_;
   std::atomic<int> in_use_{0};

@@ -164,10 +164,13 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       if (reader_ != Reader::kIdle) return;  // a caller reads, or closed
       reader_ = Reader::kLoop;
     }
-    // Bounded batch so one busy connection cannot starve others on this loop.
+    // Bounded batch so one busy connection cannot starve others on this
+    // loop. A short read means the socket is drained: skip the read that
+    // would only say EAGAIN (level-triggered epoll reports what comes next).
     for (int i = 0; i < 16; ++i) {
-      ReadResult r = ReadOnce();
-      if (r != ReadResult::kData) break;
+      size_t got = 0;
+      ReadResult r = ReadOnce(&got);
+      if (r != ReadResult::kData || got < kReadBufferSize) break;
     }
     absl::MutexLock lock(&state_mu_);
     if (reader_ == Reader::kLoop) reader_ = Reader::kIdle;
@@ -248,12 +251,13 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   }
 
   // One read(); delivers any frames completed. Caller holds the reader role.
-  ReadResult ReadOnce() {
+  ReadResult ReadOnce(size_t* got = nullptr) {
     ssize_t n;
     do {
       n = read(fd_, read_buffer_.get(), kReadBufferSize);
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
+      if (got != nullptr) *got = static_cast<size_t>(n);
       absl::Status decoded =
           decoder_.Consume(absl::string_view(read_buffer_.get(), static_cast<size_t>(n)), *this);
       if (!decoded.ok()) {
