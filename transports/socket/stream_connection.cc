@@ -134,13 +134,19 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     }
     UpdateInterest();
     bool closed = false;
+    // The caller has just sent its request: a read now would almost always
+    // say EAGAIN, so wait for readability first (one system call fewer).
+    bool try_read = false;
     while (!done()) {
-      ReadResult r = ReadOnce();
-      if (r == ReadResult::kClosed) {
-        closed = true;
-        break;
+      if (try_read) {
+        ReadResult r = ReadOnce();
+        if (r == ReadResult::kClosed) {
+          closed = true;
+          break;
+        }
+        if (r == ReadResult::kData) continue;
       }
-      if (r == ReadResult::kData) continue;
+      try_read = true;
       absl::Time now = absl::Now();
       if (now >= deadline) break;
       pollfd pfd{fd_, POLLIN | POLLRDHUP, 0};
