@@ -187,7 +187,11 @@ class ShmConnection::Impl final : public FdHandler,
       if (Poll(std::min(deadline - now, options_.shm_spin), /*is_caller=*/true)) continue;
       now = absl::Now();
       if (now >= deadline) break;
-      SleepForData(std::min(deadline - now, kMaxSleep));
+      if (pending_bytes_.load(std::memory_order_acquire) != 0) {
+        WaitForSpaceBriefly();  // our request is still queued: wait for room
+      } else {
+        SleepForData(std::min(deadline - now, kMaxSleep));
+      }
     }
     budget.WithdrawCaller();
     ReleaseRole();
@@ -323,7 +327,7 @@ class ShmConnection::Impl final : public FdHandler,
     const absl::Time until = absl::Now() + window;
     bool found = false;
     for (uint32_t i = 1;; ++i) {
-      if (in_.HasData() || closed_.load(std::memory_order_relaxed)) {
+      if (in_.HasData() || closed_.load(std::memory_order_relaxed) || CanFlush()) {
         found = true;
         break;
       }
@@ -336,7 +340,14 @@ class ShmConnection::Impl final : public FdHandler,
     if (is_caller) control->consumer_polling.fetch_sub(1, std::memory_order_seq_cst);
     budget.Release();
     // A producer that saw us polling did not wake anyone: look once more.
-    return found || in_.HasData();
+    return found || in_.HasData() || CanFlush();
+  }
+
+  // Output is queued and the peer has freed room for it.
+  bool CanFlush() const {
+    if (pending_bytes_.load(std::memory_order_relaxed) == 0) return false;
+    uint64_t free = 0;
+    return out_.FreeSpace(&free).ok() && free > 0;
   }
 
   void SleepForData(absl::Duration timeout) {
