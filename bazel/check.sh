@@ -79,6 +79,12 @@ rc=${PIPESTATUS[0]}
 # One summary line per test target: "//pkg:name  (cached) PASSED in 0.1s".
 passed=$(grep -cE '^//[^ ]+ +(\(cached\) +)?PASSED' "$log")
 failed=$(grep -cE '^//[^ ]+ +(\(cached\) +)?(FAILED|TIMEOUT|NO STATUS|INCOMPLETE|FLAKY|REMOTE FAILURE|FAILED TO BUILD)' "$log")
+# Bazel does not always list every test that failed to build; its closing
+# "Executed N out of M tests" line has the total.
+total=$(sed -nE 's/^Executed [0-9]+ out of ([0-9]+) tests?:.*/\1/p' "$log" | tail -1)
+if [[ -n $total ]] && ((total - passed > failed)); then
+  failed=$((total - passed))
+fi
 
 case $rc in
   0) ;;
