@@ -5,7 +5,10 @@ stdout line is a JSON object with the expected fields, that no case failed,
 that each case's `transport` is the one it asked for (Locus shm cases really
 ran on "shm", collocated ones on "inproc"), that `--transport=auto` reports a
 real transport, and that unavailable transports and streaming fail with a
-clear error. Never checks timing.
+clear error. When the binary was built with the optional Cap'n Proto /
+Thrift baselines it runs a few calls of each (unix and tcp, 1 and 4 in
+flight); without them it checks that asking for one fails with the
+"not found when locus-bench was built" note. Never checks timing.
 
 usage: smoke_check.py path/to/locus-bench
 """
@@ -97,7 +100,29 @@ def main():
             fail("%s: expected a non-zero exit and %r, got %d: %s" % (args, needle, p.returncode, p.stderr))
         if p.stdout.strip():
             fail("%s printed results: %s" % (args, p.stdout))
-    print("OK: %d cases, %d summaries" % (len(cases), len(summaries)))
+    # Optional baselines: a few calls each when built in, a clear note when not.
+    peers_run = []
+    for peer in ("capnp", "thrift"):
+        p = subprocess.run([bench, "--transport=" + peer, "--over=unix", "--calls=100", "--outstanding=1"],
+                           capture_output=True, text=True, timeout=60)
+        if "not found when locus-bench was built" in p.stderr:
+            if p.returncode == 0 or p.stdout.strip():
+                fail("%s absent but --transport=%s did not fail cleanly: %d %s" % (peer, peer, p.returncode, p.stdout))
+            print("note: %s baseline not built: skipped" % peer)
+            continue
+        for over in ("unix", "tcp"):
+            p = subprocess.run([bench, "--transport=" + peer, "--over=" + over, "--calls=200",
+                                "--outstanding=1,4"], capture_output=True, text=True, timeout=60)
+            if p.returncode != 0:
+                fail("--transport=%s --over=%s exited with %d: %s" % (peer, over, p.returncode, p.stderr))
+            got = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+            outs = sorted(c["outstanding"] for c in got if c["system"] == peer and c["transport"] == over
+                          and "error" not in c and c["calls"] > 0)
+            if outs != [1, 4]:
+                fail("--transport=%s --over=%s: expected cases at 1 and 4 outstanding: %r" % (peer, over, got))
+        peers_run.append(peer)
+    print("OK: %d cases, %d summaries%s" % (len(cases), len(summaries),
+          "; optional baselines: " + ",".join(peers_run) if peers_run else ""))
 
 
 if __name__ == "__main__":

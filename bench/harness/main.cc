@@ -1,12 +1,13 @@
-// locus-bench: end-to-end latency/throughput of Locus against raw IPC and
-// gRPC baselines, measured in one run. See bench/README.md.
+// locus-bench: end-to-end latency/throughput of Locus against raw IPC, gRPC
+// and (when built with them) Cap'n Proto and Thrift baselines, measured in
+// one run. See bench/README.md.
 //
 //   locus-bench --suite=quick [--pin]
 //   locus-bench --transport=unix --size=64,4096 --outstanding=1,8 --seconds=2
 //   locus-bench --transport=auto --address=unix:/tmp/x.sock --calls=100000
 //
 // Output: one JSON object per line per case on stdout, then one line with
-// "case":"summary" per Locus case (ratios to the raw and gRPC baselines run
+// "case":"summary" per Locus case (ratios to the raw and peer baselines run
 // alongside it); a human-readable summary table and progress go to stderr.
 #include <signal.h>
 #include <unistd.h>
@@ -31,14 +32,16 @@ namespace {
 constexpr const char* kUsage = R"(usage: locus-bench [flags]
   --suite=smoke|quick|full   predefined case sets (smoke: tiny correctness run;
                              quick: < 1 min; full: all sizes, 3 rounds)
-  --transport=T              unix | tcp | shm | inproc | auto | grpc | udp
-                             (udp: not available in Locus yet). shm: server on
-                             unix:<path>, client on shm:<path>; inproc: server
-                             in this process, collocated calls
+  --transport=T              unix | tcp | shm | inproc | auto | grpc | capnp |
+                             thrift | udp (udp: not available in Locus yet).
+                             shm: server on unix:<path>, client on shm:<path>;
+                             inproc: server in this process, collocated calls;
+                             grpc/capnp/thrift: that baseline alone (--over)
   --address=ADDR             server address (required for --transport=auto;
                              e.g. unix:/tmp/b.sock, tcp://127.0.0.1:7000);
                              auto reports the transport the channel ended on
-  --grpc-over=unix|tcp       with --transport=grpc (default unix)
+  --over=unix|tcp            socket of --transport=grpc|capnp|thrift (default
+                             unix; --grpc-over= is the same flag)
   --size=N[,N...]            payload bytes each way (default 64)
   --outstanding=N[,N...]     calls in flight: 1 = sync ping-pong, N>1 = callback
                              API with N in flight (default 1)
@@ -46,8 +49,9 @@ constexpr const char* kUsage = R"(usage: locus-bench [flags]
   --calls=N | --seconds=S    measured run length per case (default 2 s)
   --warmup-calls=N | --warmup-seconds=S
   --rounds=N                 repeat the interleaved case list N times
-  --baselines=all|raw|grpc|none   baselines run next to a --transport case
-  --only=raw|locus|grpc      run only that system's cases of the plan
+  --baselines=all|none|LIST  baselines run next to a --transport case; LIST:
+                             comma-separated raw,grpc,capnp,thrift
+  --only=raw|locus|grpc|capnp|thrift   run only that system's cases of the plan
   --pin                      pin client and server to two different CPUs
   --case-timeout=S           watchdog per case (default: run length + 30 s)
   --shm-ring-bytes=N         Locus shm: ChannelOptions::shm_ring_bytes (power of 2)
@@ -390,10 +394,13 @@ void PrintSummary(const std::vector<Outcome>& all) {
   fprintf(stderr,
           "\nSummary (median over rounds; vs_raw = locus_p50/raw_p50 (shm: raw adaptive), vs_grpc =\n"
           "         grpc_p50/locus_p50 (shm, inproc: gRPC over unix); x raw / x grpc = locus calls/s over\n"
-          "         baseline calls/s; MB/s = payload both ways; inproc latencies are batch means)\n");
-  fprintf(stderr, "%-6s %8s %4s | %9s %9s %9s %9s | %9s %9s | %7s %7s | %10s %8s %8s | %6s %6s\n",
+          "         baseline calls/s; MB/s = payload both ways; inproc latencies are batch means;\n"
+          "         capnp/thrift p50 and x capnp / x thrift (locus calls/s over theirs): same socket type,\n"
+          "         '-' when that baseline did not run)\n");
+  fprintf(stderr, "%-6s %8s %4s | %9s %9s %9s %9s | %9s %9s | %7s %7s | %10s %8s %8s | %6s %6s | %9s %9s %8s %8s\n",
           "trans", "size", "out", "locus p50", "locus p99", "calls/s", "MB/s", "raw p50", "grpc p50",
-          "vs_raw", "vs_grpc", "cps raw", "x raw", "x grpc", "cpu L", "cpu G");
+          "vs_raw", "vs_grpc", "cps raw", "x raw", "x grpc", "cpu L", "cpu G", "capnp p50", "thrft p50",
+          "x capnp", "x thrift");
   for (const auto& [transport, size, out] : keys) {
     const std::string t = transport;
     const size_t sz = size;
@@ -413,6 +420,13 @@ void PrintSummary(const std::vector<Outcome>& all) {
     Agg grpc = Aggregate(all, [&](const Outcome& o) {
       return like(o, "grpc") && o.spec.transport == grpc_transport && o.spec.variant == grpc_variant;
     });
+    // Cap'n Proto / Thrift on the same socket type (shm, inproc: over unix).
+    Agg capnp = Aggregate(all, [&](const Outcome& o) {
+      return like(o, "capnp") && o.spec.transport == grpc_transport;
+    });
+    Agg thrift = Aggregate(all, [&](const Outcome& o) {
+      return like(o, "thrift") && o.spec.transport == grpc_transport;
+    });
     bool auto_run = false;
     for (const Outcome& o : all) auto_run |= o.spec.system == "locus" && o.spec.transport == "auto";
     if (auto_run) {
@@ -422,6 +436,8 @@ void PrintSummary(const std::vector<Outcome>& all) {
       if (!grpc.found) {
         grpc = Aggregate(all, [&](const Outcome& o) { return like(o, "grpc") && o.spec.variant == grpc_variant; });
       }
+      if (!capnp.found) capnp = Aggregate(all, [&](const Outcome& o) { return like(o, "capnp"); });
+      if (!thrift.found) thrift = Aggregate(all, [&](const Outcome& o) { return like(o, "thrift"); });
     }
     JsonLine j;
     j.Str("case", "summary")
@@ -456,11 +472,33 @@ void PrintSummary(const std::vector<Outcome>& all) {
           .Num("vs_grpc_tput", locus.cps / grpc.cps)
           .Num("vs_grpc_cpu", grpc.cpu / locus.cpu);
     }
+    for (const auto& [peer, agg] : {std::pair<std::string, const Agg*>{"capnp", &capnp},
+                                    std::pair<std::string, const Agg*>{"thrift", &thrift}}) {
+      if (!agg->found) continue;
+      j.Str(peer + "_case", agg->name)
+          .Num(peer + "_p50_us", agg->p50)
+          .Num(peer + "_p99_us", agg->p99)
+          .Num(peer + "_calls_per_s", agg->cps)
+          .Num(peer + "_cpu_us_per_call", agg->cpu)
+          .Num("vs_" + peer, agg->p50 / locus.p50)
+          .Num("vs_" + peer + "_p99", agg->p99 / locus.p99)
+          .Num("vs_" + peer + "_tput", locus.cps / agg->cps)
+          .Num("vs_" + peer + "_cpu", agg->cpu / locus.cpu);
+    }
     EmitJson(j.Done());
-    fprintf(stderr, "%-6s %8zu %4d | %9.3f %9.2f %9.0f %9.1f | %9.3f %9.2f | %7.2f %7.1f | %10.0f %8.2f %8.2f | %6.2f %6.2f\n",
+    auto cell = [](bool found, double v, const char* fmt) {
+      char buf[32];
+      if (!found) return std::string("-");
+      snprintf(buf, sizeof buf, fmt, v);
+      return std::string(buf);
+    };
+    fprintf(stderr, "%-6s %8zu %4d | %9.3f %9.2f %9.0f %9.1f | %9.3f %9.2f | %7.2f %7.1f | %10.0f %8.2f %8.2f | %6.2f %6.2f | %9s %9s %8s %8s\n",
             transport.c_str(), size, out, locus.p50, locus.p99, locus.cps, locus.mbps, raw.p50, grpc.p50,
             locus.p50 / raw.p50, grpc.p50 / locus.p50, raw.cps, locus.cps / raw.cps,
-            locus.cps / grpc.cps, locus.cpu, grpc.cpu);
+            locus.cps / grpc.cps, locus.cpu, grpc.cpu, cell(capnp.found, capnp.p50, "%.2f").c_str(),
+            cell(thrift.found, thrift.p50, "%.2f").c_str(),
+            cell(capnp.found, locus.cps / capnp.cps, "%.2f").c_str(),
+            cell(thrift.found, locus.cps / thrift.cps, "%.2f").c_str());
   }
 }
 
@@ -485,6 +523,9 @@ struct PlanOptions {
 std::string SkipReason(const CaseSpec& s) {
   if (s.transport == "inproc" && s.outstanding != 1) {
     return "collocated calls complete inline on the caller: outstanding > 1 adds nothing to measure";
+  }
+  if (s.system == "thrift" && s.outstanding > 1 && s.size * s.outstanding > (128u << 10)) {
+    return "thrift pipelined baseline (blocking sockets both sides) limited to size*outstanding <= 128 KiB";
   }
   if (s.system == "raw") {
     if ((s.transport == "udp" || s.transport == "shm") && s.outstanding != 1) {
@@ -522,8 +563,9 @@ CaseSpec Make(const PlanOptions& p, const std::string& system, const std::string
 // raw baseline(s), Locus case and gRPC case back to back. shm runs raw spin
 // and adaptive, Locus, and gRPC over unix (gRPC has no shm); inproc runs
 // the virtual-call baseline and Locus.
+// Cap'n Proto and Thrift (`peers`) run next to the unix and tcp cases.
 std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::string>& transports,
-                                bool with_grpc) {
+                                bool with_grpc, const std::vector<std::string>& peers = {}) {
   auto sizes_of = [&](const std::string& t) {
     auto it = p.transport_sizes.find(t);
     return it == p.transport_sizes.end() ? p.sizes : it->second;
@@ -566,6 +608,9 @@ std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::str
           if (with_grpc && t != "inproc") {
             plan.push_back(Make(p, "grpc", GrpcTransportFor(t), out == 1 ? "sync" : "callback", size, out, round));
           }
+          if (t == "unix" || t == "tcp") {
+            for (const std::string& peer : peers) plan.push_back(Make(p, peer, t, "", size, out, round));
+          }
         }
       }
     }
@@ -583,7 +628,7 @@ std::string SchemeTransport(const std::string& address) {
 const std::vector<std::string> kSuiteTransports = {"unix", "tcp", "udp", "shm", "inproc"};
 
 int ClientMain(Flags& flags) {
-  static const char* kKnown[] = {"suite", "transport", "address", "grpc-over", "size", "outstanding",
+  static const char* kKnown[] = {"suite", "transport", "address", "grpc-over", "over", "size", "outstanding",
                                  "mode", "calls", "seconds", "warmup-calls", "warmup-seconds",
                                  "rounds", "baselines", "only", "pin", "case-timeout", "out", "help",
                                  "shm-ring-bytes", "shm-spin-us", "no-deadlock-detection"};
@@ -609,6 +654,15 @@ int ClientMain(Flags& flags) {
   ctx.systems["locus"] = LocusSystem();
   ctx.systems["grpc"] = GrpcSystem(&grpc_note);
   bool have_grpc = !ctx.systems["grpc"].transports.empty();
+  std::string capnp_note, thrift_note;
+  ctx.systems["capnp"] = CapnpSystem(&capnp_note);
+  ctx.systems["thrift"] = ThriftSystem(&thrift_note);
+  // Optional peer baselines compiled into this build (unix/tcp cases).
+  std::vector<std::string> peers;
+  std::map<std::string, std::string> peer_notes = {{"capnp", capnp_note}, {"thrift", thrift_note}};
+  for (const char* peer : {"capnp", "thrift"}) {
+    if (!ctx.systems[peer].transports.empty()) peers.push_back(peer);
+  }
 
   PlanOptions p;
   std::vector<CaseSpec> plan;
@@ -629,7 +683,7 @@ int ClientMain(Flags& flags) {
     p.transport_sizes["shm"] = {64, 4096, 1 << 20};
     p.transport_sizes["inproc"] = {64};
     p.transport_outstanding["inproc"] = {1};
-    plan = SuitePlan(p, kSuiteTransports, have_grpc);
+    plan = SuitePlan(p, kSuiteTransports, have_grpc, peers);
   } else if (suite == "full") {
     p.sizes = {64, 1024, 4096, 65536, 1 << 20};
     p.outstanding = {1, 8, 32};
@@ -637,7 +691,7 @@ int ClientMain(Flags& flags) {
     p.warmup_seconds = 0.3;
     p.rounds = 3;
     p.transport_outstanding["inproc"] = {1};
-    plan = SuitePlan(p, kSuiteTransports, have_grpc);
+    plan = SuitePlan(p, kSuiteTransports, have_grpc, peers);
   } else if (!suite.empty()) {
     Die("unknown --suite=" + suite + " (smoke, quick, full)");
   }
@@ -678,36 +732,60 @@ int ClientMain(Flags& flags) {
     // Overrides apply to every transport (inproc still runs outstanding 1 only).
     p.transport_sizes.clear();
     p.transport_outstanding.clear();
-    plan = SuitePlan(p, kSuiteTransports, have_grpc && suite != "smoke");
+    plan = SuitePlan(p, kSuiteTransports, have_grpc && suite != "smoke",
+                     suite != "smoke" ? peers : std::vector<std::string>{});
   }
 
   if (suite.empty()) {
     std::string t = flags.count("transport") ? flags["transport"] : "";
     if (t.empty()) Die(std::string("give --suite or --transport\n") + kUsage);
     std::string baselines = flags.count("baselines") ? flags["baselines"] : "all";
-    bool want_raw = baselines == "all" || baselines == "raw";
-    bool want_grpc = baselines == "all" || baselines == "grpc";
+    std::vector<std::string> wanted = Split(baselines);
+    auto wants = [&](const std::string& b) {
+      return baselines == "all" || std::find(wanted.begin(), wanted.end(), b) != wanted.end();
+    };
+    for (const std::string& b : wanted) {
+      if (b != "all" && b != "none" && b != "raw" && b != "grpc" && b != "capnp" && b != "thrift") {
+        Die("unknown --baselines entry '" + b + "' (all, none, raw, grpc, capnp, thrift)");
+      }
+    }
+    bool want_raw = wants("raw");
+    bool want_grpc = wants("grpc");
+    std::vector<std::string> want_peers;
+    for (const std::string& peer : {std::string("capnp"), std::string("thrift")}) {
+      if (!wants(peer)) continue;
+      if (std::find(peers.begin(), peers.end(), peer) != peers.end()) {
+        want_peers.push_back(peer);
+      } else if (baselines != "all") {
+        Die(peer_notes[peer]);
+      }
+    }
+    std::string over = flags.count("over") ? flags["over"] : flags.count("grpc-over") ? flags["grpc-over"] : "unix";
     std::string address = flags.count("address") ? flags["address"] : "";
     std::string base_transport;  // raw / gRPC transport to compare with
     bool locus_case = true;
-    if (t == "grpc") {
-      base_transport = flags.count("grpc-over") ? flags["grpc-over"] : "unix";
+    if (t == "grpc" || t == "capnp" || t == "thrift") {
+      const std::string label = t == "grpc" ? "gRPC C++" : t == "capnp" ? "Cap'n Proto (EzRpc)" : "Thrift";
+      base_transport = over;
       if (base_transport == "shm" || base_transport == "inproc" || base_transport == "udp") {
-        Die("--grpc-over=" + base_transport + ": not available: gRPC C++ has no " +
+        Die("--over=" + base_transport + ": not available: " + label + " has no " +
             (base_transport == "shm" ? "shared-memory" : base_transport == "inproc" ? "in-process baseline in this harness" : "UDP") +
-            " transport here (gRPC runs over unix or tcp)");
+            " transport here (" + t + " runs over unix or tcp)");
       }
-      if (base_transport != "unix" && base_transport != "tcp") Die("--grpc-over must be unix or tcp");
-      if (!have_grpc) Die(grpc_note);
+      if (base_transport != "unix" && base_transport != "tcp") Die("--over must be unix or tcp");
+      if (t == "grpc" && !have_grpc) Die(grpc_note);
+      if (t != "grpc" && ctx.systems[t].transports.empty()) Die(peer_notes[t]);
       locus_case = false;
       want_raw = false;
-      want_grpc = true;
+      want_grpc = t == "grpc";
+      want_peers.clear();
+      if (t != "grpc") want_peers.push_back(t);
     } else {
       const LocusTransportInfo* info = nullptr;
       for (const auto& ti : LocusTransports()) {
         if (ti.name == t) info = &ti;
       }
-      if (info == nullptr) Die("unknown --transport=" + t + " (inproc, shm, unix, tcp, udp, grpc, auto)");
+      if (info == nullptr) Die("unknown --transport=" + t + " (inproc, shm, unix, tcp, udp, grpc, capnp, thrift, auto)");
       if (!info->available) Die("--transport=" + t + ": transport not available yet: " + info->note);
       if (t == "auto") {
         if (address.empty()) Die("--transport=auto needs --address (e.g. unix:/tmp/b.sock or tcp://127.0.0.1:7000)");
@@ -733,6 +811,11 @@ int ClientMain(Flags& flags) {
           if (want_grpc && have_grpc && !base_transport.empty()) {
             plan.push_back(Make(p, "grpc", GrpcTransportFor(base_transport), out == 1 ? "sync" : "callback",
                                 size, out, round));
+          }
+          if (!base_transport.empty() && base_transport != "udp") {
+            for (const std::string& peer : want_peers) {
+              plan.push_back(Make(p, peer, GrpcTransportFor(base_transport), "", size, out, round));
+            }
           }
         }
       }
@@ -767,9 +850,11 @@ int ClientMain(Flags& flags) {
     if (g_out_file == nullptr) Die("cannot open --out file " + flags["out"]);
   }
   if (!have_grpc) fprintf(stderr, "locus-bench: note: %s\n", grpc_note.c_str());
-  fprintf(stderr,
-          "locus-bench: note: Cap'n Proto and Thrift baselines are not implemented in this build "
-          "(see bench/README.md)\n");
+  if (suite != "smoke") {
+    for (const auto& [peer, note] : peer_notes) {
+      if (!note.empty()) fprintf(stderr, "locus-bench: note: %s\n", note.c_str());
+    }
+  }
   signal(SIGPIPE, SIG_IGN);
   std::thread([] { g_watchdog.Loop(); }).detach();
 
@@ -812,6 +897,8 @@ int ServerMain(Flags& flags) {
   std::map<std::string, System> systems = {{"raw", RawSystem()}, {"locus", LocusSystem()}};
   std::string note;
   systems["grpc"] = GrpcSystem(&note);
+  systems["capnp"] = CapnpSystem(&note);
+  systems["thrift"] = ThriftSystem(&note);
   auto it = systems.find(flags["system"]);
   if (it == systems.end() || it->second.serve == nullptr) {
     fprintf(stderr, "locus-bench server: no system %s\n", flags["system"].c_str());

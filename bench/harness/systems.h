@@ -15,7 +15,7 @@
 namespace locus_bench {
 
 struct System {
-  std::string name;  // "raw", "locus", "grpc", ...
+  std::string name;  // "raw", "locus", "grpc", "capnp", "thrift"
   // Transports this system can run on in this build.
   std::vector<std::string> transports;
   // Optional: set up resources the server inherits (e.g. a shared-memory fd),
@@ -40,6 +40,10 @@ System RawSystem();
 System LocusSystem();
 // Empty `transports` (and a `note`) when gRPC was not found at build time.
 System GrpcSystem(std::string* note);
+// Optional baselines (capnp_cases.cc, thrift_cases.cc): empty `transports`
+// (and a `note`) when Cap'n Proto / Thrift was not found at build time.
+System CapnpSystem(std::string* note);
+System ThriftSystem(std::string* note);
 
 // Locus transports known to the harness, and whether this build has them.
 struct LocusTransportInfo {
