@@ -82,7 +82,7 @@ absl::Status ConnectionCore::ClientHandshake(absl::Time deadline) {
   hello.meta_length = static_cast<uint32_t>(meta.size());
   absl::Status sent = connection_->Send(hello, meta, {}, deadline);
   if (!sent.ok()) return sent;
-  DriveUntil([this] { return handshake_flag_.load(std::memory_order_acquire); }, deadline);
+  connection_->DriveUntil([this] { return handshake_flag_.load(std::memory_order_acquire); }, deadline);
   absl::MutexLock lock(&mu_);
   auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return handshake_done_ || closed_; };
   mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
@@ -122,10 +122,6 @@ bool ConnectionCore::closed() const {
 size_t ConnectionCore::active_server_calls() const {
   absl::MutexLock lock(&mu_);
   return serving_.size();
-}
-
-void ConnectionCore::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
-  connection_->DriveUntil(done, deadline);
 }
 
 absl::StatusOr<uint64_t> ConnectionCore::Register(PendingCall* call) {

@@ -44,7 +44,6 @@ class MessageLite;
 namespace locus::internal {
 
 class ConnectionCore final : public FrameSink,
-                             public WaitDriver,
                              public std::enable_shared_from_this<ConnectionCore> {
  public:
   struct Options {
@@ -95,9 +94,6 @@ class ConnectionCore final : public FrameSink,
   const PeerInfo& peer() const { return peer_; }
   // The peer's HELLO (valid after the handshake).
   const wire::Hello& peer_hello() const { return peer_hello_; }
-
-  // WaitDriver
-  void DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
 
   // FrameSink
   void OnFrame(Frame frame) override;

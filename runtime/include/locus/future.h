@@ -16,7 +16,6 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -25,21 +24,9 @@
 namespace locus {
 namespace internal {
 
-// Lets a waiter do useful work while it waits (e.g. read the connection its
-// reply will arrive on) instead of sleeping until another thread wakes it.
-class WaitDriver {
- public:
-  virtual ~WaitDriver() = default;
-  // Returns when `done()` is true or `deadline` passed, or earlier if it
-  // cannot help (the caller then sleeps on the completion).
-  virtual void DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) = 0;
-};
-
 // Completion state shared between a call and the thread waiting for it.
 class Completion {
  public:
-  void SetDriver(std::shared_ptr<WaitDriver> driver) { driver_ = std::move(driver); }
-
   // Called once by the runtime when the call ends.
   void Complete(absl::Status status) {
     absl::MutexLock lock(&mu_);
@@ -52,7 +39,6 @@ class Completion {
   }
   // Waits until completed or `deadline`; returns whether it completed.
   bool WaitUntil(absl::Time deadline) {
-    if (driver_ != nullptr) driver_->DriveUntil([this] { return done(); }, deadline);
     absl::MutexLock lock(&mu_);
     auto is_done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return done_; };
     mu_.AwaitWithDeadline(absl::Condition(&is_done), deadline);
@@ -67,7 +53,6 @@ class Completion {
   mutable absl::Mutex mu_;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
-  std::shared_ptr<WaitDriver> driver_;  // set before the call starts
 };
 
 template <typename T>
