@@ -81,9 +81,8 @@ std::string LocusIdlDir() {
 }
 
 std::string ProtobufIncludeDir() {
-  for (const std::string& dir : {std::string(LOCUS_PROTOBUF_INCLUDE_DIR), std::string("/usr/include"),
-                                std::string("/usr/local/include")}) {
-    if (FileExists(dir + "/google/protobuf/descriptor.proto")) return dir;
+  for (const char* dir : {LOCUS_PROTOBUF_INCLUDE_DIR, "/usr/include", "/usr/local/include"}) {
+    if (FileExists(std::string(dir) + "/google/protobuf/descriptor.proto")) return dir;
   }
   return "";
 }
