@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/message_lite.h"
+#include "internal/call_header_codec.h"
 #include "internal/host_identity.h"
 #include "internal/log.h"
 #include "internal/timer_queue.h"
@@ -121,7 +122,7 @@ bool ConnectionCore::closed() const {
 
 size_t ConnectionCore::active_server_calls() const {
   absl::MutexLock lock(&mu_);
-  return serving_.size();
+  return serving_.size() + inline_serving_;
 }
 
 absl::StatusOr<uint64_t> ConnectionCore::Register(PendingCall* call) {
@@ -171,17 +172,12 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
         absl::StrCat("request of ", payload.size(), " bytes exceeds the send limit of ",
                      options_.max_send_message_size, " bytes"));
   }
-  wire::CallHeader header;
-  header.set_method(method.full_name);
+  int64_t timeout_ns = 0;
   if (options.deadline != absl::InfiniteFuture()) {
-    header.set_timeout_ns(std::max<int64_t>(1, absl::ToInt64Nanoseconds(options.deadline - absl::Now())));
+    timeout_ns = std::max<int64_t>(1, absl::ToInt64Nanoseconds(options.deadline - absl::Now()));
   }
-  for (const auto& [key, value] : options.metadata) {
-    wire::MetadataEntry* entry = header.add_metadata();
-    entry->set_key(key);
-    entry->set_value(value);
-  }
-  std::string meta = header.SerializeAsString();
+  std::string meta;
+  EncodeCallHeader(method.full_name, timeout_ns, options.metadata, &meta);
   uint32_t flags = kFlagHasMessage | kFlagEndStream | (method.oneway ? kFlagOneway : 0);
   FrameHeader frame = FrameHeader::Make(FrameType::kRequest, flags, id);
   frame.meta_length = static_cast<uint32_t>(meta.size());
@@ -200,7 +196,7 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
                                        const google::protobuf::MessageLite& request,
                                        google::protobuf::MessageLite* response,
                                        const CallOptions& options) {
-  if (absl::Now() >= options.deadline) {
+  if (options.deadline != absl::InfiniteFuture() && absl::Now() >= options.deadline) {
     return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", method.full_name, " started"));
   }
   PendingCall call;
@@ -457,12 +453,24 @@ void ConnectionCore::HandleRequest(Frame frame) {
   } else if ((frame.header.flags & kFlagHasMessage) == 0) {
     refused = absl::InvalidArgumentError("unary request without a message");
   }
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  // A handler running inline occupies the connection's reader, so nothing
+  // (CANCEL, closure) can be noticed while it runs: its only cancellation is
+  // the deadline, and it needs no cancellation flag or table entry, only a
+  // count for graceful shutdown. Pooled handlers get both.
+  const bool pooled = options_.handler_pool != nullptr;
+  std::shared_ptr<std::atomic<bool>> cancelled;
+  if (pooled) cancelled = std::make_shared<std::atomic<bool>>(false);
   {
     absl::MutexLock lock(&mu_);
     if (draining_ || closed_) refused = absl::UnavailableError("server is shutting down");
     last_peer_call_id_ = std::max(last_peer_call_id_, call_id);
-    if (refused.ok()) serving_[call_id] = cancelled;
+    if (refused.ok()) {
+      if (pooled) {
+        serving_[call_id] = cancelled;
+      } else {
+        ++inline_serving_;
+      }
+    }
   }
   if (!refused.ok()) {
     if (!oneway) SendResponse(call_id, refused, {}, {}, deadline);
@@ -479,7 +487,7 @@ void ConnectionCore::HandleRequest(Frame frame) {
     ServerContext context(method, deadline, std::move(metadata), &self->peer(), cancelled);
     std::string reply;
     absl::Status status = entry->handler->CallSerialized(&context, payload, &reply);
-    if (absl::Now() >= deadline) {
+    if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
       // As in gRPC: past its deadline a call ends DEADLINE_EXCEEDED whatever
       // the handler produced, so the client sees one outcome however the
       // reply and its own timer race.
@@ -492,7 +500,11 @@ void ConnectionCore::HandleRequest(Frame frame) {
     }
     {
       absl::MutexLock lock(&self->mu_);
-      self->serving_.erase(call_id);
+      if (cancelled != nullptr) {
+        self->serving_.erase(call_id);
+      } else {
+        --self->inline_serving_;
+      }
     }
     if (oneway) {
       if (!status.ok()) LOCUS_LOG(INFO) << "oneway " << context.method() << " failed: " << status;
@@ -500,7 +512,7 @@ void ConnectionCore::HandleRequest(Frame frame) {
     }
     // Cancelled by the client (CANCEL) or the connection is gone: nobody
     // waits for the reply.
-    if (cancelled->load(std::memory_order_acquire) && absl::Now() < deadline) return;
+    if (cancelled != nullptr && cancelled->load(std::memory_order_acquire) && absl::Now() < deadline) return;
     self->SendResponse(call_id, status, status.ok() ? absl::string_view(reply) : absl::string_view(),
                  context.trailing_metadata(), deadline);
   };

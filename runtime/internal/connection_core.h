@@ -141,6 +141,7 @@ class ConnectionCore final : public FrameSink,
   absl::flat_hash_map<uint64_t, PendingCall*> pending_ ABSL_GUARDED_BY(mu_);
   // Calls being served here, with their cancellation flags.
   absl::flat_hash_map<uint64_t, std::shared_ptr<std::atomic<bool>>> serving_ ABSL_GUARDED_BY(mu_);
+  size_t inline_serving_ ABSL_GUARDED_BY(mu_) = 0;  // calls being served inline
   std::atomic<bool> handshake_flag_{false};  // mirrors handshake_done_ for lock-free polling
 
   wire::Hello peer_hello_;  // written once by the reader before handshake_done_
