@@ -338,6 +338,8 @@ void ConnectionCore::OnFrame(Frame frame) {
     case FrameType::kMessage:
       // Streaming calls are not part of this protocol version's call model
       // yet; a MESSAGE frame can only refer to a call we do not know.
+    case FrameType::kTransportSetup:
+      // Transport-level (the shm upgrade): never valid inside the frame stream.
       ProtocolError(absl::StrCat("unexpected ", DescribeFrameHeader(frame.header)));
       return;
   }

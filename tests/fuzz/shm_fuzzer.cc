@@ -74,7 +74,7 @@ void FuzzSetup(const uint8_t* data, size_t size) {
   if (!setup.ok()) return;
   // A region header as a peer might have written it.
   ShmRegionHeader region{};
-  std::memcpy(&region, data, std::min(size, sizeof(region)));
+  std::memcpy(static_cast<void*>(&region), data, std::min(size, sizeof(region)));
   (void)ValidateShmRegionHeader(region, *setup);
 }
 

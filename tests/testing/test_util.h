@@ -37,7 +37,11 @@ class TempDir {
     char pattern[] = "/tmp/locus-XXXXXX";
     path_ = mkdtemp(pattern);
   }
-  ~TempDir() { std::system(absl::StrCat("rm -rf ", path_).c_str()); }
+  ~TempDir() {
+    if (std::system(absl::StrCat("rm -rf ", path_).c_str()) != 0) {
+      // Best effort: a leftover temp dir is harmless.
+    }
+  }
   const std::string& path() const { return path_; }
 
  private:
