@@ -78,6 +78,10 @@ class ChannelImpl final : public Channel {
 
   // Returns a usable route, connecting (again) if needed.
   absl::StatusOr<Route> GetRoute(absl::Time call_deadline) {
+    // The replaced route is released after mu_ is unlocked: destroying a
+    // connection waits for its reader, which may be running a completion
+    // callback that calls back into this channel.
+    Route replaced;
     absl::MutexLock lock(&mu_);
     if (route_.local != nullptr && !route_.local->stopped()) return route_;
     if (route_.core != nullptr && route_.core->usable()) return route_;
@@ -91,7 +95,9 @@ class ChannelImpl final : public Channel {
       if (absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s)) return s;
       return absl::UnavailableError(s.message());
     }
-    if (route_.core != nullptr) route_.core->Close(absl::UnavailableError("replaced by a new connection"));
+    // A connection draining after GOAWAY is not closed here: calls still
+    // running on it finish (they hold it), then it goes away.
+    replaced = std::move(route_);
     route_ = *fresh;
     return route_;
   }

@@ -36,7 +36,9 @@ struct ConnectionCore::PendingCall {
   Metadata* trailing_metadata = nullptr;
   const char* method = nullptr;
   // Asynchronous calls: `done` set, heap-allocated, freed by Complete().
+  // They keep their connection alive until they complete.
   absl::AnyInvocable<void(absl::Status) &&> done;
+  std::shared_ptr<ConnectionCore> keepalive;
   TimerQueue::Id timer = 0;
   // Synchronous calls: the waiter sleeps on `mu` until `finished`.
   absl::Mutex mu;
@@ -85,7 +87,9 @@ absl::Status ConnectionCore::ClientHandshake(absl::Time deadline) {
   if (!sent.ok()) return sent;
   connection_->DriveUntil([this] { return handshake_flag_.load(std::memory_order_acquire); }, deadline);
   absl::MutexLock lock(&mu_);
-  auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return handshake_done_ || closed_; };
+  auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return handshake_done_ || closed_ || !handshake_error_.ok();
+  };
   mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
   if (!handshake_error_.ok()) return handshake_error_;
   if (handshake_done_) return absl::OkStatus();
@@ -125,7 +129,7 @@ size_t ConnectionCore::active_server_calls() const {
   return serving_.size() + inline_serving_;
 }
 
-absl::StatusOr<uint64_t> ConnectionCore::Register(PendingCall* call) {
+absl::StatusOr<uint64_t> ConnectionCore::Register(PendingCall* call, absl::Time timer_deadline) {
   absl::MutexLock lock(&mu_);
   if (closed_) {
     return absl::UnavailableError(absl::StrCat("connection closed: ", close_reason_.message()));
@@ -133,6 +137,15 @@ absl::StatusOr<uint64_t> ConnectionCore::Register(PendingCall* call) {
   if (draining_) return absl::UnavailableError("server is shutting down (GOAWAY)");
   uint64_t id = next_call_id_;
   next_call_id_ += 2;
+  if (timer_deadline != absl::InfiniteFuture()) {
+    // Scheduled under mu_ so the timer cannot expire (and free) the call
+    // before its id is recorded; the timer thread takes mu_ only after
+    // releasing its own lock, so the order is safe.
+    std::weak_ptr<ConnectionCore> weak = weak_from_this();
+    call->timer = TimerQueue::Get().Schedule(timer_deadline, [weak, id] {
+      if (std::shared_ptr<ConnectionCore> self = weak.lock()) self->ExpireCall(id);
+    });
+  }
   pending_.emplace(id, call);
   return id;
 }
@@ -150,6 +163,8 @@ void ConnectionCore::Complete(PendingCall* call, absl::Status status) {
   if (call->done) {
     if (call->timer != 0) TimerQueue::Get().Cancel(call->timer);
     std::move(call->done)(std::move(status));
+    // The connection may be released here (keepalive): the caller of
+    // Complete() must not touch it afterwards unless it holds its own reference.
     delete call;
     return;
   }
@@ -203,7 +218,7 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
   call.response = response;
   call.trailing_metadata = options.trailing_metadata;
   call.method = method.full_name;
-  absl::StatusOr<uint64_t> id = Register(&call);
+  absl::StatusOr<uint64_t> id = Register(&call, absl::InfiniteFuture());
   if (!id.ok()) return id.status();
   absl::Status sent = SendRequest(method, *id, request, options);
   if (!sent.ok() || method.oneway) {
@@ -221,7 +236,7 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
     bool expired = Take(*id) != nullptr;
     if (expired) {
       FrameHeader cancel = FrameHeader::Make(FrameType::kCancel, 0, *id);
-      (void)connection_->Send(cancel, {}, {}, absl::Now() + absl::Seconds(1));
+      (void)connection_->Send(cancel, {}, {}, absl::Now());  // best effort, never waits
     }
     call.mu.Lock();
     if (expired) {
@@ -247,18 +262,14 @@ void ConnectionCore::StartUnary(const RpcMethod& method,
   call->trailing_metadata = options.trailing_metadata;
   call->method = method.full_name;
   call->done = std::move(done);
-  absl::StatusOr<uint64_t> id = Register(call);
+  call->keepalive = shared_from_this();
+  const absl::Time timer_deadline =
+      options.deadline != absl::InfiniteFuture() && !method.oneway ? options.deadline
+                                                                   : absl::InfiniteFuture();
+  absl::StatusOr<uint64_t> id = Register(call, timer_deadline);
   if (!id.ok()) {
     Complete(call, id.status());
     return;
-  }
-  if (options.deadline != absl::InfiniteFuture() && !method.oneway) {
-    // Set before the request can be answered; Complete() cancels it.
-    std::weak_ptr<ConnectionCore> weak = weak_from_this();
-    uint64_t call_id = *id;
-    call->timer = TimerQueue::Get().Schedule(options.deadline, [weak, call_id] {
-      if (std::shared_ptr<ConnectionCore> self = weak.lock()) self->ExpireCall(call_id);
-    });
   }
   absl::Status sent = SendRequest(method, *id, request, options);
   if (!sent.ok() || method.oneway) {
@@ -270,8 +281,10 @@ void ConnectionCore::ExpireCall(uint64_t id) {
   PendingCall* call = Take(id);
   if (call == nullptr) return;
   call->timer = 0;  // running now; nothing to cancel
+  // On the process-wide timer thread: best effort, never waits for a peer
+  // that stopped reading.
   FrameHeader cancel = FrameHeader::Make(FrameType::kCancel, 0, id);
-  (void)connection_->Send(cancel, {}, {}, absl::Now() + absl::Seconds(1));
+  (void)connection_->Send(cancel, {}, {}, absl::Now());
   Complete(call, absl::DeadlineExceededError(absl::StrCat("deadline exceeded waiting for ", call->method)));
 }
 
@@ -301,6 +314,8 @@ void ConnectionCore::ProtocolError(const std::string& what) {
 // Receiving
 
 void ConnectionCore::OnFrame(Frame frame) {
+  // A completion callback run from here may drop the last other reference.
+  std::shared_ptr<ConnectionCore> self = weak_from_this().lock();
   const FrameType type = frame.header.frame_type();
   if (!handshake_flag_.load(std::memory_order_acquire) && type != FrameType::kHello &&
       type != FrameType::kHelloAck && type != FrameType::kGoAway) {

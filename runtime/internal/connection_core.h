@@ -105,8 +105,9 @@ class ConnectionCore final : public FrameSink,
 
   ConnectionCore(std::unique_ptr<Connection> connection, Options options);
 
-  // Registers `call` under a fresh id; UNAVAILABLE if closed or draining.
-  absl::StatusOr<uint64_t> Register(PendingCall* call);
+  // Registers `call` under a fresh id, with a deadline timer unless
+  // `timer_deadline` is InfiniteFuture; UNAVAILABLE if closed or draining.
+  absl::StatusOr<uint64_t> Register(PendingCall* call, absl::Time timer_deadline);
   // Removes `id` if still outstanding and returns its call (nullptr if it was
   // already taken by whoever completes it).
   PendingCall* Take(uint64_t id);

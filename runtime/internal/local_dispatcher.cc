@@ -53,6 +53,18 @@ absl::Status LocalDispatcher::CallUnary(const RpcMethod& method,
                                         const google::protobuf::MessageLite& request,
                                         google::protobuf::MessageLite* response,
                                         const CallOptions& options, const ClientLimits& client) {
+  // Entered first: Stop() waits for entered calls, so the server's tables
+  // stay alive for the whole call.
+  if (!Enter()) return absl::UnavailableError("server is shutting down");
+  absl::Status status = CallEntered(method, request, response, options, client);
+  Leave();
+  return status;
+}
+
+absl::Status LocalDispatcher::CallEntered(const RpcMethod& method,
+                                          const google::protobuf::MessageLite& request,
+                                          google::protobuf::MessageLite* response,
+                                          const CallOptions& options, const ClientLimits& client) {
   const bool has_deadline = options.deadline != absl::InfiniteFuture();
   if (has_deadline && absl::Now() >= options.deadline) {
     return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", method.full_name, " started"));
@@ -73,10 +85,8 @@ absl::Status LocalDispatcher::CallUnary(const RpcMethod& method,
         absl::StrCat("request of ", request_size, " bytes exceeds the server's limit of ",
                      limits_.max_receive_message_size, " bytes"));
   }
-  if (!Enter()) return absl::UnavailableError("server is shutting down");
   ServerContext context(method.full_name, options.deadline, options.metadata, &InProcessPeer(), nullptr);
   absl::Status status = entry->handler->CallDirect(&context, request, response);
-  Leave();
   if (has_deadline && absl::Now() >= options.deadline) {
     return absl::DeadlineExceededError(
         absl::StrCat("deadline exceeded while the server handled ", method.full_name));
@@ -108,11 +118,18 @@ void LocalDispatcher::StartUnary(const RpcMethod& method,
     std::move(done)(CallUnary(method, request, response, options, client));
     return;
   }
-  // The request may die when StartUnary returns: the pool gets a copy.
+  // The request may die when StartUnary returns: the pool gets a copy. The
+  // call is entered before it is queued, so Stop() waits for queued calls.
+  if (!Enter()) {
+    std::move(done)(absl::UnavailableError("server is shutting down"));
+    return;
+  }
   std::shared_ptr<google::protobuf::MessageLite> copy(request.New());
   copy->CheckTypeAndMergeFrom(request);
   pool_->Post([this, &method, copy, response, options, client, done = std::move(done)]() mutable {
-    std::move(done)(CallUnary(method, *copy, response, options, client));
+    absl::Status status = CallEntered(method, *copy, response, options, client);
+    Leave();
+    std::move(done)(std::move(status));
   });
 }
 

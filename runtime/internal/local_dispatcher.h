@@ -68,6 +68,10 @@ class LocalDispatcher {
  private:
   bool Enter();
   void Leave();
+  // CallUnary's body, for a call already Enter()ed.
+  absl::Status CallEntered(const RpcMethod& method, const google::protobuf::MessageLite& request,
+                           google::protobuf::MessageLite* response, const CallOptions& options,
+                           const ClientLimits& client);
 
   const ServiceTable* const services_;
   const ServerLimits limits_;

@@ -78,16 +78,22 @@ class ShmConnection::Impl final : public FdHandler,
     reader_ = std::thread([self = shared_from_this()] { self->ReaderLoop(); });
   }
 
+  // After this the sink is never called again. From another thread it
+  // joins the reader (which delivers OnClosed first); from the reader thread
+  // itself (the sink released its last reference inside a callback) it
+  // detaches it, and the reader stops calling the sink.
   void Shutdown() {
     Close(absl::CancelledError("connection destroyed"));
     if (loop_ != nullptr) loop_->Remove(fd_);
     if (reader_.joinable()) {
       if (reader_.get_id() == std::this_thread::get_id()) {
-        reader_.detach();  // destroyed from its own OnClosed: it is finishing
+        detached_.store(true, std::memory_order_release);
+        reader_.detach();
       } else {
-        reader_.join();  // delivers OnClosed before it exits
+        reader_.join();
       }
     }
+    detached_.store(true, std::memory_order_release);
   }
 
   void Close(const absl::Status& reason) {
@@ -146,15 +152,27 @@ class ShmConnection::Impl final : public FdHandler,
     // The reader thread may be asleep: it flushes the queue as space frees.
     WakeLocalReader();
     // Not the reader: wait for room below the queue limit.
+    // send_mu_ is released while sleeping, so that the reader-role holder
+    // (which must never block) can still queue and flush.
     const absl::Time stall_deadline = absl::Now() + options_.send_stall_timeout;
     while (pending_.size() - pending_offset_ > options_.max_send_queue_bytes) {
-      absl::Status waited = WaitForSpace(std::min(deadline, stall_deadline));
-      if (waited.ok()) waited = FlushPendingLocked();
-      if (waited.ok()) continue;
-      if (absl::IsDeadlineExceeded(waited) && absl::Now() < stall_deadline) return waited;
-      // The frame is partly queued and cannot be taken back.
-      Close(absl::UnavailableError(absl::StrCat("send failed: ", waited.message())));
-      return absl::UnavailableError(waited.message());
+      if (closed_.load(std::memory_order_acquire)) return absl::UnavailableError("connection closed");
+      absl::Time now = absl::Now();
+      if (now >= stall_deadline) {
+        // The frame is queued and cannot be taken back: the connection is done.
+        Close(absl::UnavailableError("send failed: peer stopped reading (send stalled)"));
+        return absl::UnavailableError("peer stopped reading (send stalled)");
+      }
+      if (now >= deadline) return absl::DeadlineExceededError("deadline passed while the peer was not reading");
+      ShmRingControl* control = out_.control();
+      uint32_t seq = control->space_seq.load(std::memory_order_seq_cst);
+      send_mu_.Unlock();
+      control->producer_sleepers.fetch_add(1, std::memory_order_seq_cst);
+      FutexWait(&control->space_seq, seq, std::min(std::min(deadline, stall_deadline) - now, kMaxSleep));
+      control->producer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
+      send_mu_.Lock();
+      absl::Status flushed = FlushPendingLocked();
+      if (!flushed.ok()) return flushed;
     }
     return absl::OkStatus();
   }
@@ -202,8 +220,12 @@ class ShmConnection::Impl final : public FdHandler,
   }
 
   // FrameDecoderSink: on the reader-role holder's thread.
-  void OnFrame(Frame frame) override { sink_->OnFrame(std::move(frame)); }
-  void OnOversizeFrame(const FrameHeader& header) override { sink_->OnOversizeFrame(header); }
+  void OnFrame(Frame frame) override {
+    if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(std::move(frame));
+  }
+  void OnOversizeFrame(const FrameHeader& header) override {
+    if (!detached_.load(std::memory_order_acquire)) sink_->OnOversizeFrame(header);
+  }
 
  private:
   enum class Role { kIdle, kThread, kCaller };
@@ -274,7 +296,7 @@ class ShmConnection::Impl final : public FdHandler,
                          << " ended with a truncated frame";
     }
     if (loop_ != nullptr) loop_->Remove(fd_);
-    sink_->OnClosed(CloseReason());
+    if (!detached_.load(std::memory_order_acquire)) sink_->OnClosed(CloseReason());
   }
 
   // Caller holds the role.
@@ -418,27 +440,6 @@ class ShmConnection::Impl final : public FdHandler,
     control->producer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
 
-  // Waits until the outgoing ring has room, the connection closes, or
-  // `deadline`. Caller holds send_mu_.
-  absl::Status WaitForSpace(absl::Time deadline) {
-    ShmRingControl* control = out_.control();
-    for (;;) {
-      if (closed_.load(std::memory_order_acquire)) return absl::UnavailableError("connection closed");
-      uint64_t free = 0;
-      if (!out_.FreeSpace(&free).ok() || free > 0) return absl::OkStatus();
-      absl::Time now = absl::Now();
-      if (now >= deadline) {
-        return absl::DeadlineExceededError("deadline passed while the peer was not reading");
-      }
-      uint32_t seq = control->space_seq.load(std::memory_order_seq_cst);
-      control->producer_sleepers.fetch_add(1, std::memory_order_seq_cst);
-      if (out_.FreeSpace(&free).ok() && free == 0 && !closed_.load()) {
-        FutexWait(&control->space_seq, seq, std::min(deadline - now, kMaxSleep));
-      }
-      control->producer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
-    }
-  }
-
   const int fd_;
   const std::unique_ptr<ShmMapping> mapping_;
   ShmRegionHeader* const header_;
@@ -453,6 +454,7 @@ class ShmConnection::Impl final : public FdHandler,
   std::thread reader_;
   FrameDecoder decoder_;  // reader-role holder only
   std::atomic<bool> closed_{false};
+  std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
 
   absl::Mutex send_mu_;
   std::string pending_ ABSL_GUARDED_BY(send_mu_);  // queued output (reader-role senders)

@@ -53,7 +53,9 @@ class ShmRing {
   // The bytes available, as at most two spans (the second after wrap-around).
   absl::Status Readable(absl::string_view* first, absl::string_view* second) const;
   bool HasData() const {
-    return control_->write_index.load(std::memory_order_acquire) != read_index_;
+    // seq_cst: pairs with the consumer_sleepers increment in the sleep
+    // protocol (an acquire load could be reordered before it on some CPUs).
+    return control_->write_index.load(std::memory_order_seq_cst) != read_index_;
   }
   // Releases `size` bytes (previously returned by Readable) to the producer.
   void Consume(size_t size);

@@ -54,10 +54,13 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   }
 
   // Removes the fd from the loop and makes sure OnClosed was delivered.
+  // After this the sink is never called again, even by a reader that is
+  // still unwinding on this thread (the sink may be what is being destroyed).
   void Shutdown() {
     Close(absl::CancelledError("connection destroyed"));
     if (loop_ != nullptr) loop_->Remove(fd_);
     if (sink_ != nullptr && !closed_delivered_.load()) DeliverClosed(CloseReason());
+    detached_.store(true, std::memory_order_release);
   }
 
   void Close(const absl::Status& reason) {
@@ -123,6 +126,9 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       if (write_closed_) return absl::UnavailableError("connection closed");
     }
     AppendToQueue(header, meta, payload, 0);
+    // The loop may have drained the queue (and dropped EPOLLOUT) while we
+    // waited: make sure it will flush what we just queued.
+    if (!want_write_.load()) ArmWrite();
     return absl::OkStatus();
   }
 
@@ -183,8 +189,12 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   }
 
   // FrameDecoderSink: runs on the reader-role holder's thread.
-  void OnFrame(Frame frame) override { sink_->OnFrame(std::move(frame)); }
-  void OnOversizeFrame(const FrameHeader& header) override { sink_->OnOversizeFrame(header); }
+  void OnFrame(Frame frame) override {
+    if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(std::move(frame));
+  }
+  void OnOversizeFrame(const FrameHeader& header) override {
+    if (!detached_.load(std::memory_order_acquire)) sink_->OnOversizeFrame(header);
+  }
 
  private:
   enum class Reader { kIdle, kLoop, kCaller, kClosed };
@@ -325,6 +335,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   FrameDecoder decoder_;                  // reader-role holder only
   std::unique_ptr<char[]> read_buffer_;   // reader-role holder only
   std::atomic<bool> closed_delivered_{false};
+  std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
 
   absl::Mutex state_mu_;
   Reader reader_ ABSL_GUARDED_BY(state_mu_) = Reader::kIdle;
