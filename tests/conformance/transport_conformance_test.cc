@@ -343,6 +343,61 @@ TYPED_TEST(TransportConformance, AsyncDeadlineExceeded) {
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kDeadlineExceeded) << reply.status();
 }
 
+TYPED_TEST(TransportConformance, ManyTinyDeadlinesCompleteExactlyOnce) {
+  // Deadlines racing replies, timers and registration: every call completes
+  // exactly once, with its reply or DEADLINE_EXCEEDED.
+  constexpr int kCalls = 2000;
+  std::atomic<int> completions{0};
+  std::atomic<int> unexpected{0};
+  std::vector<EchoReply> replies(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    EchoRequest request;
+    request.set_data("x");
+    this->stub_->AsyncEcho(request, &replies[i],
+                           CallOptions::WithTimeout(absl::Microseconds(i % 50)),
+                           [&](absl::Status status) {
+                             if (!status.ok() && !absl::IsDeadlineExceeded(status)) unexpected++;
+                             completions++;
+                           });
+  }
+  absl::Time watchdog = absl::Now() + kWatchdog;
+  while (completions.load() < kCalls && absl::Now() < watchdog) absl::SleepFor(absl::Milliseconds(1));
+  absl::SleepFor(absl::Milliseconds(20));  // a second completion would show up here
+  EXPECT_EQ(completions.load(), kCalls);
+  EXPECT_EQ(unexpected.load(), 0);
+  EXPECT_TRUE(this->Echo(*this->stub_, "still fine").ok());
+}
+
+TYPED_TEST(TransportConformance, CallbackMayCallTheSameChannelAfterServerRestart) {
+  // Collocated asynchronous calls with inline handlers run before AsyncX returns.
+  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "collocated calls have no connection to replace";
+  // A completion callback that calls again on its channel while the channel
+  // replaces a broken connection must not deadlock.
+  WaitRequest wait;
+  wait.set_max_wait_ms(30000);
+  WaitReply wait_reply;
+  absl::Notification first_done;
+  absl::Notification second_done;
+  absl::Status second_status;
+  EchoReply second_reply;
+  this->stub_->AsyncWaitForCancel(wait, &wait_reply, CallOptions::WithTimeout(kWatchdog),
+                                  [&](absl::Status) {
+                                    EchoRequest again;
+                                    this->stub_->AsyncEcho(again, &second_reply,
+                                                           CallOptions::WithTimeout(absl::Seconds(5)),
+                                                           [&](absl::Status s) {
+                                                             second_status = s;
+                                                             second_done.Notify();
+                                                           });
+                                    first_done.Notify();
+                                  });
+  absl::SleepFor(absl::Milliseconds(50));
+  this->server_->Shutdown(absl::Now());  // fails the waiting call: its callback calls again
+  EXPECT_TRUE(first_done.WaitForNotificationWithTimeout(kWatchdog));
+  EXPECT_TRUE(second_done.WaitForNotificationWithTimeout(kWatchdog));
+  EXPECT_FALSE(second_status.ok());  // no server any more: a clear error, not a hang
+}
+
 TYPED_TEST(TransportConformance, ServerStoppedGivesUnavailable) {
   ASSERT_TRUE(this->Echo(*this->stub_, "before").ok());
   this->server_->Shutdown();
