@@ -42,7 +42,7 @@ void FuzzRing(uint64_t hostile_write, uint64_t hostile_read, const uint8_t* data
   std::memcpy(ring, data, std::min<size_t>(size, kCapacity));
 
   // Consumer facing a hostile producer index.
-  ShmRing consumer(&control, ring, kCapacity, ShmRing::Role::kConsumer);
+  ShmRing consumer(&control, ring, kCapacity);
   FrameDecoder decoder(kDefaultMaxMetaSize, 1 << 16);
   CountingSink sink;
   for (int round = 0; round < 3; ++round) {
@@ -57,7 +57,7 @@ void FuzzRing(uint64_t hostile_write, uint64_t hostile_read, const uint8_t* data
 
   // Producer facing a hostile consumer index.
   new (&control) ShmRingControl();
-  ShmRing producer(&control, ring, kCapacity, ShmRing::Role::kProducer);
+  ShmRing producer(&control, ring, kCapacity);
   for (int round = 0; round < 3; ++round) {
     uint64_t free = 0;
     if (!producer.FreeSpace(&free).ok()) break;

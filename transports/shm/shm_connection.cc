@@ -54,12 +54,9 @@ class ShmConnection::Impl final : public FdHandler,
         // The capacity was validated at setup; never re-read from shared memory.
         capacity_((mapping_->size() - kShmHeaderSize) / 2),
         out_(&header_->rings[client_side ? 0 : 1],
-             mapping_->data() + kShmHeaderSize + (client_side ? 0 : capacity_), capacity_,
-             ShmRing::Role::kProducer),
+             mapping_->data() + kShmHeaderSize + (client_side ? 0 : capacity_), capacity_),
         in_(&header_->rings[client_side ? 1 : 0],
-            mapping_->data() + kShmHeaderSize + (client_side ? capacity_ : 0), capacity_,
-            ShmRing::Role::kConsumer),
-        client_side_(client_side),
+            mapping_->data() + kShmHeaderSize + (client_side ? capacity_ : 0), capacity_),
         peer_(std::move(peer)),
         options_(options),
         decoder_(options.max_meta_size, options.max_receive_message_size) {}
@@ -446,7 +443,6 @@ class ShmConnection::Impl final : public FdHandler,
   const uint64_t capacity_;
   ShmRing out_;  // written under send_mu_
   ShmRing in_;   // used by the reader-role holder (HasData() by pollers)
-  const bool client_side_;
   const PeerInfo peer_;
   const TransportOptions options_;
   FrameSink* sink_ = nullptr;

@@ -2,7 +2,7 @@
 // single-consumer byte ring in memory shared with an untrusted peer.
 //
 // Example (producer):
-//   ShmRing ring(&header->rings[0], data, capacity, ShmRing::Role::kProducer);
+//   ShmRing ring(&header->rings[0], data, capacity);
 //   size_t n = ring.Write(bytes);            // copies what fits, publishes
 //   ring.WakeConsumerIfSleeping();
 // Example (consumer):
@@ -28,13 +28,11 @@ namespace locus::internal {
 
 class ShmRing {
  public:
-  enum class Role { kProducer, kConsumer };
-
   // `data` points to `capacity` bytes (a power of two) of the mapping.
-  ShmRing(ShmRingControl* control, char* data, uint64_t capacity, Role role)
-      : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {
-    (void)role;
-  }
+  // One object per side: the producer uses only the producer methods, the
+  // consumer only the consumer methods.
+  ShmRing(ShmRingControl* control, char* data, uint64_t capacity)
+      : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
 
   uint64_t capacity() const { return capacity_; }
   ShmRingControl* control() const { return control_; }
