@@ -76,7 +76,7 @@ BENCHMARK(BM_FrameValidate);
 
 class CountingSink final : public locus::internal::FrameDecoderSink {
  public:
-  void OnFrame(locus::Frame frame) override {
+  void OnFrame(locus::Frame& frame) override {
     ++frames;
     bytes += frame.payload.size();
   }

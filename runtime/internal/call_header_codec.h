@@ -1,12 +1,17 @@
-// Encodes the meta section of a REQUEST frame (wire.CallHeader) directly,
-// without building a protobuf message: this runs once per call on the
-// client's hot path. The output is byte-for-byte what
-// wire::CallHeader::SerializeAsString() produces for the same fields
-// (checked by call_header_codec_test.cc), so peers parse it with protobuf.
+// Encodes and decodes the meta section of a REQUEST frame (wire.CallHeader)
+// directly, without building a protobuf message: this runs once per call on
+// each side's hot path. The encoding is byte-for-byte what
+// wire::CallHeader::SerializeAsString() produces for the same fields, and the
+// decoder accepts exactly what wire::CallHeader::ParseFromString() accepts
+// (any field order, repeated fields, unknown fields skipped); both are checked
+// against protobuf by call_header_codec_test.cc.
 //
 // Example:
 //   std::string meta;
 //   EncodeCallHeader("/pkg.Svc/Method", /*timeout_ns=*/0, options.metadata, &meta);
+//   CallHeaderView header;
+//   if (!DecodeCallHeader(meta, &header)) reject();
+//   // header.method views `meta`: valid while `meta` is.
 #ifndef LOCUS_RUNTIME_INTERNAL_CALL_HEADER_CODEC_H_
 #define LOCUS_RUNTIME_INTERNAL_CALL_HEADER_CODEC_H_
 
@@ -21,6 +26,17 @@ namespace locus::internal {
 // Appends the encoding to `*out`. `timeout_ns` 0 means no deadline.
 void EncodeCallHeader(absl::string_view method, int64_t timeout_ns, const Metadata& metadata,
                       std::string* out);
+
+// A decoded CallHeader. `method` points into the decoded bytes.
+struct CallHeaderView {
+  absl::string_view method;
+  int64_t timeout_ns = 0;
+  Metadata metadata;
+};
+
+// Decodes untrusted bytes. False if they are not a valid wire.CallHeader
+// (`*out` is then unspecified).
+bool DecodeCallHeader(absl::string_view bytes, CallHeaderView* out);
 
 }  // namespace locus::internal
 

@@ -1,6 +1,7 @@
 #include "internal/connection_core.h"
 
 #include <algorithm>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -9,6 +10,7 @@
 #include "internal/call_header_codec.h"
 #include "internal/host_identity.h"
 #include "internal/log.h"
+#include "internal/scratch_buffer.h"
 #include "internal/timer_queue.h"
 
 namespace locus::internal {
@@ -40,7 +42,13 @@ struct ConnectionCore::PendingCall {
   absl::AnyInvocable<void(absl::Status) &&> done;
   std::shared_ptr<ConnectionCore> keepalive;
   TimerQueue::Id timer = 0;
-  // Synchronous calls: the waiter sleeps on `mu` until `finished`.
+  // Synchronous calls: the waiter sleeps on `mu` until `finished`. When
+  // the waiter's own thread completes the call (caller-driven read),
+  // Complete() sets the two waiter_ fields instead, which only that thread
+  // touches.
+  std::thread::id waiter;
+  bool completed_by_waiter = false;
+  absl::Status waiter_status;
   absl::Mutex mu;
   bool finished ABSL_GUARDED_BY(mu) = false;
   absl::Status status ABSL_GUARDED_BY(mu);
@@ -114,10 +122,7 @@ void ConnectionCore::ExpectHandshakeBy(absl::Time deadline) {
   });
 }
 
-bool ConnectionCore::usable() const {
-  absl::MutexLock lock(&mu_);
-  return !closed_ && !draining_ && !broken_;
-}
+bool ConnectionCore::usable() const { return !unusable_.load(std::memory_order_acquire); }
 
 bool ConnectionCore::closed() const {
   absl::MutexLock lock(&mu_);
@@ -168,6 +173,14 @@ void ConnectionCore::Complete(PendingCall* call, absl::Status status) {
     delete call;
     return;
   }
+  if (call->waiter == std::this_thread::get_id()) {
+    // The waiter itself is completing it (it drives the connection): it
+    // reads the status after this returns, on this thread; no lock needed.
+    call->waiter_status = std::move(status);
+    call->completed_by_waiter = true;
+    call->finished_flag.store(true, std::memory_order_release);
+    return;
+  }
   absl::MutexLock lock(&call->mu);
   call->status = std::move(status);
   call->finished = true;
@@ -177,7 +190,8 @@ void ConnectionCore::Complete(PendingCall* call, absl::Status status) {
 absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
                                          const google::protobuf::MessageLite& request,
                                          const CallOptions& options) {
-  std::string payload;
+  ScratchBuffer payload_buffer;
+  std::string& payload = *payload_buffer.get();
   if (!request.SerializeToString(&payload)) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot serialize request for ", method.full_name, " (missing required fields?)"));
@@ -191,7 +205,8 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   if (options.deadline != absl::InfiniteFuture()) {
     timeout_ns = std::max<int64_t>(1, absl::ToInt64Nanoseconds(options.deadline - absl::Now()));
   }
-  std::string meta;
+  ScratchBuffer meta_buffer;
+  std::string& meta = *meta_buffer.get();
   EncodeCallHeader(method.full_name, timeout_ns, options.metadata, &meta);
   uint32_t flags = kFlagHasMessage | kFlagEndStream | (method.oneway ? kFlagOneway : 0);
   FrameHeader frame = FrameHeader::Make(FrameType::kRequest, flags, id);
@@ -203,6 +218,7 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
     // next call must not pick this connection again.
     absl::MutexLock lock(&mu_);
     broken_ = true;
+    unusable_.store(true, std::memory_order_release);
   }
   return sent;
 }
@@ -215,6 +231,7 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
     return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", method.full_name, " started"));
   }
   PendingCall call;
+  call.waiter = std::this_thread::get_id();
   call.response = response;
   call.trailing_metadata = options.trailing_metadata;
   call.method = method.full_name;
@@ -229,6 +246,7 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
     connection_->DriveUntil([&call] { return call.finished_flag.load(std::memory_order_acquire); },
                             options.deadline);
   }
+  if (call.completed_by_waiter) return call.waiter_status;
   absl::MutexLock lock(&call.mu);
   auto finished = [&call]() ABSL_SHARED_LOCKS_REQUIRED(call.mu) { return call.finished; };
   if (!call.mu.AwaitWithDeadline(absl::Condition(&finished), options.deadline)) {
@@ -313,7 +331,7 @@ void ConnectionCore::ProtocolError(const std::string& what) {
 // ---------------------------------------------------------------------------
 // Receiving
 
-void ConnectionCore::OnFrame(Frame frame) {
+void ConnectionCore::OnFrame(Frame& frame) {
   // A completion callback run from here may drop the last other reference.
   std::shared_ptr<ConnectionCore> self = weak_from_this().lock();
   const FrameType type = frame.header.frame_type();
@@ -328,10 +346,10 @@ void ConnectionCore::OnFrame(Frame frame) {
       HandleHello(frame);
       return;
     case FrameType::kRequest:
-      HandleRequest(std::move(frame));
+      HandleRequest(frame);
       return;
     case FrameType::kResponse:
-      HandleResponse(std::move(frame));
+      HandleResponse(frame);
       return;
     case FrameType::kCancel: {
       absl::MutexLock lock(&mu_);
@@ -412,13 +430,14 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
                       goaway.reason());
   absl::MutexLock lock(&mu_);
   draining_ = true;
+  unusable_.store(true, std::memory_order_release);
   if (!handshake_done_) {
     handshake_error_ = reason.ok() ? absl::UnavailableError("peer refused the connection") : reason;
     handshake_flag_.store(true, std::memory_order_release);
   }
 }
 
-void ConnectionCore::HandleResponse(Frame frame) {
+void ConnectionCore::HandleResponse(const Frame& frame) {
   PendingCall* call = Take(frame.header.call_id);
   if (call == nullptr) return;  // cancelled or expired: drop the late reply
   absl::Status status = absl::OkStatus();
@@ -446,7 +465,7 @@ void ConnectionCore::HandleResponse(Frame frame) {
   Complete(call, std::move(status));
 }
 
-void ConnectionCore::HandleRequest(Frame frame) {
+void ConnectionCore::HandleRequest(Frame& frame) {
   const uint64_t call_id = frame.header.call_id;
   const bool oneway = (frame.header.flags & kFlagOneway) != 0;
   // Calls the peer starts carry the peer's parity.
@@ -454,19 +473,21 @@ void ConnectionCore::HandleRequest(Frame frame) {
     ProtocolError(absl::StrCat("call id ", call_id, " has the wrong parity"));
     return;
   }
-  wire::CallHeader header;
-  if (!header.ParseFromString(frame.meta)) {
+  CallHeaderView header;  // views frame.meta
+  if (!DecodeCallHeader(frame.meta, &header)) {
     if (!oneway) SendResponse(call_id, absl::InvalidArgumentError("malformed call header"), {}, {}, absl::InfiniteFuture());
     return;
   }
-  absl::Time deadline = DeadlineFromTimeout(header.timeout_ns());
-  const ServiceTable::Entry* entry =
-      options_.services == nullptr ? nullptr : options_.services->Find(header.method());
+  IncomingCall call;
+  call.call_id = call_id;
+  call.oneway = oneway;
+  call.deadline = DeadlineFromTimeout(header.timeout_ns);
+  call.entry = options_.services == nullptr ? nullptr : options_.services->Find(header.method);
   absl::Status refused = absl::OkStatus();
-  if (entry == nullptr) {
-    refused = absl::UnimplementedError(absl::StrCat("unknown method ", header.method()));
-  } else if (entry->method->kind != RpcKind::kUnary) {
-    refused = absl::UnimplementedError(absl::StrCat("streaming method ", header.method(), " is not supported"));
+  if (call.entry == nullptr) {
+    refused = absl::UnimplementedError(absl::StrCat("unknown method ", header.method));
+  } else if (call.entry->method->kind != RpcKind::kUnary) {
+    refused = absl::UnimplementedError(absl::StrCat("streaming method ", header.method, " is not supported"));
   } else if ((frame.header.flags & kFlagHasMessage) == 0) {
     refused = absl::InvalidArgumentError("unary request without a message");
   }
@@ -475,69 +496,73 @@ void ConnectionCore::HandleRequest(Frame frame) {
   // the deadline, and it needs no cancellation flag or table entry, only a
   // count for graceful shutdown. Pooled handlers get both.
   const bool pooled = options_.handler_pool != nullptr;
-  std::shared_ptr<std::atomic<bool>> cancelled;
-  if (pooled) cancelled = std::make_shared<std::atomic<bool>>(false);
+  if (pooled) call.cancelled = std::make_shared<std::atomic<bool>>(false);
   {
     absl::MutexLock lock(&mu_);
     if (draining_ || closed_) refused = absl::UnavailableError("server is shutting down");
     last_peer_call_id_ = std::max(last_peer_call_id_, call_id);
     if (refused.ok()) {
       if (pooled) {
-        serving_[call_id] = cancelled;
+        serving_[call_id] = call.cancelled;
       } else {
         ++inline_serving_;
       }
     }
   }
   if (!refused.ok()) {
-    if (!oneway) SendResponse(call_id, refused, {}, {}, deadline);
+    if (!oneway) SendResponse(call_id, refused, {}, {}, call.deadline);
     return;
   }
-  Metadata metadata;
-  metadata.reserve(header.metadata_size());
-  for (wire::MetadataEntry& e : *header.mutable_metadata()) {
-    metadata.emplace_back(std::move(*e.mutable_key()), std::move(*e.mutable_value()));
-  }
-  auto run = [self = shared_from_this(), entry, call_id, oneway, deadline, cancelled,
-              method = std::move(*header.mutable_method()), metadata = std::move(metadata),
-              payload = std::move(frame.payload)]() mutable {
-    ServerContext context(method, deadline, std::move(metadata), &self->peer(), cancelled);
-    std::string reply;
-    absl::Status status = entry->handler->CallSerialized(&context, payload, &reply);
-    if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
-      // As in gRPC: past its deadline a call ends DEADLINE_EXCEEDED whatever
-      // the handler produced, so the client sees one outcome however the
-      // reply and its own timer race.
-      status = absl::DeadlineExceededError(
-          absl::StrCat("deadline exceeded while the server handled ", context.method()));
-    } else if (status.ok() && reply.size() > self->options_.max_send_message_size) {
-      status = absl::ResourceExhaustedError(
-          absl::StrCat("reply of ", reply.size(), " bytes exceeds the server's send limit of ",
-                       self->options_.max_send_message_size, " bytes"));
-    }
-    {
-      absl::MutexLock lock(&self->mu_);
-      if (cancelled != nullptr) {
-        self->serving_.erase(call_id);
-      } else {
-        --self->inline_serving_;
-      }
-    }
-    if (oneway) {
-      if (!status.ok()) LOCUS_LOG(INFO) << "oneway " << context.method() << " failed: " << status;
-      return;
-    }
-    // Cancelled by the client (CANCEL) or the connection is gone: nobody
-    // waits for the reply.
-    if (cancelled != nullptr && cancelled->load(std::memory_order_acquire) && absl::Now() < deadline) return;
-    self->SendResponse(call_id, status, status.ok() ? absl::string_view(reply) : absl::string_view(),
-                 context.trailing_metadata(), deadline);
-  };
-  if (options_.handler_pool != nullptr) {
-    options_.handler_pool->Post(std::move(run));
+  call.metadata = std::move(header.metadata);
+  if (pooled) {
+    // The frame's buffers go back to the transport when this returns: the
+    // pooled handler takes its own copies.
+    options_.handler_pool->Post([self = shared_from_this(), call = std::move(call),
+                                 method = std::string(header.method),
+                                 payload = std::move(frame.payload)]() mutable {
+      self->Serve(call, method, payload);
+    });
   } else {
-    run();
+    Serve(call, header.method, frame.payload);
   }
+}
+
+void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::string_view payload) {
+  ServerContext context(method, call.deadline, std::move(call.metadata), &peer(), call.cancelled);
+  ScratchBuffer reply_buffer;
+  std::string& reply = *reply_buffer.get();
+  absl::Status status = call.entry->handler->CallSerialized(&context, payload, &reply);
+  if (call.deadline != absl::InfiniteFuture() && absl::Now() >= call.deadline) {
+    // As in gRPC: past its deadline a call ends DEADLINE_EXCEEDED whatever
+    // the handler produced, so the client sees one outcome however the
+    // reply and its own timer race.
+    status = absl::DeadlineExceededError(
+        absl::StrCat("deadline exceeded while the server handled ", context.method()));
+  } else if (status.ok() && reply.size() > options_.max_send_message_size) {
+    status = absl::ResourceExhaustedError(
+        absl::StrCat("reply of ", reply.size(), " bytes exceeds the server's send limit of ",
+                     options_.max_send_message_size, " bytes"));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (call.cancelled != nullptr) {
+      serving_.erase(call.call_id);
+    } else {
+      --inline_serving_;
+    }
+  }
+  if (call.oneway) {
+    if (!status.ok()) LOCUS_LOG(INFO) << "oneway " << context.method() << " failed: " << status;
+    return;
+  }
+  // Cancelled by the client (CANCEL) or the connection is gone: nobody
+  // waits for the reply.
+  if (call.cancelled != nullptr && call.cancelled->load(std::memory_order_acquire) &&
+      absl::Now() < call.deadline) {
+    return;
+  }
+  SendResponse(call.call_id, status, status.ok() ? absl::string_view(reply) : absl::string_view(),
+               context.trailing_metadata(), call.deadline);
 }
 
 void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
@@ -600,6 +625,7 @@ void ConnectionCore::OnClosed(const absl::Status& reason) {
   {
     absl::MutexLock lock(&mu_);
     closed_ = true;
+    unusable_.store(true, std::memory_order_release);
     close_reason_ = reason;
     pending.swap(pending_);
     for (auto& [id, flag] : serving_) flag->store(true, std::memory_order_release);

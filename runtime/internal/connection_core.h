@@ -96,12 +96,21 @@ class ConnectionCore final : public FrameSink,
   const wire::Hello& peer_hello() const { return peer_hello_; }
 
   // FrameSink
-  void OnFrame(Frame frame) override;
+  void OnFrame(Frame& frame) override;
   void OnOversizeFrame(const FrameHeader& header) override;
   void OnClosed(const absl::Status& reason) override;
 
  private:
   struct PendingCall;
+  // A call the peer started, accepted for serving.
+  struct IncomingCall {
+    uint64_t call_id = 0;
+    bool oneway = false;
+    absl::Time deadline = absl::InfiniteFuture();
+    const ServiceTable::Entry* entry = nullptr;
+    std::shared_ptr<std::atomic<bool>> cancelled;  // pooled handlers only
+    Metadata metadata;
+  };
 
   ConnectionCore(std::unique_ptr<Connection> connection, Options options);
 
@@ -119,8 +128,11 @@ class ConnectionCore final : public FrameSink,
   void ExpireCall(uint64_t id);
 
   void HandleHello(const Frame& frame);
-  void HandleRequest(Frame frame);
-  void HandleResponse(Frame frame);
+  void HandleRequest(Frame& frame);
+  // Runs the handler and sends the reply (unless oneway or cancelled).
+  // `method` and `payload` need only live until it returns.
+  void Serve(IncomingCall& call, absl::string_view method, absl::string_view payload);
+  void HandleResponse(const Frame& frame);
   void HandleGoAway(const Frame& frame);
   void SendResponse(uint64_t call_id, const absl::Status& status, absl::string_view payload,
                     const Metadata& trailers, absl::Time deadline);
@@ -144,6 +156,9 @@ class ConnectionCore final : public FrameSink,
   absl::flat_hash_map<uint64_t, std::shared_ptr<std::atomic<bool>>> serving_ ABSL_GUARDED_BY(mu_);
   size_t inline_serving_ ABSL_GUARDED_BY(mu_) = 0;  // calls being served inline
   std::atomic<bool> handshake_flag_{false};  // mirrors handshake_done_ for lock-free polling
+  // Set (under mu_) once closed_, draining_ or broken_ is: usable() reads
+  // it without the lock on every call.
+  std::atomic<bool> unusable_{false};
 
   wire::Hello peer_hello_;  // written once by the reader before handshake_done_
 

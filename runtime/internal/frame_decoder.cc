@@ -18,6 +18,15 @@ uint64_t FrameDecoder::body_bytes_wanted() const {
   return 0;
 }
 
+void FrameDecoder::ReleaseLargeBuffers(const FrameHeader& next) {
+  if (frame_.payload.capacity() > kRetainedBufferBytes && next.payload_length <= kRetainedBufferBytes) {
+    std::string().swap(frame_.payload);
+  }
+  if (frame_.meta.capacity() > kRetainedBufferBytes && next.meta_length <= kRetainedBufferBytes) {
+    std::string().swap(frame_.meta);
+  }
+}
+
 absl::Status FrameDecoder::Consume(absl::string_view bytes, FrameDecoderSink& sink) {
   while (!bytes.empty()) {
     switch (state_) {
@@ -36,17 +45,19 @@ absl::Status FrameDecoder::Consume(absl::string_view bytes, FrameDecoderSink& si
           break;
         }
         if (!valid.ok()) return valid;
+        // The buffers keep their capacity from earlier frames (unless a sink
+        // took them), so a steady stream of calls allocates nothing here.
+        ReleaseLargeBuffers(header_);
         frame_.header = header_;
         frame_.meta.clear();
         frame_.payload.clear();
         body_filled_ = 0;
         if (header_.body_length() == 0) {
-          sink.OnFrame(std::move(frame_));
-          frame_ = Frame();
+          sink.OnFrame(frame_);
           break;
         }
-        frame_.meta.resize(header_.meta_length);
-        frame_.payload.resize(header_.payload_length);
+        frame_.meta.reserve(header_.meta_length);
+        frame_.payload.reserve(header_.payload_length);
         state_ = State::kBody;
         break;
       }
@@ -54,7 +65,7 @@ absl::Status FrameDecoder::Consume(absl::string_view bytes, FrameDecoderSink& si
         // Meta first, then payload.
         if (body_filled_ < header_.meta_length) {
           size_t take = std::min<uint64_t>(bytes.size(), header_.meta_length - body_filled_);
-          std::memcpy(frame_.meta.data() + body_filled_, bytes.data(), take);
+          frame_.meta.append(bytes.data(), take);
           body_filled_ += take;
           bytes.remove_prefix(take);
         }
@@ -62,15 +73,14 @@ absl::Status FrameDecoder::Consume(absl::string_view bytes, FrameDecoderSink& si
           uint64_t payload_filled = body_filled_ - header_.meta_length;
           size_t take = std::min<uint64_t>(bytes.size(), header_.payload_length - payload_filled);
           if (take > 0) {
-            std::memcpy(frame_.payload.data() + payload_filled, bytes.data(), take);
+            frame_.payload.append(bytes.data(), take);
             body_filled_ += take;
             bytes.remove_prefix(take);
           }
         }
         if (body_filled_ == header_.body_length()) {
           state_ = State::kHeader;
-          sink.OnFrame(std::move(frame_));
-          frame_ = Frame();
+          sink.OnFrame(frame_);
         }
         break;
       }

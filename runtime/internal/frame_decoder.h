@@ -26,7 +26,9 @@ namespace locus::internal {
 class FrameDecoderSink {
  public:
   virtual ~FrameDecoderSink() = default;
-  virtual void OnFrame(Frame frame) = 0;
+  // `frame` belongs to the decoder and is reused for the next frame: a sink
+  // that keeps its meta or payload moves them out.
+  virtual void OnFrame(Frame& frame) = 0;
   virtual void OnOversizeFrame(const FrameHeader& header) = 0;
 };
 
@@ -47,6 +49,12 @@ class FrameDecoder {
 
  private:
   enum class State { kHeader, kBody, kSkip };
+
+  // Receive buffers up to this size are kept for the next frame; a larger
+  // one (a big message went by) is kept only while big frames follow, so
+  // that a connection back to small calls does not pin it.
+  static constexpr size_t kRetainedBufferBytes = 256u << 10;
+  void ReleaseLargeBuffers(const FrameHeader& next);
 
   uint32_t max_meta_;
   uint64_t max_payload_;

@@ -11,7 +11,7 @@ namespace {
 struct Collect : FrameDecoderSink {
   std::vector<Frame> frames;
   std::vector<FrameHeader> oversize;
-  void OnFrame(Frame frame) override { frames.push_back(std::move(frame)); }
+  void OnFrame(Frame& frame) override { frames.push_back(frame); }
   void OnOversizeFrame(const FrameHeader& header) override { oversize.push_back(header); }
 };
 

@@ -440,7 +440,7 @@ TYPED_TEST(TransportConformance, ServerKilledMidCallGivesUnavailableBeforeDeadli
 // Watches a raw connection for being closed by the server.
 class ClosedWatcher : public FrameSink {
  public:
-  void OnFrame(Frame) override {}
+  void OnFrame(Frame&) override {}
   void OnOversizeFrame(const FrameHeader&) override {}
   void OnClosed(const absl::Status&) override { closed.Notify(); }
   absl::Notification closed;

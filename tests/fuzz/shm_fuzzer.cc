@@ -24,7 +24,7 @@ constexpr uint64_t kCapacity = 4096;
 
 struct CountingSink : FrameDecoderSink {
   size_t frames = 0;
-  void OnFrame(Frame) override { ++frames; }
+  void OnFrame(Frame&) override { ++frames; }
   void OnOversizeFrame(const FrameHeader&) override {}
 };
 

@@ -74,8 +74,8 @@ class EchoService final : public Service {
 class CoreFeeder final : public FrameDecoderSink {
  public:
   CoreFeeder(ConnectionCore* core, FakeConnection* connection) : core_(core), connection_(connection) {}
-  void OnFrame(Frame frame) override {
-    if (!connection_->closed()) core_->OnFrame(std::move(frame));
+  void OnFrame(Frame& frame) override {
+    if (!connection_->closed()) core_->OnFrame(frame);
   }
   void OnOversizeFrame(const FrameHeader& header) override {
     if (!connection_->closed()) core_->OnOversizeFrame(header);

@@ -135,6 +135,16 @@ class ShmConnection::Impl final : public FdHandler,
     absl::Status flushed = FlushPendingLocked();
     if (!flushed.ok()) return flushed;
     if (pending_.size() == pending_offset_) {
+      // The common case: the whole frame fits and is published at once, so
+      // the reader never sees (and wakes up for) a partial frame.
+      uint64_t free = 0;
+      const size_t total = parts[0].size() + parts[1].size() + parts[2].size();
+      if (out_.FreeSpace(&free).ok() && free >= total) {
+        for (absl::string_view part : parts) out_.Append(part.data(), part.size());
+        out_.Publish();
+        out_.WakeConsumerIfSleeping();
+        return absl::OkStatus();
+      }
       for (absl::string_view& part : parts) {
         absl::Status wrote = WriteSome(&part);
         if (!wrote.ok()) return wrote;
@@ -217,8 +227,8 @@ class ShmConnection::Impl final : public FdHandler,
   }
 
   // FrameDecoderSink: on the reader-role holder's thread.
-  void OnFrame(Frame frame) override {
-    if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(std::move(frame));
+  void OnFrame(Frame& frame) override {
+    if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(frame);
   }
   void OnOversizeFrame(const FrameHeader& header) override {
     if (!detached_.load(std::memory_order_acquire)) sink_->OnOversizeFrame(header);

@@ -19,12 +19,15 @@ absl::Status ShmRing::FreeSpace(uint64_t* free) const {
   return absl::OkStatus();
 }
 
-void ShmRing::Write(const char* src, size_t size) {
+void ShmRing::Append(const char* src, size_t size) {
   uint64_t pos = write_index_ & mask_;
-  size_t first = std::min<uint64_t>(size, capacity_ - pos);
+  const size_t first = std::min<uint64_t>(size, capacity_ - pos);
   std::memcpy(data_ + pos, src, first);
-  std::memcpy(data_, src + first, size - first);
+  if (first < size) std::memcpy(data_, src + first, size - first);  // wrapped
   write_index_ += size;
+}
+
+void ShmRing::Publish() {
   // seq_cst: ordered before the load of consumer_sleepers in
   // WakeConsumerIfSleeping (Dekker-style with the consumer's sleep protocol).
   control_->write_index.store(write_index_, std::memory_order_seq_cst);

@@ -41,9 +41,18 @@ class ShmRing {
   // Bytes that can be written now; INTERNAL if the consumer's published
   // index is impossible (corruption).
   absl::Status FreeSpace(uint64_t* free) const;
-  // Copies min(size, free) bytes, publishes them and returns how many.
-  // Call FreeSpace() first; `max` must not exceed it.
-  void Write(const char* src, size_t size);
+  // Copies `size` bytes and publishes them. Call FreeSpace() first: `size`
+  // must not exceed it.
+  void Write(const char* src, size_t size) {
+    Append(src, size);
+    Publish();
+  }
+  // Copies `size` bytes without publishing them, so that the parts of one
+  // frame become visible to the consumer together (one index store instead
+  // of one per part). The same limit as Write applies to the sum of the
+  // appends since the last Publish.
+  void Append(const char* src, size_t size);
+  void Publish();
   // Wakes the consumer if it sleeps and nobody polls.
   void WakeConsumerIfSleeping();
 

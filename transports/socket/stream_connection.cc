@@ -189,8 +189,8 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   }
 
   // FrameDecoderSink: runs on the reader-role holder's thread.
-  void OnFrame(Frame frame) override {
-    if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(std::move(frame));
+  void OnFrame(Frame& frame) override {
+    if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(frame);
   }
   void OnOversizeFrame(const FrameHeader& header) override {
     if (!detached_.load(std::memory_order_acquire)) sink_->OnOversizeFrame(header);

@@ -29,25 +29,38 @@ namespace internal {
 
 // Handler for one unary method of a generated service: `fn` is a pointer to
 // the service's virtual method.
+//
+// Serving from bytes reuses one request and one response object per thread
+// and method type (Clear() keeps their string and repeated-field buffers),
+// so a steady stream of calls allocates nothing for messages. A call nested
+// inside a handler of the same method on the same thread gets fresh objects,
+// and objects that grew past kMaxReusedBytes are dropped after the call so
+// that one large message does not pin memory in a handler thread.
 template <typename ServiceT, typename Request, typename Response>
 class UnaryMethodHandler final : public MethodHandler {
  public:
   using Fn = absl::Status (ServiceT::*)(ServerContext*, const Request*, Response*);
+  static constexpr size_t kMaxReusedBytes = 64u << 10;
+
   UnaryMethodHandler(ServiceT* service, Fn fn) : service_(service), fn_(fn) {}
 
   absl::Status CallSerialized(ServerContext* context, absl::string_view request_bytes,
                               std::string* response_bytes) override {
-    Request request;
-    if (!request.ParseFromArray(request_bytes.data(), static_cast<int>(request_bytes.size()))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("request for ", context->method(), " does not parse as ",
-                       request.GetTypeName()));
+    thread_local ReusedMessages reused;
+    if (reused.in_use) {
+      Request request;
+      Response response;
+      return Serve(context, request_bytes, response_bytes, &request, &response);
     }
-    Response response;
-    absl::Status status = (service_->*fn_)(context, &request, &response);
-    if (status.ok() && !response.SerializeToString(response_bytes)) {
-      return absl::InternalError(absl::StrCat("cannot serialize reply of ", context->method()));
+    reused.in_use = true;
+    reused.response.Clear();
+    absl::Status status =
+        Serve(context, request_bytes, response_bytes, &reused.request, &reused.response);
+    if (request_bytes.size() > kMaxReusedBytes || response_bytes->size() > kMaxReusedBytes) {
+      reused.request = Request();
+      reused.response = Response();
     }
+    reused.in_use = false;
     return status;
   }
 
@@ -58,6 +71,28 @@ class UnaryMethodHandler final : public MethodHandler {
   }
 
  private:
+  struct ReusedMessages {
+    Request request;
+    Response response;
+    bool in_use = false;
+  };
+
+  // Parses into `*request` (ParseFromArray clears it first), runs the
+  // handler with an empty `*response`, serializes the reply.
+  absl::Status Serve(ServerContext* context, absl::string_view request_bytes,
+                     std::string* response_bytes, Request* request, Response* response) {
+    if (!request->ParseFromArray(request_bytes.data(), static_cast<int>(request_bytes.size()))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("request for ", context->method(), " does not parse as ",
+                       request->GetTypeName()));
+    }
+    absl::Status status = (service_->*fn_)(context, request, response);
+    if (status.ok() && !response->SerializeToString(response_bytes)) {
+      return absl::InternalError(absl::StrCat("cannot serialize reply of ", context->method()));
+    }
+    return status;
+  }
+
   ServiceT* service_;
   Fn fn_;
 };

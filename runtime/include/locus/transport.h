@@ -87,7 +87,9 @@ struct TransportOptions {
 class FrameSink {
  public:
   virtual ~FrameSink() = default;
-  virtual void OnFrame(Frame frame) = 0;
+  // `frame` belongs to the transport, which reuses its buffers for the next
+  // frame: a sink that keeps the meta or payload past the call moves them out.
+  virtual void OnFrame(Frame& frame) = 0;
   // A well-formed frame whose payload exceeded max_receive_message_size; its
   // payload was discarded.
   virtual void OnOversizeFrame(const FrameHeader& header) = 0;
