@@ -18,6 +18,7 @@
 #include "internal/frame_decoder.h"
 #include "internal/log.h"
 #include "transports/shm/futex.h"
+#include "transports/shm/reader_role.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/shm_ring.h"
 #include "transports/shm/spin_budget.h"
@@ -95,7 +96,7 @@ class ShmConnection::Impl final : public FdHandler,
 
   void Close(const absl::Status& reason) {
     {
-      absl::MutexLock lock(&role_mu_);
+      absl::MutexLock lock(&close_mu_);
       if (closing_) return;
       closing_ = true;
       close_reason_ = reason;
@@ -186,36 +187,36 @@ class ShmConnection::Impl final : public FdHandler,
 
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
     SpinBudget& budget = SpinBudget::Get();
+    // Announced while driving: the reader thread then stops polling with
+    // the role (within about a microsecond) and leaves the spin budget to
+    // this caller.
     budget.AnnounceCaller();
-    bool have_role = false;
-    {
-      absl::MutexLock lock(&role_mu_);
-      // The reader thread holds the role only while draining: wait a moment.
-      auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(role_mu_) { return role_ == Role::kIdle; };
-      if (role_mu_.AwaitWithTimeout(absl::Condition(&idle), absl::Microseconds(200))) {
-        role_ = Role::kCaller;
-        role_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-        have_role = true;
-      }
-    }
-    if (!have_role) {
+    if (!role_.TryAcquire() && !role_.AcquireWithin(absl::Microseconds(200))) {
       budget.WithdrawCaller();
       return false;
     }
-    // Stays announced while driving, so the reader thread keeps its polling
-    // short and leaves the spin budget to this caller.
+    role_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    const bool has_deadline = deadline != absl::InfiniteFuture();
     while (!done() && !closed_.load(std::memory_order_acquire)) {
       TryFlushPending();
       if (Drain() == DrainResult::kData) continue;
-      absl::Time now = absl::Now();
-      if (now >= deadline) break;
-      if (Poll(std::min(deadline - now, options_.shm_spin), /*is_caller=*/true)) continue;
-      now = absl::Now();
-      if (now >= deadline) break;
+      absl::Duration window = options_.shm_spin;
+      if (has_deadline) {
+        const absl::Time now = absl::Now();
+        if (now >= deadline) break;
+        window = std::min(window, deadline - now);
+      }
+      if (Poll(window, /*is_caller=*/true)) continue;
+      absl::Duration sleep = kMaxSleep;
+      if (has_deadline) {
+        const absl::Time now = absl::Now();
+        if (now >= deadline) break;
+        sleep = std::min(sleep, deadline - now);
+      }
       if (pending_bytes_.load(std::memory_order_acquire) != 0) {
         WaitForSpaceBriefly();  // our request is still queued: wait for room
       } else {
-        SleepForData(std::min(deadline - now, kMaxSleep));
+        SleepForData(sleep);
       }
     }
     budget.WithdrawCaller();
@@ -235,18 +236,18 @@ class ShmConnection::Impl final : public FdHandler,
   }
 
  private:
-  enum class Role { kIdle, kThread, kCaller };
   enum class DrainResult { kData, kEmpty, kClosed };
+  // What the reader thread does after giving up the role.
+  enum class ReaderNext { kSleep, kWaitForSpace, kLetCallerIn, kStop };
 
   absl::Status CloseReason() {
-    absl::MutexLock lock(&role_mu_);
+    absl::MutexLock lock(&close_mu_);
     return closing_ ? close_reason_ : absl::UnavailableError("connection closed");
   }
 
-  void ReleaseRole() {
-    absl::MutexLock lock(&role_mu_);
+  void ReleaseRole() ABSL_UNLOCK_FUNCTION(role_) {
     role_thread_.store(std::thread::id(), std::memory_order_relaxed);
-    role_ = Role::kIdle;
+    role_.Release();
   }
 
   // Wakes this side's reader thread if it sleeps (e.g. data arrived for it
@@ -256,54 +257,64 @@ class ShmConnection::Impl final : public FdHandler,
     FutexWakeAll(&in_.control()->data_seq);
   }
 
-  // The reader thread: drains the ring whenever no caller does, polls a
-  // little when it may, sleeps on the futex otherwise; delivers OnClosed.
+  // The reader thread: drains the ring whenever no caller does, polls (with
+  // the role) while it may, sleeps on the futex otherwise; delivers OnClosed.
   void ReaderLoop() {
     for (;;) {
-      {
-        absl::MutexLock lock(&role_mu_);
-        auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(role_mu_) { return role_ == Role::kIdle; };
-        role_mu_.Await(absl::Condition(&idle));
-        role_ = Role::kThread;
-        role_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-      }
-      TryFlushPending();
-      // Frames the peer wrote before it went away are still delivered:
-      // Drain() reports kClosed only once the ring is empty.
-      // After closure, one last pass only: a peer that keeps writing must not
-      // keep this thread alive.
-      const bool was_closed = closed_.load(std::memory_order_acquire);
-      DrainResult drained;
-      do {
-        drained = Drain();
-      } while (drained == DrainResult::kData && !was_closed && !SpinBudget::Get().CallerWaiting());
+      // A caller holding the role wakes this thread (WakeLocalReader) if it
+      // leaves data behind; until then there is nothing to do.
+      if (!role_.TryAcquire() && !role_.AcquireWithin(kMaxSleep)) continue;
+      role_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+      const ReaderNext next = ReadWithRole();
       ReleaseRole();
-      if (drained == DrainResult::kClosed || was_closed) break;
-      if (drained == DrainResult::kData) continue;  // let a waiting caller in
-      if (pending_bytes_.load(std::memory_order_acquire) != 0) {
-        // Output is queued: alternate between draining and waiting briefly
-        // for the peer to free space.
-        WaitForSpaceBriefly();
-        continue;
+      switch (next) {
+        case ReaderNext::kStop:
+          break;
+        case ReaderNext::kLetCallerIn:
+          continue;
+        case ReaderNext::kWaitForSpace:
+          // Output is queued: alternate between draining and waiting
+          // briefly for the peer to free space.
+          WaitForSpaceBriefly();
+          continue;
+        case ReaderNext::kSleep:
+          SleepForData(kMaxSleep);
+          continue;
       }
-      // Poll without the role (a caller may take it meanwhile), then sleep.
-      if (Poll(options_.shm_spin, /*is_caller=*/false)) continue;
-      SleepForData(kMaxSleep);
+      break;
     }
     // Closed: deliver OnClosed once, holding the role so no caller is
     // delivering frames concurrently.
-    {
-      absl::MutexLock lock(&role_mu_);
-      auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(role_mu_) { return role_ == Role::kIdle; };
-      role_mu_.Await(absl::Condition(&idle));
-      role_ = Role::kThread;
-    }
+    role_.Acquire();
     if (!decoder_.at_frame_boundary()) {
       LOCUS_LOG(WARNING) << "shared-memory connection from " << peer_.remote_address
                          << " ended with a truncated frame";
     }
     if (loop_ != nullptr) loop_->Remove(fd_);
     if (!detached_.load(std::memory_order_acquire)) sink_->OnClosed(CloseReason());
+  }
+
+  // The reader thread, holding the role: drains, then polls while the ring
+  // stays empty, until the poll window ends, output must wait for space, a
+  // caller wants the role, or the connection closed.
+  ReaderNext ReadWithRole() {
+    for (;;) {
+      TryFlushPending();
+      // Frames the peer wrote before it went away are still delivered:
+      // Drain() reports kClosed only once the ring is empty. After closure,
+      // one last pass only: a peer that keeps writing must not keep this
+      // thread alive.
+      const bool was_closed = closed_.load(std::memory_order_acquire);
+      const DrainResult drained = Drain();
+      if (drained == DrainResult::kClosed || was_closed) return ReaderNext::kStop;
+      const bool caller_waiting = SpinBudget::Get().CallerWaiting();
+      if (drained == DrainResult::kData) {
+        if (caller_waiting) return ReaderNext::kLetCallerIn;
+        continue;
+      }
+      if (pending_bytes_.load(std::memory_order_acquire) != 0) return ReaderNext::kWaitForSpace;
+      if (caller_waiting || !Poll(options_.shm_spin, /*is_caller=*/false)) return ReaderNext::kSleep;
+    }
   }
 
   // Caller holds the role.
@@ -348,12 +359,13 @@ class ShmConnection::Impl final : public FdHandler,
       }
       if (!acquired) return false;
     }
-    // Only the role holder (a driving caller) tells producers that nobody
-    // needs waking: it drains everything. A reader thread polling without
-    // the role must not, or a caller sleeping with the role would miss it.
+    // Whoever polls holds the role and drains what comes: producers need
+    // not wake anyone meanwhile.
     ShmRingControl* control = in_.control();
-    if (is_caller) control->consumer_polling.fetch_add(1, std::memory_order_seq_cst);
-    const absl::Time until = absl::Now() + window;
+    control->consumer_polling.fetch_add(1, std::memory_order_seq_cst);
+    // The clock is read only once polling has lasted a while: most replies
+    // arrive within the first few hundred iterations.
+    absl::Time until = absl::InfinitePast();
     bool found = false;
     for (uint32_t i = 1;; ++i) {
       if (in_.HasData() || closed_.load(std::memory_order_relaxed) || CanFlush()) {
@@ -362,11 +374,15 @@ class ShmConnection::Impl final : public FdHandler,
       }
       CpuRelax();
       if ((i & 127) == 0) {
-        if (absl::Now() >= until) break;
+        if (until == absl::InfinitePast()) {
+          until = absl::Now() + window;
+        } else if (absl::Now() >= until) {
+          break;
+        }
         if (!is_caller && budget.CallerWaiting()) break;  // yield the core to a caller
       }
     }
-    if (is_caller) control->consumer_polling.fetch_sub(1, std::memory_order_seq_cst);
+    control->consumer_polling.fetch_sub(1, std::memory_order_seq_cst);
     budget.Release();
     // A producer that saw us polling did not wake anyone: look once more.
     return found || in_.HasData() || CanFlush();
@@ -469,10 +485,13 @@ class ShmConnection::Impl final : public FdHandler,
   // The thread holding the reader role (default id: none).
   std::atomic<std::thread::id> role_thread_{};
 
-  absl::Mutex role_mu_;
-  Role role_ ABSL_GUARDED_BY(role_mu_) = Role::kIdle;
-  bool closing_ ABSL_GUARDED_BY(role_mu_) = false;
-  absl::Status close_reason_ ABSL_GUARDED_BY(role_mu_);
+  // Held by whoever reads `in_` and feeds `decoder_`: the reader thread or
+  // a driving caller.
+  ReaderRole role_;
+
+  absl::Mutex close_mu_;
+  bool closing_ ABSL_GUARDED_BY(close_mu_) = false;
+  absl::Status close_reason_ ABSL_GUARDED_BY(close_mu_);
 };
 
 std::unique_ptr<ShmConnection> ShmConnection::Create(int socket_fd,
