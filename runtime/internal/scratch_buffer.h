@@ -9,8 +9,12 @@
 //   // returned to the pool (cleared, capacity kept) when `payload` dies
 //
 // Nesting is fine (each ScratchBuffer owns its buffer while it lives).
-// Buffers that grew beyond kMaxRetainedBytes are freed instead of pooled, so
-// one large message does not pin memory in every thread that sent it.
+// Memory: a buffer goes back to the pool with its capacity while it is
+// used for messages of a similar size, so a thread sending 1 MiB messages
+// does not allocate (and page-fault in) 1 MiB per call; a large buffer
+// (over kSmallBytes) that last held less than a quarter of its capacity is
+// freed, so a thread back to small messages does not keep it. Nothing larger
+// than kMaxRetainedBytes is kept.
 // Thread-compatible: a ScratchBuffer must die on the thread that made it.
 #ifndef LOCUS_RUNTIME_INTERNAL_SCRATCH_BUFFER_H_
 #define LOCUS_RUNTIME_INTERNAL_SCRATCH_BUFFER_H_
@@ -24,7 +28,8 @@ namespace locus::internal {
 
 class ScratchBuffer {
  public:
-  static constexpr size_t kMaxRetainedBytes = 256u << 10;
+  static constexpr size_t kSmallBytes = 64u << 10;
+  static constexpr size_t kMaxRetainedBytes = 16u << 20;
   static constexpr size_t kMaxPooled = 4;
 
   ScratchBuffer() {
@@ -36,7 +41,10 @@ class ScratchBuffer {
   }
   ~ScratchBuffer() {
     std::vector<std::string>& pool = Pool();
-    if (buffer_.capacity() <= kMaxRetainedBytes && pool.size() < kMaxPooled) {
+    const size_t capacity = buffer_.capacity();
+    const bool keep = capacity <= kSmallBytes ||
+                      (capacity <= kMaxRetainedBytes && buffer_.size() >= capacity / 4);
+    if (keep && pool.size() < kMaxPooled) {
       buffer_.clear();
       pool.push_back(std::move(buffer_));
     }

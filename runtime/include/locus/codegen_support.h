@@ -33,14 +33,16 @@ namespace internal {
 // Serving from bytes reuses one request and one response object per thread
 // and method type (Clear() keeps their string and repeated-field buffers),
 // so a steady stream of calls allocates nothing for messages. A call nested
-// inside a handler of the same method on the same thread gets fresh objects,
-// and objects that grew past kMaxReusedBytes are dropped after the call so
-// that one large message does not pin memory in a handler thread.
+// inside a handler of the same method on the same thread gets fresh objects.
+// Objects that held a large message (over kSmallBytes) are kept while large
+// messages keep coming (a 1 MiB stream then reuses its buffers instead of
+// faulting in fresh pages per call) and replaced by fresh ones at the first
+// small request, so a thread back to small calls does not keep them.
 template <typename ServiceT, typename Request, typename Response>
 class UnaryMethodHandler final : public MethodHandler {
  public:
   using Fn = absl::Status (ServiceT::*)(ServerContext*, const Request*, Response*);
-  static constexpr size_t kMaxReusedBytes = 64u << 10;
+  static constexpr size_t kSmallBytes = 64u << 10;
 
   UnaryMethodHandler(ServiceT* service, Fn fn) : service_(service), fn_(fn) {}
 
@@ -53,13 +55,15 @@ class UnaryMethodHandler final : public MethodHandler {
       return Serve(context, request_bytes, response_bytes, &request, &response);
     }
     reused.in_use = true;
-    reused.response.Clear();
-    absl::Status status =
-        Serve(context, request_bytes, response_bytes, &reused.request, &reused.response);
-    if (request_bytes.size() > kMaxReusedBytes || response_bytes->size() > kMaxReusedBytes) {
+    if (reused.held_large && request_bytes.size() <= kSmallBytes) {
       reused.request = Request();
       reused.response = Response();
+    } else {
+      reused.response.Clear();
     }
+    absl::Status status =
+        Serve(context, request_bytes, response_bytes, &reused.request, &reused.response);
+    reused.held_large = request_bytes.size() > kSmallBytes || response_bytes->size() > kSmallBytes;
     reused.in_use = false;
     return status;
   }
@@ -75,6 +79,7 @@ class UnaryMethodHandler final : public MethodHandler {
     Request request;
     Response response;
     bool in_use = false;
+    bool held_large = false;  // the last call's request or reply was large
   };
 
   // Parses into `*request` (ParseFromArray clears it first), runs the
