@@ -72,7 +72,40 @@ ConnectionCore::~ConnectionCore() {
   connection_->Close(absl::UnavailableError("connection released"));
 }
 
-void ConnectionCore::Start() { connection_->Start(this); }
+void ConnectionCore::Start() {
+  connection_->Start(this);
+  // A side that serves calls needs its connection read at all times. A
+  // plain client needs background reads only while asynchronous calls are
+  // outstanding: synchronous callers read their own replies (DriveUntil).
+  if (options_.connecting_side && options_.services == nullptr) {
+    on_demand_background_reads_ = true;
+    connection_->AdjustBackgroundReads(-1);
+  }
+}
+
+void ConnectionCore::AsyncCallStarted() {
+  if (on_demand_background_reads_ && async_calls_.fetch_add(1, std::memory_order_acq_rel) == 0) {
+    connection_->AdjustBackgroundReads(+1);
+  }
+}
+
+void ConnectionCore::AsyncCallEnded() {
+  if (on_demand_background_reads_ && async_calls_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    connection_->AdjustBackgroundReads(-1);
+  }
+}
+
+bool ConnectionCore::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
+  if (connection_->DriveUntil(done, deadline)) return true;
+  // Another thread reads the connection now, and may stop before `done`:
+  // ask for background reads while this caller waits (see WaitedWithoutDriving).
+  if (on_demand_background_reads_) connection_->AdjustBackgroundReads(+1);
+  return false;
+}
+
+void ConnectionCore::WaitedWithoutDriving() {
+  if (on_demand_background_reads_) connection_->AdjustBackgroundReads(-1);
+}
 
 wire::Hello ConnectionCore::MakeHello() const {
   wire::Hello hello;
@@ -93,12 +126,14 @@ absl::Status ConnectionCore::ClientHandshake(absl::Time deadline) {
   hello.meta_length = static_cast<uint32_t>(meta.size());
   absl::Status sent = connection_->Send(hello, meta, {}, deadline);
   if (!sent.ok()) return sent;
-  connection_->DriveUntil([this] { return handshake_flag_.load(std::memory_order_acquire); }, deadline);
+  const bool drove =
+      DriveUntil([this] { return handshake_flag_.load(std::memory_order_acquire); }, deadline);
   absl::MutexLock lock(&mu_);
   auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return handshake_done_ || closed_ || !handshake_error_.ok();
   };
   mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
+  if (!drove) WaitedWithoutDriving();
   if (!handshake_error_.ok()) return handshake_error_;
   if (handshake_done_) return absl::OkStatus();
   if (closed_) {
@@ -168,6 +203,9 @@ void ConnectionCore::Complete(PendingCall* call, absl::Status status) {
   if (call->done) {
     if (call->timer != 0) TimerQueue::Get().Cancel(call->timer);
     std::move(call->done)(std::move(status));
+    // After `done`, so that a callback starting the next call keeps the
+    // connection's background reads on.
+    call->keepalive->AsyncCallEnded();
     // The connection may be released here (keepalive): the caller of
     // Complete() must not touch it afterwards unless it holds its own reference.
     delete call;
@@ -243,17 +281,28 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
     // Someone (OnClosed) is completing it: wait for that below.
   } else {
     // Read the connection on this thread if nobody else does.
-    connection_->DriveUntil([&call] { return call.finished_flag.load(std::memory_order_acquire); },
-                            options.deadline);
+    const bool drove = DriveUntil(
+        [&call] { return call.finished_flag.load(std::memory_order_acquire); }, options.deadline);
+    if (!drove) {
+      absl::Status status = AwaitCompletion(&call, *id, method, options.deadline);
+      WaitedWithoutDriving();
+      return status;
+    }
   }
+  return AwaitCompletion(&call, *id, method, options.deadline);
+}
+
+absl::Status ConnectionCore::AwaitCompletion(PendingCall* call_ptr, uint64_t id,
+                                             const RpcMethod& method, absl::Time deadline) {
+  PendingCall& call = *call_ptr;
   if (call.completed_by_waiter) return call.waiter_status;
   absl::MutexLock lock(&call.mu);
   auto finished = [&call]() ABSL_SHARED_LOCKS_REQUIRED(call.mu) { return call.finished; };
-  if (!call.mu.AwaitWithDeadline(absl::Condition(&finished), options.deadline)) {
+  if (!call.mu.AwaitWithDeadline(absl::Condition(&finished), deadline)) {
     call.mu.Unlock();
-    bool expired = Take(*id) != nullptr;
+    bool expired = Take(id) != nullptr;
     if (expired) {
-      FrameHeader cancel = FrameHeader::Make(FrameType::kCancel, 0, *id);
+      FrameHeader cancel = FrameHeader::Make(FrameType::kCancel, 0, id);
       (void)connection_->Send(cancel, {}, {}, absl::Now());  // best effort, never waits
     }
     call.mu.Lock();
@@ -275,6 +324,7 @@ void ConnectionCore::StartUnary(const RpcMethod& method,
         absl::StrCat("deadline passed before ", method.full_name, " started")));
     return;
   }
+  AsyncCallStarted();
   auto* call = new PendingCall();
   call->response = response;
   call->trailing_metadata = options.trailing_metadata;

@@ -26,6 +26,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -122,6 +123,18 @@ class ConnectionCore final : public FrameSink,
   PendingCall* Take(uint64_t id);
   // Completes a call taken from the table.
   static void Complete(PendingCall* call, absl::Status status);
+  // Waits for a synchronous call registered under `id` to complete, or
+  // expires it at `deadline`.
+  absl::Status AwaitCompletion(PendingCall* call, uint64_t id, const RpcMethod& method,
+                               absl::Time deadline);
+  // Connection::DriveUntil; if the caller could not drive, background reads
+  // are requested until it calls WaitedWithoutDriving().
+  bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline);
+  void WaitedWithoutDriving();
+  // Background reads follow the outstanding asynchronous calls (plain
+  // clients only; see Start()).
+  void AsyncCallStarted();
+  void AsyncCallEnded();
   absl::Status SendRequest(const RpcMethod& method, uint64_t id,
                            const google::protobuf::MessageLite& request,
                            const CallOptions& options);
@@ -159,6 +172,10 @@ class ConnectionCore final : public FrameSink,
   // Set (under mu_) once closed_, draining_ or broken_ is: usable() reads
   // it without the lock on every call.
   std::atomic<bool> unusable_{false};
+  // Plain client (connecting side, serves nothing): background reads are
+  // requested only while async_calls_ > 0. Set in Start().
+  bool on_demand_background_reads_ = false;
+  std::atomic<int> async_calls_{0};
 
   wire::Hello peer_hello_;  // written once by the reader before handshake_done_
 

@@ -159,7 +159,20 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       timespec timeout = PollTimeout(deadline - now);
       ppoll(&pfd, 1, &timeout, nullptr);
     }
+    bool read_to_end = false;
     {
+      absl::MutexLock lock(&state_mu_);
+      if (reader_ == Reader::kCaller) {
+        // The loop saw the peer hang up while this caller read: read what
+        // is left and the EOF here, since no further event will come.
+        read_to_end = hangup_seen_ && !closed;
+        hangup_seen_ = false;
+        if (!read_to_end) reader_ = Reader::kIdle;
+      }
+    }
+    if (read_to_end) {
+      while (ReadOnce() == ReadResult::kData) {
+      }
       absl::MutexLock lock(&state_mu_);
       if (reader_ == Reader::kCaller) reader_ = Reader::kIdle;
     }
@@ -167,25 +180,51 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     return true;
   }
 
+  void AdjustBackgroundReads(int delta) {
+    {
+      absl::MutexLock lock(&interest_mu_);
+      background_readers_ += delta;
+    }
+    UpdateInterest();
+  }
+
   // FdHandler: runs on the loop thread.
   void OnEvents(uint32_t events) override {
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) FlushQueue();
     if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0) return;
+    const bool hangup = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
     {
       absl::MutexLock lock(&state_mu_);
-      if (reader_ != Reader::kIdle) return;  // a caller reads, or closed
+      if (reader_ != Reader::kIdle) {
+        // A caller reads (or closed). Without background reads the hang-up
+        // is reported once (edge-triggered): the caller handles it when it
+        // stops driving, if it has not read the EOF itself.
+        if (hangup) hangup_seen_ = true;
+        return;
+      }
       reader_ = Reader::kLoop;
     }
-    // Bounded batch so one busy connection cannot starve others on this
-    // loop. A short read means the socket is drained: skip the read that
-    // would only say EAGAIN (level-triggered epoll reports what comes next).
+    if (hangup) {
+      // The peer is gone: what it sent is finite, and with edge-triggered
+      // interest no further event would come. Read to the end.
+      while (ReadOnce() == ReadResult::kData) {
+      }
+    } else {
+      ReadBatch();
+    }
+    absl::MutexLock lock(&state_mu_);
+    if (reader_ == Reader::kLoop) reader_ = Reader::kIdle;
+  }
+
+  // Bounded batch so one busy connection cannot starve others on its loop.
+  // A short read means the socket is drained: skip the read that would only
+  // say EAGAIN (level-triggered epoll reports what comes next).
+  void ReadBatch() {
     for (int i = 0; i < 16; ++i) {
       size_t got = 0;
       ReadResult r = ReadOnce(&got);
       if (r != ReadResult::kData || got < kReadBufferSize) break;
     }
-    absl::MutexLock lock(&state_mu_);
-    if (reader_ == Reader::kLoop) reader_ = Reader::kIdle;
   }
 
   // FrameDecoderSink: runs on the reader-role holder's thread.
@@ -259,8 +298,18 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       reader = reader_;
     }
     if (reader == Reader::kClosed) return;
-    uint32_t mask = (reader == Reader::kCaller ? 0u : (EPOLLIN | EPOLLRDHUP)) |
-                    (want_write_.load() ? EPOLLOUT : 0u);
+    // With background reads wanted, the loop reads whenever no caller does
+    // (a driving caller takes the socket out of the interest set so the
+    // loop is not woken for its reply). Without, only the peer's hang-up
+    // is watched, edge-triggered so that it cannot spin the loop while a
+    // caller is reading: nothing changes per call.
+    uint32_t mask;
+    if (background_readers_ > 0) {
+      mask = reader == Reader::kCaller ? 0u : (EPOLLIN | EPOLLRDHUP);
+    } else {
+      mask = EPOLLRDHUP | EPOLLET;
+    }
+    if (want_write_.load()) mask |= EPOLLOUT;
     if (mask == last_mask_) return;
     last_mask_ = mask;
     (void)loop_->Modify(fd_, mask);
@@ -339,11 +388,15 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
 
   absl::Mutex state_mu_;
   Reader reader_ ABSL_GUARDED_BY(state_mu_) = Reader::kIdle;
+  bool hangup_seen_ ABSL_GUARDED_BY(state_mu_) = false;  // see OnEvents
   bool closing_ ABSL_GUARDED_BY(state_mu_) = false;
   absl::Status close_reason_ ABSL_GUARDED_BY(state_mu_);
 
   absl::Mutex interest_mu_ ABSL_ACQUIRED_BEFORE(state_mu_);
   uint32_t last_mask_ ABSL_GUARDED_BY(interest_mu_) = 0;
+  // Users that need frames read when no caller drives (Connection::
+  // AdjustBackgroundReads); 1 until the runtime says otherwise.
+  int background_readers_ ABSL_GUARDED_BY(interest_mu_) = 1;
   std::atomic<bool> want_write_{false};
 
   absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(interest_mu_);
@@ -374,6 +427,7 @@ void StreamConnection::Close(const absl::Status& reason) { impl_->Close(reason);
 bool StreamConnection::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
   return impl_->DriveUntil(done, deadline);
 }
+void StreamConnection::AdjustBackgroundReads(int delta) { impl_->AdjustBackgroundReads(delta); }
 
 const PeerInfo& StreamConnection::peer() const { return impl_->peer(); }
 

@@ -35,6 +35,7 @@ class StreamConnection final : public Connection {
                     absl::Time deadline) override;
   void Close(const absl::Status& reason) override;
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
+  void AdjustBackgroundReads(int delta) override;
   const PeerInfo& peer() const override;
 
   class Impl;

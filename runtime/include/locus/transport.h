@@ -133,6 +133,16 @@ class Connection {
     return false;
   }
 
+  // Background reads: whether the transport must read and deliver frames
+  // while no caller is inside DriveUntil. Counted: each +1 is a user that
+  // needs them (outstanding asynchronous calls, a side that serves calls, a
+  // synchronous caller that could not drive), each -1 withdraws one. A
+  // connection starts at 1. At 0 a transport may stop watching for input
+  // (it must still notice the peer hanging up), so that synchronous calls
+  // cost no interest changes; frames that arrive meanwhile are read by the
+  // next caller that drives. Transports that always read ignore it.
+  virtual void AdjustBackgroundReads(int delta) { (void)delta; }
+
   virtual const PeerInfo& peer() const = 0;
 };
 
