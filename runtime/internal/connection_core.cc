@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/call_header_codec.h"
+#include "locus/codegen_support.h"
 #include "internal/host_identity.h"
 #include "internal/log.h"
 #include "internal/scratch_buffer.h"
@@ -230,7 +231,7 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
                                          const CallOptions& options) {
   ScratchBuffer payload_buffer;
   std::string& payload = *payload_buffer.get();
-  if (!request.SerializeToString(&payload)) {
+  if (!SerializeToBuffer(request, &payload)) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot serialize request for ", method.full_name, " (missing required fields?)"));
   }
@@ -245,6 +246,7 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   }
   ScratchBuffer meta_buffer;
   std::string& meta = *meta_buffer.get();
+  meta.clear();
   EncodeCallHeader(method.full_name, timeout_ns, options.metadata, &meta);
   uint32_t flags = kFlagHasMessage | kFlagEndStream | (method.oneway ? kFlagOneway : 0);
   FrameHeader frame = FrameHeader::Make(FrameType::kRequest, flags, id);

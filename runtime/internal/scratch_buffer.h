@@ -3,8 +3,8 @@
 // back. Steady traffic then allocates nothing per call for encoding.
 //
 // Example:
-//   ScratchBuffer payload;
-//   request.SerializeToString(payload.get());
+//   ScratchBuffer payload;   // contents unspecified: overwrite them
+//   SerializeToBuffer(request, payload.get());
 //   connection->Send(header, meta, *payload.get(), deadline);
 //   // returned to the pool (cleared, capacity kept) when `payload` dies
 //
@@ -45,7 +45,8 @@ class ScratchBuffer {
     const bool keep = capacity <= kSmallBytes ||
                       (capacity <= kMaxRetainedBytes && buffer_.size() >= capacity / 4);
     if (keep && pool.size() < kMaxPooled) {
-      buffer_.clear();
+      // Not cleared: a buffer that keeps its length lets the next user
+      // resize to a similar length without zero-filling it.
       pool.push_back(std::move(buffer_));
     }
   }

@@ -127,6 +127,13 @@ class ShmConnection::Impl final : public FdHandler,
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
                     absl::Time deadline) {
     const bool reader = role_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+    // While a sender is here it flushes the queue itself: the reader-role
+    // holder neither waits for nor polls on ring space meanwhile.
+    senders_busy_.fetch_add(1, std::memory_order_acq_rel);
+    struct BusyGuard {
+      std::atomic<int>* count;
+      ~BusyGuard() { count->fetch_sub(1, std::memory_order_acq_rel); }
+    } busy{&senders_busy_};
     absl::MutexLock lock(&send_mu_);
     if (closed_.load(std::memory_order_acquire)) {
       return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
@@ -140,7 +147,7 @@ class ShmConnection::Impl final : public FdHandler,
       // the reader never sees (and wakes up for) a partial frame.
       uint64_t free = 0;
       const size_t total = parts[0].size() + parts[1].size() + parts[2].size();
-      if (out_.FreeSpace(&free).ok() && free >= total) {
+      if (out_.FreeSpace(&free, total).ok() && free >= total) {
         for (absl::string_view part : parts) out_.Append(part.data(), part.size());
         out_.Publish();
         out_.WakeConsumerIfSleeping();
@@ -198,7 +205,7 @@ class ShmConnection::Impl final : public FdHandler,
     role_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     const bool has_deadline = deadline != absl::InfiniteFuture();
     while (!done() && !closed_.load(std::memory_order_acquire)) {
-      TryFlushPending();
+      const FlushResult flushed = TryFlushPending();
       if (Drain() == DrainResult::kData) continue;
       absl::Duration window = options_.shm_spin;
       if (has_deadline) {
@@ -213,7 +220,7 @@ class ShmConnection::Impl final : public FdHandler,
         if (now >= deadline) break;
         sleep = std::min(sleep, deadline - now);
       }
-      if (pending_bytes_.load(std::memory_order_acquire) != 0) {
+      if (flushed == FlushResult::kRingFull) {
         WaitForSpaceBriefly();  // our request is still queued: wait for room
       } else {
         SleepForData(sleep);
@@ -237,6 +244,9 @@ class ShmConnection::Impl final : public FdHandler,
 
  private:
   enum class DrainResult { kData, kEmpty, kClosed };
+  // What TryFlushPending found: nothing (left) queued, a sender busy (it
+  // flushes), or output left queued because the ring is full.
+  enum class FlushResult { kNothingQueued, kSenderBusy, kRingFull };
   // What the reader thread does after giving up the role.
   enum class ReaderNext { kSleep, kWaitForSpace, kLetCallerIn, kStop };
 
@@ -299,7 +309,7 @@ class ShmConnection::Impl final : public FdHandler,
   // caller wants the role, or the connection closed.
   ReaderNext ReadWithRole() {
     for (;;) {
-      TryFlushPending();
+      const FlushResult flushed = TryFlushPending();
       // Frames the peer wrote before it went away are still delivered:
       // Drain() reports kClosed only once the ring is empty. After closure,
       // one last pass only: a peer that keeps writing must not keep this
@@ -312,7 +322,7 @@ class ShmConnection::Impl final : public FdHandler,
         if (caller_waiting) return ReaderNext::kLetCallerIn;
         continue;
       }
-      if (pending_bytes_.load(std::memory_order_acquire) != 0) return ReaderNext::kWaitForSpace;
+      if (flushed == FlushResult::kRingFull) return ReaderNext::kWaitForSpace;
       if (caller_waiting || !Poll(options_.shm_spin, /*is_caller=*/false)) return ReaderNext::kSleep;
     }
   }
@@ -388,11 +398,13 @@ class ShmConnection::Impl final : public FdHandler,
     return found || in_.HasData() || CanFlush();
   }
 
-  // Output is queued and the peer has freed room for it.
+  // Output is queued, the peer has freed room for it, and no sender (which
+  // would flush it itself) is busy.
   bool CanFlush() const {
     if (pending_bytes_.load(std::memory_order_relaxed) == 0) return false;
+    if (senders_busy_.load(std::memory_order_relaxed) != 0) return false;
     uint64_t free = 0;
-    return out_.FreeSpace(&free).ok() && free > 0;
+    return out_.FreeSpace(&free, 1).ok() && free > 0;
   }
 
   void SleepForData(absl::Duration timeout) {
@@ -410,7 +422,7 @@ class ShmConnection::Impl final : public FdHandler,
   absl::Status WriteSome(absl::string_view* part) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
     if (part->empty()) return absl::OkStatus();
     uint64_t free = 0;
-    absl::Status ok = out_.FreeSpace(&free);
+    absl::Status ok = out_.FreeSpace(&free, part->size());
     if (!ok.ok()) {
       LOCUS_LOG(ERROR) << "closing shared-memory connection to " << peer_.remote_address << ": "
                        << ok.message();
@@ -443,11 +455,13 @@ class ShmConnection::Impl final : public FdHandler,
 
   // For the reader-role holder: flushes queued output if no sender is busy
   // (a busy sender flushes it itself).
-  void TryFlushPending() {
-    if (pending_bytes_.load(std::memory_order_acquire) == 0) return;
-    if (!send_mu_.TryLock()) return;
+  FlushResult TryFlushPending() {
+    if (pending_bytes_.load(std::memory_order_acquire) == 0) return FlushResult::kNothingQueued;
+    if (!send_mu_.TryLock()) return FlushResult::kSenderBusy;
     (void)FlushPendingLocked();
+    const bool left = pending_.size() != pending_offset_;
     send_mu_.Unlock();
+    return left ? FlushResult::kRingFull : FlushResult::kNothingQueued;
   }
 
   // Reader thread with queued output: sleeps until the peer frees space in
@@ -457,7 +471,7 @@ class ShmConnection::Impl final : public FdHandler,
     uint32_t seq = control->space_seq.load(std::memory_order_seq_cst);
     control->producer_sleepers.fetch_add(1, std::memory_order_seq_cst);
     uint64_t free = 0;
-    if (out_.FreeSpace(&free).ok() && free == 0 && !in_.HasData() && !closed_.load()) {
+    if (out_.FreeSpace(&free, 1).ok() && free == 0 && !in_.HasData() && !closed_.load()) {
       FutexWait(&control->space_seq, seq, absl::Microseconds(200));
     }
     control->producer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
@@ -482,6 +496,7 @@ class ShmConnection::Impl final : public FdHandler,
   std::string pending_ ABSL_GUARDED_BY(send_mu_);  // queued output (reader-role senders)
   size_t pending_offset_ ABSL_GUARDED_BY(send_mu_) = 0;
   std::atomic<size_t> pending_bytes_{0};
+  std::atomic<int> senders_busy_{0};  // threads inside Send
   // The thread holding the reader role (default id: none).
   std::atomic<std::thread::id> role_thread_{};
 

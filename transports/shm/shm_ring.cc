@@ -9,12 +9,16 @@
 
 namespace locus::internal {
 
-absl::Status ShmRing::FreeSpace(uint64_t* free) const {
-  uint64_t read = control_->read_index.load(std::memory_order_acquire);
-  if (read > write_index_ || write_index_ - read > capacity_) {
+absl::Status ShmRing::FreeSpace(uint64_t* free, uint64_t wanted) const {
+  *free = capacity_ - (write_index_ - cached_read_);
+  if (*free >= wanted) return absl::OkStatus();
+  const uint64_t read = control_->read_index.load(std::memory_order_acquire);
+  // The consumer's index only grows and never passes ours.
+  if (read < cached_read_ || read > write_index_ || write_index_ - read > capacity_) {
     return absl::InternalError(absl::StrCat("corrupt shared-memory ring: consumer index ", read,
                                             " is impossible (producer index ", write_index_, ")"));
   }
+  cached_read_ = read;
   *free = capacity_ - (write_index_ - read);
   return absl::OkStatus();
 }

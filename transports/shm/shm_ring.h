@@ -38,9 +38,12 @@ class ShmRing {
   ShmRingControl* control() const { return control_; }
 
   // --- producer ---
-  // Bytes that can be written now; INTERNAL if the consumer's published
-  // index is impossible (corruption).
-  absl::Status FreeSpace(uint64_t* free) const;
+  // Bytes that can be written now, at least `wanted` if that many are
+  // known to be free: the consumer's published index (a cache line the
+  // consumer writes, so reading it costs a cross-core transfer) is re-read
+  // only when the last value read leaves fewer than `wanted` bytes free.
+  // INTERNAL if that index is impossible (corruption).
+  absl::Status FreeSpace(uint64_t* free, uint64_t wanted = UINT64_MAX) const;
   // Copies `size` bytes and publishes them. Call FreeSpace() first: `size`
   // must not exceed it.
   void Write(const char* src, size_t size) {
@@ -73,6 +76,7 @@ class ShmRing {
   uint64_t capacity_;
   uint64_t mask_;
   uint64_t write_index_ = 0;  // producer's own copy (authoritative)
+  mutable uint64_t cached_read_ = 0;  // producer: consumer index last read (validated)
   uint64_t read_index_ = 0;   // consumer's own copy (authoritative)
   mutable uint64_t last_seen_write_ = 0;  // consumer: the peer's index only grows
 };

@@ -8,6 +8,8 @@
 #ifndef LOCUS_CODEGEN_SUPPORT_H_
 #define LOCUS_CODEGEN_SUPPORT_H_
 
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -26,6 +28,20 @@
 
 namespace locus {
 namespace internal {
+
+// Serializes `message` into `*out`, replacing its contents (false if a
+// required field is missing or the message is over 2 GiB). Unlike
+// MessageLite::SerializeToString it does not zero-fill the bytes it is about
+// to overwrite when `*out` already has that length, which makes a reused
+// buffer cost one pass over a large message instead of two.
+inline bool SerializeToBuffer(const google::protobuf::MessageLite& message, std::string* out) {
+  if (!message.IsInitialized()) return false;
+  const size_t size = message.ByteSizeLong();
+  if (size > static_cast<size_t>(std::numeric_limits<int>::max())) return false;
+  out->resize(size);
+  uint8_t* start = reinterpret_cast<uint8_t*>(out->data());
+  return message.SerializeWithCachedSizesToArray(start) == start + size;
+}
 
 // Handler for one unary method of a generated service: `fn` is a pointer to
 // the service's virtual method.
@@ -92,7 +108,7 @@ class UnaryMethodHandler final : public MethodHandler {
                        request->GetTypeName()));
     }
     absl::Status status = (service_->*fn_)(context, request, response);
-    if (status.ok() && !response->SerializeToString(response_bytes)) {
+    if (status.ok() && !SerializeToBuffer(*response, response_bytes)) {
       return absl::InternalError(absl::StrCat("cannot serialize reply of ", context->method()));
     }
     return status;
