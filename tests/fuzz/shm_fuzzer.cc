@@ -36,13 +36,14 @@ uint64_t Load64(const uint8_t* p) {
 
 void FuzzRing(uint64_t hostile_write, uint64_t hostile_read, const uint8_t* data, size_t size) {
   alignas(64) static ShmRingControl control;
+  static std::atomic<uint32_t> doorbell{0};
   static char* ring = static_cast<char*>(std::aligned_alloc(64, kCapacity));
   new (&control) ShmRingControl();
   std::memset(ring, 0, kCapacity);
   std::memcpy(ring, data, std::min<size_t>(size, kCapacity));
 
   // Consumer facing a hostile producer index.
-  ShmRing consumer(&control, ring, kCapacity);
+  ShmRing consumer(&control, ring, kCapacity, &doorbell);
   FrameDecoder decoder(kDefaultMaxMetaSize, 1 << 16);
   CountingSink sink;
   for (int round = 0; round < 3; ++round) {
@@ -57,7 +58,7 @@ void FuzzRing(uint64_t hostile_write, uint64_t hostile_read, const uint8_t* data
 
   // Producer facing a hostile consumer index.
   new (&control) ShmRingControl();
-  ShmRing producer(&control, ring, kCapacity);
+  ShmRing producer(&control, ring, kCapacity, &doorbell);
   for (int round = 0; round < 3; ++round) {
     uint64_t free = 0;
     if (!producer.FreeSpace(&free).ok()) break;

@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <deque>
+#include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -54,10 +56,14 @@ class ShmConnection::Impl final : public FdHandler,
         header_(reinterpret_cast<ShmRegionHeader*>(mapping_->data())),
         // The capacity was validated at setup; never re-read from shared memory.
         capacity_((mapping_->size() - kShmHeaderSize) / 2),
+        // Our doorbell is the data_seq of the ring we consume; the peer's is
+        // that of the ring it consumes (shm_layout.h).
         out_(&header_->rings[client_side ? 0 : 1],
-             mapping_->data() + kShmHeaderSize + (client_side ? 0 : capacity_), capacity_),
+             mapping_->data() + kShmHeaderSize + (client_side ? 0 : capacity_), capacity_,
+             &header_->rings[client_side ? 1 : 0].data_seq),
         in_(&header_->rings[client_side ? 1 : 0],
-            mapping_->data() + kShmHeaderSize + (client_side ? capacity_ : 0), capacity_),
+            mapping_->data() + kShmHeaderSize + (client_side ? capacity_ : 0), capacity_,
+            &header_->rings[client_side ? 0 : 1].data_seq),
         peer_(std::move(peer)),
         options_(options),
         decoder_(options.max_meta_size, options.max_receive_message_size) {}
@@ -104,10 +110,7 @@ class ShmConnection::Impl final : public FdHandler,
     closed_.store(true, std::memory_order_seq_cst);
     shutdown(fd_, SHUT_RDWR);  // the peer notices through its socket
     // Wake our own sleepers (on our ring words) so they see the closure.
-    in_.control()->data_seq.fetch_add(1);
-    FutexWakeAll(&in_.control()->data_seq);
-    out_.control()->space_seq.fetch_add(1);
-    FutexWakeAll(&out_.control()->space_seq);
+    WakeLocalReader();  // everyone here sleeps on our doorbell
   }
 
   // FdHandler: the socket hung up or failed: the peer is gone.
@@ -129,12 +132,23 @@ class ShmConnection::Impl final : public FdHandler,
     const bool reader = role_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id();
     // While a sender is here it flushes the queue itself: the reader-role
     // holder neither waits for nor polls on ring space meanwhile.
-    senders_busy_.fetch_add(1, std::memory_order_acq_rel);
-    struct BusyGuard {
-      std::atomic<int>* count;
-      ~BusyGuard() { count->fetch_sub(1, std::memory_order_acq_rel); }
-    } busy{&senders_busy_};
-    absl::MutexLock lock(&send_mu_);
+    senders_busy_.fetch_add(1, std::memory_order_seq_cst);
+    absl::Status status;
+    {
+      absl::MutexLock lock(&send_mu_);
+      status = SendLocked(header, meta, payload, deadline, reader);
+    }
+    senders_busy_.fetch_sub(1, std::memory_order_seq_cst);
+    // Output left queued (the ring is full) is the reader thread's to flush
+    // as room frees: make sure it looks (after the count above dropped, so
+    // that it does not leave it to this sender).
+    if (!reader && pending_bytes_.load(std::memory_order_seq_cst) != 0) WakeLocalReader();
+    return status;
+  }
+
+  absl::Status SendLocked(const FrameHeader& header, absl::string_view meta,
+                          absl::string_view payload, absl::Time deadline, bool reader)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
     if (closed_.load(std::memory_order_acquire)) {
       return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
     }
@@ -142,7 +156,7 @@ class ShmConnection::Impl final : public FdHandler,
         absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)), meta, payload};
     absl::Status flushed = FlushPendingLocked();
     if (!flushed.ok()) return flushed;
-    if (pending_.size() == pending_offset_) {
+    if (pending_.empty()) {
       // The common case: the whole frame fits and is published at once, so
       // the reader never sees (and wakes up for) a partial frame.
       uint64_t free = 0;
@@ -161,16 +175,19 @@ class ShmConnection::Impl final : public FdHandler,
     const size_t left = parts[0].size() + parts[1].size() + parts[2].size();
     out_.WakeConsumerIfSleeping();
     if (left == 0) return absl::OkStatus();
-    for (absl::string_view part : parts) pending_.append(part.data(), part.size());
-    pending_bytes_.store(pending_.size() - pending_offset_, std::memory_order_release);
+    // One queue entry per frame: entries are written out and dropped from
+    // the front, so a long queue never moves bytes already queued.
+    std::string& entry = pending_.emplace_back();
+    entry.reserve(left);
+    for (absl::string_view part : parts) entry.append(part.data(), part.size());
+    pending_total_ += left;
+    pending_bytes_.store(pending_total_ - pending_offset_, std::memory_order_release);
     if (reader) return absl::OkStatus();
-    // The reader thread may be asleep: it flushes the queue as space frees.
-    WakeLocalReader();
     // Not the reader: wait for room below the queue limit.
     // send_mu_ is released while sleeping, so that the reader-role holder
     // (which must never block) can still queue and flush.
     const absl::Time stall_deadline = absl::Now() + options_.send_stall_timeout;
-    while (pending_.size() - pending_offset_ > options_.max_send_queue_bytes) {
+    while (pending_total_ - pending_offset_ > options_.max_send_queue_bytes) {
       if (closed_.load(std::memory_order_acquire)) return absl::UnavailableError("connection closed");
       absl::Time now = absl::Now();
       if (now >= stall_deadline) {
@@ -179,12 +196,9 @@ class ShmConnection::Impl final : public FdHandler,
         return absl::UnavailableError("peer stopped reading (send stalled)");
       }
       if (now >= deadline) return absl::DeadlineExceededError("deadline passed while the peer was not reading");
-      ShmRingControl* control = out_.control();
-      uint32_t seq = control->space_seq.load(std::memory_order_seq_cst);
       send_mu_.Unlock();
-      control->producer_sleepers.fetch_add(1, std::memory_order_seq_cst);
-      FutexWait(&control->space_seq, seq, std::min(std::min(deadline, stall_deadline) - now, kMaxSleep));
-      control->producer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
+      SleepOnDoorbell(/*want_data=*/false, SpaceInterest::kAnyRoom,
+                      std::min(std::min(deadline, stall_deadline) - now, kMaxSleep));
       send_mu_.Lock();
       absl::Status flushed = FlushPendingLocked();
       if (!flushed.ok()) return flushed;
@@ -220,11 +234,11 @@ class ShmConnection::Impl final : public FdHandler,
         if (now >= deadline) break;
         sleep = std::min(sleep, deadline - now);
       }
-      if (flushed == FlushResult::kRingFull) {
-        WaitForSpaceBriefly();  // our request is still queued: wait for room
-      } else {
-        SleepForData(sleep);
-      }
+      // If our request is still queued, room in the ring wakes us too.
+      SleepOnDoorbell(/*want_data=*/true,
+                      flushed == FlushResult::kRingFull ? SpaceInterest::kAnyRoom
+                                                        : SpaceInterest::kNone,
+                      sleep);
     }
     budget.WithdrawCaller();
     ReleaseRole();
@@ -244,6 +258,8 @@ class ShmConnection::Impl final : public FdHandler,
 
  private:
   enum class DrainResult { kData, kEmpty, kClosed };
+  // Whether room in the outgoing ring ends a SleepOnDoorbell.
+  enum class SpaceInterest { kNone, kAnyRoom, kIfQueuedForUs };
   // What TryFlushPending found: nothing (left) queued, a sender busy (it
   // flushes), or output left queued because the ring is full.
   enum class FlushResult { kNothingQueued, kSenderBusy, kRingFull };
@@ -283,12 +299,11 @@ class ShmConnection::Impl final : public FdHandler,
         case ReaderNext::kLetCallerIn:
           continue;
         case ReaderNext::kWaitForSpace:
-          // Output is queued: alternate between draining and waiting
-          // briefly for the peer to free space.
-          WaitForSpaceBriefly();
+          // Output is queued and the ring is full: input or room wakes us.
+          SleepOnDoorbell(/*want_data=*/true, SpaceInterest::kAnyRoom, kMaxSleep);
           continue;
         case ReaderNext::kSleep:
-          SleepForData(kMaxSleep);
+          SleepOnDoorbell(/*want_data=*/true, SpaceInterest::kIfQueuedForUs, kMaxSleep);
           continue;
       }
       break;
@@ -403,18 +418,34 @@ class ShmConnection::Impl final : public FdHandler,
   bool CanFlush() const {
     if (pending_bytes_.load(std::memory_order_relaxed) == 0) return false;
     if (senders_busy_.load(std::memory_order_relaxed) != 0) return false;
-    uint64_t free = 0;
-    return out_.FreeSpace(&free, 1).ok() && free > 0;
+    return out_.RoomHint();
   }
 
-  void SleepForData(absl::Duration timeout) {
-    ShmRingControl* control = in_.control();
-    uint32_t seq = control->data_seq.load(std::memory_order_seq_cst);
-    control->consumer_sleepers.fetch_add(1, std::memory_order_seq_cst);
-    if (!in_.HasData() && !closed_.load(std::memory_order_seq_cst)) {
-      FutexWait(&control->data_seq, seq, timeout);
-    }
-    control->consumer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
+  // Sleeps on this side's doorbell (shm_layout.h) until input arrives (if
+  // `want_data`), the peer frees room in the outgoing ring (per `space`),
+  // the connection closes, a local wake-up, or `timeout`. Announcing before
+  // re-checking (Dekker-style, all seq_cst) means a peer that changes a ring
+  // after the check sees the announcement and rings; one that changed it
+  // before is caught by the check. Local senders ring after they leave.
+  void SleepOnDoorbell(bool want_data, SpaceInterest space, absl::Duration timeout) {
+    ShmRingControl* in = in_.control();
+    ShmRingControl* out = out_.control();
+    const uint32_t seq = in->data_seq.load(std::memory_order_seq_cst);
+    // kIfQueuedForUs: the reader thread flushes queued output when no
+    // sender is busy (a busy sender flushes it, and rings when it leaves).
+    const bool want_space =
+        space == SpaceInterest::kAnyRoom ||
+        (space == SpaceInterest::kIfQueuedForUs && pending_bytes_.load(std::memory_order_seq_cst) != 0);
+    if (want_data) in->consumer_sleepers.fetch_add(1, std::memory_order_seq_cst);
+    if (want_space) out->producer_sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const bool room =
+        want_space && out_.RoomHint() &&
+        (space == SpaceInterest::kAnyRoom || senders_busy_.load(std::memory_order_seq_cst) == 0);
+    const bool ready =
+        closed_.load(std::memory_order_seq_cst) || (want_data && in_.HasData()) || room;
+    if (!ready) FutexWait(&in->data_seq, seq, timeout);
+    if (want_space) out->producer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
+    if (want_data) in->consumer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
 
   // Copies as much of `*part` as fits into the outgoing ring. Caller holds
@@ -439,17 +470,22 @@ class ShmConnection::Impl final : public FdHandler,
 
   // Moves queued bytes into the ring as space allows.
   absl::Status FlushPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
-    if (pending_.size() == pending_offset_) return absl::OkStatus();
-    absl::string_view rest(pending_.data() + pending_offset_, pending_.size() - pending_offset_);
-    size_t before = rest.size();
-    absl::Status wrote = WriteSome(&rest);
-    pending_offset_ += before - rest.size();
-    if (pending_offset_ == pending_.size()) {
-      pending_.clear();
+    bool wrote_any = false;
+    absl::Status wrote = absl::OkStatus();
+    while (!pending_.empty()) {
+      const std::string& front = pending_.front();
+      absl::string_view rest(front.data() + pending_offset_, front.size() - pending_offset_);
+      const size_t before = rest.size();
+      wrote = WriteSome(&rest);
+      pending_offset_ += before - rest.size();
+      wrote_any |= before != rest.size();
+      if (!wrote.ok() || !rest.empty()) break;  // error, or the ring is full
+      pending_total_ -= front.size();
       pending_offset_ = 0;
+      pending_.pop_front();
     }
-    pending_bytes_.store(pending_.size() - pending_offset_, std::memory_order_release);
-    if (before != rest.size()) out_.WakeConsumerIfSleeping();
+    pending_bytes_.store(pending_total_ - pending_offset_, std::memory_order_release);
+    if (wrote_any) out_.WakeConsumerIfSleeping();
     return wrote;
   }
 
@@ -459,22 +495,9 @@ class ShmConnection::Impl final : public FdHandler,
     if (pending_bytes_.load(std::memory_order_acquire) == 0) return FlushResult::kNothingQueued;
     if (!send_mu_.TryLock()) return FlushResult::kSenderBusy;
     (void)FlushPendingLocked();
-    const bool left = pending_.size() != pending_offset_;
+    const bool left = !pending_.empty();
     send_mu_.Unlock();
     return left ? FlushResult::kRingFull : FlushResult::kNothingQueued;
-  }
-
-  // Reader thread with queued output: sleeps until the peer frees space in
-  // the outgoing ring or new input may have arrived (short slices).
-  void WaitForSpaceBriefly() {
-    ShmRingControl* control = out_.control();
-    uint32_t seq = control->space_seq.load(std::memory_order_seq_cst);
-    control->producer_sleepers.fetch_add(1, std::memory_order_seq_cst);
-    uint64_t free = 0;
-    if (out_.FreeSpace(&free, 1).ok() && free == 0 && !in_.HasData() && !closed_.load()) {
-      FutexWait(&control->space_seq, seq, absl::Microseconds(200));
-    }
-    control->producer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
 
   const int fd_;
@@ -493,8 +516,11 @@ class ShmConnection::Impl final : public FdHandler,
   std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
 
   absl::Mutex send_mu_;
-  std::string pending_ ABSL_GUARDED_BY(send_mu_);  // queued output (reader-role senders)
+  // Output queued while the ring was full, one frame (or its unwritten
+  // rest) per entry; the front entry is written from pending_offset_.
+  std::deque<std::string> pending_ ABSL_GUARDED_BY(send_mu_);
   size_t pending_offset_ ABSL_GUARDED_BY(send_mu_) = 0;
+  size_t pending_total_ ABSL_GUARDED_BY(send_mu_) = 0;  // bytes in pending_
   std::atomic<size_t> pending_bytes_{0};
   std::atomic<int> senders_busy_{0};  // threads inside Send
   // The thread holding the reader role (default id: none).

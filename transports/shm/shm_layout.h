@@ -20,7 +20,8 @@
 namespace locus::internal {
 
 inline constexpr uint32_t kShmMagic = 0x4D534C4C;  // "LLSM"
-inline constexpr uint32_t kShmLayoutVersion = 1;
+// Version 2: one futex word (doorbell) per side, see ShmRingControl.
+inline constexpr uint32_t kShmLayoutVersion = 2;
 inline constexpr size_t kShmHeaderSize = 4096;
 inline constexpr size_t kCacheLine = 64;
 
@@ -29,6 +30,14 @@ inline constexpr size_t kCacheLine = 64;
 // power of two). The producer owns write_index and the producer_* words, the
 // consumer owns read_index and the consumer_* words; each on its own cache
 // line so producer and consumer do not false-share.
+//
+// Waking: each side sleeps on a single futex word, its doorbell, which is
+// the data_seq of the ring it consumes. A producer that published data rings
+// the consumer's doorbell (this ring's data_seq) if consumer_sleepers says it
+// sleeps and consumer_polling says nobody polls; a consumer that freed space
+// rings the producer's doorbell (the data_seq of the other ring) if
+// producer_sleepers says it waits for room. A side that waits for input and
+// for room for its output at once thus waits on one word.
 struct alignas(kCacheLine) ShmRingControl {
   alignas(kCacheLine) std::atomic<uint64_t> write_index;
   alignas(kCacheLine) std::atomic<uint64_t> read_index;
@@ -36,10 +45,10 @@ struct alignas(kCacheLine) ShmRingControl {
   // actively polling (then the producer need not wake anyone).
   alignas(kCacheLine) std::atomic<uint32_t> consumer_sleepers;
   std::atomic<uint32_t> consumer_polling;
-  std::atomic<uint32_t> data_seq;  // futex word: bumped by the producer to wake the consumer
-  // Producer side: sleeping for space.
+  std::atomic<uint32_t> data_seq;  // the consumer's doorbell (futex word)
+  // Producer side: how many threads wait for room in this ring.
   alignas(kCacheLine) std::atomic<uint32_t> producer_sleepers;
-  std::atomic<uint32_t> space_seq;  // futex word: bumped by the consumer to wake the producer
+  uint32_t reserved;  // version 1's space_seq; unused
 };
 static_assert(sizeof(ShmRingControl) == 4 * kCacheLine, "ring control is a wire struct");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "lock-free 64-bit atomics in shared memory");

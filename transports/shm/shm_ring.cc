@@ -64,8 +64,8 @@ void ShmRing::Consume(size_t size) {
   read_index_ += size;
   control_->read_index.store(read_index_, std::memory_order_seq_cst);
   if (control_->producer_sleepers.load(std::memory_order_seq_cst) != 0) {
-    control_->space_seq.fetch_add(1, std::memory_order_seq_cst);
-    FutexWakeAll(&control_->space_seq);
+    producer_doorbell_->fetch_add(1, std::memory_order_seq_cst);
+    FutexWakeAll(producer_doorbell_);
   }
 }
 

@@ -2,7 +2,7 @@
 // single-consumer byte ring in memory shared with an untrusted peer.
 //
 // Example (producer):
-//   ShmRing ring(&header->rings[0], data, capacity);
+//   ShmRing ring(&header->rings[0], data, capacity, &header->rings[1].data_seq);
 //   size_t n = ring.Write(bytes);            // copies what fits, publishes
 //   ring.WakeConsumerIfSleeping();
 // Example (consumer):
@@ -30,9 +30,16 @@ class ShmRing {
  public:
   // `data` points to `capacity` bytes (a power of two) of the mapping.
   // One object per side: the producer uses only the producer methods, the
-  // consumer only the consumer methods.
-  ShmRing(ShmRingControl* control, char* data, uint64_t capacity)
-      : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
+  // consumer only the consumer methods. `producer_doorbell` is the futex
+  // word the producer sleeps on (the data_seq of the ring it consumes, see
+  // shm_layout.h); only the consumer methods use it.
+  ShmRing(ShmRingControl* control, char* data, uint64_t capacity,
+          std::atomic<uint32_t>* producer_doorbell)
+      : control_(control),
+        data_(data),
+        capacity_(capacity),
+        mask_(capacity - 1),
+        producer_doorbell_(producer_doorbell) {}
 
   uint64_t capacity() const { return capacity_; }
   ShmRingControl* control() const { return control_; }
@@ -58,6 +65,13 @@ class ShmRing {
   void Publish();
   // Wakes the consumer if it sleeps and nobody polls.
   void WakeConsumerIfSleeping();
+  // Whether the consumer has left room, from the published indices only:
+  // a hint for threads that do not write (a real write calls FreeSpace).
+  bool RoomHint() const {
+    const uint64_t write = control_->write_index.load(std::memory_order_acquire);
+    const uint64_t read = control_->read_index.load(std::memory_order_acquire);
+    return read <= write && write - read < capacity_;
+  }
 
   // --- consumer ---
   // The bytes available, as at most two spans (the second after wrap-around).
@@ -75,6 +89,7 @@ class ShmRing {
   char* data_;
   uint64_t capacity_;
   uint64_t mask_;
+  std::atomic<uint32_t>* producer_doorbell_;
   uint64_t write_index_ = 0;  // producer's own copy (authoritative)
   mutable uint64_t cached_read_ = 0;  // producer: consumer index last read (validated)
   uint64_t read_index_ = 0;   // consumer's own copy (authoritative)
