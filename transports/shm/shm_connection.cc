@@ -337,8 +337,11 @@ class ShmConnection::Impl final : public FdHandler,
         if (caller_waiting) return ReaderNext::kLetCallerIn;
         continue;
       }
-      if (flushed == FlushResult::kRingFull) return ReaderNext::kWaitForSpace;
-      if (caller_waiting || !Poll(options_.shm_spin, /*is_caller=*/false)) return ReaderNext::kSleep;
+      // Poll (for input, and for room if output is queued) before sleeping:
+      // a large frame crosses the ring in chunks, and a sleeping side costs
+      // a futex wake-up per chunk.
+      if (!caller_waiting && Poll(options_.shm_spin, /*is_caller=*/false)) continue;
+      return flushed == FlushResult::kRingFull ? ReaderNext::kWaitForSpace : ReaderNext::kSleep;
     }
   }
 
