@@ -70,7 +70,7 @@ TEST(CallHeaderCodec, AcceptsWhatProtobufAccepts) {
   const std::string cases[] = {
       "",                                            // all defaults
       std::string("\x10\x05\x0a\x02/m", 6),          // fields out of order
-      std::string("\x0a\x01a\x0a\x01b", 6),          // repeated singular field: last wins
+      std::string("\x0a\x01" "a" "\x0a\x01" "b", 6),  // repeated singular field: last wins
       std::string("\x20\x07\x0a\x01m", 5),           // unknown varint field
       std::string("\x21" "12345678" "\x0a\x01m", 12),  // unknown 64-bit field
       std::string("\x25" "1234", 5),                  // unknown 32-bit field

@@ -372,7 +372,10 @@ void ConnectionCore::SendGoAway(const absl::Status& reason) {
   (void)connection_->Send(header, meta, {}, absl::Now() + absl::Seconds(1));
 }
 
-void ConnectionCore::Close(const absl::Status& reason) { connection_->Close(reason); }
+void ConnectionCore::Close(const absl::Status& reason) {
+  closing_.store(true, std::memory_order_release);
+  connection_->Close(reason);
+}
 
 void ConnectionCore::ProtocolError(const std::string& what) {
   LOCUS_LOG(WARNING) << "protocol error from " << peer().remote_address << ": " << what
@@ -543,12 +546,16 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   } else if ((frame.header.flags & kFlagHasMessage) == 0) {
     refused = absl::InvalidArgumentError("unary request without a message");
   }
-  // A handler running inline occupies the connection's reader, so nothing
-  // (CANCEL, closure) can be noticed while it runs: its only cancellation is
-  // the deadline, and it needs no cancellation flag or table entry, only a
-  // count for graceful shutdown. Pooled handlers get both.
+  // A handler running inline occupies the connection's reader, so no CANCEL
+  // can be read while it runs: it is cancelled by its deadline or by this
+  // side closing the connection (closing_, shared by all inline calls, held
+  // without ownership: OnFrame keeps this object alive until Serve returns),
+  // and needs no table entry, only a count for graceful shutdown. Pooled
+  // handlers get their own flag and a table entry.
   const bool pooled = options_.handler_pool != nullptr;
-  if (pooled) call.cancelled = std::make_shared<std::atomic<bool>>(false);
+  call.pooled = pooled;
+  call.cancelled = pooled ? std::make_shared<std::atomic<bool>>(false)
+                          : std::shared_ptr<std::atomic<bool>>(std::shared_ptr<void>(), &closing_);
   {
     absl::MutexLock lock(&mu_);
     if (draining_ || closed_) refused = absl::UnavailableError("server is shutting down");
@@ -597,7 +604,7 @@ void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::s
   }
   {
     absl::MutexLock lock(&mu_);
-    if (call.cancelled != nullptr) {
+    if (call.pooled) {
       serving_.erase(call.call_id);
     } else {
       --inline_serving_;
@@ -609,8 +616,7 @@ void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::s
   }
   // Cancelled by the client (CANCEL) or the connection is gone: nobody
   // waits for the reply.
-  if (call.cancelled != nullptr && call.cancelled->load(std::memory_order_acquire) &&
-      absl::Now() < call.deadline) {
+  if (call.cancelled->load(std::memory_order_acquire) && absl::Now() < call.deadline) {
     return;
   }
   SendResponse(call.call_id, status, status.ok() ? absl::string_view(reply) : absl::string_view(),
@@ -677,6 +683,7 @@ void ConnectionCore::OnClosed(const absl::Status& reason) {
   {
     absl::MutexLock lock(&mu_);
     closed_ = true;
+    closing_.store(true, std::memory_order_release);
     unusable_.store(true, std::memory_order_release);
     close_reason_ = reason;
     pending.swap(pending_);

@@ -109,7 +109,10 @@ class ConnectionCore final : public FrameSink,
     bool oneway = false;
     absl::Time deadline = absl::InfiniteFuture();
     const ServiceTable::Entry* entry = nullptr;
-    std::shared_ptr<std::atomic<bool>> cancelled;  // pooled handlers only
+    bool pooled = false;  // runs on the handler pool (else inline on the reader)
+    // Pooled: the call's own flag (CANCEL, closure). Inline: the connection's
+    // closing_, not owned.
+    std::shared_ptr<std::atomic<bool>> cancelled;
     Metadata metadata;
   };
 
@@ -168,6 +171,10 @@ class ConnectionCore final : public FrameSink,
   // Calls being served here, with their cancellation flags.
   absl::flat_hash_map<uint64_t, std::shared_ptr<std::atomic<bool>>> serving_ ABSL_GUARDED_BY(mu_);
   size_t inline_serving_ ABSL_GUARDED_BY(mu_) = 0;  // calls being served inline
+  // Set when this side closes the connection (Close) or sees it closed: the
+  // cancellation flag of handlers running inline, which occupy the reader and
+  // so cannot learn of the closure any other way.
+  std::atomic<bool> closing_{false};
   std::atomic<bool> handshake_flag_{false};  // mirrors handshake_done_ for lock-free polling
   // Set (under mu_) once closed_, draining_ or broken_ is: usable() reads
   // it without the lock on every call.

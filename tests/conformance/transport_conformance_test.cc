@@ -21,7 +21,9 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "internal/call_header_codec.h"
 #include "locus/locus.h"
+#include "locus/wire.pb.h"
 #include "test_service.h"
 #include "tests/testing/test_util.h"
 
@@ -487,6 +489,55 @@ TYPED_TEST(TransportConformance, TruncatedFrameClosesThatConnectionOnly) {
   FrameHeader header = FrameHeader::Make(FrameType::kHello, 0, 0);
   header.meta_length = 100;
   SendBadBytesAndExpectOnlyThatConnectionClosed(this, header, "0123456789", "truncated frame");
+}
+
+TYPED_TEST(TransportConformance, ClientThatStopsReadingIsDisconnected) {
+  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
+  ServerOptions options;
+  options.send_stall_timeout = absl::Milliseconds(300);
+  this->RestartServer(options);
+  StderrCapture captured;
+  auto transport = DefaultTransportRegistry().ForAddress(this->address_);
+  ASSERT_TRUE(transport.ok());
+  // A raw connection that sends but never reads what arrives. Stream sockets
+  // flush queued output from their event loop, so that one is started with
+  // background reads off; shared-memory senders write to the ring themselves
+  // and the connection is started (to see the closure) only at the end.
+  ClosedWatcher watcher;  // outlives the connection
+  auto raw = (*transport)->Connect(this->address_, TransportOptions{}, absl::Now() + kWatchdog);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  const bool flushed_by_loop = std::string(TypeParam::TransportKind::kTransport) != "shm";
+  if (flushed_by_loop) {
+    (*raw)->AdjustBackgroundReads(-1);
+    (*raw)->Start(&watcher);
+  }
+  wire::Hello hello;
+  hello.set_min_protocol_version(kProtocolVersion);
+  hello.set_max_protocol_version(kProtocolVersion);
+  const std::string hello_meta = hello.SerializeAsString();
+  FrameHeader hello_header = FrameHeader::Make(FrameType::kHello, 0, 0);
+  hello_header.meta_length = static_cast<uint32_t>(hello_meta.size());
+  ASSERT_TRUE((*raw)->Send(hello_header, hello_meta, {}, absl::Now() + kWatchdog).ok());
+  // 24 MiB of replies: more than any socket buffer or ring holds, so the
+  // server has to queue them (its reader never blocks on a send).
+  EchoRequest request;
+  request.set_data(std::string(256 << 10, 'x'));
+  const std::string payload = request.SerializeAsString();
+  std::string meta;
+  internal::EncodeCallHeader(TestService::kMethodEcho.full_name, 0, {}, &meta);
+  for (uint64_t i = 0; i < 96; ++i) {
+    FrameHeader header = FrameHeader::Make(FrameType::kRequest, kFlagHasMessage | kFlagEndStream, 2 * i + 1);
+    header.meta_length = static_cast<uint32_t>(meta.size());
+    header.payload_length = static_cast<uint32_t>(payload.size());
+    if (!(*raw)->Send(header, meta, payload, absl::Now() + absl::Seconds(2)).ok()) break;
+  }
+  // The server gives up on it after the stall timeout, and says why.
+  EXPECT_TRUE(captured.WaitFor("stopped reading")) << captured.Contents();
+  if (!flushed_by_loop) (*raw)->Start(&watcher);
+  EXPECT_TRUE(watcher.closed.WaitForNotificationWithTimeout(kWatchdog));
+  // Other clients are still served.
+  EXPECT_TRUE(this->Echo(*this->stub_, "existing client").ok());
+  raw->reset();
 }
 
 TYPED_TEST(TransportConformance, NonLocusPeerCannotHandshake) {

@@ -177,6 +177,7 @@ class ShmConnection::Impl final : public FdHandler,
     if (left == 0) return absl::OkStatus();
     // One queue entry per frame: entries are written out and dropped from
     // the front, so a long queue never moves bytes already queued.
+    if (pending_.empty()) last_flush_progress_ns_.store(absl::GetCurrentTimeNanos(), std::memory_order_release);
     std::string& entry = pending_.emplace_back();
     entry.reserve(left);
     for (absl::string_view part : parts) entry.append(part.data(), part.size());
@@ -325,6 +326,7 @@ class ShmConnection::Impl final : public FdHandler,
   ReaderNext ReadWithRole() {
     for (;;) {
       const FlushResult flushed = TryFlushPending();
+      if (flushed == FlushResult::kRingFull && SendStalled()) return ReaderNext::kStop;
       // Frames the peer wrote before it went away are still delivered:
       // Drain() reports kClosed only once the ring is empty. After closure,
       // one last pass only: a peer that keeps writing must not keep this
@@ -416,6 +418,24 @@ class ShmConnection::Impl final : public FdHandler,
     return found || in_.HasData() || CanFlush();
   }
 
+  // Output queued by the reader-role holder (which never waits for room)
+  // must make progress: a peer that stops reading while this side keeps
+  // queueing replies would grow the queue without bound. After
+  // send_stall_timeout without a byte taken, the connection is closed.
+  bool SendStalled() {
+    const absl::Duration stuck = absl::Nanoseconds(
+        absl::GetCurrentTimeNanos() - last_flush_progress_ns_.load(std::memory_order_acquire));
+    if (pending_bytes_.load(std::memory_order_acquire) == 0 || stuck < options_.send_stall_timeout) {
+      return false;
+    }
+    const absl::Status stalled = absl::UnavailableError(absl::StrCat(
+        "peer ", peer_.remote_address, " stopped reading: ", pending_bytes_.load(),
+        " bytes queued for ", absl::FormatDuration(stuck), " without progress"));
+    LOCUS_LOG(WARNING) << "closing shared-memory connection: " << stalled.message();
+    Close(stalled);
+    return true;
+  }
+
   // Output is queued, the peer has freed room for it, and no sender (which
   // would flush it itself) is busy.
   bool CanFlush() const {
@@ -488,7 +508,10 @@ class ShmConnection::Impl final : public FdHandler,
       pending_.pop_front();
     }
     pending_bytes_.store(pending_total_ - pending_offset_, std::memory_order_release);
-    if (wrote_any) out_.WakeConsumerIfSleeping();
+    if (wrote_any) {
+      last_flush_progress_ns_.store(absl::GetCurrentTimeNanos(), std::memory_order_release);
+      out_.WakeConsumerIfSleeping();
+    }
     return wrote;
   }
 
@@ -526,6 +549,8 @@ class ShmConnection::Impl final : public FdHandler,
   size_t pending_total_ ABSL_GUARDED_BY(send_mu_) = 0;  // bytes in pending_
   std::atomic<size_t> pending_bytes_{0};
   std::atomic<int> senders_busy_{0};  // threads inside Send
+  // When queued output last moved (or the queue started): see SendStalled.
+  std::atomic<int64_t> last_flush_progress_ns_{0};
   // The thread holding the reader role (default id: none).
   std::atomic<std::thread::id> role_thread_{};
 

@@ -24,6 +24,7 @@ absl::Status ShmRing::FreeSpace(uint64_t* free, uint64_t wanted) const {
 }
 
 void ShmRing::Append(const char* src, size_t size) {
+  if (size == 0) return;  // src may be null (an empty view)
   uint64_t pos = write_index_ & mask_;
   const size_t first = std::min<uint64_t>(size, capacity_ - pos);
   std::memcpy(data_ + pos, src, first);

@@ -36,7 +36,14 @@ class SocketListener::Handler final : public FdHandler,
         describe_peer_(describe_peer),
         upgrader_(std::move(upgrader)),
         on_accept_(std::move(on_accept)) {}
-  ~Handler() override { close(fd_); }
+  ~Handler() override { CloseSocket(); }
+
+  // Releases the address at once (an abstract name, a port): called by
+  // ~SocketListener, because sniffers of accepted sockets may keep this
+  // handler alive for a while after the listener is gone.
+  void CloseSocket() {
+    if (!socket_closed_.exchange(true)) close(fd_);
+  }
 
   void OnEvents(uint32_t events) override {
     for (int i = 0; i < 64; ++i) {
@@ -82,6 +89,7 @@ class SocketListener::Handler final : public FdHandler,
   void Sniff(int conn);
 
   const int fd_;
+  std::atomic<bool> socket_closed_{false};
   const TransportOptions options_;
   PeerDescriber describe_peer_;
   std::shared_ptr<StreamUpgrader> upgrader_;
@@ -168,6 +176,7 @@ absl::StatusOr<std::unique_ptr<SocketListener>> SocketListener::Create(
 SocketListener::~SocketListener() {
   loop_->Remove(handler_->fd());  // waits for an accept in progress
   handler_->Stop();               // and for a sniffed connection being delivered
+  handler_->CloseSocket();
   handler_.reset();
   if (on_destroy_) on_destroy_();
 }

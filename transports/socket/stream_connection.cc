@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "internal/frame_decoder.h"
 #include "internal/log.h"
+#include "internal/timer_queue.h"
 #include "transports/socket/event_loop.h"
 
 namespace locus::internal {
@@ -47,9 +48,18 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
 
   void Start(FrameSink* sink, std::shared_ptr<Impl> self) {
     sink_ = sink;
-    loop_ = EventLoopPool::Get().Next();
-    last_mask_ = EPOLLIN | EPOLLRDHUP;
-    absl::Status added = loop_->Add(fd_, last_mask_, std::move(self));
+    weak_self_ = self;
+    EventLoop* loop = EventLoopPool::Get().Next();
+    uint32_t mask;
+    {
+      // Sends before Start() only queue, and AdjustBackgroundReads only
+      // counts (UpdateInterest waits for the loop).
+      absl::MutexLock lock(&interest_mu_);
+      loop_ = loop;
+      mask = InterestFor(Reader::kIdle);
+      last_mask_ = mask;
+    }
+    absl::Status added = loop->Add(fd_, mask, std::move(self));
     if (!added.ok()) DeliverClosed(absl::UnavailableError(added.message()));
   }
 
@@ -109,7 +119,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       return absl::OkStatus();
     }
     // Bytes are queued already: this frame goes behind them.
-    if (!loop_->InLoopThread()) {
+    if (loop_ == nullptr || !loop_->InLoopThread()) {  // not started: never the loop
       absl::Time stall = absl::Now() + options_.send_stall_timeout;
       auto room = [this]() ABSL_SHARED_LOCKS_REQUIRED(write_mu_) {
         return write_closed_ || queued_bytes() < options_.max_send_queue_bytes;
@@ -252,6 +262,14 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
                      size_t skip) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
     absl::string_view parts[3] = {
         absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)), meta, payload};
+    if (queued_bytes() == 0) {
+      last_progress_ = absl::Now();
+    } else if (out_offset_ >= out_queue_.size() / 2) {
+      // Drop what was sent before growing, so that a queue that never
+      // quite empties does not keep (and copy) everything it ever held.
+      out_queue_.erase(0, out_offset_);
+      out_offset_ = 0;
+    }
     for (absl::string_view part : parts) {
       size_t drop = std::min(skip, part.size());
       skip -= drop;
@@ -259,7 +277,43 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     }
   }
 
+  // Queued output must make progress: a peer that stops reading while this
+  // side (the loop thread, which never blocks on a send) keeps queueing
+  // replies would otherwise grow the queue without bound. Checked by a timer
+  // while anything is queued; the connection is closed after
+  // send_stall_timeout without a byte taken.
+  void ScheduleStallCheck(absl::Time when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    stall_check_pending_ = true;
+    TimerQueue::Get().Schedule(when, [weak = weak_self_] {
+      if (std::shared_ptr<Impl> self = weak.lock()) self->CheckStall();
+    });
+  }
+
+  void CheckStall() {
+    absl::Status stalled;
+    {
+      absl::MutexLock lock(&write_mu_);
+      stall_check_pending_ = false;
+      if (queued_bytes() == 0 || write_closed_) return;
+      const absl::Time due = last_progress_ + options_.send_stall_timeout;
+      if (absl::Now() < due) {
+        ScheduleStallCheck(due);
+        return;
+      }
+      stalled = absl::UnavailableError(absl::StrCat(
+          "peer ", peer_.remote_address, " stopped reading: ", queued_bytes(), " bytes queued for ",
+          absl::FormatDuration(options_.send_stall_timeout), " without progress"));
+    }
+    LOCUS_LOG(WARNING) << "closing connection: " << stalled.message();
+    // Reset rather than close in order: a TCP FIN would wait behind the
+    // queued bytes the peer does not take, and the peer would never learn.
+    linger reset{1, 0};
+    (void)setsockopt(fd_, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+    Close(stalled);
+  }
+
   void ArmWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    if (!stall_check_pending_) ScheduleStallCheck(last_progress_ + options_.send_stall_timeout);
     want_write_.store(true);
     write_mu_.Unlock();
     UpdateInterest();
@@ -280,6 +334,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
         break;
       }
       out_offset_ += static_cast<size_t>(n);
+      last_progress_ = absl::Now();
     }
     out_queue_.clear();
     out_offset_ = 0;
@@ -290,8 +345,20 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     }
   }
 
+  uint32_t InterestFor(Reader reader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(interest_mu_) {
+    uint32_t mask;
+    if (background_readers_ > 0) {
+      mask = reader == Reader::kCaller ? 0u : (EPOLLIN | EPOLLRDHUP);
+    } else {
+      mask = EPOLLRDHUP | EPOLLET;
+    }
+    if (want_write_.load()) mask |= EPOLLOUT;
+    return mask;
+  }
+
   void UpdateInterest() {
     absl::MutexLock lock(&interest_mu_);
+    if (loop_ == nullptr) return;  // not started: Start() sets the interest
     Reader reader;
     {
       absl::MutexLock state_lock(&state_mu_);
@@ -303,13 +370,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     // loop is not woken for its reply). Without, only the peer's hang-up
     // is watched, edge-triggered so that it cannot spin the loop while a
     // caller is reading: nothing changes per call.
-    uint32_t mask;
-    if (background_readers_ > 0) {
-      mask = reader == Reader::kCaller ? 0u : (EPOLLIN | EPOLLRDHUP);
-    } else {
-      mask = EPOLLRDHUP | EPOLLET;
-    }
-    if (want_write_.load()) mask |= EPOLLOUT;
+    const uint32_t mask = InterestFor(reader);
     if (mask == last_mask_) return;
     last_mask_ = mask;
     (void)loop_->Modify(fd_, mask);
@@ -402,6 +463,9 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(interest_mu_);
   std::string out_queue_ ABSL_GUARDED_BY(write_mu_);
   size_t out_offset_ ABSL_GUARDED_BY(write_mu_) = 0;
+  absl::Time last_progress_ ABSL_GUARDED_BY(write_mu_);  // queue started, or last bytes taken
+  bool stall_check_pending_ ABSL_GUARDED_BY(write_mu_) = false;
+  std::weak_ptr<Impl> weak_self_;  // set by Start; for timers
   bool write_closed_ ABSL_GUARDED_BY(write_mu_) = false;
 };
 

@@ -61,6 +61,10 @@ struct ServerOptions {
   // before sleeping (TransportOptions::shm_spin). The ring size is the
   // client's choice (ChannelOptions::shm_ring_bytes).
   absl::Duration shm_spin = TransportOptions().shm_spin;
+  // A client that stops reading its replies is disconnected after this long
+  // without taking a byte of them (replies queue meanwhile; the server never
+  // blocks its I/O threads on one client).
+  absl::Duration send_stall_timeout = TransportOptions().send_stall_timeout;
 };
 
 // Thread-safety: configure (RegisterService, AddListeningAddress) before
