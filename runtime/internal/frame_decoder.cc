@@ -4,6 +4,8 @@
 #include <cstring>
 #include <utility>
 
+#include "internal/copy_bytes.h"
+
 namespace locus::internal {
 
 uint64_t FrameDecoder::body_bytes_wanted() const {
@@ -65,7 +67,7 @@ absl::Status FrameDecoder::Consume(absl::string_view bytes, FrameDecoderSink& si
         // Meta first, then payload.
         if (body_filled_ < header_.meta_length) {
           size_t take = std::min<uint64_t>(bytes.size(), header_.meta_length - body_filled_);
-          frame_.meta.append(bytes.data(), take);
+          AppendBytes(&frame_.meta, bytes.data(), take);
           body_filled_ += take;
           bytes.remove_prefix(take);
         }
@@ -73,7 +75,7 @@ absl::Status FrameDecoder::Consume(absl::string_view bytes, FrameDecoderSink& si
           uint64_t payload_filled = body_filled_ - header_.meta_length;
           size_t take = std::min<uint64_t>(bytes.size(), header_.payload_length - payload_filled);
           if (take > 0) {
-            frame_.payload.append(bytes.data(), take);
+            AppendBytes(&frame_.payload, bytes.data(), take);
             body_filled_ += take;
             bytes.remove_prefix(take);
           }

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "internal/copy_bytes.h"
 #include "internal/frame_decoder.h"
 #include "internal/log.h"
 #include "transports/shm/futex.h"
@@ -180,7 +181,7 @@ class ShmConnection::Impl final : public FdHandler,
     if (pending_.empty()) last_flush_progress_ns_.store(absl::GetCurrentTimeNanos(), std::memory_order_release);
     std::string& entry = pending_.emplace_back();
     entry.reserve(left);
-    for (absl::string_view part : parts) entry.append(part.data(), part.size());
+    for (absl::string_view part : parts) AppendBytes(&entry, part.data(), part.size());
     pending_total_ += left;
     pending_bytes_.store(pending_total_ - pending_offset_, std::memory_order_release);
     if (reader) return absl::OkStatus();

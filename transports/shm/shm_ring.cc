@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "internal/copy_bytes.h"
 #include "transports/shm/futex.h"
 
 namespace locus::internal {
@@ -27,8 +28,8 @@ void ShmRing::Append(const char* src, size_t size) {
   if (size == 0) return;  // src may be null (an empty view)
   uint64_t pos = write_index_ & mask_;
   const size_t first = std::min<uint64_t>(size, capacity_ - pos);
-  std::memcpy(data_ + pos, src, first);
-  if (first < size) std::memcpy(data_, src + first, size - first);  // wrapped
+  CopyBytes(data_ + pos, src, first);
+  if (first < size) CopyBytes(data_, src + first, size - first);  // wrapped
   write_index_ += size;
 }
 

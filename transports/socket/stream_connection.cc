@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "internal/copy_bytes.h"
 #include "internal/frame_decoder.h"
 #include "internal/log.h"
 #include "internal/timer_queue.h"
@@ -273,7 +274,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     for (absl::string_view part : parts) {
       size_t drop = std::min(skip, part.size());
       skip -= drop;
-      out_queue_.append(part.data() + drop, part.size() - drop);
+      AppendBytes(&out_queue_, part.data() + drop, part.size() - drop);
     }
   }
 
