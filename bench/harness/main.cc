@@ -840,6 +840,29 @@ int ClientMain(Flags& flags) {
     ctx.server_cpu = cpus[1];
     fprintf(stderr, "locus-bench: client pinned to CPU %d, server to CPU %d\n", cpus[0], cpus[1]);
   }
+  // glibc < 2.39 copies >= ~2 KiB with `rep movsb` when the CPU has FSRM,
+  // which AMD Zen runs ~10x slower for some buffer placements (BZ 30994):
+  // every system's large-message numbers then depend on where malloc put
+  // its buffers. Say so; docs/performance.md shows both settings.
+  {
+    const char* tunables = getenv("GLIBC_TUNABLES");
+    if (tunables == nullptr || strstr(tunables, "x86_rep_movsb_threshold") == nullptr) {
+      FILE* cpuinfo = fopen("/proc/cpuinfo", "r");
+      bool amd = false, fsrm = false;
+      char line[4096];
+      while (cpuinfo != nullptr && fgets(line, sizeof line, cpuinfo) != nullptr) {
+        if (strncmp(line, "vendor_id", 9) == 0 && strstr(line, "AuthenticAMD") != nullptr) amd = true;
+        if (strncmp(line, "flags", 5) == 0 && strstr(line, " fsrm") != nullptr) fsrm = true;
+      }
+      if (cpuinfo != nullptr) fclose(cpuinfo);
+      if (amd && fsrm) {
+        fprintf(stderr,
+                "locus-bench: note: AMD CPU with FSRM and no glibc.cpu.x86_rep_movsb_threshold "
+                "tunable: copies of 2 KiB and more may hit glibc's slow rep movsb case (see "
+                "docs/performance.md)\n");
+      }
+    }
+  }
   if (flags.count("case-timeout")) ctx.case_timeout = std::stod(flags["case-timeout"]);
   if (flags.count("no-deadlock-detection")) {
     absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
