@@ -206,6 +206,47 @@ TYPED_TEST(TransportConformance, SixteenThreadsOfAThousandConcurrentCalls) {
   EXPECT_EQ(mismatches.load(), 0);
 }
 
+// Calls issued from completion callbacks, with sizes around the limits of
+// output batching (frames a reader thread sends while it delivers one read
+// are queued and written together; large ones are written at once), keep
+// every reply whole and matched to its call.
+TYPED_TEST(TransportConformance, CallbackChainsOfMixedSizesStayIntact) {
+  constexpr int kChains = 16;
+  constexpr int kCallsPerChain = 40;
+  const size_t kSizes[] = {1, 100, 16 * 1024 - 200, 16 * 1024 + 1, 70 * 1024, 300 * 1024};
+  absl::Mutex mu;
+  int finished_chains ABSL_GUARDED_BY(mu) = 0;
+  std::atomic<int> bad{0};
+  struct Chain {
+    int index = 0;
+    int calls = 0;
+    EchoRequest request;
+    EchoReply reply;
+  };
+  std::vector<Chain> chains(kChains);
+  std::function<void(Chain*)> next = [&](Chain* chain) {
+    const size_t size = kSizes[(chain->index + chain->calls) % std::size(kSizes)];
+    chain->request.set_data(std::string(size, static_cast<char>('a' + chain->calls % 26)));
+    this->stub_->AsyncEcho(chain->request, &chain->reply, Watchdog(), [&, chain](absl::Status status) {
+      if (!status.ok() || chain->reply.data() != chain->request.data()) bad++;
+      if (++chain->calls < kCallsPerChain && status.ok()) {
+        next(chain);  // from the thread that delivered the reply
+        return;
+      }
+      absl::MutexLock lock(&mu);
+      ++finished_chains;
+    });
+  };
+  for (int i = 0; i < kChains; ++i) {
+    chains[i].index = i;
+    next(&chains[i]);
+  }
+  absl::MutexLock lock(&mu);
+  auto all_done = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu) { return finished_chains == kChains; };
+  EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all_done), kWatchdog));
+  EXPECT_EQ(bad.load(), 0);
+}
+
 TYPED_TEST(TransportConformance, SixteenThreadsOfSynchronousCalls) {
   std::atomic<int> bad{0};
   std::vector<std::thread> threads;
