@@ -483,10 +483,23 @@ TYPED_TEST(TransportConformance, ServerKilledMidCallGivesUnavailableBeforeDeadli
 // Watches a raw connection for being closed by the server.
 class ClosedWatcher : public FrameSink {
  public:
-  void OnFrame(Frame&) override {}
+  // With `stuck`, the first frame delivered blocks its reader until
+  // Unstick(): a client whose consumer is stuck in a callback and so has
+  // stopped reading.
+  explicit ClosedWatcher(bool stuck = false) : stuck_(stuck) {}
+  void OnFrame(Frame&) override {
+    if (stuck_) stuck_released_.WaitForNotification();
+  }
+  void Unstick() {
+    if (stuck_ && !stuck_released_.HasBeenNotified()) stuck_released_.Notify();
+  }
   void OnOversizeFrame(const FrameHeader&) override {}
   void OnClosed(const absl::Status&) override { closed.Notify(); }
   absl::Notification closed;
+
+ private:
+  const bool stuck_;
+  absl::Notification stuck_released_;
 };
 
 template <typename ConfigT>
@@ -540,18 +553,20 @@ TYPED_TEST(TransportConformance, ClientThatStopsReadingIsDisconnected) {
   StderrCapture captured;
   auto transport = DefaultTransportRegistry().ForAddress(this->address_);
   ASSERT_TRUE(transport.ok());
-  // A raw connection that sends but never reads what arrives. Stream sockets
-  // flush queued output from their event loop, so that one is started with
-  // background reads off; shared-memory senders write to the ring themselves
-  // and the connection is started (to see the closure) only at the end.
-  ClosedWatcher watcher;  // outlives the connection
+  // A raw connection that sends but never reads what arrives. A stream
+  // socket's connection runs with background reads off (its event loop, which
+  // other connections share, still flushes its output); a shared-memory
+  // connection's own reader thread gets stuck in the first frame it delivers.
+  const bool shared_memory = std::string(TypeParam::TransportKind::kTransport) == "shm";
+  ClosedWatcher watcher(/*stuck=*/shared_memory);  // outlives the connection
   auto raw = (*transport)->Connect(this->address_, TransportOptions{}, absl::Now() + kWatchdog);
   ASSERT_TRUE(raw.ok()) << raw.status();
-  const bool flushed_by_loop = std::string(TypeParam::TransportKind::kTransport) != "shm";
-  if (flushed_by_loop) {
-    (*raw)->AdjustBackgroundReads(-1);
-    (*raw)->Start(&watcher);
-  }
+  struct UnstickFirst {  // before the connection joins its reader, on every exit
+    ClosedWatcher* watcher;
+    ~UnstickFirst() { watcher->Unstick(); }
+  } unstick_first{&watcher};
+  if (!shared_memory) (*raw)->AdjustBackgroundReads(-1);
+  (*raw)->Start(&watcher);
   wire::Hello hello;
   hello.set_min_protocol_version(kProtocolVersion);
   hello.set_max_protocol_version(kProtocolVersion);
@@ -574,7 +589,7 @@ TYPED_TEST(TransportConformance, ClientThatStopsReadingIsDisconnected) {
   }
   // The server gives up on it after the stall timeout, and says why.
   EXPECT_TRUE(captured.WaitFor("stopped reading")) << captured.Contents();
-  if (!flushed_by_loop) (*raw)->Start(&watcher);
+  watcher.Unstick();
   EXPECT_TRUE(watcher.closed.WaitForNotificationWithTimeout(kWatchdog));
   // Other clients are still served.
   EXPECT_TRUE(this->Echo(*this->stub_, "existing client").ok());

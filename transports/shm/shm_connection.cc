@@ -194,8 +194,13 @@ class ShmConnection::Impl final : public FdHandler,
       absl::Time now = absl::Now();
       if (now >= stall_deadline) {
         // The frame is queued and cannot be taken back: the connection is done.
-        Close(absl::UnavailableError("send failed: peer stopped reading (send stalled)"));
-        return absl::UnavailableError("peer stopped reading (send stalled)");
+        const absl::Status stalled = absl::UnavailableError(absl::StrCat(
+            "peer ", peer_.remote_address, " stopped reading: ", pending_total_ - pending_offset_,
+            " bytes queued for ", absl::FormatDuration(options_.send_stall_timeout),
+            " without progress"));
+        LOCUS_LOG(WARNING) << "closing shared-memory connection: " << stalled.message();
+        Close(stalled);
+        return stalled;
       }
       if (now >= deadline) return absl::DeadlineExceededError("deadline passed while the peer was not reading");
       send_mu_.Unlock();

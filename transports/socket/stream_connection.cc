@@ -26,6 +26,13 @@ namespace {
 
 constexpr size_t kReadBufferSize = 64 * 1024;
 
+// Blocking receives (DriveUntil) wake at most this late: SO_RCVTIMEO counts
+// in scheduler ticks (up to 4 ms) and rounds up, so they stop this much
+// before the deadline and the rest is waited with ppoll. Below
+// kBlockingReceiveMin of time left, only ppoll is used.
+constexpr absl::Duration kBlockingReceiveSlack = absl::Milliseconds(5);
+constexpr absl::Duration kBlockingReceiveMin = absl::Milliseconds(1);
+
 // Output corking. While a thread delivers the frames of one read, the
 // frames it sends on the same connection (inline handlers' replies, calls
 // made from completion callbacks) are queued and written together when the
@@ -130,7 +137,9 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       msg.msg_iov = iov;
       msg.msg_iovlen = 3;
       do {
-        n = sendmsg(fd_, &msg, MSG_NOSIGNAL);  // no SIGPIPE if the peer is gone
+        // No SIGPIPE if the peer is gone; never block (the fd is blocking
+        // for callers' receives, see ReceiveBlocking).
+        n = sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
       } while (n < 0 && errno == EINTR);
       if (n < 0 && errno != EAGAIN) {
         std::string why = absl::StrCat("write to ", peer_.remote_address, " failed: ", std::strerror(errno));
@@ -156,10 +165,13 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
         if (deadline <= stall) {
           return absl::DeadlineExceededError("deadline passed while the peer was not reading");
         }
+        const absl::Status stalled = absl::UnavailableError(absl::StrCat(
+            "peer ", peer_.remote_address, " stopped reading: ", queued_bytes(), " bytes queued for ",
+            absl::FormatDuration(options_.send_stall_timeout), " without progress"));
         write_mu_.Unlock();
-        Close(absl::DeadlineExceededError("peer stopped reading (send stalled)"));
+        CloseStalled(stalled);
         write_mu_.Lock();
-        return absl::UnavailableError("peer stopped reading (send stalled)");
+        return stalled;
       }
       if (write_closed_) return absl::UnavailableError("connection closed");
     }
@@ -179,9 +191,21 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     UpdateInterest();
     bool closed = false;
     // The caller has just sent its request: a read now would almost always
-    // say EAGAIN, so wait for readability first (one system call fewer).
+    // say EAGAIN. With time to spare, one blocking receive waits for the
+    // reply and reads it (one system call, as in a blocking ping-pong);
+    // close to the deadline, ppoll waits with full precision.
     bool try_read = false;
     while (!done()) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left > kBlockingReceiveSlack + kBlockingReceiveMin) {
+        SetReceiveTimeout(std::min(left - kBlockingReceiveSlack, absl::Seconds(1)));
+        ReadResult r = ReadOnce(nullptr, /*blocking=*/true);
+        if (r == ReadResult::kClosed) {
+          closed = true;
+          break;
+        }
+        continue;  // data, or the timeout passed: check done() and the deadline
+      }
       if (try_read) {
         ReadResult r = ReadOnce();
         if (r == ReadResult::kClosed) {
@@ -265,6 +289,19 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     }
   }
 
+  // SO_RCVTIMEO for blocking receives, changed only when the wanted
+  // timeout is shorter than the current one (a receive must not outlive the
+  // deadline) or much longer (no needless wake-ups): calls with similar
+  // deadlines make no setsockopt. Caller (reader role) only.
+  void SetReceiveTimeout(absl::Duration wanted) {
+    if (receive_timeout_ != absl::ZeroDuration() && wanted >= receive_timeout_ &&
+        wanted <= 4 * receive_timeout_) {
+      return;
+    }
+    timeval tv = absl::ToTimeval(wanted);
+    if (setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0) receive_timeout_ = wanted;
+  }
+
   // FrameDecoderSink: runs on the reader-role holder's thread.
   void OnFrame(Frame& frame) override {
     if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(frame);
@@ -332,6 +369,11 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
           "peer ", peer_.remote_address, " stopped reading: ", queued_bytes(), " bytes queued for ",
           absl::FormatDuration(options_.send_stall_timeout), " without progress"));
     }
+    CloseStalled(stalled);
+  }
+
+  // Gives up on a peer that stopped reading, and says why.
+  void CloseStalled(const absl::Status& stalled) ABSL_LOCKS_EXCLUDED(write_mu_) {
     LOCUS_LOG(WARNING) << "closing connection: " << stalled.message();
     // Reset rather than close in order: a TCP FIN would wait behind the
     // queued bytes the peer does not take, and the peer would never learn.
@@ -353,7 +395,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   // the reader sees the error too and delivers OnClosed).
   bool WriteQueuedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
     while (queued_bytes() > 0) {
-      ssize_t n = send(fd_, out_queue_.data() + out_offset_, queued_bytes(), MSG_NOSIGNAL);
+      ssize_t n = send(fd_, out_queue_.data() + out_offset_, queued_bytes(), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) return false;
       if (n <= 0) {
@@ -419,10 +461,12 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   }
 
   // One read(); delivers any frames completed. Caller holds the reader role.
-  ReadResult ReadOnce(size_t* got = nullptr) {
+  // `blocking`: wait up to the socket's receive timeout (callers only, see
+  // ReceiveBlocking); otherwise never wait.
+  ReadResult ReadOnce(size_t* got = nullptr, bool blocking = false) {
     ssize_t n;
     do {
-      n = read(fd_, read_buffer_.get(), kReadBufferSize);
+      n = recv(fd_, read_buffer_.get(), kReadBufferSize, blocking ? 0 : MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
       if (got != nullptr) *got = static_cast<size_t>(n);
@@ -489,6 +533,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   EventLoop* loop_ = nullptr;   // set by Start
 
   FrameDecoder decoder_;                  // reader-role holder only
+  absl::Duration receive_timeout_;        // reader-role holder only; zero: not set
   std::unique_ptr<char[]> read_buffer_;   // reader-role holder only
   std::atomic<bool> closed_delivered_{false};
   std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
@@ -518,8 +563,10 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
 
 std::unique_ptr<StreamConnection> StreamConnection::Create(int fd, PeerInfo peer,
                                                            const TransportOptions& options) {
+  // Blocking, so that a caller waiting for its reply can receive it with one
+  // system call; every other read and write passes MSG_DONTWAIT.
   int flags = fcntl(fd, F_GETFL, 0);
-  fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   return std::unique_ptr<StreamConnection>(
       new StreamConnection(std::make_shared<Impl>(fd, std::move(peer), options)));
 }
