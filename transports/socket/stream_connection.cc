@@ -138,7 +138,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       msg.msg_iovlen = 3;
       do {
         // No SIGPIPE if the peer is gone; never block (the fd is blocking
-        // for callers' receives, see ReceiveBlocking).
+        // for callers' receives, see DriveUntil).
         n = sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
       } while (n < 0 && errno == EINTR);
       if (n < 0 && errno != EAGAIN) {
@@ -461,8 +461,8 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   }
 
   // One read(); delivers any frames completed. Caller holds the reader role.
-  // `blocking`: wait up to the socket's receive timeout (callers only, see
-  // ReceiveBlocking); otherwise never wait.
+  // `blocking`: wait up to the socket's receive timeout (a caller in
+  // DriveUntil, see SetReceiveTimeout); otherwise never wait.
   ReadResult ReadOnce(size_t* got = nullptr, bool blocking = false) {
     ssize_t n;
     do {
