@@ -553,7 +553,6 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   // and needs no table entry, only a count for graceful shutdown. Pooled
   // handlers get their own flag and a table entry.
   const bool pooled = options_.handler_pool != nullptr;
-  call.pooled = pooled;
   call.cancelled = pooled ? std::make_shared<std::atomic<bool>>(false)
                           : std::shared_ptr<std::atomic<bool>>(std::shared_ptr<void>(), &closing_);
   {
@@ -604,7 +603,7 @@ void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::s
   }
   {
     absl::MutexLock lock(&mu_);
-    if (call.pooled) {
+    if (options_.handler_pool != nullptr) {
       serving_.erase(call.call_id);
     } else {
       --inline_serving_;

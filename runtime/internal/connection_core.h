@@ -109,9 +109,8 @@ class ConnectionCore final : public FrameSink,
     bool oneway = false;
     absl::Time deadline = absl::InfiniteFuture();
     const ServiceTable::Entry* entry = nullptr;
-    bool pooled = false;  // runs on the handler pool (else inline on the reader)
-    // Pooled: the call's own flag (CANCEL, closure). Inline: the connection's
-    // closing_, not owned.
+    // On the handler pool: the call's own flag (CANCEL, closure). Inline on
+    // the reader: the connection's closing_, not owned.
     std::shared_ptr<std::atomic<bool>> cancelled;
     Metadata metadata;
   };

@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "internal/copy_bytes.h"
+#include "internal/send_stall.h"
 #include "internal/frame_decoder.h"
 #include "internal/log.h"
 #include "transports/shm/futex.h"
@@ -194,10 +195,8 @@ class ShmConnection::Impl final : public FdHandler,
       absl::Time now = absl::Now();
       if (now >= stall_deadline) {
         // The frame is queued and cannot be taken back: the connection is done.
-        const absl::Status stalled = absl::UnavailableError(absl::StrCat(
-            "peer ", peer_.remote_address, " stopped reading: ", pending_total_ - pending_offset_,
-            " bytes queued for ", absl::FormatDuration(options_.send_stall_timeout),
-            " without progress"));
+        const absl::Status stalled = PeerStoppedReadingError(
+            peer_.remote_address, pending_total_ - pending_offset_, options_.send_stall_timeout);
         LOCUS_LOG(WARNING) << "closing shared-memory connection: " << stalled.message();
         Close(stalled);
         return stalled;
@@ -434,9 +433,8 @@ class ShmConnection::Impl final : public FdHandler,
     if (pending_bytes_.load(std::memory_order_acquire) == 0 || stuck < options_.send_stall_timeout) {
       return false;
     }
-    const absl::Status stalled = absl::UnavailableError(absl::StrCat(
-        "peer ", peer_.remote_address, " stopped reading: ", pending_bytes_.load(),
-        " bytes queued for ", absl::FormatDuration(stuck), " without progress"));
+    const absl::Status stalled =
+        PeerStoppedReadingError(peer_.remote_address, pending_bytes_.load(), stuck);
     LOCUS_LOG(WARNING) << "closing shared-memory connection: " << stalled.message();
     Close(stalled);
     return true;

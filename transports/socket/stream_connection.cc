@@ -18,6 +18,7 @@
 #include "internal/copy_bytes.h"
 #include "internal/frame_decoder.h"
 #include "internal/log.h"
+#include "internal/send_stall.h"
 #include "internal/timer_queue.h"
 #include "transports/socket/event_loop.h"
 
@@ -165,9 +166,8 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
         if (deadline <= stall) {
           return absl::DeadlineExceededError("deadline passed while the peer was not reading");
         }
-        const absl::Status stalled = absl::UnavailableError(absl::StrCat(
-            "peer ", peer_.remote_address, " stopped reading: ", queued_bytes(), " bytes queued for ",
-            absl::FormatDuration(options_.send_stall_timeout), " without progress"));
+        const absl::Status stalled =
+            PeerStoppedReadingError(peer_.remote_address, queued_bytes(), options_.send_stall_timeout);
         write_mu_.Unlock();
         CloseStalled(stalled);
         write_mu_.Lock();
@@ -365,9 +365,8 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
         ScheduleStallCheck(due);
         return;
       }
-      stalled = absl::UnavailableError(absl::StrCat(
-          "peer ", peer_.remote_address, " stopped reading: ", queued_bytes(), " bytes queued for ",
-          absl::FormatDuration(options_.send_stall_timeout), " without progress"));
+      stalled = PeerStoppedReadingError(peer_.remote_address, queued_bytes(),
+                                        absl::Now() - last_progress_);
     }
     CloseStalled(stalled);
   }
