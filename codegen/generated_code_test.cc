@@ -47,11 +47,20 @@ class FakeChannel final : public ::locus::Channel {
       ::locus::ServerContext context(method.full_name, options.deadline, options.metadata, &peer_,
                                      nullptr);
       std::string request_bytes = request.SerializeAsString();
-      std::string response_bytes;
-      absl::Status status =
-          entry.handler->CallSerialized(&context, request_bytes, &response_bytes);
-      if (!status.ok()) return status;
-      if (!response->ParseFromString(response_bytes)) {
+      struct Sink final : ::locus::ReplySink {
+        void Finish(const absl::Status& s, const google::protobuf::MessageLite* reply) override {
+          ++finishes;
+          status = s;
+          if (reply != nullptr) bytes = reply->SerializeAsString();
+        }
+        int finishes = 0;
+        absl::Status status;
+        std::string bytes;
+      } sink;
+      entry.handler->CallSerialized(&context, request_bytes, sink);
+      if (sink.finishes != 1) return absl::InternalError("Finish not called exactly once");
+      if (!sink.status.ok()) return sink.status;
+      if (!response->ParseFromString(sink.bytes)) {
         return absl::InternalError("reply does not parse");
       }
       return absl::OkStatus();

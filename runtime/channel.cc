@@ -110,6 +110,7 @@ class ChannelImpl final : public Channel {
     TransportOptions transport_options;
     transport_options.max_receive_message_size = options_.max_receive_message_size;
     transport_options.shm_ring_bytes = options_.shm_ring_bytes;
+    transport_options.shm_bulk_bytes = options_.shm_bulk_bytes;
     transport_options.shm_spin = options_.shm_spin;
     absl::StatusOr<std::unique_ptr<Connection>> connection =
         (*transport)->Connect(address, transport_options, deadline);

@@ -9,7 +9,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the wire format is little-endian and frames are used in place");
 
 absl::Status ValidateFrameHeader(const FrameHeader& header, uint32_t max_meta,
-                                 uint64_t max_payload) {
+                                 uint64_t max_payload, uint32_t transport_flags) {
   if (header.magic != kFrameMagic) {
     return absl::InvalidArgumentError(
         absl::StrFormat("bad frame magic 0x%04x (not a Locus peer?)", header.magic));
@@ -21,7 +21,7 @@ absl::Status ValidateFrameHeader(const FrameHeader& header, uint32_t max_meta,
   if (header.type == 0 || header.type > kMaxFrameType) {
     return absl::InvalidArgumentError(absl::StrFormat("unknown frame type %d", header.type));
   }
-  if ((header.flags & ~kKnownFlags) != 0) {
+  if ((header.flags & ~(kKnownFlags | (transport_flags & kTransportPrivateFlags))) != 0) {
     return absl::InvalidArgumentError(absl::StrFormat("unknown frame flags 0x%x", header.flags));
   }
   if (header.meta_length > max_meta) {

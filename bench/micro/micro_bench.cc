@@ -78,7 +78,7 @@ class CountingSink final : public locus::internal::FrameDecoderSink {
  public:
   void OnFrame(locus::Frame& frame) override {
     ++frames;
-    bytes += frame.payload.size();
+    bytes += frame.payload_bytes().size();
   }
   void OnOversizeFrame(const FrameHeader&) override {}
   uint64_t frames = 0, bytes = 0;
@@ -163,6 +163,18 @@ class EchoService final : public locus::bench::Bench::Service {
   }
 };
 
+// Serializes the reply into a string, as the runtime does into a transport.
+struct SerializingSink final : locus::ReplySink {
+  explicit SerializingSink(std::string* out) : out(out) {}
+  void Finish(const absl::Status& s, const google::protobuf::MessageLite* reply) override {
+    status = s;
+    out->clear();
+    if (reply != nullptr) reply->SerializeToString(out);
+  }
+  std::string* out;
+  absl::Status status;
+};
+
 // Serves calls in-process through the service's method table and the
 // serialized path, like a server after the transport (cf. the fake channel
 // in codegen/generated_code_test.cc).
@@ -178,9 +190,9 @@ class FakeChannel final : public locus::Channel {
       locus::ServerContext context(method.full_name, options.deadline, options.metadata, &peer_, nullptr);
       request_bytes_.clear();
       request.SerializeToString(&request_bytes_);
-      response_bytes_.clear();
-      absl::Status status = entry.handler->CallSerialized(&context, request_bytes_, &response_bytes_);
-      if (!status.ok()) return status;
+      SerializingSink sink(&response_bytes_);
+      entry.handler->CallSerialized(&context, request_bytes_, sink);
+      if (!sink.status.ok()) return sink.status;
       if (!response->ParseFromString(response_bytes_)) return absl::InternalError("reply does not parse");
       return absl::OkStatus();
     }

@@ -1,6 +1,7 @@
 #include "internal/connection_core.h"
 
 #include <algorithm>
+#include <limits>
 #include <thread>
 #include <utility>
 
@@ -25,6 +26,13 @@ absl::Status StatusFromWire(const wire::CallStatus& status) {
     return absl::UnknownError(absl::StrCat("peer sent unknown status code ", code, ": ", status.message()));
   }
   return absl::Status(static_cast<absl::StatusCode>(code), status.message());
+}
+
+// Serializes `message`, sized by ByteSizeLong() and unchanged since, into
+// the `size` bytes at `out`.
+bool WriteMessage(const google::protobuf::MessageLite& message, size_t size, char* out) {
+  uint8_t* start = reinterpret_cast<uint8_t*>(out);
+  return message.SerializeWithCachedSizesToArray(start) == start + size;
 }
 
 absl::Time DeadlineFromTimeout(int64_t timeout_ns) {
@@ -229,15 +237,14 @@ void ConnectionCore::Complete(PendingCall* call, absl::Status status) {
 absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
                                          const google::protobuf::MessageLite& request,
                                          const CallOptions& options) {
-  ScratchBuffer payload_buffer;
-  std::string& payload = *payload_buffer.get();
-  if (!SerializeToBuffer(request, &payload)) {
+  if (!request.IsInitialized()) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot serialize request for ", method.full_name, " (missing required fields?)"));
   }
-  if (payload.size() > options_.max_send_message_size) {
+  const size_t size = request.ByteSizeLong();
+  if (size > options_.max_send_message_size || size > std::numeric_limits<uint32_t>::max()) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("request of ", payload.size(), " bytes exceeds the send limit of ",
+        absl::StrCat("request of ", size, " bytes exceeds the send limit of ",
                      options_.max_send_message_size, " bytes"));
   }
   int64_t timeout_ns = 0;
@@ -251,8 +258,10 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   uint32_t flags = kFlagHasMessage | kFlagEndStream | (method.oneway ? kFlagOneway : 0);
   FrameHeader frame = FrameHeader::Make(FrameType::kRequest, flags, id);
   frame.meta_length = static_cast<uint32_t>(meta.size());
-  frame.payload_length = static_cast<uint32_t>(payload.size());
-  absl::Status sent = connection_->Send(frame, meta, payload, options.deadline);
+  frame.payload_length = static_cast<uint32_t>(size);
+  absl::Status sent = connection_->SendWithPayloadWriter(
+      frame, meta, [&request, size](char* out) { return WriteMessage(request, size, out); },
+      options.deadline);
   if (absl::IsUnavailable(sent)) {
     // The transport is gone even if its reader has not said so yet: the
     // next call must not pick this connection again.
@@ -414,8 +423,8 @@ void ConnectionCore::OnFrame(Frame& frame) {
     }
     case FrameType::kPing: {
       FrameHeader pong = FrameHeader::Make(FrameType::kPong, 0, frame.header.call_id);
-      pong.payload_length = static_cast<uint32_t>(frame.payload.size());
-      (void)connection_->Send(pong, {}, frame.payload, absl::Now() + absl::Seconds(5));
+      pong.payload_length = frame.header.payload_length;
+      (void)connection_->Send(pong, {}, frame.payload_bytes(), absl::Now() + absl::Seconds(5));
       return;
     }
     case FrameType::kPong:
@@ -512,7 +521,8 @@ void ConnectionCore::HandleResponse(const Frame& frame) {
   if (status.ok()) {
     if ((frame.header.flags & kFlagHasMessage) == 0) {
       status = absl::InternalError(absl::StrCat("reply to ", call->method, " carried no message"));
-    } else if (!call->response->ParseFromString(frame.payload)) {
+    } else if (absl::string_view payload = frame.payload_bytes();
+               !call->response->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
       status = absl::InternalError(absl::StrCat("reply to ", call->method, " does not parse as ",
                                                 call->response->GetTypeName()));
     }
@@ -530,7 +540,7 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   }
   CallHeaderView header;  // views frame.meta
   if (!DecodeCallHeader(frame.meta, &header)) {
-    if (!oneway) SendResponse(call_id, absl::InvalidArgumentError("malformed call header"), {}, {}, absl::InfiniteFuture());
+    if (!oneway) SendError(call_id, absl::InvalidArgumentError("malformed call header"), absl::InfiniteFuture());
     return;
   }
   IncomingCall call;
@@ -568,7 +578,7 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     }
   }
   if (!refused.ok()) {
-    if (!oneway) SendResponse(call_id, refused, {}, {}, call.deadline);
+    if (!oneway) SendError(call_id, refused, call.deadline);
     return;
   }
   call.metadata = std::move(header.metadata);
@@ -577,29 +587,63 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     // pooled handler takes its own copies.
     options_.handler_pool->Post([self = shared_from_this(), call = std::move(call),
                                  method = std::string(header.method),
-                                 payload = std::move(frame.payload)]() mutable {
+                                 payload = frame.TakePayload()]() mutable {
       self->Serve(call, method, payload);
     });
   } else {
-    Serve(call, header.method, frame.payload);
+    Serve(call, header.method, frame.payload_bytes());
   }
 }
 
 void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::string_view payload) {
   ServerContext context(method, call.deadline, std::move(call.metadata), &peer(), call.cancelled);
-  ScratchBuffer reply_buffer;
-  std::string& reply = *reply_buffer.get();
-  absl::Status status = call.entry->handler->CallSerialized(&context, payload, &reply);
+  // The reply is sent from inside the handler's Finish, while the handler's
+  // response message is alive: it is serialized straight into the transport.
+  class Sink final : public ReplySink {
+   public:
+    Sink(ConnectionCore* core, IncomingCall& call, ServerContext& context)
+        : core_(core), call_(call), context_(context) {}
+    void Finish(const absl::Status& status, const google::protobuf::MessageLite* reply) override {
+      if (finished_) return;  // at most once, whatever the handler does
+      finished_ = true;
+      core_->FinishServing(call_, context_, status, reply);
+    }
+    bool finished() const { return finished_; }
+
+   private:
+    ConnectionCore* const core_;
+    IncomingCall& call_;
+    ServerContext& context_;
+    bool finished_ = false;
+  };
+  Sink sink(this, call, context);
+  call.entry->handler->CallSerialized(&context, payload, sink);
+  if (!sink.finished()) {
+    sink.Finish(absl::InternalError(absl::StrCat("handler of ", method, " returned no result")), nullptr);
+  }
+}
+
+void ConnectionCore::FinishServing(IncomingCall& call, const ServerContext& context,
+                                   absl::Status status, const google::protobuf::MessageLite* reply) {
+  size_t reply_size = 0;
   if (call.deadline != absl::InfiniteFuture() && absl::Now() >= call.deadline) {
     // As in gRPC: past its deadline a call ends DEADLINE_EXCEEDED whatever
     // the handler produced, so the client sees one outcome however the
     // reply and its own timer race.
     status = absl::DeadlineExceededError(
         absl::StrCat("deadline exceeded while the server handled ", context.method()));
-  } else if (status.ok() && reply.size() > options_.max_send_message_size) {
-    status = absl::ResourceExhaustedError(
-        absl::StrCat("reply of ", reply.size(), " bytes exceeds the server's send limit of ",
-                     options_.max_send_message_size, " bytes"));
+  } else if (status.ok()) {
+    if (reply == nullptr || !reply->IsInitialized()) {
+      status = absl::InternalError(absl::StrCat("cannot serialize reply of ", context.method()));
+    } else {
+      reply_size = reply->ByteSizeLong();
+      if (reply_size > options_.max_send_message_size ||
+          reply_size > std::numeric_limits<uint32_t>::max()) {
+        status = absl::ResourceExhaustedError(
+            absl::StrCat("reply of ", reply_size, " bytes exceeds the server's send limit of ",
+                         options_.max_send_message_size, " bytes"));
+      }
+    }
   }
   {
     absl::MutexLock lock(&mu_);
@@ -618,13 +662,17 @@ void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::s
   if (call.cancelled->load(std::memory_order_acquire) && absl::Now() < call.deadline) {
     return;
   }
-  SendResponse(call.call_id, status, status.ok() ? absl::string_view(reply) : absl::string_view(),
+  SendResponse(call.call_id, status, status.ok() ? reply : nullptr, reply_size,
                context.trailing_metadata(), call.deadline);
 }
 
+void ConnectionCore::SendError(uint64_t call_id, const absl::Status& status, absl::Time deadline) {
+  SendResponse(call_id, status, nullptr, 0, {}, deadline);
+}
+
 void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
-                                  absl::string_view payload, const Metadata& trailers,
-                                  absl::Time deadline) {
+                                  const google::protobuf::MessageLite* reply, size_t reply_size,
+                                  const Metadata& trailers, absl::Time deadline) {
   std::string meta;
   if (!status.ok() || !trailers.empty()) {
     wire::CallStatus wire_status;
@@ -638,14 +686,20 @@ void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
     meta = wire_status.SerializeAsString();
   }
   FrameHeader header =
-      FrameHeader::Make(FrameType::kResponse, status.ok() ? kFlagHasMessage : 0, call_id);
+      FrameHeader::Make(FrameType::kResponse, reply != nullptr ? kFlagHasMessage : 0, call_id);
   header.meta_length = static_cast<uint32_t>(meta.size());
-  header.payload_length = static_cast<uint32_t>(payload.size());
+  header.payload_length = static_cast<uint32_t>(reply_size);
   // The client stops waiting at its deadline; give the send a little slack
   // beyond it so a reply racing the deadline is not cut mid-way.
   absl::Time send_deadline =
       deadline == absl::InfiniteFuture() ? absl::InfiniteFuture() : deadline + absl::Seconds(1);
-  absl::Status sent = connection_->Send(header, meta, payload, send_deadline);
+  absl::Status sent =
+      reply == nullptr
+          ? connection_->Send(header, meta, {}, send_deadline)
+          : connection_->SendWithPayloadWriter(
+                header, meta,
+                [reply, reply_size](char* out) { return WriteMessage(*reply, reply_size, out); },
+                send_deadline);
   if (!sent.ok()) {
     LOCUS_LOG(INFO) << "could not send reply for call " << call_id << ": " << sent;
   }
@@ -655,11 +709,11 @@ void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
   switch (header.frame_type()) {
     case FrameType::kRequest:
       if ((header.flags & kFlagOneway) == 0) {
-        SendResponse(header.call_id,
-                     absl::ResourceExhaustedError(absl::StrCat(
-                         "request of ", header.payload_length, " bytes exceeds the server's limit of ",
-                         options_.max_receive_message_size, " bytes")),
-                     {}, {}, absl::InfiniteFuture());
+        SendError(header.call_id,
+                  absl::ResourceExhaustedError(absl::StrCat(
+                      "request of ", header.payload_length, " bytes exceeds the server's limit of ",
+                      options_.max_receive_message_size, " bytes")),
+                  absl::InfiniteFuture());
       }
       return;
     case FrameType::kResponse:

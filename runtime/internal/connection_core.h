@@ -144,13 +144,23 @@ class ConnectionCore final : public FrameSink,
 
   void HandleHello(const Frame& frame);
   void HandleRequest(Frame& frame);
-  // Runs the handler and sends the reply (unless oneway or cancelled).
+  // Runs the handler; its reply is sent from FinishServing.
   // `method` and `payload` need only live until it returns.
   void Serve(IncomingCall& call, absl::string_view method, absl::string_view payload);
+  // The handler's outcome: applies the deadline and the send limit, ends the
+  // call's bookkeeping, and sends the reply (unless oneway or cancelled).
+  // `reply` (if OK) is valid only during the call.
+  void FinishServing(IncomingCall& call, const ServerContext& context, absl::Status status,
+                     const google::protobuf::MessageLite* reply);
   void HandleResponse(const Frame& frame);
   void HandleGoAway(const Frame& frame);
-  void SendResponse(uint64_t call_id, const absl::Status& status, absl::string_view payload,
+  // Sends a kResponse: `reply` (sized `reply_size` by ByteSizeLong, not
+  // changed since) is serialized straight into the transport; nullptr for
+  // an error or a reply without a message.
+  void SendResponse(uint64_t call_id, const absl::Status& status,
+                    const google::protobuf::MessageLite* reply, size_t reply_size,
                     const Metadata& trailers, absl::Time deadline);
+  void SendError(uint64_t call_id, const absl::Status& status, absl::Time deadline);
   void ProtocolError(const std::string& what);
   wire::Hello MakeHello() const;
 

@@ -39,7 +39,7 @@ absl::Status FrameDecoder::Consume(absl::string_view bytes, FrameDecoderSink& si
         bytes.remove_prefix(take);
         if (header_filled_ < sizeof(FrameHeader)) break;
         header_filled_ = 0;
-        absl::Status valid = ValidateFrameHeader(header_, max_meta_, max_payload_);
+        absl::Status valid = ValidateFrameHeader(header_, max_meta_, max_payload_, transport_flags_);
         if (absl::IsResourceExhausted(valid)) {
           state_ = State::kSkip;
           skip_left_ = header_.body_length();

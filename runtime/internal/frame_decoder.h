@@ -34,8 +34,11 @@ class FrameDecoderSink {
 
 class FrameDecoder {
  public:
-  FrameDecoder(uint32_t max_meta, uint64_t max_payload)
-      : max_meta_(max_meta), max_payload_(max_payload) {}
+  // `transport_flags`: the kTransportPrivateFlags bits the caller's
+  // transport accepts (see ValidateFrameHeader); frames carrying them are
+  // delivered with the bits still set, for the transport to resolve.
+  FrameDecoder(uint32_t max_meta, uint64_t max_payload, uint32_t transport_flags = 0)
+      : max_meta_(max_meta), max_payload_(max_payload), transport_flags_(transport_flags) {}
 
   // Consumes all of `bytes`, delivering each completed frame to `sink` in
   // order. Returns INVALID_ARGUMENT on malformed input.
@@ -58,6 +61,7 @@ class FrameDecoder {
 
   uint32_t max_meta_;
   uint64_t max_payload_;
+  uint32_t transport_flags_;
   State state_ = State::kHeader;
   FrameHeader header_{};
   size_t header_filled_ = 0;

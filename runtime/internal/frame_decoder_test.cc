@@ -73,6 +73,46 @@ TEST(FrameDecoder, RejectsUnknownTypeFlagsAndHugeMeta) {
   }
 }
 
+TEST(FrameDecoder, TransportPrivateFlagsOnlyWhereTheTransportAcceptsThem) {
+  constexpr uint32_t kPrivate = 1u << 24;
+  std::string wire = Encode(FrameType::kRequest, 1, "", "ref");
+  reinterpret_cast<FrameHeader*>(wire.data())->flags |= kPrivate;
+  {
+    FrameDecoder decoder(1024, 1024);  // a stream transport: no private bits
+    Collect sink;
+    absl::Status s = decoder.Consume(wire, sink);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("flags"), absl::string_view::npos) << s;
+  }
+  {
+    FrameDecoder decoder(1024, 1024, kPrivate);
+    Collect sink;
+    ASSERT_TRUE(decoder.Consume(wire, sink).ok());
+    ASSERT_EQ(sink.frames.size(), 1u);
+    EXPECT_EQ(sink.frames[0].header.flags & kPrivate, kPrivate);  // left for the transport
+    EXPECT_EQ(sink.frames[0].payload, "ref");
+  }
+  {
+    FrameDecoder decoder(1024, 1024, kPrivate);  // other private bits stay unknown
+    Collect sink;
+    reinterpret_cast<FrameHeader*>(wire.data())->flags |= 1u << 25;
+    EXPECT_FALSE(decoder.Consume(wire, sink).ok());
+  }
+}
+
+TEST(Frame, BorrowedPayloadIsReadInPlaceAndCopiedWhenTaken) {
+  const std::string shared = "bytes elsewhere";
+  Frame frame;
+  frame.header.payload_length = static_cast<uint32_t>(shared.size());
+  frame.borrowed_payload = shared.data();
+  EXPECT_EQ(frame.payload_bytes().data(), shared.data());
+  EXPECT_EQ(frame.TakePayload(), shared);
+  frame.borrowed_payload = nullptr;
+  frame.payload = "owned";
+  EXPECT_EQ(frame.payload_bytes(), "owned");
+  EXPECT_EQ(frame.TakePayload(), "owned");
+}
+
 TEST(FrameDecoder, ReportsPartialFrame) {
   std::string wire = Encode(FrameType::kRequest, 1, "", "payload");
   FrameDecoder decoder(1024, 1024);

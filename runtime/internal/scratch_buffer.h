@@ -4,7 +4,9 @@
 //
 // Example:
 //   ScratchBuffer payload;   // contents unspecified: overwrite them
-//   SerializeToBuffer(request, payload.get());
+//   payload.get()->resize(size);
+//   request.SerializeWithCachedSizesToArray(
+//       reinterpret_cast<uint8_t*>(payload.get()->data()));
 //   connection->Send(header, meta, *payload.get(), deadline);
 //   // returned to the pool (cleared, capacity kept) when `payload` dies
 //

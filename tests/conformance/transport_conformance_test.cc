@@ -175,6 +175,33 @@ TYPED_TEST(TransportConformance, EchoFromOneByteToTheSizeLimit) {
   EXPECT_EQ(exact.ByteSizeLong(), kDefaultMaxMessageSize);
 }
 
+// Many large messages in flight at once, more than shared memory's bulk
+// areas hold (the rest stream through the ring), each arriving whole.
+TYPED_TEST(TransportConformance, LargeMessagesInFlightTogetherStayIntact) {
+  constexpr int kRounds = 3;
+  constexpr int kCalls = 16;
+  for (int round = 0; round < kRounds; ++round) {
+    std::vector<Future<EchoReply>> pending;
+    std::vector<std::string> sent;
+    for (int i = 0; i < kCalls; ++i) {
+      const size_t size = (32u << 10) + ((i * 7 + round * 5) % 16) * (96u << 10) + i;
+      std::string data(size, '\0');
+      for (size_t b = 0; b < size; b += 97) data[b] = static_cast<char>(b / 97 + i + round);
+      EchoRequest request;
+      request.set_data(data);
+      sent.push_back(std::move(data));
+      pending.push_back(this->stub_->AsyncEcho(request, Watchdog()));
+    }
+    for (int i = 0; i < kCalls; ++i) {
+      absl::StatusOr<EchoReply> reply = pending[i].Get();
+      ASSERT_TRUE(reply.ok()) << "round " << round << " call " << i << ": " << reply.status();
+      EXPECT_TRUE(reply->data() == sent[i]) << "round " << round << " call " << i << " came back changed";
+    }
+  }
+  absl::StatusOr<EchoReply> small = this->Echo(*this->stub_, "small after large");
+  ASSERT_TRUE(small.ok()) << small.status();
+}
+
 TYPED_TEST(TransportConformance, SixteenThreadsOfAThousandConcurrentCalls) {
   constexpr int kThreads = 16;
   constexpr int kCallsPerThread = 1000;
@@ -290,9 +317,10 @@ TYPED_TEST(TransportConformance, OversizeRequestRejectedByServerKeepsConnection)
   // The client may send more than the server accepts: the server refuses.
   this->channel_options_.max_send_message_size = 64u << 20;
   ServerOptions options;
-  options.max_receive_message_size = 1000;
+  // Sizes above 32 KiB: on shared memory, they travel in the bulk area.
+  options.max_receive_message_size = 40000;
   this->RestartServer(options);
-  absl::StatusOr<EchoReply> big = this->Echo(*this->stub_, std::string(5000, 'x'));
+  absl::StatusOr<EchoReply> big = this->Echo(*this->stub_, std::string(50000, 'x'));
   EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
   EXPECT_THAT(std::string(big.status().message()), HasSubstr("limit"));
   absl::StatusOr<EchoReply> small = this->Echo(*this->stub_, "ok");
@@ -300,13 +328,13 @@ TYPED_TEST(TransportConformance, OversizeRequestRejectedByServerKeepsConnection)
 }
 
 TYPED_TEST(TransportConformance, OversizeReplyRejectedByClientKeepsConnection) {
-  this->channel_options_.max_receive_message_size = 1000;
+  this->channel_options_.max_receive_message_size = 40000;
   this->RestartServer(ServerOptions{});
-  absl::StatusOr<EchoReply> big = this->Echo(*this->stub_, std::string(500, 'x'));
+  absl::StatusOr<EchoReply> big = this->Echo(*this->stub_, std::string(35000, 'x'));
   ASSERT_TRUE(big.ok()) << big.status();
   // The client's receive limit does not bound what it sends: the echoed
   // reply exceeds it, so the client drops the reply and fails the call.
-  absl::StatusOr<EchoReply> too_big = this->Echo(*this->stub_, std::string(2000, 'x'));
+  absl::StatusOr<EchoReply> too_big = this->Echo(*this->stub_, std::string(50000, 'x'));
   EXPECT_EQ(too_big.status().code(), absl::StatusCode::kResourceExhausted) << too_big.status();
   absl::StatusOr<EchoReply> small = this->Echo(*this->stub_, "ok");
   ASSERT_TRUE(small.ok()) << small.status();
@@ -559,7 +587,12 @@ TYPED_TEST(TransportConformance, ClientThatStopsReadingIsDisconnected) {
   // connection's own reader thread gets stuck in the first frame it delivers.
   const bool shared_memory = std::string(TypeParam::TransportKind::kTransport) == "shm";
   ClosedWatcher watcher(/*stuck=*/shared_memory);  // outlives the connection
-  auto raw = (*transport)->Connect(this->address_, TransportOptions{}, absl::Now() + kWatchdog);
+  // Shared memory: bulk areas of 1 MiB, so that the replies overflow them
+  // (and the ring) while this side's sends, which only its own threads
+  // flush, still get enough requests through.
+  TransportOptions raw_options;
+  raw_options.shm_bulk_bytes = 1u << 20;
+  auto raw = (*transport)->Connect(this->address_, raw_options, absl::Now() + kWatchdog);
   ASSERT_TRUE(raw.ok()) << raw.status();
   struct UnstickFirst {  // before the connection joins its reader, on every exit
     ClosedWatcher* watcher;
@@ -574,18 +607,28 @@ TYPED_TEST(TransportConformance, ClientThatStopsReadingIsDisconnected) {
   FrameHeader hello_header = FrameHeader::Make(FrameType::kHello, 0, 0);
   hello_header.meta_length = static_cast<uint32_t>(hello_meta.size());
   ASSERT_TRUE((*raw)->Send(hello_header, hello_meta, {}, absl::Now() + kWatchdog).ok());
-  // 24 MiB of replies: more than any socket buffer or ring holds, so the
-  // server has to queue them (its reader never blocks on a send).
+  // 24 MiB of replies: more than any socket buffer, ring or bulk area
+  // holds, so the server has to queue them (its reader never blocks on a
+  // send).
   EchoRequest request;
   request.set_data(std::string(256 << 10, 'x'));
   const std::string payload = request.SerializeAsString();
   std::string meta;
   internal::EncodeCallHeader(TestService::kMethodEcho.full_name, 0, {}, &meta);
+  // Sent as the runtime sends them (on shared memory, through the bulk area
+  // while it has room).
   for (uint64_t i = 0; i < 96; ++i) {
     FrameHeader header = FrameHeader::Make(FrameType::kRequest, kFlagHasMessage | kFlagEndStream, 2 * i + 1);
     header.meta_length = static_cast<uint32_t>(meta.size());
     header.payload_length = static_cast<uint32_t>(payload.size());
-    if (!(*raw)->Send(header, meta, payload, absl::Now() + absl::Seconds(2)).ok()) break;
+    absl::Status sent = (*raw)->SendWithPayloadWriter(
+        header, meta,
+        [&payload](char* out) {
+          std::memcpy(out, payload.data(), payload.size());
+          return true;
+        },
+        absl::Now() + absl::Seconds(2));
+    if (!sent.ok()) break;
   }
   // The server gives up on it after the stall timeout, and says why.
   EXPECT_TRUE(captured.WaitFor("stopped reading")) << captured.Contents();

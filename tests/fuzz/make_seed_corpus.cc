@@ -3,6 +3,8 @@
 // cancel, ping, goaway, an oversize frame). Usage: make_seed_corpus <dir>
 #include <cstdio>
 #include <fstream>
+#include <initializer_list>
+#include <utility>
 #include <string>
 
 #include "locus/frame.h"
@@ -68,12 +70,27 @@ int WriteShmCorpus(const std::string& dir) {
   write("ring_overrun", ShmInput(0, 1u << 20, 0, frames));
   write("ring_backwards", ShmInput(0, 5, 100, frames));
   locus::wire::ShmSetup setup;
-  setup.set_layout_version(1);
+  setup.set_layout_version(3);
   setup.set_ring_capacity(1 << 20);
-  setup.set_region_size(4096 + (2u << 20));
+  setup.set_bulk_capacity(16u << 20);
+  setup.set_region_size(4096 + (2u << 20) + (32u << 20));
   write("setup_ok", ShmInput(1, 0, 0, setup.SerializeAsString()));
+  setup.set_bulk_capacity(1000);
+  write("setup_bad_bulk", ShmInput(1, 0, 0, setup.SerializeAsString()));
   setup.set_ring_capacity(3000);
   write("setup_bad_capacity", ShmInput(1, 0, 0, setup.SerializeAsString()));
+  // Payload references (offset, length) into a 1 MiB bulk area, and a
+  // release count.
+  auto refs = [](std::initializer_list<std::pair<uint64_t, uint64_t>> list) {
+    std::string out;
+    for (const auto& [offset, length] : list) {
+      out.append(reinterpret_cast<const char*>(&offset), 8);
+      out.append(reinterpret_cast<const char*>(&length), 8);
+    }
+    return out;
+  };
+  write("bulk_ok", ShmInput(2, 0, 1, refs({{2048, 40000}, {43008, 1000}})));
+  write("bulk_outside", ShmInput(2, 0, 99, refs({{1u << 20, 1}, {~uint64_t{0}, 2}})));
   return 0;
 }
 

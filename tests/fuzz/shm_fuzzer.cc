@@ -1,18 +1,23 @@
 // Fuzz target for what a shared-memory peer controls: the TRANSPORT_SETUP
-// frame's meta and region header (validated before mapping is trusted), and
-// the ring indices and bytes it writes (validated by ShmRing before any
-// copy, then cut into frames by FrameDecoder).
+// frame's meta and region header (validated before mapping is trusted), the
+// ring indices and bytes it writes (validated by ShmRing before any copy,
+// then cut into frames by FrameDecoder), and the bulk areas' payload
+// references and release counts (validated by ShmBulkReader/Writer).
 //
 // Input layout: [1 byte selector][8 bytes write index][8 bytes read index]
-// [rest: ring contents / setup meta]. Regression-replayed by CTest like
+// [rest: ring contents / setup meta / bulk references]. Selector % 3:
+// 0 ring, 1 setup, 2 bulk. Regression-replayed by CTest like
 // wire_fuzzer (see fuzz_driver_main.cc); -DLOCUS_FUZZ=ON builds libFuzzer.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
+#include <optional>
 #include <string>
 
 #include "internal/frame_decoder.h"
+#include "transports/shm/shm_bulk.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/shm_ring.h"
 #include "transports/shm/shm_transport.h"
@@ -79,6 +84,38 @@ void FuzzSetup(const uint8_t* data, size_t size) {
   (void)ValidateShmRegionHeader(region, *setup);
 }
 
+// `data` is a sequence of 16-byte payload references a hostile sender put
+// in the ring; `release_count` what a hostile receiver publishes.
+void FuzzBulk(uint64_t release_count, const uint8_t* data, size_t size) {
+  constexpr uint64_t kBulkCapacity = 1u << 20;
+  static char* area = static_cast<char*>(std::aligned_alloc(4096, kBulkCapacity));
+  alignas(64) static ShmBulkControl control;
+  new (&control) ShmBulkControl();
+  ShmBulkReader reader(&control, area, kBulkCapacity);
+  for (size_t at = 0; at + sizeof(ShmPayloadRef) <= size; at += sizeof(ShmPayloadRef)) {
+    absl::StatusOr<absl::string_view> bytes =
+        reader.Resolve(absl::string_view(reinterpret_cast<const char*>(data) + at, sizeof(ShmPayloadRef)));
+    if (!bytes.ok()) break;
+    if (bytes->data() < area || bytes->data() + bytes->size() > area + kBulkCapacity) std::abort();
+    volatile char sink = bytes->empty() ? 0 : (*bytes)[bytes->size() - 1];  // must be in bounds
+    (void)sink;
+    reader.Release();
+  }
+  // A sender facing a hostile release count: reservations stay in the area.
+  new (&control) ShmBulkControl();
+  ShmBulkWriter writer(&control, area, kBulkCapacity);
+  for (size_t i = 0; i < 16; ++i) {
+    const uint64_t payload = kMinBulkPayload + (i < size ? data[i] : 0) * 1024;
+    absl::StatusOr<std::optional<uint64_t>> offset = writer.Reserve(payload);
+    if (!offset.ok()) break;
+    if (offset->has_value()) {
+      if (**offset + payload > kBulkCapacity) std::abort();
+      writer.Commit(**offset, payload);
+    }
+    control.released.store(release_count + i / 2);
+  }
+}
+
 }  // namespace
 }  // namespace locus::internal
 
@@ -86,10 +123,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 17) return 0;
   uint64_t write_index = locus::internal::Load64(data + 1);
   uint64_t read_index = locus::internal::Load64(data + 9);
-  if (data[0] & 1) {
-    locus::internal::FuzzSetup(data + 17, size - 17);
-  } else {
-    locus::internal::FuzzRing(write_index, read_index, data + 17, size - 17);
+  switch (data[0] % 3) {
+    case 0:
+      locus::internal::FuzzRing(write_index, read_index, data + 17, size - 17);
+      break;
+    case 1:
+      locus::internal::FuzzSetup(data + 17, size - 17);
+      break;
+    default:
+      locus::internal::FuzzBulk(read_index, data + 17, size - 17);
+      break;
   }
   return 0;
 }

@@ -33,6 +33,7 @@ struct SetupLies {
   bool seal = true;
   int64_t size_delta = 0;       // the memfd is this much larger than announced
   uint32_t magic = kShmMagic;   // written into the region header
+  uint64_t bulk_capacity = 0;   // not a lie: bulk areas of this size
 };
 
 // Speaks the client side of the shared-memory setup by hand.
@@ -49,7 +50,7 @@ class HandmadeShmClient {
     if (!fd.ok()) return "connect: " + fd.status().ToString();
     socket_ = *fd;
     capacity_ = 4096;
-    size_ = kShmHeaderSize + 2 * capacity_;
+    size_ = kShmHeaderSize + 2 * capacity_ + 2 * lies.bulk_capacity;
     int memfd = memfd_create("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (ftruncate(memfd, static_cast<off_t>(size_ + lies.size_delta)) != 0) return "ftruncate";
     if (lies.seal) fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
@@ -59,10 +60,12 @@ class HandmadeShmClient {
     header->version = kShmLayoutVersion;
     header->ring_capacity = capacity_;
     header->region_size = size_;
+    header->bulk_capacity = lies.bulk_capacity;
     wire::ShmSetup setup;
     setup.set_layout_version(kShmLayoutVersion);
     setup.set_ring_capacity(capacity_);
     setup.set_region_size(size_);
+    setup.set_bulk_capacity(lies.bulk_capacity);
     std::string meta = setup.SerializeAsString();
     FrameHeader frame = FrameHeader::Make(FrameType::kTransportSetup, 0, 0);
     frame.meta_length = static_cast<uint32_t>(meta.size());
@@ -161,6 +164,14 @@ TEST_F(ShmHostilePeer, BadRegionHeaderIsRefused) {
   ExpectOthersStillServed();
 }
 
+TEST_F(ShmHostilePeer, BulkAreaOfAnOddSizeIsRefused) {
+  HandmadeShmClient client;
+  SetupLies lies;
+  lies.bulk_capacity = 1000;  // not a multiple of 4 KiB
+  EXPECT_THAT(client.Setup(address_, lies), HasSubstr("geometry"));
+  ExpectOthersStillServed();
+}
+
 TEST_F(ShmHostilePeer, CorruptRingIndexClosesThatConnection) {
   StderrCapture captured;
   HandmadeShmClient client;
@@ -180,6 +191,37 @@ TEST_F(ShmHostilePeer, GarbageFramesInTheRingCloseThatConnection) {
   client.Publish(std::string(64, '\xff'));
   EXPECT_TRUE(client.WaitForHangup());
   EXPECT_TRUE(captured.WaitFor("malformed input")) << captured.Contents();
+  ExpectOthersStillServed();
+}
+
+TEST_F(ShmHostilePeer, BulkReferenceOutsideTheAreaClosesThatConnection) {
+  StderrCapture captured;
+  HandmadeShmClient client;
+  SetupLies lies;
+  lies.bulk_capacity = 64 << 10;
+  ASSERT_EQ(client.Setup(address_, lies), "");
+  // A request whose payload "lies" past the end of the client's bulk area.
+  const ShmPayloadRef ref{60 << 10, 8 << 10};
+  FrameHeader frame = FrameHeader::Make(FrameType::kRequest, kFlagHasMessage | kFlagPayloadInBulk, 1);
+  frame.payload_length = sizeof(ref);
+  client.Publish(std::string(reinterpret_cast<const char*>(&frame), sizeof(frame)) +
+                 std::string(reinterpret_cast<const char*>(&ref), sizeof(ref)));
+  EXPECT_TRUE(client.WaitForHangup());
+  EXPECT_TRUE(captured.WaitFor("outside the 65536-byte bulk area")) << captured.Contents();
+  ExpectOthersStillServed();
+}
+
+TEST_F(ShmHostilePeer, BulkReferenceWithoutABulkAreaClosesThatConnection) {
+  StderrCapture captured;
+  HandmadeShmClient client;
+  ASSERT_EQ(client.Setup(address_, {}), "");
+  const ShmPayloadRef ref{0, 0};
+  FrameHeader frame = FrameHeader::Make(FrameType::kRequest, kFlagHasMessage | kFlagPayloadInBulk, 1);
+  frame.payload_length = sizeof(ref);
+  client.Publish(std::string(reinterpret_cast<const char*>(&frame), sizeof(frame)) +
+                 std::string(reinterpret_cast<const char*>(&ref), sizeof(ref)));
+  EXPECT_TRUE(client.WaitForHangup());
+  EXPECT_TRUE(captured.WaitFor("without a bulk area")) << captured.Contents();
   ExpectOthersStillServed();
 }
 

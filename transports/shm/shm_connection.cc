@@ -23,6 +23,7 @@
 #include "internal/log.h"
 #include "transports/shm/futex.h"
 #include "transports/shm/reader_role.h"
+#include "transports/shm/shm_bulk.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/shm_ring.h"
 #include "transports/shm/spin_budget.h"
@@ -51,13 +52,14 @@ class ShmConnection::Impl final : public FdHandler,
                                   public FrameDecoderSink,
                                   public std::enable_shared_from_this<Impl> {
  public:
-  Impl(int socket_fd, std::unique_ptr<ShmMapping> mapping, bool client_side, PeerInfo peer,
-       const TransportOptions& options)
+  // `ring_capacity` and `bulk_capacity` were validated at setup and are
+  // never re-read from shared memory.
+  Impl(int socket_fd, std::unique_ptr<ShmMapping> mapping, bool client_side, uint64_t ring_capacity,
+       uint64_t bulk_capacity, PeerInfo peer, const TransportOptions& options)
       : fd_(socket_fd),
         mapping_(std::move(mapping)),
         header_(reinterpret_cast<ShmRegionHeader*>(mapping_->data())),
-        // The capacity was validated at setup; never re-read from shared memory.
-        capacity_((mapping_->size() - kShmHeaderSize) / 2),
+        capacity_(ring_capacity),
         // Our doorbell is the data_seq of the ring we consume; the peer's is
         // that of the ring it consumes (shm_layout.h).
         out_(&header_->rings[client_side ? 0 : 1],
@@ -66,9 +68,13 @@ class ShmConnection::Impl final : public FdHandler,
         in_(&header_->rings[client_side ? 1 : 0],
             mapping_->data() + kShmHeaderSize + (client_side ? capacity_ : 0), capacity_,
             &header_->rings[client_side ? 0 : 1].data_seq),
+        bulk_out_(&header_->bulk[client_side ? 0 : 1],
+                  BulkArea(client_side ? 0 : 1, bulk_capacity), bulk_capacity),
+        bulk_in_(&header_->bulk[client_side ? 1 : 0], BulkArea(client_side ? 1 : 0, bulk_capacity),
+                 bulk_capacity),
         peer_(std::move(peer)),
         options_(options),
-        decoder_(options.max_meta_size, options.max_receive_message_size) {}
+        decoder_(options.max_meta_size, options.max_receive_message_size, kFlagPayloadInBulk) {}
 
   ~Impl() override { close(fd_); }
 
@@ -131,6 +137,51 @@ class ShmConnection::Impl final : public FdHandler,
   // than max_send_queue_bytes are queued.
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
                     absl::Time deadline) {
+    return Sending([&](bool reader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
+      return SendLocked(header, meta, payload, deadline, reader);
+    });
+  }
+
+  // Sends a frame whose large payload `write_payload` serializes straight
+  // into the outgoing bulk area (shm_bulk.h), if the area has room now.
+  // Sets `*in_bulk` to false (and sends nothing) if not: the caller then
+  // sends the payload through the ring.
+  absl::Status SendInBulk(const FrameHeader& header, absl::string_view meta,
+                          Connection::PayloadWriter write_payload, absl::Time deadline,
+                          bool* in_bulk) {
+    *in_bulk = false;
+    if (!bulk_out_.Accepts(header.payload_length)) return absl::OkStatus();
+    return Sending([&](bool reader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
+      if (closed_.load(std::memory_order_acquire)) {
+        return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
+      }
+      absl::StatusOr<std::optional<uint64_t>> at = bulk_out_.Reserve(header.payload_length);
+      if (!at.ok()) {
+        LOCUS_LOG(ERROR) << "closing shared-memory connection to " << peer_.remote_address << ": "
+                         << at.status().message();
+        Close(at.status());
+        return absl::UnavailableError(at.status().message());
+      }
+      if (!at->has_value()) return absl::OkStatus();  // no room now: the ring takes it
+      *in_bulk = true;
+      if (!write_payload(bulk_out_.data() + **at)) {
+        return absl::InternalError("could not encode the message to send");
+      }
+      bulk_out_.Commit(**at, header.payload_length);
+      const ShmPayloadRef ref{**at, header.payload_length};
+      FrameHeader ring_header = header;
+      ring_header.flags |= kFlagPayloadInBulk;
+      ring_header.payload_length = sizeof(ref);
+      return SendLocked(ring_header, meta,
+                        absl::string_view(reinterpret_cast<const char*>(&ref), sizeof(ref)),
+                        deadline, reader);
+    });
+  }
+
+  // Runs `send_locked(reader)` under send_mu_, where `reader` says whether
+  // this thread holds the reader role.
+  template <typename SendLockedFn>
+  absl::Status Sending(SendLockedFn&& send_locked) {
     const bool reader = role_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id();
     // While a sender is here it flushes the queue itself: the reader-role
     // holder neither waits for nor polls on ring space meanwhile.
@@ -138,7 +189,7 @@ class ShmConnection::Impl final : public FdHandler,
     absl::Status status;
     {
       absl::MutexLock lock(&send_mu_);
-      status = SendLocked(header, meta, payload, deadline, reader);
+      status = send_locked(reader);
     }
     senders_busy_.fetch_sub(1, std::memory_order_seq_cst);
     // Output left queued (the ring is full) is the reader thread's to flush
@@ -254,9 +305,36 @@ class ShmConnection::Impl final : public FdHandler,
     return true;
   }
 
-  // FrameDecoderSink: on the reader-role holder's thread.
+  // FrameDecoderSink: on the reader-role holder's thread. A payload in the
+  // peer's bulk area is delivered where it lies, then released.
   void OnFrame(Frame& frame) override {
-    if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(frame);
+    if (input_failed_) return;  // the rest of a corrupt batch
+    if ((frame.header.flags & kFlagPayloadInBulk) == 0) {
+      if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(frame);
+      return;
+    }
+    absl::StatusOr<absl::string_view> payload = bulk_in_.Resolve(frame.payload);
+    if (!payload.ok()) {
+      input_failed_ = true;
+      LOCUS_LOG(WARNING) << "closing shared-memory connection from " << peer_.remote_address
+                         << ": malformed input: " << payload.status().message();
+      Close(absl::InternalError(
+          absl::StrCat("malformed input from peer: ", payload.status().message())));
+      return;
+    }
+    frame.header.flags &= ~kFlagPayloadInBulk;
+    frame.header.payload_length = static_cast<uint32_t>(payload->size());
+    if (!detached_.load(std::memory_order_acquire)) {
+      if (payload->size() > options_.max_receive_message_size) {
+        sink_->OnOversizeFrame(frame.header);
+      } else {
+        frame.borrowed_payload = payload->data();
+        frame.payload.clear();
+        sink_->OnFrame(frame);
+        frame.borrowed_payload = nullptr;
+      }
+    }
+    bulk_in_.Release();
   }
   void OnOversizeFrame(const FrameHeader& header) override {
     if (!detached_.load(std::memory_order_acquire)) sink_->OnOversizeFrame(header);
@@ -271,6 +349,11 @@ class ShmConnection::Impl final : public FdHandler,
   enum class FlushResult { kNothingQueued, kSenderBusy, kRingFull };
   // What the reader thread does after giving up the role.
   enum class ReaderNext { kSleep, kWaitForSpace, kLetCallerIn, kStop };
+
+  // Bulk area `index` (0: client -> server) of the mapping.
+  char* BulkArea(int index, uint64_t bulk_capacity) const {
+    return mapping_->data() + kShmHeaderSize + 2 * capacity_ + index * bulk_capacity;
+  }
 
   absl::Status CloseReason() {
     absl::MutexLock lock(&close_mu_);
@@ -369,6 +452,7 @@ class ShmConnection::Impl final : public FdHandler,
     absl::Status decoded = decoder_.Consume(first, *this);
     if (decoded.ok() && !second.empty()) decoded = decoder_.Consume(second, *this);
     in_.Consume(total);
+    if (input_failed_) return DrainResult::kClosed;  // OnFrame closed the connection
     if (!decoded.ok()) {
       LOCUS_LOG(WARNING) << "closing shared-memory connection from " << peer_.remote_address
                          << ": malformed input: " << decoded.message();
@@ -536,12 +620,15 @@ class ShmConnection::Impl final : public FdHandler,
   const uint64_t capacity_;
   ShmRing out_;  // written under send_mu_
   ShmRing in_;   // used by the reader-role holder (HasData() by pollers)
+  ShmBulkWriter bulk_out_;  // used under send_mu_
+  ShmBulkReader bulk_in_;   // used by the reader-role holder
   const PeerInfo peer_;
   const TransportOptions options_;
   FrameSink* sink_ = nullptr;
   EventLoop* loop_ = nullptr;
   std::thread reader_;
   FrameDecoder decoder_;  // reader-role holder only
+  bool input_failed_ = false;  // reader-role holder only: the peer sent garbage
   std::atomic<bool> closed_{false};
   std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
 
@@ -569,10 +656,11 @@ class ShmConnection::Impl final : public FdHandler,
 
 std::unique_ptr<ShmConnection> ShmConnection::Create(int socket_fd,
                                                      std::unique_ptr<ShmMapping> mapping,
-                                                     bool client_side, PeerInfo peer,
-                                                     const TransportOptions& options) {
-  return std::unique_ptr<ShmConnection>(new ShmConnection(
-      std::make_shared<Impl>(socket_fd, std::move(mapping), client_side, std::move(peer), options)));
+                                                     bool client_side, const ShmGeometry& geometry,
+                                                     PeerInfo peer, const TransportOptions& options) {
+  return std::unique_ptr<ShmConnection>(new ShmConnection(std::make_shared<Impl>(
+      socket_fd, std::move(mapping), client_side, geometry.ring_capacity, geometry.bulk_capacity,
+      std::move(peer), options)));
 }
 
 ShmConnection::~ShmConnection() { impl_->Shutdown(); }
@@ -580,6 +668,13 @@ void ShmConnection::Start(FrameSink* sink) { impl_->Start(sink); }
 absl::Status ShmConnection::Send(const FrameHeader& header, absl::string_view meta,
                                  absl::string_view payload, absl::Time deadline) {
   return impl_->Send(header, meta, payload, deadline);
+}
+absl::Status ShmConnection::SendWithPayloadWriter(const FrameHeader& header, absl::string_view meta,
+                                                  PayloadWriter write_payload, absl::Time deadline) {
+  bool in_bulk = false;
+  absl::Status status = impl_->SendInBulk(header, meta, write_payload, deadline, &in_bulk);
+  if (in_bulk || !status.ok()) return status;
+  return Connection::SendWithPayloadWriter(header, meta, write_payload, deadline);
 }
 void ShmConnection::Close(const absl::Status& reason) { impl_->Close(reason); }
 bool ShmConnection::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {

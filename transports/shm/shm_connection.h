@@ -5,7 +5,7 @@
 // Example:
 //   auto mapping = ShmMapping::Map(memfd, size);           // after setup
 //   auto conn = ShmConnection::Create(socket_fd, std::move(*mapping),
-//                                     /*client_side=*/true, peer, options);
+//                                     /*client_side=*/true, geometry, peer, options);
 //   conn->Start(&sink);
 //
 // Threads: each connection has one reader thread, which drains the incoming
@@ -41,18 +41,30 @@ class ShmMapping {
   size_t size_;
 };
 
+// The sizes of a connection's rings and bulk areas (shm_layout.h), as
+// validated at setup.
+struct ShmGeometry {
+  uint64_t ring_capacity = 0;
+  uint64_t bulk_capacity = 0;
+};
+
 class ShmConnection final : public Connection {
  public:
   // Takes ownership of `socket_fd` and `mapping`, whose header has been
-  // validated. `client_side`: this side writes ring 0 and reads ring 1.
+  // validated against `geometry`. `client_side`: this side writes ring 0 and
+  // bulk area 0 and reads ring 1 and bulk area 1.
   static std::unique_ptr<ShmConnection> Create(int socket_fd, std::unique_ptr<ShmMapping> mapping,
-                                               bool client_side, PeerInfo peer,
-                                               const TransportOptions& options);
+                                               bool client_side, const ShmGeometry& geometry,
+                                               PeerInfo peer, const TransportOptions& options);
   ~ShmConnection() override;
 
   void Start(FrameSink* sink) override;
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
                     absl::Time deadline) override;
+  // Large payloads are serialized straight into the bulk area (shm_bulk.h)
+  // when it has room; others take the default path through the ring.
+  absl::Status SendWithPayloadWriter(const FrameHeader& header, absl::string_view meta,
+                                     PayloadWriter write_payload, absl::Time deadline) override;
   void Close(const absl::Status& reason) override;
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
   const PeerInfo& peer() const override;

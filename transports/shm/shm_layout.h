@@ -1,15 +1,20 @@
-// The layout of a shared-memory connection's memfd: a versioned header and
-// two single-producer/single-consumer byte rings, one per direction. Both
-// processes map it; everything read from it is validated (the peer is not
-// trusted: it can write anything at any time).
+// The layout of a shared-memory connection's memfd: a versioned header, two
+// single-producer/single-consumer byte rings and two bulk areas, one of each
+// per direction. Both processes map it; everything read from it is validated
+// (the peer is not trusted: it can write anything at any time).
 //
-//   offset 0                 ShmRegionHeader (4 KiB, one page)
-//   offset 4096              ring 0 data (client -> server), ring_capacity bytes
-//   offset 4096 + capacity   ring 1 data (server -> client), ring_capacity bytes
+//   offset 0                          ShmRegionHeader (4 KiB, one page)
+//   4096                              ring 0 data (client -> server), ring_capacity bytes
+//   4096 + ring_capacity              ring 1 data (server -> client)
+//   4096 + 2 * ring_capacity          bulk 0 (client -> server), bulk_capacity bytes
+//   4096 + 2 * ring + bulk_capacity   bulk 1 (server -> client)
 //
 // Each ring carries Locus frames as a byte stream (exactly what a stream
 // socket carries), so a frame larger than the ring simply streams through it
-// and the receiver's FrameDecoder reassembles and validates it.
+// and the receiver's FrameDecoder reassembles and validates it. A large
+// payload may instead lie in the sender's bulk area, written there once by
+// the serializer; its frame in the ring then carries kFlagPayloadInBulk and a
+// ShmPayloadRef as payload (shm_bulk.h).
 #ifndef LOCUS_TRANSPORTS_SHM_SHM_LAYOUT_H_
 #define LOCUS_TRANSPORTS_SHM_SHM_LAYOUT_H_
 
@@ -21,7 +26,8 @@ namespace locus::internal {
 
 inline constexpr uint32_t kShmMagic = 0x4D534C4C;  // "LLSM"
 // Version 2: one futex word (doorbell) per side, see ShmRingControl.
-inline constexpr uint32_t kShmLayoutVersion = 2;
+// Version 3: bulk areas (bulk_capacity, ShmBulkControl, kFlagPayloadInBulk).
+inline constexpr uint32_t kShmLayoutVersion = 3;
 inline constexpr size_t kShmHeaderSize = 4096;
 inline constexpr size_t kCacheLine = 64;
 
@@ -53,20 +59,44 @@ struct alignas(kCacheLine) ShmRingControl {
 static_assert(sizeof(ShmRingControl) == 4 * kCacheLine, "ring control is a wire struct");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "lock-free 64-bit atomics in shared memory");
 
+// Control block of one bulk area, written by its receiver only: how many
+// bulk payloads it has delivered and no longer reads. The sender may reuse
+// their bytes; payloads are released in the order they were sent.
+struct alignas(kCacheLine) ShmBulkControl {
+  std::atomic<uint64_t> released;
+};
+static_assert(sizeof(ShmBulkControl) == kCacheLine, "bulk control is a wire struct");
+
 struct ShmRegionHeader {
   uint32_t magic;           // kShmMagic
   uint32_t version;         // kShmLayoutVersion
   uint64_t ring_capacity;   // bytes per ring, a power of two
-  uint64_t region_size;     // kShmHeaderSize + 2 * ring_capacity
-  uint8_t reserved[kCacheLine - 24];
+  uint64_t region_size;     // kShmHeaderSize + 2 * ring_capacity + 2 * bulk_capacity
+  uint64_t bulk_capacity;   // bytes per bulk area, a multiple of 4 KiB; 0: none
+  uint8_t reserved[kCacheLine - 32];
   ShmRingControl rings[2];  // [0]: client -> server, [1]: server -> client
+  ShmBulkControl bulk[2];   // [0]: client -> server, [1]: server -> client
 };
-static_assert(sizeof(ShmRegionHeader) == kCacheLine + 2 * sizeof(ShmRingControl),
+static_assert(sizeof(ShmRegionHeader) ==
+                  kCacheLine + 2 * sizeof(ShmRingControl) + 2 * sizeof(ShmBulkControl),
               "region header is a wire struct");
 static_assert(sizeof(ShmRegionHeader) <= kShmHeaderSize, "header fits its page");
 
 inline constexpr uint64_t kMinRingCapacity = 4096;
 inline constexpr uint64_t kMaxRingCapacity = uint64_t{1} << 30;
+inline constexpr uint64_t kBulkGranule = 4096;
+inline constexpr uint64_t kMaxBulkCapacity = uint64_t{1} << 30;
+
+// Frame flag (one of kTransportPrivateFlags) on a ring frame whose payload
+// is a ShmPayloadRef into the sender's bulk area.
+inline constexpr uint32_t kFlagPayloadInBulk = 1u << 24;
+
+// The on-ring payload of a kFlagPayloadInBulk frame.
+struct ShmPayloadRef {
+  uint64_t offset;  // from the start of the sender's bulk area
+  uint64_t length;  // the payload's length (the frame's real payload_length)
+};
+static_assert(sizeof(ShmPayloadRef) == 16, "payload reference is a wire struct");
 
 }  // namespace locus::internal
 

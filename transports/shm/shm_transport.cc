@@ -7,9 +7,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -35,6 +37,15 @@ uint64_t RingCapacityFor(uint64_t requested) {
   return capacity;
 }
 
+uint64_t BulkCapacityFor(uint64_t requested) {
+  requested = std::min(requested, internal::kMaxBulkCapacity);
+  return (requested + internal::kBulkGranule - 1) / internal::kBulkGranule * internal::kBulkGranule;
+}
+
+internal::ShmGeometry GeometryOf(const wire::ShmSetup& setup) {
+  return internal::ShmGeometry{setup.ring_capacity(), setup.bulk_capacity()};
+}
+
 std::string EncodeFrame(FrameType type, const std::string& meta) {
   FrameHeader header = FrameHeader::Make(type, 0, 0);
   header.meta_length = static_cast<uint32_t>(meta.size());
@@ -46,7 +57,8 @@ class ShmUpgrader final : public internal::StreamUpgrader {
   absl::StatusOr<std::unique_ptr<Connection>> Upgrade(int fd, PeerInfo peer,
                                                       const TransportOptions& options) override {
     int memfd = -1;
-    absl::StatusOr<std::unique_ptr<ShmMapping>> mapping = Accept(fd, &memfd);
+    absl::StatusOr<std::pair<std::unique_ptr<ShmMapping>, internal::ShmGeometry>> mapping =
+        Accept(fd, &memfd);
     if (memfd >= 0) close(memfd);
     wire::ShmSetupReply reply;
     if (!mapping.ok()) reply.set_error(std::string(mapping.status().message()));
@@ -58,14 +70,16 @@ class ShmUpgrader final : public internal::StreamUpgrader {
     peer.transport = "shm";
     if (peer.has_credentials) peer.remote_address = absl::StrCat("shm:pid=", peer.pid);
     return std::unique_ptr<Connection>(internal::ShmConnection::Create(
-        fd, std::move(*mapping), /*client_side=*/false, std::move(peer), options));
+        fd, std::move(mapping->first), /*client_side=*/false, mapping->second, std::move(peer),
+        options));
   }
 
  private:
   // Reads the setup frame and its memfd, and validates both. The peer is
   // untrusted: the fd must be a sealed memfd of exactly the announced size,
   // so that it can neither shrink under us (SIGBUS) nor be something else.
-  absl::StatusOr<std::unique_ptr<ShmMapping>> Accept(int fd, int* memfd) {
+  absl::StatusOr<std::pair<std::unique_ptr<ShmMapping>, internal::ShmGeometry>> Accept(int fd,
+                                                                                   int* memfd) {
     FrameHeader header{};
     if (recv(fd, &header, sizeof(header), MSG_PEEK | MSG_DONTWAIT) != sizeof(header) ||
         header.meta_length > kMaxSetupMeta || header.payload_length != 0) {
@@ -115,7 +129,7 @@ class ShmUpgrader final : public internal::StreamUpgrader {
     absl::Status region_ok =
         ValidateShmRegionHeader(*reinterpret_cast<const ShmRegionHeader*>((*mapping)->data()), setup);
     if (!region_ok.ok()) return region_ok;
-    return mapping;
+    return std::make_pair(std::move(*mapping), GeometryOf(setup));
   }
 };
 
@@ -138,12 +152,16 @@ absl::StatusOr<wire::ShmSetup> ParseShmSetup(absl::string_view meta) {
     return absl::InvalidArgumentError("malformed shared-memory setup");
   }
   uint64_t capacity = setup.ring_capacity();
+  uint64_t bulk = setup.bulk_capacity();
   if (setup.layout_version() != internal::kShmLayoutVersion) {
     return absl::FailedPreconditionError(
         absl::StrCat("unsupported shared-memory layout version ", setup.layout_version()));
   }
+  // Each term is bounded first, so the sum cannot overflow.
   if (capacity < internal::kMinRingCapacity || capacity > internal::kMaxRingCapacity ||
-      (capacity & (capacity - 1)) != 0 || setup.region_size() != kShmHeaderSize + 2 * capacity) {
+      (capacity & (capacity - 1)) != 0 || bulk > internal::kMaxBulkCapacity ||
+      bulk % internal::kBulkGranule != 0 ||
+      setup.region_size() != kShmHeaderSize + 2 * capacity + 2 * bulk) {
     return absl::InvalidArgumentError("bad shared-memory ring geometry");
   }
   return setup;
@@ -152,7 +170,8 @@ absl::StatusOr<wire::ShmSetup> ParseShmSetup(absl::string_view meta) {
 absl::Status ValidateShmRegionHeader(const internal::ShmRegionHeader& region,
                                      const wire::ShmSetup& setup) {
   if (region.magic != internal::kShmMagic || region.version != internal::kShmLayoutVersion ||
-      region.ring_capacity != setup.ring_capacity() || region.region_size != setup.region_size()) {
+      region.ring_capacity != setup.ring_capacity() || region.region_size != setup.region_size() ||
+      region.bulk_capacity != setup.bulk_capacity()) {
     return absl::InvalidArgumentError("shared-memory region header does not match the setup");
   }
   return absl::OkStatus();
@@ -191,7 +210,8 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
   absl::StatusOr<int> fd = internal::ConnectUnixSocket(unix_address, deadline);
   if (!fd.ok()) return fd.status();
   const uint64_t capacity = RingCapacityFor(options.shm_ring_bytes);
-  const uint64_t region_size = kShmHeaderSize + 2 * capacity;
+  const uint64_t bulk_capacity = BulkCapacityFor(options.shm_bulk_bytes);
+  const uint64_t region_size = kShmHeaderSize + 2 * capacity + 2 * bulk_capacity;
   auto fail = [&](absl::Status status) {
     close(*fd);
     return status;
@@ -215,11 +235,13 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
   region->version = internal::kShmLayoutVersion;
   region->ring_capacity = capacity;
   region->region_size = region_size;
+  region->bulk_capacity = bulk_capacity;
 
   wire::ShmSetup setup;
   setup.set_layout_version(internal::kShmLayoutVersion);
   setup.set_ring_capacity(capacity);
   setup.set_region_size(region_size);
+  setup.set_bulk_capacity(bulk_capacity);
   absl::Status sent = internal::SendWithFd(*fd, EncodeFrame(FrameType::kTransportSetup, setup.SerializeAsString()), memfd);
   close(memfd);
   if (!sent.ok()) return fail(sent);
@@ -250,7 +272,7 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
   peer.transport = "shm";
   peer.remote_address = std::string(address);
   return std::unique_ptr<Connection>(internal::ShmConnection::Create(
-      *fd, std::move(*mapping), /*client_side=*/true, std::move(peer), options));
+      *fd, std::move(*mapping), /*client_side=*/true, GeometryOf(setup), std::move(peer), options));
 }
 
 }  // namespace locus

@@ -55,10 +55,12 @@ struct ChannelOptions {
   // "shm,unix" allows only those (forcing: Connect fails if the channel
   // cannot end on one of them); "-shm,-inproc" forbids those.
   std::string allowed_transports;
-  // Shared memory: bytes per ring (two rings per connection; see
-  // TransportOptions::shm_ring_bytes for the reasoning behind the default)
-  // and how long a waiting caller polls before sleeping.
+  // Shared memory: bytes per ring and per bulk area (two of each per
+  // connection; see TransportOptions::shm_ring_bytes and shm_bulk_bytes for
+  // the reasoning behind the defaults) and how long a waiting caller polls
+  // before sleeping.
   uint64_t shm_ring_bytes = TransportOptions().shm_ring_bytes;
+  uint64_t shm_bulk_bytes = TransportOptions().shm_bulk_bytes;
   absl::Duration shm_spin = TransportOptions().shm_spin;
 };
 

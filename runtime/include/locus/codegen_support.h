@@ -29,20 +29,6 @@
 namespace locus {
 namespace internal {
 
-// Serializes `message` into `*out`, replacing its contents (false if a
-// required field is missing or the message is over 2 GiB). Unlike
-// MessageLite::SerializeToString it does not zero-fill the bytes it is about
-// to overwrite when `*out` already has that length, which makes a reused
-// buffer cost one pass over a large message instead of two.
-inline bool SerializeToBuffer(const google::protobuf::MessageLite& message, std::string* out) {
-  if (!message.IsInitialized()) return false;
-  const size_t size = message.ByteSizeLong();
-  if (size > static_cast<size_t>(std::numeric_limits<int>::max())) return false;
-  out->resize(size);
-  uint8_t* start = reinterpret_cast<uint8_t*>(out->data());
-  return message.SerializeWithCachedSizesToArray(start) == start + size;
-}
-
 // Handler for one unary method of a generated service: `fn` is a pointer to
 // the service's virtual method.
 //
@@ -62,13 +48,14 @@ class UnaryMethodHandler final : public MethodHandler {
 
   UnaryMethodHandler(ServiceT* service, Fn fn) : service_(service), fn_(fn) {}
 
-  absl::Status CallSerialized(ServerContext* context, absl::string_view request_bytes,
-                              std::string* response_bytes) override {
+  void CallSerialized(ServerContext* context, absl::string_view request_bytes,
+                      ReplySink& sink) override {
     thread_local ReusedMessages reused;
     if (reused.in_use) {
       Request request;
       Response response;
-      return Serve(context, request_bytes, response_bytes, &request, &response);
+      Serve(context, request_bytes, sink, &request, &response);
+      return;
     }
     reused.in_use = true;
     if (reused.held_large && request_bytes.size() <= kSmallBytes) {
@@ -77,11 +64,9 @@ class UnaryMethodHandler final : public MethodHandler {
     } else {
       reused.response.Clear();
     }
-    absl::Status status =
-        Serve(context, request_bytes, response_bytes, &reused.request, &reused.response);
-    reused.held_large = request_bytes.size() > kSmallBytes || response_bytes->size() > kSmallBytes;
+    const size_t reply_size = Serve(context, request_bytes, sink, &reused.request, &reused.response);
+    reused.held_large = request_bytes.size() > kSmallBytes || reply_size > kSmallBytes;
     reused.in_use = false;
-    return status;
   }
 
   absl::Status CallDirect(ServerContext* context, const google::protobuf::MessageLite& request,
@@ -99,19 +84,26 @@ class UnaryMethodHandler final : public MethodHandler {
   };
 
   // Parses into `*request` (ParseFromArray clears it first), runs the
-  // handler with an empty `*response`, serializes the reply.
-  absl::Status Serve(ServerContext* context, absl::string_view request_bytes,
-                     std::string* response_bytes, Request* request, Response* response) {
+  // handler with an empty `*response`, and hands the outcome to `sink`.
+  // Returns the reply's size (0 if there is none).
+  size_t Serve(ServerContext* context, absl::string_view request_bytes, ReplySink& sink,
+               Request* request, Response* response) {
     if (!request->ParseFromArray(request_bytes.data(), static_cast<int>(request_bytes.size()))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("request for ", context->method(), " does not parse as ",
-                       request->GetTypeName()));
+      sink.Finish(absl::InvalidArgumentError(absl::StrCat("request for ", context->method(),
+                                                          " does not parse as ",
+                                                          request->GetTypeName())),
+                  nullptr);
+      return 0;
     }
     absl::Status status = (service_->*fn_)(context, request, response);
-    if (status.ok() && !SerializeToBuffer(*response, response_bytes)) {
-      return absl::InternalError(absl::StrCat("cannot serialize reply of ", context->method()));
+    if (!status.ok()) {
+      sink.Finish(status, nullptr);
+      return 0;
     }
-    return status;
+    sink.Finish(status, response);
+    // The runtime sized the reply to send it; a stale size would only
+    // change which buffers are kept for the next call.
+    return response->GetCachedSize();
   }
 
   ServiceT* service_;

@@ -20,8 +20,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace locus {
 
@@ -54,6 +56,10 @@ inline constexpr uint32_t kFlagHasMessage = 1u << 0;  // payload is a message (m
 inline constexpr uint32_t kFlagEndStream = 1u << 1;   // sender sends no more messages on this call
 inline constexpr uint32_t kFlagOneway = 1u << 2;      // kRequest: no kResponse will be sent
 inline constexpr uint32_t kKnownFlags = kFlagHasMessage | kFlagEndStream | kFlagOneway;
+// Bits a transport may use on its own wire (e.g. shared memory marks a
+// payload that lies in its bulk area). A transport that uses one resolves
+// and clears it before the runtime sees the frame; everyone else rejects it.
+inline constexpr uint32_t kTransportPrivateFlags = 0xff000000u;
 
 // Wire layout. All fields little-endian (this implementation targets
 // little-endian hosts; a static_assert in frame.cc checks it).
@@ -80,16 +86,37 @@ static_assert(alignof(FrameHeader) == 8, "FrameHeader alignment");
 // INVALID_ARGUMENT for a malformed header (the connection must be closed) and
 // RESOURCE_EXHAUSTED when only the payload is too large (the frame can be
 // skipped and the call failed; the connection stays usable).
-absl::Status ValidateFrameHeader(const FrameHeader& header, uint32_t max_meta, uint64_t max_payload);
+// `transport_flags`: the kTransportPrivateFlags bits the caller's transport
+// understands (none by default).
+absl::Status ValidateFrameHeader(const FrameHeader& header, uint32_t max_meta, uint64_t max_payload,
+                                 uint32_t transport_flags = 0);
 
 // Human-readable one-line description, for logs and errors.
 std::string DescribeFrameHeader(const FrameHeader& header);
 
-// A frame received from a peer: header plus owned meta and payload bytes.
+// A frame received from a peer: header, meta and payload bytes.
+//
+// The payload is normally owned (`payload`). A transport that can deliver it
+// where it already lies (shared memory, for large messages) sets
+// `borrowed_payload` instead: those bytes are valid only until OnFrame
+// returns, and may be in memory the peer can still write (parsers must treat
+// them as untrusted input, as any payload). Read the payload through
+// payload_bytes(); keep it past OnFrame with TakePayload().
 struct Frame {
   FrameHeader header{};
   std::string meta;
   std::string payload;
+  const char* borrowed_payload = nullptr;  // header.payload_length bytes if set
+
+  absl::string_view payload_bytes() const {
+    return borrowed_payload != nullptr ? absl::string_view(borrowed_payload, header.payload_length)
+                                       : absl::string_view(payload);
+  }
+  // The payload as an owned string: moved out if owned, copied if borrowed.
+  std::string TakePayload() {
+    if (borrowed_payload != nullptr) return std::string(payload_bytes());
+    return std::move(payload);
+  }
 };
 
 }  // namespace locus

@@ -58,8 +58,8 @@ struct ServerOptions {
   // TCP connections carry no credentials and are not affected.
   std::vector<uid_t> allowed_uids;
   // Shared memory: how long a connection's reader thread polls its ring
-  // before sleeping (TransportOptions::shm_spin). The ring size is the
-  // client's choice (ChannelOptions::shm_ring_bytes).
+  // before sleeping (TransportOptions::shm_spin). Ring and bulk area sizes
+  // are the client's choice (ChannelOptions::shm_ring_bytes, shm_bulk_bytes).
   absl::Duration shm_spin = TransportOptions().shm_spin;
   // A client that stops reading its replies is disconnected after this long
   // without taking a byte of them (replies queue meanwhile; the server never

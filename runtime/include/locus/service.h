@@ -36,16 +36,29 @@ struct RpcMethod {
   bool oneway;  // (locus.oneway): no response is sent
 };
 
+// Where a call served from bytes (the remote path) delivers its outcome.
+// The runtime implements it: it serializes the reply straight into the
+// transport (into shared memory when the connection is one).
+class ReplySink {
+ public:
+  // `reply` is the method's response if `status` is OK, else nullptr. It is
+  // valid only during this call.
+  virtual void Finish(const absl::Status& status, const google::protobuf::MessageLite* reply) = 0;
+
+ protected:
+  ~ReplySink() = default;
+};
+
 // Runs one method of a service. Implementations are generated (see
 // codegen_support.h). Thread-safety: called concurrently for concurrent calls.
 class MethodHandler {
  public:
   virtual ~MethodHandler() = default;
-  // Remote path: parses `request`, runs the method, and serializes the reply
-  // into `*response` when the method returns OK. A request that does not
-  // parse yields INVALID_ARGUMENT (the method is not run).
-  virtual absl::Status CallSerialized(ServerContext* context, absl::string_view request,
-                                      std::string* response) = 0;
+  // Remote path: parses `request`, runs the method, and calls
+  // `sink.Finish` exactly once before returning. A request that does not
+  // parse finishes with INVALID_ARGUMENT (the method is not run).
+  virtual void CallSerialized(ServerContext* context, absl::string_view request,
+                              ReplySink& sink) = 0;
   // Collocated path: runs the method on the caller's own messages, which must
   // be of the method's request and response types.
   virtual absl::Status CallDirect(ServerContext* context,

@@ -1,0 +1,20 @@
+// Default implementations of locus::Connection's optional methods.
+#include "internal/scratch_buffer.h"
+#include "locus/transport.h"
+
+namespace locus {
+
+absl::Status Connection::SendWithPayloadWriter(const FrameHeader& header, absl::string_view meta,
+                                               PayloadWriter write_payload, absl::Time deadline) {
+  internal::ScratchBuffer buffer;
+  std::string& payload = *buffer.get();
+  // resize() of a reused buffer of similar length writes nothing: the
+  // writer overwrites every byte.
+  payload.resize(header.payload_length);
+  if (!write_payload(payload.data())) {
+    return absl::InternalError("could not encode the message to send");
+  }
+  return Send(header, meta, payload, deadline);
+}
+
+}  // namespace locus
