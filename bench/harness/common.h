@@ -52,6 +52,7 @@ struct CaseSpec {
   int batch = 1;
   // Locus shm knobs (0 / negative: the library defaults).
   uint64_t shm_ring_bytes = 0;  // ChannelOptions::shm_ring_bytes
+  int64_t shm_bulk_bytes = -1;  // ChannelOptions::shm_bulk_bytes (-1: default)
   double shm_spin_us = -1;      // ChannelOptions / ServerOptions::shm_spin
 
   // e.g. "locus_unix", "raw_shm_spin", "grpc_tcp_callback".

@@ -95,6 +95,7 @@ RunResult LocusClient(const CaseSpec& spec, const std::string& server_address, W
   // (which $LOCUS_TRANSPORTS may still restrict).
   if (spec.transport != "auto") channel_options.allowed_transports = spec.transport;
   if (spec.shm_ring_bytes > 0) channel_options.shm_ring_bytes = spec.shm_ring_bytes;
+  if (spec.shm_bulk_bytes >= 0) channel_options.shm_bulk_bytes = spec.shm_bulk_bytes;
   if (spec.shm_spin_us >= 0) {
     channel_options.shm_spin = absl::Nanoseconds(static_cast<int64_t>(spec.shm_spin_us * 1000));
   }

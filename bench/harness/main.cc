@@ -55,6 +55,7 @@ constexpr const char* kUsage = R"(usage: locus-bench [flags]
   --pin                      pin client and server to two different CPUs
   --case-timeout=S           watchdog per case (default: run length + 30 s)
   --shm-ring-bytes=N         Locus shm: ChannelOptions::shm_ring_bytes (power of 2)
+  --shm-bulk-bytes=N         Locus shm: ChannelOptions::shm_bulk_bytes (0: no bulk areas)
   --shm-spin-us=N            Locus shm: client and server shm_spin (0 = never poll)
   --no-deadlock-detection    call absl::SetMutexDeadlockDetectionMode(kIgnore) in
                              client and server (diagnostic: Debian's libabsl is
@@ -316,6 +317,7 @@ void PrintOutcome(const Context& ctx, const Outcome& o) {
       .Bool("pinned", ctx.pin);
   if (s.batch > 1) j.Int("timed_batch", s.batch);  // latencies are per-call means of batches
   if (s.shm_ring_bytes > 0) j.Int("shm_ring_bytes", s.shm_ring_bytes);
+  if (s.shm_bulk_bytes >= 0) j.Int("shm_bulk_bytes", s.shm_bulk_bytes);
   if (s.shm_spin_us >= 0) j.Num("shm_spin_us", s.shm_spin_us);
   if (ctx.no_deadlock_detection) j.Bool("absl_deadlock_detection", false);
   if (!st.ok) {
@@ -516,6 +518,7 @@ struct PlanOptions {
   double warmup_seconds = 0.2;
   int rounds = 1;
   uint64_t shm_ring_bytes = 0;
+  int64_t shm_bulk_bytes = -1;
   double shm_spin_us = -1;
 };
 
@@ -553,6 +556,7 @@ CaseSpec Make(const PlanOptions& p, const std::string& system, const std::string
   s.warmup_seconds = p.warmup_seconds;
   s.round = round;
   s.shm_ring_bytes = p.shm_ring_bytes;
+  s.shm_bulk_bytes = p.shm_bulk_bytes;
   s.shm_spin_us = p.shm_spin_us;
   // A collocated call takes about as long as two clock reads: time batches.
   if (transport == "inproc" && out == 1) s.batch = 64;
@@ -631,7 +635,7 @@ int ClientMain(Flags& flags) {
   static const char* kKnown[] = {"suite", "transport", "address", "grpc-over", "over", "size", "outstanding",
                                  "mode", "calls", "seconds", "warmup-calls", "warmup-seconds",
                                  "rounds", "baselines", "only", "pin", "case-timeout", "out", "help",
-                                 "shm-ring-bytes", "shm-spin-us", "no-deadlock-detection"};
+                                 "shm-ring-bytes", "shm-bulk-bytes", "shm-spin-us", "no-deadlock-detection"};
   for (const auto& [k, v] : flags) {
     if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown)) {
       Die("unknown flag --" + k + "\n" + kUsage);
@@ -725,6 +729,7 @@ int ClientMain(Flags& flags) {
   }
   if (flags.count("rounds")) p.rounds = std::max(1, std::stoi(flags["rounds"]));
   if (flags.count("shm-ring-bytes")) p.shm_ring_bytes = std::stoull(flags["shm-ring-bytes"]);
+  if (flags.count("shm-bulk-bytes")) p.shm_bulk_bytes = std::stoll(flags["shm-bulk-bytes"]);
   if (flags.count("shm-spin-us")) p.shm_spin_us = std::stod(flags["shm-spin-us"]);
   if (!suite.empty() && (flags.count("size") || flags.count("outstanding") || flags.count("calls") ||
                          flags.count("seconds") || flags.count("rounds") || flags.count("warmup-calls") ||
@@ -823,6 +828,7 @@ int ClientMain(Flags& flags) {
   }
   for (CaseSpec& spec : plan) {  // shm knobs apply to suite plans too
     spec.shm_ring_bytes = p.shm_ring_bytes;
+    spec.shm_bulk_bytes = p.shm_bulk_bytes;
     spec.shm_spin_us = p.shm_spin_us;
   }
   if (flags.count("only")) {

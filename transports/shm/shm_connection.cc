@@ -137,7 +137,7 @@ class ShmConnection::Impl final : public FdHandler,
   // than max_send_queue_bytes are queued.
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
                     absl::Time deadline) {
-    return Sending([&](bool reader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
+    return Sending(payload.size(), [&](bool reader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
       return SendLocked(header, meta, payload, deadline, reader);
     });
   }
@@ -151,7 +151,7 @@ class ShmConnection::Impl final : public FdHandler,
                           bool* in_bulk) {
     *in_bulk = false;
     if (!bulk_out_.Accepts(header.payload_length)) return absl::OkStatus();
-    return Sending([&](bool reader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
+    return Sending(header.payload_length, [&](bool reader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
       if (closed_.load(std::memory_order_acquire)) {
         return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
       }
@@ -179,9 +179,11 @@ class ShmConnection::Impl final : public FdHandler,
   }
 
   // Runs `send_locked(reader)` under send_mu_, where `reader` says whether
-  // this thread holds the reader role.
+  // this thread holds the reader role; `payload_bytes` is the size of the
+  // message sent (see PollWindow).
   template <typename SendLockedFn>
-  absl::Status Sending(SendLockedFn&& send_locked) {
+  absl::Status Sending(uint64_t payload_bytes, SendLockedFn&& send_locked) {
+    last_sent_payload_.store(payload_bytes, std::memory_order_relaxed);
     const bool reader = role_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id();
     // While a sender is here it flushes the queue itself: the reader-role
     // holder neither waits for nor polls on ring space meanwhile.
@@ -278,7 +280,7 @@ class ShmConnection::Impl final : public FdHandler,
     while (!done() && !closed_.load(std::memory_order_acquire)) {
       const FlushResult flushed = TryFlushPending();
       if (Drain() == DrainResult::kData) continue;
-      absl::Duration window = options_.shm_spin;
+      absl::Duration window = PollWindow();
       if (has_deadline) {
         const absl::Time now = absl::Now();
         if (now >= deadline) break;
@@ -349,6 +351,19 @@ class ShmConnection::Impl final : public FdHandler,
   enum class FlushResult { kNothingQueued, kSenderBusy, kRingFull };
   // What the reader thread does after giving up the role.
   enum class ReaderNext { kSleep, kWaitForSpace, kLetCallerIn, kStop };
+
+  // How long a reader polls before sleeping: shm_spin, plus the time the
+  // peer needs to read and answer the message this side sent last. A reply
+  // to a 1 MiB request takes the peer ~120 us of copying here (parse, the
+  // handler's work, serialize); a reader that slept meanwhile would add a
+  // futex wake-up (20-45 us) to every such round trip. 1 us per 4 KiB sent,
+  // at most 2 ms; shm_spin 0 still disables polling.
+  absl::Duration PollWindow() const {
+    if (options_.shm_spin <= absl::ZeroDuration()) return absl::ZeroDuration();
+    const uint64_t bytes = last_sent_payload_.load(std::memory_order_relaxed);
+    return options_.shm_spin +
+           std::min(absl::Microseconds(static_cast<int64_t>(bytes / 4096)), absl::Milliseconds(2));
+  }
 
   // Bulk area `index` (0: client -> server) of the mapping.
   char* BulkArea(int index, uint64_t bulk_capacity) const {
@@ -430,7 +445,7 @@ class ShmConnection::Impl final : public FdHandler,
       // Poll (for input, and for room if output is queued) before sleeping:
       // a large frame crosses the ring in chunks, and a sleeping side costs
       // a futex wake-up per chunk.
-      if (!caller_waiting && Poll(options_.shm_spin, /*is_caller=*/false)) continue;
+      if (!caller_waiting && Poll(PollWindow(), /*is_caller=*/false)) continue;
       return flushed == FlushResult::kRingFull ? ReaderNext::kWaitForSpace : ReaderNext::kSleep;
     }
   }
@@ -640,6 +655,7 @@ class ShmConnection::Impl final : public FdHandler,
   size_t pending_total_ ABSL_GUARDED_BY(send_mu_) = 0;  // bytes in pending_
   std::atomic<size_t> pending_bytes_{0};
   std::atomic<int> senders_busy_{0};  // threads inside Send
+  std::atomic<uint64_t> last_sent_payload_{0};  // payload bytes of the last frame sent
   // When queued output last moved (or the queue started): see SendStalled.
   std::atomic<int64_t> last_flush_progress_ns_{0};
   // The thread holding the reader role (default id: none).

@@ -1,0 +1,164 @@
+// Large payloads on shared memory travel through the bulk areas: written
+// once by the sender, delivered where they lie (Frame::borrowed_payload),
+// and released so that the area is reused; small ones and those that do not
+// fit go through the ring. Tested on raw transport connections, below the
+// RPC core.
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+#include "locus/transport.h"
+#include "tests/testing/test_util.h"
+#include "transports/shm/shm_transport.h"
+
+namespace locus {
+namespace {
+
+using ::locus::testing::kWatchdog;
+using ::locus::testing::TempDir;
+
+// Records what arrives: payload contents and whether they came in place.
+class RecordingSink final : public FrameSink {
+ public:
+  struct Arrival {
+    std::string payload;
+    bool in_place;
+  };
+  void OnFrame(Frame& frame) override {
+    absl::MutexLock lock(&mu_);
+    arrivals_.push_back({std::string(frame.payload_bytes()), frame.borrowed_payload != nullptr});
+  }
+  void OnOversizeFrame(const FrameHeader&) override {}
+  void OnClosed(const absl::Status&) override {}
+
+  // Waits until `count` frames have arrived (false after the watchdog).
+  bool WaitFor(size_t count) {
+    absl::MutexLock lock(&mu_);
+    auto arrived = [this, count]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return arrivals_.size() >= count; };
+    return mu_.AwaitWithTimeout(absl::Condition(&arrived), kWatchdog);
+  }
+  std::vector<Arrival> arrivals() {
+    absl::MutexLock lock(&mu_);
+    return arrivals_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<Arrival> arrivals_ ABSL_GUARDED_BY(mu_);
+};
+
+class ShmInPlace : public ::testing::Test {
+ protected:
+  void Connect(uint64_t bulk_bytes) {
+    TransportOptions options;
+    options.shm_bulk_bytes = bulk_bytes;
+    const std::string address = "shm:" + dir_.path() + "/s.sock";
+    auto listener = transport_.Listen(address, options, [this](std::unique_ptr<Connection> c) {
+      absl::MutexLock lock(&mu_);
+      accepted_ = std::move(c);
+      accepted_->Start(&server_sink_);
+    });
+    ASSERT_TRUE(listener.ok()) << listener.status();
+    listener_ = std::move(*listener);
+    auto client = transport_.Connect(address, options, absl::Now() + kWatchdog);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = std::move(*client);
+    client_->Start(&client_sink_);
+  }
+
+  void TearDown() override {
+    if (client_ != nullptr) client_->Close(absl::CancelledError("test over"));
+    client_.reset();
+    absl::MutexLock lock(&mu_);
+    if (accepted_ != nullptr) accepted_->Close(absl::CancelledError("test over"));
+    accepted_.reset();
+  }
+
+  // Sends `payload` as the runtime sends a message.
+  absl::Status SendMessage(uint64_t call_id, const std::string& payload) {
+    FrameHeader header = FrameHeader::Make(FrameType::kPing, 0, call_id);
+    header.payload_length = static_cast<uint32_t>(payload.size());
+    return client_->SendWithPayloadWriter(
+        header, {},
+        [&payload](char* out) {
+          std::memcpy(out, payload.data(), payload.size());
+          return true;
+        },
+        absl::Now() + kWatchdog);
+  }
+
+  static std::string Pattern(size_t size, int seed) {
+    std::string s(size, '\0');
+    for (size_t i = 0; i < size; ++i) s[i] = static_cast<char>(i * 31 + seed);
+    return s;
+  }
+
+  TempDir dir_;
+  ShmTransport transport_;
+  std::unique_ptr<Listener> listener_;
+  RecordingSink server_sink_;
+  RecordingSink client_sink_;
+  std::unique_ptr<Connection> client_;
+  absl::Mutex mu_;
+  std::unique_ptr<Connection> accepted_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(ShmInPlace, LargePayloadsArriveInPlaceAndSmallOnesThroughTheRing) {
+  Connect(/*bulk_bytes=*/4u << 20);
+  const std::string large = Pattern(1u << 20, 1);
+  const std::string small = Pattern(1000, 2);
+  ASSERT_TRUE(SendMessage(1, large).ok());
+  ASSERT_TRUE(SendMessage(3, small).ok());
+  ASSERT_TRUE(server_sink_.WaitFor(2));
+  std::vector<RecordingSink::Arrival> got = server_sink_.arrivals();
+  EXPECT_EQ(got[0].payload, large);
+  EXPECT_TRUE(got[0].in_place);
+  EXPECT_EQ(got[1].payload, small);
+  EXPECT_FALSE(got[1].in_place);
+}
+
+TEST_F(ShmInPlace, DeliveredPayloadsAreReleasedAndTheAreaReused) {
+  // 64 payloads of 1 MiB through a 2 MiB area, one at a time: each fits
+  // only because the receiver released the one before.
+  Connect(/*bulk_bytes=*/2u << 20);
+  for (int i = 0; i < 64; ++i) {
+    const std::string payload = Pattern(1u << 20, i);
+    ASSERT_TRUE(SendMessage(2 * i + 1, payload).ok());
+    ASSERT_TRUE(server_sink_.WaitFor(i + 1));
+    RecordingSink::Arrival last = server_sink_.arrivals().back();
+    EXPECT_EQ(last.payload, payload) << i;
+    EXPECT_TRUE(last.in_place) << "payload " << i << " was not carried in the bulk area";
+  }
+}
+
+TEST_F(ShmInPlace, PayloadsThatDoNotFitTheAreaStreamThroughTheRing) {
+  Connect(/*bulk_bytes=*/1u << 20);
+  const std::string too_large = Pattern(3u << 20, 3);  // more than the area
+  ASSERT_TRUE(SendMessage(1, too_large).ok());
+  // A burst: the area holds two of these at once, the rest take the ring.
+  std::vector<std::string> burst;
+  for (int i = 0; i < 8; ++i) {
+    burst.push_back(Pattern(400u << 10, 10 + i));
+    ASSERT_TRUE(SendMessage(3 + 2 * i, burst.back()).ok());
+  }
+  ASSERT_TRUE(server_sink_.WaitFor(9));
+  std::vector<RecordingSink::Arrival> got = server_sink_.arrivals();
+  EXPECT_EQ(got[0].payload, too_large);
+  EXPECT_FALSE(got[0].in_place);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(got[1 + i].payload, burst[i]) << i;  // in order, whole
+}
+
+TEST_F(ShmInPlace, NoBulkAreaMeansEverythingThroughTheRing) {
+  Connect(/*bulk_bytes=*/0);
+  const std::string large = Pattern(1u << 20, 4);
+  ASSERT_TRUE(SendMessage(1, large).ok());
+  ASSERT_TRUE(server_sink_.WaitFor(1));
+  EXPECT_EQ(server_sink_.arrivals()[0].payload, large);
+  EXPECT_FALSE(server_sink_.arrivals()[0].in_place);
+}
+
+}  // namespace
+}  // namespace locus
