@@ -44,6 +44,10 @@ class RecordingSink final : public FrameSink {
     absl::MutexLock lock(&mu_);
     return arrivals_;
   }
+  Arrival last() {
+    absl::MutexLock lock(&mu_);
+    return arrivals_.back();
+  }
 
  private:
   absl::Mutex mu_;
@@ -121,14 +125,16 @@ TEST_F(ShmInPlace, LargePayloadsArriveInPlaceAndSmallOnesThroughTheRing) {
 }
 
 TEST_F(ShmInPlace, DeliveredPayloadsAreReleasedAndTheAreaReused) {
-  // 64 payloads of 1 MiB through a 2 MiB area, one at a time: each fits
-  // only because the receiver released the one before.
-  Connect(/*bulk_bytes=*/2u << 20);
+  // 64 payloads of 1 MiB through a 3 MiB area, one at a time: the area
+  // holds two of them, so each fits only because the receiver released the
+  // one before last (the one before may still be in its hands: a payload is
+  // released after OnFrame returns, and this test sees it inside OnFrame).
+  Connect(/*bulk_bytes=*/3u << 20);
   for (int i = 0; i < 64; ++i) {
     const std::string payload = Pattern(1u << 20, i);
     ASSERT_TRUE(SendMessage(2 * i + 1, payload).ok());
     ASSERT_TRUE(server_sink_.WaitFor(i + 1));
-    RecordingSink::Arrival last = server_sink_.arrivals().back();
+    RecordingSink::Arrival last = server_sink_.last();
     EXPECT_EQ(last.payload, payload) << i;
     EXPECT_TRUE(last.in_place) << "payload " << i << " was not carried in the bulk area";
   }

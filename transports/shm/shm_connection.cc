@@ -635,7 +635,7 @@ class ShmConnection::Impl final : public FdHandler,
   const uint64_t capacity_;
   ShmRing out_;  // written under send_mu_
   ShmRing in_;   // used by the reader-role holder (HasData() by pollers)
-  ShmBulkWriter bulk_out_;  // used under send_mu_
+  ShmBulkWriter bulk_out_ ABSL_GUARDED_BY(send_mu_);
   ShmBulkReader bulk_in_;   // used by the reader-role holder
   const PeerInfo peer_;
   const TransportOptions options_;
