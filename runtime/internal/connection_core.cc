@@ -28,8 +28,12 @@ absl::Status StatusFromWire(const wire::CallStatus& status) {
   return absl::Status(static_cast<absl::StatusCode>(code), status.message());
 }
 
+// Protobuf's own limit on a serialized message (its sizes are ints).
+constexpr size_t kMaxMessageBytes = static_cast<size_t>(std::numeric_limits<int>::max());
+
 // Serializes `message`, sized by ByteSizeLong() and unchanged since, into
-// the `size` bytes at `out`.
+// the `size` bytes at `out`. False if the message changed size meanwhile
+// (e.g. another thread still modifies it).
 bool WriteMessage(const google::protobuf::MessageLite& message, size_t size, char* out) {
   uint8_t* start = reinterpret_cast<uint8_t*>(out);
   return message.SerializeWithCachedSizesToArray(start) == start + size;
@@ -242,7 +246,7 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
         absl::StrCat("cannot serialize request for ", method.full_name, " (missing required fields?)"));
   }
   const size_t size = request.ByteSizeLong();
-  if (size > options_.max_send_message_size || size > std::numeric_limits<uint32_t>::max()) {
+  if (size > options_.max_send_message_size || size > kMaxMessageBytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("request of ", size, " bytes exceeds the send limit of ",
                      options_.max_send_message_size, " bytes"));
@@ -259,9 +263,18 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   FrameHeader frame = FrameHeader::Make(FrameType::kRequest, flags, id);
   frame.meta_length = static_cast<uint32_t>(meta.size());
   frame.payload_length = static_cast<uint32_t>(size);
+  bool encode_failed = false;
   absl::Status sent = connection_->SendWithPayloadWriter(
-      frame, meta, [&request, size](char* out) { return WriteMessage(request, size, out); },
+      frame, meta,
+      [&request, size, &encode_failed](char* out) {
+        encode_failed = !WriteMessage(request, size, out);
+        return !encode_failed;
+      },
       options.deadline);
+  if (encode_failed) {
+    return absl::InternalError(absl::StrCat("cannot serialize request for ", method.full_name,
+                                            " (was it modified while being sent?)"));
+  }
   if (absl::IsUnavailable(sent)) {
     // The transport is gone even if its reader has not said so yet: the
     // next call must not pick this connection again.
@@ -638,7 +651,7 @@ void ConnectionCore::FinishServing(IncomingCall& call, const ServerContext& cont
     } else {
       reply_size = reply->ByteSizeLong();
       if (reply_size > options_.max_send_message_size ||
-          reply_size > std::numeric_limits<uint32_t>::max()) {
+          reply_size > kMaxMessageBytes) {
         status = absl::ResourceExhaustedError(
             absl::StrCat("reply of ", reply_size, " bytes exceeds the server's send limit of ",
                          options_.max_send_message_size, " bytes"));
@@ -693,13 +706,25 @@ void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
   // beyond it so a reply racing the deadline is not cut mid-way.
   absl::Time send_deadline =
       deadline == absl::InfiniteFuture() ? absl::InfiniteFuture() : deadline + absl::Seconds(1);
+  bool encode_failed = false;
   absl::Status sent =
       reply == nullptr
           ? connection_->Send(header, meta, {}, send_deadline)
           : connection_->SendWithPayloadWriter(
                 header, meta,
-                [reply, reply_size](char* out) { return WriteMessage(*reply, reply_size, out); },
+                [reply, reply_size, &encode_failed](char* out) {
+                  encode_failed = !WriteMessage(*reply, reply_size, out);
+                  return !encode_failed;
+                },
                 send_deadline);
+  if (encode_failed) {
+    // Nothing was sent for this call: the client still gets an answer.
+    SendError(call_id,
+              absl::InternalError(
+                  "cannot serialize the reply (was it modified after the handler returned?)"),
+              deadline);
+    return;
+  }
   if (!sent.ok()) {
     LOCUS_LOG(INFO) << "could not send reply for call " << call_id << ": " << sent;
   }

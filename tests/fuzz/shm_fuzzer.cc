@@ -88,7 +88,7 @@ void FuzzSetup(const uint8_t* data, size_t size) {
 // in the ring; `release_count` what a hostile receiver publishes.
 void FuzzBulk(uint64_t release_count, const uint8_t* data, size_t size) {
   constexpr uint64_t kBulkCapacity = 1u << 20;
-  static char* area = static_cast<char*>(std::aligned_alloc(4096, kBulkCapacity));
+  static char* area = static_cast<char*>(std::calloc(1, kBulkCapacity));
   alignas(64) static ShmBulkControl control;
   new (&control) ShmBulkControl();
   ShmBulkReader reader(&control, area, kBulkCapacity);

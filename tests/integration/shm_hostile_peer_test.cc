@@ -111,6 +111,14 @@ class HandmadeShmClient {
   size_t size_ = 0;
 };
 
+// A REQUEST frame whose payload is `ref` into the sender's bulk area.
+std::string BulkRequestFrame(const ShmPayloadRef& ref) {
+  FrameHeader frame = FrameHeader::Make(FrameType::kRequest, kFlagHasMessage | kFlagPayloadInBulk, 1);
+  frame.payload_length = sizeof(ref);
+  return std::string(reinterpret_cast<const char*>(&frame), sizeof(frame)) +
+         std::string(reinterpret_cast<const char*>(&ref), sizeof(ref));
+}
+
 class ShmHostilePeer : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -201,11 +209,7 @@ TEST_F(ShmHostilePeer, BulkReferenceOutsideTheAreaClosesThatConnection) {
   lies.bulk_capacity = 64 << 10;
   ASSERT_EQ(client.Setup(address_, lies), "");
   // A request whose payload "lies" past the end of the client's bulk area.
-  const ShmPayloadRef ref{60 << 10, 8 << 10};
-  FrameHeader frame = FrameHeader::Make(FrameType::kRequest, kFlagHasMessage | kFlagPayloadInBulk, 1);
-  frame.payload_length = sizeof(ref);
-  client.Publish(std::string(reinterpret_cast<const char*>(&frame), sizeof(frame)) +
-                 std::string(reinterpret_cast<const char*>(&ref), sizeof(ref)));
+  client.Publish(BulkRequestFrame(ShmPayloadRef{60 << 10, 8 << 10}));
   EXPECT_TRUE(client.WaitForHangup());
   EXPECT_TRUE(captured.WaitFor("outside the 65536-byte bulk area")) << captured.Contents();
   ExpectOthersStillServed();
@@ -215,11 +219,7 @@ TEST_F(ShmHostilePeer, BulkReferenceWithoutABulkAreaClosesThatConnection) {
   StderrCapture captured;
   HandmadeShmClient client;
   ASSERT_EQ(client.Setup(address_, {}), "");
-  const ShmPayloadRef ref{0, 0};
-  FrameHeader frame = FrameHeader::Make(FrameType::kRequest, kFlagHasMessage | kFlagPayloadInBulk, 1);
-  frame.payload_length = sizeof(ref);
-  client.Publish(std::string(reinterpret_cast<const char*>(&frame), sizeof(frame)) +
-                 std::string(reinterpret_cast<const char*>(&ref), sizeof(ref)));
+  client.Publish(BulkRequestFrame(ShmPayloadRef{0, 0}));
   EXPECT_TRUE(client.WaitForHangup());
   EXPECT_TRUE(captured.WaitFor("without a bulk area")) << captured.Contents();
   ExpectOthersStillServed();

@@ -60,6 +60,7 @@ class ShmConnection::Impl final : public FdHandler,
         mapping_(std::move(mapping)),
         header_(reinterpret_cast<ShmRegionHeader*>(mapping_->data())),
         capacity_(ring_capacity),
+        bulk_capacity_(bulk_capacity),
         // Our doorbell is the data_seq of the ring we consume; the peer's is
         // that of the ring it consumes (shm_layout.h).
         out_(&header_->rings[client_side ? 0 : 1],
@@ -150,11 +151,12 @@ class ShmConnection::Impl final : public FdHandler,
                           Connection::PayloadWriter write_payload, absl::Time deadline,
                           bool* in_bulk) {
     *in_bulk = false;
-    if (!bulk_out_.Accepts(header.payload_length)) return absl::OkStatus();
+    if (header.payload_length < kMinBulkPayload || bulk_capacity_ == 0) return absl::OkStatus();
     return Sending(header.payload_length, [&](bool reader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
       if (closed_.load(std::memory_order_acquire)) {
         return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
       }
+      // Reserve says nullopt for a payload the area cannot hold at all.
       absl::StatusOr<std::optional<uint64_t>> at = bulk_out_.Reserve(header.payload_length);
       if (!at.ok()) {
         LOCUS_LOG(ERROR) << "closing shared-memory connection to " << peer_.remote_address << ": "
@@ -339,7 +341,14 @@ class ShmConnection::Impl final : public FdHandler,
     bulk_in_.Release();
   }
   void OnOversizeFrame(const FrameHeader& header) override {
-    if (!detached_.load(std::memory_order_acquire)) sink_->OnOversizeFrame(header);
+    FrameHeader reported = header;
+    if ((header.flags & kFlagPayloadInBulk) != 0) {
+      // Only with a receive limit under 16 bytes: the reference itself was
+      // too large. The payload still counts as delivered for the sender.
+      reported.flags &= ~kFlagPayloadInBulk;
+      bulk_in_.Release();
+    }
+    if (!detached_.load(std::memory_order_acquire)) sink_->OnOversizeFrame(reported);
   }
 
  private:
@@ -633,6 +642,7 @@ class ShmConnection::Impl final : public FdHandler,
   const std::unique_ptr<ShmMapping> mapping_;
   ShmRegionHeader* const header_;
   const uint64_t capacity_;
+  const uint64_t bulk_capacity_;
   ShmRing out_;  // written under send_mu_
   ShmRing in_;   // used by the reader-role holder (HasData() by pollers)
   ShmBulkWriter bulk_out_ ABSL_GUARDED_BY(send_mu_);
