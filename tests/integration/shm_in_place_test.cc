@@ -1,8 +1,8 @@
 // Large payloads on shared memory travel through the bulk areas: written
 // once by the sender, delivered where they lie (Frame::borrowed_payload),
 // and released so that the area is reused; small ones and those that do not
-// fit go through the ring. Tested on raw transport connections, below the
-// RPC core.
+// fit go through the ring (serialized straight into it when the frame fits
+// in one piece). Tested on raw transport connections, below the RPC core.
 #include <cstring>
 #include <memory>
 #include <string>
@@ -56,9 +56,10 @@ class RecordingSink final : public FrameSink {
 
 class ShmInPlace : public ::testing::Test {
  protected:
-  void Connect(uint64_t bulk_bytes) {
+  void Connect(uint64_t bulk_bytes, uint64_t ring_bytes = TransportOptions().shm_ring_bytes) {
     TransportOptions options;
     options.shm_bulk_bytes = bulk_bytes;
+    options.shm_ring_bytes = ring_bytes;
     const std::string address = "shm:" + dir_.path() + "/s.sock";
     auto listener = transport_.Listen(address, options, [this](std::unique_ptr<Connection> c) {
       absl::MutexLock lock(&mu_);
@@ -155,6 +156,21 @@ TEST_F(ShmInPlace, PayloadsThatDoNotFitTheAreaStreamThroughTheRing) {
   EXPECT_EQ(got[0].payload, too_large);
   EXPECT_FALSE(got[0].in_place);
   for (int i = 0; i < 8; ++i) EXPECT_EQ(got[1 + i].payload, burst[i]) << i;  // in order, whole
+}
+
+TEST_F(ShmInPlace, SmallFramesSerializedIntoTheRingStayWholeAcrossItsEnd) {
+  // A 4 KiB ring and frames of many sizes: most are serialized straight
+  // into the ring, those that would wrap around its end (or find it full)
+  // go through a buffer; all arrive whole and in order.
+  Connect(/*bulk_bytes=*/0, /*ring_bytes=*/4096);
+  std::vector<std::string> sent;
+  for (int i = 0; i < 400; ++i) {
+    sent.push_back(Pattern(1 + (i * 37) % 1500, i));
+    ASSERT_TRUE(SendMessage(2 * i + 1, sent.back()).ok()) << i;
+  }
+  ASSERT_TRUE(server_sink_.WaitFor(sent.size()));
+  std::vector<RecordingSink::Arrival> got = server_sink_.arrivals();
+  for (size_t i = 0; i < sent.size(); ++i) EXPECT_EQ(got[i].payload, sent[i]) << i;
 }
 
 TEST_F(ShmInPlace, NoBulkAreaMeansEverythingThroughTheRing) {

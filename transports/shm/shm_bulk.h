@@ -49,6 +49,10 @@ namespace locus::internal {
 
 // Payloads smaller than this go through the ring: copying them twice costs
 // less than the bookkeeping and the cross-core read of the release count.
+// Measured here (docs/performance.md): with glibc's rep movsb slowness
+// worked around, the ring path is as fast or faster up to ~64 KiB with 16
+// calls outstanding; without the workaround, the bulk area's placement
+// avoids that slowness and wins from 4 KiB. 32 KiB is between the two.
 inline constexpr uint64_t kMinBulkPayload = 32u << 10;
 
 class ShmBulkWriter {

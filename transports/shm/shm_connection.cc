@@ -180,6 +180,40 @@ class ShmConnection::Impl final : public FdHandler,
     });
   }
 
+  // Sends a frame whose payload `write_payload` serializes straight into
+  // the outgoing ring, if nothing is queued and the whole frame fits there
+  // now in one piece. Sets `*in_ring` to false (and sends nothing) if not:
+  // the caller then serializes into a buffer and sends that.
+  absl::Status SendInRing(const FrameHeader& header, absl::string_view meta,
+                          Connection::PayloadWriter write_payload, bool* in_ring) {
+    *in_ring = false;
+    return Sending(header.payload_length, [&](bool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
+      if (closed_.load(std::memory_order_acquire)) {
+        return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
+      }
+      absl::Status flushed = FlushPendingLocked();
+      if (!flushed.ok()) return flushed;
+      if (!pending_.empty()) return absl::OkStatus();  // frames keep their order
+      const size_t total = sizeof(header) + meta.size() + header.payload_length;
+      uint64_t free = 0;
+      if (!out_.FreeSpace(&free, total).ok() || free < total) return absl::OkStatus();
+      char* run = out_.ContiguousRun(total);
+      if (run == nullptr) return absl::OkStatus();  // wraps: rare, the buffer path takes it
+      *in_ring = true;
+      // Written but not published until complete: a failed writer leaves
+      // nothing for the peer to see.
+      if (!write_payload(run + sizeof(header) + meta.size())) {
+        return absl::InternalError("could not encode the message to send");
+      }
+      std::memcpy(run, &header, sizeof(header));
+      if (!meta.empty()) std::memcpy(run + sizeof(header), meta.data(), meta.size());
+      out_.Advance(total);
+      out_.Publish();
+      out_.WakeConsumerIfSleeping();
+      return absl::OkStatus();
+    });
+  }
+
   // Runs `send_locked(reader)` under send_mu_, where `reader` says whether
   // this thread holds the reader role; `payload_bytes` is the size of the
   // message sent (see PollWindow).
@@ -697,9 +731,13 @@ absl::Status ShmConnection::Send(const FrameHeader& header, absl::string_view me
 }
 absl::Status ShmConnection::SendWithPayloadWriter(const FrameHeader& header, absl::string_view meta,
                                                   PayloadWriter write_payload, absl::Time deadline) {
-  bool in_bulk = false;
-  absl::Status status = impl_->SendInBulk(header, meta, write_payload, deadline, &in_bulk);
-  if (in_bulk || !status.ok()) return status;
+  bool sent = false;
+  absl::Status status = impl_->SendInBulk(header, meta, write_payload, deadline, &sent);
+  if (sent || !status.ok()) return status;
+  if (header.payload_length < kMinBulkPayload) {
+    status = impl_->SendInRing(header, meta, write_payload, &sent);
+    if (sent || !status.ok()) return status;
+  }
   return Connection::SendWithPayloadWriter(header, meta, write_payload, deadline);
 }
 void ShmConnection::Close(const absl::Status& reason) { impl_->Close(reason); }

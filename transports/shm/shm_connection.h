@@ -62,7 +62,9 @@ class ShmConnection final : public Connection {
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
                     absl::Time deadline) override;
   // Large payloads are serialized straight into the bulk area (shm_bulk.h)
-  // when it has room; others take the default path through the ring.
+  // when it has room, small ones straight into the ring when the frame fits
+  // there in one piece; the rest take the default path (a scratch buffer,
+  // then Send).
   absl::Status SendWithPayloadWriter(const FrameHeader& header, absl::string_view meta,
                                      PayloadWriter write_payload, absl::Time deadline) override;
   void Close(const absl::Status& reason) override;

@@ -62,6 +62,15 @@ class ShmRing {
   // of one per part). The same limit as Write applies to the sum of the
   // appends since the last Publish.
   void Append(const char* src, size_t size);
+  // Where the next `size` bytes would be written, if they lie in one piece
+  // (do not wrap around the ring's end); nullptr otherwise. The caller
+  // writes them there, then calls Advance(size). Same limit as Write.
+  char* ContiguousRun(size_t size) const {
+    const uint64_t pos = write_index_ & mask_;
+    return pos + size <= capacity_ ? data_ + pos : nullptr;
+  }
+  // Counts `size` bytes written through ContiguousRun as appended.
+  void Advance(size_t size) { write_index_ += size; }
   void Publish();
   // Wakes the consumer if it sleeps and nobody polls.
   void WakeConsumerIfSleeping();

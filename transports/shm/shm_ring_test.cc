@@ -1,6 +1,7 @@
 #include "transports/shm/shm_ring.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -46,6 +47,28 @@ TEST_F(RingTest, BytesWrapAroundInOrder) {
     got += ReadAll(consumer);
   }
   EXPECT_EQ(got, expected);
+}
+
+TEST_F(RingTest, ContiguousRunOnlyWhereBytesDoNotWrap) {
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_);
+  std::string expected, got;
+  for (int round = 0; round < 40; ++round) {
+    std::string chunk(300 + round * 7, static_cast<char>('a' + round % 26));
+    if (char* run = producer.ContiguousRun(chunk.size())) {
+      EXPECT_GE(run, data_);
+      EXPECT_LE(run + chunk.size(), data_ + kCapacity);
+      std::memcpy(run, chunk.data(), chunk.size());
+      producer.Advance(chunk.size());
+      producer.Publish();
+    } else {
+      producer.Write(chunk.data(), chunk.size());  // wraps: copied in two pieces
+    }
+    expected += chunk;
+    got += ReadAll(consumer);
+  }
+  EXPECT_EQ(got, expected);
+  EXPECT_EQ(producer.ContiguousRun(kCapacity + 1), nullptr);
 }
 
 TEST_F(RingTest, FullRingHasNoSpaceUntilConsumed) {
