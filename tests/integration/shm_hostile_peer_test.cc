@@ -137,6 +137,14 @@ class ShmHostilePeer : public ::testing::Test {
     EXPECT_TRUE(stub.Echo(EchoRequest(), CallOptions::WithTimeout(kWatchdog)).ok());
   }
 
+  // The server hangs up on `client`, logs `reason`, and serves others.
+  void ExpectHungUpOn(HandmadeShmClient& client, const StderrCapture& captured,
+                      const std::string& reason) {
+    EXPECT_TRUE(client.WaitForHangup());
+    EXPECT_TRUE(captured.WaitFor(reason)) << captured.Contents();
+    ExpectOthersStillServed();
+  }
+
   TempDir dir_;
   TestServiceImpl service_;
   Server server_;
@@ -187,9 +195,7 @@ TEST_F(ShmHostilePeer, CorruptRingIndexClosesThatConnection) {
   // Claim more unread bytes than the ring holds.
   client.header()->rings[0].write_index.store(uint64_t{1} << 40);
   client.Publish("");
-  EXPECT_TRUE(client.WaitForHangup());
-  EXPECT_TRUE(captured.WaitFor("corrupt shared-memory ring")) << captured.Contents();
-  ExpectOthersStillServed();
+  ExpectHungUpOn(client, captured, "corrupt shared-memory ring");
 }
 
 TEST_F(ShmHostilePeer, GarbageFramesInTheRingCloseThatConnection) {
@@ -197,9 +203,7 @@ TEST_F(ShmHostilePeer, GarbageFramesInTheRingCloseThatConnection) {
   HandmadeShmClient client;
   ASSERT_EQ(client.Setup(address_, {}), "");
   client.Publish(std::string(64, '\xff'));
-  EXPECT_TRUE(client.WaitForHangup());
-  EXPECT_TRUE(captured.WaitFor("malformed input")) << captured.Contents();
-  ExpectOthersStillServed();
+  ExpectHungUpOn(client, captured, "malformed input");
 }
 
 TEST_F(ShmHostilePeer, BulkReferenceOutsideTheAreaClosesThatConnection) {
@@ -210,9 +214,7 @@ TEST_F(ShmHostilePeer, BulkReferenceOutsideTheAreaClosesThatConnection) {
   ASSERT_EQ(client.Setup(address_, lies), "");
   // A request whose payload "lies" past the end of the client's bulk area.
   client.Publish(BulkRequestFrame(ShmPayloadRef{60 << 10, 8 << 10}));
-  EXPECT_TRUE(client.WaitForHangup());
-  EXPECT_TRUE(captured.WaitFor("outside the 65536-byte bulk area")) << captured.Contents();
-  ExpectOthersStillServed();
+  ExpectHungUpOn(client, captured, "outside the 65536-byte bulk area");
 }
 
 TEST_F(ShmHostilePeer, BulkReferenceWithoutABulkAreaClosesThatConnection) {
@@ -220,9 +222,7 @@ TEST_F(ShmHostilePeer, BulkReferenceWithoutABulkAreaClosesThatConnection) {
   HandmadeShmClient client;
   ASSERT_EQ(client.Setup(address_, {}), "");
   client.Publish(BulkRequestFrame(ShmPayloadRef{0, 0}));
-  EXPECT_TRUE(client.WaitForHangup());
-  EXPECT_TRUE(captured.WaitFor("without a bulk area")) << captured.Contents();
-  ExpectOthersStillServed();
+  ExpectHungUpOn(client, captured, "without a bulk area");
 }
 
 TEST_F(ShmHostilePeer, SilentPeerAfterSetupDoesNotDisturbOthers) {
