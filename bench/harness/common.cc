@@ -272,6 +272,7 @@ bool ServerProcess::WaitReady(double timeout_s, std::string* address, std::strin
     return false;
   }
   *address = line.substr(6);
+  address_ = *address;
   return true;
 }
 
@@ -292,6 +293,14 @@ void ServerProcess::Kill() {
     }
     pid_ = -1;
   }
+  // A killed server cannot remove its Unix socket file: do it for it.
+  for (const char* scheme : {"unix:", "shm:"}) {
+    if (address_.rfind(scheme, 0) == 0 && address_.size() > strlen(scheme) &&
+        address_[strlen(scheme)] == '/') {
+      unlink(address_.c_str() + strlen(scheme));
+    }
+  }
+  address_.clear();
 }
 
 void ServeControlLoop(const std::string& address) {

@@ -141,6 +141,7 @@ class ServerProcess {
  private:
   bool ReadLine(double timeout_s, std::string* line);
   pid_t pid_ = -1;
+  std::string address_;  // from READY: a Unix socket file is removed by Kill()
   int to_child_ = -1;
   int from_child_ = -1;
   std::string buf_;

@@ -137,8 +137,10 @@ RunResult LocusInProcess(const CaseSpec& spec, WindowHooks& hooks) {
   static std::atomic<int> seq{0};
   BenchService service;
   locus::Server server;  // handler_threads = 0: the handler runs on the caller
-  std::string address = "unix:/tmp/locus-bench-inproc-" + std::to_string(getpid()) + "-" +
-                        std::to_string(seq.fetch_add(1)) + ".sock";
+  const std::string path = "/tmp/locus-bench-inproc-" + std::to_string(getpid()) + "-" +
+                           std::to_string(seq.fetch_add(1)) + ".sock";
+  unlink(path.c_str());  // stale: see DefaultAddress in main.cc
+  std::string address = "unix:" + path;
   absl::Status status = server.RegisterService(&service);
   if (status.ok()) status = server.AddListeningAddress(address);
   if (status.ok()) status = server.Start();

@@ -161,7 +161,13 @@ std::string DefaultAddress(const std::string& system, const std::string& transpo
   // Locus shm: the server listens on a Unix socket; the client dials
   // shm:<same path> (locus_cases.cc). Raw shm passes a memfd instead.
   if (transport == "unix" || (transport == "shm" && system == "locus")) {
-    return "unix:/tmp/locus-bench-" + std::to_string(getpid()) + "-" + std::to_string(seq) + ".sock";
+    const std::string path =
+        "/tmp/locus-bench-" + std::to_string(getpid()) + "-" + std::to_string(seq) + ".sock";
+    // Names carry this process's pid, so a file already there is stale: left
+    // by an earlier run with the same pid that was itself killed before it
+    // could remove its server's socket file (ServerProcess::Kill).
+    unlink(path.c_str());
+    return "unix:" + path;
   }
   if (transport == "tcp") return "tcp://127.0.0.1:0";
   if (transport == "udp") return "udp://127.0.0.1:0";
