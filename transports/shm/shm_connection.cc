@@ -153,9 +153,6 @@ class ShmConnection::Impl final : public FdHandler,
     *in_bulk = false;
     if (header.payload_length < kMinBulkPayload || bulk_capacity_ == 0) return absl::OkStatus();
     return Sending(header.payload_length, [&](bool reader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
-      if (closed_.load(std::memory_order_acquire)) {
-        return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
-      }
       // Reserve says nullopt for a payload the area cannot hold at all.
       absl::StatusOr<std::optional<uint64_t>> at = bulk_out_.Reserve(header.payload_length);
       if (!at.ok()) {
@@ -188,9 +185,6 @@ class ShmConnection::Impl final : public FdHandler,
                           Connection::PayloadWriter write_payload, bool* in_ring) {
     *in_ring = false;
     return Sending(header.payload_length, [&](bool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
-      if (closed_.load(std::memory_order_acquire)) {
-        return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
-      }
       absl::Status flushed = FlushPendingLocked();
       if (!flushed.ok()) return flushed;
       if (!pending_.empty()) return absl::OkStatus();  // frames keep their order
@@ -214,9 +208,10 @@ class ShmConnection::Impl final : public FdHandler,
     });
   }
 
-  // Runs `send_locked(reader)` under send_mu_, where `reader` says whether
-  // this thread holds the reader role; `payload_bytes` is the size of the
-  // message sent (see PollWindow).
+  // Runs `send_locked(reader)` under send_mu_ unless the connection is
+  // closed (UNAVAILABLE), where `reader` says whether this thread holds the
+  // reader role; `payload_bytes` is the size of the message sent (see
+  // PollWindow).
   template <typename SendLockedFn>
   absl::Status Sending(uint64_t payload_bytes, SendLockedFn&& send_locked) {
     last_sent_payload_.store(payload_bytes, std::memory_order_relaxed);
@@ -227,7 +222,10 @@ class ShmConnection::Impl final : public FdHandler,
     absl::Status status;
     {
       absl::MutexLock lock(&send_mu_);
-      status = send_locked(reader);
+      status = closed_.load(std::memory_order_acquire)
+                   ? absl::UnavailableError(
+                         absl::StrCat("connection closed: ", CloseReason().message()))
+                   : send_locked(reader);
     }
     senders_busy_.fetch_sub(1, std::memory_order_seq_cst);
     // Output left queued (the ring is full) is the reader thread's to flush
@@ -240,9 +238,6 @@ class ShmConnection::Impl final : public FdHandler,
   absl::Status SendLocked(const FrameHeader& header, absl::string_view meta,
                           absl::string_view payload, absl::Time deadline, bool reader)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
-    if (closed_.load(std::memory_order_acquire)) {
-      return absl::UnavailableError(absl::StrCat("connection closed: ", CloseReason().message()));
-    }
     absl::string_view parts[3] = {
         absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)), meta, payload};
     absl::Status flushed = FlushPendingLocked();
