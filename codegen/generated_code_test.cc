@@ -84,6 +84,27 @@ class FakeChannel final : public ::locus::Channel {
     }
   }
 
+  // Records how the stub opened the stream; the stream itself fails with
+  // UNIMPLEMENTED (streams end to end are tested in tests/conformance).
+  std::unique_ptr<::locus::ClientCallStream> OpenStream(
+      const ::locus::RpcMethod& method, const google::protobuf::MessageLite* request,
+      google::protobuf::MessageLite* response, const ::locus::CallOptions& options) override {
+    ++calls_;
+    last_method_ = &method;
+    last_deadline_ = options.deadline;
+    last_stream_request_ = request;
+    last_stream_response_ = response;
+    class Unimplemented final : public ::locus::ClientCallStream {
+     public:
+      bool Write(const google::protobuf::MessageLite&) override { return false; }
+      bool WritesDone() override { return false; }
+      bool Read(google::protobuf::MessageLite*) override { return false; }
+      absl::Status Finish() override { return absl::UnimplementedError("fake stream"); }
+      void Cancel() override {}
+    };
+    return std::make_unique<Unimplemented>();
+  }
+
   std::string transport_name() const override { return "fake"; }
   const std::string& target() const override { return target_; }
 
@@ -98,6 +119,8 @@ class FakeChannel final : public ::locus::Channel {
   int calls() const { return calls_; }
   const ::locus::RpcMethod* last_method() const { return last_method_; }
   absl::Time last_deadline() const { return last_deadline_; }
+  const google::protobuf::MessageLite* last_stream_request() const { return last_stream_request_; }
+  google::protobuf::MessageLite* last_stream_response() const { return last_stream_response_; }
 
  private:
   ::locus::Service* service_;
@@ -108,6 +131,8 @@ class FakeChannel final : public ::locus::Channel {
   int calls_ = 0;
   const ::locus::RpcMethod* last_method_ = nullptr;
   absl::Time last_deadline_;
+  const google::protobuf::MessageLite* last_stream_request_ = nullptr;
+  google::protobuf::MessageLite* last_stream_response_ = nullptr;
 };
 
 class BlobStoreImpl final : public BlobStore::Service {

@@ -149,6 +149,82 @@ std::string CEscape(absl::string_view text) {
   return out;
 }
 
+enum class Kind { kUnary, kClientStreaming, kServerStreaming, kBidiStreaming };
+
+Kind KindOf(const pb::MethodDescriptor* method) {
+  if (method->client_streaming()) {
+    return method->server_streaming() ? Kind::kBidiStreaming : Kind::kClientStreaming;
+  }
+  return method->server_streaming() ? Kind::kServerStreaming : Kind::kUnary;
+}
+
+const char* RpcKindName(Kind kind) {
+  switch (kind) {
+    case Kind::kUnary: return "::locus::RpcKind::kUnary";
+    case Kind::kClientStreaming: return "::locus::RpcKind::kClientStreaming";
+    case Kind::kServerStreaming: return "::locus::RpcKind::kServerStreaming";
+    case Kind::kBidiStreaming: return "::locus::RpcKind::kBidiStreaming";
+  }
+  return "";
+}
+
+// The parameters of a service method after `context`, by kind; with
+// `named` false the names are commented out (unimplemented bodies).
+std::string HandlerParams(const pb::MethodDescriptor* method, bool named) {
+  const std::string req = MessageType(method->input_type());
+  const std::string resp = MessageType(method->output_type());
+  auto name = [named](absl::string_view n) {
+    return named ? std::string(n) : absl::StrCat("/*", n, "*/");
+  };
+  switch (KindOf(method)) {
+    case Kind::kUnary:
+      return absl::StrCat("const ", req, "* ", name("request"), ", ", resp, "* ", name("response"));
+    case Kind::kClientStreaming:
+      return absl::StrCat("::locus::ServerReader<", req, ">* ", name("reader"), ", ", resp, "* ",
+                          name("response"));
+    case Kind::kServerStreaming:
+      return absl::StrCat("const ", req, "* ", name("request"), ", ::locus::ServerWriter<", resp,
+                          ">* ", name("writer"));
+    case Kind::kBidiStreaming:
+      return absl::StrCat("::locus::ServerReaderWriter<", resp, ", ", req, ">* ", name("stream"));
+  }
+  return "";
+}
+
+const char* HandlerFactory(Kind kind) {
+  switch (kind) {
+    case Kind::kUnary: return "MakeUnaryHandler";
+    case Kind::kClientStreaming: return "MakeClientStreamingHandler";
+    case Kind::kServerStreaming: return "MakeServerStreamingHandler";
+    case Kind::kBidiStreaming: return "MakeBidiStreamingHandler";
+  }
+  return "";
+}
+
+// The stub's stream type and parameter list for a streaming method.
+std::string StreamType(const pb::MethodDescriptor* method) {
+  const std::string req = MessageType(method->input_type());
+  const std::string resp = MessageType(method->output_type());
+  switch (KindOf(method)) {
+    case Kind::kClientStreaming: return absl::StrCat("::locus::ClientWriter<", req, ">");
+    case Kind::kServerStreaming: return absl::StrCat("::locus::ClientReader<", resp, ">");
+    case Kind::kBidiStreaming: return absl::StrCat("::locus::ClientReaderWriter<", req, ", ", resp, ">");
+    case Kind::kUnary: break;
+  }
+  return "";
+}
+
+std::string StreamParams(const pb::MethodDescriptor* method) {
+  switch (KindOf(method)) {
+    case Kind::kClientStreaming:
+      return absl::StrCat(MessageType(method->output_type()), "* response, ");
+    case Kind::kServerStreaming:
+      return absl::StrCat("const ", MessageType(method->input_type()), "& request, ");
+    default:
+      return "";
+  }
+}
+
 uint32_t DefaultTimeoutMs(const pb::MethodDescriptor* method) {
   return method->options().GetExtension(::locus::default_timeout_ms);
 }
@@ -230,9 +306,8 @@ void WriteServiceDeclaration(Writer& w, const pb::ServiceDescriptor* service) {
   for (int i = 0; i < n; ++i) {
     const pb::MethodDescriptor* method = service->method(i);
     w.Add("\n", LeadingComment(method, "    "));
-    w.Add("    virtual ::absl::Status ", names[i], "(::locus::ServerContext* context, const ",
-          MessageType(method->input_type()), "* request, ", MessageType(method->output_type()),
-          "* response);\n");
+    w.Add("    virtual ::absl::Status ", names[i], "(::locus::ServerContext* context, ",
+          HandlerParams(method, true), ");\n");
   }
   w.Add("  };\n\n");
 
@@ -245,6 +320,14 @@ void WriteServiceDeclaration(Writer& w, const pb::ServiceDescriptor* service) {
     const std::string req = MessageType(method->input_type());
     const std::string resp = MessageType(method->output_type());
     w.Add("\n", LeadingComment(method, "    "));
+    if (KindOf(method) != Kind::kUnary) {
+      if (KindOf(method) == Kind::kClientStreaming) {
+        w.Add("    // `response` is written before Finish() returns OK; it must stay valid until then.\n");
+      }
+      w.Add("    ", StreamType(method), " ", names[i], "(", StreamParams(method),
+            "const ::locus::CallOptions& options = {});\n");
+      continue;
+    }
     w.Add("    ::absl::StatusOr<", resp, "> ", names[i], "(const ", req,
           "& request, const ::locus::CallOptions& options = {});\n");
     w.Add("    ::absl::Status ", names[i], "(const ", req, "& request, ", resp,
@@ -285,7 +368,7 @@ void WriteServiceDefinition(Writer& w, const pb::ServiceDescriptor* service) {
   for (int i = 0; i < n; ++i) {
     const pb::MethodDescriptor* method = service->method(i);
     w.Add("const ::locus::RpcMethod ", cls, "::kMethod", names[i], " = {\"/",
-          CEscape(wire), "/", CEscape(method->name()), "\", ::locus::RpcKind::kUnary, ",
+          CEscape(wire), "/", CEscape(method->name()), "\", ", RpcKindName(KindOf(method)), ", ",
           method->options().GetExtension(::locus::oneway) ? "true" : "false", "};\n");
   }
   if (n > 0) {
@@ -298,16 +381,16 @@ void WriteServiceDefinition(Writer& w, const pb::ServiceDescriptor* service) {
 
   w.Add(cls, "::Service::Service() : ::locus::Service(", cls, "::kServiceName) {\n");
   for (int i = 0; i < n; ++i) {
-    w.Add("  AddMethod(&", cls, "::kMethod", names[i],
-          ", ::locus::internal::MakeUnaryHandler(this, &", cls, "::Service::", names[i], "));\n");
+    w.Add("  AddMethod(&", cls, "::kMethod", names[i], ", ::locus::internal::",
+          HandlerFactory(KindOf(service->method(i))), "(this, &", cls, "::Service::", names[i],
+          "));\n");
   }
   w.Add("}\n\n");
   w.Add(cls, "::Service::~Service() = default;\n\n");
   for (int i = 0; i < n; ++i) {
     const pb::MethodDescriptor* method = service->method(i);
-    w.Add("::absl::Status ", cls, "::Service::", names[i], "(::locus::ServerContext* /*context*/, const ",
-          MessageType(method->input_type()), "* /*request*/, ", MessageType(method->output_type()),
-          "* /*response*/) {\n");
+    w.Add("::absl::Status ", cls, "::Service::", names[i], "(::locus::ServerContext* /*context*/, ",
+          HandlerParams(method, false), ") {\n");
     w.Add("  return ::locus::internal::UnimplementedMethod(", cls, "::kMethod", names[i], ");\n");
     w.Add("}\n\n");
   }
@@ -321,6 +404,15 @@ void WriteServiceDefinition(Writer& w, const pb::ServiceDescriptor* service) {
     const std::string m = absl::StrCat(cls, "::kMethod", names[i]);
     const std::string prelude = OptionsPrelude(method);
     const std::string opts = OptionsExpr(method);
+    if (KindOf(method) != Kind::kUnary) {
+      const Kind kind = KindOf(method);
+      w.Add(StreamType(method), " ", cls, "::Stub::", names[i], "(", StreamParams(method),
+            "const ::locus::CallOptions& options) {\n", prelude, "  return ", StreamType(method),
+            "(channel_->OpenStream(", m, ", ",
+            kind == Kind::kServerStreaming ? "&request" : "nullptr", ", ",
+            kind == Kind::kClientStreaming ? "response" : "nullptr", ", ", opts, "));\n}\n\n");
+      continue;
+    }
     w.Add("::absl::StatusOr<", resp, "> ", cls, "::Stub::", names[i], "(const ", req,
           "& request, const ::locus::CallOptions& options) {\n", prelude,
           "  return ::locus::internal::BlockingUnaryCall<", resp, ">(*channel_, ", m,
@@ -484,10 +576,6 @@ void LocusGenerator::Validate(const pb::FileDescriptor* file, std::vector<std::s
       const pb::MethodDescriptor* method = service->method(m);
       std::vector<int> path = MethodPath(method);
       const bool streaming = method->client_streaming() || method->server_streaming();
-      if (streaming) {
-        errors->push_back(absl::StrCat(Where(file, path), ": method ", method->full_name(),
-                                       ": streaming RPCs are not supported yet by Locus"));
-      }
       if (method->options().GetExtension(::locus::oneway)) {
         std::vector<int> at = path;
         at.insert(at.end(), {kMethodOptionsField, kOnewayField});

@@ -24,7 +24,8 @@ namespace {
 
 struct Route {
   std::shared_ptr<ConnectionCore> core;     // remote, or
-  std::shared_ptr<LocalDispatcher> local;   // collocated
+  std::shared_ptr<LocalDispatcher> local;   // collocated: unary calls direct,
+  std::shared_ptr<ConnectionCore> loopback; // streams over an in-process connection (made on first use)
 };
 
 class ChannelImpl final : public Channel {
@@ -40,6 +41,19 @@ class ChannelImpl final : public Channel {
   ~ChannelImpl() override {
     absl::MutexLock lock(&mu_);
     if (route_.core != nullptr) route_.core->Close(absl::CancelledError("channel destroyed"));
+    if (route_.loopback != nullptr) route_.loopback->Close(absl::CancelledError("channel destroyed"));
+  }
+
+  std::unique_ptr<ClientCallStream> OpenStream(const RpcMethod& method,
+                                               const google::protobuf::MessageLite* request,
+                                               google::protobuf::MessageLite* response,
+                                               const CallOptions& options) override {
+    absl::StatusOr<Route> route = GetRoute(options.deadline);
+    if (!route.ok()) return MakeFailedClientStream(route.status());
+    if (route->local == nullptr) return route->core->OpenStream(method, request, response, options);
+    absl::StatusOr<std::shared_ptr<ConnectionCore>> loopback = Loopback(*route, options.deadline);
+    if (!loopback.ok()) return MakeFailedClientStream(loopback.status());
+    return (*loopback)->OpenStream(method, request, response, options);
   }
 
   absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
@@ -75,6 +89,23 @@ class ChannelImpl final : public Channel {
   }
 
   const std::string& target() const override { return target_; }
+
+  // The in-process connection of the collocated route `route`, connected on
+  // first use (and again if it broke).
+  absl::StatusOr<std::shared_ptr<ConnectionCore>> Loopback(const Route& route, absl::Time deadline) {
+    std::shared_ptr<ConnectionCore> replaced;  // released outside mu_
+    absl::MutexLock lock(&mu_);
+    if (route_.local != route.local) return absl::UnavailableError("collocated server went away");
+    if (route_.loopback != nullptr && route_.loopback->usable()) return route_.loopback;
+    absl::StatusOr<std::unique_ptr<Connection>> connection = route_.local->ConnectLoopback(client_limits_);
+    if (!connection.ok()) return connection.status();
+    absl::StatusOr<std::shared_ptr<ConnectionCore>> core =
+        StartCore(std::move(*connection), "inproc", std::min(deadline, absl::Now() + options_.connect_timeout));
+    if (!core.ok()) return core.status();
+    replaced = std::move(route_.loopback);
+    route_.loopback = *core;
+    return route_.loopback;
+  }
 
   // Returns a usable route, connecting (again) if needed.
   absl::StatusOr<Route> GetRoute(absl::Time call_deadline) {
@@ -115,11 +146,19 @@ class ChannelImpl final : public Channel {
     absl::StatusOr<std::unique_ptr<Connection>> connection =
         (*transport)->Connect(address, transport_options, deadline);
     if (!connection.ok()) return connection.status();
+    return StartCore(std::move(*connection), address, deadline);
+  }
+
+  // Runs the client side of the handshake on a fresh connection.
+  absl::StatusOr<std::shared_ptr<ConnectionCore>> StartCore(std::unique_ptr<Connection> connection,
+                                                            absl::string_view address,
+                                                            absl::Time deadline) {
     ConnectionCore::Options core_options;
     core_options.connecting_side = true;
     core_options.max_send_message_size = options_.max_send_message_size;
     core_options.max_receive_message_size = options_.max_receive_message_size;
-    auto core = ConnectionCore::Create(std::move(*connection), std::move(core_options));
+    core_options.stream_window_bytes = options_.stream_window_bytes;
+    auto core = ConnectionCore::Create(std::move(connection), std::move(core_options));
     core->Start();
     absl::Status handshake = core->ClientHandshake(deadline);
     if (!handshake.ok()) {

@@ -23,6 +23,11 @@ namespace internal {
 
 // A client that connects but never completes the handshake is dropped after this.
 constexpr absl::Duration kHandshakeTimeout = absl::Seconds(10);
+// Streaming handlers each hold a thread while their stream is open; beyond
+// this many at once, new streams wait for one to end.
+constexpr int kMaxStreamThreads = 1024;
+// Idle stream-handler threads exit after this.
+constexpr absl::Duration kStreamThreadIdle = absl::Seconds(10);
 
 // The live connections. Shared with each connection's on_closed hook, so a
 // hook running on an I/O thread never touches a destroyed server.
@@ -92,6 +97,7 @@ class ServerImpl {
     TransportRegistry& registry =
         options_.transports != nullptr ? *options_.transports : DefaultTransportRegistry();
     if (options_.handler_threads > 0) pool_ = std::make_unique<ThreadPool>(options_.handler_threads);
+    stream_pool_ = std::make_unique<ThreadPool>(0, kMaxStreamThreads, kStreamThreadIdle);
     TransportOptions transport_options;
     transport_options.max_receive_message_size = options_.max_receive_message_size;
     transport_options.unix_socket_mode = options_.unix_socket_mode;
@@ -113,6 +119,9 @@ class ServerImpl {
         &services_,
         LocalDispatcher::ServerLimits{options_.max_receive_message_size, options_.max_send_message_size},
         pool_.get());
+    // Collocated streaming calls arrive as in-process connections.
+    dispatcher_->set_accept(
+        [this](std::unique_ptr<Connection> connection) { OnAccept(std::move(connection)); });
     instance_ = CollocationRegistry::Get().Add(dispatcher_);
     std::vector<std::unique_ptr<Listener>> listeners;
     for (const std::string& address : addresses_) {
@@ -155,6 +164,9 @@ class ServerImpl {
       listeners.swap(listeners_);
     }
     if (instance_ != 0) CollocationRegistry::Get().Remove(instance_);  // no new collocated channels
+    // No new collocated calls or in-process connections; waits for the
+    // collocated calls in progress (they run on their callers' threads).
+    if (dispatcher_ != nullptr) dispatcher_->Stop();
     listeners.clear();  // stop accepting (waits for an accept in progress)
     absl::Status going_away = absl::UnavailableError("server is shutting down");
     for (const auto& core : connections_->Snapshot()) core->SendGoAway(going_away);
@@ -172,8 +184,8 @@ class ServerImpl {
       LOCUS_LOG(WARNING) << "shutdown waiting for " << connections_->size()
                          << " connection(s) whose handlers have not returned";
     }
-    if (dispatcher_ != nullptr) dispatcher_->Stop();  // waits for collocated calls in progress
     if (pool_ != nullptr) pool_->Stop();
+    if (stream_pool_ != nullptr) stream_pool_->Stop();  // streaming handlers see their calls ended
     absl::MutexLock lock(&mu_);
     state_ = State::kShutdown;
   }
@@ -195,6 +207,8 @@ class ServerImpl {
     core_options.max_receive_message_size = options_.max_receive_message_size;
     core_options.services = &services_;
     core_options.handler_pool = pool_.get();
+    core_options.stream_pool = stream_pool_.get();
+    core_options.stream_window_bytes = options_.stream_window_bytes;
     core_options.server_instance = instance_;
     core_options.local_endpoints = local_endpoints_;
     core_options.allowed_uids = options_.allowed_uids;
@@ -215,6 +229,7 @@ class ServerImpl {
   std::vector<std::unique_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
   ServiceTable services_;  // written before Start only
   std::unique_ptr<ThreadPool> pool_;  // created in Start, stopped in Shutdown
+  std::unique_ptr<ThreadPool> stream_pool_;  // likewise; runs streaming handlers
   // Set in Start, before any connection is accepted; read-only afterwards.
   std::vector<std::string> local_endpoints_;
   std::shared_ptr<LocalDispatcher> dispatcher_;

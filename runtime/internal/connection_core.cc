@@ -39,6 +39,21 @@ bool WriteMessage(const google::protobuf::MessageLite& message, size_t size, cha
   return message.SerializeWithCachedSizesToArray(start) == start + size;
 }
 
+// The status (and trailers, into `*trailers` if set) of a RESPONSE.
+absl::Status ResponseStatus(const Frame& frame, Metadata* trailers) {
+  if (frame.meta.empty()) return absl::OkStatus();
+  wire::CallStatus wire_status;
+  if (!wire_status.ParseFromString(frame.meta)) {
+    return absl::InternalError("malformed status from peer");
+  }
+  if (trailers != nullptr) {
+    for (const wire::MetadataEntry& e : wire_status.trailing_metadata()) {
+      trailers->emplace_back(e.key(), e.value());
+    }
+  }
+  return StatusFromWire(wire_status);
+}
+
 absl::Time DeadlineFromTimeout(int64_t timeout_ns) {
   if (timeout_ns <= 0) return absl::InfiniteFuture();
   return absl::Now() + absl::Nanoseconds(timeout_ns);
@@ -130,6 +145,7 @@ wire::Hello ConnectionCore::MakeHello() const {
   hello.set_server_instance(options_.server_instance);
   for (const std::string& endpoint : options_.local_endpoints) hello.add_local_endpoints(endpoint);
   hello.add_features("shm/1");
+  hello.set_stream_window_bytes(options_.stream_window_bytes);
   return hello;
 }
 
@@ -239,13 +255,13 @@ void ConnectionCore::Complete(PendingCall* call, absl::Status status) {
 }
 
 absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
-                                         const google::protobuf::MessageLite& request,
-                                         const CallOptions& options) {
-  if (!request.IsInitialized()) {
+                                         const google::protobuf::MessageLite* request,
+                                         uint32_t flags, const CallOptions& options) {
+  if (request != nullptr && !request->IsInitialized()) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot serialize request for ", method.full_name, " (missing required fields?)"));
   }
-  const size_t size = request.ByteSizeLong();
+  const size_t size = request != nullptr ? request->ByteSizeLong() : 0;
   if (size > options_.max_send_message_size || size > kMaxMessageBytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("request of ", size, " bytes exceeds the send limit of ",
@@ -259,30 +275,36 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   std::string& meta = *meta_buffer.get();
   meta.clear();
   EncodeCallHeader(method.full_name, timeout_ns, options.metadata, &meta);
-  uint32_t flags = kFlagHasMessage | kFlagEndStream | (method.oneway ? kFlagOneway : 0);
-  FrameHeader frame = FrameHeader::Make(FrameType::kRequest, flags, id);
+  FrameHeader frame = FrameHeader::Make(
+      FrameType::kRequest, flags | (request != nullptr ? kFlagHasMessage : 0), id);
   frame.meta_length = static_cast<uint32_t>(meta.size());
   frame.payload_length = static_cast<uint32_t>(size);
   bool encode_failed = false;
-  absl::Status sent = connection_->SendWithPayloadWriter(
-      frame, meta,
-      [&request, size, &encode_failed](char* out) {
-        encode_failed = !WriteMessage(request, size, out);
-        return !encode_failed;
-      },
-      options.deadline);
+  absl::Status sent =
+      request == nullptr
+          ? connection_->Send(frame, meta, {}, options.deadline)
+          : connection_->SendWithPayloadWriter(
+                frame, meta,
+                [request, size, &encode_failed](char* out) {
+                  encode_failed = !WriteMessage(*request, size, out);
+                  return !encode_failed;
+                },
+                options.deadline);
   if (encode_failed) {
     return absl::InternalError(absl::StrCat("cannot serialize request for ", method.full_name,
                                             " (was it modified while being sent?)"));
   }
-  if (absl::IsUnavailable(sent)) {
-    // The transport is gone even if its reader has not said so yet: the
-    // next call must not pick this connection again.
-    absl::MutexLock lock(&mu_);
-    broken_ = true;
-    unusable_.store(true, std::memory_order_release);
-  }
+  MarkBrokenIfUnavailable(sent);
   return sent;
+}
+
+void ConnectionCore::MarkBrokenIfUnavailable(const absl::Status& sent) {
+  if (!absl::IsUnavailable(sent)) return;
+  // The transport is gone even if its reader has not said so yet: the
+  // next call must not pick this connection again.
+  absl::MutexLock lock(&mu_);
+  broken_ = true;
+  unusable_.store(true, std::memory_order_release);
 }
 
 absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
@@ -299,7 +321,8 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
   call.method = method.full_name;
   absl::StatusOr<uint64_t> id = Register(&call, absl::InfiniteFuture());
   if (!id.ok()) return id.status();
-  absl::Status sent = SendRequest(method, *id, request, options);
+  absl::Status sent = SendRequest(method, *id, &request,
+                                  kFlagEndStream | (method.oneway ? kFlagOneway : 0), options);
   if (!sent.ok() || method.oneway) {
     if (Take(*id) != nullptr) return sent;
     // Someone (OnClosed) is completing it: wait for that below.
@@ -363,7 +386,8 @@ void ConnectionCore::StartUnary(const RpcMethod& method,
     Complete(call, id.status());
     return;
   }
-  absl::Status sent = SendRequest(method, *id, request, options);
+  absl::Status sent = SendRequest(method, *id, &request,
+                                  kFlagEndStream | (method.oneway ? kFlagOneway : 0), options);
   if (!sent.ok() || method.oneway) {
     if (PendingCall* taken = Take(*id)) Complete(taken, sent);
   }
@@ -406,6 +430,185 @@ void ConnectionCore::ProtocolError(const std::string& what) {
 }
 
 // ---------------------------------------------------------------------------
+// Streams (the state of each lives in a StreamCall, internal/stream_call.h)
+
+uint64_t ConnectionCore::PeerStreamWindow() const {
+  const uint64_t window = peer_hello_.stream_window_bytes();
+  return window == 0 ? kMinStreamWindowBytes : window;
+}
+
+absl::StatusOr<std::shared_ptr<StreamCall>> ConnectionCore::RegisterStream(
+    const RpcMethod& method, const CallOptions& options, google::protobuf::MessageLite* response) {
+  absl::MutexLock lock(&mu_);
+  if (closed_) {
+    return absl::UnavailableError(absl::StrCat("connection closed: ", close_reason_.message()));
+  }
+  if (draining_) return absl::UnavailableError("server is shutting down (GOAWAY)");
+  const uint64_t id = next_call_id_;
+  next_call_id_ += 2;
+  auto stream = std::make_shared<StreamCall>(this, StreamCall::Side::kClient, method, id,
+                                             options.deadline, PeerStreamWindow(),
+                                             options_.stream_window_bytes,
+                                             options_.max_send_message_size, response);
+  stream->trailing_metadata = options.trailing_metadata;
+  if (options.deadline != absl::InfiniteFuture()) {
+    // Tells the server at the deadline even if the client is not waiting
+    // on the stream then. Scheduled under mu_ as in Register().
+    std::weak_ptr<ConnectionCore> weak = weak_from_this();
+    TimerQueue::Get().Schedule(options.deadline, [weak, id] {
+      if (std::shared_ptr<ConnectionCore> self = weak.lock()) self->ExpireStream(id);
+    });
+  }
+  streams_.emplace(id, stream);
+  return stream;
+}
+
+std::shared_ptr<StreamCall> ConnectionCore::FindStream(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<StreamCall> ConnectionCore::TakeStream(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return nullptr;
+  std::shared_ptr<StreamCall> stream = std::move(it->second);
+  streams_.erase(it);
+  return stream;
+}
+
+std::unique_ptr<ClientCallStream> ConnectionCore::OpenStream(
+    const RpcMethod& method, const google::protobuf::MessageLite* request,
+    google::protobuf::MessageLite* response, const CallOptions& options) {
+  if (method.kind == RpcKind::kUnary) {
+    return MakeFailedClientStream(
+        absl::InvalidArgumentError(absl::StrCat(method.full_name, " is not a streaming method")));
+  }
+  if ((method.kind == RpcKind::kServerStreaming) != (request != nullptr) ||
+      (method.kind == RpcKind::kClientStreaming) != (response != nullptr)) {
+    return MakeFailedClientStream(absl::InvalidArgumentError(absl::StrCat(
+        "streaming call to ", method.full_name, " opened with the wrong request/response")));
+  }
+  if (absl::Now() >= options.deadline) {
+    return MakeFailedClientStream(absl::DeadlineExceededError(
+        absl::StrCat("deadline passed before ", method.full_name, " started")));
+  }
+  absl::StatusOr<std::shared_ptr<StreamCall>> stream = RegisterStream(method, options, response);
+  if (!stream.ok()) return MakeFailedClientStream(stream.status());
+  // A server-streaming request goes with the REQUEST, which half-closes.
+  absl::Status sent = SendRequest(method, (*stream)->id(), request,
+                                  request != nullptr ? kFlagEndStream : 0, options);
+  if (!sent.ok()) {
+    if (TakeStream((*stream)->id()) != nullptr) (*stream)->End(sent);
+  }
+  return MakeClientStream(shared_from_this(), *std::move(stream));
+}
+
+void ConnectionCore::ExpireStream(uint64_t id) {
+  std::shared_ptr<StreamCall> stream = TakeStream(id);
+  if (stream == nullptr) return;
+  stream->End(absl::DeadlineExceededError(
+      absl::StrCat("deadline exceeded on ", stream->method().full_name)));
+  // On the timer thread: best effort, never waits for a peer that stopped reading.
+  FrameHeader cancel = FrameHeader::Make(FrameType::kCancel, 0, id);
+  (void)connection_->Send(cancel, {}, {}, absl::Now());
+}
+
+void ConnectionCore::AbortStream(StreamCall* stream, absl::Status status) {
+  if (stream->side() == StreamCall::Side::kClient) {
+    // Whoever takes it from the table ends it (the reader, with the
+    // server's status, or here).
+    std::shared_ptr<StreamCall> taken = TakeStream(stream->id());
+    if (taken == nullptr) return;
+    taken->End(std::move(status));
+    FrameHeader cancel = FrameHeader::Make(FrameType::kCancel, 0, taken->id());
+    (void)connection_->Send(cancel, {}, {}, absl::Now());
+    return;
+  }
+  // Server: the handler still runs (it learns from IsCancelled, Read and
+  // Write); the client learns now. Claimed before ending the stream: the
+  // handler, woken by End, must find the answer taken.
+  const bool answer = stream->ClaimResponse();
+  stream->End(status);
+  if (answer) SendError(stream->id(), status, stream->deadline());
+}
+
+absl::Status ConnectionCore::SendStreamMessage(uint64_t id,
+                                               const google::protobuf::MessageLite* message,
+                                               size_t size, uint32_t flags, absl::Time deadline) {
+  FrameHeader header = FrameHeader::Make(
+      FrameType::kMessage, flags | (message != nullptr ? kFlagHasMessage : 0), id);
+  header.payload_length = static_cast<uint32_t>(size);
+  bool encode_failed = false;
+  absl::Status sent =
+      message == nullptr
+          ? connection_->Send(header, {}, {}, deadline)
+          : connection_->SendWithPayloadWriter(
+                header, {},
+                [message, size, &encode_failed](char* out) {
+                  encode_failed = !WriteMessage(*message, size, out);
+                  return !encode_failed;
+                },
+                deadline);
+  if (encode_failed) {
+    return absl::InternalError("cannot serialize a stream message (was it modified while being sent?)");
+  }
+  MarkBrokenIfUnavailable(sent);
+  return sent;
+}
+
+void ConnectionCore::SendWindowUpdate(uint64_t id, uint64_t increment, absl::Time deadline) {
+  wire::WindowUpdate update;
+  update.set_increment(increment);
+  std::string meta = update.SerializeAsString();
+  FrameHeader header = FrameHeader::Make(FrameType::kWindowUpdate, 0, id);
+  header.meta_length = static_cast<uint32_t>(meta.size());
+  (void)connection_->Send(header, meta, {}, deadline);
+}
+
+void ConnectionCore::HandleMessage(Frame& frame) {
+  // Unknown ids are calls that ended here (cancelled, expired, answered):
+  // their late messages are dropped.
+  std::shared_ptr<StreamCall> stream = FindStream(frame.header.call_id);
+  if (stream == nullptr) return;
+  if ((frame.header.flags & kFlagHasMessage) != 0 && !stream->OnMessage(frame.TakePayload())) {
+    AbortStream(stream.get(), absl::ResourceExhaustedError(absl::StrCat(
+                                  "peer sent beyond the flow-control window of ",
+                                  stream->method().full_name)));
+    return;
+  }
+  if ((frame.header.flags & kFlagEndStream) != 0) stream->OnHalfClose();
+}
+
+void ConnectionCore::HandleWindowUpdate(const Frame& frame) {
+  wire::WindowUpdate update;
+  if (!update.ParseFromString(frame.meta)) {
+    ProtocolError("malformed WINDOW_UPDATE");
+    return;
+  }
+  if (std::shared_ptr<StreamCall> stream = FindStream(frame.header.call_id)) {
+    stream->OnWindowUpdate(update.increment());
+  }
+}
+
+void ConnectionCore::FinishClientStream(StreamCall& stream, const Frame& frame) {
+  absl::Status status = ResponseStatus(frame, stream.trailing_metadata);
+  if (status.ok() && stream.response() != nullptr) {
+    if ((frame.header.flags & kFlagHasMessage) == 0) {
+      status = absl::InternalError(
+          absl::StrCat("reply to ", stream.method().full_name, " carried no message"));
+    } else if (absl::string_view payload = frame.payload_bytes();
+               !stream.response()->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+      status = absl::InternalError(absl::StrCat("reply to ", stream.method().full_name,
+                                                " does not parse as ",
+                                                stream.response()->GetTypeName()));
+    }
+  }
+  stream.End(std::move(status));
+}
+
+// ---------------------------------------------------------------------------
 // Receiving
 
 void ConnectionCore::OnFrame(Frame& frame) {
@@ -429,9 +632,15 @@ void ConnectionCore::OnFrame(Frame& frame) {
       HandleResponse(frame);
       return;
     case FrameType::kCancel: {
-      absl::MutexLock lock(&mu_);
-      auto it = serving_.find(frame.header.call_id);
-      if (it != serving_.end()) it->second->store(true, std::memory_order_release);
+      std::shared_ptr<StreamCall> stream;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = serving_.find(frame.header.call_id);
+        if (it != serving_.end()) it->second->store(true, std::memory_order_release);
+        auto s = streams_.find(frame.header.call_id);
+        if (s != streams_.end() && s->second->side() == StreamCall::Side::kServer) stream = s->second;
+      }
+      if (stream != nullptr) stream->End(absl::CancelledError("cancelled by the client"));
       return;
     }
     case FrameType::kPing: {
@@ -446,8 +655,11 @@ void ConnectionCore::OnFrame(Frame& frame) {
       HandleGoAway(frame);
       return;
     case FrameType::kMessage:
-      // Streaming calls are not part of this protocol version's call model
-      // yet; a MESSAGE frame can only refer to a call we do not know.
+      HandleMessage(frame);
+      return;
+    case FrameType::kWindowUpdate:
+      HandleWindowUpdate(frame);
+      return;
     case FrameType::kTransportSetup:
       // Transport-level (the shm upgrade): never valid inside the frame stream.
       ProtocolError(absl::StrCat("unexpected ", DescribeFrameHeader(frame.header)));
@@ -516,21 +728,17 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
 
 void ConnectionCore::HandleResponse(const Frame& frame) {
   PendingCall* call = Take(frame.header.call_id);
-  if (call == nullptr) return;  // cancelled or expired: drop the late reply
-  absl::Status status = absl::OkStatus();
-  if (!frame.meta.empty()) {
-    wire::CallStatus wire_status;
-    if (!wire_status.ParseFromString(frame.meta)) {
-      status = absl::InternalError("malformed status from peer");
-    } else {
-      status = StatusFromWire(wire_status);
-      if (call->trailing_metadata != nullptr) {
-        for (const wire::MetadataEntry& e : wire_status.trailing_metadata()) {
-          call->trailing_metadata->emplace_back(e.key(), e.value());
-        }
-      }
+  if (call == nullptr) {
+    // A stream this side started (a RESPONSE for a stream the peer
+    // started is meaningless and dropped).
+    std::shared_ptr<StreamCall> stream = FindStream(frame.header.call_id);
+    if (stream != nullptr && stream->side() == StreamCall::Side::kClient &&
+        TakeStream(frame.header.call_id) != nullptr) {
+      FinishClientStream(*stream, frame);
     }
+    return;  // otherwise cancelled or expired: drop the late reply
   }
+  absl::Status status = ResponseStatus(frame, call->trailing_metadata);
   if (status.ok()) {
     if ((frame.header.flags & kFlagHasMessage) == 0) {
       status = absl::InternalError(absl::StrCat("reply to ", call->method, " carried no message"));
@@ -562,12 +770,17 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   call.deadline = DeadlineFromTimeout(header.timeout_ns);
   call.entry = options_.services == nullptr ? nullptr : options_.services->Find(header.method);
   absl::Status refused = absl::OkStatus();
+  const RpcKind kind = call.entry != nullptr ? call.entry->method->kind : RpcKind::kUnary;
+  const bool streaming = kind != RpcKind::kUnary;
   if (call.entry == nullptr) {
     refused = absl::UnimplementedError(absl::StrCat("unknown method ", header.method));
-  } else if (call.entry->method->kind != RpcKind::kUnary) {
-    refused = absl::UnimplementedError(absl::StrCat("streaming method ", header.method, " is not supported"));
-  } else if ((frame.header.flags & kFlagHasMessage) == 0) {
-    refused = absl::InvalidArgumentError("unary request without a message");
+  } else if ((kind == RpcKind::kUnary || kind == RpcKind::kServerStreaming) &&
+             (frame.header.flags & kFlagHasMessage) == 0) {
+    refused = absl::InvalidArgumentError(absl::StrCat("request for ", header.method, " without a message"));
+  } else if (streaming && options_.stream_pool == nullptr) {
+    refused = absl::UnimplementedError(absl::StrCat("this side serves no streaming calls (", header.method, ")"));
+  } else if (streaming && oneway) {
+    refused = absl::InvalidArgumentError(absl::StrCat("streaming call to ", header.method, " marked oneway"));
   }
   // A handler running inline occupies the connection's reader, so no CANCEL
   // can be read while it runs: it is cancelled by its deadline or by this
@@ -575,9 +788,21 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   // without ownership: OnFrame keeps this object alive until Serve returns),
   // and needs no table entry, only a count for graceful shutdown. Pooled
   // handlers get their own flag and a table entry.
-  const bool pooled = options_.handler_pool != nullptr;
-  call.cancelled = pooled ? std::make_shared<std::atomic<bool>>(false)
-                          : std::shared_ptr<std::atomic<bool>>(std::shared_ptr<void>(), &closing_);
+  // Streaming handlers always run on the stream pool (they block in Read
+  // and Write); the call's flag lives in its StreamCall.
+  const bool pooled = options_.handler_pool != nullptr || streaming;
+  if (streaming && refused.ok()) {
+    call.stream = std::make_shared<StreamCall>(
+        this, StreamCall::Side::kServer, *call.entry->method, call_id, call.deadline,
+        PeerStreamWindow(), options_.stream_window_bytes, options_.max_send_message_size, nullptr);
+    call.cancelled = std::shared_ptr<std::atomic<bool>>(call.stream, &call.stream->cancelled_flag());
+    // The REQUEST may carry the first message and END_STREAM.
+    if ((frame.header.flags & kFlagHasMessage) != 0) (void)call.stream->OnMessage(frame.TakePayload());
+    if ((frame.header.flags & kFlagEndStream) != 0) call.stream->OnHalfClose();
+  } else {
+    call.cancelled = pooled ? std::make_shared<std::atomic<bool>>(false)
+                            : std::shared_ptr<std::atomic<bool>>(std::shared_ptr<void>(), &closing_);
+  }
   {
     absl::MutexLock lock(&mu_);
     if (draining_ || closed_) refused = absl::UnavailableError("server is shutting down");
@@ -588,6 +813,7 @@ void ConnectionCore::HandleRequest(Frame& frame) {
       } else {
         ++inline_serving_;
       }
+      if (call.stream != nullptr) streams_[call_id] = call.stream;
     }
   }
   if (!refused.ok()) {
@@ -595,7 +821,12 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     return;
   }
   call.metadata = std::move(header.metadata);
-  if (pooled) {
+  if (streaming) {
+    options_.stream_pool->Post([self = shared_from_this(), call = std::move(call),
+                                method = std::string(header.method)]() mutable {
+      self->Serve(call, method, {});
+    });
+  } else if (pooled) {
     // The frame's buffers go back to the transport when this returns: the
     // pooled handler takes its own copies.
     options_.handler_pool->Post([self = shared_from_this(), call = std::move(call),
@@ -630,7 +861,11 @@ void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::s
     bool finished_ = false;
   };
   Sink sink(this, call, context);
-  call.entry->handler->CallSerialized(&context, payload, sink);
+  if (call.stream != nullptr) {
+    call.entry->handler->CallStream(&context, *call.stream, sink);
+  } else {
+    call.entry->handler->CallSerialized(&context, payload, sink);
+  }
   if (!sink.finished()) {
     sink.Finish(absl::InternalError(absl::StrCat("handler of ", method, " returned no result")), nullptr);
   }
@@ -639,13 +874,17 @@ void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::s
 void ConnectionCore::FinishServing(IncomingCall& call, const ServerContext& context,
                                    absl::Status status, const google::protobuf::MessageLite* reply) {
   size_t reply_size = 0;
+  // Unary and client-streaming calls end with a reply; the others streamed theirs.
+  const bool reply_expected = call.entry->method->kind == RpcKind::kUnary ||
+                              call.entry->method->kind == RpcKind::kClientStreaming;
+  if (!reply_expected) reply = nullptr;
   if (call.deadline != absl::InfiniteFuture() && absl::Now() >= call.deadline) {
     // As in gRPC: past its deadline a call ends DEADLINE_EXCEEDED whatever
     // the handler produced, so the client sees one outcome however the
     // reply and its own timer race.
     status = absl::DeadlineExceededError(
         absl::StrCat("deadline exceeded while the server handled ", context.method()));
-  } else if (status.ok()) {
+  } else if (status.ok() && reply_expected) {
     if (reply == nullptr || !reply->IsInitialized()) {
       status = absl::InternalError(absl::StrCat("cannot serialize reply of ", context.method()));
     } else {
@@ -660,11 +899,12 @@ void ConnectionCore::FinishServing(IncomingCall& call, const ServerContext& cont
   }
   {
     absl::MutexLock lock(&mu_);
-    if (options_.handler_pool != nullptr) {
+    if (options_.handler_pool != nullptr || call.stream != nullptr) {
       serving_.erase(call.call_id);
     } else {
       --inline_serving_;
     }
+    if (call.stream != nullptr) streams_.erase(call.call_id);
   }
   if (call.oneway) {
     if (!status.ok()) LOCUS_LOG(INFO) << "oneway " << context.method() << " failed: " << status;
@@ -672,9 +912,16 @@ void ConnectionCore::FinishServing(IncomingCall& call, const ServerContext& cont
   }
   // Cancelled by the client (CANCEL) or the connection is gone: nobody
   // waits for the reply.
-  if (call.cancelled->load(std::memory_order_acquire) && absl::Now() < call.deadline) {
-    return;
+  const bool cancelled =
+      call.cancelled->load(std::memory_order_acquire) && absl::Now() < call.deadline;
+  if (call.stream != nullptr) {
+    // A stream may have been answered already (an error that ended it
+    // early); its writes fail from now on.
+    const bool answer = call.stream->ClaimResponse();
+    call.stream->End(absl::CancelledError("the handler returned"));
+    if (!answer) return;
   }
+  if (cancelled) return;
   SendResponse(call.call_id, status, status.ok() ? reply : nullptr, reply_size,
                context.trailing_metadata(), call.deadline);
 }
@@ -741,7 +988,23 @@ void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
                   absl::InfiniteFuture());
       }
       return;
+    case FrameType::kMessage:
+      if (std::shared_ptr<StreamCall> stream = FindStream(header.call_id)) {
+        AbortStream(stream.get(), absl::ResourceExhaustedError(absl::StrCat(
+                                      "message of ", header.payload_length,
+                                      " bytes exceeds the limit of ",
+                                      options_.max_receive_message_size, " bytes")));
+      }
+      return;
     case FrameType::kResponse:
+      if (std::shared_ptr<StreamCall> stream = FindStream(header.call_id);
+          stream != nullptr && stream->side() == StreamCall::Side::kClient) {
+        AbortStream(stream.get(), absl::ResourceExhaustedError(absl::StrCat(
+                                      "reply of ", header.payload_length,
+                                      " bytes exceeds the limit of ",
+                                      options_.max_receive_message_size, " bytes")));
+        return;
+      }
       if (PendingCall* call = Take(header.call_id)) {
         Complete(call, absl::ResourceExhaustedError(absl::StrCat(
                            "reply of ", header.payload_length, " bytes exceeds the limit of ",
@@ -758,6 +1021,7 @@ void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
 void ConnectionCore::OnClosed(const absl::Status& reason) {
   std::shared_ptr<ConnectionCore> self = weak_from_this().lock();  // null while destroying
   absl::flat_hash_map<uint64_t, PendingCall*> pending;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<StreamCall>> streams;
   {
     absl::MutexLock lock(&mu_);
     closed_ = true;
@@ -765,11 +1029,13 @@ void ConnectionCore::OnClosed(const absl::Status& reason) {
     unusable_.store(true, std::memory_order_release);
     close_reason_ = reason;
     pending.swap(pending_);
+    streams.swap(streams_);
     for (auto& [id, flag] : serving_) flag->store(true, std::memory_order_release);
   }
   absl::Status failure = absl::UnavailableError(
       absl::StrCat("connection to ", peer().remote_address, " lost: ", reason.message()));
   for (auto& [id, call] : pending) Complete(call, failure);
+  for (auto& [id, stream] : streams) stream->End(failure);
   if (options_.on_closed) options_.on_closed(this);
 }
 

@@ -31,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "internal/service_table.h"
+#include "internal/stream_call.h"
 #include "internal/thread_pool.h"
 #include "locus/call_options.h"
 #include "locus/future.h"
@@ -53,6 +54,11 @@ class ConnectionCore final : public FrameSink,
     uint64_t max_receive_message_size = kDefaultMaxMessageSize;
     const ServiceTable* services = nullptr;  // calls the peer may make; nullptr: none
     ThreadPool* handler_pool = nullptr;      // nullptr: handlers run inline
+    // Runs streaming handlers (they block); nullptr: streaming calls from
+    // the peer are refused with UNIMPLEMENTED.
+    ThreadPool* stream_pool = nullptr;
+    // Receive window per streaming call, announced in the handshake.
+    uint64_t stream_window_bytes = kDefaultStreamWindowBytes;
     // Accepting side: announced in HELLO_ACK so that same-host clients can
     // move closer (collocated calls, shared memory, Unix socket).
     uint64_t server_instance = 0;
@@ -81,6 +87,16 @@ class ConnectionCore final : public FrameSink,
                   google::protobuf::MessageLite* response, const CallOptions& options,
                   absl::AnyInvocable<void(absl::Status) &&> done);
 
+  // Opens a streaming call (see Channel::OpenStream). Never null.
+  std::unique_ptr<ClientCallStream> OpenStream(const RpcMethod& method,
+                                               const google::protobuf::MessageLite* request,
+                                               google::protobuf::MessageLite* response,
+                                               const CallOptions& options);
+  // Ends a stream that failed on this side with `status`, and tells the
+  // peer: a client sends CANCEL, a server answers the call with `status`.
+  // No-op for a stream that already ended.
+  void AbortStream(StreamCall* call, absl::Status status);
+
   // Tells the peer no new calls will be accepted (GOAWAY); calls in progress
   // continue.
   void SendGoAway(const absl::Status& reason);
@@ -102,11 +118,13 @@ class ConnectionCore final : public FrameSink,
   void OnClosed(const absl::Status& reason) override;
 
  private:
+  friend class StreamCall;
   struct PendingCall;
   // A call the peer started, accepted for serving.
   struct IncomingCall {
     uint64_t call_id = 0;
     bool oneway = false;
+    std::shared_ptr<StreamCall> stream;  // streaming methods only
     absl::Time deadline = absl::InfiniteFuture();
     const ServiceTable::Entry* entry = nullptr;
     // On the handler pool: the call's own flag (CANCEL, closure). Inline on
@@ -137,10 +155,33 @@ class ConnectionCore final : public FrameSink,
   // clients only; see Start()).
   void AsyncCallStarted();
   void AsyncCallEnded();
+  // Sends the REQUEST that starts call `id`: with `request` (nullptr for
+  // streaming calls whose messages follow) and `flags`.
   absl::Status SendRequest(const RpcMethod& method, uint64_t id,
-                           const google::protobuf::MessageLite& request,
+                           const google::protobuf::MessageLite* request, uint32_t flags,
                            const CallOptions& options);
   void ExpireCall(uint64_t id);
+
+  // Streams.
+  absl::StatusOr<std::shared_ptr<StreamCall>> RegisterStream(const RpcMethod& method,
+                                                             const CallOptions& options,
+                                                             google::protobuf::MessageLite* response);
+  std::shared_ptr<StreamCall> FindStream(uint64_t id);
+  std::shared_ptr<StreamCall> TakeStream(uint64_t id);
+  void ExpireStream(uint64_t id);
+  // A MESSAGE frame (`message`: nullptr for END_STREAM alone), sized
+  // `size` by ByteSizeLong.
+  absl::Status SendStreamMessage(uint64_t id, const google::protobuf::MessageLite* message,
+                                 size_t size, uint32_t flags, absl::Time deadline);
+  void SendWindowUpdate(uint64_t id, uint64_t increment, absl::Time deadline);
+  void HandleMessage(Frame& frame);
+  void HandleWindowUpdate(const Frame& frame);
+  // The client side of a stream received its RESPONSE.
+  void FinishClientStream(StreamCall& stream, const Frame& frame);
+  // The peer's receive window per stream (from its HELLO).
+  uint64_t PeerStreamWindow() const;
+  // The transport is gone: the next call must not pick this connection.
+  void MarkBrokenIfUnavailable(const absl::Status& sent);
 
   void HandleHello(const Frame& frame);
   void HandleRequest(Frame& frame);
@@ -179,6 +220,9 @@ class ConnectionCore final : public FrameSink,
   absl::flat_hash_map<uint64_t, PendingCall*> pending_ ABSL_GUARDED_BY(mu_);
   // Calls being served here, with their cancellation flags.
   absl::flat_hash_map<uint64_t, std::shared_ptr<std::atomic<bool>>> serving_ ABSL_GUARDED_BY(mu_);
+  // Open streaming calls, both those this side started (client side) and
+  // those it serves: their ids differ in parity.
+  absl::flat_hash_map<uint64_t, std::shared_ptr<StreamCall>> streams_ ABSL_GUARDED_BY(mu_);
   size_t inline_serving_ ABSL_GUARDED_BY(mu_) = 0;  // calls being served inline
   // Set when this side closes the connection (Close) or sees it closed: the
   // cancellation flag of handlers running inline, which occupy the reader and

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/message_lite.h"
+#include "internal/loopback_connection.h"
 #include "locus/server_context.h"
 
 namespace locus::internal {
@@ -27,6 +28,18 @@ const PeerInfo& InProcessPeer() {
   return *peer;
 }
 
+// What the client's end of an in-process connection sees.
+const PeerInfo& InProcessServer() {
+  static const PeerInfo* peer = [] {
+    auto* p = new PeerInfo();
+    p->transport = "inproc";
+    p->local_address = absl::StrCat("inproc:pid=", getpid());
+    p->remote_address = "inproc:server";
+    return p;
+  }();
+  return *peer;
+}
+
 }  // namespace
 
 LocalDispatcher::LocalDispatcher(const ServiceTable* services, ServerLimits limits, ThreadPool* pool)
@@ -42,6 +55,18 @@ bool LocalDispatcher::Enter() {
 }
 
 void LocalDispatcher::Leave() { active_.fetch_sub(1, std::memory_order_release); }
+
+absl::StatusOr<std::unique_ptr<Connection>> LocalDispatcher::ConnectLoopback(
+    const ClientLimits& client) {
+  // Entered: Stop() waits until the server has the connection in its set.
+  if (accept_ == nullptr || !Enter()) return absl::UnavailableError("server is shutting down");
+  auto [client_end, server_end] =
+      MakeLoopbackPair(LoopbackEnd{InProcessServer(), client.max_receive_message_size},
+                       LoopbackEnd{InProcessPeer(), limits_.max_receive_message_size});
+  accept_(std::move(server_end));
+  Leave();
+  return std::move(client_end);
+}
 
 void LocalDispatcher::Stop() {
   stopped_.store(true, std::memory_order_seq_cst);

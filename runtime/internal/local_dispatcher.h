@@ -8,6 +8,10 @@
 // size limits (by ByteSizeLong), UNIMPLEMENTED for unknown methods, and
 // UNAVAILABLE once the server shuts down.
 //
+// Streaming calls do not go through here: the channel opens an in-process
+// connection (ConnectLoopback) that the server accepts like any other, so
+// streams have exactly the remote path's semantics.
+//
 // Threading: the handler runs on the caller's thread (synchronous calls, and
 // asynchronous calls when the server runs handlers inline: the callback then
 // runs before StartUnary returns); with ServerOptions::handler_threads > 0,
@@ -21,12 +25,14 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "internal/service_table.h"
 #include "internal/thread_pool.h"
@@ -61,7 +67,17 @@ class LocalDispatcher {
                   google::protobuf::MessageLite* response, const CallOptions& options,
                   const ClientLimits& client, absl::AnyInvocable<void(absl::Status) &&> done);
 
-  // Refuses new calls and waits until the calls in progress have returned.
+  // Set by the server before the dispatcher is registered: how it accepts
+  // an in-process connection.
+  void set_accept(std::function<void(std::unique_ptr<Connection>)> accept) {
+    accept_ = std::move(accept);
+  }
+  // Connects to the server in-process; returns the client's end.
+  // UNAVAILABLE once stopped.
+  absl::StatusOr<std::unique_ptr<Connection>> ConnectLoopback(const ClientLimits& client);
+
+  // Refuses new calls and connections and waits until the calls in progress
+  // have returned.
   void Stop();
   bool stopped() const { return stopped_.load(std::memory_order_acquire); }
 
@@ -76,6 +92,7 @@ class LocalDispatcher {
   const ServiceTable* const services_;
   const ServerLimits limits_;
   ThreadPool* const pool_;
+  std::function<void(std::unique_ptr<Connection>)> accept_;
   // Lock-free on the call path (a collocated call is tens of nanoseconds).
   std::atomic<bool> stopped_{false};
   std::atomic<int> active_{0};

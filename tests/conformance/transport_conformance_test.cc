@@ -24,6 +24,7 @@
 #include "internal/call_header_codec.h"
 #include "locus/locus.h"
 #include "locus/wire.pb.h"
+#include "conformance_fixture.h"
 #include "test_service.h"
 #include "tests/testing/test_util.h"
 
@@ -37,126 +38,6 @@ using ::locus::testing::kWatchdog;
 using ::locus::testing::StderrCapture;
 using ::locus::testing::TempDir;
 
-// Each transport kind: the address a server listens on, the transport the
-// channel must end on (upgrades to closer transports are forbidden so that
-// each kind is tested as itself), and whether bytes cross a wire (the
-// collocated path has none: byte-level tests do not apply).
-struct UnixSocket {
-  static std::string ListenAddress(const TempDir& dir) { return "unix:" + dir.path() + "/s.sock"; }
-  static constexpr const char* kTransport = "unix";
-  static constexpr bool kHasWire = true;
-};
-struct UnixAbstract {
-  static std::string ListenAddress(const TempDir& dir) {
-    return absl::StrCat("unix-abstract:locus-conformance", dir.path());
-  }
-  static constexpr const char* kTransport = "unix";
-  static constexpr bool kHasWire = true;
-};
-struct SharedMemory {
-  static std::string ListenAddress(const TempDir& dir) { return "shm:" + dir.path() + "/s.sock"; }
-  static constexpr const char* kTransport = "shm";
-  static constexpr bool kHasWire = true;
-};
-struct InProcess {
-  // The client connects over the Unix socket and moves to direct calls.
-  static std::string ListenAddress(const TempDir& dir) { return "unix:" + dir.path() + "/s.sock"; }
-  static constexpr const char* kTransport = "inproc";
-  static constexpr bool kHasWire = false;
-};
-struct TcpIpv4 {
-  static std::string ListenAddress(const TempDir&) { return "tcp://127.0.0.1:0"; }
-  static constexpr const char* kTransport = "tcp";
-  static constexpr bool kHasWire = true;
-};
-struct TcpIpv6 {
-  static std::string ListenAddress(const TempDir&) { return "tcp://[::1]:0"; }
-  static constexpr const char* kTransport = "tcp";
-  static constexpr bool kHasWire = true;
-};
-
-// Another address of the same kind as `listen`, for a second server.
-std::string SiblingAddress(const std::string& listen, const TempDir& dir, const std::string& name) {
-  for (const char* scheme : {"unix:", "shm:"}) {
-    if (listen.rfind(scheme, 0) == 0) return scheme + dir.path() + "/" + name + ".sock";
-  }
-  if (listen.rfind("unix-abstract:", 0) == 0) return listen + "-" + name;
-  return listen;  // tcp: port 0 picks a fresh port
-}
-
-// Runs handlers inline on I/O threads, or on a pool: both must conform.
-template <typename Transport, int kHandlerThreads>
-struct Config {
-  using TransportKind = Transport;
-  static constexpr int handler_threads = kHandlerThreads;
-};
-
-CallOptions Watchdog() { return CallOptions::WithTimeout(kWatchdog); }
-
-template <typename ConfigT>
-class TransportConformance : public ::testing::Test {
- public:  // the free helpers below use the fixture's state
-  void SetUp() override { StartServer(ServerOptions{}); }
-
-  void StartServer(ServerOptions options) {
-    options.handler_threads = ConfigT::handler_threads;
-    server_ = std::make_unique<Server>(options);
-    ASSERT_TRUE(server_->RegisterService(&service_).ok());
-    ASSERT_TRUE(server_->AddListeningAddress(ConfigT::TransportKind::ListenAddress(dir_)).ok());
-    absl::Status started = server_->Start();
-    ASSERT_TRUE(started.ok()) << started;
-    address_ = server_->listening_addresses()[0];
-    channel_options_.allowed_transports = ConfigT::TransportKind::kTransport;
-    auto channel = Connect(address_, channel_options_);
-    ASSERT_TRUE(channel.ok()) << channel.status();
-    channel_ = *channel;
-    ASSERT_EQ(channel_->transport_name(), ConfigT::TransportKind::kTransport);
-    stub_ = std::make_unique<TestService::Stub>(channel_);
-  }
-
-  void RestartServer(ServerOptions options) {
-    stub_.reset();
-    channel_.reset();
-    server_->Shutdown();
-    server_.reset();
-    StartServer(options);
-  }
-
-  absl::StatusOr<EchoReply> Echo(TestService::Stub& stub, std::string data) {
-    EchoRequest request;
-    request.set_data(std::move(data));
-    return stub.Echo(request, Watchdog());
-  }
-
-  TempDir dir_;
-  TestServiceImpl service_;
-  std::unique_ptr<Server> server_;
-  std::string address_;
-  ChannelOptions channel_options_;
-  std::shared_ptr<Channel> channel_;
-  std::unique_ptr<TestService::Stub> stub_;
-};
-
-using TransportKinds =
-    ::testing::Types<Config<UnixSocket, 0>, Config<UnixAbstract, 0>, Config<TcpIpv4, 0>,
-                     Config<TcpIpv6, 0>, Config<SharedMemory, 0>, Config<InProcess, 0>,
-                     Config<UnixSocket, 4>, Config<TcpIpv4, 4>, Config<SharedMemory, 4>,
-                     Config<InProcess, 4>>;
-
-class ConfigNames {
- public:
-  template <typename T>
-  static std::string GetName(int) {
-    std::string name;
-    if (std::is_same_v<typename T::TransportKind, UnixSocket>) name = "Unix";
-    if (std::is_same_v<typename T::TransportKind, UnixAbstract>) name = "UnixAbstract";
-    if (std::is_same_v<typename T::TransportKind, TcpIpv4>) name = "Tcp4";
-    if (std::is_same_v<typename T::TransportKind, SharedMemory>) name = "Shm";
-    if (std::is_same_v<typename T::TransportKind, InProcess>) name = "InProcess";
-    if (std::is_same_v<typename T::TransportKind, TcpIpv6>) name = "Tcp6";
-    return name + (T::handler_threads > 0 ? "Pool" : "Inline");
-  }
-};
 TYPED_TEST_SUITE(TransportConformance, TransportKinds, ConfigNames);
 
 TYPED_TEST(TransportConformance, EchoFromOneByteToTheSizeLimit) {

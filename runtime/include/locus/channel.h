@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 #include "locus/call_options.h"
 #include "locus/service.h"
+#include "locus/stream.h"
 #include "locus/transport.h"
 
 namespace google::protobuf {
@@ -62,6 +63,9 @@ struct ChannelOptions {
   uint64_t shm_ring_bytes = TransportOptions().shm_ring_bytes;
   uint64_t shm_bulk_bytes = TransportOptions().shm_bulk_bytes;
   absl::Duration shm_spin = TransportOptions().shm_spin;
+  // Bytes of stream messages the server may send on one streaming call
+  // before this side has read them (see locus/stream.h).
+  uint64_t stream_window_bytes = kDefaultStreamWindowBytes;
 };
 
 // Thread-safe. Implemented by the runtime; users get one from Connect().
@@ -82,6 +86,17 @@ class Channel {
   virtual void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                           google::protobuf::MessageLite* response, const CallOptions& options,
                           absl::AnyInvocable<void(absl::Status) &&> done) = 0;
+
+  // Opens a streaming call (locus/stream.h). `request`: the request of a
+  // server-streaming method (sent at once, then the client half-closes);
+  // nullptr for the other kinds. `response`: the response of a
+  // client-streaming method, written before Finish returns OK; it must stay
+  // valid until then; nullptr for the other kinds. Never null: a call that
+  // cannot start returns a stream whose Finish reports why.
+  virtual std::unique_ptr<ClientCallStream> OpenStream(const RpcMethod& method,
+                                                       const google::protobuf::MessageLite* request,
+                                                       google::protobuf::MessageLite* response,
+                                                       const CallOptions& options) = 0;
 
   // The transport the channel is on now: "inproc", "shm", "unix", "tcp".
   virtual std::string transport_name() const = 0;

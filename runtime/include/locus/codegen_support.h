@@ -3,8 +3,8 @@
 // the runtime, and may change with the generator.
 //
 // Generated code (see codegen/README.md) uses only `::locus::` names from this
-// header: Channel, CallOptions, Future, RpcMethod, Service, ServerContext and
-// the helpers in locus::internal below.
+// header: Channel, CallOptions, Future, RpcMethod, Service, ServerContext, the
+// stream wrappers of stream.h and the helpers in locus::internal below.
 #ifndef LOCUS_CODEGEN_SUPPORT_H_
 #define LOCUS_CODEGEN_SUPPORT_H_
 
@@ -25,6 +25,7 @@
 #include "locus/future.h"
 #include "locus/server_context.h"
 #include "locus/service.h"
+#include "locus/stream.h"
 
 namespace locus {
 namespace internal {
@@ -114,6 +115,101 @@ template <typename ServiceT, typename Request, typename Response>
 std::unique_ptr<MethodHandler> MakeUnaryHandler(
     ServiceT* service, absl::Status (ServiceT::*fn)(ServerContext*, const Request*, Response*)) {
   return std::make_unique<UnaryMethodHandler<ServiceT, Request, Response>>(service, fn);
+}
+
+// Base of the handlers of streaming methods: they are only ever called
+// through CallStream (the runtime checks the method's kind first).
+class StreamingMethodHandler : public MethodHandler {
+ public:
+  void CallSerialized(ServerContext* context, absl::string_view, ReplySink& sink) final {
+    sink.Finish(absl::InternalError(absl::StrCat(context->method(), " is a streaming method")), nullptr);
+  }
+  absl::Status CallDirect(ServerContext* context, const google::protobuf::MessageLite&,
+                          google::protobuf::MessageLite*) final {
+    return absl::InternalError(absl::StrCat(context->method(), " is a streaming method"));
+  }
+};
+
+// Server streaming: one request (the call's first and only message), then
+// the handler writes responses.
+template <typename ServiceT, typename Request, typename Response>
+class ServerStreamingMethodHandler final : public StreamingMethodHandler {
+ public:
+  using Fn = absl::Status (ServiceT::*)(ServerContext*, const Request*, ServerWriter<Response>*);
+  ServerStreamingMethodHandler(ServiceT* service, Fn fn) : service_(service), fn_(fn) {}
+
+  void CallStream(ServerContext* context, ServerCallStream& stream, ReplySink& sink) override {
+    Request request;
+    if (!stream.Read(&request)) {
+      sink.Finish(absl::InvalidArgumentError(
+                      absl::StrCat("no request for ", context->method(), " (or it did not parse)")),
+                  nullptr);
+      return;
+    }
+    ServerWriter<Response> writer(&stream);
+    sink.Finish((service_->*fn_)(context, &request, &writer), nullptr);
+  }
+
+ private:
+  ServiceT* service_;
+  Fn fn_;
+};
+
+// Client streaming: the handler reads requests and fills one response.
+template <typename ServiceT, typename Request, typename Response>
+class ClientStreamingMethodHandler final : public StreamingMethodHandler {
+ public:
+  using Fn = absl::Status (ServiceT::*)(ServerContext*, ServerReader<Request>*, Response*);
+  ClientStreamingMethodHandler(ServiceT* service, Fn fn) : service_(service), fn_(fn) {}
+
+  void CallStream(ServerContext* context, ServerCallStream& stream, ReplySink& sink) override {
+    ServerReader<Request> reader(&stream);
+    Response response;
+    absl::Status status = (service_->*fn_)(context, &reader, &response);
+    sink.Finish(status, status.ok() ? &response : nullptr);
+  }
+
+ private:
+  ServiceT* service_;
+  Fn fn_;
+};
+
+// Bidirectional: the handler reads and writes as it pleases.
+template <typename ServiceT, typename Request, typename Response>
+class BidiStreamingMethodHandler final : public StreamingMethodHandler {
+ public:
+  using Fn = absl::Status (ServiceT::*)(ServerContext*, ServerReaderWriter<Response, Request>*);
+  BidiStreamingMethodHandler(ServiceT* service, Fn fn) : service_(service), fn_(fn) {}
+
+  void CallStream(ServerContext* context, ServerCallStream& stream, ReplySink& sink) override {
+    ServerReaderWriter<Response, Request> both(&stream);
+    sink.Finish((service_->*fn_)(context, &both), nullptr);
+  }
+
+ private:
+  ServiceT* service_;
+  Fn fn_;
+};
+
+template <typename ServiceT, typename Request, typename Response>
+std::unique_ptr<MethodHandler> MakeServerStreamingHandler(
+    ServiceT* service,
+    absl::Status (ServiceT::*fn)(ServerContext*, const Request*, ServerWriter<Response>*)) {
+  return std::make_unique<ServerStreamingMethodHandler<ServiceT, Request, Response>>(service, fn);
+}
+
+template <typename ServiceT, typename Request, typename Response>
+std::unique_ptr<MethodHandler> MakeClientStreamingHandler(
+    ServiceT* service,
+    absl::Status (ServiceT::*fn)(ServerContext*, ServerReader<Request>*, Response*)) {
+  return std::make_unique<ClientStreamingMethodHandler<ServiceT, Request, Response>>(service, fn);
+}
+
+template <typename ServiceT, typename Request, typename Response>
+std::unique_ptr<MethodHandler> MakeBidiStreamingHandler(
+    ServiceT* service,
+    absl::Status (ServiceT::*fn)(ServerContext*, ServerReaderWriter<Response, Request>*)) {
+  return std::make_unique<BidiStreamingMethodHandler<ServiceT, Request, Response>>(service, fn);
 }
 
 // The body of a generated method that the user did not override.

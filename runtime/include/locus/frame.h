@@ -37,7 +37,7 @@ enum class FrameType : uint8_t {
   kHello = 1,      // meta: wire.Hello. First frame from the connecting side.
   kHelloAck = 2,   // meta: wire.Hello. Answer from the accepting side.
   kRequest = 3,    // meta: wire.CallHeader; payload: first message if kFlagHasMessage.
-  kMessage = 4,    // payload: one stream message of an open call.
+  kMessage = 4,    // payload: one stream message of an open call if kFlagHasMessage.
   kResponse = 5,   // meta: wire.CallStatus (empty = OK); payload: reply if kFlagHasMessage. Ends the call.
   kCancel = 6,     // the caller abandons the call; no payload.
   kPing = 7,       // payload echoed back in kPong.
@@ -48,12 +48,15 @@ enum class FrameType : uint8_t {
   // wire.ShmSetup, with the memfd passed as SCM_RIGHTS), and its answer
   // (meta: wire.ShmSetupReply).
   kTransportSetup = 10,
+  // meta: wire.WindowUpdate. The receiver of a streaming call's messages
+  // lets the sender send that many more bytes on the call (flow control).
+  kWindowUpdate = 11,
 };
-inline constexpr uint8_t kMaxFrameType = 10;
+inline constexpr uint8_t kMaxFrameType = 11;
 
 // Frame flags (bit set).
 inline constexpr uint32_t kFlagHasMessage = 1u << 0;  // payload is a message (may be empty)
-inline constexpr uint32_t kFlagEndStream = 1u << 1;   // sender sends no more messages on this call
+inline constexpr uint32_t kFlagEndStream = 1u << 1;   // sender sends no more messages on this call (half-close)
 inline constexpr uint32_t kFlagOneway = 1u << 2;      // kRequest: no kResponse will be sent
 inline constexpr uint32_t kKnownFlags = kFlagHasMessage | kFlagEndStream | kFlagOneway;
 // Bits a transport may use on its own wire (e.g. shared memory marks a

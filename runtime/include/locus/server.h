@@ -17,7 +17,10 @@
 // ServerOptions::handler_threads to run handlers on a pool instead. On
 // shared-memory connections the I/O thread is the connection's reader
 // thread; for collocated clients (same process) handlers run on the
-// caller's thread (see locus/channel.h).
+// caller's thread (see locus/channel.h). Streaming handlers (locus/stream.h)
+// block in Read and Write, so each open stream runs its handler on a thread
+// of a per-server pool that grows with the number of streams open at once
+// (idle threads exit after a while).
 #ifndef LOCUS_SERVER_H_
 #define LOCUS_SERVER_H_
 
@@ -65,6 +68,9 @@ struct ServerOptions {
   // without taking a byte of them (replies queue meanwhile; the server never
   // blocks its I/O threads on one client).
   absl::Duration send_stall_timeout = TransportOptions().send_stall_timeout;
+  // Bytes of stream messages a client may send on one streaming call before
+  // its handler has read them (see locus/stream.h).
+  uint64_t stream_window_bytes = kDefaultStreamWindowBytes;
 };
 
 // Thread-safety: configure (RegisterService, AddListeningAddress) before

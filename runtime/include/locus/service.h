@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "locus/server_context.h"
+#include "locus/stream.h"
 
 namespace google::protobuf {
 class MessageLite;
@@ -64,6 +65,15 @@ class MethodHandler {
   virtual absl::Status CallDirect(ServerContext* context,
                                   const google::protobuf::MessageLite& request,
                                   google::protobuf::MessageLite* response) = 0;
+  // Streaming methods: runs the method over `stream` (on a thread of its
+  // own: it may block in Read and Write) and calls `sink.Finish` exactly
+  // once before returning, with the response for client streaming and
+  // nullptr for the kinds that stream their responses.
+  virtual void CallStream(ServerContext* context, ServerCallStream& stream, ReplySink& sink) {
+    (void)context;
+    (void)stream;
+    sink.Finish(absl::UnimplementedError("not a streaming method"), nullptr);
+  }
 };
 
 class Service {

@@ -1,0 +1,175 @@
+#include "internal/loopback_connection.h"
+
+#include <deque>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
+namespace locus::internal {
+namespace {
+
+// State shared by the two ends. Side i's inbox holds frames for side i.
+class LoopbackPipe {
+ public:
+  LoopbackPipe(uint64_t max_receive_0, uint64_t max_receive_1) {
+    sides_[0].max_receive = max_receive_0;
+    sides_[1].max_receive = max_receive_1;
+  }
+
+  void Start(int side, FrameSink* sink) {
+    {
+      absl::MutexLock lock(&mu_);
+      sides_[side].sink = sink;
+    }
+    Deliver(side);
+  }
+
+  absl::Status Send(int from, Frame frame) {
+    const int to = 1 - from;
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_) return absl::UnavailableError("connection closed");
+      Side& peer = sides_[to];
+      const bool oversize = frame.header.payload_length > peer.max_receive;
+      if (oversize) frame.payload.clear();
+      peer.inbox.push_back(Item{std::move(frame), oversize});
+    }
+    Deliver(to);
+    return absl::OkStatus();
+  }
+
+  void Close(const absl::Status& reason) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_) return;
+      closed_ = true;
+      reason_ = reason;
+    }
+    Deliver(0);
+    Deliver(1);
+  }
+
+  // Waits until `side` has received OnClosed, delivering it here if nobody
+  // else is delivering; returns at once on the thread that is delivering.
+  // Called after Close. On the delivering thread itself (the sink released
+  // its connection from inside a callback), delivers OnClosed now and
+  // detaches the sink so that the delivery loop below stops touching it.
+  void Finish(int side) {
+    Deliver(side);
+    absl::MutexLock lock(&mu_);
+    Side& s = sides_[side];
+    if (s.sink == nullptr) return;
+    if (s.deliverer == std::this_thread::get_id()) {
+      FrameSink* sink = s.sink;
+      s.sink = nullptr;
+      if (!s.closed_delivered) {
+        s.closed_delivered = true;
+        absl::Status reason = reason_;
+        mu_.Unlock();
+        sink->OnClosed(reason);
+        mu_.Lock();
+      }
+      return;
+    }
+    auto done = [&s]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return s.closed_delivered; };
+    mu_.Await(absl::Condition(&done));
+  }
+
+ private:
+  struct Item {
+    Frame frame;
+    bool oversize;
+  };
+  struct Side {
+    uint64_t max_receive = 0;
+    FrameSink* sink = nullptr;
+    std::deque<Item> inbox;
+    bool delivering = false;
+    std::thread::id deliverer;
+    bool closed_delivered = false;
+  };
+
+  // Delivers side's inbox, then OnClosed once closed, unless another thread
+  // is at it (it will see what was added meanwhile).
+  void Deliver(int side) {
+    absl::MutexLock lock(&mu_);
+    Side& s = sides_[side];
+    if (s.sink == nullptr || s.delivering || s.closed_delivered) return;
+    s.delivering = true;
+    s.deliverer = std::this_thread::get_id();
+    for (;;) {
+      if (s.sink == nullptr || s.closed_delivered) break;  // detached by Finish
+      if (!s.inbox.empty()) {
+        Item item = std::move(s.inbox.front());
+        s.inbox.pop_front();
+        mu_.Unlock();
+        if (item.oversize) {
+          s.sink->OnOversizeFrame(item.frame.header);
+        } else {
+          s.sink->OnFrame(item.frame);
+        }
+        mu_.Lock();
+        continue;
+      }
+      if (closed_) {
+        absl::Status reason = reason_;
+        mu_.Unlock();
+        s.sink->OnClosed(reason);
+        mu_.Lock();
+        s.closed_delivered = true;
+      }
+      break;
+    }
+    s.delivering = false;
+    s.deliverer = std::thread::id();
+  }
+
+  absl::Mutex mu_;
+  Side sides_[2] ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status reason_ ABSL_GUARDED_BY(mu_);
+};
+
+class LoopbackConnection final : public Connection {
+ public:
+  LoopbackConnection(std::shared_ptr<LoopbackPipe> pipe, int side, PeerInfo peer)
+      : pipe_(std::move(pipe)), side_(side), peer_(std::move(peer)) {}
+
+  ~LoopbackConnection() override {
+    pipe_->Close(absl::UnavailableError("connection released"));
+    pipe_->Finish(side_);
+  }
+
+  void Start(FrameSink* sink) override { pipe_->Start(side_, sink); }
+
+  absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
+                    absl::Time /*deadline*/) override {
+    Frame frame;
+    frame.header = header;
+    frame.meta.assign(meta.data(), meta.size());
+    frame.payload.assign(payload.data(), payload.size());
+    return pipe_->Send(side_, std::move(frame));
+  }
+
+  void Close(const absl::Status& reason) override { pipe_->Close(reason); }
+
+  const PeerInfo& peer() const override { return peer_; }
+
+ private:
+  const std::shared_ptr<LoopbackPipe> pipe_;
+  const int side_;
+  const PeerInfo peer_;
+};
+
+}  // namespace
+
+std::pair<std::unique_ptr<Connection>, std::unique_ptr<Connection>> MakeLoopbackPair(
+    LoopbackEnd client, LoopbackEnd server) {
+  auto pipe = std::make_shared<LoopbackPipe>(client.max_receive_message_size,
+                                             server.max_receive_message_size);
+  return {std::make_unique<LoopbackConnection>(pipe, 0, std::move(client.peer)),
+          std::make_unique<LoopbackConnection>(pipe, 1, std::move(server.peer))};
+}
+
+}  // namespace locus::internal

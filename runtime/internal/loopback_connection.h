@@ -1,0 +1,41 @@
+// An in-process pair of connected `Connection`s: frames sent on one end are
+// delivered to the other end's sink, in order, with no sockets. Collocated
+// channels use it for streaming calls (unary calls take the direct path,
+// LocalDispatcher), so streams in one process get exactly the semantics
+// (flow control, deadlines, cancellation, limits) of the remote path.
+//
+// Delivery happens on the sending thread: Send appends the frame to the
+// peer's inbox and, unless another thread is already delivering to that
+// peer, delivers the inbox before returning. So a sender must not hold a
+// lock that the receiving sink takes (ConnectionCore never sends under its
+// locks). Frames queued before Start are delivered by Start. Closing either
+// end delivers what was already queued, then OnClosed, to both ends.
+//
+// Example:
+//   auto [client_end, server_end] = MakeLoopbackPair({server_info, limit}, {client_info, limit});
+//   server.Accept(std::move(server_end));
+//   auto core = ConnectionCore::Create(std::move(client_end), options);
+#ifndef LOCUS_RUNTIME_INTERNAL_LOOPBACK_CONNECTION_H_
+#define LOCUS_RUNTIME_INTERNAL_LOOPBACK_CONNECTION_H_
+
+#include <memory>
+#include <utility>
+
+#include "locus/transport.h"
+
+namespace locus::internal {
+
+// Returns {client end, server end}. `seen_by_client` / `seen_by_server` are
+// what each end reports as peer(). A payload larger than the receiving end's
+// `max_receive_message_size` is not delivered: the receiver gets
+// OnOversizeFrame, as from a socket transport.
+struct LoopbackEnd {
+  PeerInfo peer;
+  uint64_t max_receive_message_size;
+};
+std::pair<std::unique_ptr<Connection>, std::unique_ptr<Connection>> MakeLoopbackPair(
+    LoopbackEnd client, LoopbackEnd server);
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_RUNTIME_INTERNAL_LOOPBACK_CONNECTION_H_

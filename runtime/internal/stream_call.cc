@@ -1,0 +1,285 @@
+#include "internal/stream_call.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/message_lite.h"
+#include "internal/connection_core.h"
+
+namespace locus::internal {
+
+StreamCall::StreamCall(ConnectionCore* core, Side side, const RpcMethod& method, uint64_t id,
+                       absl::Time deadline, uint64_t send_window, uint64_t receive_window,
+                       uint64_t max_send_message_size, google::protobuf::MessageLite* response)
+    : core_(core),
+      side_(side),
+      method_(method),
+      id_(id),
+      deadline_(deadline),
+      receive_window_(receive_window),
+      max_send_message_size_(max_send_message_size),
+      response_(response),
+      send_window_(static_cast<int64_t>(
+          std::min<uint64_t>(send_window, std::numeric_limits<int64_t>::max() / 2))) {}
+
+bool StreamCall::OnMessage(std::string payload) {
+  absl::MutexLock lock(&mu_);
+  if (ended_ || peer_half_closed_) return true;  // late: the call is over here
+  if (unacknowledged_ >= receive_window_) return false;
+  unacknowledged_ += payload.size() + kStreamMessageOverhead;
+  inbox_.push_back(std::move(payload));
+  Changed();
+  return true;
+}
+
+void StreamCall::OnHalfClose() {
+  absl::MutexLock lock(&mu_);
+  peer_half_closed_ = true;
+  Changed();
+}
+
+void StreamCall::OnWindowUpdate(uint64_t increment) {
+  absl::MutexLock lock(&mu_);
+  // Saturating: a peer granting absurd amounts only lifts its own limit.
+  const int64_t cap = std::numeric_limits<int64_t>::max() / 2;
+  send_window_ = increment >= static_cast<uint64_t>(cap - std::max<int64_t>(send_window_, 0))
+                     ? cap
+                     : send_window_ + static_cast<int64_t>(increment);
+  Changed();
+}
+
+void StreamCall::End(absl::Status status) {
+  absl::MutexLock lock(&mu_);
+  if (ended_) return;
+  ended_ = true;
+  status_ = std::move(status);
+  if (!status_.ok()) inbox_.clear();
+  cancelled_.store(true, std::memory_order_release);
+  Changed();
+}
+
+bool StreamCall::ended() const {
+  absl::MutexLock lock(&mu_);
+  return ended_;
+}
+
+absl::Status StreamCall::status() const {
+  absl::MutexLock lock(&mu_);
+  return status_;
+}
+
+void StreamCall::WaitForEvent(uint64_t seen) {
+  absl::MutexLock lock(&mu_);
+  auto changed = [this, seen] { return events_.load(std::memory_order_relaxed) != seen; };
+  mu_.AwaitWithDeadline(absl::Condition(&changed), deadline_);
+}
+
+bool StreamCall::Await(absl::FunctionRef<bool()> ready) {
+  for (;;) {
+    uint64_t seen;
+    {
+      absl::MutexLock lock(&mu_);
+      if (ready()) return true;
+      seen = events_.load(std::memory_order_relaxed);
+    }
+    if (absl::Now() >= deadline_) return false;
+    if (side_ == Side::kServer) {
+      WaitForEvent(seen);  // the server's connection is always read in the background
+      continue;
+    }
+    // Client: read the connection on this thread if nobody else does.
+    if (core_->DriveUntil([this, seen] { return events_.load(std::memory_order_acquire) != seen; },
+                          deadline_)) {
+      continue;
+    }
+    WaitForEvent(seen);
+    core_->WaitedWithoutDriving();
+  }
+}
+
+void StreamCall::Consumed(uint64_t cost) {
+  uint64_t grant = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    consumed_ += cost;
+    if (ended_ || consumed_ < receive_window_ / 4) return;
+    grant = consumed_;
+    consumed_ = 0;
+    unacknowledged_ -= std::min(unacknowledged_, grant);
+  }
+  core_->SendWindowUpdate(id_, grant, deadline_);
+}
+
+void StreamCall::Abort(absl::Status status) { core_->AbortStream(this, std::move(status)); }
+
+bool StreamCall::Read(google::protobuf::MessageLite* message) {
+  const bool ready = Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !inbox_.empty() || ended_ || peer_half_closed_;
+  });
+  std::string payload;  // an empty payload is a valid (empty) message
+  bool got = false;
+  bool expired = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!inbox_.empty()) {
+      payload = std::move(inbox_.front());
+      inbox_.pop_front();
+      got = true;
+    } else {
+      expired = !ready && !ended_;
+    }
+  }
+  if (!got) {
+    // Deadline: the client's call fails here; a server handler sees
+    // IsCancelled() and its call ends DEADLINE_EXCEEDED when it returns.
+    if (expired && side_ == Side::kClient) {
+      Abort(absl::DeadlineExceededError(
+          absl::StrCat("deadline exceeded reading from ", method_.full_name)));
+    }
+    return false;
+  }
+  Consumed(payload.size() + kStreamMessageOverhead);
+  if (!message->ParseFromString(payload)) {
+    Abort(absl::Status(
+        side_ == Side::kServer ? absl::StatusCode::kInvalidArgument : absl::StatusCode::kInternal,
+        absl::StrCat("message of ", method_.full_name, " does not parse as ",
+                     message->GetTypeName())));
+    return false;
+  }
+  return true;
+}
+
+bool StreamCall::Write(const google::protobuf::MessageLite& message) {
+  if (ended()) return false;
+  if (!message.IsInitialized()) {
+    Abort(absl::InternalError(absl::StrCat("cannot serialize a message of ", method_.full_name,
+                                           " (missing required fields?)")));
+    return false;
+  }
+  const size_t size = message.ByteSizeLong();
+  if (size > max_send_message_size_ || size > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    Abort(absl::ResourceExhaustedError(absl::StrCat("message of ", size, " bytes on ",
+                                                    method_.full_name, " exceeds the send limit of ",
+                                                    max_send_message_size_, " bytes")));
+    return false;
+  }
+  const bool ready = Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return ended_ || send_window_ > 0;
+  });
+  if (!ready) {
+    // Deadline: the client's call fails here; a server handler sees
+    // IsCancelled() and its call ends DEADLINE_EXCEEDED when it returns.
+    if (side_ == Side::kClient) {
+      Abort(absl::DeadlineExceededError(
+          absl::StrCat("deadline exceeded writing to ", method_.full_name)));
+    }
+    return false;
+  }
+  if (ended()) return false;
+  absl::Status sent = core_->SendStreamMessage(id_, &message, size, 0, deadline_);
+  if (!sent.ok()) {
+    Abort(std::move(sent));
+    return false;
+  }
+  absl::MutexLock lock(&mu_);
+  send_window_ -= static_cast<int64_t>(size + kStreamMessageOverhead);
+  return true;
+}
+
+bool StreamCall::HalfClose() {
+  if (half_closed_) return !ended();
+  if (ended()) return false;
+  half_closed_ = true;
+  absl::Status sent = core_->SendStreamMessage(id_, nullptr, 0, kFlagEndStream, deadline_);
+  if (!sent.ok()) {
+    Abort(std::move(sent));
+    return false;
+  }
+  return true;
+}
+
+absl::Status StreamCall::AwaitEnd() {
+  for (;;) {
+    const bool ready = Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return ended_ || !inbox_.empty();
+    });
+    if (!ready) {
+      Abort(absl::DeadlineExceededError(
+          absl::StrCat("deadline exceeded waiting for ", method_.full_name)));
+      // Whoever took the call from the table (this thread, the deadline
+      // timer or the reader with the server's status) ends it right away.
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(&ended_));
+      return status_;
+    }
+    uint64_t dropped = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const std::string& payload : inbox_) dropped += payload.size() + kStreamMessageOverhead;
+      inbox_.clear();
+      if (ended_) return status_;
+    }
+    // Unread messages: grant their room back so the server can finish.
+    Consumed(dropped);
+  }
+}
+
+namespace {
+
+class RemoteClientStream final : public ClientCallStream {
+ public:
+  RemoteClientStream(std::shared_ptr<ConnectionCore> core, std::shared_ptr<StreamCall> call)
+      : core_(std::move(core)), call_(std::move(call)) {}
+
+  ~RemoteClientStream() override {
+    if (!call_->ended()) Cancel();
+    // The reader may still be parsing the final reply into the caller's
+    // response message; it ends the call right after.
+    (void)call_->AwaitEnd();
+  }
+
+  bool Write(const google::protobuf::MessageLite& message) override { return call_->Write(message); }
+  bool WritesDone() override { return call_->HalfClose(); }
+  bool Read(google::protobuf::MessageLite* message) override { return call_->Read(message); }
+  absl::Status Finish() override {
+    if (call_->method().kind != RpcKind::kServerStreaming) (void)call_->HalfClose();
+    return call_->AwaitEnd();
+  }
+  void Cancel() override {
+    core_->AbortStream(call_.get(), absl::CancelledError(absl::StrCat(
+                                        call_->method().full_name, " cancelled by the client")));
+  }
+
+ private:
+  const std::shared_ptr<ConnectionCore> core_;
+  const std::shared_ptr<StreamCall> call_;
+};
+
+class FailedClientStream final : public ClientCallStream {
+ public:
+  explicit FailedClientStream(absl::Status status) : status_(std::move(status)) {}
+  bool Write(const google::protobuf::MessageLite&) override { return false; }
+  bool WritesDone() override { return false; }
+  bool Read(google::protobuf::MessageLite*) override { return false; }
+  absl::Status Finish() override { return status_; }
+  void Cancel() override {}
+
+ private:
+  const absl::Status status_;
+};
+
+}  // namespace
+
+std::unique_ptr<ClientCallStream> MakeClientStream(std::shared_ptr<ConnectionCore> core,
+                                                   std::shared_ptr<StreamCall> call) {
+  return std::make_unique<RemoteClientStream>(std::move(core), std::move(call));
+}
+
+std::unique_ptr<ClientCallStream> MakeFailedClientStream(absl::Status status) {
+  return std::make_unique<FailedClientStream>(std::move(status));
+}
+
+}  // namespace locus::internal

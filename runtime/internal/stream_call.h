@@ -1,0 +1,158 @@
+// The state of one streaming call on one side of a connection: messages
+// received and not yet read, the flow-control windows, and how the call
+// ended. ConnectionCore owns the table of open streams and feeds frames in
+// (the On* methods, on the connection's reader); the application reads and
+// writes (the client through ClientCallStream, a handler through
+// ServerCallStream, which this class implements).
+//
+// Flow control (docs/wire.md): each side announces in its HELLO how many
+// bytes of stream messages it accepts per call (its receive window). A
+// message costs its payload plus 24. A writer may send while its window is
+// positive (so one message may overdraw it); the reader grants the bytes it
+// consumed back with WINDOW_UPDATE once they reach a quarter of its window.
+// A peer that sends beyond its window ends the call (RESOURCE_EXHAUSTED).
+//
+// Waiting: a client-side Read/Write/Finish drives the connection itself
+// when nobody else reads it (as a synchronous unary call does), so a
+// streamed reply costs no thread hand-off; server handlers wait on the
+// call's mutex (the connection is read in the background there). Every
+// wait is bounded by the call's deadline.
+//
+// Thread-safety: the On* methods come from the reader; Read and Write may
+// run concurrently on two application threads (one each); End and Abort
+// from anywhere.
+//
+// Example (what ConnectionCore does with a MESSAGE frame):
+//   if (!stream->OnMessage(frame.TakePayload())) AbortStream(stream, overrun);
+#ifndef LOCUS_RUNTIME_INTERNAL_STREAM_CALL_H_
+#define LOCUS_RUNTIME_INTERNAL_STREAM_CALL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "locus/service.h"
+#include "locus/stream.h"
+
+namespace google::protobuf {
+class MessageLite;
+}  // namespace google::protobuf
+
+namespace locus::internal {
+
+class ConnectionCore;
+
+// What a message costs in a flow-control window: its payload plus a frame
+// header, so that empty messages are not free.
+inline constexpr uint64_t kStreamMessageOverhead = 24;
+// Receive window assumed for a peer whose HELLO announces none.
+inline constexpr uint64_t kMinStreamWindowBytes = 64u << 10;
+
+class StreamCall final : public ServerCallStream {
+ public:
+  enum class Side { kClient, kServer };
+
+  // `core` outlives the call (client streams hold it; server streams live
+  // inside its table and handler tasks hold it). `response`: client side of
+  // a client-streaming call, where the final reply is parsed.
+  StreamCall(ConnectionCore* core, Side side, const RpcMethod& method, uint64_t id,
+             absl::Time deadline, uint64_t send_window, uint64_t receive_window,
+             uint64_t max_send_message_size, google::protobuf::MessageLite* response);
+
+  uint64_t id() const { return id_; }
+  Side side() const { return side_; }
+  const RpcMethod& method() const { return method_; }
+  absl::Time deadline() const { return deadline_; }
+  google::protobuf::MessageLite* response() const { return response_; }
+  // Server side: the handler's cancellation flag (ServerContext); set by End.
+  std::atomic<bool>& cancelled_flag() { return cancelled_; }
+  // Client side: where the server's trailing metadata goes (CallOptions);
+  // set before the call is published.
+  Metadata* trailing_metadata = nullptr;
+
+  // --- From the connection's reader ---
+  // A message from the peer. False if it overran the window this side
+  // announced (the caller ends the call).
+  bool OnMessage(std::string payload);
+  // The peer sends no more messages (END_STREAM).
+  void OnHalfClose();
+  void OnWindowUpdate(uint64_t increment);
+
+  // Ends the call on this side (idempotent; the first status wins). With
+  // OK (the server's final status reached the client) messages already
+  // received stay readable; otherwise they are dropped. Read and Write
+  // return false afterwards; waiters wake.
+  void End(absl::Status status);
+  bool ended() const;
+  // Server side: true for the first caller only; whoever gets it sends the
+  // call's RESPONSE (the handler's outcome, or an error that ended it early).
+  bool ClaimResponse() { return !response_claimed_.exchange(true, std::memory_order_acq_rel); }
+
+  // --- From the application ---
+  bool Read(google::protobuf::MessageLite* message) override;
+  bool Write(const google::protobuf::MessageLite& message) override;
+  // Client: END_STREAM without a message. Idempotent.
+  bool HalfClose();
+  // Client: drops unread messages (granting their window back) and waits
+  // for the end of the call; returns its status.
+  absl::Status AwaitEnd();
+  // The status the call ended with (OK while it runs).
+  absl::Status status() const;
+
+ private:
+  // Waits until `ready` (evaluated under mu_) or the deadline; returns
+  // whether ready. Client side: drives the connection when it can.
+  bool Await(absl::FunctionRef<bool()> ready);
+  void WaitForEvent(uint64_t seen);
+  // Counts a consumed message and sends WINDOW_UPDATE when due.
+  void Consumed(uint64_t cost);
+  // The call failed on this side (deadline, bad message, send error): ends
+  // it and tells the peer (ConnectionCore::AbortStream).
+  void Abort(absl::Status status);
+  void Changed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { events_.fetch_add(1, std::memory_order_release); }
+
+  ConnectionCore* const core_;
+  const Side side_;
+  const RpcMethod& method_;
+  const uint64_t id_;
+  const absl::Time deadline_;
+  const uint64_t receive_window_;
+  const uint64_t max_send_message_size_;
+  google::protobuf::MessageLite* const response_;
+  std::atomic<bool> cancelled_{false};
+  std::atomic<bool> response_claimed_{false};
+  // Bumped (under mu_) on every change a waiter may be waiting for; read
+  // without the lock by a client driving the connection.
+  std::atomic<uint64_t> events_{0};
+
+  mutable absl::Mutex mu_;
+  std::deque<std::string> inbox_ ABSL_GUARDED_BY(mu_);
+  bool peer_half_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  // Bytes this side may still send (may go negative by one message).
+  int64_t send_window_ ABSL_GUARDED_BY(mu_);
+  // Bytes received and not yet granted back; bytes read and not yet granted.
+  uint64_t unacknowledged_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t consumed_ ABSL_GUARDED_BY(mu_) = 0;
+  bool half_closed_ = false;  // client: END_STREAM sent (writer thread only)
+};
+
+// The client's handle on a StreamCall (what Channel::OpenStream returns).
+// Cancels the call if destroyed before it ended, and then waits until the
+// reader has let go of the call's response message.
+std::unique_ptr<ClientCallStream> MakeClientStream(std::shared_ptr<ConnectionCore> core,
+                                                   std::shared_ptr<StreamCall> call);
+// A stream that never started: Read and Write fail, Finish returns `status`.
+std::unique_ptr<ClientCallStream> MakeFailedClientStream(absl::Status status);
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_RUNTIME_INTERNAL_STREAM_CALL_H_
