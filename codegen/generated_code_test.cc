@@ -135,6 +135,11 @@ class FakeChannel final : public ::locus::Channel {
   google::protobuf::MessageLite* last_stream_response_ = nullptr;
 };
 
+const ::acme::storage::v1::Blob& blob_for_direct() {
+  static const auto* blob = new ::acme::storage::v1::Blob();
+  return *blob;
+}
+
 class BlobStoreImpl final : public BlobStore::Service {
  public:
   absl::Status GetBlob(::locus::ServerContext* context, const GetBlobRequest* request,
@@ -205,14 +210,22 @@ TEST(GeneratedCode, UnimplementedMethod) {
 
 TEST(GeneratedCode, MethodTable) {
   EXPECT_STREQ(BlobStore::kServiceName, "acme.storage.v1.BlobStore");
-  static_assert(BlobStore::kMethodCount == 4, "four methods");
+  static_assert(BlobStore::kMethodCount == 7, "seven methods");
   const char* expected[] = {"/acme.storage.v1.BlobStore/GetBlob",
                             "/acme.storage.v1.BlobStore/PutBlob",
                             "/acme.storage.v1.BlobStore/ListBlobs",
-                            "/acme.storage.v1.BlobStore/Describe"};
+                            "/acme.storage.v1.BlobStore/Describe",
+                            "/acme.storage.v1.BlobStore/WatchBlobs",
+                            "/acme.storage.v1.BlobStore/UploadBlob",
+                            "/acme.storage.v1.BlobStore/SyncBlobs"};
+  const ::locus::RpcKind kinds[] = {
+      ::locus::RpcKind::kUnary,           ::locus::RpcKind::kUnary,
+      ::locus::RpcKind::kUnary,           ::locus::RpcKind::kUnary,
+      ::locus::RpcKind::kServerStreaming, ::locus::RpcKind::kClientStreaming,
+      ::locus::RpcKind::kBidiStreaming};
   for (int i = 0; i < BlobStore::kMethodCount; ++i) {
     EXPECT_STREQ(BlobStore::kMethods[i]->full_name, expected[i]);
-    EXPECT_EQ(BlobStore::kMethods[i]->kind, ::locus::RpcKind::kUnary);
+    EXPECT_EQ(BlobStore::kMethods[i]->kind, kinds[i]) << expected[i];
     EXPECT_FALSE(BlobStore::kMethods[i]->oneway);
   }
   EXPECT_EQ(BlobStore::kMethods[0], &BlobStore::kMethodGetBlob);
@@ -220,7 +233,7 @@ TEST(GeneratedCode, MethodTable) {
   // The Service registers the same table, under the service name.
   BlobStoreImpl service;
   EXPECT_EQ(service.name(), "acme.storage.v1.BlobStore");
-  ASSERT_EQ(service.methods().size(), 4u);
+  ASSERT_EQ(service.methods().size(), 7u);
   for (int i = 0; i < BlobStore::kMethodCount; ++i) {
     EXPECT_EQ(service.methods()[i].method, BlobStore::kMethods[i]);
     EXPECT_NE(service.methods()[i].handler, nullptr);
@@ -241,6 +254,77 @@ TEST(GeneratedCode, MethodTable) {
   EXPECT_EQ(::docs::v2::Nothing::kMethods[0], nullptr);
   ::docs::v2::Nothing::Service nothing;
   EXPECT_TRUE(nothing.methods().empty());
+}
+
+// Each streaming stub opens its stream with the request (server streaming)
+// or the response (client streaming) it was given, and the call options.
+TEST(GeneratedCode, StreamingStubsOpenStreams) {
+  BlobStoreImpl service;
+  auto channel = std::make_shared<FakeChannel>(&service);
+  BlobStore::Stub stub(channel);
+  const absl::Time deadline = absl::Now() + absl::Seconds(7);
+
+  ::acme::storage::v1::ListBlobsRequest request;
+  ::locus::ClientReader<::acme::storage::v1::Blob> watch =
+      stub.WatchBlobs(request, ::locus::CallOptions::WithDeadline(deadline));
+  EXPECT_EQ(channel->last_method(), &BlobStore::kMethodWatchBlobs);
+  EXPECT_EQ(channel->last_stream_request(), &request);
+  EXPECT_EQ(channel->last_stream_response(), nullptr);
+  EXPECT_EQ(channel->last_deadline(), deadline);
+  ::acme::storage::v1::Blob blob;
+  EXPECT_FALSE(watch.Read(&blob));
+  EXPECT_EQ(watch.Finish().code(), absl::StatusCode::kUnimplemented);
+
+  ::acme::common::ResourceId id;
+  ::locus::ClientWriter<::acme::storage::v1::Blob> upload = stub.UploadBlob(&id);
+  EXPECT_EQ(channel->last_method(), &BlobStore::kMethodUploadBlob);
+  EXPECT_EQ(channel->last_stream_request(), nullptr);
+  EXPECT_EQ(channel->last_stream_response(), &id);
+  EXPECT_EQ(channel->last_deadline(), absl::InfiniteFuture());
+
+  ::locus::ClientReaderWriter<::acme::storage::v1::Blob, ::acme::storage::v1::Blob_Metadata> sync =
+      stub.SyncBlobs();
+  EXPECT_EQ(channel->last_method(), &BlobStore::kMethodSyncBlobs);
+  EXPECT_EQ(channel->last_stream_request(), nullptr);
+  EXPECT_EQ(channel->last_stream_response(), nullptr);
+}
+
+// A stream whose client sent nothing and is gone.
+class EmptyStream final : public ::locus::ServerCallStream {
+ public:
+  bool Read(google::protobuf::MessageLite*) override { return false; }
+  bool Write(const google::protobuf::MessageLite&) override { return false; }
+};
+
+TEST(GeneratedCode, UnimplementedStreamingMethods) {
+  BlobStoreImpl service;  // overrides no streaming method
+  ::locus::PeerInfo peer;
+  for (const auto& entry : service.methods()) {
+    if (entry.method->kind == ::locus::RpcKind::kUnary) continue;
+    ::locus::ServerContext context(entry.method->full_name, absl::InfiniteFuture(), {}, &peer,
+                                   nullptr);
+    struct Sink final : ::locus::ReplySink {
+      void Finish(const absl::Status& s, const google::protobuf::MessageLite* reply) override {
+        ++finishes;
+        status = s;
+        had_reply = reply != nullptr;
+      }
+      int finishes = 0;
+      absl::Status status;
+      bool had_reply = false;
+    } sink;
+    EmptyStream stream;
+    entry.handler->CallStream(&context, stream, sink);
+    EXPECT_EQ(sink.finishes, 1) << entry.method->full_name;
+    EXPECT_EQ(sink.status.code(), entry.method->kind == ::locus::RpcKind::kServerStreaming
+                                      ? absl::StatusCode::kInvalidArgument  // no request to read
+                                      : absl::StatusCode::kUnimplemented)
+        << entry.method->full_name << ": " << sink.status;
+    EXPECT_FALSE(sink.had_reply);
+    // The unary entry points of a streaming handler refuse to run.
+    EXPECT_EQ(entry.handler->CallDirect(&context, blob_for_direct(), nullptr).code(),
+              absl::StatusCode::kInternal);
+  }
 }
 
 TEST(GeneratedCode, AsyncViaFuture) {

@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <deque>
+#include <thread>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +25,7 @@ std::atomic<bool> g_abort{false};
 std::string CaseSpec::Name() const {
   std::string name = system + "_" + transport;
   if (!variant.empty()) name += "_" + variant;
+  if (streaming) name += "_stream";
   return name;
 }
 
@@ -31,6 +34,85 @@ double SelfCpuUs() {
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_utime.tv_sec * 1e6 + ru.ru_utime.tv_usec + ru.ru_stime.tv_sec * 1e6 +
          ru.ru_stime.tv_usec;
+}
+
+RunResult RunStreamingCase(const CaseSpec& spec, WindowHooks& hooks,
+                           const std::function<bool()>& write, const std::function<bool()>& read,
+                           const std::function<void()>& writes_done) {
+  if (spec.outstanding == 1) {
+    RunResult r = RunSyncLoop(spec, hooks, [&](std::string* err) {
+      if (!write() || !read()) {
+        *err = "stream ended";
+        return false;
+      }
+      return true;
+    });
+    writes_done();
+    return r;
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<int> to_write;   // slots whose message is due (guarded by mu)
+  std::deque<int> in_flight;  // slots written, in stream order (guarded by mu)
+  bool stop = false;          // guarded by mu
+  AsyncDriver* driver_ptr = nullptr;
+  AsyncDriver driver(spec, [&](int slot) {
+    std::lock_guard<std::mutex> lock(mu);
+    to_write.push_back(slot);
+    cv.notify_one();
+  });
+  driver_ptr = &driver;
+  std::thread writer([&] {
+    for (;;) {
+      int slot;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return stop || !to_write.empty(); });
+        if (to_write.empty()) return;
+        slot = to_write.front();
+        to_write.pop_front();
+        in_flight.push_back(slot);  // before the write: the echo may beat us back
+      }
+      if (!write()) {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          in_flight.erase(std::find(in_flight.begin(), in_flight.end(), slot));
+        }
+        driver_ptr->Complete(slot, false, "stream write failed");
+      }
+    }
+  });
+  std::thread reader([&] {
+    for (;;) {
+      const bool ok = read();
+      int slot = -1;
+      std::deque<int> orphans;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (ok && !in_flight.empty()) {
+          slot = in_flight.front();
+          in_flight.pop_front();
+        } else if (!ok) {
+          orphans.swap(in_flight);
+        }
+      }
+      if (!ok) {
+        for (int s : orphans) driver_ptr->Complete(s, false, "stream ended");
+        return;
+      }
+      if (slot >= 0) driver_ptr->Complete(slot, true, "");
+    }
+  });
+  RunResult r = driver.Run(hooks);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stop = true;
+    cv.notify_all();
+  }
+  writer.join();
+  writes_done();  // the server ends the stream; the reader sees the end
+  reader.join();
+  return r;
 }
 
 double PercentileUs(const std::vector<uint32_t>& sorted, double q) {

@@ -40,6 +40,9 @@ struct CaseSpec {
   std::string address;    // explicit address (auto, or user-given); "" = harness picks
   size_t size = 64;       // request and reply payload bytes
   int outstanding = 1;    // 1 = sync ping-pong; N = N calls in flight
+  // --mode=streaming (locus, grpc): one bidirectional stream per case, each
+  // "call" a message echoed on it; outstanding N = N messages in flight.
+  bool streaming = false;
   uint64_t calls = 0;     // measured calls (0: use seconds)
   double seconds = 1.0;   // measured duration when calls == 0
   uint64_t warmup_calls = 0;
@@ -118,6 +121,16 @@ class AsyncDriver {
   std::condition_variable cv_;
   std::string error_;  // guarded by mu_
 };
+
+// One echo stream per case (--mode=streaming): `write` sends a message and
+// `read` receives an echo (false: the stream broke or ended); `writes_done`
+// half-closes when the case is over. outstanding=1 times write+read pairs
+// (RunSyncLoop); N > 1 keeps N messages in flight, written by a writer
+// thread and matched in order by a reader thread (so that neither blocks
+// the other when flow control holds one side).
+RunResult RunStreamingCase(const CaseSpec& spec, WindowHooks& hooks,
+                           const std::function<bool()>& write, const std::function<bool()>& read,
+                           const std::function<void()>& writes_done);
 
 // Percentile (0..1) of sorted nanosecond latencies, in microseconds.
 double PercentileUs(const std::vector<uint32_t>& sorted, double q);

@@ -1,6 +1,8 @@
 // gRPC C++ baseline (Debian's libgrpc++): the same echo service.
 //   variant "sync":     sync server (gRPC's thread pool) + sync stub calls
 //   variant "callback": callback server + callback client API, N in flight
+//   --mode=streaming:   sync server; one bidirectional stream (sync API),
+//                       N messages in flight
 // Over a Unix socket ("unix:/path") or TCP loopback ("127.0.0.1:port").
 // Built only when find_package(gRPC) succeeds (LOCUS_BENCH_HAVE_GRPC).
 #include <cstdio>
@@ -25,6 +27,12 @@ using locus::bench::grpcbase::GrpcBench;
 class SyncService final : public GrpcBench::Service {
   grpc::Status Echo(grpc::ServerContext*, const EchoMsg* request, EchoMsg* reply) override {
     reply->set_data(request->data());
+    return grpc::Status::OK;
+  }
+  grpc::Status Chat(grpc::ServerContext*, grpc::ServerReaderWriter<EchoMsg, EchoMsg>* stream) override {
+    EchoMsg message;
+    while (stream->Read(&message) && stream->Write(message)) {
+    }
     return grpc::Status::OK;
   }
 };
@@ -89,7 +97,17 @@ RunResult GrpcClient(const CaseSpec& spec, const std::string& address, WindowHoo
   EchoMsg request;
   request.set_data(std::string(spec.size, 'x'));
   RunResult r;
-  if (spec.variant == "sync") {
+  if (spec.streaming) {
+    if (spec.variant != "sync") return Fail("grpc streaming baseline uses the sync API");
+    grpc::ClientContext context;
+    auto chat = stub->Chat(&context);
+    EchoMsg reply;
+    r = RunStreamingCase(
+        spec, hooks, [&] { return chat->Write(request); }, [&] { return chat->Read(&reply); },
+        [&] { chat->WritesDone(); });
+    grpc::Status status = chat->Finish();
+    if (r.error.empty() && !status.ok()) r.error = "stream: " + status.error_message();
+  } else if (spec.variant == "sync") {
     if (spec.outstanding != 1) return Fail("grpc sync baseline is outstanding=1 only; use callback");
     EchoMsg reply;
     r = RunSyncLoop(spec, hooks, [&](std::string* err) {

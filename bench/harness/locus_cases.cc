@@ -50,6 +50,13 @@ class BenchService final : public locus::bench::Bench::Service {
     reply->set_data(request->data());
     return absl::OkStatus();
   }
+  absl::Status Chat(locus::ServerContext*,
+                    locus::ServerReaderWriter<locus::bench::EchoMsg, locus::bench::EchoMsg>* stream) override {
+    locus::bench::EchoMsg message;
+    while (stream->Read(&message) && stream->Write(message)) {
+    }
+    return absl::OkStatus();
+  }
 };
 
 locus::ServerOptions ServerOptionsFrom(const Flags& flags) {
@@ -106,7 +113,15 @@ RunResult LocusClient(const CaseSpec& spec, const std::string& server_address, W
   request.set_data(std::string(spec.size, 'x'));
   locus::CallOptions options;  // no deadline: the watchdog bounds a hung case
   RunResult r;
-  if (spec.outstanding == 1) {
+  if (spec.streaming) {
+    auto chat = stub.Chat(options);
+    locus::bench::EchoMsg reply;
+    r = RunStreamingCase(
+        spec, hooks, [&] { return chat.Write(request); }, [&] { return chat.Read(&reply); },
+        [&] { chat.WritesDone(); });
+    absl::Status status = chat.Finish();
+    if (r.error.empty() && !status.ok()) r.error = "stream: " + status.ToString();
+  } else if (spec.outstanding == 1) {
     locus::bench::EchoMsg reply;
     r = RunSyncLoop(spec, hooks, [&](std::string* err) {
       absl::Status status = stub.Echo(request, &reply, options);

@@ -45,7 +45,10 @@ constexpr const char* kUsage = R"(usage: locus-bench [flags]
   --size=N[,N...]            payload bytes each way (default 64)
   --outstanding=N[,N...]     calls in flight: 1 = sync ping-pong, N>1 = callback
                              API with N in flight (default 1)
-  --mode=unary|streaming     streaming: not available yet
+  --mode=unary|streaming     streaming: one bidirectional stream per case, each
+                             call a message echoed on it (outstanding N = N
+                             messages in flight); Locus and gRPC (sync API)
+                             against the same raw ping-pong; no capnp/thrift
   --calls=N | --seconds=S    measured run length per case (default 2 s)
   --warmup-calls=N | --warmup-seconds=S
   --rounds=N                 repeat the interleaved case list N times
@@ -319,6 +322,7 @@ void PrintOutcome(const Context& ctx, const Outcome& o) {
       .Str("variant", s.variant)
       .Int("size", s.size)
       .Int("outstanding", s.outstanding)
+      .Str("mode", s.streaming ? "streaming" : "unary")
       .Int("round", s.round)
       .Bool("pinned", ctx.pin);
   if (s.batch > 1) j.Int("timed_batch", s.batch);  // latencies are per-call means of batches
@@ -423,7 +427,9 @@ void PrintSummary(const std::vector<Outcome>& all) {
     Agg raw_spin = Aggregate(all, [&](const Outcome& o) {
       return like(o, "raw") && o.stats.transport == t && o.spec.variant == "spin";
     });
-    std::string grpc_variant = n == 1 ? "sync" : "callback";
+    bool streaming = false;
+    for (const Outcome& o : all) streaming |= o.spec.streaming;
+    std::string grpc_variant = n == 1 || streaming ? "sync" : "callback";
     std::string grpc_transport = GrpcTransportFor(t);
     Agg grpc = Aggregate(all, [&](const Outcome& o) {
       return like(o, "grpc") && o.spec.transport == grpc_transport && o.spec.variant == grpc_variant;
@@ -452,6 +458,7 @@ void PrintSummary(const std::vector<Outcome>& all) {
         .Str("transport", transport)
         .Int("size", size)
         .Int("outstanding", out)
+        .Str("mode", streaming ? "streaming" : "unary")
         .Num("locus_p50_us", locus.p50)
         .Num("locus_p99_us", locus.p99)
         .Num("locus_calls_per_s", locus.cps)
@@ -651,12 +658,9 @@ int ClientMain(Flags& flags) {
     fputs(kUsage, stdout);
     return 0;
   }
-  if (flags.count("mode") && flags["mode"] != "unary") {
-    if (flags["mode"] == "streaming") {
-      Die("--mode=streaming: streaming calls are not available yet in Locus (no streaming RPC support in the runtime)");
-    }
-    Die("--mode must be unary or streaming");
-  }
+  const std::string mode = flags.count("mode") ? flags["mode"] : "unary";
+  if (mode != "unary" && mode != "streaming") Die("--mode must be unary or streaming");
+  const bool streaming = mode == "streaming";
 
   Context ctx;
   std::string grpc_note;
@@ -836,6 +840,19 @@ int ClientMain(Flags& flags) {
     spec.shm_ring_bytes = p.shm_ring_bytes;
     spec.shm_bulk_bytes = p.shm_bulk_bytes;
     spec.shm_spin_us = p.shm_spin_us;
+  }
+  if (streaming) {
+    // Locus and gRPC stream; the raw ping-pong stays the floor (a raw
+    // ping-pong is a stream already). Cap'n Proto and Thrift have no
+    // streaming cases here.
+    plan.erase(std::remove_if(plan.begin(), plan.end(),
+                              [](const CaseSpec& s) { return s.system == "capnp" || s.system == "thrift"; }),
+               plan.end());
+    for (CaseSpec& spec : plan) {
+      if (spec.system != "locus" && spec.system != "grpc") continue;
+      spec.streaming = true;
+      if (spec.system == "grpc") spec.variant = "sync";  // gRPC's sync streaming API
+    }
   }
   if (flags.count("only")) {
     std::string only = flags["only"];

@@ -1,6 +1,6 @@
 // Writes the seed corpus for wire_fuzzer: well-formed conversations (HELLO,
 // requests with metadata and deadlines, replies with status and trailers,
-// cancel, ping, goaway, an oversize frame). Usage: make_seed_corpus <dir>
+// cancel, ping, goaway, an oversize frame, streams with window updates). Usage: make_seed_corpus <dir>
 #include <cstdio>
 #include <fstream>
 #include <initializer_list>
@@ -118,6 +118,29 @@ int main(int argc, char** argv) {
   write("oversize", Hello(FrameType::kHello) +
                         Frame(FrameType::kRequest, locus::kFlagHasMessage, 9, "", std::string(70000, 'z')) +
                         Request(11, "/fuzz.Echo/Say", 0));
+  // Streams: a bidirectional call with messages, a half-close, window
+  // updates and a cancel (server side); messages, a window update and the
+  // final status for the client's open stream, call 1 (client side).
+  locus::wire::CallHeader chat;
+  chat.set_method("/fuzz.Echo/Chat");
+  locus::wire::WindowUpdate window;
+  window.set_increment(8192);
+  const std::string message = locus::wire::CallStatus().SerializeAsString() + "\x08\x02";
+  write("server_stream",
+        Hello(FrameType::kHello) + Frame(FrameType::kRequest, 0, 1, chat.SerializeAsString(), "") +
+            Frame(FrameType::kMessage, locus::kFlagHasMessage, 1, "", message) +
+            Frame(FrameType::kWindowUpdate, 0, 1, window.SerializeAsString(), "") +
+            Frame(FrameType::kMessage, locus::kFlagHasMessage, 1, "", std::string(3000, '\0')) +
+            Frame(FrameType::kMessage, locus::kFlagHasMessage, 1, "", std::string(3000, '\0')) +
+            Frame(FrameType::kMessage, locus::kFlagEndStream, 1, "", "") +
+            Frame(FrameType::kRequest, 0, 3, chat.SerializeAsString(), "") +
+            Frame(FrameType::kCancel, 0, 3, "", ""));
+  write("client_stream",
+        Hello(FrameType::kHelloAck) +
+            Frame(FrameType::kMessage, locus::kFlagHasMessage, 1, "", message) +
+            Frame(FrameType::kWindowUpdate, 0, 1, window.SerializeAsString(), "") +
+            Frame(FrameType::kMessage, locus::kFlagHasMessage, 1, "", std::string(5000, '\0')) +
+            Response(1, 0));
   write("hello_only", Hello(FrameType::kHello));
   write("no_handshake", Request(1, "/fuzz.Echo/Say", 0));
   return 0;

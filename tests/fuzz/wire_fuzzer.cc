@@ -1,8 +1,10 @@
 // Fuzz target for everything that parses bytes from a peer on the stream
 // transports: the frame decoder (headers, lengths, oversize skipping) and,
 // behind it, the RPC core's handling of each frame type (HELLO/HELLO_ACK,
-// CallHeader, CallStatus, GoAway, cancel, ping), on both the accepting and
-// the connecting side.
+// CallHeader, CallStatus, GoAway, cancel, ping, stream MESSAGEs and
+// WINDOW_UPDATE), on both the accepting side (which serves a unary and a
+// streaming method) and the connecting side (which has a stream open as
+// call 1).
 //
 // Built as a libFuzzer target with -DLOCUS_FUZZ=ON (clang), and otherwise as
 // a regression test that replays the seed corpus plus deterministic
@@ -26,8 +28,13 @@ namespace {
 class FakeConnection final : public Connection {
  public:
   FakeConnection() { peer_.transport = "fuzz"; peer_.remote_address = "fuzz:peer"; }
-  ~FakeConnection() override {
-    if (sink_ != nullptr) sink_->OnClosed(absl::UnavailableError("fuzz connection released"));
+  ~FakeConnection() override { DeliverClosed(); }
+  // What a transport does once it stops reading: OnClosed, once.
+  void DeliverClosed() {
+    if (sink_ == nullptr) return;
+    FrameSink* sink = sink_;
+    sink_ = nullptr;
+    sink->OnClosed(absl::UnavailableError("fuzz connection released"));
   }
   void Start(FrameSink* sink) override { sink_ = sink; }
   absl::Status Send(const FrameHeader&, absl::string_view, absl::string_view, absl::Time) override {
@@ -69,10 +76,32 @@ class EchoHandler final : public MethodHandler {
   }
 };
 
+// Echoes each stream message until the client half-closes.
+class EchoStreamHandler final : public MethodHandler {
+ public:
+  void CallSerialized(ServerContext*, absl::string_view, ReplySink& sink) override {
+    sink.Finish(absl::InternalError("streaming"), nullptr);
+  }
+  absl::Status CallDirect(ServerContext*, const google::protobuf::MessageLite&,
+                          google::protobuf::MessageLite*) override {
+    return absl::InternalError("streaming");
+  }
+  void CallStream(ServerContext*, ServerCallStream& stream, ReplySink& sink) override {
+    wire::CallStatus message;
+    while (stream.Read(&message) && stream.Write(message)) {
+    }
+    sink.Finish(absl::OkStatus(), nullptr);
+  }
+};
+
 class EchoService final : public Service {
  public:
-  EchoService() : Service("fuzz.Echo") { AddMethod(&kMethod, std::make_unique<EchoHandler>()); }
+  EchoService() : Service("fuzz.Echo") {
+    AddMethod(&kMethod, std::make_unique<EchoHandler>());
+    AddMethod(&kStreamMethod, std::make_unique<EchoStreamHandler>());
+  }
   static constexpr RpcMethod kMethod{"/fuzz.Echo/Say", RpcKind::kUnary, false};
+  static constexpr RpcMethod kStreamMethod{"/fuzz.Echo/Chat", RpcKind::kBidiStreaming, false};
 };
 
 // Feeds decoded frames to the core until the core closes the connection.
@@ -100,12 +129,19 @@ void RunOneSide(const uint8_t* data, size_t size, bool connecting_side) {
   }();
   auto connection = std::make_unique<FakeConnection>();
   FakeConnection* raw = connection.get();
+  // Streaming handlers run here; small windows so that inputs can overrun them.
+  ThreadPool stream_pool(0, 4, absl::Seconds(1));
   ConnectionCore::Options options;
   options.connecting_side = connecting_side;
   options.max_receive_message_size = 1 << 16;
   options.services = services;
+  options.stream_pool = &stream_pool;
+  options.stream_window_bytes = 4096;
   auto core = ConnectionCore::Create(std::move(connection), options);
   core->Start();
+  // The connecting side has a stream open (call 1) for the input to talk to.
+  std::unique_ptr<ClientCallStream> stream;
+  if (connecting_side) stream = core->OpenStream(EchoService::kStreamMethod, nullptr, nullptr, {});
   CoreFeeder feeder(core.get(), raw);
   FrameDecoder decoder(kDefaultMaxMetaSize, options.max_receive_message_size);
   // Split the input in two reads to exercise partial frames.
@@ -114,6 +150,10 @@ void RunOneSide(const uint8_t* data, size_t size, bool connecting_side) {
     (void)decoder.Consume(absl::string_view(reinterpret_cast<const char*>(data) + half, size - half),
                           feeder);
   }
+  // The connection ends: streams end, their handlers return.
+  raw->DeliverClosed();
+  stream.reset();
+  stream_pool.Stop();
 }
 
 }  // namespace

@@ -14,11 +14,17 @@ const ::locus::RpcMethod BlobStore::kMethodGetBlob = {"/acme.storage.v1.BlobStor
 const ::locus::RpcMethod BlobStore::kMethodPutBlob = {"/acme.storage.v1.BlobStore/PutBlob", ::locus::RpcKind::kUnary, false};
 const ::locus::RpcMethod BlobStore::kMethodListBlobs = {"/acme.storage.v1.BlobStore/ListBlobs", ::locus::RpcKind::kUnary, false};
 const ::locus::RpcMethod BlobStore::kMethodDescribe = {"/acme.storage.v1.BlobStore/Describe", ::locus::RpcKind::kUnary, false};
+const ::locus::RpcMethod BlobStore::kMethodWatchBlobs = {"/acme.storage.v1.BlobStore/WatchBlobs", ::locus::RpcKind::kServerStreaming, false};
+const ::locus::RpcMethod BlobStore::kMethodUploadBlob = {"/acme.storage.v1.BlobStore/UploadBlob", ::locus::RpcKind::kClientStreaming, false};
+const ::locus::RpcMethod BlobStore::kMethodSyncBlobs = {"/acme.storage.v1.BlobStore/SyncBlobs", ::locus::RpcKind::kBidiStreaming, false};
 const ::locus::RpcMethod* const BlobStore::kMethods[BlobStore::kMethodCount] = {
     &BlobStore::kMethodGetBlob,
     &BlobStore::kMethodPutBlob,
     &BlobStore::kMethodListBlobs,
     &BlobStore::kMethodDescribe,
+    &BlobStore::kMethodWatchBlobs,
+    &BlobStore::kMethodUploadBlob,
+    &BlobStore::kMethodSyncBlobs,
 };
 
 BlobStore::Service::Service() : ::locus::Service(BlobStore::kServiceName) {
@@ -26,6 +32,9 @@ BlobStore::Service::Service() : ::locus::Service(BlobStore::kServiceName) {
   AddMethod(&BlobStore::kMethodPutBlob, ::locus::internal::MakeUnaryHandler(this, &BlobStore::Service::PutBlob));
   AddMethod(&BlobStore::kMethodListBlobs, ::locus::internal::MakeUnaryHandler(this, &BlobStore::Service::ListBlobs));
   AddMethod(&BlobStore::kMethodDescribe, ::locus::internal::MakeUnaryHandler(this, &BlobStore::Service::Describe));
+  AddMethod(&BlobStore::kMethodWatchBlobs, ::locus::internal::MakeServerStreamingHandler(this, &BlobStore::Service::WatchBlobs));
+  AddMethod(&BlobStore::kMethodUploadBlob, ::locus::internal::MakeClientStreamingHandler(this, &BlobStore::Service::UploadBlob));
+  AddMethod(&BlobStore::kMethodSyncBlobs, ::locus::internal::MakeBidiStreamingHandler(this, &BlobStore::Service::SyncBlobs));
 }
 
 BlobStore::Service::~Service() = default;
@@ -44,6 +53,18 @@ BlobStore::Service::~Service() = default;
 
 ::absl::Status BlobStore::Service::Describe(::locus::ServerContext* /*context*/, const ::acme::storage::v1::ListBlobsRequest_Filter_Label* /*request*/, ::acme::storage::v1::Blob_Metadata* /*response*/) {
   return ::locus::internal::UnimplementedMethod(BlobStore::kMethodDescribe);
+}
+
+::absl::Status BlobStore::Service::WatchBlobs(::locus::ServerContext* /*context*/, const ::acme::storage::v1::ListBlobsRequest* /*request*/, ::locus::ServerWriter<::acme::storage::v1::Blob>* /*writer*/) {
+  return ::locus::internal::UnimplementedMethod(BlobStore::kMethodWatchBlobs);
+}
+
+::absl::Status BlobStore::Service::UploadBlob(::locus::ServerContext* /*context*/, ::locus::ServerReader<::acme::storage::v1::Blob>* /*reader*/, ::acme::common::ResourceId* /*response*/) {
+  return ::locus::internal::UnimplementedMethod(BlobStore::kMethodUploadBlob);
+}
+
+::absl::Status BlobStore::Service::SyncBlobs(::locus::ServerContext* /*context*/, ::locus::ServerReaderWriter<::acme::storage::v1::Blob_Metadata, ::acme::storage::v1::Blob>* /*stream*/) {
+  return ::locus::internal::UnimplementedMethod(BlobStore::kMethodSyncBlobs);
 }
 
 BlobStore::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
@@ -111,6 +132,18 @@ void BlobStore::Stub::AsyncListBlobs(const ::acme::storage::v1::ListBlobsRequest
 
 void BlobStore::Stub::AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::acme::storage::v1::Blob_Metadata* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
   channel_->StartUnary(BlobStore::kMethodDescribe, request, response, options, ::std::move(done));
+}
+
+::locus::ClientReader<::acme::storage::v1::Blob> BlobStore::Stub::WatchBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options) {
+  return ::locus::ClientReader<::acme::storage::v1::Blob>(channel_->OpenStream(BlobStore::kMethodWatchBlobs, &request, nullptr, options));
+}
+
+::locus::ClientWriter<::acme::storage::v1::Blob> BlobStore::Stub::UploadBlob(::acme::common::ResourceId* response, const ::locus::CallOptions& options) {
+  return ::locus::ClientWriter<::acme::storage::v1::Blob>(channel_->OpenStream(BlobStore::kMethodUploadBlob, nullptr, response, options));
+}
+
+::locus::ClientReaderWriter<::acme::storage::v1::Blob, ::acme::storage::v1::Blob_Metadata> BlobStore::Stub::SyncBlobs(const ::locus::CallOptions& options) {
+  return ::locus::ClientReaderWriter<::acme::storage::v1::Blob, ::acme::storage::v1::Blob_Metadata>(channel_->OpenStream(BlobStore::kMethodSyncBlobs, nullptr, nullptr, options));
 }
 
 ::std::unique_ptr<BlobStore::Stub> BlobStore::NewStub(::std::shared_ptr<::locus::Channel> channel) {

@@ -22,8 +22,11 @@ class BlobStore final {
   static const ::locus::RpcMethod kMethodPutBlob;
   static const ::locus::RpcMethod kMethodListBlobs;
   static const ::locus::RpcMethod kMethodDescribe;
+  static const ::locus::RpcMethod kMethodWatchBlobs;
+  static const ::locus::RpcMethod kMethodUploadBlob;
+  static const ::locus::RpcMethod kMethodSyncBlobs;
   // The method table, in declaration order.
-  static constexpr int kMethodCount = 4;
+  static constexpr int kMethodCount = 7;
   static const ::locus::RpcMethod* const kMethods[kMethodCount];
 
   // Server side: derive from Service and override the methods you implement;
@@ -42,6 +45,15 @@ class BlobStore final {
 
     // Nested message types as request and response.
     virtual ::absl::Status Describe(::locus::ServerContext* context, const ::acme::storage::v1::ListBlobsRequest_Filter_Label* request, ::acme::storage::v1::Blob_Metadata* response);
+
+    // Streams every blob that matches, then ends.
+    virtual ::absl::Status WatchBlobs(::locus::ServerContext* context, const ::acme::storage::v1::ListBlobsRequest* request, ::locus::ServerWriter<::acme::storage::v1::Blob>* writer);
+
+    // Takes a blob in pieces; answers with its id once the client half-closes.
+    virtual ::absl::Status UploadBlob(::locus::ServerContext* context, ::locus::ServerReader<::acme::storage::v1::Blob>* reader, ::acme::common::ResourceId* response);
+
+    // Each blob sent is answered with its stored metadata.
+    virtual ::absl::Status SyncBlobs(::locus::ServerContext* context, ::locus::ServerReaderWriter<::acme::storage::v1::Blob_Metadata, ::acme::storage::v1::Blob>* stream);
   };
 
   // Client side. Thread-safe; cheap to create.
@@ -74,6 +86,16 @@ class BlobStore final {
     ::locus::Future<::acme::storage::v1::Blob_Metadata> AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, const ::locus::CallOptions& options = {});
     // `response` must stay valid until `done` runs.
     void AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::acme::storage::v1::Blob_Metadata* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+
+    // Streams every blob that matches, then ends.
+    ::locus::ClientReader<::acme::storage::v1::Blob> WatchBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options = {});
+
+    // Takes a blob in pieces; answers with its id once the client half-closes.
+    // `response` is written before Finish() returns OK; it must stay valid until then.
+    ::locus::ClientWriter<::acme::storage::v1::Blob> UploadBlob(::acme::common::ResourceId* response, const ::locus::CallOptions& options = {});
+
+    // Each blob sent is answered with its stored metadata.
+    ::locus::ClientReaderWriter<::acme::storage::v1::Blob, ::acme::storage::v1::Blob_Metadata> SyncBlobs(const ::locus::CallOptions& options = {});
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 
