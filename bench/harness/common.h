@@ -125,9 +125,10 @@ class AsyncDriver {
 // One echo stream per case (--mode=streaming): `write` sends a message and
 // `read` receives an echo (false: the stream broke or ended); `writes_done`
 // half-closes when the case is over. outstanding=1 times write+read pairs
-// (RunSyncLoop); N > 1 keeps N messages in flight, written by a writer
-// thread and matched in order by a reader thread (so that neither blocks
-// the other when flow control holds one side).
+// (RunSyncLoop); N > 1 keeps N messages in flight, matched in order by a
+// reader thread, which also writes the next message when all in flight fit
+// in 64 KiB (else a writer thread does, so that a write waiting for window
+// never stops the reads that grant it).
 RunResult RunStreamingCase(const CaseSpec& spec, WindowHooks& hooks,
                            const std::function<bool()>& write, const std::function<bool()>& read,
                            const std::function<void()>& writes_done);

@@ -20,6 +20,7 @@
 #include "benchmark/benchmark.h"
 #include "harness/spsc_ring.h"
 #include "internal/frame_decoder.h"
+#include "internal/stream_call.h"
 #include "locus/codegen_support.h"
 #include "locus/frame.h"
 #include "locus/wire.pb.h"
@@ -202,6 +203,13 @@ class FakeChannel final : public locus::Channel {
                   google::protobuf::MessageLite* response, const locus::CallOptions& options,
                   absl::AnyInvocable<void(absl::Status) &&> done) override {
     std::move(done)(CallUnary(method, request, response, options));
+  }
+  // Stub dispatch is measured for unary calls only.
+  std::unique_ptr<locus::ClientCallStream> OpenStream(const locus::RpcMethod&,
+                                                      const google::protobuf::MessageLite*,
+                                                      google::protobuf::MessageLite*,
+                                                      const locus::CallOptions&) override {
+    return locus::internal::MakeFailedClientStream(absl::UnimplementedError("fake channel"));
   }
   std::string transport_name() const override { return "fake"; }
   const std::string& target() const override { return target_; }

@@ -86,11 +86,9 @@ bool StreamCall::Await(absl::FunctionRef<bool()> ready) {
       seen = events_.load(std::memory_order_relaxed);
     }
     if (absl::Now() >= deadline_) return false;
-    if (side_ == Side::kServer) {
-      WaitForEvent(seen);  // the server's connection is always read in the background
-      continue;
-    }
-    // Client: read the connection on this thread if nobody else does.
+    // Read the connection on this thread if nobody else does (on shared
+    // memory a waiting thread takes the reading role from the connection's
+    // reader thread): the frame we wait for then needs no thread hand-off.
     if (core_->DriveUntil([this, seen] { return events_.load(std::memory_order_acquire) != seen; },
                           deadline_)) {
       continue;

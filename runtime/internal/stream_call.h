@@ -12,11 +12,13 @@
 // consumed back with WINDOW_UPDATE once they reach a quarter of its window.
 // A peer that sends beyond its window ends the call (RESOURCE_EXHAUSTED).
 //
-// Waiting: a client-side Read/Write/Finish drives the connection itself
-// when nobody else reads it (as a synchronous unary call does), so a
-// streamed reply costs no thread hand-off; server handlers wait on the
-// call's mutex (the connection is read in the background there). Every
-// wait is bounded by the call's deadline.
+// Waiting: Read, Write and Finish drive the connection themselves when
+// nobody else reads it (as a synchronous unary call does; on shared memory
+// they take the reading role from the connection's reader thread), so a
+// message costs no thread hand-off; otherwise they wait on the call's mutex
+// for the thread that reads. A server handler that drives dispatches the
+// connection's other frames too (unary handlers may then run inline on its
+// thread). Every wait is bounded by the call's deadline.
 //
 // Thread-safety: the On* methods come from the reader; Read and Write may
 // run concurrently on two application threads (one each); End and Abort
@@ -108,7 +110,7 @@ class StreamCall final : public ServerCallStream {
 
  private:
   // Waits until `ready` (evaluated under mu_) or the deadline; returns
-  // whether ready. Client side: drives the connection when it can.
+  // whether ready. Drives the connection when it can.
   bool Await(absl::FunctionRef<bool()> ready);
   void WaitForEvent(uint64_t seen);
   // Counts a consumed message and sends WINDOW_UPDATE when due.
