@@ -36,7 +36,7 @@ double SelfCpuUs() {
          ru.ru_stime.tv_usec;
 }
 
-RunResult RunStreamingCase(const CaseSpec& spec, WindowHooks& hooks,
+RunResult RunStreamingCase(const CaseSpec& spec, WindowHooks& hooks, uint64_t window_bytes,
                            const std::function<bool()>& write, const std::function<bool()>& read,
                            const std::function<void()>& writes_done) {
   if (spec.outstanding == 1) {
@@ -55,12 +55,12 @@ RunResult RunStreamingCase(const CaseSpec& spec, WindowHooks& hooks,
   std::deque<int> to_write;   // slots whose message is due (guarded by mu)
   std::deque<int> in_flight;  // slots written, in stream order (guarded by mu)
   bool stop = false;          // guarded by mu
-  // When all messages in flight fit the flow-control windows (64 KiB, the
-  // smallest initial window of the systems measured), the thread that reads
-  // an echo writes the next message itself, as the unary callback cases do:
-  // one thread, no hand-off. Otherwise a writer thread writes, so that a
-  // write waiting for window never stops the reads that would grant it.
-  const bool inline_writes = spec.outstanding * (spec.size + 64) <= (64u << 10);
+  // When all messages in flight fit the flow-control window, the thread
+  // that reads an echo writes the next message itself, as the unary
+  // callback cases do: one thread, no hand-off. Otherwise a writer thread
+  // writes, so that a write waiting for window never stops the reads that
+  // would grant it.
+  const bool inline_writes = spec.outstanding * (spec.size + 64) <= window_bytes;
   std::mutex write_mu;  // inline writes come from the driver and the reader thread
   AsyncDriver* driver_ptr = nullptr;
   AsyncDriver driver(spec, [&](int slot) {

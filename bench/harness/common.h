@@ -127,9 +127,10 @@ class AsyncDriver {
 // half-closes when the case is over. outstanding=1 times write+read pairs
 // (RunSyncLoop); N > 1 keeps N messages in flight, matched in order by a
 // reader thread, which also writes the next message when all in flight fit
-// in 64 KiB (else a writer thread does, so that a write waiting for window
-// never stops the reads that grant it).
-RunResult RunStreamingCase(const CaseSpec& spec, WindowHooks& hooks,
+// in `window_bytes` (the system's flow-control window per stream; else a
+// writer thread writes, so that a write waiting for window never stops the
+// reads that would grant it).
+RunResult RunStreamingCase(const CaseSpec& spec, WindowHooks& hooks, uint64_t window_bytes,
                            const std::function<bool()>& write, const std::function<bool()>& read,
                            const std::function<void()>& writes_done);
 

@@ -102,8 +102,9 @@ RunResult GrpcClient(const CaseSpec& spec, const std::string& address, WindowHoo
     grpc::ClientContext context;
     auto chat = stub->Chat(&context);
     EchoMsg reply;
+    // 64 KiB: HTTP/2's initial stream window (gRPC grows it by BDP probing).
     r = RunStreamingCase(
-        spec, hooks, [&] { return chat->Write(request); }, [&] { return chat->Read(&reply); },
+        spec, hooks, 64u << 10, [&] { return chat->Write(request); }, [&] { return chat->Read(&reply); },
         [&] { chat->WritesDone(); });
     grpc::Status status = chat->Finish();
     if (r.error.empty() && !status.ok()) r.error = "stream: " + status.error_message();

@@ -117,7 +117,7 @@ RunResult LocusClient(const CaseSpec& spec, const std::string& server_address, W
     auto chat = stub.Chat(options);
     locus::bench::EchoMsg reply;
     r = RunStreamingCase(
-        spec, hooks, [&] { return chat.Write(request); }, [&] { return chat.Read(&reply); },
+        spec, hooks, channel_options.stream_window_bytes, [&] { return chat.Write(request); }, [&] { return chat.Read(&reply); },
         [&] { chat.WritesDone(); });
     absl::Status status = chat.Finish();
     if (r.error.empty() && !status.ok()) r.error = "stream: " + status.ToString();
