@@ -158,6 +158,7 @@ class ChannelImpl final : public Channel {
     core_options.max_send_message_size = options_.max_send_message_size;
     core_options.max_receive_message_size = options_.max_receive_message_size;
     core_options.stream_window_bytes = options_.stream_window_bytes;
+    core_options.datagram_call_timeout = options_.datagram_call_timeout;
     auto core = ConnectionCore::Create(std::move(connection), std::move(core_options));
     core->Start();
     absl::Status handshake = core->ClientHandshake(deadline);

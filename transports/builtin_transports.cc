@@ -1,9 +1,10 @@
 // The default transport registry: the built-in transports (unix,
-// unix-abstract, shm, shm-abstract, tcp). Linking the
+// unix-abstract, shm, shm-abstract, tcp, udp). Linking the
 // `locus` library (rather than only `locus_runtime`) brings this in.
 #include "locus/transport.h"
 #include "transports/shm/shm_transport.h"
 #include "transports/tcp/tcp_transport.h"
+#include "transports/udp/udp_transport.h"
 #include "transports/unix/unix_transport.h"
 
 namespace locus {
@@ -16,6 +17,7 @@ TransportRegistry& DefaultTransportRegistry() {
     // Unix listeners also accept clients moving to shared memory.
     r->Register(std::make_shared<UnixTransport>(shm->upgrader()));
     r->Register(std::make_shared<TcpTransport>());
+    r->Register(std::make_shared<UdpTransport>());
     return r;
   }();
   return *registry;

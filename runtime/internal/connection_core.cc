@@ -307,10 +307,20 @@ void ConnectionCore::MarkBrokenIfUnavailable(const absl::Status& sent) {
   unusable_.store(true, std::memory_order_release);
 }
 
+const CallOptions& ConnectionCore::BoundedOptions(const CallOptions& options,
+                                                  CallOptions* storage) const {
+  if (options.deadline != absl::InfiniteFuture() || connection_->reliable()) return options;
+  *storage = options;
+  storage->deadline = absl::Now() + options_.datagram_call_timeout;
+  return *storage;
+}
+
 absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
                                        const google::protobuf::MessageLite& request,
                                        google::protobuf::MessageLite* response,
-                                       const CallOptions& options) {
+                                       const CallOptions& given_options) {
+  CallOptions bounded;
+  const CallOptions& options = BoundedOptions(given_options, &bounded);
   if (options.deadline != absl::InfiniteFuture() && absl::Now() >= options.deadline) {
     return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", method.full_name, " started"));
   }
@@ -364,8 +374,11 @@ absl::Status ConnectionCore::AwaitCompletion(PendingCall* call_ptr, uint64_t id,
 
 void ConnectionCore::StartUnary(const RpcMethod& method,
                                 const google::protobuf::MessageLite& request,
-                                google::protobuf::MessageLite* response, const CallOptions& options,
+                                google::protobuf::MessageLite* response,
+                                const CallOptions& given_options,
                                 absl::AnyInvocable<void(absl::Status) &&> done) {
+  CallOptions bounded;
+  const CallOptions& options = BoundedOptions(given_options, &bounded);
   if (absl::Now() >= options.deadline) {
     std::move(done)(absl::DeadlineExceededError(
         absl::StrCat("deadline passed before ", method.full_name, " started")));
@@ -484,6 +497,11 @@ std::unique_ptr<ClientCallStream> ConnectionCore::OpenStream(
   if (method.kind == RpcKind::kUnary) {
     return MakeFailedClientStream(
         absl::InvalidArgumentError(absl::StrCat(method.full_name, " is not a streaming method")));
+  }
+  if (!connection_->reliable()) {
+    return MakeFailedClientStream(absl::FailedPreconditionError(absl::StrCat(
+        "streaming call to ", method.full_name, " needs a reliable transport, not ",
+        peer().transport, " (datagrams may be lost)")));
   }
   if ((method.kind == RpcKind::kServerStreaming) != (request != nullptr) ||
       (method.kind == RpcKind::kClientStreaming) != (response != nullptr)) {
@@ -779,6 +797,9 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     refused = absl::InvalidArgumentError(absl::StrCat("request for ", header.method, " without a message"));
   } else if (streaming && options_.stream_pool == nullptr) {
     refused = absl::UnimplementedError(absl::StrCat("this side serves no streaming calls (", header.method, ")"));
+  } else if (streaming && !connection_->reliable()) {
+    refused = absl::FailedPreconditionError(absl::StrCat(
+        "streaming call to ", header.method, " needs a reliable transport, not ", peer().transport));
   } else if (streaming && oneway) {
     refused = absl::InvalidArgumentError(absl::StrCat("streaming call to ", header.method, " marked oneway"));
   }
@@ -964,6 +985,12 @@ void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
                   return !encode_failed;
                 },
                 send_deadline);
+  if (absl::IsResourceExhausted(sent) && reply != nullptr) {
+    // The transport cannot carry a frame this large (a UDP datagram): the
+    // client still gets an answer.
+    SendError(call_id, sent, deadline);
+    return;
+  }
   if (encode_failed) {
     // Nothing was sent for this call: the client still gets an answer.
     SendError(call_id,

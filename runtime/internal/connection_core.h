@@ -59,6 +59,9 @@ class ConnectionCore final : public FrameSink,
     ThreadPool* stream_pool = nullptr;
     // Receive window per streaming call, announced in the handshake.
     uint64_t stream_window_bytes = kDefaultStreamWindowBytes;
+    // Unreliable (datagram) connections: the deadline of calls that set
+    // none, since a lost datagram would leave them waiting forever.
+    absl::Duration datagram_call_timeout = absl::Seconds(10);
     // Accepting side: announced in HELLO_ACK so that same-host clients can
     // move closer (collocated calls, shared memory, Unix socket).
     uint64_t server_instance = 0;
@@ -157,6 +160,9 @@ class ConnectionCore final : public FrameSink,
   void AsyncCallEnded();
   // Sends the REQUEST that starts call `id`: with `request` (nullptr for
   // streaming calls whose messages follow) and `flags`.
+  // `options`, with a deadline if the connection is unreliable and it has
+  // none (`storage` holds the copy).
+  const CallOptions& BoundedOptions(const CallOptions& options, CallOptions* storage) const;
   absl::Status SendRequest(const RpcMethod& method, uint64_t id,
                            const google::protobuf::MessageLite* request, uint32_t flags,
                            const CallOptions& options);

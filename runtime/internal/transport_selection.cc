@@ -13,7 +13,7 @@
 namespace locus::internal {
 namespace {
 
-const char* const kKinds[] = {"inproc", "shm", "unix", "tcp"};
+const char* const kKinds[] = {"inproc", "shm", "unix", "tcp", "udp"};
 
 }  // namespace
 
@@ -38,7 +38,7 @@ absl::StatusOr<TransportPolicy> TransportPolicy::Parse(absl::string_view spec) {
       return absl::InvalidArgumentError(absl::StrCat(
           "bad transport policy \"", spec,
           "\": use a list of kinds to allow (e.g. \"shm,unix\") or to forbid (e.g. \"-shm,-inproc\"); "
-          "kinds are inproc, shm, unix, tcp"));
+          "kinds are inproc, shm, unix, tcp, udp"));
     }
     if (remove) {
       policy.allowed_.erase(token);

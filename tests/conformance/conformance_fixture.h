@@ -11,6 +11,7 @@
 #ifndef LOCUS_TESTS_CONFORMANCE_CONFORMANCE_FIXTURE_H_
 #define LOCUS_TESTS_CONFORMANCE_CONFORMANCE_FIXTURE_H_
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -28,12 +29,16 @@ using ::locus::testing::TempDir;
 
 // Each transport kind: the address a server listens on, the transport the
 // channel must end on (upgrades to closer transports are forbidden so that
-// each kind is tested as itself), and whether bytes cross a wire (the
-// collocated path has none: byte-level tests do not apply).
+// each kind is tested as itself), whether bytes cross a wire (the
+// collocated path has none: byte-level tests do not apply), whether every
+// frame arrives (tests that need that under load skip datagram transports)
+// and the largest message it carries.
 struct UnixSocket {
   static std::string ListenAddress(const TempDir& dir) { return "unix:" + dir.path() + "/s.sock"; }
   static constexpr const char* kTransport = "unix";
   static constexpr bool kHasWire = true;
+  static constexpr bool kReliable = true;
+  static constexpr size_t kMaxMessage = kDefaultMaxMessageSize;
 };
 struct UnixAbstract {
   static std::string ListenAddress(const TempDir& dir) {
@@ -41,27 +46,47 @@ struct UnixAbstract {
   }
   static constexpr const char* kTransport = "unix";
   static constexpr bool kHasWire = true;
+  static constexpr bool kReliable = true;
+  static constexpr size_t kMaxMessage = kDefaultMaxMessageSize;
 };
 struct SharedMemory {
   static std::string ListenAddress(const TempDir& dir) { return "shm:" + dir.path() + "/s.sock"; }
   static constexpr const char* kTransport = "shm";
   static constexpr bool kHasWire = true;
+  static constexpr bool kReliable = true;
+  static constexpr size_t kMaxMessage = kDefaultMaxMessageSize;
 };
 struct InProcess {
   // The client connects over the Unix socket and moves to direct calls.
   static std::string ListenAddress(const TempDir& dir) { return "unix:" + dir.path() + "/s.sock"; }
   static constexpr const char* kTransport = "inproc";
   static constexpr bool kHasWire = false;
+  static constexpr bool kReliable = true;
+  static constexpr size_t kMaxMessage = kDefaultMaxMessageSize;
 };
 struct TcpIpv4 {
   static std::string ListenAddress(const TempDir&) { return "tcp://127.0.0.1:0"; }
   static constexpr const char* kTransport = "tcp";
   static constexpr bool kHasWire = true;
+  static constexpr bool kReliable = true;
+  static constexpr size_t kMaxMessage = kDefaultMaxMessageSize;
 };
 struct TcpIpv6 {
   static std::string ListenAddress(const TempDir&) { return "tcp://[::1]:0"; }
   static constexpr const char* kTransport = "tcp";
   static constexpr bool kHasWire = true;
+  static constexpr bool kReliable = true;
+  static constexpr size_t kMaxMessage = kDefaultMaxMessageSize;
+};
+
+// Datagrams: lossy, one frame per datagram (kMaxMessage leaves room for
+// the frame and call headers), no streams.
+struct UdpIpv4 {
+  static std::string ListenAddress(const TempDir&) { return "udp://127.0.0.1:0"; }
+  static constexpr const char* kTransport = "udp";
+  static constexpr bool kHasWire = true;
+  static constexpr bool kReliable = false;
+  static constexpr size_t kMaxMessage = 65000;
 };
 
 // Another address of the same kind as `listen`, for a second server.
@@ -79,6 +104,13 @@ struct Config {
   using TransportKind = Transport;
   static constexpr int handler_threads = kHandlerThreads;
 };
+
+// For tests that need every frame to arrive under load, or a connection the
+// server can close (datagram transports have neither).
+#define LOCUS_SKIP_UNLESS_RELIABLE()                                             \
+  if (!TypeParam::TransportKind::kReliable)                                     \
+  GTEST_SKIP() << "needs a reliable transport: datagrams may be dropped, and " \
+                  "a datagram transport has no connection to close"
 
 inline CallOptions Watchdog() { return CallOptions::WithTimeout(kWatchdog); }
 
@@ -129,8 +161,8 @@ class TransportConformance : public ::testing::Test {
 using TransportKinds =
     ::testing::Types<Config<UnixSocket, 0>, Config<UnixAbstract, 0>, Config<TcpIpv4, 0>,
                      Config<TcpIpv6, 0>, Config<SharedMemory, 0>, Config<InProcess, 0>,
-                     Config<UnixSocket, 4>, Config<TcpIpv4, 4>, Config<SharedMemory, 4>,
-                     Config<InProcess, 4>>;
+                     Config<UdpIpv4, 0>, Config<UnixSocket, 4>, Config<TcpIpv4, 4>,
+                     Config<SharedMemory, 4>, Config<InProcess, 4>, Config<UdpIpv4, 4>>;
 
 class ConfigNames {
  public:
@@ -143,6 +175,7 @@ class ConfigNames {
     if (std::is_same_v<typename T::TransportKind, SharedMemory>) name = "Shm";
     if (std::is_same_v<typename T::TransportKind, InProcess>) name = "InProcess";
     if (std::is_same_v<typename T::TransportKind, TcpIpv6>) name = "Tcp6";
+    if (std::is_same_v<typename T::TransportKind, UdpIpv4>) name = "Udp4";
     return name + (T::handler_threads > 0 ? "Pool" : "Inline");
   }
 };

@@ -21,9 +21,33 @@ namespace {
 using ::locus::testing::ChildServer;
 using ::testing::HasSubstr;
 
+// Streams need every frame: on a datagram transport only the refusal is tested.
 template <typename ConfigT>
-class StreamConformance : public TransportConformance<ConfigT> {};
+class StreamConformance : public TransportConformance<ConfigT> {
+ public:
+  void SetUp() override {
+    if (!ConfigT::TransportKind::kReliable) GTEST_SKIP() << "streams need a reliable transport";
+    TransportConformance<ConfigT>::SetUp();
+  }
+};
 TYPED_TEST_SUITE(StreamConformance, TransportKinds, ConfigNames);
+
+// The other suite's fixture, which also runs on datagram transports.
+template <typename ConfigT>
+class StreamRefusal : public TransportConformance<ConfigT> {};
+TYPED_TEST_SUITE(StreamRefusal, TransportKinds, ConfigNames);
+
+TYPED_TEST(StreamRefusal, DatagramTransportsRefuseStreamsClearly) {
+  if (TypeParam::TransportKind::kReliable) GTEST_SKIP() << "streams work here";
+  ClientReaderWriter<EchoRequest, EchoReply> chat = this->stub_->Chat(Watchdog());
+  EchoRequest request;
+  EXPECT_FALSE(chat.Write(request));
+  absl::Status status = chat.Finish();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("reliable transport"));
+  // Unary calls on the same channel are unaffected.
+  EXPECT_TRUE(this->Echo(*this->stub_, "after").ok());
+}
 
 // Polls `condition` until it holds or the watchdog fires.
 template <typename Condition>

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -45,6 +46,12 @@ TYPED_TEST(TransportConformance, EchoFromOneByteToTheSizeLimit) {
   // 4-byte length varint plus the data.
   const size_t largest = kDefaultMaxMessageSize - 5;
   for (size_t size : {size_t{1}, size_t{100}, size_t{4096}, size_t{65536}, size_t{1} << 20, largest}) {
+    if (size > TypeParam::TransportKind::kMaxMessage) {
+      // A datagram transport refuses what does not fit a datagram, clearly.
+      absl::StatusOr<EchoReply> refused = this->Echo(*this->stub_, std::string(size, 'x'));
+      EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+      continue;
+    }
     std::string data(size, '\0');
     for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>(i * 131 + size);
     absl::StatusOr<EchoReply> reply = this->Echo(*this->stub_, data);
@@ -59,6 +66,7 @@ TYPED_TEST(TransportConformance, EchoFromOneByteToTheSizeLimit) {
 // Many large messages in flight at once, more than shared memory's bulk
 // areas hold (the rest stream through the ring), each arriving whole.
 TYPED_TEST(TransportConformance, LargeMessagesInFlightTogetherStayIntact) {
+  LOCUS_SKIP_UNLESS_RELIABLE();
   constexpr int kRounds = 3;
   constexpr int kCalls = 16;
   for (int round = 0; round < kRounds; ++round) {
@@ -84,6 +92,7 @@ TYPED_TEST(TransportConformance, LargeMessagesInFlightTogetherStayIntact) {
 }
 
 TYPED_TEST(TransportConformance, SixteenThreadsOfAThousandConcurrentCalls) {
+  LOCUS_SKIP_UNLESS_RELIABLE();
   constexpr int kThreads = 16;
   constexpr int kCallsPerThread = 1000;
   std::atomic<int> mismatches{0};
@@ -133,7 +142,8 @@ TYPED_TEST(TransportConformance, CallbackChainsOfMixedSizesStayIntact) {
   };
   std::vector<Chain> chains(kChains);
   std::function<void(Chain*)> next = [&](Chain* chain) {
-    const size_t size = kSizes[(chain->index + chain->calls) % std::size(kSizes)];
+    const size_t size = std::min<size_t>(kSizes[(chain->index + chain->calls) % std::size(kSizes)],
+                                         TypeParam::TransportKind::kMaxMessage);
     chain->request.set_data(std::string(size, static_cast<char>('a' + chain->calls % 26)));
     this->stub_->AsyncEcho(chain->request, &chain->reply, Watchdog(), [&, chain](absl::Status status) {
       if (!status.ok() || chain->reply.data() != chain->request.data()) bad++;
@@ -268,7 +278,8 @@ TYPED_TEST(TransportConformance, DeadlineIsVisibleToHandler) {
   EXPECT_LE(reply->deadline_in_ms(), 50000);
   absl::StatusOr<EchoReply> none = this->stub_->Echo(request);
   ASSERT_TRUE(none.ok());
-  EXPECT_FALSE(none->had_deadline());
+  // Datagram transports bound every call (ChannelOptions::datagram_call_timeout).
+  EXPECT_EQ(none->had_deadline(), !TypeParam::TransportKind::kReliable);
 }
 
 TYPED_TEST(TransportConformance, DeadlineExceededAtClientAndSeenByServer) {
@@ -439,6 +450,7 @@ void SendBadBytesAndExpectOnlyThatConnectionClosed(TransportConformance<ConfigT>
 }
 
 TYPED_TEST(TransportConformance, GarbageBytesCloseThatConnectionOnly) {
+  LOCUS_SKIP_UNLESS_RELIABLE();
   if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
   FrameHeader garbage{};
   std::memcpy(&garbage, "GET / HTTP/1.1\r\nHost: x\r\n", sizeof(garbage));
@@ -446,6 +458,7 @@ TYPED_TEST(TransportConformance, GarbageBytesCloseThatConnectionOnly) {
 }
 
 TYPED_TEST(TransportConformance, TruncatedFrameClosesThatConnectionOnly) {
+  LOCUS_SKIP_UNLESS_RELIABLE();
   if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
   // A HELLO announcing 100 bytes of meta, of which 10 arrive before the
   // client hangs up.
@@ -455,6 +468,7 @@ TYPED_TEST(TransportConformance, TruncatedFrameClosesThatConnectionOnly) {
 }
 
 TYPED_TEST(TransportConformance, ClientThatStopsReadingIsDisconnected) {
+  LOCUS_SKIP_UNLESS_RELIABLE();
   if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
   ServerOptions options;
   options.send_stall_timeout = absl::Milliseconds(300);

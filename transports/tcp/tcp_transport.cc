@@ -13,23 +13,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "transports/socket/inet_address.h"
 #include "transports/socket/socket_listener.h"
 #include "transports/socket/stream_connection.h"
 
 namespace locus {
 namespace {
 
-std::string FormatSockaddr(const sockaddr_storage& ss) {
-  char host[INET6_ADDRSTRLEN] = {0};
-  if (ss.ss_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-    return absl::StrCat("tcp://[", host, "]:", ntohs(in6->sin6_port));
-  }
-  const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
-  inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-  return absl::StrCat("tcp://", host, ":", ntohs(in->sin_port));
-}
+std::string FormatSockaddr(const sockaddr_storage& ss) { return internal::FormatInetAddress(ss, "tcp"); }
 
 PeerInfo DescribeTcpPeer(int fd) {
   int one = 1;
@@ -44,58 +35,14 @@ PeerInfo DescribeTcpPeer(int fd) {
   return peer;
 }
 
-struct AddrInfoDeleter {
-  void operator()(addrinfo* ai) const { freeaddrinfo(ai); }
-};
-
-absl::StatusOr<std::unique_ptr<addrinfo, AddrInfoDeleter>> Resolve(absl::string_view address,
-                                                                    bool passive) {
-  std::string host, port;
-  absl::Status parsed = ParseTcpAddress(address, &host, &port);
-  if (!parsed.ok()) return parsed;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-  addrinfo* result = nullptr;
-  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &result);
-  if (rc != 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot resolve \"", address, "\": ", gai_strerror(rc)));
-  }
-  return std::unique_ptr<addrinfo, AddrInfoDeleter>(result);
+absl::StatusOr<internal::AddrInfoList> Resolve(absl::string_view address, bool passive) {
+  return internal::ResolveInetAddress(address, "tcp", SOCK_STREAM, passive);
 }
 
 }  // namespace
 
 absl::Status ParseTcpAddress(absl::string_view address, std::string* host, std::string* port) {
-  if (!absl::StartsWith(address, "tcp://")) {
-    return absl::InvalidArgumentError(absl::StrCat("not a tcp address: \"", address, "\""));
-  }
-  absl::string_view rest = address.substr(6);
-  size_t colon;
-  if (absl::StartsWith(rest, "[")) {
-    size_t close = rest.find(']');
-    if (close == absl::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ':') {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad IPv6 address \"", address, "\" (expected tcp://[addr]:port)"));
-    }
-    *host = std::string(rest.substr(1, close - 1));
-    colon = close + 1;
-  } else {
-    colon = rest.rfind(':');
-    if (colon == absl::string_view::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("missing port in \"", address, "\" (expected tcp://host:port)"));
-    }
-    *host = std::string(rest.substr(0, colon));
-  }
-  *port = std::string(rest.substr(colon + 1));
-  int port_number;
-  if (!absl::SimpleAtoi(*port, &port_number) || port_number < 0 || port_number > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("bad port in \"", address, "\""));
-  }
-  return absl::OkStatus();
+  return internal::ParseInetAddress(address, "tcp", host, port);
 }
 
 absl::StatusOr<std::unique_ptr<Listener>> TcpTransport::Listen(absl::string_view address,

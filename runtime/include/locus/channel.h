@@ -66,6 +66,9 @@ struct ChannelOptions {
   // Bytes of stream messages the server may send on one streaming call
   // before this side has read them (see locus/stream.h).
   uint64_t stream_window_bytes = kDefaultStreamWindowBytes;
+  // Datagram transports (udp://): the deadline of calls that set none; a
+  // lost datagram would otherwise leave them waiting forever.
+  absl::Duration datagram_call_timeout = absl::Seconds(10);
 };
 
 // Thread-safe. Implemented by the runtime; users get one from Connect().

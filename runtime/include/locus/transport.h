@@ -111,7 +111,8 @@ class FrameSink {
   virtual void OnClosed(const absl::Status& reason) = 0;
 };
 
-// A bidirectional, framed, reliable, ordered connection.
+// A bidirectional, framed connection; reliable and ordered unless
+// reliable() says otherwise.
 //
 // Thread-safety: all methods are thread-safe. Lifetime: the owner must call
 // Close() (or see OnClosed) before destroying it; the destructor waits until no
@@ -170,6 +171,11 @@ class Connection {
   // cost no interest changes; frames that arrive meanwhile are read by the
   // next caller that drives. Transports that always read ignore it.
   virtual void AdjustBackgroundReads(int delta) { (void)delta; }
+
+  // False for a datagram transport (UDP): frames may be lost or reordered.
+  // The runtime then bounds every call with a deadline and refuses
+  // streaming calls, whose flow control needs every frame.
+  virtual bool reliable() const { return true; }
 
   virtual const PeerInfo& peer() const = 0;
 };

@@ -1,0 +1,356 @@
+#include "transports/udp/datagram_connection.h"
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "internal/log.h"
+#include "internal/timer_queue.h"
+#include "transports/socket/event_loop.h"
+#include "transports/udp/datagram_codec.h"
+
+namespace locus::internal {
+namespace {
+
+// Datagrams read per readiness event before yielding to other fds.
+constexpr int kReadBatch = 64;
+
+int64_t NowNs() { return absl::ToUnixNanos(absl::Now()); }
+
+// Shared by the connection object and the event loop (which holds it while
+// dispatching), and weakly by the probe timer.
+class DatagramSocket final : public FdHandler, public std::enable_shared_from_this<DatagramSocket> {
+ public:
+  DatagramSocket(int fd, PeerInfo peer, const TransportOptions& options, std::string first_datagram,
+                 bool probe_peer, absl::Duration idle_timeout)
+      : fd_(fd),
+        peer_(std::move(peer)),
+        max_meta_(options.max_meta_size),
+        max_payload_(options.max_receive_message_size),
+        probe_peer_(probe_peer),
+        idle_timeout_(idle_timeout),
+        first_datagram_(std::move(first_datagram)),
+        loop_(EventLoopPool::Get().Next()),
+        last_receive_ns_(NowNs()) {}
+
+  ~DatagramSocket() override { close(fd_); }
+
+  const PeerInfo& peer() const { return peer_; }
+
+  void Start(FrameSink* sink) {
+    {
+      absl::MutexLock lock(&mu_);
+      sink_ = sink;
+      // Nobody else delivers before the fd is watched: the first datagram
+      // goes out on this thread.
+      delivering_ = true;
+      deliverer_ = std::this_thread::get_id();
+    }
+    if (!first_datagram_.empty()) Dispatch(first_datagram_);
+    first_datagram_.clear();
+    EndDelivery();
+    if (closed_flag_.load(std::memory_order_acquire)) return;
+    absl::Status added = loop_->Add(fd_, EPOLLIN, shared_from_this());
+    if (!added.ok()) {
+      Close(added);
+      return;
+    }
+    // A Close() that ran before Add() removed nothing: remove now.
+    if (closed_flag_.load(std::memory_order_acquire)) {
+      loop_->Remove(fd_);
+      return;
+    }
+    ScheduleCheck();
+  }
+
+  absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
+                    absl::Time deadline) {
+    if (closed_flag_.load(std::memory_order_acquire)) {
+      return absl::UnavailableError(absl::StrCat("connection to ", peer_.remote_address, " closed"));
+    }
+    const size_t total = sizeof(header) + meta.size() + payload.size();
+    if (total > kMaxDatagramBytes) {
+      return absl::ResourceExhaustedError(absl::StrCat("frame of ", total, " bytes does not fit a UDP datagram (at most ",
+                                                       kMaxDatagramBytes, " bytes)"));
+    }
+    iovec parts[3] = {{const_cast<FrameHeader*>(&header), sizeof(header)},
+                      {const_cast<char*>(meta.data()), meta.size()},
+                      {const_cast<char*>(payload.data()), payload.size()}};
+    msghdr message{};
+    message.msg_iov = parts;
+    message.msg_iovlen = 3;
+    for (;;) {
+      ssize_t sent = sendmsg(fd_, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (sent >= 0) return absl::OkStatus();
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+        // The socket's send buffer is full: wait for room until the deadline.
+        const absl::Time now = absl::Now();
+        if (now >= deadline) {
+          return absl::DeadlineExceededError(
+              absl::StrCat("UDP send buffer to ", peer_.remote_address, " stayed full"));
+        }
+        pollfd p{fd_, POLLOUT, 0};
+        const int64_t wait_ms = deadline == absl::InfiniteFuture()
+                                    ? 100
+                                    : std::min<int64_t>(100, absl::ToInt64Milliseconds(deadline - now) + 1);
+        poll(&p, 1, static_cast<int>(wait_ms));
+        continue;
+      }
+      if (errno == ECONNREFUSED) {
+        absl::Status gone = absl::UnavailableError(
+            absl::StrCat(peer_.remote_address, " refused the datagram (nothing listens there)"));
+        Close(gone);
+        return gone;
+      }
+      return absl::UnavailableError(absl::StrCat("UDP send to ", peer_.remote_address, ": ", std::strerror(errno)));
+    }
+  }
+
+  // Closes once. OnClosed follows: from the thread delivering frames when
+  // one is (at the end of its delivery, never inside a callback), else on
+  // this thread.
+  void Close(const absl::Status& reason) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_) return;
+      closed_ = true;
+      closed_flag_.store(true, std::memory_order_release);
+      reason_ = reason;
+    }
+    if (TimerQueue::Id timer = check_timer_.load(); timer != 0) TimerQueue::Get().Cancel(timer);
+    loop_->Remove(fd_);  // waits for a dispatch in progress on the loop (unless on it)
+    FrameSink* sink;
+    absl::Status why;
+    {
+      absl::MutexLock lock(&mu_);
+      if (delivering_ || closed_delivered_ || sink_ == nullptr) return;
+      closed_delivered_ = true;
+      delivering_ = true;
+      deliverer_ = std::this_thread::get_id();
+      sink = sink_;
+      why = reason_;
+    }
+    sink->OnClosed(why);
+    absl::MutexLock lock(&mu_);
+    delivering_ = false;
+    deliverer_ = std::thread::id();
+  }
+
+  // Called by the owner's destructor (after Close): OnClosed must have been
+  // delivered when this returns, and the sink is never used again.
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    if (sink_ == nullptr) return;
+    if (delivering_ && deliverer_ == std::this_thread::get_id()) {
+      // Released from inside our own delivery: deliver OnClosed now.
+      FrameSink* sink = sink_;
+      sink_ = nullptr;
+      if (!closed_delivered_) {
+        closed_delivered_ = true;
+        absl::Status reason = reason_;
+        mu_.Unlock();
+        sink->OnClosed(reason);
+        mu_.Lock();
+      }
+      return;
+    }
+    auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return closed_delivered_ && !delivering_; };
+    mu_.Await(absl::Condition(&done));
+    sink_ = nullptr;
+  }
+
+  void AdjustBackgroundReads(int delta) { waiting_.fetch_add(delta, std::memory_order_acq_rel); }
+
+  // FdHandler (loop thread).
+  void OnEvents(uint32_t events) override {
+    (void)events;
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_ || delivering_ || sink_ == nullptr) return;
+      delivering_ = true;
+      deliverer_ = std::this_thread::get_id();
+    }
+    for (int i = 0; i < kReadBatch; ++i) {
+      ssize_t n = recv(fd_, buffer_, sizeof(buffer_), MSG_DONTWAIT | MSG_TRUNC);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == ECONNREFUSED) {
+          CloseFromDelivery(absl::UnavailableError(
+              absl::StrCat(peer_.remote_address, " is unreachable (nothing listens there any more)")));
+        } else {
+          CloseFromDelivery(absl::UnavailableError(
+              absl::StrCat("UDP receive from ", peer_.remote_address, ": ", std::strerror(errno))));
+        }
+        break;
+      }
+      last_receive_ns_.store(NowNs(), std::memory_order_relaxed);
+      if (static_cast<size_t>(n) > sizeof(buffer_)) {
+        // MSG_TRUNC reports the real length: larger than any frame we take.
+        CloseFromDelivery(absl::InvalidArgumentError(
+            absl::StrCat("datagram of ", n, " bytes from ", peer_.remote_address, " is too large")));
+        break;
+      }
+      if (!Dispatch(absl::string_view(buffer_, static_cast<size_t>(n)))) break;
+    }
+    EndDelivery();
+  }
+
+ private:
+  // Decodes and delivers one datagram; false once the connection closed.
+  bool Dispatch(absl::string_view datagram) {
+    FrameSink* sink;
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_ || sink_ == nullptr) return false;
+      sink = sink_;
+    }
+    absl::Status error;
+    switch (DecodeDatagram(datagram, max_meta_, max_payload_, &frame_, &error)) {
+      case DatagramKind::kFrame:
+        sink->OnFrame(frame_);
+        break;
+      case DatagramKind::kOversize:
+        sink->OnOversizeFrame(frame_.header);
+        break;
+      case DatagramKind::kMalformed:
+        LOCUS_LOG(WARNING) << "closing UDP connection with " << peer_.remote_address << ": "
+                           << error.message();
+        CloseFromDelivery(absl::InvalidArgumentError(absl::StrCat("malformed datagram: ", error.message())));
+        return false;
+    }
+    absl::MutexLock lock(&mu_);
+    return !closed_ && sink_ != nullptr;
+  }
+
+  // Close() from the delivering thread: OnClosed follows in EndDelivery.
+  void CloseFromDelivery(const absl::Status& reason) { Close(reason); }
+
+  // The delivering thread is done; delivers OnClosed if the connection
+  // closed meanwhile.
+  void EndDelivery() {
+    FrameSink* sink = nullptr;
+    absl::Status reason;
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_ && !closed_delivered_ && sink_ != nullptr) {
+        closed_delivered_ = true;
+        sink = sink_;
+        reason = reason_;
+        delivering_ = true;
+        deliverer_ = std::this_thread::get_id();
+      } else {
+        delivering_ = false;
+        deliverer_ = std::thread::id();
+        return;
+      }
+    }
+    sink->OnClosed(reason);
+    absl::MutexLock lock(&mu_);
+    delivering_ = false;
+    deliverer_ = std::thread::id();
+  }
+
+  // Every kProbeInterval: idle expiry, and (client side) a PING while calls
+  // wait and the peer has been silent.
+  void ScheduleCheck() {
+    std::weak_ptr<DatagramSocket> weak = weak_from_this();
+    check_timer_ = TimerQueue::Get().Schedule(absl::Now() + kProbeInterval, [weak] {
+      if (std::shared_ptr<DatagramSocket> self = weak.lock()) self->Check();
+    });
+  }
+
+  void Check() {
+    if (closed_flag_.load(std::memory_order_acquire)) return;
+    const absl::Duration silent =
+        absl::Nanoseconds(NowNs() - last_receive_ns_.load(std::memory_order_relaxed));
+    // A client probes while its calls wait, so a server hears from every
+    // live client at least every kProbeInterval during a call.
+    if (silent >= idle_timeout_) {
+      Close(absl::UnavailableError(absl::StrCat("UDP peer ", peer_.remote_address, " idle for ",
+                                                absl::FormatDuration(silent))));
+      return;
+    }
+    if (probe_peer_ && waiting_.load(std::memory_order_acquire) > 0 && silent >= kProbeInterval) {
+      FrameHeader ping = FrameHeader::Make(FrameType::kPing, 0, 0);
+      (void)Send(ping, {}, {}, absl::Now());
+    }
+    ScheduleCheck();
+  }
+
+  const int fd_;
+  const PeerInfo peer_;
+  const uint32_t max_meta_;
+  const uint64_t max_payload_;
+  const bool probe_peer_;
+  const absl::Duration idle_timeout_;
+  std::string first_datagram_;  // Start() only
+  EventLoop* const loop_;
+  std::atomic<int64_t> last_receive_ns_;
+  std::atomic<int> waiting_{1};  // AdjustBackgroundReads: connections start at 1
+  std::atomic<TimerQueue::Id> check_timer_{0};
+  std::atomic<bool> closed_flag_{false};
+
+  absl::Mutex mu_;
+  FrameSink* sink_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool delivering_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread::id deliverer_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_delivered_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status reason_ ABSL_GUARDED_BY(mu_);
+
+  // Delivery state: only the delivering thread touches these.
+  char buffer_[kMaxDatagramBytes + 1];
+  Frame frame_;
+};
+
+class DatagramConnectionImpl final : public Connection {
+ public:
+  DatagramConnectionImpl(std::shared_ptr<DatagramSocket> socket, std::shared_ptr<void> lease)
+      : socket_(std::move(socket)), lease_(std::move(lease)) {}
+  ~DatagramConnectionImpl() override {
+    socket_->Close(absl::UnavailableError("connection released"));
+    socket_->Detach();
+  }
+  void Start(FrameSink* sink) override { socket_->Start(sink); }
+  absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
+                    absl::Time deadline) override {
+    return socket_->Send(header, meta, payload, deadline);
+  }
+  void Close(const absl::Status& reason) override { socket_->Close(reason); }
+  void AdjustBackgroundReads(int delta) override { socket_->AdjustBackgroundReads(delta); }
+  bool reliable() const override { return false; }
+  const PeerInfo& peer() const override { return socket_->peer(); }
+
+ private:
+  const std::shared_ptr<DatagramSocket> socket_;
+  const std::shared_ptr<void> lease_;
+};
+
+}  // namespace
+
+std::unique_ptr<Connection> DatagramConnection::Create(int fd, PeerInfo peer,
+                                                       const TransportOptions& options,
+                                                       std::string first_datagram, bool probe_peer,
+                                                       absl::Duration idle_timeout,
+                                                       std::shared_ptr<void> lease) {
+  return std::make_unique<DatagramConnectionImpl>(
+      std::make_shared<DatagramSocket>(fd, std::move(peer), options, std::move(first_datagram),
+                                       probe_peer, idle_timeout),
+      std::move(lease));
+}
+
+}  // namespace locus::internal

@@ -1,0 +1,46 @@
+// A Locus connection over a connected UDP socket: one frame per datagram,
+// no retransmission (reliable() is false: the runtime bounds every call
+// with a deadline and refuses streams). Read on an event loop thread.
+//
+// Liveness: while calls wait for replies (background reads wanted) and
+// nothing has arrived for kProbeInterval, the client side sends a PING; if
+// the server's port is gone, the kernel's ICMP answer fails the next
+// receive with ECONNREFUSED and the connection closes (waiting calls get
+// UNAVAILABLE at once instead of at their deadline). A connection that
+// receives nothing for its idle timeout closes (servers: frees the peer's
+// state; the client's next call reconnects).
+//
+// Example:
+//   auto connection = DatagramConnection::Create(fd, peer, options, /*first_datagram=*/"", 0);
+//   connection->Start(sink);
+#ifndef LOCUS_TRANSPORTS_UDP_DATAGRAM_CONNECTION_H_
+#define LOCUS_TRANSPORTS_UDP_DATAGRAM_CONNECTION_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/time/time.h"
+#include "locus/transport.h"
+
+namespace locus::internal {
+
+inline constexpr absl::Duration kProbeInterval = absl::Milliseconds(250);
+
+class DatagramConnection {
+ public:
+  // `fd`: a connected, non-blocking UDP socket (owned). `first_datagram`: a
+  // datagram that arrived before the socket existed (the server side's
+  // HELLO, received on the listening socket); delivered first.
+  // `probe_peer`: the client side (see above). `idle_timeout`: close after
+  // this long without a datagram (InfiniteDuration: never). `lease` is held
+  // as long as the connection object lives (the UDP listener counts its
+  // peers by it).
+  static std::unique_ptr<Connection> Create(int fd, PeerInfo peer, const TransportOptions& options,
+                                            std::string first_datagram, bool probe_peer,
+                                            absl::Duration idle_timeout,
+                                            std::shared_ptr<void> lease = nullptr);
+};
+
+}  // namespace locus::internal
+
+#endif  // LOCUS_TRANSPORTS_UDP_DATAGRAM_CONNECTION_H_

@@ -1,0 +1,244 @@
+#include "transports/udp/udp_transport.h"
+
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "internal/log.h"
+#include "locus/wire.pb.h"
+#include "transports/socket/event_loop.h"
+#include "transports/socket/inet_address.h"
+#include "transports/udp/datagram_codec.h"
+#include "transports/udp/datagram_connection.h"
+
+namespace locus {
+namespace {
+
+// Socket buffers: bursts of pipelined calls should not be dropped by a
+// default-sized (~200 KiB) receive buffer. Best effort (capped by
+// net.core.rmem_max unless privileged).
+constexpr int kSocketBufferBytes = 4 << 20;
+
+void SizeBuffers(int fd) {
+  int bytes = kSocketBufferBytes;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+}
+
+PeerInfo DescribeUdpPeer(int fd) {
+  PeerInfo peer;
+  peer.transport = "udp";
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    peer.remote_address = internal::FormatInetAddress(ss, "udp");
+  }
+  len = sizeof(ss);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    peer.local_address = internal::FormatInetAddress(ss, "udp");
+  }
+  return peer;
+}
+
+// A GOAWAY frame (no session with this peer), as one datagram.
+std::string GoAwayDatagram(absl::StatusCode code, absl::string_view reason) {
+  wire::GoAway goaway;
+  goaway.set_code(static_cast<int>(code));
+  goaway.set_reason(std::string(reason));
+  std::string meta = goaway.SerializeAsString();
+  FrameHeader header = FrameHeader::Make(FrameType::kGoAway, 0, 0);
+  header.meta_length = static_cast<uint32_t>(meta.size());
+  return std::string(reinterpret_cast<const char*>(&header), sizeof(header)) + meta;
+}
+
+// The listening socket: turns each new peer's HELLO into a connection of
+// its own (see udp_transport.h). Runs on an event loop thread.
+class UdpListenSocket final : public internal::FdHandler {
+ public:
+  UdpListenSocket(int fd, sockaddr_storage bound, socklen_t bound_length, std::string address,
+                  TransportOptions options, AcceptCallback on_accept)
+      : fd_(fd),
+        bound_(bound),
+        bound_length_(bound_length),
+        address_(std::move(address)),
+        options_(std::move(options)),
+        on_accept_(std::move(on_accept)) {}
+  ~UdpListenSocket() override { close(fd_); }
+
+  int fd() const { return fd_; }
+  const std::string& address() const { return address_; }
+
+  void OnEvents(uint32_t) override {
+    for (int i = 0; i < 64; ++i) {
+      sockaddr_storage from{};
+      socklen_t from_length = sizeof(from);
+      ssize_t n = recvfrom(fd_, buffer_, sizeof(buffer_), MSG_DONTWAIT | MSG_TRUNC,
+                           reinterpret_cast<sockaddr*>(&from), &from_length);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return;  // EAGAIN, or an error about an earlier datagram we sent: nothing to do
+      }
+      if (static_cast<size_t>(n) > sizeof(buffer_)) continue;  // too large for any frame: drop
+      OnDatagram(absl::string_view(buffer_, static_cast<size_t>(n)), from, from_length);
+    }
+  }
+
+ private:
+  void OnDatagram(absl::string_view datagram, const sockaddr_storage& from, socklen_t from_length) {
+    FrameHeader header{};
+    if (datagram.size() < sizeof(header)) return;  // not a Locus peer: ignore
+    std::memcpy(&header, datagram.data(), sizeof(header));
+    if (header.magic != kFrameMagic) return;
+    const std::string key(reinterpret_cast<const char*>(&from), from_length);
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto it = peers_.begin(); it != peers_.end();) {
+        auto current = it++;
+        if (current->second.expired()) peers_.erase(current);
+      }
+      // A datagram of a known peer that reached this socket before the
+      // peer's own socket was connected: datagrams may be lost; drop it.
+      if (peers_.contains(key)) return;
+    }
+    if (header.frame_type() != FrameType::kHello) {
+      // Never answer a GOAWAY (two listeners would bounce them forever).
+      if (header.frame_type() != FrameType::kGoAway) {
+        Reply(GoAwayDatagram(absl::StatusCode::kUnavailable,
+                             "no UDP session with this peer (the server restarted or the session "
+                             "expired); reconnect"),
+              from, from_length);
+      }
+      return;
+    }
+    size_t live;
+    {
+      absl::MutexLock lock(&mu_);
+      live = peers_.size();
+    }
+    if (live >= static_cast<size_t>(kMaxUdpPeers)) {
+      Reply(GoAwayDatagram(absl::StatusCode::kResourceExhausted,
+                           absl::StrCat("this UDP listener serves at most ", kMaxUdpPeers, " peers")),
+            from, from_length);
+      return;
+    }
+    int peer_fd = socket(from.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (peer_fd < 0) {
+      LOCUS_LOG(WARNING) << "UDP listener " << address_ << ": socket: " << std::strerror(errno);
+      return;
+    }
+    int one = 1;
+    setsockopt(peer_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(peer_fd, reinterpret_cast<const sockaddr*>(&bound_), bound_length_) != 0 ||
+        connect(peer_fd, reinterpret_cast<const sockaddr*>(&from), from_length) != 0) {
+      LOCUS_LOG(WARNING) << "UDP listener " << address_ << ": cannot open a socket for "
+                         << internal::FormatInetAddress(from, "udp") << ": " << std::strerror(errno);
+      close(peer_fd);
+      return;
+    }
+    SizeBuffers(peer_fd);
+    auto lease = std::make_shared<bool>(true);
+    {
+      absl::MutexLock lock(&mu_);
+      peers_[key] = lease;
+    }
+    on_accept_(internal::DatagramConnection::Create(peer_fd, DescribeUdpPeer(peer_fd), options_,
+                                                    std::string(datagram), /*probe_peer=*/false,
+                                                    kUdpIdleTimeout, lease));
+  }
+
+  void Reply(const std::string& datagram, const sockaddr_storage& to, socklen_t to_length) {
+    (void)sendto(fd_, datagram.data(), datagram.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+                 reinterpret_cast<const sockaddr*>(&to), to_length);
+  }
+
+  const int fd_;
+  const sockaddr_storage bound_;
+  const socklen_t bound_length_;
+  const std::string address_;
+  const TransportOptions options_;
+  AcceptCallback on_accept_;  // loop thread only
+  absl::Mutex mu_;
+  // Live peers by source address; expired leases are connections gone.
+  absl::flat_hash_map<std::string, std::weak_ptr<bool>> peers_ ABSL_GUARDED_BY(mu_);
+  char buffer_[internal::kMaxDatagramBytes + 1];  // loop thread only
+};
+
+class UdpListener final : public Listener {
+ public:
+  UdpListener(std::shared_ptr<UdpListenSocket> socket, internal::EventLoop* loop)
+      : socket_(std::move(socket)), loop_(loop) {}
+  ~UdpListener() override { loop_->Remove(socket_->fd()); }
+  std::string address() const override { return socket_->address(); }
+
+ private:
+  const std::shared_ptr<UdpListenSocket> socket_;
+  internal::EventLoop* const loop_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Listener>> UdpTransport::Listen(absl::string_view address,
+                                                               const TransportOptions& options,
+                                                               AcceptCallback on_accept) {
+  auto resolved = internal::ResolveInetAddress(address, "udp", SOCK_DGRAM, /*passive=*/true);
+  if (!resolved.ok()) return resolved.status();
+  absl::Status last = absl::UnavailableError(absl::StrCat("no usable address for ", address));
+  for (addrinfo* ai = resolved->get(); ai != nullptr; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    int one = 1;
+    // Every peer's own socket binds the same address (udp_transport.h).
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+      last = absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", std::strerror(errno)));
+      close(fd);
+      continue;
+    }
+    SizeBuffers(fd);
+    sockaddr_storage bound{};
+    socklen_t length = sizeof(bound);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length);
+    auto socket = std::make_shared<UdpListenSocket>(fd, bound, length,
+                                                    internal::FormatInetAddress(bound, "udp"),
+                                                    options, std::move(on_accept));
+    internal::EventLoop* loop = internal::EventLoopPool::Get().Next();
+    absl::Status added = loop->Add(fd, EPOLLIN, socket);
+    if (!added.ok()) return added;
+    return std::unique_ptr<Listener>(std::make_unique<UdpListener>(std::move(socket), loop));
+  }
+  return last;
+}
+
+absl::StatusOr<std::unique_ptr<Connection>> UdpTransport::Connect(absl::string_view address,
+                                                                  const TransportOptions& options,
+                                                                  absl::Time deadline) {
+  (void)deadline;  // connecting a UDP socket does not wait; the handshake has the deadline
+  auto resolved = internal::ResolveInetAddress(address, "udp", SOCK_DGRAM, /*passive=*/false);
+  if (!resolved.ok()) return resolved.status();
+  absl::Status last = absl::UnavailableError(absl::StrCat("no usable address for ", address));
+  for (addrinfo* ai = resolved->get(); ai != nullptr; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+      last = absl::UnavailableError(absl::StrCat("cannot reach ", address, ": ", std::strerror(errno)));
+      close(fd);
+      continue;
+    }
+    SizeBuffers(fd);
+    return internal::DatagramConnection::Create(fd, DescribeUdpPeer(fd), options, "",
+                                                /*probe_peer=*/true, absl::InfiniteDuration());
+  }
+  return last;
+}
+
+}  // namespace locus

@@ -1,0 +1,48 @@
+// UDP transport: "udp://host:port", "udp://[::1]:port". Datagram-style
+// calls: every frame is one datagram (a message plus its frame header and
+// call header must fit in 65507 bytes), nothing is retransmitted, and
+// calls end by their deadline if a datagram is lost (the runtime gives
+// calls without a deadline ChannelOptions::datagram_call_timeout). Streaming
+// calls are refused (FAILED_PRECONDITION): their flow control needs every
+// frame. A channel given udp:// to a server on the same host moves to shared
+// memory like any other, unless its policy forbids it.
+//
+// Server side: one listening socket receives the first datagram (HELLO) of
+// each new peer; the listener then opens a socket connected to that peer on
+// the same port, which the kernel prefers for the peer's later datagrams,
+// so each peer gets its own connection on the event loops. A datagram from
+// an unknown peer that is not a HELLO (e.g. a client whose server
+// restarted, or whose state expired after kUdpIdleTimeout of silence) is
+// answered with GOAWAY, and that client's next call reconnects. At most
+// kMaxUdpPeers peers at once; others are refused with GOAWAY.
+//
+// Example:
+//   server.AddListeningAddress("udp://0.0.0.0:7001");
+//   locus::ChannelOptions options;
+//   options.allowed_transports = "udp";
+//   auto channel = locus::Connect("udp://127.0.0.1:7001", options);
+#ifndef LOCUS_TRANSPORTS_UDP_UDP_TRANSPORT_H_
+#define LOCUS_TRANSPORTS_UDP_UDP_TRANSPORT_H_
+
+#include "absl/time/time.h"
+#include "locus/transport.h"
+
+namespace locus {
+
+inline constexpr absl::Duration kUdpIdleTimeout = absl::Seconds(60);
+inline constexpr int kMaxUdpPeers = 1024;
+
+class UdpTransport final : public Transport {
+ public:
+  std::vector<std::string> schemes() const override { return {"udp"}; }
+  absl::StatusOr<std::unique_ptr<Listener>> Listen(absl::string_view address,
+                                                   const TransportOptions& options,
+                                                   AcceptCallback on_accept) override;
+  absl::StatusOr<std::unique_ptr<Connection>> Connect(absl::string_view address,
+                                                      const TransportOptions& options,
+                                                      absl::Time deadline) override;
+};
+
+}  // namespace locus
+
+#endif  // LOCUS_TRANSPORTS_UDP_UDP_TRANSPORT_H_
