@@ -164,9 +164,8 @@ class ServerImpl {
       listeners.swap(listeners_);
     }
     if (instance_ != 0) CollocationRegistry::Get().Remove(instance_);  // no new collocated channels
-    // No new collocated calls or in-process connections; waits for the
-    // collocated calls in progress (they run on their callers' threads).
-    if (dispatcher_ != nullptr) dispatcher_->Stop();
+    // No new in-process connections (collocated streams).
+    if (dispatcher_ != nullptr) dispatcher_->StopAccepting();
     listeners.clear();  // stop accepting (waits for an accept in progress)
     absl::Status going_away = absl::UnavailableError("server is shutting down");
     for (const auto& core : connections_->Snapshot()) core->SendGoAway(going_away);
@@ -184,6 +183,7 @@ class ServerImpl {
       LOCUS_LOG(WARNING) << "shutdown waiting for " << connections_->size()
                          << " connection(s) whose handlers have not returned";
     }
+    if (dispatcher_ != nullptr) dispatcher_->Stop();  // waits for collocated calls in progress
     if (pool_ != nullptr) pool_->Stop();
     if (stream_pool_ != nullptr) stream_pool_->Stop();  // streaming handlers see their calls ended
     absl::MutexLock lock(&mu_);
@@ -209,6 +209,7 @@ class ServerImpl {
     core_options.handler_pool = pool_.get();
     core_options.stream_pool = stream_pool_.get();
     core_options.stream_window_bytes = options_.stream_window_bytes;
+    core_options.max_streams_from_peer = options_.max_concurrent_streams;
     core_options.server_instance = instance_;
     core_options.local_endpoints = local_endpoints_;
     core_options.allowed_uids = options_.allowed_uids;

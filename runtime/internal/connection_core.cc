@@ -145,7 +145,7 @@ wire::Hello ConnectionCore::MakeHello() const {
   hello.set_server_instance(options_.server_instance);
   for (const std::string& endpoint : options_.local_endpoints) hello.add_local_endpoints(endpoint);
   hello.add_features("shm/1");
-  hello.set_stream_window_bytes(options_.stream_window_bytes);
+  hello.set_stream_window_bytes(ReceiveWindow());
   return hello;
 }
 
@@ -445,6 +445,10 @@ void ConnectionCore::ProtocolError(const std::string& what) {
 // ---------------------------------------------------------------------------
 // Streams (the state of each lives in a StreamCall, internal/stream_call.h)
 
+uint64_t ConnectionCore::ReceiveWindow() const {
+  return std::max(options_.stream_window_bytes, kMinStreamWindowBytes);
+}
+
 uint64_t ConnectionCore::PeerStreamWindow() const {
   const uint64_t window = peer_hello_.stream_window_bytes();
   return window == 0 ? kMinStreamWindowBytes : window;
@@ -460,15 +464,15 @@ absl::StatusOr<std::shared_ptr<StreamCall>> ConnectionCore::RegisterStream(
   const uint64_t id = next_call_id_;
   next_call_id_ += 2;
   auto stream = std::make_shared<StreamCall>(this, StreamCall::Side::kClient, method, id,
-                                             options.deadline, PeerStreamWindow(),
-                                             options_.stream_window_bytes,
+                                             options.deadline, PeerStreamWindow(), ReceiveWindow(),
                                              options_.max_send_message_size, response);
   stream->trailing_metadata = options.trailing_metadata;
   if (options.deadline != absl::InfiniteFuture()) {
     // Tells the server at the deadline even if the client is not waiting
-    // on the stream then. Scheduled under mu_ as in Register().
+    // on the stream then. Scheduled under mu_ as in Register(); End()
+    // cancels it.
     std::weak_ptr<ConnectionCore> weak = weak_from_this();
-    TimerQueue::Get().Schedule(options.deadline, [weak, id] {
+    stream->deadline_timer = TimerQueue::Get().Schedule(options.deadline, [weak, id] {
       if (std::shared_ptr<ConnectionCore> self = weak.lock()) self->ExpireStream(id);
     });
   }
@@ -526,6 +530,7 @@ std::unique_ptr<ClientCallStream> ConnectionCore::OpenStream(
 void ConnectionCore::ExpireStream(uint64_t id) {
   std::shared_ptr<StreamCall> stream = TakeStream(id);
   if (stream == nullptr) return;
+  stream->deadline_timer = 0;  // running now: must not cancel itself
   stream->End(absl::DeadlineExceededError(
       absl::StrCat("deadline exceeded on ", stream->method().full_name)));
   // On the timer thread: best effort, never waits for a peer that stopped reading.
@@ -590,11 +595,22 @@ void ConnectionCore::HandleMessage(Frame& frame) {
   // their late messages are dropped.
   std::shared_ptr<StreamCall> stream = FindStream(frame.header.call_id);
   if (stream == nullptr) return;
-  if ((frame.header.flags & kFlagHasMessage) != 0 && !stream->OnMessage(frame.TakePayload())) {
-    AbortStream(stream.get(), absl::ResourceExhaustedError(absl::StrCat(
-                                  "peer sent beyond the flow-control window of ",
-                                  stream->method().full_name)));
-    return;
+  if ((frame.header.flags & kFlagHasMessage) != 0) {
+    switch (stream->OnMessage(frame.TakePayload())) {
+      case StreamCall::Received::kQueued:
+      case StreamCall::Received::kDropped:
+        break;
+      case StreamCall::Received::kOverrun:
+        AbortStream(stream.get(), absl::ResourceExhaustedError(absl::StrCat(
+                                      "peer sent beyond the flow-control window of ",
+                                      stream->method().full_name)));
+        return;
+      case StreamCall::Received::kAfterHalfClose:
+        AbortStream(stream.get(), absl::InvalidArgumentError(absl::StrCat(
+                                      "peer sent a message on ", stream->method().full_name,
+                                      " after ending its stream")));
+        return;
+    }
   }
   if ((frame.header.flags & kFlagEndStream) != 0) stream->OnHalfClose();
 }
@@ -623,7 +639,8 @@ void ConnectionCore::FinishClientStream(StreamCall& stream, const Frame& frame) 
                                                 stream.response()->GetTypeName()));
     }
   }
-  stream.End(std::move(status));
+  // Messages that arrived before the status stay readable, as in gRPC.
+  stream.End(std::move(status), /*keep_unread=*/true);
 }
 
 // ---------------------------------------------------------------------------
@@ -777,6 +794,18 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     ProtocolError(absl::StrCat("call id ", call_id, " has the wrong parity"));
     return;
   }
+  // An id still in use would make two calls share table entries. (Ids
+  // need not arrive in increasing order: concurrent callers take ids, then
+  // send, in either order.)
+  bool in_use;
+  {
+    absl::MutexLock lock(&mu_);
+    in_use = serving_.contains(call_id) || streams_.contains(call_id);
+  }
+  if (in_use) {
+    ProtocolError(absl::StrCat("call id ", call_id, " is already in use"));
+    return;
+  }
   CallHeaderView header;  // views frame.meta
   if (!DecodeCallHeader(frame.meta, &header)) {
     if (!oneway) SendError(call_id, absl::InvalidArgumentError("malformed call header"), absl::InfiniteFuture());
@@ -815,7 +844,7 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   if (streaming && refused.ok()) {
     call.stream = std::make_shared<StreamCall>(
         this, StreamCall::Side::kServer, *call.entry->method, call_id, call.deadline,
-        PeerStreamWindow(), options_.stream_window_bytes, options_.max_send_message_size, nullptr);
+        PeerStreamWindow(), ReceiveWindow(), options_.max_send_message_size, nullptr);
     call.cancelled = std::shared_ptr<std::atomic<bool>>(call.stream, &call.stream->cancelled_flag());
     // The REQUEST may carry the first message and END_STREAM.
     if ((frame.header.flags & kFlagHasMessage) != 0) (void)call.stream->OnMessage(frame.TakePayload());
@@ -827,6 +856,11 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   {
     absl::MutexLock lock(&mu_);
     if (draining_ || closed_) refused = absl::UnavailableError("server is shutting down");
+    if (refused.ok() && streaming && open_peer_streams_ >= options_.max_streams_from_peer) {
+      refused = absl::ResourceExhaustedError(
+          absl::StrCat("too many streaming calls open on this connection (at most ",
+                       options_.max_streams_from_peer, ")"));
+    }
     last_peer_call_id_ = std::max(last_peer_call_id_, call_id);
     if (refused.ok()) {
       if (pooled) {
@@ -834,7 +868,10 @@ void ConnectionCore::HandleRequest(Frame& frame) {
       } else {
         ++inline_serving_;
       }
-      if (call.stream != nullptr) streams_[call_id] = call.stream;
+      if (call.stream != nullptr) {
+        streams_[call_id] = call.stream;
+        ++open_peer_streams_;
+      }
     }
   }
   if (!refused.ok()) {
@@ -925,7 +962,10 @@ void ConnectionCore::FinishServing(IncomingCall& call, const ServerContext& cont
     } else {
       --inline_serving_;
     }
-    if (call.stream != nullptr) streams_.erase(call.call_id);
+    if (call.stream != nullptr) {
+      streams_.erase(call.call_id);
+      --open_peer_streams_;
+    }
   }
   if (call.oneway) {
     if (!status.ok()) LOCUS_LOG(INFO) << "oneway " << context.method() << " failed: " << status;

@@ -57,8 +57,12 @@ class ConnectionCore final : public FrameSink,
     // Runs streaming handlers (they block); nullptr: streaming calls from
     // the peer are refused with UNIMPLEMENTED.
     ThreadPool* stream_pool = nullptr;
-    // Receive window per streaming call, announced in the handshake.
+    // Receive window per streaming call, announced in the handshake (at
+    // least kMinStreamWindowBytes).
     uint64_t stream_window_bytes = kDefaultStreamWindowBytes;
+    // Streaming calls the peer may have open at once on this connection;
+    // more are refused with RESOURCE_EXHAUSTED (gRPC's MAX_CONCURRENT_STREAMS).
+    size_t max_streams_from_peer = 100;
     // Unreliable (datagram) connections: the deadline of calls that set
     // none, since a lost datagram would leave them waiting forever.
     absl::Duration datagram_call_timeout = absl::Seconds(10);
@@ -211,6 +215,9 @@ class ConnectionCore final : public FrameSink,
   void ProtocolError(const std::string& what);
   wire::Hello MakeHello() const;
 
+  // The receive window this side announces.
+  uint64_t ReceiveWindow() const;
+
   const Options options_;
   const PeerInfo peer_;  // copied from the connection: valid while it is destroyed
 
@@ -229,6 +236,7 @@ class ConnectionCore final : public FrameSink,
   // Open streaming calls, both those this side started (client side) and
   // those it serves: their ids differ in parity.
   absl::flat_hash_map<uint64_t, std::shared_ptr<StreamCall>> streams_ ABSL_GUARDED_BY(mu_);
+  size_t open_peer_streams_ ABSL_GUARDED_BY(mu_) = 0;  // streams the peer started, being served
   size_t inline_serving_ ABSL_GUARDED_BY(mu_) = 0;  // calls being served inline
   // Set when this side closes the connection (Close) or sees it closed: the
   // cancellation flag of handlers running inline, which occupy the reader and

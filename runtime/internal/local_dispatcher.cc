@@ -58,14 +58,18 @@ void LocalDispatcher::Leave() { active_.fetch_sub(1, std::memory_order_release);
 
 absl::StatusOr<std::unique_ptr<Connection>> LocalDispatcher::ConnectLoopback(
     const ClientLimits& client) {
-  // Entered: Stop() waits until the server has the connection in its set.
-  if (accept_ == nullptr || !Enter()) return absl::UnavailableError("server is shutting down");
+  absl::MutexLock lock(&accept_mu_);
+  if (accept_ == nullptr || !accepting_ || stopped()) return absl::UnavailableError("server is shutting down");
   auto [client_end, server_end] =
       MakeLoopbackPair(LoopbackEnd{InProcessServer(), client.max_receive_message_size},
                        LoopbackEnd{InProcessPeer(), limits_.max_receive_message_size});
   accept_(std::move(server_end));
-  Leave();
   return std::move(client_end);
+}
+
+void LocalDispatcher::StopAccepting() {
+  absl::MutexLock lock(&accept_mu_);
+  accepting_ = false;
 }
 
 void LocalDispatcher::Stop() {

@@ -76,6 +76,8 @@ class LocalDispatcher {
   // UNAVAILABLE once stopped.
   absl::StatusOr<std::unique_ptr<Connection>> ConnectLoopback(const ClientLimits& client);
 
+  // Refuses new in-process connections (collocated unary calls go on).
+  void StopAccepting();
   // Refuses new calls and connections and waits until the calls in progress
   // have returned.
   void Stop();
@@ -93,6 +95,11 @@ class LocalDispatcher {
   const ServerLimits limits_;
   ThreadPool* const pool_;
   std::function<void(std::unique_ptr<Connection>)> accept_;
+  // Held while a connection is handed to the server, so that once
+  // StopAccepting returns, the server has every in-process connection in
+  // its set.
+  absl::Mutex accept_mu_;
+  bool accepting_ ABSL_GUARDED_BY(accept_mu_) = true;
   // Lock-free on the call path (a collocated call is tens of nanoseconds).
   std::atomic<bool> stopped_{false};
   std::atomic<int> active_{0};

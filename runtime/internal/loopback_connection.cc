@@ -63,7 +63,8 @@ class LoopbackPipe {
     if (s.deliverer == std::this_thread::get_id()) {
       FrameSink* sink = s.sink;
       s.sink = nullptr;
-      if (!s.closed_delivered) {
+      if (!s.closed_started) {
+        s.closed_started = true;
         s.closed_delivered = true;
         absl::Status reason = reason_;
         mu_.Unlock();
@@ -87,7 +88,8 @@ class LoopbackPipe {
     std::deque<Item> inbox;
     bool delivering = false;
     std::thread::id deliverer;
-    bool closed_delivered = false;
+    bool closed_started = false;    // OnClosed called (maybe still running)
+    bool closed_delivered = false;  // OnClosed returned
   };
 
   // Delivers side's inbox, then OnClosed once closed, unless another thread
@@ -99,7 +101,7 @@ class LoopbackPipe {
     s.delivering = true;
     s.deliverer = std::this_thread::get_id();
     for (;;) {
-      if (s.sink == nullptr || s.closed_delivered) break;  // detached by Finish
+      if (s.sink == nullptr || s.closed_started) break;  // detached by Finish, or closing
       if (!s.inbox.empty()) {
         Item item = std::move(s.inbox.front());
         s.inbox.pop_front();
@@ -112,7 +114,8 @@ class LoopbackPipe {
         mu_.Lock();
         continue;
       }
-      if (closed_) {
+      if (closed_ && !s.closed_started) {
+        s.closed_started = true;  // before the call: a Finish inside it must not deliver again
         absl::Status reason = reason_;
         mu_.Unlock();
         s.sink->OnClosed(reason);

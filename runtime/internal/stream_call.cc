@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/connection_core.h"
+#include "internal/timer_queue.h"
 
 namespace locus::internal {
 
@@ -25,14 +26,15 @@ StreamCall::StreamCall(ConnectionCore* core, Side side, const RpcMethod& method,
       send_window_(static_cast<int64_t>(
           std::min<uint64_t>(send_window, std::numeric_limits<int64_t>::max() / 2))) {}
 
-bool StreamCall::OnMessage(std::string payload) {
+StreamCall::Received StreamCall::OnMessage(std::string payload) {
   absl::MutexLock lock(&mu_);
-  if (ended_ || peer_half_closed_) return true;  // late: the call is over here
-  if (unacknowledged_ >= receive_window_) return false;
+  if (ended_) return Received::kDropped;  // late: the call is over here
+  if (peer_half_closed_) return Received::kAfterHalfClose;
+  if (unacknowledged_ >= receive_window_) return Received::kOverrun;
   unacknowledged_ += payload.size() + kStreamMessageOverhead;
   inbox_.push_back(std::move(payload));
   Changed();
-  return true;
+  return Received::kQueued;
 }
 
 void StreamCall::OnHalfClose() {
@@ -51,14 +53,17 @@ void StreamCall::OnWindowUpdate(uint64_t increment) {
   Changed();
 }
 
-void StreamCall::End(absl::Status status) {
-  absl::MutexLock lock(&mu_);
-  if (ended_) return;
-  ended_ = true;
-  status_ = std::move(status);
-  if (!status_.ok()) inbox_.clear();
-  cancelled_.store(true, std::memory_order_release);
-  Changed();
+void StreamCall::End(absl::Status status, bool keep_unread) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_) return;
+    ended_ = true;
+    status_ = std::move(status);
+    if (!keep_unread) inbox_.clear();
+    cancelled_.store(true, std::memory_order_release);
+    Changed();
+  }
+  if (TimerQueue::Id timer = deadline_timer.exchange(0); timer != 0) TimerQueue::Get().Cancel(timer);
 }
 
 bool StreamCall::ended() const {
@@ -114,6 +119,9 @@ void StreamCall::Consumed(uint64_t cost) {
 void StreamCall::Abort(absl::Status status) { core_->AbortStream(this, std::move(status)); }
 
 bool StreamCall::Read(google::protobuf::MessageLite* message) {
+  // A server handler past its deadline is cancelled (its call ends
+  // DEADLINE_EXCEEDED when it returns): nothing more to read.
+  if (side_ == Side::kServer && absl::Now() >= deadline_) return false;
   const bool ready = Await([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !inbox_.empty() || ended_ || peer_half_closed_;
   });
@@ -152,6 +160,7 @@ bool StreamCall::Read(google::protobuf::MessageLite* message) {
 
 bool StreamCall::Write(const google::protobuf::MessageLite& message) {
   if (ended()) return false;
+  if (side_ == Side::kServer && absl::Now() >= deadline_) return false;
   if (!message.IsInitialized()) {
     Abort(absl::InternalError(absl::StrCat("cannot serialize a message of ", method_.full_name,
                                            " (missing required fields?)")));
@@ -176,8 +185,12 @@ bool StreamCall::Write(const google::protobuf::MessageLite& message) {
     }
     return false;
   }
-  if (ended()) return false;
-  absl::Status sent = core_->SendStreamMessage(id_, &message, size, 0, deadline_);
+  absl::Status sent;
+  {
+    absl::MutexLock write_lock(&write_mu_);
+    if (half_closed_ || ended()) return false;  // no message after END_STREAM
+    sent = core_->SendStreamMessage(id_, &message, size, 0, deadline_);
+  }
   if (!sent.ok()) {
     Abort(std::move(sent));
     return false;
@@ -188,10 +201,14 @@ bool StreamCall::Write(const google::protobuf::MessageLite& message) {
 }
 
 bool StreamCall::HalfClose() {
-  if (half_closed_) return !ended();
-  if (ended()) return false;
-  half_closed_ = true;
-  absl::Status sent = core_->SendStreamMessage(id_, nullptr, 0, kFlagEndStream, deadline_);
+  absl::Status sent;
+  {
+    absl::MutexLock write_lock(&write_mu_);
+    if (half_closed_) return !ended();
+    if (ended()) return false;
+    half_closed_ = true;
+    sent = core_->SendStreamMessage(id_, nullptr, 0, kFlagEndStream, deadline_);
+  }
   if (!sent.ok()) {
     Abort(std::move(sent));
     return false;

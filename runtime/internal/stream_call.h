@@ -78,20 +78,25 @@ class StreamCall final : public ServerCallStream {
   // Client side: where the server's trailing metadata goes (CallOptions);
   // set before the call is published.
   Metadata* trailing_metadata = nullptr;
+  // Client side: the deadline timer (0: none or already running); End
+  // cancels it. The timer's own callback clears it first.
+  std::atomic<uint64_t> deadline_timer{0};
 
   // --- From the connection's reader ---
-  // A message from the peer. False if it overran the window this side
-  // announced (the caller ends the call).
-  bool OnMessage(std::string payload);
+  enum class Received { kQueued, kDropped, kOverrun, kAfterHalfClose };
+  // A message from the peer: queued; dropped (the call ended here); or a
+  // violation that the caller ends the call for (beyond the window this
+  // side announced, or after the peer's END_STREAM).
+  Received OnMessage(std::string payload);
   // The peer sends no more messages (END_STREAM).
   void OnHalfClose();
   void OnWindowUpdate(uint64_t increment);
 
-  // Ends the call on this side (idempotent; the first status wins). With
-  // OK (the server's final status reached the client) messages already
-  // received stay readable; otherwise they are dropped. Read and Write
-  // return false afterwards; waiters wake.
-  void End(absl::Status status);
+  // Ends the call on this side (idempotent; the first status wins). Read
+  // and Write fail afterwards, except that with `keep_unread` (the client
+  // received the server's final status) messages already received stay
+  // readable, as in gRPC; waiters wake. Cancels the deadline timer.
+  void End(absl::Status status, bool keep_unread = false);
   bool ended() const;
   // Server side: true for the first caller only; whoever gets it sends the
   // call's RESPONSE (the handler's outcome, or an error that ended it early).
@@ -144,7 +149,11 @@ class StreamCall final : public ServerCallStream {
   // Bytes received and not yet granted back; bytes read and not yet granted.
   uint64_t unacknowledged_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t consumed_ ABSL_GUARDED_BY(mu_) = 0;
-  bool half_closed_ = false;  // client: END_STREAM sent (writer thread only)
+  // Serializes sends of messages and of END_STREAM (Finish may half-close
+  // from another thread than the writer's), so END_STREAM never overtakes
+  // a message and no message follows it.
+  absl::Mutex write_mu_;
+  bool half_closed_ ABSL_GUARDED_BY(write_mu_) = false;
 };
 
 // The client's handle on a StreamCall (what Channel::OpenStream returns).

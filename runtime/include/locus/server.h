@@ -20,7 +20,11 @@
 // caller's thread (see locus/channel.h). Streaming handlers (locus/stream.h)
 // block in Read and Write, so each open stream runs its handler on a thread
 // of a per-server pool that grows with the number of streams open at once
-// (idle threads exit after a while).
+// (at most 1024 threads; idle ones exit after 10 s). While a streaming
+// handler waits in Read or Write it may read the connection itself (no
+// thread hand-off per message), and then runs the handlers of other calls
+// that arrive meanwhile inline, as an I/O thread would: an inline unary
+// handler must not wait for a streaming handler of the same connection.
 #ifndef LOCUS_SERVER_H_
 #define LOCUS_SERVER_H_
 
@@ -71,6 +75,10 @@ struct ServerOptions {
   // Bytes of stream messages a client may send on one streaming call before
   // its handler has read them (see locus/stream.h).
   uint64_t stream_window_bytes = kDefaultStreamWindowBytes;
+  // Streaming calls one connection may have open at once; more are refused
+  // with RESOURCE_EXHAUSTED (gRPC's MAX_CONCURRENT_STREAMS). Each open
+  // stream holds a handler thread and up to a window of unread messages.
+  size_t max_concurrent_streams = 100;
 };
 
 // Thread-safety: configure (RegisterService, AddListeningAddress) before
