@@ -8,6 +8,7 @@
 // on this host would end on shm):
 //   unix    server on unix:/tmp/...sock, client allowed "unix"
 //   tcp     server on tcp://127.0.0.1:0, client allowed "tcp"
+//   udp     server on udp://127.0.0.1:0, client allowed "udp" (unary only)
 //   shm     server on unix:/tmp/...sock, client connects shm:<same path>,
 //           allowed "shm" (the Unix listener accepts shm clients)
 //   inproc  server started in the harness process on a Unix socket, client
@@ -36,7 +37,7 @@ const std::vector<LocusTransportInfo>& LocusTransports() {
       {"auto", true, ""},  // needs --address; reports what the channel picked
       {"shm", true, ""},     // server on unix:<path>, client on shm:<path>
       {"inproc", true, ""},  // server in the harness process (collocated calls)
-      {"udp", false, "the UDP transport is not available yet in Locus"},
+      {"udp", true, ""},     // datagrams: unary calls only
   };
   return kTransports;
 }

@@ -33,7 +33,7 @@ constexpr const char* kUsage = R"(usage: locus-bench [flags]
   --suite=smoke|quick|full   predefined case sets (smoke: tiny correctness run;
                              quick: < 1 min; full: all sizes, 3 rounds)
   --transport=T              unix | tcp | shm | inproc | auto | grpc | capnp |
-                             thrift | udp (udp: not available in Locus yet).
+                             thrift | udp (udp: unary calls; gRPC compared over tcp).
                              shm: server on unix:<path>, client on shm:<path>;
                              inproc: server in this process, collocated calls;
                              grpc/capnp/thrift: that baseline alone (--over)
@@ -183,6 +183,7 @@ std::string DefaultAddress(const std::string& system, const std::string& transpo
 // Unix socket (the fastest gRPC option on one host).
 std::string GrpcTransportFor(const std::string& locus_transport) {
   if (locus_transport == "shm" || locus_transport == "inproc") return "unix";
+  if (locus_transport == "udp") return "tcp";  // gRPC has no datagram transport
   return locus_transport;
 }
 
@@ -620,9 +621,9 @@ std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::str
           } else {
             plan.push_back(Make(p, "raw", t, "", size, out, round));
           }
-          if (t == "udp") continue;  // no Locus or gRPC UDP yet
           plan.push_back(Make(p, "locus", t, "", size, out, round));
-          if (with_grpc && t != "inproc") {
+          // udp compares with gRPC over tcp, which the tcp rows ran already.
+          if (with_grpc && t != "inproc" && t != "udp") {
             plan.push_back(Make(p, "grpc", GrpcTransportFor(t), out == 1 ? "sync" : "callback", size, out, round));
           }
           if (t == "unix" || t == "tcp") {
@@ -845,8 +846,12 @@ int ClientMain(Flags& flags) {
     // Locus and gRPC stream; the raw ping-pong stays the floor (a raw
     // ping-pong is a stream already). Cap'n Proto and Thrift have no
     // streaming cases here.
+    // Locus over UDP has no streams (datagrams may be lost).
     plan.erase(std::remove_if(plan.begin(), plan.end(),
-                              [](const CaseSpec& s) { return s.system == "capnp" || s.system == "thrift"; }),
+                              [](const CaseSpec& s) {
+                                return s.system == "capnp" || s.system == "thrift" ||
+                                       (s.system == "locus" && s.transport == "udp");
+                              }),
                plan.end());
     for (CaseSpec& spec : plan) {
       if (spec.system != "locus" && spec.system != "grpc") continue;

@@ -4,13 +4,16 @@
 // CallHeader, CallStatus, GoAway, cancel, ping, stream MESSAGEs and
 // WINDOW_UPDATE), on both the accepting side (which serves a unary and a
 // streaming method) and the connecting side (which has a stream open as
-// call 1).
+// call 1); and the UDP transport's datagram check (DecodeDatagram), with
+// the input cut into datagrams at the lengths its frame headers claim.
 //
 // Built as a libFuzzer target with -DLOCUS_FUZZ=ON (clang), and otherwise as
 // a regression test that replays the seed corpus plus deterministic
 // mutations of it (fuzz_driver_main.cc), so CTest exercises it on every run.
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -20,6 +23,7 @@
 #include "internal/service_table.h"
 #include "locus/codegen_support.h"
 #include "locus/wire.pb.h"
+#include "transports/udp/datagram_codec.h"
 
 namespace locus::internal {
 namespace {
@@ -120,7 +124,35 @@ class CoreFeeder final : public FrameDecoderSink {
   FakeConnection* connection_;
 };
 
-void RunOneSide(const uint8_t* data, size_t size, bool connecting_side) {
+// Cuts the input into datagrams at the lengths the frame headers claim
+// (clamped to what is left) and delivers what DecodeDatagram accepts.
+void FeedDatagrams(const uint8_t* data, size_t size, FrameDecoderSink& sink) {
+  absl::string_view rest(reinterpret_cast<const char*>(data), size);
+  while (!rest.empty()) {
+    size_t length = rest.size();
+    if (rest.size() >= sizeof(FrameHeader)) {
+      FrameHeader header;
+      std::memcpy(&header, rest.data(), sizeof(header));
+      length = std::min<uint64_t>(rest.size(),
+                                  sizeof(header) + uint64_t{header.meta_length} + header.payload_length);
+    }
+    Frame frame;
+    absl::Status error;
+    switch (DecodeDatagram(rest.substr(0, length), kDefaultMaxMetaSize, 1 << 16, &frame, &error)) {
+      case DatagramKind::kFrame:
+        sink.OnFrame(frame);
+        break;
+      case DatagramKind::kOversize:
+        sink.OnOversizeFrame(frame.header);
+        break;
+      case DatagramKind::kMalformed:
+        break;  // the connection would close; later datagrams still get checked
+    }
+    rest.remove_prefix(length);
+  }
+}
+
+void RunOneSide(const uint8_t* data, size_t size, bool connecting_side, bool as_datagrams) {
   static ServiceTable* services = [] {
     static EchoService service;
     auto* table = new ServiceTable();
@@ -143,12 +175,16 @@ void RunOneSide(const uint8_t* data, size_t size, bool connecting_side) {
   std::unique_ptr<ClientCallStream> stream;
   if (connecting_side) stream = core->OpenStream(EchoService::kStreamMethod, nullptr, nullptr, {});
   CoreFeeder feeder(core.get(), raw);
-  FrameDecoder decoder(kDefaultMaxMetaSize, options.max_receive_message_size);
-  // Split the input in two reads to exercise partial frames.
-  size_t half = size / 2;
-  if (decoder.Consume(absl::string_view(reinterpret_cast<const char*>(data), half), feeder).ok()) {
-    (void)decoder.Consume(absl::string_view(reinterpret_cast<const char*>(data) + half, size - half),
-                          feeder);
+  if (as_datagrams) {
+    FeedDatagrams(data, size, feeder);
+  } else {
+    FrameDecoder decoder(kDefaultMaxMetaSize, options.max_receive_message_size);
+    // Split the input in two reads to exercise partial frames.
+    size_t half = size / 2;
+    if (decoder.Consume(absl::string_view(reinterpret_cast<const char*>(data), half), feeder).ok()) {
+      (void)decoder.Consume(absl::string_view(reinterpret_cast<const char*>(data) + half, size - half),
+                            feeder);
+    }
   }
   // The connection ends: streams end, their handlers return.
   raw->DeliverClosed();
@@ -160,7 +196,8 @@ void RunOneSide(const uint8_t* data, size_t size, bool connecting_side) {
 }  // namespace locus::internal
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  locus::internal::RunOneSide(data, size, /*connecting_side=*/false);
-  locus::internal::RunOneSide(data, size, /*connecting_side=*/true);
+  locus::internal::RunOneSide(data, size, /*connecting_side=*/false, /*as_datagrams=*/false);
+  locus::internal::RunOneSide(data, size, /*connecting_side=*/true, /*as_datagrams=*/false);
+  locus::internal::RunOneSide(data, size, /*connecting_side=*/false, /*as_datagrams=*/true);
   return 0;
 }

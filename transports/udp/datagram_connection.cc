@@ -67,6 +67,12 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
       Close(added);
       return;
     }
+    {
+      absl::MutexLock lock(&mu_);
+      registered_ = true;
+      watching_ = true;
+    }
+    UpdateInterest();
     // A Close() that ran before Add() removed nothing: remove now.
     if (closed_flag_.load(std::memory_order_acquire)) {
       loop_->Remove(fd_);
@@ -172,7 +178,38 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
     sink_ = nullptr;
   }
 
-  void AdjustBackgroundReads(int delta) { waiting_.fetch_add(delta, std::memory_order_acq_rel); }
+  void AdjustBackgroundReads(int delta) {
+    waiting_.fetch_add(delta, std::memory_order_acq_rel);
+    UpdateInterest();
+  }
+
+  // A caller reads its own reply (see Connection::DriveUntil): blocking
+  // receives on this thread, one system call per datagram, while the event
+  // loop stops watching the socket. False if another thread is delivering.
+  bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_ || delivering_ || sink_ == nullptr) return false;
+      delivering_ = true;
+      deliverer_ = std::this_thread::get_id();
+      driving_.store(true, std::memory_order_release);
+    }
+    UpdateInterest();
+    while (!done() && !closed_flag_.load(std::memory_order_acquire) && absl::Now() < deadline) {
+      // Blocking (SO_RCVTIMEO bounds it, so the deadline is rechecked).
+      ssize_t n = recv(fd_, buffer_, sizeof(buffer_), MSG_TRUNC);
+      if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+        CloseFromDelivery(ReceiveError(errno));
+        break;
+      }
+      if (!Received(n)) break;
+    }
+    driving_.store(false, std::memory_order_release);
+    EndDelivery();
+    UpdateInterest();
+    return true;
+  }
 
   // FdHandler (loop thread).
   void OnEvents(uint32_t events) override {
@@ -188,28 +225,49 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        if (errno == ECONNREFUSED) {
-          CloseFromDelivery(absl::UnavailableError(
-              absl::StrCat(peer_.remote_address, " is unreachable (nothing listens there any more)")));
-        } else {
-          CloseFromDelivery(absl::UnavailableError(
-              absl::StrCat("UDP receive from ", peer_.remote_address, ": ", std::strerror(errno))));
-        }
+        CloseFromDelivery(ReceiveError(errno));
         break;
       }
-      last_receive_ns_.store(NowNs(), std::memory_order_relaxed);
-      if (static_cast<size_t>(n) > sizeof(buffer_)) {
-        // MSG_TRUNC reports the real length: larger than any frame we take.
-        CloseFromDelivery(absl::InvalidArgumentError(
-            absl::StrCat("datagram of ", n, " bytes from ", peer_.remote_address, " is too large")));
-        break;
-      }
-      if (!Dispatch(absl::string_view(buffer_, static_cast<size_t>(n)))) break;
+      if (!Received(n)) break;
     }
     EndDelivery();
   }
 
  private:
+  absl::Status ReceiveError(int error) const {
+    if (error == ECONNREFUSED) {
+      return absl::UnavailableError(
+          absl::StrCat(peer_.remote_address, " is unreachable (nothing listens there any more)"));
+    }
+    return absl::UnavailableError(
+        absl::StrCat("UDP receive from ", peer_.remote_address, ": ", std::strerror(error)));
+  }
+
+  // A datagram of `n` bytes (as recv with MSG_TRUNC reports it) is in
+  // buffer_; false once the connection closed.
+  bool Received(ssize_t n) {
+    last_receive_ns_.store(NowNs(), std::memory_order_relaxed);
+    if (static_cast<size_t>(n) > sizeof(buffer_)) {
+      // MSG_TRUNC reports the real length: larger than any frame we take.
+      CloseFromDelivery(absl::InvalidArgumentError(
+          absl::StrCat("datagram of ", n, " bytes from ", peer_.remote_address, " is too large")));
+      return false;
+    }
+    return Dispatch(absl::string_view(buffer_, static_cast<size_t>(n)));
+  }
+
+  // The event loop watches for input while background reads are wanted and
+  // no caller drives; otherwise only for errors (a dead peer's ICMP).
+  void UpdateInterest() {
+    absl::MutexLock lock(&mu_);
+    if (closed_ || !registered_) return;
+    const bool want = waiting_.load(std::memory_order_acquire) > 0 &&
+                      !driving_.load(std::memory_order_acquire);
+    if (want == watching_) return;
+    watching_ = want;
+    (void)loop_->Modify(fd_, want ? EPOLLIN : 0);
+  }
+
   // Decodes and delivers one datagram; false once the connection closed.
   bool Dispatch(absl::string_view datagram) {
     FrameSink* sink;
@@ -284,7 +342,9 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
                                                 absl::FormatDuration(silent))));
       return;
     }
-    if (probe_peer_ && waiting_.load(std::memory_order_acquire) > 0 && silent >= kProbeInterval) {
+    const bool calls_wait =
+        waiting_.load(std::memory_order_acquire) > 0 || driving_.load(std::memory_order_acquire);
+    if (probe_peer_ && calls_wait && silent >= kProbeInterval) {
       FrameHeader ping = FrameHeader::Make(FrameType::kPing, 0, 0);
       (void)Send(ping, {}, {}, absl::Now());
     }
@@ -303,6 +363,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   std::atomic<int> waiting_{1};  // AdjustBackgroundReads: connections start at 1
   std::atomic<TimerQueue::Id> check_timer_{0};
   std::atomic<bool> closed_flag_{false};
+  std::atomic<bool> driving_{false};  // a caller is inside DriveUntil
 
   absl::Mutex mu_;
   FrameSink* sink_ ABSL_GUARDED_BY(mu_) = nullptr;
@@ -310,6 +371,8 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   std::thread::id deliverer_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_delivered_ ABSL_GUARDED_BY(mu_) = false;
+  bool registered_ ABSL_GUARDED_BY(mu_) = false;  // added to the loop
+  bool watching_ ABSL_GUARDED_BY(mu_) = false;    // EPOLLIN in the interest set
   absl::Status reason_ ABSL_GUARDED_BY(mu_);
 
   // Delivery state: only the delivering thread touches these.
@@ -332,6 +395,9 @@ class DatagramConnectionImpl final : public Connection {
   }
   void Close(const absl::Status& reason) override { socket_->Close(reason); }
   void AdjustBackgroundReads(int delta) override { socket_->AdjustBackgroundReads(delta); }
+  bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override {
+    return socket_->DriveUntil(done, deadline);
+  }
   bool reliable() const override { return false; }
   const PeerInfo& peer() const override { return socket_->peer(); }
 

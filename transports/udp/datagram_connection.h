@@ -1,6 +1,8 @@
 // A Locus connection over a connected UDP socket: one frame per datagram,
 // no retransmission (reliable() is false: the runtime bounds every call
-// with a deadline and refuses streams). Read on an event loop thread.
+// with a deadline and refuses streams). Read on an event loop thread while
+// background reads are wanted, and by a synchronous caller itself
+// (DriveUntil, on a blocking client socket) otherwise.
 //
 // Liveness: while calls wait for replies (background reads wanted) and
 // nothing has arrived for kProbeInterval, the client side sends a PING; if
@@ -28,7 +30,8 @@ inline constexpr absl::Duration kProbeInterval = absl::Milliseconds(250);
 
 class DatagramConnection {
  public:
-  // `fd`: a connected, non-blocking UDP socket (owned). `first_datagram`: a
+  // `fd`: a connected UDP socket (owned); blocking with SO_RCVTIMEO if
+  // callers may drive it (the client side), else non-blocking. `first_datagram`: a
   // datagram that arrived before the socket existed (the server side's
   // HELLO, received on the listening socket); delivered first.
   // `probe_peer`: the client side (see above). `idle_timeout`: close after

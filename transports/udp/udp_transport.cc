@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -227,8 +228,12 @@ absl::StatusOr<std::unique_ptr<Connection>> UdpTransport::Connect(absl::string_v
   if (!resolved.ok()) return resolved.status();
   absl::Status last = absl::UnavailableError(absl::StrCat("no usable address for ", address));
   for (addrinfo* ai = resolved->get(); ai != nullptr; ai = ai->ai_next) {
-    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    // Blocking: a caller reading its own reply (DriveUntil) blocks in recv,
+    // bounded by SO_RCVTIMEO; every other read and write passes MSG_DONTWAIT.
+    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) continue;
+    timeval receive_timeout{0, 20000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &receive_timeout, sizeof(receive_timeout));
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
       last = absl::UnavailableError(absl::StrCat("cannot reach ", address, ": ", std::strerror(errno)));
       close(fd);
