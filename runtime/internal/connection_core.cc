@@ -752,13 +752,41 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
   absl::Status reason(static_cast<absl::StatusCode>(
                           goaway.code() >= 0 && goaway.code() <= 16 ? goaway.code() : 2),
                       goaway.reason());
-  absl::MutexLock lock(&mu_);
-  draining_ = true;
-  unusable_.store(true, std::memory_order_release);
-  if (!handshake_done_) {
-    handshake_error_ = reason.ok() ? absl::UnavailableError("peer refused the connection") : reason;
-    handshake_flag_.store(true, std::memory_order_release);
+  // Calls above last_processed_call_id were not processed and will not be
+  // (the peer refuses calls once it sent GOAWAY; a UDP server without a
+  // session for us dropped them): they fail now, UNAVAILABLE, instead of at
+  // their deadline.
+  std::vector<PendingCall*> refused_calls;
+  std::vector<std::shared_ptr<StreamCall>> refused_streams;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+    unusable_.store(true, std::memory_order_release);
+    if (!handshake_done_) {
+      handshake_error_ = reason.ok() ? absl::UnavailableError("peer refused the connection") : reason;
+      handshake_flag_.store(true, std::memory_order_release);
+    }
+    const uint64_t last = goaway.last_processed_call_id();
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      auto current = it++;
+      if (current->first > last) {
+        refused_calls.push_back(current->second);
+        pending_.erase(current);
+      }
+    }
+    for (auto it = streams_.begin(); it != streams_.end();) {
+      auto current = it++;
+      if (current->first > last && current->second->side() == StreamCall::Side::kClient) {
+        refused_streams.push_back(std::move(current->second));
+        streams_.erase(current);
+      }
+    }
   }
+  const absl::Status not_processed = absl::UnavailableError(absl::StrCat(
+      "the server did not process the call (GOAWAY: ",
+      reason.message().empty() ? "going away" : reason.message(), ")"));
+  for (PendingCall* call : refused_calls) Complete(call, not_processed);
+  for (const auto& stream : refused_streams) stream->End(not_processed);
 }
 
 void ConnectionCore::HandleResponse(const Frame& frame) {

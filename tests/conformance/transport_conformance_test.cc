@@ -361,6 +361,34 @@ TYPED_TEST(TransportConformance, CallbackMayCallTheSameChannelAfterServerRestart
   EXPECT_FALSE(second_status.ok());  // no server any more: a clear error, not a hang
 }
 
+// A new server on the old address: the channel gets there again. At most
+// one call fails on the way (UNAVAILABLE at once, never a hang until the
+// deadline: over UDP the new server has no session for the client and says
+// so with GOAWAY).
+TYPED_TEST(TransportConformance, ServerRestartedOnTheSameAddressIsReachedAgain) {
+  ASSERT_TRUE(this->Echo(*this->stub_, "before").ok());
+  const std::string address = this->address_;
+  this->server_->Shutdown();
+  this->server_ = std::make_unique<Server>(ServerOptions{});
+  ASSERT_TRUE(this->server_->RegisterService(&this->service_).ok());
+  ASSERT_TRUE(this->server_->AddListeningAddress(address).ok());
+  absl::Status started = this->server_->Start();
+  ASSERT_TRUE(started.ok()) << started;
+  int failures = 0;
+  absl::Status last;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    EchoRequest request;
+    request.set_data("after");
+    absl::StatusOr<EchoReply> reply =
+        this->stub_->Echo(request, CallOptions::WithTimeout(absl::Seconds(20)));
+    if (reply.ok()) break;
+    ++failures;
+    last = reply.status();
+    EXPECT_EQ(reply.status().code(), absl::StatusCode::kUnavailable) << reply.status();
+  }
+  EXPECT_LE(failures, 1) << last;
+}
+
 TYPED_TEST(TransportConformance, ServerStoppedGivesUnavailable) {
   ASSERT_TRUE(this->Echo(*this->stub_, "before").ok());
   this->server_->Shutdown();
