@@ -822,18 +822,6 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     ProtocolError(absl::StrCat("call id ", call_id, " has the wrong parity"));
     return;
   }
-  // An id still in use would make two calls share table entries. (Ids
-  // need not arrive in increasing order: concurrent callers take ids, then
-  // send, in either order.)
-  bool in_use;
-  {
-    absl::MutexLock lock(&mu_);
-    in_use = serving_.contains(call_id) || streams_.contains(call_id);
-  }
-  if (in_use) {
-    ProtocolError(absl::StrCat("call id ", call_id, " is already in use"));
-    return;
-  }
   CallHeaderView header;  // views frame.meta
   if (!DecodeCallHeader(frame.meta, &header)) {
     if (!oneway) SendError(call_id, absl::InvalidArgumentError("malformed call header"), absl::InfiniteFuture());
@@ -881,8 +869,14 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     call.cancelled = pooled ? std::make_shared<std::atomic<bool>>(false)
                             : std::shared_ptr<std::atomic<bool>>(std::shared_ptr<void>(), &closing_);
   }
+  // An id still in use would make two calls share table entries (ids need
+  // not arrive in increasing order: concurrent callers take ids, then send,
+  // in either order). Checked under the lock the registration takes anyway.
+  bool in_use = false;
   {
     absl::MutexLock lock(&mu_);
+    in_use = serving_.contains(call_id) || streams_.contains(call_id);
+    if (in_use) refused = absl::InternalError("call id in use");  // registers nothing
     if (draining_ || closed_) refused = absl::UnavailableError("server is shutting down");
     if (refused.ok() && streaming && open_peer_streams_ >= options_.max_streams_from_peer) {
       refused = absl::ResourceExhaustedError(
@@ -901,6 +895,10 @@ void ConnectionCore::HandleRequest(Frame& frame) {
         ++open_peer_streams_;
       }
     }
+  }
+  if (in_use) {
+    ProtocolError(absl::StrCat("call id ", call_id, " is already in use"));
+    return;
   }
   if (!refused.ok()) {
     if (!oneway) SendError(call_id, refused, call.deadline);
