@@ -4,8 +4,8 @@ locus-bench harness. Runs `locus-bench --suite=smoke` and checks that every
 stdout line is a JSON object with the expected fields, that no case failed,
 that each case's `transport` is the one it asked for (Locus shm cases really
 ran on "shm", collocated ones on "inproc"), that `--transport=auto` reports a
-real transport, and that unavailable transports and streaming fail with a
-clear error. When the binary was built with the optional Cap'n Proto /
+real transport, that streaming mode runs (Locus and gRPC streams), and that
+unavailable combinations fail with a clear error. When the binary was built with the optional Cap'n Proto /
 Thrift baselines it runs a few calls of each (unix and tcp, 1 and 4 in
 flight); without them it checks that asking for one fails with the
 "not found when locus-bench was built" note. Never checks timing.
@@ -62,6 +62,7 @@ def main():
     for want in [("raw", "unix", 1), ("raw", "tcp", 1), ("raw", "udp", 1), ("raw", "shm", 1),
                  ("raw", "inproc", 1),
                  ("locus", "unix", 1), ("locus", "tcp", 1), ("locus", "unix", 4), ("locus", "tcp", 4),
+                 ("locus", "udp", 1), ("locus", "udp", 4),
                  ("locus", "shm", 1), ("locus", "shm", 4), ("locus", "inproc", 1)]:
         if want not in seen:
             fail("smoke suite did not run %s" % (want,))
@@ -72,7 +73,7 @@ def main():
         if s["outstanding"] == 1 and "vs_raw" not in s:
             fail("summary without vs_raw: %r" % s)
     summary_transports = {s["transport"] for s in summaries}
-    for t in ("unix", "tcp", "shm", "inproc"):
+    for t in ("unix", "tcp", "udp", "shm", "inproc"):
         if t not in summary_transports:
             fail("no summary for transport %s" % t)
 
@@ -91,10 +92,24 @@ def main():
     if len(auto_cases) != 1 or auto_cases[0]["transport"] not in ("shm", "unix"):
         fail("--transport=auto to a local unix: server should end on shm or unix: %r" % auto)
 
-    # Unavailable transports and streaming must fail loudly, not fall back.
-    for args, needle in [(["--transport=udp"], "not available yet"),
+    # Streaming: Locus streams on each stream transport, a clear "mode" in
+    # every case line.
+    for t in ("unix", "shm", "inproc"):
+        p = subprocess.run([bench, "--transport=" + t, "--mode=streaming", "--calls=200",
+                            "--outstanding=1,4", "--baselines=none"],
+                           capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            fail("--transport=%s --mode=streaming exited with %d: %s" % (t, p.returncode, p.stderr))
+        got = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+        streams = sorted(c["outstanding"] for c in got if c["case"] == "locus_%s_stream" % t
+                         and c.get("mode") == "streaming" and "error" not in c and c["calls"] > 0)
+        if streams != [1, 4]:
+            fail("--transport=%s --mode=streaming: expected stream cases at 1 and 4 outstanding: %r" % (t, got))
+
+    # Unavailable combinations must fail loudly, not fall back.
+    for args, needle in [(["--transport=udp", "--mode=streaming"], "no streams"),
                          (["--transport=grpc", "--grpc-over=shm"], "not available"),
-                         (["--transport=unix", "--mode=streaming"], "not available yet")]:
+                         (["--mode=sideways"], "unary or streaming")]:
         p = subprocess.run([bench] + args + ["--calls=10"], capture_output=True, text=True, timeout=30)
         if p.returncode == 0 or needle not in p.stderr:
             fail("%s: expected a non-zero exit and %r, got %d: %s" % (args, needle, p.returncode, p.stderr))

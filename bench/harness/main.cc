@@ -538,7 +538,7 @@ struct PlanOptions {
 
 // Why `spec` cannot run (skipped, not failed), or "".
 std::string SkipReason(const CaseSpec& s) {
-  if (s.transport == "inproc" && s.outstanding != 1) {
+  if (s.transport == "inproc" && s.outstanding != 1 && !s.streaming) {
     return "collocated calls complete inline on the caller: outstanding > 1 adds nothing to measure";
   }
   if (s.system == "thrift" && s.outstanding > 1 && s.size * s.outstanding > (128u << 10)) {
@@ -662,6 +662,10 @@ int ClientMain(Flags& flags) {
   const std::string mode = flags.count("mode") ? flags["mode"] : "unary";
   if (mode != "unary" && mode != "streaming") Die("--mode must be unary or streaming");
   const bool streaming = mode == "streaming";
+  if (streaming && flags.count("transport") && flags["transport"] == "udp") {
+    Die("--mode=streaming --transport=udp: Locus over UDP has no streams (datagrams may be lost; "
+        "streams need every frame): use unix, tcp, shm or inproc");
+  }
 
   Context ctx;
   std::string grpc_note;

@@ -60,6 +60,18 @@ bool Eventually(Condition condition) {
   return true;
 }
 
+// Opens a Chat and proves it open with one round trip ("hello").
+ClientReaderWriter<EchoRequest, EchoReply> OpenChat(TestService::Stub& stub) {
+  ClientReaderWriter<EchoRequest, EchoReply> chat = stub.Chat(Watchdog());
+  EchoRequest request;
+  request.set_data("hello");
+  EchoReply reply;
+  EXPECT_TRUE(chat.Write(request));
+  EXPECT_TRUE(chat.Read(&reply));
+  EXPECT_EQ(reply.data(), "hello");
+  return chat;
+}
+
 GenerateRequest Generate(int count, int size) {
   GenerateRequest request;
   request.set_count(count);
@@ -257,12 +269,10 @@ TYPED_TEST(StreamConformance, FlowControlHoldsAWriterWhoseReaderDoesNotRead) {
 }
 
 TYPED_TEST(StreamConformance, CancelEndsTheCallOnBothSides) {
-  ClientReaderWriter<EchoRequest, EchoReply> chat = this->stub_->Chat(Watchdog());
+  ClientReaderWriter<EchoRequest, EchoReply> chat = OpenChat(*this->stub_);
   EchoRequest request;
   request.set_data("hello");
   EchoReply reply;
-  ASSERT_TRUE(chat.Write(request));
-  ASSERT_TRUE(chat.Read(&reply));
   chat.Cancel();
   EXPECT_FALSE(chat.Write(request));
   EXPECT_FALSE(chat.Read(&reply));
@@ -274,12 +284,7 @@ TYPED_TEST(StreamConformance, CancelEndsTheCallOnBothSides) {
 
 TYPED_TEST(StreamConformance, DroppingTheStreamUnfinishedCancelsIt) {
   {
-    ClientReaderWriter<EchoRequest, EchoReply> chat = this->stub_->Chat(Watchdog());
-    EchoRequest request;
-    request.set_data("hello");
-    EchoReply reply;
-    ASSERT_TRUE(chat.Write(request));
-    ASSERT_TRUE(chat.Read(&reply));
+    ClientReaderWriter<EchoRequest, EchoReply> chat = OpenChat(*this->stub_);
   }
   EXPECT_TRUE(Eventually([&] { return this->service_.stream_cancellations_seen() >= 1; }));
   // The channel is still fine.
@@ -382,12 +387,8 @@ TYPED_TEST(StreamConformance, ManyStreamsAndUnaryCallsShareOneChannel) {
 }
 
 TYPED_TEST(StreamConformance, ServerShutdownEndsOpenStreams) {
-  ClientReaderWriter<EchoRequest, EchoReply> chat = this->stub_->Chat(Watchdog());
-  EchoRequest request;
-  request.set_data("hello");
+  ClientReaderWriter<EchoRequest, EchoReply> chat = OpenChat(*this->stub_);
   EchoReply reply;
-  ASSERT_TRUE(chat.Write(request));
-  ASSERT_TRUE(chat.Read(&reply));
   // The handler waits in Read: shutdown lets it run until the deadline,
   // then ends the call.
   this->server_->Shutdown(absl::Now() + absl::Milliseconds(100));
