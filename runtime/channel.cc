@@ -181,7 +181,7 @@ class ChannelImpl final : public Channel {
     if (policy_.Allows("inproc") && hello.server_instance() != 0 && SameProcess(hello.host())) {
       if (auto local = CollocationRegistry::Get().Find(hello.server_instance())) {
         route.core->Close(absl::CancelledError("moved to collocated calls"));
-        return Route{nullptr, std::move(local)};
+        return Route{nullptr, std::move(local), nullptr};
       }
     }
     std::string kind = TransportKind(route.core->peer().transport);

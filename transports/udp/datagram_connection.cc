@@ -265,7 +265,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
                       !driving_.load(std::memory_order_acquire);
     if (want == watching_) return;
     watching_ = want;
-    (void)loop_->Modify(fd_, want ? EPOLLIN : 0);
+    (void)loop_->Modify(fd_, want ? static_cast<uint32_t>(EPOLLIN) : 0u);
   }
 
   // Decodes and delivers one datagram; false once the connection closed.
