@@ -420,8 +420,14 @@ void ConnectionCore::ExpireCall(uint64_t id) {
 void ConnectionCore::SendGoAway(const absl::Status& reason) {
   wire::GoAway goaway;
   {
+    // From now on calls above this id are refused (HandleRequest), so that
+    // the peer may fail them at once: GOAWAY says they were not processed.
     absl::MutexLock lock(&mu_);
-    goaway.set_last_processed_call_id(last_peer_call_id_);
+    if (!goaway_sent_) {
+      goaway_sent_ = true;
+      goaway_last_processed_ = last_peer_call_id_;
+    }
+    goaway.set_last_processed_call_id(goaway_last_processed_);
   }
   goaway.set_code(static_cast<int>(reason.code()));
   goaway.set_reason(std::string(reason.message()));
@@ -877,7 +883,9 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     absl::MutexLock lock(&mu_);
     in_use = serving_.contains(call_id) || streams_.contains(call_id);
     if (in_use) refused = absl::InternalError("call id in use");  // registers nothing
-    if (draining_ || closed_) refused = absl::UnavailableError("server is shutting down");
+    if (draining_ || closed_ || (goaway_sent_ && call_id > goaway_last_processed_)) {
+      refused = absl::UnavailableError("server is shutting down");
+    }
     if (refused.ok() && streaming && open_peer_streams_ >= options_.max_streams_from_peer) {
       refused = absl::ResourceExhaustedError(
           absl::StrCat("too many streaming calls open on this connection (at most ",

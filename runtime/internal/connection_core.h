@@ -230,6 +230,10 @@ class ConnectionCore final : public FrameSink,
   absl::Status handshake_error_ ABSL_GUARDED_BY(mu_);
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_);
   uint64_t last_peer_call_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // This side sent GOAWAY announcing this last processed id: calls the peer
+  // starts above it are refused.
+  bool goaway_sent_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t goaway_last_processed_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<uint64_t, PendingCall*> pending_ ABSL_GUARDED_BY(mu_);
   // Calls being served here, with their cancellation flags.
   absl::flat_hash_map<uint64_t, std::shared_ptr<std::atomic<bool>>> serving_ ABSL_GUARDED_BY(mu_);

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -475,6 +476,97 @@ void SendBadBytesAndExpectOnlyThatConnectionClosed(TransportConformance<ConfigT>
   raw->reset();
   // The server logged why it closed the connection.
   EXPECT_TRUE(captured.WaitFor(std::string(expected_log))) << captured.Contents();
+}
+
+// Records the frames a raw connection receives.
+class FrameCollector : public FrameSink {
+ public:
+  void OnFrame(Frame& frame) override {
+    absl::MutexLock lock(&mu_);
+    frames_.push_back({frame.header, frame.meta});
+  }
+  void OnOversizeFrame(const FrameHeader&) override {}
+  void OnClosed(const absl::Status&) override {}
+  // Waits (bounded by the watchdog) for a frame of `type` for `call_id`;
+  // returns its meta, or nullopt.
+  std::optional<std::string> WaitFor(FrameType type, uint64_t call_id) {
+    absl::MutexLock lock(&mu_);
+    std::string meta;
+    auto arrived = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      for (const auto& [header, m] : frames_) {
+        if (header.frame_type() == type && header.call_id == call_id) {
+          meta = m;
+          return true;
+        }
+      }
+      return false;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&arrived), kWatchdog)) return std::nullopt;
+    return meta;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::pair<FrameHeader, std::string>> frames_ ABSL_GUARDED_BY(mu_);
+};
+
+// GOAWAY tells the client which calls were not processed, so that it can
+// fail (and retry) them at once: the server must then really refuse them.
+TYPED_TEST(TransportConformance, CallsAboveTheGoAwayIdAreRefusedUnprocessed) {
+  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
+  auto transport = DefaultTransportRegistry().ForAddress(this->address_);
+  ASSERT_TRUE(transport.ok());
+  auto raw = (*transport)->Connect(this->address_, TransportOptions{}, absl::Now() + kWatchdog);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  FrameCollector frames;
+  (*raw)->Start(&frames);
+  auto send = [&](FrameType type, uint32_t flags, uint64_t id, const std::string& meta,
+                  const std::string& payload) {
+    FrameHeader header = FrameHeader::Make(type, flags, id);
+    header.meta_length = static_cast<uint32_t>(meta.size());
+    header.payload_length = static_cast<uint32_t>(payload.size());
+    return (*raw)->Send(header, meta, payload, absl::Now() + kWatchdog);
+  };
+  auto request_meta = [](const char* method) {
+    std::string meta;
+    internal::EncodeCallHeader(method, 0, {}, &meta);
+    return meta;
+  };
+  wire::Hello hello;
+  hello.set_min_protocol_version(kProtocolVersion);
+  hello.set_max_protocol_version(kProtocolVersion);
+  ASSERT_TRUE(send(FrameType::kHello, 0, 0, hello.SerializeAsString(), "").ok());
+  ASSERT_TRUE(frames.WaitFor(FrameType::kHelloAck, 0).has_value());
+  // Call 1 is in progress when the server starts shutting down.
+  WaitRequest wait;
+  wait.set_max_wait_ms(300);
+  ASSERT_TRUE(send(FrameType::kRequest, kFlagHasMessage | kFlagEndStream, 1,
+                   request_meta("/locus.conformance.TestService/WaitForCancel"), wait.SerializeAsString())
+                  .ok());
+  absl::Time until = absl::Now() + kWatchdog;
+  while (this->service_.waits_started() == 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  std::thread shutdown([&] { this->server_->Shutdown(absl::Now() + absl::Seconds(10)); });
+  std::optional<std::string> goaway_meta = frames.WaitFor(FrameType::kGoAway, 0);
+  ASSERT_TRUE(goaway_meta.has_value());
+  wire::GoAway goaway;
+  ASSERT_TRUE(goaway.ParseFromString(*goaway_meta));
+  EXPECT_EQ(goaway.last_processed_call_id(), 1u);
+  // Call 3 comes after the GOAWAY: refused, never run.
+  EchoRequest echo;
+  echo.set_data("late");
+  ASSERT_TRUE(send(FrameType::kRequest, kFlagHasMessage | kFlagEndStream, 3,
+                   request_meta("/locus.conformance.TestService/Echo"), echo.SerializeAsString())
+                  .ok());
+  std::optional<std::string> refused = frames.WaitFor(FrameType::kResponse, 3);
+  ASSERT_TRUE(refused.has_value());
+  wire::CallStatus status;
+  ASSERT_TRUE(status.ParseFromString(*refused));
+  EXPECT_EQ(status.code(), static_cast<int>(absl::StatusCode::kUnavailable)) << status.message();
+  // Call 1 still completes.
+  std::optional<std::string> first = frames.WaitFor(FrameType::kResponse, 1);
+  EXPECT_TRUE(first.has_value());
+  shutdown.join();
+  (*raw)->Close(absl::CancelledError("test done"));
 }
 
 TYPED_TEST(TransportConformance, GarbageBytesCloseThatConnectionOnly) {
