@@ -905,7 +905,8 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     }
   }
   if (in_use) {
-    ProtocolError(absl::StrCat("call id ", call_id, " is already in use"));
+    // A datagram transport may duplicate a REQUEST: drop the copy.
+    if (connection_->reliable()) ProtocolError(absl::StrCat("call id ", call_id, " is already in use"));
     return;
   }
   if (!refused.ok()) {

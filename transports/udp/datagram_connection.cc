@@ -101,7 +101,12 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
       ssize_t sent = sendmsg(fd_, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (sent >= 0) return absl::OkStatus();
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+      if (errno == ENOBUFS || errno == EMSGSIZE || errno == EHOSTUNREACH || errno == ENETUNREACH) {
+        // The kernel dropped it, as the network may: the call ends by its
+        // deadline (waiting would spin: poll reports the socket writable).
+        return absl::OkStatus();
+      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
         // The socket's send buffer is full: wait for room until the deadline.
         const absl::Time now = absl::Now();
         if (now >= deadline) {
@@ -199,7 +204,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
       // Blocking (SO_RCVTIMEO bounds it, so the deadline is rechecked).
       ssize_t n = recv(fd_, buffer_, sizeof(buffer_), MSG_TRUNC);
       if (n < 0) {
-        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+        if (TransientReceiveError(errno)) continue;
         CloseFromDelivery(ReceiveError(errno));
         break;
       }
@@ -223,8 +228,8 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
     for (int i = 0; i < kReadBatch; ++i) {
       ssize_t n = recv(fd_, buffer_, sizeof(buffer_), MSG_DONTWAIT | MSG_TRUNC);
       if (n < 0) {
-        if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (TransientReceiveError(errno)) continue;
         CloseFromDelivery(ReceiveError(errno));
         break;
       }
@@ -234,6 +239,13 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   }
 
  private:
+  // ICMP reports that do not mean the peer is gone (a path MTU change, a
+  // transient route problem) surface as these receive errors: not fatal.
+  static bool TransientReceiveError(int error) {
+    return error == EINTR || error == EAGAIN || error == EWOULDBLOCK || error == EMSGSIZE ||
+           error == EHOSTUNREACH || error == ENETUNREACH || error == EPERM;
+  }
+
   absl::Status ReceiveError(int error) const {
     if (error == ECONNREFUSED) {
       return absl::UnavailableError(
@@ -285,10 +297,13 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
         sink->OnOversizeFrame(frame_.header);
         break;
       case DatagramKind::kMalformed:
-        LOCUS_LOG(WARNING) << "closing UDP connection with " << peer_.remote_address << ": "
-                           << error.message();
-        CloseFromDelivery(absl::InvalidArgumentError(absl::StrCat("malformed datagram: ", error.message())));
-        return false;
+        // Anyone who can spoof the peer's address can send one, and the
+        // network may mangle one: drop it, keep the session.
+        if (malformed_logged_++ % 1000 == 0) {
+          LOCUS_LOG(WARNING) << "dropped malformed datagram(s) from " << peer_.remote_address << ": "
+                             << error.message() << " (" << malformed_logged_ << " so far)";
+        }
+        break;
     }
     absl::MutexLock lock(&mu_);
     return !closed_ && sink_ != nullptr;
@@ -336,8 +351,12 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
     const absl::Duration silent =
         absl::Nanoseconds(NowNs() - last_receive_ns_.load(std::memory_order_relaxed));
     // A client probes while its calls wait, so a server hears from every
-    // live client at least every kProbeInterval during a call.
-    if (silent >= idle_timeout_) {
+    // live client at least every kProbeInterval during a call. A client
+    // ends an idle session itself (before the server expires it), so that
+    // its next call opens a fresh one instead of meeting a forgotten one.
+    const bool waiting_calls =
+        waiting_.load(std::memory_order_acquire) > 0 || driving_.load(std::memory_order_acquire);
+    if (silent >= idle_timeout_ && !(probe_peer_ && waiting_calls)) {
       Close(absl::UnavailableError(absl::StrCat("UDP peer ", peer_.remote_address, " idle for ",
                                                 absl::FormatDuration(silent))));
       return;
@@ -376,6 +395,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   absl::Status reason_ ABSL_GUARDED_BY(mu_);
 
   // Delivery state: only the delivering thread touches these.
+  uint64_t malformed_logged_ = 0;
   char buffer_[kMaxDatagramBytes + 1];
   Frame frame_;
 };

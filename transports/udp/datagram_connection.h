@@ -9,11 +9,14 @@
 // the server's port is gone, the kernel's ICMP answer fails the next
 // receive with ECONNREFUSED and the connection closes (waiting calls get
 // UNAVAILABLE at once instead of at their deadline). A connection that
-// receives nothing for its idle timeout closes (servers: frees the peer's
-// state; the client's next call reconnects).
+// receives nothing for its idle timeout closes: a server's frees the peer's
+// state; a client's (half the server's timeout, and only while no call
+// waits) makes its next call open a fresh session. Malformed datagrams are
+// dropped (anyone able to spoof the peer's address could send one).
 //
 // Example:
-//   auto connection = DatagramConnection::Create(fd, peer, options, /*first_datagram=*/"", 0);
+//   auto connection = DatagramConnection::Create(fd, peer, options, /*first_datagram=*/"",
+//                                                /*probe_peer=*/true, absl::Seconds(30));
 //   connection->Start(sink);
 #ifndef LOCUS_TRANSPORTS_UDP_DATAGRAM_CONNECTION_H_
 #define LOCUS_TRANSPORTS_UDP_DATAGRAM_CONNECTION_H_

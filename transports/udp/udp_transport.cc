@@ -26,8 +26,8 @@ namespace locus {
 namespace {
 
 // Socket buffers: bursts of pipelined calls should not be dropped by a
-// default-sized (~200 KiB) receive buffer. Best effort (capped by
-// net.core.rmem_max unless privileged).
+// default-sized (~200 KiB) receive buffer. Best effort: capped by
+// net.core.rmem_max / wmem_max.
 constexpr int kSocketBufferBytes = 4 << 20;
 
 void SizeBuffers(int fd) {
@@ -51,9 +51,22 @@ PeerInfo DescribeUdpPeer(int fd) {
   return peer;
 }
 
-// A GOAWAY frame (no session with this peer), as one datagram.
+// A RESPONSE failing call `call_id`, which the listener dropped unprocessed.
+std::string NotProcessedDatagram(uint64_t call_id) {
+  wire::CallStatus status;
+  status.set_code(static_cast<int>(absl::StatusCode::kUnavailable));
+  status.set_message("no UDP session (server restarted or session expired): not processed");
+  std::string meta = status.SerializeAsString();
+  FrameHeader header = FrameHeader::Make(FrameType::kResponse, 0, call_id);
+  header.meta_length = static_cast<uint32_t>(meta.size());
+  return std::string(reinterpret_cast<const char*>(&header), sizeof(header)) + meta;
+}
+
+// A GOAWAY frame that claims nothing about which calls were processed (the
+// listener does not know), as one datagram.
 std::string GoAwayDatagram(absl::StatusCode code, absl::string_view reason) {
   wire::GoAway goaway;
+  goaway.set_last_processed_call_id(~uint64_t{0});
   goaway.set_code(static_cast<int>(code));
   goaway.set_reason(std::string(reason));
   std::string meta = goaway.SerializeAsString();
@@ -112,12 +125,17 @@ class UdpListenSocket final : public internal::FdHandler {
       if (peers_.contains(key)) return;
     }
     if (header.frame_type() != FrameType::kHello) {
-      // Never answer a GOAWAY (two listeners would bounce them forever).
-      if (header.frame_type() != FrameType::kGoAway) {
-        Reply(GoAwayDatagram(absl::StatusCode::kUnavailable,
-                             "no UDP session with this peer (the server restarted or the session "
-                             "expired); reconnect"),
-              from, from_length);
+      // No session: a REQUEST dropped here was not processed (its call
+      // fails UNAVAILABLE at once); GOAWAY tells the client to reconnect,
+      // claiming nothing about its other calls (last id: the maximum).
+      // Only REQUEST and PING are answered, tersely: no reflection of
+      // arbitrary datagrams, and never a reply to a reply.
+      if (header.frame_type() == FrameType::kRequest && (header.flags & kFlagOneway) == 0 &&
+          header.call_id != 0) {
+        Reply(NotProcessedDatagram(header.call_id), from, from_length);
+      }
+      if (header.frame_type() == FrameType::kRequest || header.frame_type() == FrameType::kPing) {
+        Reply(GoAwayDatagram(absl::StatusCode::kUnavailable, "no UDP session"), from, from_length);
       }
       return;
     }
@@ -197,14 +215,16 @@ absl::StatusOr<std::unique_ptr<Listener>> UdpTransport::Listen(absl::string_view
   for (addrinfo* ai = resolved->get(); ai != nullptr; ai = ai->ai_next) {
     int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) continue;
-    int one = 1;
-    // Every peer's own socket binds the same address (udp_transport.h).
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    // Bound without SO_REUSEADDR, so that a port another socket holds
+    // fails here (a second server would otherwise share it silently); set
+    // afterwards, so that every peer's own socket can bind the same address.
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
       last = absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", std::strerror(errno)));
       close(fd);
       continue;
     }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     SizeBuffers(fd);
     sockaddr_storage bound{};
     socklen_t length = sizeof(bound);
@@ -240,8 +260,9 @@ absl::StatusOr<std::unique_ptr<Connection>> UdpTransport::Connect(absl::string_v
       continue;
     }
     SizeBuffers(fd);
+    // Idle sessions end here at half the server's timeout (see Check()).
     return internal::DatagramConnection::Create(fd, DescribeUdpPeer(fd), options, "",
-                                                /*probe_peer=*/true, absl::InfiniteDuration());
+                                                /*probe_peer=*/true, kUdpIdleTimeout / 2);
   }
   return last;
 }

@@ -10,11 +10,14 @@
 // Server side: one listening socket receives the first datagram (HELLO) of
 // each new peer; the listener then opens a socket connected to that peer on
 // the same port, which the kernel prefers for the peer's later datagrams,
-// so each peer gets its own connection on the event loops. A datagram from
-// an unknown peer that is not a HELLO (e.g. a client whose server
-// restarted, or whose state expired after kUdpIdleTimeout of silence) is
-// answered with GOAWAY, and that client's next call reconnects. At most
-// kMaxUdpPeers peers at once; others are refused with GOAWAY.
+// so each peer gets its own connection on the event loops. A REQUEST or
+// PING from an unknown peer (a client whose server restarted, or whose
+// session expired after kUdpIdleTimeout of silence; clients end idle
+// sessions themselves after half of it) is answered with GOAWAY, and a
+// REQUEST also with UNAVAILABLE for that call (it was not processed); the
+// client's next call reconnects. At most kMaxUdpPeers peers at once;
+// others are refused with GOAWAY. The listening socket binds without
+// SO_REUSEADDR (a port in use fails), then sets it for the peer sockets.
 //
 // Example:
 //   server.AddListeningAddress("udp://0.0.0.0:7001");
