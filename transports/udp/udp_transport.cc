@@ -215,16 +215,17 @@ absl::StatusOr<std::unique_ptr<Listener>> UdpTransport::Listen(absl::string_view
   for (addrinfo* ai = resolved->get(); ai != nullptr; ai = ai->ai_next) {
     int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) continue;
-    // Bound without SO_REUSEADDR, so that a port another socket holds
-    // fails here (a second server would otherwise share it silently); set
-    // afterwards, so that every peer's own socket can bind the same address.
+    // Every peer's own socket binds the same address (udp_transport.h),
+    // and a restarted server must bind while the old one's peer sockets
+    // may still linger: SO_REUSEADDR. Hazard: another socket with it set
+    // can bind the port too (documented in udp_transport.h).
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
       last = absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", std::strerror(errno)));
       close(fd);
       continue;
     }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     SizeBuffers(fd);
     sockaddr_storage bound{};
     socklen_t length = sizeof(bound);

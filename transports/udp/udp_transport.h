@@ -16,8 +16,10 @@
 // sessions themselves after half of it) is answered with GOAWAY, and a
 // REQUEST also with UNAVAILABLE for that call (it was not processed); the
 // client's next call reconnects. At most kMaxUdpPeers peers at once;
-// others are refused with GOAWAY. The listening socket binds without
-// SO_REUSEADDR (a port in use fails), then sets it for the peer sockets.
+// others are refused with GOAWAY. All these sockets set SO_REUSEADDR (so a
+// restarted server binds while its predecessor's peer sockets linger);
+// hazard: a second socket with SO_REUSEADDR may bind the same port without
+// an error, and then takes some new peers' HELLOs.
 //
 // Example:
 //   server.AddListeningAddress("udp://0.0.0.0:7001");
