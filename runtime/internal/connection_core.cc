@@ -54,6 +54,20 @@ absl::Status ResponseStatus(const Frame& frame, Metadata* trailers) {
   return StatusFromWire(wire_status);
 }
 
+// The reply a RESPONSE carries, parsed into `*response`.
+absl::Status ParseReply(const Frame& frame, absl::string_view method,
+                        google::protobuf::MessageLite* response) {
+  if ((frame.header.flags & kFlagHasMessage) == 0) {
+    return absl::InternalError(absl::StrCat("reply to ", method, " carried no message"));
+  }
+  absl::string_view payload = frame.payload_bytes();
+  if (!response->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return absl::InternalError(
+        absl::StrCat("reply to ", method, " does not parse as ", response->GetTypeName()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Time DeadlineFromTimeout(int64_t timeout_ns) {
   if (timeout_ns <= 0) return absl::InfiniteFuture();
   return absl::Now() + absl::Nanoseconds(timeout_ns);
@@ -275,27 +289,26 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   std::string& meta = *meta_buffer.get();
   meta.clear();
   EncodeCallHeader(method.full_name, timeout_ns, options.metadata, &meta);
-  FrameHeader frame = FrameHeader::Make(
-      FrameType::kRequest, flags | (request != nullptr ? kFlagHasMessage : 0), id);
-  frame.meta_length = static_cast<uint32_t>(meta.size());
-  frame.payload_length = static_cast<uint32_t>(size);
-  bool encode_failed = false;
-  absl::Status sent =
-      request == nullptr
-          ? connection_->Send(frame, meta, {}, options.deadline)
-          : connection_->SendWithPayloadWriter(
-                frame, meta,
-                [request, size, &encode_failed](char* out) {
-                  encode_failed = !WriteMessage(*request, size, out);
-                  return !encode_failed;
-                },
-                options.deadline);
-  if (encode_failed) {
+  absl::Status sent = SendFrame(FrameHeader::Make(FrameType::kRequest, flags, id), meta, request,
+                                size, options.deadline);
+  if (absl::IsInternal(sent)) {
     return absl::InternalError(absl::StrCat("cannot serialize request for ", method.full_name,
                                             " (was it modified while being sent?)"));
   }
   MarkBrokenIfUnavailable(sent);
   return sent;
+}
+
+absl::Status ConnectionCore::SendFrame(FrameHeader header, absl::string_view meta,
+                                       const google::protobuf::MessageLite* message, size_t size,
+                                       absl::Time deadline) {
+  header.meta_length = static_cast<uint32_t>(meta.size());
+  if (message == nullptr) return connection_->Send(header, meta, {}, deadline);
+  header.flags |= kFlagHasMessage;
+  header.payload_length = static_cast<uint32_t>(size);
+  return connection_->SendWithPayloadWriter(
+      header, meta, [message, size](char* out) { return WriteMessage(*message, size, out); },
+      deadline);
 }
 
 void ConnectionCore::MarkBrokenIfUnavailable(const absl::Status& sent) {
@@ -566,21 +579,9 @@ void ConnectionCore::AbortStream(StreamCall* stream, absl::Status status) {
 absl::Status ConnectionCore::SendStreamMessage(uint64_t id,
                                                const google::protobuf::MessageLite* message,
                                                size_t size, uint32_t flags, absl::Time deadline) {
-  FrameHeader header = FrameHeader::Make(
-      FrameType::kMessage, flags | (message != nullptr ? kFlagHasMessage : 0), id);
-  header.payload_length = static_cast<uint32_t>(size);
-  bool encode_failed = false;
   absl::Status sent =
-      message == nullptr
-          ? connection_->Send(header, {}, {}, deadline)
-          : connection_->SendWithPayloadWriter(
-                header, {},
-                [message, size, &encode_failed](char* out) {
-                  encode_failed = !WriteMessage(*message, size, out);
-                  return !encode_failed;
-                },
-                deadline);
-  if (encode_failed) {
+      SendFrame(FrameHeader::Make(FrameType::kMessage, flags, id), {}, message, size, deadline);
+  if (absl::IsInternal(sent)) {
     return absl::InternalError("cannot serialize a stream message (was it modified while being sent?)");
   }
   MarkBrokenIfUnavailable(sent);
@@ -635,15 +636,7 @@ void ConnectionCore::HandleWindowUpdate(const Frame& frame) {
 void ConnectionCore::FinishClientStream(StreamCall& stream, const Frame& frame) {
   absl::Status status = ResponseStatus(frame, stream.trailing_metadata);
   if (status.ok() && stream.response() != nullptr) {
-    if ((frame.header.flags & kFlagHasMessage) == 0) {
-      status = absl::InternalError(
-          absl::StrCat("reply to ", stream.method().full_name, " carried no message"));
-    } else if (absl::string_view payload = frame.payload_bytes();
-               !stream.response()->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-      status = absl::InternalError(absl::StrCat("reply to ", stream.method().full_name,
-                                                " does not parse as ",
-                                                stream.response()->GetTypeName()));
-    }
+    status = ParseReply(frame, stream.method().full_name, stream.response());
   }
   // Messages that arrived before the status stay readable, as in gRPC.
   stream.End(std::move(status), /*keep_unread=*/true);
@@ -808,15 +801,7 @@ void ConnectionCore::HandleResponse(const Frame& frame) {
     return;  // otherwise cancelled or expired: drop the late reply
   }
   absl::Status status = ResponseStatus(frame, call->trailing_metadata);
-  if (status.ok()) {
-    if ((frame.header.flags & kFlagHasMessage) == 0) {
-      status = absl::InternalError(absl::StrCat("reply to ", call->method, " carried no message"));
-    } else if (absl::string_view payload = frame.payload_bytes();
-               !call->response->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-      status = absl::InternalError(absl::StrCat("reply to ", call->method, " does not parse as ",
-                                                call->response->GetTypeName()));
-    }
-  }
+  if (status.ok()) status = ParseReply(frame, call->method, call->response);
   Complete(call, std::move(status));
 }
 
@@ -1041,32 +1026,19 @@ void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
     }
     meta = wire_status.SerializeAsString();
   }
-  FrameHeader header =
-      FrameHeader::Make(FrameType::kResponse, reply != nullptr ? kFlagHasMessage : 0, call_id);
-  header.meta_length = static_cast<uint32_t>(meta.size());
-  header.payload_length = static_cast<uint32_t>(reply_size);
   // The client stops waiting at its deadline; give the send a little slack
   // beyond it so a reply racing the deadline is not cut mid-way.
   absl::Time send_deadline =
       deadline == absl::InfiniteFuture() ? absl::InfiniteFuture() : deadline + absl::Seconds(1);
-  bool encode_failed = false;
-  absl::Status sent =
-      reply == nullptr
-          ? connection_->Send(header, meta, {}, send_deadline)
-          : connection_->SendWithPayloadWriter(
-                header, meta,
-                [reply, reply_size, &encode_failed](char* out) {
-                  encode_failed = !WriteMessage(*reply, reply_size, out);
-                  return !encode_failed;
-                },
-                send_deadline);
+  absl::Status sent = SendFrame(FrameHeader::Make(FrameType::kResponse, 0, call_id), meta, reply,
+                                reply_size, send_deadline);
   if (absl::IsResourceExhausted(sent) && reply != nullptr) {
     // The transport cannot carry a frame this large (a UDP datagram): the
     // client still gets an answer.
     SendError(call_id, sent, deadline);
     return;
   }
-  if (encode_failed) {
+  if (absl::IsInternal(sent) && reply != nullptr) {
     // Nothing was sent for this call: the client still gets an answer.
     SendError(call_id,
               absl::InternalError(

@@ -164,6 +164,13 @@ class ConnectionCore final : public FrameSink,
   void AsyncCallEnded();
   // Sends the REQUEST that starts call `id`: with `request` (nullptr for
   // streaming calls whose messages follow) and `flags`.
+  // Sends `header` (type, flags, call id set) with `meta` and, if `message`
+  // is set, HAS_MESSAGE and the message (sized `size` by ByteSizeLong)
+  // serialized straight into the transport. INTERNAL if the message no
+  // longer serializes to `size` bytes (nothing is sent then).
+  absl::Status SendFrame(FrameHeader header, absl::string_view meta,
+                         const google::protobuf::MessageLite* message, size_t size,
+                         absl::Time deadline);
   // `options`, with a deadline if the connection is unreliable and it has
   // none (`storage` holds the copy).
   const CallOptions& BoundedOptions(const CallOptions& options, CallOptions* storage) const;
