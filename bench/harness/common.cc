@@ -395,8 +395,19 @@ void ServerProcess::Kill() {
   if (from_child_ >= 0) close(from_child_);
   to_child_ = from_child_ = -1;
   if (pid_ > 0) {
-    kill(pid_, SIGKILL);
-    while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+    // The server leaves its control loop on EOF and exits: given a moment,
+    // it does (so that a tool wrapping it, see LOCUS_BENCH_EXE, writes its
+    // results). One that does not is killed.
+    bool exited = false;
+    for (int i = 0; i < 500 && !exited; ++i) {
+      const pid_t r = waitpid(pid_, nullptr, WNOHANG);
+      exited = r == pid_ || (r < 0 && errno != EINTR);
+      if (!exited) usleep(10000);
+    }
+    if (!exited) {
+      kill(pid_, SIGKILL);
+      while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+      }
     }
     pid_ = -1;
   }

@@ -39,7 +39,9 @@ constexpr absl::Duration kBlockingReceiveMin = absl::Milliseconds(1);
 // made from completion callbacks) are queued and written together when the
 // batch ends: one system call for a batch of pipelined calls instead of one
 // per call. Frames above kCorkedFrameMaxBytes, or a queue that would grow
-// past kCorkedQueueMaxBytes, are written at once as before. The connection
+// past kCorkedQueueMaxBytes, are written at once as before. A read that is
+// exactly one frame is not corked: its reply has nothing to wait for, and
+// leaves before the call's clean-up (a ping-pong's latency). The connection
 // corked by this thread, if any:
 thread_local const void* t_corked_connection = nullptr;
 constexpr size_t kCorkedFrameMaxBytes = 16 * 1024;
@@ -459,6 +461,15 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     (void)loop_->Modify(fd_, mask);
   }
 
+  // Whether `bytes`, read at a frame boundary, hold exactly one frame. Only
+  // a batching decision: the decoder validates the header.
+  bool IsOneWholeFrame(absl::string_view bytes) const {
+    if (!decoder_.at_frame_boundary() || bytes.size() < sizeof(FrameHeader)) return false;
+    FrameHeader header;
+    std::memcpy(&header, bytes.data(), sizeof(header));
+    return sizeof(header) + header.body_length() == bytes.size();
+  }
+
   // One read(); delivers any frames completed. Caller holds the reader role.
   // `blocking`: wait up to the socket's receive timeout (a caller in
   // DriveUntil, see SetReceiveTimeout); otherwise never wait.
@@ -469,10 +480,13 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
       if (got != nullptr) *got = static_cast<size_t>(n);
+      const absl::string_view bytes(read_buffer_.get(), static_cast<size_t>(n));
       const void* outer_corked = t_corked_connection;  // a callback may drive another connection
-      t_corked_connection = this;
-      absl::Status decoded =
-          decoder_.Consume(absl::string_view(read_buffer_.get(), static_cast<size_t>(n)), *this);
+      // A read that is exactly one whole frame (a ping-pong's request) has
+      // nothing to batch its reply with: uncorked, the reply leaves as soon
+      // as the handler sends it, not after the call's clean-up.
+      if (!IsOneWholeFrame(bytes)) t_corked_connection = this;
+      absl::Status decoded = decoder_.Consume(bytes, *this);
       t_corked_connection = outer_corked;
       FlushCorkedOutput();
       if (!decoded.ok()) {
