@@ -193,6 +193,13 @@ std::string RawVariantFor(const std::string& locus_transport) {
   return locus_transport == "shm" ? "adaptive" : "";
 }
 
+// The raw ping-pong with an epoll server (raw_cases.cc) runs next to the
+// blocking one on stream sockets: the part of Locus's distance to raw that
+// any event-loop server pays.
+bool HasEpollVariant(const std::string& transport, int outstanding) {
+  return (transport == "unix" || transport == "tcp") && outstanding == 1;
+}
+
 class ServerHooks final : public WindowHooks {
  public:
   explicit ServerHooks(ServerProcess* server) : server_(server) {}
@@ -409,11 +416,12 @@ void PrintSummary(const std::vector<Outcome>& all) {
           "         grpc_p50/locus_p50 (shm, inproc: gRPC over unix); x raw / x grpc = locus calls/s over\n"
           "         baseline calls/s; MB/s = payload both ways; inproc latencies are batch means;\n"
           "         capnp/thrift p50 and x capnp / x thrift (locus calls/s over theirs): same socket type,\n"
-          "         '-' when that baseline did not run)\n");
-  fprintf(stderr, "%-6s %8s %4s | %9s %9s %9s %9s | %9s %9s | %7s %7s | %10s %8s %8s | %6s %6s | %9s %9s %8s %8s\n",
+          "         '-' when that baseline did not run; vs_ep = locus_p50 over the raw ping-pong whose\n"
+          "         server waits in epoll, as event-loop servers do (unix, tcp))\n");
+  fprintf(stderr, "%-6s %8s %4s | %9s %9s %9s %9s | %9s %9s | %7s %7s | %10s %8s %8s | %6s %6s | %9s %9s %8s %8s | %6s\n",
           "trans", "size", "out", "locus p50", "locus p99", "calls/s", "MB/s", "raw p50", "grpc p50",
           "vs_raw", "vs_grpc", "cps raw", "x raw", "x grpc", "cpu L", "cpu G", "capnp p50", "thrft p50",
-          "x capnp", "x thrift");
+          "x capnp", "x thrift", "vs_ep");
   for (const auto& [transport, size, out] : keys) {
     const std::string t = transport;
     const size_t sz = size;
@@ -427,6 +435,9 @@ void PrintSummary(const std::vector<Outcome>& all) {
     });
     Agg raw_spin = Aggregate(all, [&](const Outcome& o) {
       return like(o, "raw") && o.stats.transport == t && o.spec.variant == "spin";
+    });
+    Agg raw_epoll = Aggregate(all, [&](const Outcome& o) {
+      return like(o, "raw") && o.stats.transport == t && o.spec.variant == "epoll";
     });
     bool streaming = false;
     for (const Outcome& o : all) streaming |= o.spec.streaming;
@@ -477,6 +488,9 @@ void PrintSummary(const std::vector<Outcome>& all) {
     if (raw_spin.found) {
       j.Num("raw_spin_p50_us", raw_spin.p50).Num("vs_raw_spin", locus.p50 / raw_spin.p50);
     }
+    if (raw_epoll.found) {
+      j.Num("raw_epoll_p50_us", raw_epoll.p50).Num("vs_raw_epoll", locus.p50 / raw_epoll.p50);
+    }
     if (grpc.found) {
       j.Str("grpc_case", grpc.name)
           .Num("grpc_p50_us", grpc.p50)
@@ -508,13 +522,14 @@ void PrintSummary(const std::vector<Outcome>& all) {
       snprintf(buf, sizeof buf, fmt, v);
       return std::string(buf);
     };
-    fprintf(stderr, "%-6s %8zu %4d | %9.3f %9.2f %9.0f %9.1f | %9.3f %9.2f | %7.2f %7.1f | %10.0f %8.2f %8.2f | %6.2f %6.2f | %9s %9s %8s %8s\n",
+    fprintf(stderr, "%-6s %8zu %4d | %9.3f %9.2f %9.0f %9.1f | %9.3f %9.2f | %7.2f %7.1f | %10.0f %8.2f %8.2f | %6.2f %6.2f | %9s %9s %8s %8s | %6s\n",
             transport.c_str(), size, out, locus.p50, locus.p99, locus.cps, locus.mbps, raw.p50, grpc.p50,
             locus.p50 / raw.p50, grpc.p50 / locus.p50, raw.cps, locus.cps / raw.cps,
             locus.cps / grpc.cps, locus.cpu, grpc.cpu, cell(capnp.found, capnp.p50, "%.2f").c_str(),
             cell(thrift.found, thrift.p50, "%.2f").c_str(),
             cell(capnp.found, locus.cps / capnp.cps, "%.2f").c_str(),
-            cell(thrift.found, locus.cps / thrift.cps, "%.2f").c_str());
+            cell(thrift.found, locus.cps / thrift.cps, "%.2f").c_str(),
+            cell(raw_epoll.found, locus.p50 / raw_epoll.p50, "%.2f").c_str());
   }
 }
 
@@ -620,6 +635,7 @@ std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::str
             plan.push_back(Make(p, "raw", "shm", "adaptive", size, out, round));
           } else {
             plan.push_back(Make(p, "raw", t, "", size, out, round));
+            if (HasEpollVariant(t, out)) plan.push_back(Make(p, "raw", t, "epoll", size, out, round));
           }
           plan.push_back(Make(p, "locus", t, "", size, out, round));
           // udp compares with gRPC over tcp, which the tcp rows ran already.
@@ -822,6 +838,9 @@ int ClientMain(Flags& flags) {
             plan.push_back(Make(p, "raw", "shm", "adaptive", size, out, round));
           } else if (want_raw && !base_transport.empty()) {
             plan.push_back(Make(p, "raw", base_transport, "", size, out, round));
+            if (HasEpollVariant(base_transport, out)) {
+              plan.push_back(Make(p, "raw", base_transport, "epoll", size, out, round));
+            }
           }
           if (locus_case) {
             CaseSpec s = Make(p, "locus", t, "", size, out, round);

@@ -1,6 +1,9 @@
 // Raw IPC baselines: the floor each Locus transport is compared against.
 //   unix  - Unix stream socket, blocking read/write of `size` bytes each way
 //   tcp   - TCP loopback with TCP_NODELAY, same
+//           unix/tcp variant "epoll": the server waits in epoll_wait and
+//           reads without blocking, as an event-loop server does (one
+//           more system call per request): the floor of any such server
 //   udp   - connected UDP datagrams (size <= 65507)
 //   shm   - two SPSC rings in a memfd shared with the server; variant "spin"
 //           (both sides spin) or "adaptive" (spin 60 us, then futex)
@@ -14,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/mman.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -189,6 +193,40 @@ void StreamEcho(int fd, size_t size) {
   close(fd);
 }
 
+// StreamEcho as an event-loop server does it: epoll_wait (level-triggered),
+// then a non-blocking read; a complete request is echoed with a blocking
+// write, as before.
+void StreamEchoEpoll(int fd, size_t size) {
+  std::vector<char> buf(size);
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.fd = fd;
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    perror("raw epoll server: epoll");
+    close(fd);
+    if (ep >= 0) close(ep);
+    return;
+  }
+  size_t have = 0;
+  for (bool open = true; open;) {
+    epoll_event ready[1];
+    const int n = epoll_wait(ep, ready, 1, -1);
+    if (n < 0 && errno != EINTR) break;
+    if (n <= 0) continue;
+    const ssize_t got = recv(fd, buf.data() + have, size - have, MSG_DONTWAIT);
+    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) break;
+    if (got < 0) continue;
+    have += static_cast<size_t>(got);
+    if (have == size) {
+      open = WriteAll(fd, buf.data(), size);
+      have = 0;
+    }
+  }
+  close(ep);
+  close(fd);
+}
+
 int RawServe(const Flags& flags) {
   std::string transport = flags.at("transport");
   size_t size = std::stoul(flags.at("size"));
@@ -243,7 +281,8 @@ int RawServe(const Flags& flags) {
       }
     }).detach();
   } else {
-    std::thread([fd, size, family] {
+    const bool epoll = variant == "epoll";
+    std::thread([fd, size, family, epoll] {
       for (;;) {
         int c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
         if (c < 0) continue;
@@ -251,7 +290,7 @@ int RawServe(const Flags& flags) {
           int one = 1;
           setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        std::thread(StreamEcho, c, size).detach();
+        std::thread(epoll ? StreamEchoEpoll : StreamEcho, c, size).detach();
       }
     }).detach();
   }
