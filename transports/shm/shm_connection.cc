@@ -253,9 +253,14 @@ class ShmConnection::Impl final : public FdHandler,
         out_.WakeConsumerIfSleeping();
         return absl::OkStatus();
       }
+      // As much as fits now, in order: once a part is cut short, the later
+      // ones wait in the queue behind its rest. (Writing on would let a
+      // later part take room the consumer freed meanwhile, ahead of the
+      // rest of an earlier one: a torn frame.)
       for (absl::string_view& part : parts) {
         absl::Status wrote = WriteSome(&part);
         if (!wrote.ok()) return wrote;
+        if (!part.empty()) break;
       }
     }
     const size_t left = parts[0].size() + parts[1].size() + parts[2].size();
