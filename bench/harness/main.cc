@@ -765,9 +765,11 @@ int ClientMain(Flags& flags) {
   if (!suite.empty() && (flags.count("size") || flags.count("outstanding") || flags.count("calls") ||
                          flags.count("seconds") || flags.count("rounds") || flags.count("warmup-calls") ||
                          flags.count("warmup-seconds"))) {
-    // Overrides apply to every transport (inproc still runs outstanding 1 only).
-    p.transport_sizes.clear();
-    p.transport_outstanding.clear();
+    // --size / --outstanding apply to every transport (inproc still runs
+    // outstanding 1 only); run-length flags keep the suite's per-transport
+    // sets (e.g. shm's 1 MiB case).
+    if (flags.count("size")) p.transport_sizes.clear();
+    if (flags.count("outstanding")) p.transport_outstanding.clear();
     plan = SuitePlan(p, kSuiteTransports, have_grpc && suite != "smoke",
                      suite != "smoke" ? peers : std::vector<std::string>{});
   }
