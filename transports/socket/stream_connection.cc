@@ -190,7 +190,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       if (reader_ != Reader::kIdle) return false;
       reader_ = Reader::kCaller;
     }
-    UpdateInterest();
+    UpdateInterestIfReaderMatters();
     bool closed = false;
     // The caller has just sent its request: a read now would almost always
     // say EAGAIN. With time to spare, one blocking receive waits for the
@@ -240,14 +240,25 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       absl::MutexLock lock(&state_mu_);
       if (reader_ == Reader::kCaller) reader_ = Reader::kIdle;
     }
-    if (!closed) UpdateInterest();
+    if (!closed) UpdateInterestIfReaderMatters();
     return true;
+  }
+
+  // After this thread changed reader_: the interest depends on who reads
+  // only while background reads are wanted (InterestFor), so without them
+  // nothing changes per call and the two locks of UpdateInterest are
+  // skipped. Race-free: AdjustBackgroundReads stores the count before it
+  // reads reader_ under state_mu_, and this thread reads the count after
+  // writing reader_ under state_mu_, so whichever takes state_mu_ second
+  // sees the other's change and sets the interest.
+  void UpdateInterestIfReaderMatters() {
+    if (background_readers_.load(std::memory_order_relaxed) > 0) UpdateInterest();
   }
 
   void AdjustBackgroundReads(int delta) {
     {
       absl::MutexLock lock(&interest_mu_);
-      background_readers_ += delta;
+      background_readers_.fetch_add(delta, std::memory_order_relaxed);
     }
     UpdateInterest();
   }
@@ -432,7 +443,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
 
   uint32_t InterestFor(Reader reader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(interest_mu_) {
     uint32_t mask;
-    if (background_readers_ > 0) {
+    if (background_readers_.load(std::memory_order_relaxed) > 0) {
       mask = reader == Reader::kCaller ? 0u : (EPOLLIN | EPOLLRDHUP);
     } else {
       mask = EPOLLRDHUP | EPOLLET;
@@ -560,8 +571,9 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   absl::Mutex interest_mu_ ABSL_ACQUIRED_BEFORE(state_mu_);
   uint32_t last_mask_ ABSL_GUARDED_BY(interest_mu_) = 0;
   // Users that need frames read when no caller drives (Connection::
-  // AdjustBackgroundReads); 1 until the runtime says otherwise.
-  int background_readers_ ABSL_GUARDED_BY(interest_mu_) = 1;
+  // AdjustBackgroundReads); 1 until the runtime says otherwise. Written
+  // under interest_mu_; DriveUntil reads it without (see there).
+  std::atomic<int> background_readers_{1};
   std::atomic<bool> want_write_{false};
 
   absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(interest_mu_);
