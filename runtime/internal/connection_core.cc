@@ -84,6 +84,8 @@ struct ConnectionCore::PendingCall {
   absl::AnyInvocable<void(absl::Status) &&> done;
   std::shared_ptr<ConnectionCore> keepalive;
   TimerQueue::Id timer = 0;
+  // With CallOptions::cancellation: dropped when the call's state goes.
+  CancellationRegistration cancel_registration;
   // Synchronous calls: the waiter sleeps on `mu` until `finished`. When
   // the waiter's own thread completes the call (caller-driven read),
   // Complete() sets the two waiter_ fields instead, which only that thread
@@ -212,7 +214,8 @@ size_t ConnectionCore::active_server_calls() const {
   return serving_.size() + inline_serving_;
 }
 
-absl::StatusOr<uint64_t> ConnectionCore::Register(PendingCall* call, absl::Time timer_deadline) {
+absl::StatusOr<uint64_t> ConnectionCore::Register(PendingCall* call, absl::Time timer_deadline,
+                                                  const std::optional<Cancellation>& cancellation) {
   absl::MutexLock lock(&mu_);
   if (closed_) {
     return absl::UnavailableError(absl::StrCat("connection closed: ", close_reason_.message()));
@@ -220,17 +223,47 @@ absl::StatusOr<uint64_t> ConnectionCore::Register(PendingCall* call, absl::Time 
   if (draining_) return absl::UnavailableError("server is shutting down (GOAWAY)");
   uint64_t id = next_call_id_;
   next_call_id_ += 2;
+  if (cancellation.has_value()) {
+    absl::Status watched =
+        WatchCancellation(*cancellation, id, /*stream=*/false, &call->cancel_registration);
+    if (!watched.ok()) return watched;
+  }
   if (timer_deadline != absl::InfiniteFuture()) {
     // Scheduled under mu_ so the timer cannot expire (and free) the call
     // before its id is recorded; the timer thread takes mu_ only after
     // releasing its own lock, so the order is safe.
     std::weak_ptr<ConnectionCore> weak = weak_from_this();
     call->timer = TimerQueue::Get().Schedule(timer_deadline, [weak, id] {
-      if (std::shared_ptr<ConnectionCore> self = weak.lock()) self->ExpireCall(id);
+      if (std::shared_ptr<ConnectionCore> self = weak.lock()) {
+        self->AbandonCall(id, absl::DeadlineExceededError("deadline exceeded"), /*by_its_timer=*/true);
+      }
     });
   }
   pending_.emplace(id, call);
   return id;
+}
+
+absl::Status ConnectionCore::WatchCancellation(const Cancellation& cancellation, uint64_t id,
+                                               bool stream, CancellationRegistration* registration) {
+  // The callback runs on the thread that calls Cancel(), possibly before
+  // this returns: it only schedules the abandonment on the timer thread,
+  // which then takes mu_ (held here until the call is recorded).
+  std::weak_ptr<ConnectionCore> weak = weak_from_this();
+  const uint64_t watch = cancellation.state()->Register([weak, id, stream]() {
+    TimerQueue::Get().Schedule(absl::Now(), [weak, id, stream] {
+      std::shared_ptr<ConnectionCore> self = weak.lock();
+      if (self == nullptr) return;
+      absl::Status cancelled = absl::CancelledError("call cancelled");
+      if (stream) {
+        self->AbandonStream(id, std::move(cancelled), /*by_its_timer=*/false);
+      } else {
+        self->AbandonCall(id, std::move(cancelled), /*by_its_timer=*/false);
+      }
+    });
+  });
+  if (watch == 0) return absl::CancelledError("call cancelled before it started");
+  *registration = CancellationRegistration(cancellation.state(), watch);
+  return absl::OkStatus();
 }
 
 ConnectionCore::PendingCall* ConnectionCore::Take(uint64_t id) {
@@ -245,6 +278,7 @@ ConnectionCore::PendingCall* ConnectionCore::Take(uint64_t id) {
 void ConnectionCore::Complete(PendingCall* call, absl::Status status) {
   if (call->done) {
     if (call->timer != 0) TimerQueue::Get().Cancel(call->timer);
+    call->cancel_registration.Reset();  // finished before its callback says so
     std::move(call->done)(std::move(status));
     // After `done`, so that a callback starting the next call keeps the
     // connection's background reads on.
@@ -342,13 +376,21 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
   call.response = response;
   call.trailing_metadata = options.trailing_metadata;
   call.method = method.full_name;
-  absl::StatusOr<uint64_t> id = Register(&call, absl::InfiniteFuture());
+  absl::StatusOr<uint64_t> id = Register(&call, absl::InfiniteFuture(), options.cancellation);
   if (!id.ok()) return id.status();
   absl::Status sent = SendRequest(method, *id, &request,
                                   kFlagEndStream | (method.oneway ? kFlagOneway : 0), options);
   if (!sent.ok() || method.oneway) {
     if (Take(*id) != nullptr) return sent;
-    // Someone (OnClosed) is completing it: wait for that below.
+    // Someone (OnClosed, Cancel) is completing it: wait for that below.
+  } else if (options.cancellation.has_value()) {
+    // Cancel() must end the wait at once, which it cannot while this thread
+    // blocks reading the connection: the reply is read in the background,
+    // as for an asynchronous call, and this thread waits on the call.
+    AsyncCallStarted();
+    absl::Status status = AwaitCompletion(&call, *id, method, options.deadline);
+    AsyncCallEnded();
+    return status;
   } else {
     // Read the connection on this thread if nobody else does.
     const bool drove = DriveUntil(
@@ -407,7 +449,7 @@ void ConnectionCore::StartUnary(const RpcMethod& method,
   const absl::Time timer_deadline =
       options.deadline != absl::InfiniteFuture() && !method.oneway ? options.deadline
                                                                    : absl::InfiniteFuture();
-  absl::StatusOr<uint64_t> id = Register(call, timer_deadline);
+  absl::StatusOr<uint64_t> id = Register(call, timer_deadline, options.cancellation);
   if (!id.ok()) {
     Complete(call, id.status());
     return;
@@ -419,15 +461,15 @@ void ConnectionCore::StartUnary(const RpcMethod& method,
   }
 }
 
-void ConnectionCore::ExpireCall(uint64_t id) {
+void ConnectionCore::AbandonCall(uint64_t id, absl::Status status, bool by_its_timer) {
   PendingCall* call = Take(id);
   if (call == nullptr) return;
-  call->timer = 0;  // running now; nothing to cancel
+  if (by_its_timer) call->timer = 0;  // running now; nothing to cancel
   // On the process-wide timer thread: best effort, never waits for a peer
   // that stopped reading.
   FrameHeader cancel = FrameHeader::Make(FrameType::kCancel, 0, id);
   (void)connection_->Send(cancel, {}, {}, absl::Now());
-  Complete(call, absl::DeadlineExceededError(absl::StrCat("deadline exceeded waiting for ", call->method)));
+  Complete(call, absl::Status(status.code(), absl::StrCat(status.message(), " waiting for ", call->method)));
 }
 
 void ConnectionCore::SendGoAway(const absl::Status& reason) {
@@ -486,13 +528,20 @@ absl::StatusOr<std::shared_ptr<StreamCall>> ConnectionCore::RegisterStream(
                                              options.deadline, PeerStreamWindow(), ReceiveWindow(),
                                              options_.max_send_message_size, response);
   stream->trailing_metadata = options.trailing_metadata;
+  if (options.cancellation.has_value()) {
+    absl::Status watched =
+        WatchCancellation(*options.cancellation, id, /*stream=*/true, &stream->cancel_registration);
+    if (!watched.ok()) return watched;
+  }
   if (options.deadline != absl::InfiniteFuture()) {
     // Tells the server at the deadline even if the client is not waiting
     // on the stream then. Scheduled under mu_ as in Register(); End()
     // cancels it.
     std::weak_ptr<ConnectionCore> weak = weak_from_this();
     stream->deadline_timer = TimerQueue::Get().Schedule(options.deadline, [weak, id] {
-      if (std::shared_ptr<ConnectionCore> self = weak.lock()) self->ExpireStream(id);
+      if (std::shared_ptr<ConnectionCore> self = weak.lock()) {
+        self->AbandonStream(id, absl::DeadlineExceededError("deadline exceeded"), /*by_its_timer=*/true);
+      }
     });
   }
   streams_.emplace(id, stream);
@@ -546,12 +595,11 @@ std::unique_ptr<ClientCallStream> ConnectionCore::OpenStream(
   return MakeClientStream(shared_from_this(), *std::move(stream));
 }
 
-void ConnectionCore::ExpireStream(uint64_t id) {
+void ConnectionCore::AbandonStream(uint64_t id, absl::Status status, bool by_its_timer) {
   std::shared_ptr<StreamCall> stream = TakeStream(id);
   if (stream == nullptr) return;
-  stream->deadline_timer = 0;  // running now: must not cancel itself
-  stream->End(absl::DeadlineExceededError(
-      absl::StrCat("deadline exceeded on ", stream->method().full_name)));
+  if (by_its_timer) stream->deadline_timer = 0;  // running now: must not cancel itself
+  stream->End(absl::Status(status.code(), absl::StrCat(status.message(), " on ", stream->method().full_name)));
   // On the timer thread: best effort, never waits for a peer that stopped reading.
   FrameHeader cancel = FrameHeader::Make(FrameType::kCancel, 0, id);
   (void)connection_->Send(cancel, {}, {}, absl::Now());

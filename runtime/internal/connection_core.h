@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -143,8 +144,17 @@ class ConnectionCore final : public FrameSink,
   ConnectionCore(std::unique_ptr<Connection> connection, Options options);
 
   // Registers `call` under a fresh id, with a deadline timer unless
-  // `timer_deadline` is InfiniteFuture; UNAVAILABLE if closed or draining.
-  absl::StatusOr<uint64_t> Register(PendingCall* call, absl::Time timer_deadline);
+  // `timer_deadline` is InfiniteFuture, and with `cancellation` if set;
+  // UNAVAILABLE if closed or draining, CANCELLED if already cancelled.
+  absl::StatusOr<uint64_t> Register(PendingCall* call, absl::Time timer_deadline,
+                                    const std::optional<Cancellation>& cancellation);
+  // Registers call or stream `id` with `cancellation`: Cancel() abandons it
+  // (AbandonCall / AbandonStream) on the timer thread. CANCELLED (and
+  // nothing registered) if it is cancelled already. Caller holds mu_, so
+  // that the call cannot be abandoned before `registration` is stored.
+  absl::Status WatchCancellation(const Cancellation& cancellation, uint64_t id, bool stream,
+                                 CancellationRegistration* registration)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes `id` if still outstanding and returns its call (nullptr if it was
   // already taken by whoever completes it).
   PendingCall* Take(uint64_t id);
@@ -177,7 +187,10 @@ class ConnectionCore final : public FrameSink,
   absl::Status SendRequest(const RpcMethod& method, uint64_t id,
                            const google::protobuf::MessageLite* request, uint32_t flags,
                            const CallOptions& options);
-  void ExpireCall(uint64_t id);
+  // Ends call `id` with `status` if still outstanding, and tells the peer
+  // (CANCEL, best effort). `by_its_timer`: running as the call's deadline
+  // timer (which must not cancel itself).
+  void AbandonCall(uint64_t id, absl::Status status, bool by_its_timer);
 
   // Streams.
   absl::StatusOr<std::shared_ptr<StreamCall>> RegisterStream(const RpcMethod& method,
@@ -185,7 +198,8 @@ class ConnectionCore final : public FrameSink,
                                                              google::protobuf::MessageLite* response);
   std::shared_ptr<StreamCall> FindStream(uint64_t id);
   std::shared_ptr<StreamCall> TakeStream(uint64_t id);
-  void ExpireStream(uint64_t id);
+  // The same for stream `id`.
+  void AbandonStream(uint64_t id, absl::Status status, bool by_its_timer);
   // A MESSAGE frame (`message`: nullptr for END_STREAM alone), sized
   // `size` by ByteSizeLong.
   absl::Status SendStreamMessage(uint64_t id, const google::protobuf::MessageLite* message,

@@ -114,8 +114,22 @@ absl::Status LocalDispatcher::CallEntered(const RpcMethod& method,
         absl::StrCat("request of ", request_size, " bytes exceeds the server's limit of ",
                      limits_.max_receive_message_size, " bytes"));
   }
-  ServerContext context(method.full_name, options.deadline, options.metadata, &InProcessPeer(), nullptr);
+  // The handler runs on this thread: a cancellation can only tell it (its
+  // IsCancelled()), and the call ends CANCELLED when it returns.
+  std::shared_ptr<std::atomic<bool>> cancelled;
+  CancellationRegistration cancel_registration;
+  if (options.cancellation.has_value()) {
+    cancelled = std::make_shared<std::atomic<bool>>(false);
+    const uint64_t watch = options.cancellation->state()->Register(
+        [cancelled]() { cancelled->store(true, std::memory_order_release); });
+    if (watch == 0) return absl::CancelledError(absl::StrCat("call to ", method.full_name, " cancelled before it started"));
+    cancel_registration = CancellationRegistration(options.cancellation->state(), watch);
+  }
+  ServerContext context(method.full_name, options.deadline, options.metadata, &InProcessPeer(), cancelled);
   absl::Status status = entry->handler->CallDirect(&context, request, response);
+  if (cancelled != nullptr && cancelled->load(std::memory_order_acquire)) {
+    return absl::CancelledError(absl::StrCat("call cancelled while the server handled ", method.full_name));
+  }
   if (has_deadline && absl::Now() >= options.deadline) {
     return absl::DeadlineExceededError(
         absl::StrCat("deadline exceeded while the server handled ", method.full_name));

@@ -64,6 +64,7 @@ void StreamCall::End(absl::Status status, bool keep_unread) {
     Changed();
   }
   if (TimerQueue::Id timer = deadline_timer.exchange(0); timer != 0) TimerQueue::Get().Cancel(timer);
+  cancel_registration.Reset();  // only the first End() gets here
 }
 
 bool StreamCall::ended() const {

@@ -40,6 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "locus/cancellation.h"
 #include "locus/service.h"
 #include "locus/stream.h"
 
@@ -81,6 +82,9 @@ class StreamCall final : public ServerCallStream {
   // Client side: the deadline timer (0: none or already running); End
   // cancels it. The timer's own callback clears it first.
   std::atomic<uint64_t> deadline_timer{0};
+  // Client streams with CallOptions::cancellation (set before the stream is
+  // shared; dropped by End).
+  CancellationRegistration cancel_registration;
 
   // --- From the connection's reader ---
   enum class Received { kQueued, kDropped, kOverrun, kAfterHalfClose };

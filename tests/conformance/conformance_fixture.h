@@ -117,6 +117,7 @@ inline CallOptions Watchdog() { return CallOptions::WithTimeout(kWatchdog); }
 template <typename ConfigT>
 class TransportConformance : public ::testing::Test {
  public:  // the free helpers below use the fixture's state
+  using Config = ConfigT;
   void SetUp() override { StartServer(ServerOptions{}); }
 
   void StartServer(ServerOptions options) {

@@ -282,6 +282,34 @@ TYPED_TEST(StreamConformance, CancelEndsTheCallOnBothSides) {
       << "the handler never saw the cancellation";
 }
 
+TYPED_TEST(StreamConformance, CallOptionsCancellationEndsAStreamWhileTheClientReads) {
+  Cancellation cancel;
+  CallOptions options = Watchdog();
+  options.cancellation = cancel;
+  ClientReaderWriter<EchoRequest, EchoReply> chat = this->stub_->Chat(options);
+  EchoRequest request;
+  request.set_data("hello");
+  EchoReply reply;
+  ASSERT_TRUE(chat.Write(request));
+  ASSERT_TRUE(chat.Read(&reply));
+  // The client now blocks reading a reply that never comes: another thread
+  // cancels.
+  std::thread canceller([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    cancel.Cancel();
+  });
+  EXPECT_FALSE(chat.Read(&reply));
+  canceller.join();
+  absl::Status status = chat.Finish();
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
+  EXPECT_TRUE(Eventually([&] { return this->service_.stream_cancellations_seen() >= 1; }))
+      << "the handler never saw the cancellation";
+  EXPECT_EQ(cancel.state()->registered(), 0u);
+  // Later streams with it are refused at once.
+  ClientReaderWriter<EchoRequest, EchoReply> late = this->stub_->Chat(options);
+  EXPECT_EQ(late.Finish().code(), absl::StatusCode::kCancelled);
+}
+
 TYPED_TEST(StreamConformance, DroppingTheStreamUnfinishedCancelsIt) {
   {
     ClientReaderWriter<EchoRequest, EchoReply> chat = OpenChat(*this->stub_);

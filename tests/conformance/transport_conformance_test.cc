@@ -307,6 +307,115 @@ TYPED_TEST(TransportConformance, AsyncDeadlineExceeded) {
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kDeadlineExceeded) << reply.status();
 }
 
+// CallOptions::cancellation: Cancel() from another thread ends a call in
+// progress with CANCELLED, and the server's handler sees IsCancelled().
+template <typename Fixture>
+void CancelOnceTheServerWaits(Fixture* test, const Cancellation& cancel, int waits_before) {
+  absl::Time watchdog = absl::Now() + kWatchdog;
+  while (test->service_.waits_started() <= waits_before && absl::Now() < watchdog) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  cancel.Cancel();
+}
+
+// Whether a handler can learn of a cancellation while it runs: an inline
+// handler occupies the thread that would read the CANCEL (use
+// handler_threads for handlers that wait), a collocated one is told directly.
+template <typename ConfigT>
+constexpr bool HandlerSeesCancel() {
+  return ConfigT::handler_threads > 0 || !ConfigT::TransportKind::kHasWire;
+}
+
+// A WaitForCancel that lasts until cancelled where the handler can see it,
+// and briefly where it cannot (it then holds its connection meanwhile).
+template <typename ConfigT>
+WaitRequest WaitUntilCancelled() {
+  WaitRequest request;
+  request.set_max_wait_ms(HandlerSeesCancel<ConfigT>() ? 30000 : 300);
+  return request;
+}
+
+template <typename Fixture>
+void ExpectServerSawCancellations(Fixture* test, int count) {
+  if (!HandlerSeesCancel<typename Fixture::Config>()) return;
+  absl::Time watchdog = absl::Now() + kWatchdog;
+  while (test->service_.cancellations_seen() < count && absl::Now() < watchdog) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(test->service_.cancellations_seen(), count);
+}
+
+TYPED_TEST(TransportConformance, CancelEndsASynchronousCallAndTheServerSeesIt) {
+  WaitRequest request = WaitUntilCancelled<TypeParam>();
+  Cancellation cancel;
+  CallOptions options = Watchdog();
+  options.cancellation = cancel;
+  std::thread canceller([&] { CancelOnceTheServerWaits(this, cancel, 0); });
+  absl::StatusOr<WaitReply> reply = this->stub_->WaitForCancel(request, options);
+  canceller.join();
+  EXPECT_EQ(reply.status().code(), absl::StatusCode::kCancelled) << reply.status();
+  ExpectServerSawCancellations(this, 1);
+  EXPECT_EQ(cancel.state()->registered(), 0u);  // the call left nothing behind
+  ASSERT_TRUE(this->Echo(*this->stub_, "after").ok());  // the channel is still good
+}
+
+TYPED_TEST(TransportConformance, CancelEndsAnAsynchronousCall) {
+  WaitRequest request = WaitUntilCancelled<TypeParam>();
+  Cancellation cancel;
+  CallOptions options = Watchdog();
+  options.cancellation = cancel;
+  // Collocated calls with inline handlers run inside AsyncWaitForCancel:
+  // the canceller is already watching then.
+  std::thread canceller([&] { CancelOnceTheServerWaits(this, cancel, 0); });
+  Future<WaitReply> pending = this->stub_->AsyncWaitForCancel(request, options);
+  absl::StatusOr<WaitReply> reply = pending.Get();
+  canceller.join();
+  EXPECT_EQ(reply.status().code(), absl::StatusCode::kCancelled) << reply.status();
+  ExpectServerSawCancellations(this, 1);
+  EXPECT_EQ(cancel.state()->registered(), 0u);
+}
+
+TYPED_TEST(TransportConformance, CallsStartedAfterCancelFailWithoutReachingTheServer) {
+  Cancellation cancel;
+  cancel.Cancel();
+  CallOptions options = Watchdog();
+  options.cancellation = cancel;
+  WaitRequest request;
+  request.set_max_wait_ms(30000);
+  EXPECT_EQ(this->stub_->WaitForCancel(request, options).status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(this->stub_->AsyncWaitForCancel(request, options).Get().status().code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_EQ(this->service_.waits_started(), 0);
+  EXPECT_EQ(cancel.state()->registered(), 0u);
+}
+
+TYPED_TEST(TransportConformance, OneCancellationServesManyCallsAndKeepsNothingOfFinishedOnes) {
+  Cancellation cancel;
+  CallOptions options = Watchdog();
+  options.cancellation = cancel;
+  EchoRequest request;
+  request.set_data("x");
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(this->stub_->Echo(request, options).ok()) << i;
+  std::vector<Future<EchoReply>> pending;
+  for (int i = 0; i < 50; ++i) pending.push_back(this->stub_->AsyncEcho(request, options));
+  for (auto& p : pending) ASSERT_TRUE(p.Get().ok());
+  EXPECT_EQ(cancel.state()->registered(), 0u);
+  // Two calls waiting at once (each on its own thread: a collocated call
+  // runs its handler on the caller's), both ended by one Cancel().
+  WaitRequest wait = WaitUntilCancelled<TypeParam>();
+  absl::Status first;
+  std::thread first_caller([&] { first = this->stub_->WaitForCancel(wait, options).status(); });
+  // (An inline handler holds the connection: the second call may not get
+  // there before the first is cancelled.)
+  std::thread canceller([&] { CancelOnceTheServerWaits(this, cancel, HandlerSeesCancel<TypeParam>() ? 1 : 0); });
+  absl::StatusOr<WaitReply> second = this->stub_->WaitForCancel(wait, options);
+  first_caller.join();
+  canceller.join();
+  EXPECT_EQ(first.code(), absl::StatusCode::kCancelled) << first;
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kCancelled) << second.status();
+  ExpectServerSawCancellations(this, 2);
+}
+
 TYPED_TEST(TransportConformance, ManyTinyDeadlinesCompleteExactlyOnce) {
   // Deadlines racing replies, timers and registration: every call completes
   // exactly once, with its reply or DEADLINE_EXCEEDED.

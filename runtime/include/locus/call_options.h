@@ -4,15 +4,20 @@
 //   locus::CallOptions options = locus::CallOptions::WithTimeout(absl::Milliseconds(200));
 //   options.metadata.emplace_back("request-id", "42");
 //   absl::StatusOr<EchoReply> reply = stub.Say(request, options);
+//
+//   locus::Cancellation cancel;                  // Cancel() from any thread
+//   options.cancellation = cancel;               // ends the call with CANCELLED
 #ifndef LOCUS_CALL_OPTIONS_H_
 #define LOCUS_CALL_OPTIONS_H_
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "locus/cancellation.h"
 
 namespace locus {
 
@@ -29,6 +34,9 @@ struct CallOptions {
   // If set, receives the server's trailing metadata when the call ends. Must
   // stay valid until the call completes.
   Metadata* trailing_metadata = nullptr;
+  // If set, Cancel() on it (from any thread) ends the call with CANCELLED
+  // and tells the server; see locus/cancellation.h.
+  std::optional<Cancellation> cancellation;
 
   static CallOptions WithTimeout(absl::Duration timeout) {
     CallOptions options;
