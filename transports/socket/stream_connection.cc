@@ -68,9 +68,11 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
 
   const PeerInfo& peer() const { return peer_; }
 
+  // For timers; set at creation, before any Send (one may need a stall check).
+  void SetSelf(const std::shared_ptr<Impl>& self) { weak_self_ = self; }
+
   void Start(FrameSink* sink, std::shared_ptr<Impl> self) {
     sink_ = sink;
-    weak_self_ = self;
     EventLoop* loop = EventLoopPool::Get().Next();
     uint32_t mask;
     {
@@ -160,14 +162,19 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     }
     // Bytes are queued already: this frame goes behind them.
     if (loop_ == nullptr || !loop_->InLoopThread()) {  // not started: never the loop
-      absl::Time stall = absl::Now() + options_.send_stall_timeout;
       auto room = [this]() ABSL_SHARED_LOCKS_REQUIRED(write_mu_) {
         return write_closed_ || queued_bytes() < options_.max_send_queue_bytes;
       };
-      if (!write_mu_.AwaitWithDeadline(absl::Condition(&room), std::min(deadline, stall))) {
-        if (deadline <= stall) {
+      // The stall is counted from the peer's last progress, not from when
+      // this sender started waiting: a peer that reads slowly while other
+      // senders keep the queue full is not stalled.
+      for (;;) {
+        const absl::Time stall = last_progress_ + options_.send_stall_timeout;
+        if (write_mu_.AwaitWithDeadline(absl::Condition(&room), std::min(deadline, stall))) break;
+        if (absl::Now() >= deadline) {
           return absl::DeadlineExceededError("deadline passed while the peer was not reading");
         }
+        if (absl::Now() < last_progress_ + options_.send_stall_timeout) continue;  // it moved
         const absl::Status stalled =
             PeerStoppedReadingError(peer_.remote_address, queued_bytes(), options_.send_stall_timeout);
         write_mu_.Unlock();
@@ -179,8 +186,11 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     }
     AppendToQueue(header, meta, payload, 0);
     // The loop may have drained the queue (and dropped EPOLLOUT) while we
-    // waited: make sure it will flush what we just queued.
-    if (!want_write_.load()) ArmWrite();
+    // waited. Write now rather than only arming EPOLLOUT: with
+    // edge-triggered interest, a socket that stayed writable gives no new
+    // edge, and the queue would wait for the stall timer. Arm only if the
+    // socket refused bytes (a later edge is then certain).
+    if (!want_write_.load() && !WriteQueuedLocked()) ArmWrite();
     return absl::OkStatus();
   }
 
@@ -444,7 +454,10 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   uint32_t InterestFor(Reader reader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(interest_mu_) {
     uint32_t mask;
     if (background_readers_.load(std::memory_order_relaxed) > 0) {
-      mask = reader == Reader::kCaller ? 0u : (EPOLLIN | EPOLLRDHUP);
+      // While a caller reads, nothing is watched but what epoll always
+      // reports (hang-up, error): edge-triggered, so that it is reported
+      // once (hangup_seen_) instead of waking the loop until the caller stops.
+      mask = reader == Reader::kCaller ? static_cast<uint32_t>(EPOLLET) : (EPOLLIN | EPOLLRDHUP);
     } else {
       mask = EPOLLRDHUP | EPOLLET;
     }
@@ -488,6 +501,9 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     ssize_t n;
     do {
       n = recv(fd_, read_buffer_.get(), kReadBufferSize, blocking ? 0 : MSG_DONTWAIT);
+      // A signal ends a blocking receive early: the caller re-checks its
+      // deadline (restarting would wait a whole SO_RCVTIMEO again).
+      if (n < 0 && errno == EINTR && blocking) return ReadResult::kWouldBlock;
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
       if (got != nullptr) *got = static_cast<size_t>(n);
@@ -582,7 +598,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   absl::Time last_progress_ ABSL_GUARDED_BY(write_mu_);  // queue started, or last bytes taken
   bool stall_check_pending_ ABSL_GUARDED_BY(write_mu_) = false;
   bool corked_output_ ABSL_GUARDED_BY(write_mu_) = false;  // queued by a corked batch
-  std::weak_ptr<Impl> weak_self_;  // set by Start; for timers
+  std::weak_ptr<Impl> weak_self_;  // set by Create; for timers
   bool write_closed_ ABSL_GUARDED_BY(write_mu_) = false;
 };
 
@@ -592,8 +608,9 @@ std::unique_ptr<StreamConnection> StreamConnection::Create(int fd, PeerInfo peer
   // system call; every other read and write passes MSG_DONTWAIT.
   int flags = fcntl(fd, F_GETFL, 0);
   fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-  return std::unique_ptr<StreamConnection>(
-      new StreamConnection(std::make_shared<Impl>(fd, std::move(peer), options)));
+  auto impl = std::make_shared<Impl>(fd, std::move(peer), options);
+  impl->SetSelf(impl);
+  return std::unique_ptr<StreamConnection>(new StreamConnection(std::move(impl)));
 }
 
 StreamConnection::~StreamConnection() { impl_->Shutdown(); }

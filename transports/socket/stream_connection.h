@@ -25,7 +25,9 @@ namespace locus::internal {
 
 class StreamConnection final : public Connection {
  public:
-  // Takes ownership of `fd`, a connected socket (made non-blocking here).
+  // Takes ownership of `fd`, a connected socket (made blocking here: a
+  // caller waiting for its reply receives it with one blocking recv; every
+  // other read and write passes MSG_DONTWAIT).
   static std::unique_ptr<StreamConnection> Create(int fd, PeerInfo peer,
                                                   const TransportOptions& options);
   ~StreamConnection() override;
