@@ -599,7 +599,8 @@ void ConnectionCore::AbandonStream(uint64_t id, absl::Status status, bool by_its
   std::shared_ptr<StreamCall> stream = TakeStream(id);
   if (stream == nullptr) return;
   if (by_its_timer) stream->deadline_timer = 0;  // running now: must not cancel itself
-  stream->End(absl::Status(status.code(), absl::StrCat(status.message(), " on ", stream->method().full_name)));
+  stream->End(
+      absl::Status(status.code(), absl::StrCat(status.message(), " on ", stream->method().full_name)));
   // On the timer thread: best effort, never waits for a peer that stopped reading.
   FrameHeader cancel = FrameHeader::Make(FrameType::kCancel, 0, id);
   (void)connection_->Send(cancel, {}, {}, absl::Now());

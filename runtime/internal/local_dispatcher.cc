@@ -122,7 +122,9 @@ absl::Status LocalDispatcher::CallEntered(const RpcMethod& method,
     cancelled = std::make_shared<std::atomic<bool>>(false);
     const uint64_t watch = options.cancellation->state()->Register(
         [cancelled]() { cancelled->store(true, std::memory_order_release); });
-    if (watch == 0) return absl::CancelledError(absl::StrCat("call to ", method.full_name, " cancelled before it started"));
+    if (watch == 0) {
+      return absl::CancelledError(absl::StrCat("call to ", method.full_name, " cancelled before it started"));
+    }
     cancel_registration = CancellationRegistration(options.cancellation->state(), watch);
   }
   ServerContext context(method.full_name, options.deadline, options.metadata, &InProcessPeer(), cancelled);

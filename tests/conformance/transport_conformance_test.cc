@@ -407,7 +407,8 @@ TYPED_TEST(TransportConformance, OneCancellationServesManyCallsAndKeepsNothingOf
   std::thread first_caller([&] { first = this->stub_->WaitForCancel(wait, options).status(); });
   // (An inline handler holds the connection: the second call may not get
   // there before the first is cancelled.)
-  std::thread canceller([&] { CancelOnceTheServerWaits(this, cancel, HandlerSeesCancel<TypeParam>() ? 1 : 0); });
+  const int waits_before = HandlerSeesCancel<TypeParam>() ? 1 : 0;
+  std::thread canceller([&] { CancelOnceTheServerWaits(this, cancel, waits_before); });
   absl::StatusOr<WaitReply> second = this->stub_->WaitForCancel(wait, options);
   first_caller.join();
   canceller.join();
