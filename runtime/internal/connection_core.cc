@@ -249,7 +249,7 @@ absl::Status ConnectionCore::WatchCancellation(const Cancellation& cancellation,
   // this returns: it only schedules the abandonment on the timer thread,
   // which then takes mu_ (held here until the call is recorded).
   std::weak_ptr<ConnectionCore> weak = weak_from_this();
-  const uint64_t watch = cancellation.state()->Register([weak, id, stream]() {
+  *registration = CancellationRegistration::Watch(cancellation.state(), [weak, id, stream]() {
     TimerQueue::Get().Schedule(absl::Now(), [weak, id, stream] {
       std::shared_ptr<ConnectionCore> self = weak.lock();
       if (self == nullptr) return;
@@ -261,8 +261,7 @@ absl::Status ConnectionCore::WatchCancellation(const Cancellation& cancellation,
       }
     });
   });
-  if (watch == 0) return absl::CancelledError("call cancelled before it started");
-  *registration = CancellationRegistration(cancellation.state(), watch);
+  if (!registration->active()) return absl::CancelledError("call cancelled before it started");
   return absl::OkStatus();
 }
 

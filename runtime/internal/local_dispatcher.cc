@@ -120,12 +120,11 @@ absl::Status LocalDispatcher::CallEntered(const RpcMethod& method,
   CancellationRegistration cancel_registration;
   if (options.cancellation.has_value()) {
     cancelled = std::make_shared<std::atomic<bool>>(false);
-    const uint64_t watch = options.cancellation->state()->Register(
-        [cancelled]() { cancelled->store(true, std::memory_order_release); });
-    if (watch == 0) {
+    cancel_registration = CancellationRegistration::Watch(
+        options.cancellation->state(), [cancelled]() { cancelled->store(true, std::memory_order_release); });
+    if (!cancel_registration.active()) {
       return absl::CancelledError(absl::StrCat("call to ", method.full_name, " cancelled before it started"));
     }
-    cancel_registration = CancellationRegistration(options.cancellation->state(), watch);
   }
   ServerContext context(method.full_name, options.deadline, options.metadata, &InProcessPeer(), cancelled);
   absl::Status status = entry->handler->CallDirect(&context, request, response);

@@ -114,6 +114,17 @@ struct Config {
 
 inline CallOptions Watchdog() { return CallOptions::WithTimeout(kWatchdog); }
 
+// Polls `condition` until it holds or the watchdog fires.
+template <typename Condition>
+bool Eventually(Condition condition) {
+  absl::Time until = absl::Now() + kWatchdog;
+  while (!condition()) {
+    if (absl::Now() >= until) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
 template <typename ConfigT>
 class TransportConformance : public ::testing::Test {
  public:  // the free helpers below use the fixture's state

@@ -49,17 +49,6 @@ TYPED_TEST(StreamRefusal, DatagramTransportsRefuseStreamsClearly) {
   EXPECT_TRUE(this->Echo(*this->stub_, "after").ok());
 }
 
-// Polls `condition` until it holds or the watchdog fires.
-template <typename Condition>
-bool Eventually(Condition condition) {
-  absl::Time until = absl::Now() + kWatchdog;
-  while (!condition()) {
-    if (absl::Now() >= until) return false;
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return true;
-}
-
 // Opens a Chat and proves it open with one round trip ("hello").
 ClientReaderWriter<EchoRequest, EchoReply> OpenChat(TestService::Stub& stub) {
   ClientReaderWriter<EchoRequest, EchoReply> chat = stub.Chat(Watchdog());

@@ -311,10 +311,7 @@ TYPED_TEST(TransportConformance, AsyncDeadlineExceeded) {
 // progress with CANCELLED, and the server's handler sees IsCancelled().
 template <typename Fixture>
 void CancelOnceTheServerWaits(Fixture* test, const Cancellation& cancel, int waits_before) {
-  absl::Time watchdog = absl::Now() + kWatchdog;
-  while (test->service_.waits_started() <= waits_before && absl::Now() < watchdog) {
-    absl::SleepFor(absl::Milliseconds(1));
-  }
+  Eventually([&] { return test->service_.waits_started() > waits_before; });
   cancel.Cancel();
 }
 
@@ -338,10 +335,7 @@ WaitRequest WaitUntilCancelled() {
 template <typename Fixture>
 void ExpectServerSawCancellations(Fixture* test, int count) {
   if (!HandlerSeesCancel<typename Fixture::Config>()) return;
-  absl::Time watchdog = absl::Now() + kWatchdog;
-  while (test->service_.cancellations_seen() < count && absl::Now() < watchdog) {
-    absl::SleepFor(absl::Milliseconds(5));
-  }
+  Eventually([&] { return test->service_.cancellations_seen() >= count; });
   EXPECT_EQ(test->service_.cancellations_seen(), count);
 }
 

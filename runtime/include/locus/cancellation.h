@@ -107,6 +107,15 @@ class CancellationRegistration {
   }
   ~CancellationRegistration() { Reset(); }
 
+  // Registers `on_cancel` with `state`. Inactive (and `on_cancel` dropped)
+  // if the state is cancelled already.
+  static CancellationRegistration Watch(const std::shared_ptr<CancellationState>& state,
+                                        CancellationState::Callback on_cancel) {
+    const uint64_t id = state->Register(std::move(on_cancel));
+    return id == 0 ? CancellationRegistration() : CancellationRegistration(state, id);
+  }
+  bool active() const { return id_ != 0; }
+
   void Reset() {
     if (state_ != nullptr && id_ != 0) state_->Unregister(id_);
     state_.reset();
