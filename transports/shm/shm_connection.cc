@@ -418,7 +418,11 @@ class ShmConnection::Impl final : public FdHandler,
     return closing_ ? close_reason_ : absl::UnavailableError("connection closed");
   }
 
+  // Everyone who leaves the role looks at the ring afterwards (DriveUntil's
+  // hand-over, the reader thread's SleepOnDoorbell), which covers input the
+  // polling announcement kept producers from waking anyone for.
   void ReleaseRole() ABSL_UNLOCK_FUNCTION(role_) {
+    (void)StopPolling();
     role_thread_.store(std::thread::id(), std::memory_order_relaxed);
     role_.Release();
   }
@@ -521,12 +525,20 @@ class ShmConnection::Impl final : public FdHandler,
   }
 
   // Busy-polls the incoming ring for up to `window` if the spin budget
-  // allows. Returns true if data (or closure) showed up.
+  // allows. Returns true if data (or closure) showed up: the announcement
+  // that this side polls (consumer_polling, which spares the producer a
+  // futex wake-up) then stays up while the role holder drains and polls
+  // again, so that a side answering call after call never writes that
+  // word, a cache line the producer reads after every frame it publishes
+  // (each write would cost the producer a cross-core transfer, and the
+  // poller one more to take the line back). Returns false once the window
+  // ends, with the announcement down. Whoever leaves the role or sleeps
+  // calls StopPolling() first, then looks at the ring once more.
   bool Poll(absl::Duration window, bool is_caller) {
-    if (window <= absl::ZeroDuration()) return false;
+    if (window <= absl::ZeroDuration()) return StopPolling();
     SpinBudget& budget = SpinBudget::Get();
     if (!budget.TryAcquire()) {
-      if (!is_caller) return false;
+      if (!is_caller) return StopPolling();
       // A reader thread holding the token yields it within ~1 us when it
       // sees a caller waiting: worth waiting that long for.
       bool acquired = false;
@@ -534,12 +546,14 @@ class ShmConnection::Impl final : public FdHandler,
         CpuRelax();
         acquired = budget.TryAcquire();
       }
-      if (!acquired) return false;
+      if (!acquired) return StopPolling();
     }
     // Whoever polls holds the role and drains what comes: producers need
     // not wake anyone meanwhile.
-    ShmRingControl* control = in_.control();
-    control->consumer_polling.fetch_add(1, std::memory_order_seq_cst);
+    if (!polling_announced_) {
+      in_.control()->consumer_polling.fetch_add(1, std::memory_order_seq_cst);
+      polling_announced_ = true;
+    }
     // The clock is read only once polling has lasted a while: most replies
     // arrive within the first few hundred iterations.
     absl::Time until = absl::InfinitePast();
@@ -559,10 +573,20 @@ class ShmConnection::Impl final : public FdHandler,
         if (!is_caller && budget.CallerWaiting()) break;  // yield the core to a caller
       }
     }
-    control->consumer_polling.fetch_sub(1, std::memory_order_seq_cst);
     budget.Release();
-    // A producer that saw us polling did not wake anyone: look once more.
-    return found || in_.HasData() || CanFlush();
+    return found || StopPolling();
+  }
+
+  // Takes down this side's polling announcement, if up. Returns whether
+  // input (or room for queued output) is there: a producer that saw the
+  // announcement did not wake anyone, so the caller looks once more.
+  // Reader-role holder only.
+  bool StopPolling() {
+    if (polling_announced_) {
+      in_.control()->consumer_polling.fetch_sub(1, std::memory_order_seq_cst);
+      polling_announced_ = false;
+    }
+    return in_.HasData() || CanFlush();
   }
 
   // Output queued by the reader-role holder (which never waits for room)
@@ -687,6 +711,8 @@ class ShmConnection::Impl final : public FdHandler,
   EventLoop* loop_ = nullptr;
   std::thread reader_;
   FrameDecoder decoder_;  // reader-role holder only
+  // Reader-role holder only: this side's consumer_polling is raised (Poll).
+  bool polling_announced_ = false;
   bool input_failed_ = false;  // reader-role holder only: the peer sent garbage
   std::atomic<bool> closed_{false};
   std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
