@@ -39,11 +39,17 @@ bool WriteMessage(const google::protobuf::MessageLite& message, size_t size, cha
   return message.SerializeWithCachedSizesToArray(start) == start + size;
 }
 
+// Parses a frame's meta (owned or borrowed) as `message`.
+bool ParseMeta(const Frame& frame, google::protobuf::MessageLite* message) {
+  const absl::string_view meta = frame.meta_bytes();
+  return message->ParseFromArray(meta.data(), static_cast<int>(meta.size()));
+}
+
 // The status (and trailers, into `*trailers` if set) of a RESPONSE.
 absl::Status ResponseStatus(const Frame& frame, Metadata* trailers) {
-  if (frame.meta.empty()) return absl::OkStatus();
+  if (frame.header.meta_length == 0) return absl::OkStatus();
   wire::CallStatus wire_status;
-  if (!wire_status.ParseFromString(frame.meta)) {
+  if (!ParseMeta(frame, &wire_status)) {
     return absl::InternalError("malformed status from peer");
   }
   if (trailers != nullptr) {
@@ -324,7 +330,7 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   EncodeCallHeader(method.full_name, timeout_ns, options.metadata, &meta);
   absl::Status sent = SendFrame(FrameHeader::Make(FrameType::kRequest, flags, id), meta, request,
                                 size, options.deadline);
-  if (absl::IsInternal(sent)) {
+  if (!sent.ok() && absl::IsInternal(sent)) {
     return absl::InternalError(absl::StrCat("cannot serialize request for ", method.full_name,
                                             " (was it modified while being sent?)"));
   }
@@ -345,7 +351,7 @@ absl::Status ConnectionCore::SendFrame(FrameHeader header, absl::string_view met
 }
 
 void ConnectionCore::MarkBrokenIfUnavailable(const absl::Status& sent) {
-  if (!absl::IsUnavailable(sent)) return;
+  if (sent.ok() || !absl::IsUnavailable(sent)) return;
   // The transport is gone even if its reader has not said so yet: the
   // next call must not pick this connection again.
   absl::MutexLock lock(&mu_);
@@ -629,7 +635,7 @@ absl::Status ConnectionCore::SendStreamMessage(uint64_t id,
                                                size_t size, uint32_t flags, absl::Time deadline) {
   absl::Status sent =
       SendFrame(FrameHeader::Make(FrameType::kMessage, flags, id), {}, message, size, deadline);
-  if (absl::IsInternal(sent)) {
+  if (!sent.ok() && absl::IsInternal(sent)) {
     return absl::InternalError("cannot serialize a stream message (was it modified while being sent?)");
   }
   MarkBrokenIfUnavailable(sent);
@@ -672,7 +678,7 @@ void ConnectionCore::HandleMessage(Frame& frame) {
 
 void ConnectionCore::HandleWindowUpdate(const Frame& frame) {
   wire::WindowUpdate update;
-  if (!update.ParseFromString(frame.meta)) {
+  if (!ParseMeta(frame, &update)) {
     ProtocolError("malformed WINDOW_UPDATE");
     return;
   }
@@ -758,7 +764,7 @@ void ConnectionCore::HandleHello(const Frame& frame) {
     return;
   }
   wire::Hello hello;
-  if (!hello.ParseFromString(frame.meta)) {
+  if (!ParseMeta(frame, &hello)) {
     ProtocolError("malformed HELLO");
     return;
   }
@@ -795,7 +801,7 @@ void ConnectionCore::HandleHello(const Frame& frame) {
 
 void ConnectionCore::HandleGoAway(const Frame& frame) {
   wire::GoAway goaway;
-  goaway.ParseFromString(frame.meta);  // best effort: the frame's meaning is the type
+  (void)ParseMeta(frame, &goaway);  // best effort: the frame's meaning is the type
   absl::Status reason(static_cast<absl::StatusCode>(
                           goaway.code() >= 0 && goaway.code() <= 16 ? goaway.code() : 2),
                       goaway.reason());
@@ -861,8 +867,8 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     ProtocolError(absl::StrCat("call id ", call_id, " has the wrong parity"));
     return;
   }
-  CallHeaderView header;  // views frame.meta
-  if (!DecodeCallHeader(frame.meta, &header)) {
+  CallHeaderView header;  // views the frame's meta
+  if (!DecodeCallHeader(frame.meta_bytes(), &header)) {
     if (!oneway) SendError(call_id, absl::InvalidArgumentError("malformed call header"), absl::InfiniteFuture());
     return;
   }
@@ -1080,13 +1086,13 @@ void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
       deadline == absl::InfiniteFuture() ? absl::InfiniteFuture() : deadline + absl::Seconds(1);
   absl::Status sent = SendFrame(FrameHeader::Make(FrameType::kResponse, 0, call_id), meta, reply,
                                 reply_size, send_deadline);
-  if (absl::IsResourceExhausted(sent) && reply != nullptr) {
+  if (!sent.ok() && absl::IsResourceExhausted(sent) && reply != nullptr) {
     // The transport cannot carry a frame this large (a UDP datagram): the
     // client still gets an answer.
     SendError(call_id, sent, deadline);
     return;
   }
-  if (absl::IsInternal(sent) && reply != nullptr) {
+  if (!sent.ok() && absl::IsInternal(sent) && reply != nullptr) {
     // Nothing was sent for this call: the client still gets an answer.
     SendError(call_id,
               absl::InternalError(

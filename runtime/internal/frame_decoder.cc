@@ -34,23 +34,36 @@ absl::Status FrameDecoder::Consume(absl::string_view bytes, FrameDecoderSink& si
     switch (state_) {
       case State::kHeader: {
         size_t take = std::min(bytes.size(), sizeof(FrameHeader) - header_filled_);
+        // The header is copied once and only the copy is trusted (the bytes
+        // may be in memory the peer can still write).
         std::memcpy(reinterpret_cast<char*>(&header_) + header_filled_, bytes.data(), take);
+        const bool header_was_whole = header_filled_ == 0 && take == sizeof(FrameHeader);
         header_filled_ += take;
         bytes.remove_prefix(take);
         if (header_filled_ < sizeof(FrameHeader)) break;
         header_filled_ = 0;
         absl::Status valid = ValidateFrameHeader(header_, max_meta_, max_payload_, transport_flags_);
-        if (absl::IsResourceExhausted(valid)) {
+        if (!valid.ok()) {
+          if (!absl::IsResourceExhausted(valid)) return valid;
           state_ = State::kSkip;
           skip_left_ = header_.body_length();
           sink.OnOversizeFrame(header_);
           break;
         }
-        if (!valid.ok()) return valid;
+        frame_.header = header_;
+        frame_.borrowed_meta = nullptr;
+        frame_.borrowed_payload = nullptr;
+        if (header_was_whole && bytes.size() >= header_.body_length()) {
+          // The whole frame lies in `bytes`: delivered where it lies, no copy.
+          frame_.borrowed_meta = bytes.data();
+          frame_.borrowed_payload = bytes.data() + header_.meta_length;
+          bytes.remove_prefix(header_.body_length());
+          sink.OnFrame(frame_);
+          break;
+        }
         // The buffers keep their capacity from earlier frames (unless a sink
         // took them), so a steady stream of calls allocates nothing here.
         ReleaseLargeBuffers(header_);
-        frame_.header = header_;
         frame_.meta.clear();
         frame_.payload.clear();
         body_filled_ = 0;

@@ -8,10 +8,19 @@
 namespace locus::internal {
 namespace {
 
+// Keeps owned copies: borrowed bytes are valid only during OnFrame.
 struct Collect : FrameDecoderSink {
   std::vector<Frame> frames;
+  std::vector<bool> borrowed;  // per frame: delivered where it lay
   std::vector<FrameHeader> oversize;
-  void OnFrame(Frame& frame) override { frames.push_back(frame); }
+  void OnFrame(Frame& frame) override {
+    Frame owned;
+    owned.header = frame.header;
+    owned.meta = std::string(frame.meta_bytes());
+    owned.payload = std::string(frame.payload_bytes());
+    frames.push_back(std::move(owned));
+    borrowed.push_back(frame.borrowed_meta != nullptr);
+  }
   void OnOversizeFrame(const FrameHeader& header) override { oversize.push_back(header); }
 };
 
@@ -38,6 +47,38 @@ TEST(FrameDecoder, DecodesFramesSplitAtEveryByte) {
     EXPECT_EQ(sink.frames[2].payload, "x");
     EXPECT_TRUE(decoder.at_frame_boundary());
   }
+}
+
+TEST(FrameDecoder, DeliversWholeFramesWhereTheyLieAndCopiesSplitOnes) {
+  const std::string first = Encode(FrameType::kRequest, 1, "meta", "payload");
+  const std::string wire = first + Encode(FrameType::kRequest, 3, "m", "p");
+  FrameDecoder decoder(1024, 1024);
+  struct Check : FrameDecoderSink {
+    const std::string* wire = nullptr;
+    int in_place = 0;
+    void OnFrame(Frame& frame) override {
+      ASSERT_NE(frame.borrowed_meta, nullptr);
+      EXPECT_GE(frame.borrowed_meta, wire->data());
+      EXPECT_LE(frame.borrowed_payload + frame.header.payload_length, wire->data() + wire->size());
+      ++in_place;
+    }
+    void OnOversizeFrame(const FrameHeader&) override {}
+  } check;
+  check.wire = &wire;
+  ASSERT_TRUE(decoder.Consume(wire, check).ok());
+  EXPECT_EQ(check.in_place, 2);
+  // Cut inside the second frame's body: the first is whole, the second is
+  // assembled in the decoder's own buffers.
+  Collect sink;
+  ASSERT_TRUE(decoder.Consume(absl::string_view(wire).substr(0, first.size() + 25), sink).ok());
+  ASSERT_TRUE(decoder.Consume(absl::string_view(wire).substr(first.size() + 25), sink).ok());
+  ASSERT_EQ(sink.frames.size(), 2u);
+  EXPECT_TRUE(sink.borrowed[0]);
+  EXPECT_FALSE(sink.borrowed[1]);
+  EXPECT_EQ(sink.frames[0].meta, "meta");
+  EXPECT_EQ(sink.frames[0].payload, "payload");
+  EXPECT_EQ(sink.frames[1].meta, "m");
+  EXPECT_EQ(sink.frames[1].payload, "p");
 }
 
 TEST(FrameDecoder, SkipsOversizePayloadAndStaysInSync) {

@@ -10,6 +10,8 @@
 #ifndef LOCUS_RUNTIME_INTERNAL_SERVICE_TABLE_H_
 #define LOCUS_RUNTIME_INTERNAL_SERVICE_TABLE_H_
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -27,7 +29,12 @@ class ServiceTable {
     MethodHandler* handler;
   };
 
+  ServiceTable() = default;
+  ServiceTable(const ServiceTable&) = delete;
+  ServiceTable& operator=(const ServiceTable&) = delete;
+
   absl::Status Add(Service* service) {
+    id_ = NextId();  // entries may move: forget what Find remembered
     if (!service_names_.insert(service->name()).second) {
       return absl::AlreadyExistsError(
           absl::StrCat("a service named ", service->name(), " is already registered"));
@@ -38,12 +45,34 @@ class ServiceTable {
     return absl::OkStatus();
   }
 
+  // Remembers, per thread, the last method found: a connection serving
+  // call after call of one method compares one string instead of hashing
+  // it. Entries never move once the table is shared, and table ids are
+  // never reused (Add takes a new one), so a remembered entry of a
+  // destroyed or since-changed table is never returned.
   const Entry* Find(absl::string_view full_name) const {
+    thread_local LastFound last;
+    if (last.table_id == id_ && last.full_name == full_name) return last.entry;
     auto it = methods_.find(full_name);
-    return it == methods_.end() ? nullptr : &it->second;
+    if (it == methods_.end()) return nullptr;
+    last.table_id = id_;
+    last.full_name.assign(full_name.data(), full_name.size());
+    last.entry = &it->second;
+    return last.entry;
   }
 
  private:
+  struct LastFound {
+    uint64_t table_id = 0;
+    std::string full_name;
+    const Entry* entry = nullptr;
+  };
+  static uint64_t NextId() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  uint64_t id_ = NextId();
   absl::flat_hash_set<std::string> service_names_;
   absl::flat_hash_map<std::string, Entry> methods_;
 };

@@ -587,7 +587,7 @@ class FrameCollector : public FrameSink {
  public:
   void OnFrame(Frame& frame) override {
     absl::MutexLock lock(&mu_);
-    frames_.push_back({frame.header, frame.meta});
+    frames_.push_back({frame.header, std::string(frame.meta_bytes())});
   }
   void OnOversizeFrame(const FrameHeader&) override {}
   void OnClosed(const absl::Status&) override {}

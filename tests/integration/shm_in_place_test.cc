@@ -22,18 +22,25 @@ namespace {
 using ::locus::testing::kWatchdog;
 using ::locus::testing::TempDir;
 
-// Records what arrives: payload contents and whether they came in place.
+// Records what arrives: payload contents, whether they came from the bulk
+// area, and whether they were delivered where they lay (bulk area or ring).
 class RecordingSink final : public FrameSink {
  public:
   struct Arrival {
     uint64_t call_id;
     std::string payload;
-    bool in_place;
+    bool in_place;  // from the bulk area
+    bool borrowed;  // from the bulk area, or whole in the ring
   };
   void OnFrame(Frame& frame) override {
     absl::MutexLock lock(&mu_);
-    arrivals_.push_back(
-        {frame.header.call_id, std::string(frame.payload_bytes()), frame.borrowed_payload != nullptr});
+    // A payload delivered in the ring follows its meta there; one in the
+    // bulk area lies elsewhere.
+    const bool in_ring = frame.borrowed_meta != nullptr &&
+                         frame.borrowed_payload == frame.borrowed_meta + frame.header.meta_length;
+    arrivals_.push_back({frame.header.call_id, std::string(frame.payload_bytes()),
+                         frame.borrowed_payload != nullptr && !in_ring,
+                         frame.borrowed_payload != nullptr});
   }
   // Neither happens to a well-formed stream of small frames: a torn frame
   // shows up as one of them, and ends the wait at once.
@@ -143,6 +150,7 @@ TEST_F(ShmInPlace, LargePayloadsArriveInPlaceAndSmallOnesThroughTheRing) {
   EXPECT_TRUE(got[0].in_place);
   EXPECT_EQ(got[1].payload, small);
   EXPECT_FALSE(got[1].in_place);
+  EXPECT_TRUE(got[1].borrowed) << "a frame whole in the ring is delivered where it lies";
 }
 
 TEST_F(ShmInPlace, DeliveredPayloadsAreReleasedAndTheAreaReused) {

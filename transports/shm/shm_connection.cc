@@ -351,7 +351,7 @@ class ShmConnection::Impl final : public FdHandler,
       if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(frame);
       return;
     }
-    absl::StatusOr<absl::string_view> payload = bulk_in_.Resolve(frame.payload);
+    absl::StatusOr<absl::string_view> payload = bulk_in_.Resolve(frame.payload_bytes());
     if (!payload.ok()) {
       input_failed_ = true;
       LOCUS_LOG(WARNING) << "closing shared-memory connection from " << peer_.remote_address
@@ -367,7 +367,6 @@ class ShmConnection::Impl final : public FdHandler,
         sink_->OnOversizeFrame(frame.header);
       } else {
         frame.borrowed_payload = payload->data();
-        frame.payload.clear();
         sink_->OnFrame(frame);
         frame.borrowed_payload = nullptr;
       }

@@ -27,10 +27,9 @@ DatagramKind DecodeDatagram(absl::string_view datagram, uint32_t max_meta, uint6
     return DatagramKind::kMalformed;
   }
   if (absl::IsResourceExhausted(valid)) return DatagramKind::kOversize;
-  frame->borrowed_payload = nullptr;
-  frame->meta.assign(datagram.data() + sizeof(FrameHeader), header.meta_length);
-  frame->payload.assign(datagram.data() + sizeof(FrameHeader) + header.meta_length,
-                        header.payload_length);
+  // Delivered where it lies: the datagram buffer outlives OnFrame.
+  frame->borrowed_meta = datagram.data() + sizeof(FrameHeader);
+  frame->borrowed_payload = frame->borrowed_meta + header.meta_length;
   return DatagramKind::kFrame;
 }
 

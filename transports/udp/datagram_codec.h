@@ -27,7 +27,8 @@ inline constexpr size_t kMaxDatagramBytes = 65507;
 
 enum class DatagramKind { kFrame, kOversize, kMalformed };
 
-// Decodes `datagram` into `*frame` (meta and payload copied). kOversize: a
+// Decodes `datagram` into `*frame` (meta and payload borrowed from
+// `datagram`: valid while its bytes are). kOversize: a
 // well-formed frame whose payload exceeds `max_payload` (only the header is
 // set). kMalformed: anything else that is not exactly one valid frame;
 // `*error` says what.

@@ -99,18 +99,26 @@ std::string DescribeFrameHeader(const FrameHeader& header);
 
 // A frame received from a peer: header, meta and payload bytes.
 //
-// The payload is normally owned (`payload`). A transport that can deliver it
-// where it already lies (shared memory, for large messages) sets
-// `borrowed_payload` instead: those bytes are valid only until OnFrame
-// returns, and may be in memory the peer can still write (parsers must treat
-// them as untrusted input, as any payload). Read the payload through
-// payload_bytes(); keep it past OnFrame with TakePayload().
+// Meta and payload are either owned (`meta`, `payload`) or borrowed: a
+// transport that can deliver them where they already lie (a frame whole in
+// a socket's receive buffer or in a shared-memory ring, a large message in
+// a shared-memory bulk area) sets `borrowed_meta` / `borrowed_payload`
+// instead. Borrowed bytes are valid only until OnFrame returns, and may be
+// in memory the peer can still write (parsers must treat them as untrusted
+// input, as any bytes from a peer, and read each length once). Read them
+// through meta_bytes() / payload_bytes(); keep the payload past OnFrame with
+// TakePayload(), the meta by copying meta_bytes().
 struct Frame {
   FrameHeader header{};
   std::string meta;
   std::string payload;
+  const char* borrowed_meta = nullptr;     // header.meta_length bytes if set
   const char* borrowed_payload = nullptr;  // header.payload_length bytes if set
 
+  absl::string_view meta_bytes() const {
+    return borrowed_meta != nullptr ? absl::string_view(borrowed_meta, header.meta_length)
+                                    : absl::string_view(meta);
+  }
   absl::string_view payload_bytes() const {
     return borrowed_payload != nullptr ? absl::string_view(borrowed_payload, header.payload_length)
                                        : absl::string_view(payload);
