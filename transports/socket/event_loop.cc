@@ -10,6 +10,7 @@
 
 #include "absl/base/log_severity.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "internal/log.h"
 
 namespace locus::internal {
@@ -70,17 +71,20 @@ absl::Status EventLoop::Modify(int fd, uint32_t events) {
 void EventLoop::Remove(int fd) {
   epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   std::shared_ptr<FdHandler> doomed;  // released outside the lock
-  absl::MutexLock lock(&mu_);
-  auto it = handlers_.find(fd);
-  if (it != handlers_.end()) {
-    doomed = std::move(it->second);
-    handlers_.erase(it);
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = handlers_.find(fd);
+    if (it != handlers_.end()) {
+      doomed = std::move(it->second);
+      handlers_.erase(it);
+    }
   }
-  if (!InLoopThread()) {
-    auto not_dispatching = [this, fd]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-      return dispatching_fd_ != fd;
-    };
-    mu_.Await(absl::Condition(&not_dispatching));
+  if (InLoopThread()) return;
+  // A dispatch that found the handler set dispatching_fd_ under mu_ before
+  // the erase above; wait for it to return (rare: only a connection closed
+  // from another thread while its event is being handled).
+  while (dispatching_fd_.load(std::memory_order_acquire) == fd) {
+    absl::SleepFor(absl::Microseconds(20));
   }
 }
 
@@ -106,13 +110,10 @@ void EventLoop::Run() {
         auto it = handlers_.find(fd);
         if (it == handlers_.end()) continue;  // removed after epoll_wait returned
         handler = it->second;
-        dispatching_fd_ = fd;
+        dispatching_fd_.store(fd, std::memory_order_relaxed);  // published by mu_
       }
       handler->OnEvents(events[i].events);
-      {
-        absl::MutexLock lock(&mu_);
-        dispatching_fd_ = -1;
-      }
+      dispatching_fd_.store(-1, std::memory_order_release);
       handler.reset();
     }
   }

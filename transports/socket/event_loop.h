@@ -14,6 +14,7 @@
 #ifndef LOCUS_TRANSPORTS_SOCKET_EVENT_LOOP_H_
 #define LOCUS_TRANSPORTS_SOCKET_EVENT_LOOP_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <thread>
@@ -60,7 +61,11 @@ class EventLoop {
   std::thread::id thread_id_;
   absl::Mutex mu_;
   absl::flat_hash_map<int, std::shared_ptr<FdHandler>> handlers_ ABSL_GUARDED_BY(mu_);
-  int dispatching_fd_ ABSL_GUARDED_BY(mu_) = -1;
+  // The fd whose handler runs now (-1: none): set under mu_ with the
+  // lookup, so that Remove, which erases under mu_ and then reads it, sees
+  // any dispatch that found the handler; cleared without the lock (one
+  // lock per event instead of two).
+  std::atomic<int> dispatching_fd_{-1};
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -195,11 +195,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   }
 
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
-    {
-      absl::MutexLock lock(&state_mu_);
-      if (reader_ != Reader::kIdle) return false;
-      reader_ = Reader::kCaller;
-    }
+    if (!TakeReaderRole(Reader::kCaller)) return false;
     UpdateInterestIfReaderMatters();
     bool closed = false;
     // The caller has just sent its request: a read now would almost always
@@ -234,41 +230,38 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       ppoll(&pfd, 1, &timeout, nullptr);
     }
     bool read_to_end = false;
-    {
-      absl::MutexLock lock(&state_mu_);
-      if (reader_ == Reader::kCaller) {
-        // The loop saw the peer hang up while this caller read: read what
-        // is left and the EOF here, since no further event will come.
-        read_to_end = hangup_seen_ && !closed;
-        hangup_seen_ = false;
-        if (!read_to_end) reader_ = Reader::kIdle;
-      }
+    for (uint32_t state = reader_state_.load(std::memory_order_seq_cst);;) {
+      if (ReaderOf(state) != Reader::kCaller) break;  // closed meanwhile
+      // The loop saw the peer hang up while this caller read: read what is
+      // left and the EOF here, since no further event will come.
+      read_to_end = (state & kHangupSeen) != 0 && !closed;
+      const uint32_t next = static_cast<uint32_t>(read_to_end ? Reader::kCaller : Reader::kIdle);
+      if (reader_state_.compare_exchange_weak(state, next, std::memory_order_seq_cst)) break;
     }
     if (read_to_end) {
       while (ReadOnce() == ReadResult::kData) {
       }
-      absl::MutexLock lock(&state_mu_);
-      if (reader_ == Reader::kCaller) reader_ = Reader::kIdle;
+      LeaveReaderRole(Reader::kCaller);
     }
     if (!closed) UpdateInterestIfReaderMatters();
     return true;
   }
 
-  // After this thread changed reader_: the interest depends on who reads
-  // only while background reads are wanted (InterestFor), so without them
-  // nothing changes per call and the two locks of UpdateInterest are
-  // skipped. Race-free: AdjustBackgroundReads stores the count before it
-  // reads reader_ under state_mu_, and this thread reads the count after
-  // writing reader_ under state_mu_, so whichever takes state_mu_ second
-  // sees the other's change and sets the interest.
+  // After this thread changed the reader: the interest depends on who
+  // reads only while background reads are wanted (InterestFor), so without
+  // them nothing changes per call and the two locks of UpdateInterest are
+  // skipped. Race-free (Dekker, all seq_cst): AdjustBackgroundReads stores
+  // the count before it reads the reader, and this thread reads the count
+  // after storing the reader, so at least one of them sees the other's
+  // change and sets the interest.
   void UpdateInterestIfReaderMatters() {
-    if (background_readers_.load(std::memory_order_relaxed) > 0) UpdateInterest();
+    if (background_readers_.load(std::memory_order_seq_cst) > 0) UpdateInterest();
   }
 
   void AdjustBackgroundReads(int delta) {
     {
       absl::MutexLock lock(&interest_mu_);
-      background_readers_.fetch_add(delta, std::memory_order_relaxed);
+      background_readers_.fetch_add(delta, std::memory_order_seq_cst);
     }
     UpdateInterest();
   }
@@ -278,16 +271,21 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) FlushQueue();
     if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0) return;
     const bool hangup = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
-    {
-      absl::MutexLock lock(&state_mu_);
-      if (reader_ != Reader::kIdle) {
-        // A caller reads (or closed). Without background reads the hang-up
-        // is reported once (edge-triggered): the caller handles it when it
-        // stops driving, if it has not read the EOF itself.
-        if (hangup) hangup_seen_ = true;
+    for (uint32_t state = reader_state_.load(std::memory_order_seq_cst);;) {
+      if (ReaderOf(state) == Reader::kIdle) {
+        if (reader_state_.compare_exchange_weak(state, static_cast<uint32_t>(Reader::kLoop),
+                                                std::memory_order_seq_cst)) {
+          break;
+        }
+        continue;
+      }
+      // A caller reads (or closed). Without background reads the hang-up
+      // is reported once (edge-triggered): the caller handles it when it
+      // stops driving, if it has not read the EOF itself.
+      if (!hangup || reader_state_.compare_exchange_weak(state, state | kHangupSeen,
+                                                         std::memory_order_seq_cst)) {
         return;
       }
-      reader_ = Reader::kLoop;
     }
     if (hangup) {
       // The peer is gone: what it sent is finite, and with edge-triggered
@@ -297,8 +295,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     } else {
       ReadBatch();
     }
-    absl::MutexLock lock(&state_mu_);
-    if (reader_ == Reader::kLoop) reader_ = Reader::kIdle;
+    LeaveReaderRole(Reader::kLoop);
   }
 
   // Bounded batch so one busy connection cannot starve others on its loop.
@@ -334,8 +331,30 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   }
 
  private:
-  enum class Reader { kIdle, kLoop, kCaller, kClosed };
+  // Who reads the socket: nobody, the loop, a driving caller, or nobody
+  // ever again. Kept in reader_state_ with kHangupSeen (see OnEvents).
+  enum class Reader : uint32_t { kIdle, kLoop, kCaller, kClosed };
   enum class ReadResult { kData, kWouldBlock, kClosed };
+  static constexpr uint32_t kReaderMask = 3;
+  static constexpr uint32_t kHangupSeen = 4;  // only while a caller reads
+  static Reader ReaderOf(uint32_t state) { return static_cast<Reader>(state & kReaderMask); }
+
+  // Idle -> `who`; false if someone else reads (or the socket is closed).
+  bool TakeReaderRole(Reader who) {
+    uint32_t idle = static_cast<uint32_t>(Reader::kIdle);
+    return reader_state_.compare_exchange_strong(idle, static_cast<uint32_t>(who),
+                                                 std::memory_order_seq_cst);
+  }
+  // `who` -> idle, unless the connection closed meanwhile.
+  void LeaveReaderRole(Reader who) {
+    for (uint32_t state = reader_state_.load(std::memory_order_seq_cst);
+         ReaderOf(state) == who;) {
+      if (reader_state_.compare_exchange_weak(state, static_cast<uint32_t>(Reader::kIdle),
+                                              std::memory_order_seq_cst)) {
+        return;
+      }
+    }
+  }
 
   size_t queued_bytes() const ABSL_SHARED_LOCKS_REQUIRED(write_mu_) {
     return out_queue_.size() - out_offset_;
@@ -456,7 +475,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     if (background_readers_.load(std::memory_order_relaxed) > 0) {
       // While a caller reads, nothing is watched but what epoll always
       // reports (hang-up, error): edge-triggered, so that it is reported
-      // once (hangup_seen_) instead of waking the loop until the caller stops.
+      // once (kHangupSeen) instead of waking the loop until the caller stops.
       mask = reader == Reader::kCaller ? static_cast<uint32_t>(EPOLLET) : (EPOLLIN | EPOLLRDHUP);
     } else {
       mask = EPOLLRDHUP | EPOLLET;
@@ -468,11 +487,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   void UpdateInterest() {
     absl::MutexLock lock(&interest_mu_);
     if (loop_ == nullptr) return;  // not started: Start() sets the interest
-    Reader reader;
-    {
-      absl::MutexLock state_lock(&state_mu_);
-      reader = reader_;
-    }
+    const Reader reader = ReaderOf(reader_state_.load(std::memory_order_seq_cst));
     if (reader == Reader::kClosed) return;
     // With background reads wanted, the loop reads whenever no caller does
     // (a driving caller takes the socket out of the interest set so the
@@ -512,10 +527,12 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       // A read that is exactly one whole frame (a ping-pong's request) has
       // nothing to batch its reply with: uncorked, the reply leaves as soon
       // as the handler sends it, not after the call's clean-up.
-      if (!IsOneWholeFrame(bytes)) t_corked_connection = this;
+      const bool corked = !IsOneWholeFrame(bytes);
+      if (corked) t_corked_connection = this;
       absl::Status decoded = decoder_.Consume(bytes, *this);
       t_corked_connection = outer_corked;
-      FlushCorkedOutput();
+      // Only this thread, while corked, holds output back.
+      if (corked) FlushCorkedOutput();
       if (!decoded.ok()) {
         LOCUS_LOG(WARNING) << "closing connection from " << peer_.remote_address
                            << ": malformed input: " << decoded.message();
@@ -549,9 +566,9 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
 
   void DeliverClosed(const absl::Status& reason) {
     if (closed_delivered_.exchange(true)) return;
+    reader_state_.store(static_cast<uint32_t>(Reader::kClosed), std::memory_order_seq_cst);
     {
       absl::MutexLock lock(&state_mu_);
-      reader_ = Reader::kClosed;
       if (!closing_) {
         closing_ = true;
         close_reason_ = reason;
@@ -578,9 +595,10 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   std::atomic<bool> closed_delivered_{false};
   std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
 
+  // A Reader, plus kHangupSeen. Changed by compare-and-swap only (one
+  // atomic per change instead of a lock pair: every call changes it twice).
+  std::atomic<uint32_t> reader_state_{static_cast<uint32_t>(Reader::kIdle)};
   absl::Mutex state_mu_;
-  Reader reader_ ABSL_GUARDED_BY(state_mu_) = Reader::kIdle;
-  bool hangup_seen_ ABSL_GUARDED_BY(state_mu_) = false;  // see OnEvents
   bool closing_ ABSL_GUARDED_BY(state_mu_) = false;
   absl::Status close_reason_ ABSL_GUARDED_BY(state_mu_);
 
