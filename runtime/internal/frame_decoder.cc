@@ -53,19 +53,22 @@ absl::Status FrameDecoder::Consume(absl::string_view bytes, FrameDecoderSink& si
         frame_.header = header_;
         frame_.borrowed_meta = nullptr;
         frame_.borrowed_payload = nullptr;
-        if (header_was_whole && bytes.size() >= header_.body_length()) {
-          // The whole frame lies in `bytes`: delivered where it lies, no copy.
-          frame_.borrowed_meta = bytes.data();
-          frame_.borrowed_payload = bytes.data() + header_.meta_length;
-          bytes.remove_prefix(header_.body_length());
-          sink.OnFrame(frame_);
-          break;
-        }
         // The buffers keep their capacity from earlier frames (unless a sink
         // took them), so a steady stream of calls allocates nothing here.
         ReleaseLargeBuffers(header_);
         frame_.meta.clear();
         frame_.payload.clear();
+        if (header_was_whole && bytes.size() >= header_.body_length()) {
+          // The whole frame lies in `bytes`: the payload is delivered where
+          // it lies. The meta (small) is copied: the runtime's own parsers
+          // read it (method name, metadata, status) and may look at a byte
+          // twice, and `bytes` may be memory the peer can still write.
+          AppendBytes(&frame_.meta, bytes.data(), header_.meta_length);
+          frame_.borrowed_payload = bytes.data() + header_.meta_length;
+          bytes.remove_prefix(header_.body_length());
+          sink.OnFrame(frame_);
+          break;
+        }
         body_filled_ = 0;
         if (header_.body_length() == 0) {
           sink.OnFrame(frame_);

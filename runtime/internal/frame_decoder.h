@@ -26,8 +26,9 @@ namespace locus::internal {
 class FrameDecoderSink {
  public:
   virtual ~FrameDecoderSink() = default;
-  // `frame` belongs to the decoder and is reused for the next frame: a sink
-  // that keeps its meta or payload moves them out.
+  // `frame` belongs to the decoder and is reused for the next frame; its
+  // payload may be borrowed from the bytes given to Consume (locus/frame.h):
+  // a sink that keeps it takes it with TakePayload().
   virtual void OnFrame(Frame& frame) = 0;
   virtual void OnOversizeFrame(const FrameHeader& header) = 0;
 };

@@ -19,7 +19,7 @@ struct Collect : FrameDecoderSink {
     owned.meta = std::string(frame.meta_bytes());
     owned.payload = std::string(frame.payload_bytes());
     frames.push_back(std::move(owned));
-    borrowed.push_back(frame.borrowed_meta != nullptr);
+    borrowed.push_back(frame.borrowed_payload != nullptr);
   }
   void OnOversizeFrame(const FrameHeader& header) override { oversize.push_back(header); }
 };
@@ -49,7 +49,7 @@ TEST(FrameDecoder, DecodesFramesSplitAtEveryByte) {
   }
 }
 
-TEST(FrameDecoder, DeliversWholeFramesWhereTheyLieAndCopiesSplitOnes) {
+TEST(FrameDecoder, DeliversWholePayloadsWhereTheyLieAndCopiesSplitOnes) {
   const std::string first = Encode(FrameType::kRequest, 1, "meta", "payload");
   const std::string wire = first + Encode(FrameType::kRequest, 3, "m", "p");
   FrameDecoder decoder(1024, 1024);
@@ -57,9 +57,12 @@ TEST(FrameDecoder, DeliversWholeFramesWhereTheyLieAndCopiesSplitOnes) {
     const std::string* wire = nullptr;
     int in_place = 0;
     void OnFrame(Frame& frame) override {
-      ASSERT_NE(frame.borrowed_meta, nullptr);
-      EXPECT_GE(frame.borrowed_meta, wire->data());
+      // The payload where it lies; the meta copied (see Consume).
+      ASSERT_NE(frame.borrowed_payload, nullptr);
+      EXPECT_GE(frame.borrowed_payload, wire->data());
       EXPECT_LE(frame.borrowed_payload + frame.header.payload_length, wire->data() + wire->size());
+      EXPECT_EQ(frame.borrowed_meta, nullptr);
+      EXPECT_EQ(frame.meta_bytes(), frame.header.call_id == 1 ? "meta" : "m");
       ++in_place;
     }
     void OnOversizeFrame(const FrameHeader&) override {}
@@ -79,6 +82,24 @@ TEST(FrameDecoder, DeliversWholeFramesWhereTheyLieAndCopiesSplitOnes) {
   EXPECT_EQ(sink.frames[0].payload, "payload");
   EXPECT_EQ(sink.frames[1].meta, "m");
   EXPECT_EQ(sink.frames[1].payload, "p");
+}
+
+TEST(FrameDecoder, ABigFrameAssembledInPiecesDoesNotPinItsBufferOnceSmallOnesFollow) {
+  const std::string big = Encode(FrameType::kRequest, 1, "m", std::string(1u << 20, 'b'));
+  const std::string small = Encode(FrameType::kRequest, 3, "m", "s");
+  FrameDecoder decoder(1024, 2u << 20);
+  struct Capacity : FrameDecoderSink {
+    std::vector<size_t> payload_capacity;  // of the decoder's own buffer, per frame
+    void OnFrame(Frame& frame) override { payload_capacity.push_back(frame.payload.capacity()); }
+    void OnOversizeFrame(const FrameHeader&) override {}
+  } sink;
+  for (size_t i = 0; i < big.size(); i += 4096) {  // in pieces: assembled in its buffer
+    ASSERT_TRUE(decoder.Consume(absl::string_view(big).substr(i, 4096), sink).ok());
+  }
+  ASSERT_TRUE(decoder.Consume(small, sink).ok());  // whole: delivered where it lies
+  ASSERT_EQ(sink.payload_capacity.size(), 2u);
+  EXPECT_GE(sink.payload_capacity[0], 1u << 20);
+  EXPECT_LT(sink.payload_capacity[1], 1u << 20);
 }
 
 TEST(FrameDecoder, SkipsOversizePayloadAndStaysInSync) {

@@ -53,10 +53,12 @@ class ServiceTable {
   const Entry* Find(absl::string_view full_name) const {
     thread_local LastFound last;
     if (last.table_id == id_ && last.full_name == full_name) return last.entry;
-    auto it = methods_.find(full_name);
+    // Looked up by the copy it remembers: `full_name` is read once.
+    last.table_id = 0;
+    last.full_name.assign(full_name.data(), full_name.size());
+    auto it = methods_.find(last.full_name);
     if (it == methods_.end()) return nullptr;
     last.table_id = id_;
-    last.full_name.assign(full_name.data(), full_name.size());
     last.entry = &it->second;
     return last.entry;
   }

@@ -563,9 +563,9 @@ void SendBadBytesAndExpectOnlyThatConnectionClosed(TransportConformance<ConfigT>
   StderrCapture captured;
   auto transport = DefaultTransportRegistry().ForAddress(test->address_);
   ASSERT_TRUE(transport.ok());
+  ClosedWatcher watcher;  // outlives the connection (an early ASSERT return)
   auto raw = (*transport)->Connect(test->address_, TransportOptions{}, absl::Now() + kWatchdog);
   ASSERT_TRUE(raw.ok()) << raw.status();
-  ClosedWatcher watcher;
   (*raw)->Start(&watcher);
   ASSERT_TRUE((*raw)->Send(header, {}, body, absl::Now() + kWatchdog).ok());
   bool truncated = header.magic == kFrameMagic;
@@ -621,9 +621,11 @@ TYPED_TEST(TransportConformance, CallsAboveTheGoAwayIdAreRefusedUnprocessed) {
   LOCUS_SKIP_UNLESS_RELIABLE();  // a stream holds the grace period here
   auto transport = DefaultTransportRegistry().ForAddress(this->address_);
   ASSERT_TRUE(transport.ok());
+  // Declared before the connection, so that it outlives the connection's
+  // reader (which delivers OnClosed to it).
+  FrameCollector frames;
   auto raw = (*transport)->Connect(this->address_, TransportOptions{}, absl::Now() + kWatchdog);
   ASSERT_TRUE(raw.ok()) << raw.status();
-  FrameCollector frames;
   (*raw)->Start(&frames);
   auto send = [&](FrameType type, uint32_t flags, uint64_t id, const std::string& meta,
                   const std::string& payload) {

@@ -101,7 +101,9 @@ class FrameSink {
  public:
   virtual ~FrameSink() = default;
   // `frame` belongs to the transport, which reuses its buffers for the next
-  // frame: a sink that keeps the meta or payload past the call moves them out.
+  // frame, and its bytes may be borrowed (locus/frame.h): a sink that keeps
+  // the payload past the call takes it with TakePayload(), the meta by
+  // copying meta_bytes().
   virtual void OnFrame(Frame& frame) = 0;
   // A well-formed frame whose payload exceeded max_receive_message_size; its
   // payload was discarded.
