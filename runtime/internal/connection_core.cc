@@ -76,7 +76,11 @@ absl::Status ParseReply(const Frame& frame, absl::string_view method,
 
 absl::Time DeadlineFromTimeout(int64_t timeout_ns) {
   if (timeout_ns <= 0) return absl::InfiniteFuture();
-  return absl::Now() + absl::Nanoseconds(timeout_ns);
+  // In nanoseconds (Time + Duration is an out-of-line call in Abseil); a
+  // timeout that would overflow is no deadline, as the saturating sum was.
+  const int64_t now_ns = absl::GetCurrentTimeNanos();
+  if (timeout_ns > std::numeric_limits<int64_t>::max() - now_ns) return absl::InfiniteFuture();
+  return absl::FromUnixNanos(now_ns + timeout_ns);
 }
 
 }  // namespace
@@ -322,7 +326,10 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   }
   int64_t timeout_ns = 0;
   if (options.deadline != absl::InfiniteFuture()) {
-    timeout_ns = std::max<int64_t>(1, absl::ToInt64Nanoseconds(options.deadline - absl::Now()));
+    // In nanoseconds: Time - Time is an out-of-line call in Abseil.
+    const int64_t deadline_ns = absl::ToUnixNanos(options.deadline);
+    const int64_t now_ns = absl::GetCurrentTimeNanos();
+    timeout_ns = deadline_ns > now_ns ? deadline_ns - now_ns : 1;
   }
   ScratchBuffer meta_buffer;
   std::string& meta = *meta_buffer.get();
@@ -920,7 +927,9 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   bool in_use = false;
   {
     absl::MutexLock lock(&mu_);
-    in_use = serving_.contains(call_id) || streams_.contains(call_id);
+    // (An inline unary server has both tables empty: no hashing then.)
+    in_use = (!serving_.empty() && serving_.contains(call_id)) ||
+             (!streams_.empty() && streams_.contains(call_id));
     if (in_use) refused = absl::InternalError("call id in use");  // registers nothing
     if (draining_ || closed_ || (goaway_sent_ && call_id > goaway_last_processed_)) {
       refused = absl::UnavailableError("server is shutting down");

@@ -313,14 +313,17 @@ class ShmConnection::Impl final : public FdHandler,
     }
     role_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     const bool has_deadline = deadline != absl::InfiniteFuture();
+    // Clock arithmetic in nanoseconds: Abseil's Time - Time is an
+    // out-of-line call, and this loop runs twice per call.
+    const int64_t deadline_ns = has_deadline ? absl::ToUnixNanos(deadline) : 0;
     while (!done() && !closed_.load(std::memory_order_acquire)) {
       const FlushResult flushed = TryFlushPending();
       if (Drain() == DrainResult::kData) continue;
       absl::Duration window = PollWindow();
       if (has_deadline) {
-        const absl::Time now = absl::Now();
-        if (now >= deadline) break;
-        window = std::min(window, deadline - now);
+        const int64_t now_ns = absl::GetCurrentTimeNanos();
+        if (now_ns >= deadline_ns) break;
+        window = std::min(window, absl::Nanoseconds(deadline_ns - now_ns));
       }
       if (Poll(window, /*is_caller=*/true)) continue;
       absl::Duration sleep = kMaxSleep;
@@ -403,6 +406,7 @@ class ShmConnection::Impl final : public FdHandler,
   absl::Duration PollWindow() const {
     if (options_.shm_spin <= absl::ZeroDuration()) return absl::ZeroDuration();
     const uint64_t bytes = last_sent_payload_.load(std::memory_order_relaxed);
+    if (bytes < 4096) return options_.shm_spin;
     return options_.shm_spin +
            std::min(absl::Microseconds(static_cast<int64_t>(bytes / 4096)), absl::Milliseconds(2));
   }

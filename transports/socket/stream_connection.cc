@@ -315,11 +315,14 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   // deadlines make no setsockopt. Caller (reader role) only.
   void SetReceiveTimeout(absl::Duration wanted) {
     if (receive_timeout_ != absl::ZeroDuration() && wanted >= receive_timeout_ &&
-        wanted <= 4 * receive_timeout_) {
+        wanted <= receive_timeout_limit_) {
       return;
     }
     timeval tv = absl::ToTimeval(wanted);
-    if (setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0) receive_timeout_ = wanted;
+    if (setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0) {
+      receive_timeout_ = wanted;
+      receive_timeout_limit_ = 4 * wanted;  // computed once, not per call
+    }
   }
 
   // FrameDecoderSink: runs on the reader-role holder's thread.
@@ -591,6 +594,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
 
   FrameDecoder decoder_;                  // reader-role holder only
   absl::Duration receive_timeout_;        // reader-role holder only; zero: not set
+  absl::Duration receive_timeout_limit_;  // reader-role holder only: 4 x receive_timeout_
   std::unique_ptr<char[]> read_buffer_;   // reader-role holder only
   std::atomic<bool> closed_delivered_{false};
   std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
