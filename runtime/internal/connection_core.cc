@@ -74,6 +74,11 @@ absl::Status ParseReply(const Frame& frame, absl::string_view method,
   return absl::OkStatus();
 }
 
+// The connection whose frames this thread is delivering (OnFrame), if any:
+// this thread holds its reader, so a synchronous call on it from here (a
+// completion callback, an inline handler) could never read its reply.
+thread_local const ConnectionCore* t_delivering = nullptr;
+
 absl::Time DeadlineFromTimeout(int64_t timeout_ns) {
   if (timeout_ns <= 0) return absl::InfiniteFuture();
   // In nanoseconds (Time + Duration is an out-of-line call in Abseil); a
@@ -378,6 +383,14 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
                                        const google::protobuf::MessageLite& request,
                                        google::protobuf::MessageLite* response,
                                        const CallOptions& given_options) {
+  if (t_delivering == this && !method.oneway) {
+    // Instead of waiting until the deadline (or for ever) for a reply that
+    // only this thread could read.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "synchronous call to ", method.full_name,
+        " from a completion callback or inline handler running on the thread that reads its "
+        "connection: its reply could never be read; make the call asynchronous"));
+  }
   CallOptions bounded;
   const CallOptions& options = BoundedOptions(given_options, &bounded);
   if (options.deadline != absl::InfiniteFuture() && absl::Now() >= options.deadline) {
@@ -709,6 +722,11 @@ void ConnectionCore::FinishClientStream(StreamCall& stream, const Frame& frame) 
 void ConnectionCore::OnFrame(Frame& frame) {
   // A completion callback run from here may drop the last other reference.
   std::shared_ptr<ConnectionCore> self = weak_from_this().lock();
+  struct Delivering {
+    const ConnectionCore* const outer = t_delivering;  // a callback may drive another connection
+    explicit Delivering(const ConnectionCore* core) { t_delivering = core; }
+    ~Delivering() { t_delivering = outer; }
+  } delivering(this);
   const FrameType type = frame.header.frame_type();
   if (!handshake_flag_.load(std::memory_order_acquire) && type != FrameType::kHello &&
       type != FrameType::kHelloAck && type != FrameType::kGoAway) {

@@ -197,6 +197,36 @@ TYPED_TEST(TransportConformance, CallbackApiDeliversReply) {
   EXPECT_EQ(reply.data(), "callback");
 }
 
+TYPED_TEST(TransportConformance, SynchronousCallFromACallbackFailsInsteadOfHanging) {
+  // The callback runs on the thread that read the reply, which holds the
+  // connection's reader: a synchronous call on the same connection from
+  // there could never read its own reply. (Collocated calls have no reader
+  // to wait for: the nested call simply runs.)
+  const bool collocated = std::string(TypeParam::TransportKind::kTransport) == "inproc";
+  EchoRequest request;
+  request.set_data("outer");
+  EchoReply reply;
+  absl::Notification done;
+  absl::Status nested;
+  this->stub_->AsyncEcho(request, &reply, Watchdog(), [&](absl::Status) {
+    EchoRequest inner;
+    inner.set_data("inner");
+    EchoReply inner_reply;
+    nested = this->stub_->Echo(inner, &inner_reply, Watchdog());
+    done.Notify();
+  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kWatchdog));
+  if (collocated) {
+    EXPECT_TRUE(nested.ok()) << nested;
+  } else {
+    EXPECT_EQ(nested.code(), absl::StatusCode::kFailedPrecondition) << nested;
+    EXPECT_NE(nested.message().find("make the call asynchronous"), absl::string_view::npos) << nested;
+  }
+  // The connection is still usable.
+  absl::StatusOr<EchoReply> after = this->Echo(*this->stub_, "after");
+  ASSERT_TRUE(after.ok()) << after.status();
+}
+
 TYPED_TEST(TransportConformance, OversizeRequestFailsAndConnectionStaysUsable) {
   absl::StatusOr<EchoReply> big = this->Echo(*this->stub_, std::string(kDefaultMaxMessageSize, 'x'));
   EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();

@@ -16,6 +16,9 @@
 // calling thread; asynchronous calls run it before StartUnary returns, or on
 // the server's handler pool if it has one. Asynchronous callbacks run on whichever thread read the
 // reply: a transport I/O thread or a synchronous caller; they must not block.
+// That thread holds the connection's reader, so a synchronous call over the
+// same connection from a callback fails at once with FAILED_PRECONDITION
+// (its reply could never be read); make such calls asynchronous.
 // A Channel is thread-safe and meant to be shared by many threads and stubs.
 #ifndef LOCUS_CHANNEL_H_
 #define LOCUS_CHANNEL_H_
