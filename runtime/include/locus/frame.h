@@ -100,12 +100,14 @@ std::string DescribeFrameHeader(const FrameHeader& header);
 // A frame received from a peer: header, meta and payload bytes.
 //
 // Meta and payload are either owned (`meta`, `payload`) or borrowed: a
-// transport that can deliver them where they already lie (a frame whole in
-// a socket's receive buffer or in a shared-memory ring, a large message in
-// a shared-memory bulk area) sets `borrowed_meta` / `borrowed_payload`
-// instead. Borrowed bytes are valid only until OnFrame returns, and may be
-// in memory the peer can still write (parsers must treat them as untrusted
-// input, as any bytes from a peer, and read each length once). Read them
+// transport that can deliver them where they already lie sets
+// `borrowed_meta` / `borrowed_payload` instead (the frame decoder borrows
+// the payload of a frame whole in a socket's receive buffer or a
+// shared-memory ring and copies its meta; shm borrows large messages from
+// its bulk area; UDP borrows both from its private datagram buffer).
+// Borrowed bytes are valid only until OnFrame returns, and may be in memory
+// the peer can still write (parsers must treat them as untrusted input, as
+// any bytes from a peer, and read each length once). Read them
 // through meta_bytes() / payload_bytes(); keep the payload past OnFrame with
 // TakePayload(), the meta by copying meta_bytes().
 struct Frame {
