@@ -162,6 +162,8 @@ bool ConnectionCore::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadl
   return false;
 }
 
+bool ConnectionCore::DeliveringOnThisThread() const { return t_delivering == this; }
+
 void ConnectionCore::WaitedWithoutDriving() {
   if (on_demand_background_reads_) connection_->AdjustBackgroundReads(-1);
 }
@@ -383,7 +385,7 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
                                        const google::protobuf::MessageLite& request,
                                        google::protobuf::MessageLite* response,
                                        const CallOptions& given_options) {
-  if (t_delivering == this && !method.oneway) {
+  if (!method.oneway && DeliveringOnThisThread()) {
     // Instead of waiting until the deadline (or for ever) for a reply that
     // only this thread could read.
     return absl::FailedPreconditionError(absl::StrCat(

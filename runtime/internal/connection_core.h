@@ -168,6 +168,10 @@ class ConnectionCore final : public FrameSink,
   // are requested until it calls WaitedWithoutDriving().
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline);
   void WaitedWithoutDriving();
+  // Whether this thread is delivering this connection's frames (a
+  // completion callback or an inline handler runs on it): it holds the
+  // reader, so it must not wait for a frame from this connection.
+  bool DeliveringOnThisThread() const;
   // Background reads follow the outstanding asynchronous calls (plain
   // clients only; see Start()).
   void AsyncCallStarted();

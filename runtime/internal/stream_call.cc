@@ -92,6 +92,16 @@ bool StreamCall::Await(absl::FunctionRef<bool()> ready) {
       seen = events_.load(std::memory_order_relaxed);
     }
     if (absl::Now() >= deadline_) return false;
+    if (core_->DeliveringOnThisThread()) {
+      // A completion callback or inline handler: this thread holds the
+      // connection's reader, so what we wait for could never arrive. The
+      // call ends (ready() then holds) instead of waiting out its deadline.
+      Abort(absl::FailedPreconditionError(absl::StrCat(
+          "synchronous use of stream ", method_.full_name,
+          " from a completion callback or inline handler running on the thread that reads its "
+          "connection: its messages could never be read; use it from another thread")));
+      continue;
+    }
     // Read the connection on this thread if nobody else does (on shared
     // memory a waiting thread takes the reading role from the connection's
     // reader thread): the frame we wait for then needs no thread hand-off.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "conformance_fixture.h"
 #include "gmock/gmock.h"
@@ -191,6 +192,50 @@ TYPED_TEST(StreamConformance, BidiEchoesInLockstep) {
   EXPECT_FALSE(chat.Read(&reply));  // the server ends after our half-close
   absl::Status status = chat.Finish();
   EXPECT_TRUE(status.ok()) << status;
+}
+
+// As for a synchronous unary call: a stream read from a completion callback
+// on the connection that callback's thread reads could never see its
+// messages, so the stream fails at once instead of waiting for its deadline.
+// (Collocated calls have no reader thread: there the stream simply works.)
+TYPED_TEST(StreamConformance, SynchronousStreamFromACallbackFailsInsteadOfHanging) {
+  const bool collocated = std::string(TypeParam::TransportKind::kTransport) == "inproc";
+  EchoRequest request;
+  request.set_data("outer");
+  EchoReply reply;
+  absl::Notification done;
+  int received = 0;
+  bool read_after_end = true;
+  absl::Status nested;
+  this->stub_->AsyncEcho(request, &reply, Watchdog(), [&](absl::Status) {
+    // Shorter than the wait below: a stream that hung would end
+    // DEADLINE_EXCEEDED and fail the expectations, not the watchdog.
+    ClientReader<EchoReply> reader =
+        this->stub_->Generate(Generate(3, 10), CallOptions::WithTimeout(kWatchdog / 3));
+    EchoReply message;
+    while (reader.Read(&message)) ++received;
+    read_after_end = reader.Read(&message);
+    nested = reader.Finish();
+    done.Notify();
+  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kWatchdog));
+  EXPECT_FALSE(read_after_end);
+  if (collocated) {
+    EXPECT_TRUE(nested.ok()) << nested;
+    EXPECT_EQ(received, 3);
+  } else {
+    EXPECT_EQ(nested.code(), absl::StatusCode::kFailedPrecondition) << nested;
+    EXPECT_THAT(std::string(nested.message()), HasSubstr("use it from another thread"));
+    EXPECT_EQ(received, 0);
+  }
+  // The connection is still usable, for streams and unary calls.
+  ClientReader<EchoReply> after = this->stub_->Generate(Generate(2, 5), Watchdog());
+  EchoReply message;
+  int after_count = 0;
+  while (after.Read(&message)) ++after_count;
+  EXPECT_TRUE(after.Finish().ok());
+  EXPECT_EQ(after_count, 2);
+  EXPECT_TRUE(this->Echo(*this->stub_, "after").ok());
 }
 
 // Far more bytes than either flow-control window, written by one thread and

@@ -339,11 +339,23 @@ class ShmConnection::Impl final : public FdHandler,
                       sleep);
     }
     budget.WithdrawCaller();
-    ReleaseRole();
+    ReleaseRole(/*may_linger=*/true);
     // While this caller held the role, producers did not wake anyone: hand
     // whatever arrived meanwhile (for other calls) to the reader thread.
     if (in_.HasData() || pending_bytes_.load(std::memory_order_acquire) != 0) WakeLocalReader();
     return true;
+  }
+
+  // Connection::AdjustBackgroundReads. At 0 (a plain client with no
+  // asynchronous call outstanding) synchronous callers may leave their
+  // polling announcement up (ReleaseRole); when background reads are wanted
+  // again, the reader thread wakes, takes the role and, leaving it, the
+  // announcement down.
+  void AdjustBackgroundReads(int delta) {
+    const int before = background_reads_.fetch_add(delta, std::memory_order_seq_cst);
+    if (before == 0 && delta > 0 && announcement_lingers_.load(std::memory_order_seq_cst)) {
+      WakeLocalReader();
+    }
   }
 
   // FrameDecoderSink: on the reader-role holder's thread. A payload in the
@@ -424,8 +436,27 @@ class ShmConnection::Impl final : public FdHandler,
   // Everyone who leaves the role looks at the ring afterwards (DriveUntil's
   // hand-over, the reader thread's SleepOnDoorbell), which covers input the
   // polling announcement kept producers from waking anyone for.
-  void ReleaseRole() ABSL_UNLOCK_FUNCTION(role_) {
-    (void)StopPolling();
+  //
+  // `may_linger` (a synchronous caller leaving DriveUntil): while nobody
+  // wants background reads (AdjustBackgroundReads), the announcement stays
+  // up until the next caller polls, so that a client making call after
+  // call never writes consumer_polling, a cache line the peer reads after
+  // every reply (each write costs both sides a cross-core transfer, ~0.25
+  // us per call on the development VM). Producers then wake nobody for
+  // what arrives between calls: frames nobody waits for, which the next
+  // caller drains (Connection::AdjustBackgroundReads allows exactly that).
+  // Whoever wants background reads again wakes the reader thread, which
+  // takes the announcement down (AdjustBackgroundReads, SleepOnDoorbell).
+  void ReleaseRole(bool may_linger = false) ABSL_UNLOCK_FUNCTION(role_) {
+    bool linger = false;
+    if (may_linger && polling_announced_) {
+      // Dekker with AdjustBackgroundReads (all seq_cst): either it sees the
+      // flag (and the reader thread's SleepOnDoorbell does too), or this
+      // load sees its count.
+      announcement_lingers_.store(true, std::memory_order_seq_cst);
+      linger = background_reads_.load(std::memory_order_seq_cst) == 0;
+    }
+    if (!linger) (void)StopPolling();
     role_thread_.store(std::thread::id(), std::memory_order_relaxed);
     role_.Release();
   }
@@ -588,6 +619,7 @@ class ShmConnection::Impl final : public FdHandler,
     if (polling_announced_) {
       in_.control()->consumer_polling.fetch_sub(1, std::memory_order_seq_cst);
       polling_announced_ = false;
+      announcement_lingers_.store(false, std::memory_order_relaxed);
     }
     return in_.HasData() || CanFlush();
   }
@@ -637,8 +669,12 @@ class ShmConnection::Impl final : public FdHandler,
     const bool room =
         want_space && out_.RoomHint() &&
         (space == SpaceInterest::kAnyRoom || senders_busy_.load(std::memory_order_seq_cst) == 0);
-    const bool ready =
-        closed_.load(std::memory_order_seq_cst) || (want_data && in_.HasData()) || room;
+    // A lingering announcement (ReleaseRole) that background reads now
+    // need taken down: the reader thread must not sleep under it.
+    const bool lingering_unwanted = announcement_lingers_.load(std::memory_order_seq_cst) &&
+                                    background_reads_.load(std::memory_order_seq_cst) > 0;
+    const bool ready = closed_.load(std::memory_order_seq_cst) ||
+                       (want_data && in_.HasData()) || room || lingering_unwanted;
     if (!ready) FutexWait(&in->data_seq, seq, timeout);
     if (want_space) out->producer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
     if (want_data) in->consumer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
@@ -716,6 +752,11 @@ class ShmConnection::Impl final : public FdHandler,
   FrameDecoder decoder_;  // reader-role holder only
   // Reader-role holder only: this side's consumer_polling is raised (Poll).
   bool polling_announced_ = false;
+  // Set (by a caller leaving DriveUntil) while the announcement stays up
+  // with nobody polling; cleared when it comes down. Read by anyone.
+  std::atomic<bool> announcement_lingers_{false};
+  // Connection::AdjustBackgroundReads' count; connections start at 1.
+  std::atomic<int> background_reads_{1};
   bool input_failed_ = false;  // reader-role holder only: the peer sent garbage
   std::atomic<bool> closed_{false};
   std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
@@ -773,6 +814,7 @@ void ShmConnection::Close(const absl::Status& reason) { impl_->Close(reason); }
 bool ShmConnection::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
   return impl_->DriveUntil(done, deadline);
 }
+void ShmConnection::AdjustBackgroundReads(int delta) { impl_->AdjustBackgroundReads(delta); }
 const PeerInfo& ShmConnection::peer() const { return impl_->peer(); }
 
 }  // namespace locus::internal

@@ -69,6 +69,9 @@ class ShmConnection final : public Connection {
                                      PayloadWriter write_payload, absl::Time deadline) override;
   void Close(const absl::Status& reason) override;
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
+  // At 0, a synchronous caller's polling announcement outlives its call
+  // (the next call's reply then needs no write to a shared cache line).
+  void AdjustBackgroundReads(int delta) override;
   const PeerInfo& peer() const override;
 
   class Impl;

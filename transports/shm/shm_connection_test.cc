@@ -1,0 +1,191 @@
+// ShmConnection's waking protocol, seen from the shared region: when a
+// synchronous caller's polling announcement (consumer_polling) may outlive
+// its call, and that it comes down once background reads are wanted again.
+// The connections are a pair over one memfd and a socketpair, set up by
+// hand (the transport's handshake is tested in the conformance suite).
+//
+// Tests use deadlines only as watchdogs against hangs, never to assert speed.
+#include "transports/shm/shm_connection.h"
+
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <deque>
+#include <memory>
+#include <new>
+#include <string>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "locus/frame.h"
+#include "transports/shm/shm_layout.h"
+#include "transports/shm/spin_budget.h"
+
+namespace locus::internal {
+namespace {
+
+constexpr absl::Duration kWatchdog = absl::Seconds(60);
+constexpr uint64_t kRingCapacity = 64 * 1024;
+
+// Records the payloads of the frames delivered to it.
+class RecordingSink final : public FrameSink {
+ public:
+  void OnFrame(Frame& frame) override {
+    absl::MutexLock lock(&mu_);
+    payloads_.push_back(std::string(frame.payload_bytes()));
+  }
+  void OnOversizeFrame(const FrameHeader&) override {}
+  void OnClosed(const absl::Status&) override {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+  }
+  size_t count() const {
+    absl::MutexLock lock(&mu_);
+    return payloads_.size();
+  }
+  // Waits (watchdog-bounded) until `n` frames arrived.
+  bool WaitFor(size_t n) const {
+    absl::MutexLock lock(&mu_);
+    auto arrived = [this, n]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return payloads_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&arrived), kWatchdog);
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::deque<std::string> payloads_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class ShmConnectionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // A caller announced for the whole test keeps both reader threads from
+    // polling (they yield to callers, spin_budget.h): the client's polling
+    // announcement is then only ever raised by the test's own calls.
+    SpinBudget::Get().AnnounceCaller();
+    const size_t size = kShmHeaderSize + 2 * kRingCapacity;
+    const int memfd = memfd_create("shm_connection_test", MFD_CLOEXEC);
+    ASSERT_GE(memfd, 0);
+    ASSERT_EQ(ftruncate(memfd, static_cast<off_t>(size)), 0);
+    // A third mapping, the test's window on the shared words.
+    auto view = ShmMapping::Map(memfd, size);
+    ASSERT_TRUE(view.ok()) << view.status();
+    view_ = *std::move(view);
+    auto* header = new (view_->data()) ShmRegionHeader();
+    header->magic = kShmMagic;
+    header->version = kShmLayoutVersion;
+    header->ring_capacity = kRingCapacity;
+    header->region_size = size;
+    header_ = header;
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    auto client_map = ShmMapping::Map(memfd, size);
+    auto server_map = ShmMapping::Map(memfd, size);
+    close(memfd);
+    ASSERT_TRUE(client_map.ok() && server_map.ok());
+    const ShmGeometry geometry{kRingCapacity, 0};
+    TransportOptions options;
+    // Callers poll until their frame comes (the test waits to see them
+    // polling before the server sends).
+    options.shm_spin = absl::Seconds(30);
+    PeerInfo peer;
+    peer.transport = "shm";
+    client_ = ShmConnection::Create(sv[0], *std::move(client_map), /*client_side=*/true, geometry,
+                                    peer, options);
+    server_ = ShmConnection::Create(sv[1], *std::move(server_map), /*client_side=*/false,
+                                    geometry, peer, options);
+    client_->Start(&client_sink_);
+    server_->Start(&server_sink_);
+  }
+
+  void TearDown() override {
+    if (client_) client_->Close(absl::CancelledError("test over"));
+    if (server_) server_->Close(absl::CancelledError("test over"));
+    client_.reset();
+    server_.reset();
+    SpinBudget::Get().WithdrawCaller();
+  }
+
+  // The server sends one frame to the client.
+  void ServerSends(const std::string& payload) {
+    FrameHeader header = FrameHeader::Make(FrameType::kPing, 0, 0);
+    header.payload_length = static_cast<uint32_t>(payload.size());
+    ASSERT_TRUE(server_->Send(header, "", payload, absl::Now() + kWatchdog).ok());
+  }
+
+  // Whether the client announces that it polls its incoming ring (ring 1).
+  uint32_t ClientPollingAnnounced() const {
+    return header_->rings[1].consumer_polling.load(std::memory_order_seq_cst);
+  }
+
+  // A synchronous caller on the client waits for frame number `n`.
+  bool ClientDrivesUntil(size_t n) {
+    return client_->DriveUntil([&] { return client_sink_.count() >= n; }, absl::Now() + kWatchdog);
+  }
+
+  // A synchronous call: a caller polls for frame number `n`, which the
+  // server sends once the caller's announcement is up.
+  void Call(size_t n) {
+    bool received = false;
+    std::thread caller([&] { received = ClientDrivesUntil(n); });
+    const absl::Time until = absl::Now() + kWatchdog;
+    while (ClientPollingAnnounced() == 0 && absl::Now() < until) std::this_thread::yield();
+    ServerSends("reply");
+    caller.join();
+    EXPECT_TRUE(received) << "call " << n;
+  }
+
+  std::unique_ptr<ShmMapping> view_;
+  ShmRegionHeader* header_ = nullptr;
+  RecordingSink client_sink_;
+  RecordingSink server_sink_;
+  std::unique_ptr<ShmConnection> client_;
+  std::unique_ptr<ShmConnection> server_;
+};
+
+TEST_F(ShmConnectionTest, CallerTakesItsAnnouncementDownWhileBackgroundReadsAreWanted) {
+  // Connections start with background reads wanted (a serving side, or a
+  // client with asynchronous calls outstanding): a caller leaving
+  // DriveUntil must not leave the producer believing someone polls.
+  for (size_t i = 1; i <= 20; ++i) {
+    Call(i);
+    EXPECT_EQ(ClientPollingAnnounced(), 0u) << "call " << i;
+  }
+}
+
+TEST_F(ShmConnectionTest, AnnouncementOutlivesSynchronousCallsAndComesDownForBackgroundReads) {
+  if (SpinBudget::Get().limit() == 0) GTEST_SKIP() << "one core: nobody polls";
+  client_->AdjustBackgroundReads(-1);  // a plain client, nothing asynchronous outstanding
+  size_t received = 0;
+  for (int i = 0; i < 20; ++i) {
+    Call(++received);
+    EXPECT_EQ(ClientPollingAnnounced(), 1u) << "left up for the next call " << i;
+  }
+  // An asynchronous call starts: from now on frames must reach the reader
+  // thread without anyone driving, so the announcement must come down.
+  client_->AdjustBackgroundReads(+1);
+  const absl::Time until = absl::Now() + kWatchdog;
+  while (ClientPollingAnnounced() != 0 && absl::Now() < until) absl::SleepFor(absl::Microseconds(100));
+  EXPECT_EQ(ClientPollingAnnounced(), 0u);
+  // And the reader thread delivers what comes, with no caller driving.
+  for (int i = 0; i < 20; ++i) {
+    ServerSends("async reply");
+    ASSERT_TRUE(client_sink_.WaitFor(++received)) << i;
+  }
+}
+
+TEST_F(ShmConnectionTest, FramesArrivingBetweenSynchronousCallsAreReadByTheNextCaller) {
+  client_->AdjustBackgroundReads(-1);
+  Call(1);
+  // Nobody waits for this one; whoever drives next delivers it with its own.
+  ServerSends("unexpected");
+  ServerSends("second");
+  ASSERT_TRUE(ClientDrivesUntil(3));
+  EXPECT_EQ(client_sink_.count(), 3u);
+}
+
+}  // namespace
+}  // namespace locus::internal
