@@ -18,7 +18,9 @@
 // reply: a transport I/O thread or a synchronous caller; they must not block.
 // That thread holds the connection's reader, so a synchronous call over the
 // same connection from a callback fails at once with FAILED_PRECONDITION
-// (its reply could never be read); make such calls asynchronous.
+// (its reply could never be read); make such calls asynchronous. Streams
+// likewise: a Read, Write or Finish that would wait there ends the stream
+// with FAILED_PRECONDITION; use streams from another thread.
 // A Channel is thread-safe and meant to be shared by many threads and stubs.
 #ifndef LOCUS_CHANNEL_H_
 #define LOCUS_CHANNEL_H_

@@ -41,6 +41,10 @@
 // * Finish() half-closes the client's side if WritesDone was not called,
 //   discards messages not read, and waits for the server's status (and, for
 //   client streaming, the response).
+// * Not from a completion callback (or inline handler) on the same
+//   connection: that thread holds the connection's reader, so a Read,
+//   Write or Finish that would wait ends the call with FAILED_PRECONDITION
+//   at once instead of waiting out its deadline (locus/channel.h).
 //
 // Thread-safety: one thread may Read while another Writes; Reads must not
 // overlap each other, nor Writes (and WritesDone) each other. Finish and
