@@ -8,8 +8,15 @@
 //                         method table -> handler (serialized path)
 //   BM_RingPushPop        the raw shm baseline's SPSC ring, one thread
 //   BM_RingStream         same ring, producer here, consumer on another thread
+//   BM_SystemCall         the cheapest system call (getppid): what the host
+//                         charges per kernel entry, the unit of every socket
+//                         transport's cost (~0.1 us on bare metal, ~1 us in
+//                         some VMs; docs/performance.md)
 //
 // Run: build-bench/bin/locus_micro_bench [--benchmark_filter=Ring]
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -317,6 +324,11 @@ void BM_RingStream(benchmark::State& state) {
   state.counters["received"] = static_cast<double>(received.load());
 }
 BENCHMARK(BM_RingStream)->Arg(64)->Arg(4096)->UseRealTime();
+
+void BM_SystemCall(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(syscall(SYS_getppid));
+}
+BENCHMARK(BM_SystemCall);
 
 }  // namespace
 

@@ -14,6 +14,16 @@
 #include "internal/log.h"
 
 namespace locus::internal {
+namespace {
+
+// What an epoll event carries: the fd and its registration's generation.
+uint64_t EventKey(int fd, uint32_t generation) {
+  return (uint64_t{generation} << 32) | static_cast<uint32_t>(fd);
+}
+int KeyFd(uint64_t key) { return static_cast<int>(static_cast<uint32_t>(key)); }
+uint32_t KeyGeneration(uint64_t key) { return static_cast<uint32_t>(key >> 32); }
+
+}  // namespace
 
 EventLoop::EventLoop() {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
@@ -23,7 +33,7 @@ EventLoop::EventLoop() {
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = wake_fd_;
+  ev.data.u64 = EventKey(wake_fd_, 0);
   epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   thread_ = std::thread([this] { Run(); });
   thread_id_ = thread_.get_id();
@@ -42,13 +52,16 @@ EventLoop::~EventLoop() {
 }
 
 absl::Status EventLoop::Add(int fd, uint32_t events, std::shared_ptr<FdHandler> handler) {
+  uint32_t generation;
   {
     absl::MutexLock lock(&mu_);
-    handlers_[fd] = std::move(handler);
+    generation = next_generation_++;
+    if (next_generation_ == 0) next_generation_ = 1;
+    handlers_[fd] = Registration{generation, std::move(handler)};
   }
   epoll_event ev{};
   ev.events = events;
-  ev.data.fd = fd;
+  ev.data.u64 = EventKey(fd, generation);
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
     int err = errno;
     absl::MutexLock lock(&mu_);
@@ -61,7 +74,12 @@ absl::Status EventLoop::Add(int fd, uint32_t events, std::shared_ptr<FdHandler> 
 absl::Status EventLoop::Modify(int fd, uint32_t events) {
   epoll_event ev{};
   ev.events = events;
-  ev.data.fd = fd;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = handlers_.find(fd);
+    if (it == handlers_.end()) return absl::NotFoundError(absl::StrCat("fd ", fd, " is not registered"));
+    ev.data.u64 = EventKey(fd, it->second.generation);
+  }
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0) {
     return absl::InternalError(absl::StrCat("epoll_ctl(MOD): ", std::strerror(errno)));
   }
@@ -75,7 +93,7 @@ void EventLoop::Remove(int fd) {
     absl::MutexLock lock(&mu_);
     auto it = handlers_.find(fd);
     if (it != handlers_.end()) {
-      doomed = std::move(it->second);
+      doomed = std::move(it->second.handler);
       handlers_.erase(it);
     }
   }
@@ -98,8 +116,9 @@ void EventLoop::Run() {
       LOCUS_LOG(FATAL) << "epoll_wait: " << std::strerror(errno);
     }
     for (int i = 0; i < n; ++i) {
-      int fd = events[i].data.fd;
-      if (fd == wake_fd_) {
+      const uint64_t key = events[i].data.u64;
+      const int fd = KeyFd(key);
+      if (fd == wake_fd_ && KeyGeneration(key) == 0) {
         absl::MutexLock lock(&mu_);
         if (stopping_) return;
         continue;
@@ -108,13 +127,15 @@ void EventLoop::Run() {
       {
         absl::MutexLock lock(&mu_);
         auto it = handlers_.find(fd);
-        if (it == handlers_.end()) continue;  // removed after epoll_wait returned
-        handler = it->second;
+        // Removed after epoll_wait returned (and maybe registered again
+        // for a new socket with the same number: not this event's).
+        if (it == handlers_.end() || it->second.generation != KeyGeneration(key)) continue;
+        handler = it->second.handler;
         dispatching_fd_.store(fd, std::memory_order_relaxed);  // published by mu_
       }
       handler->OnEvents(events[i].events);
+      handler.reset();  // before Remove() may return (see dispatching_fd_)
       dispatching_fd_.store(-1, std::memory_order_release);
-      handler.reset();
     }
   }
 }

@@ -47,7 +47,10 @@ class EventLoop {
   // Changes the interest set of a registered fd.
   absl::Status Modify(int fd, uint32_t events);
   // Unregisters `fd`. When called off the loop thread, waits until a dispatch
-  // to its handler in progress has returned. Does not close `fd`.
+  // to its handler in progress has returned and the loop dropped its
+  // reference to the handler. Does not close `fd`. Events already collected
+  // for it are dropped, even if the number is registered again meanwhile
+  // (each registration has its own generation).
   void Remove(int fd);
 
   bool InLoopThread() const { return std::this_thread::get_id() == thread_id_; }
@@ -60,11 +63,21 @@ class EventLoop {
   std::thread thread_;
   std::thread::id thread_id_;
   absl::Mutex mu_;
-  absl::flat_hash_map<int, std::shared_ptr<FdHandler>> handlers_ ABSL_GUARDED_BY(mu_);
+  // A registration: the epoll event's data carries the fd and this
+  // generation, so an event collected for an fd that was removed (and
+  // whose number a new socket got) is never handed to the new handler.
+  struct Registration {
+    uint32_t generation;
+    std::shared_ptr<FdHandler> handler;
+  };
+  absl::flat_hash_map<int, Registration> handlers_ ABSL_GUARDED_BY(mu_);
+  uint32_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;  // 0: the wake-up eventfd
   // The fd whose handler runs now (-1: none): set under mu_ with the
   // lookup, so that Remove, which erases under mu_ and then reads it, sees
   // any dispatch that found the handler; cleared without the lock (one
-  // lock per event instead of two).
+  // lock per event instead of two), after the loop's reference to the
+  // handler is gone (so the handler is never destroyed on the loop thread
+  // after Remove returned, e.g. closing an fd whose number is reused).
   std::atomic<int> dispatching_fd_{-1};
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };

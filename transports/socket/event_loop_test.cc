@@ -1,0 +1,154 @@
+// EventLoop: registrations are told apart by generation, so an event the
+// loop collected for an fd that was removed meanwhile never reaches the
+// handler of a new socket that got the same number.
+//
+// Tests use deadlines only as watchdogs against hangs, never to assert speed.
+#include "transports/socket/event_loop.h"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+
+namespace locus::internal {
+namespace {
+
+constexpr absl::Duration kWatchdog = absl::Seconds(60);
+
+// Counts its events; optionally blocks in OnEvents until released, then
+// reads one byte from `drain_fd` (if set).
+class TestHandler final : public FdHandler {
+ public:
+  explicit TestHandler(bool block = false, int drain_fd = -1) : block_(block), drain_fd_(drain_fd) {}
+  void OnEvents(uint32_t) override {
+    {
+      absl::MutexLock lock(&mu_);
+      ++calls_;
+    }
+    if (block_) {
+      absl::MutexLock lock(&mu_);
+      auto released = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return released_ >= calls_; };
+      mu_.AwaitWithTimeout(absl::Condition(&released), kWatchdog);
+    }
+    char byte;
+    if (drain_fd_ >= 0) (void)!read(drain_fd_, &byte, 1);
+  }
+  int calls() const {
+    absl::MutexLock lock(&mu_);
+    return calls_;
+  }
+  bool WaitForCalls(int n) const {
+    absl::MutexLock lock(&mu_);
+    auto reached = [this, n]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return calls_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&reached), kWatchdog);
+  }
+  void ReleaseOne() {
+    absl::MutexLock lock(&mu_);
+    ++released_;
+  }
+
+ private:
+  const bool block_;
+  const int drain_fd_;
+  mutable absl::Mutex mu_;
+  int calls_ ABSL_GUARDED_BY(mu_) = 0;
+  int released_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+struct Pipe {
+  Pipe() {
+    int fds[2];
+    EXPECT_EQ(pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+    read_end = fds[0];
+    write_end = fds[1];
+  }
+  ~Pipe() {
+    if (read_end >= 0) close(read_end);
+    if (write_end >= 0) close(write_end);
+  }
+  void MakeReadable() const { ASSERT_EQ(write(write_end, "x", 1), 1); }
+  int read_end = -1;
+  int write_end = -1;
+};
+
+TEST(EventLoopTest, EventForARemovedFdNeverReachesANewRegistrationOfItsNumber) {
+  EventLoop loop;
+  // The gate holds the loop inside a dispatch while the test replaces the
+  // old registration. It holds two bytes and each dispatch reads one, so it
+  // is still readable at the loop's second epoll_wait.
+  Pipe gate;
+  auto gate_handler = std::make_shared<TestHandler>(/*block=*/true, gate.read_end);
+  ASSERT_TRUE(loop.Add(gate.read_end, EPOLLIN, gate_handler).ok());
+  Pipe old_pipe;
+  auto old_handler = std::make_shared<TestHandler>();
+  ASSERT_TRUE(loop.Add(old_pipe.read_end, EPOLLIN, old_handler).ok());
+
+  gate.MakeReadable();
+  gate.MakeReadable();
+  ASSERT_TRUE(gate_handler->WaitForCalls(1));  // the loop is held in the gate
+  old_pipe.MakeReadable();
+  // The next epoll_wait collects both: the gate (still readable, back at
+  // the end of epoll's ready list) first, then the old fd, whose event
+  // waits behind the gate's dispatch.
+  gate_handler->ReleaseOne();
+  ASSERT_TRUE(gate_handler->WaitForCalls(2));
+  ASSERT_EQ(old_handler->calls(), 0) << "the old fd's event came before the gate's";
+
+  // Meanwhile the old fd goes away and a new socket gets its number.
+  const int number = old_pipe.read_end;
+  loop.Remove(number);
+  Pipe new_pipe;  // not readable: its handler has nothing to be told
+  ASSERT_EQ(dup2(new_pipe.read_end, number), number);
+  auto new_handler = std::make_shared<TestHandler>();
+  ASSERT_TRUE(loop.Add(number, EPOLLIN, new_handler).ok());
+
+  // The loop resumes the batch; then a marker proves the batch is done.
+  Pipe marker;
+  auto marker_handler = std::make_shared<TestHandler>();
+  ASSERT_TRUE(loop.Add(marker.read_end, EPOLLIN, marker_handler).ok());
+  gate_handler->ReleaseOne();  // the gate is drained now
+  marker.MakeReadable();
+  ASSERT_TRUE(marker_handler->WaitForCalls(1));
+  EXPECT_EQ(new_handler->calls(), 0) << "an event of the removed fd reached the new registration";
+  EXPECT_EQ(old_handler->calls(), 0);
+  loop.Remove(number);
+  loop.Remove(marker.read_end);
+  loop.Remove(gate.read_end);
+}
+
+TEST(EventLoopTest, RemoveWaitsForADispatchInProgress) {
+  EventLoop loop;
+  Pipe pipe;
+  auto handler = std::make_shared<TestHandler>(/*block=*/true);
+  ASSERT_TRUE(loop.Add(pipe.read_end, EPOLLIN, handler).ok());
+  pipe.MakeReadable();
+  ASSERT_TRUE(handler->WaitForCalls(1));
+  std::atomic<bool> removed{false};
+  std::thread remover([&] {
+    loop.Remove(pipe.read_end);
+    removed = true;
+  });
+  absl::SleepFor(absl::Milliseconds(20));  // room for a wrong Remove to return early
+  EXPECT_FALSE(removed.load()) << "Remove returned while the handler still ran";
+  handler->ReleaseOne();
+  remover.join();
+  EXPECT_TRUE(removed.load());
+  EXPECT_EQ(handler->calls(), 1);  // nothing after Remove
+}
+
+TEST(EventLoopTest, ModifyOfAnUnregisteredFdIsAnError) {
+  EventLoop loop;
+  Pipe pipe;
+  EXPECT_EQ(loop.Modify(pipe.read_end, EPOLLIN).code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace locus::internal
