@@ -649,7 +649,9 @@ void ConnectionCore::AbortStream(StreamCall* stream, absl::Status status) {
   // handler, woken by End, must find the answer taken.
   const bool answer = stream->ClaimResponse();
   stream->End(status);
-  if (answer) SendError(stream->id(), status, stream->deadline());
+  // Not waiting for room in the connection beyond now: this may run on
+  // the thread that reads it.
+  if (answer) SendError(stream->id(), status, absl::Now());
 }
 
 absl::Status ConnectionCore::SendStreamMessage(uint64_t id,
@@ -865,8 +867,10 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
   const absl::Status not_processed = absl::UnavailableError(absl::StrCat(
       "the server did not process the call (GOAWAY: ",
       reason.message().empty() ? "going away" : reason.message(), ")"));
-  for (PendingCall* call : refused_calls) Complete(call, not_processed);
+  // Streams first: a completion callback may use one of them, and must
+  // find it ended rather than wait for it (StreamCall::Await).
   for (const auto& stream : refused_streams) stream->End(not_processed);
+  for (PendingCall* call : refused_calls) Complete(call, not_processed);
 }
 
 void ConnectionCore::HandleResponse(const Frame& frame) {
@@ -1191,8 +1195,8 @@ void ConnectionCore::OnClosed(const absl::Status& reason) {
   }
   absl::Status failure = absl::UnavailableError(
       absl::StrCat("connection to ", peer().remote_address, " lost: ", reason.message()));
+  for (auto& [id, stream] : streams) stream->End(failure);  // before callbacks, as above
   for (auto& [id, call] : pending) Complete(call, failure);
-  for (auto& [id, stream] : streams) stream->End(failure);
   if (options_.on_closed) options_.on_closed(this);
 }
 

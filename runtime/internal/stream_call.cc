@@ -96,10 +96,15 @@ bool StreamCall::Await(absl::FunctionRef<bool()> ready) {
       // A completion callback or inline handler: this thread holds the
       // connection's reader, so what we wait for could never arrive. The
       // call ends (ready() then holds) instead of waiting out its deadline.
-      Abort(absl::FailedPreconditionError(absl::StrCat(
+      absl::Status refused = absl::FailedPreconditionError(absl::StrCat(
           "synchronous use of stream ", method_.full_name,
           " from a completion callback or inline handler running on the thread that reads its "
-          "connection: its messages could never be read; use it from another thread")));
+          "connection: its messages could never be read; use it from another thread"));
+      Abort(refused);
+      // Ended here too (End is idempotent): if someone else took the call
+      // from the table, it may be this very thread, later (a GOAWAY's
+      // refused streams), and ready() must hold now.
+      End(std::move(refused));
       continue;
     }
     // Read the connection on this thread if nobody else does (on shared

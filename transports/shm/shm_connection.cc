@@ -81,6 +81,9 @@ class ShmConnection::Impl final : public FdHandler,
 
   const PeerInfo& peer() const { return peer_; }
 
+  // Before Start() only.
+  void SetReaderSleepForTesting(absl::Duration sleep) { reader_sleep_ = sleep; }
+
   void Start(FrameSink* sink) {
     sink_ = sink;
     loop_ = EventLoopPool::Get().Next();
@@ -311,7 +314,7 @@ class ShmConnection::Impl final : public FdHandler,
       budget.WithdrawCaller();
       return false;
     }
-    role_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    TookRole();
     const bool has_deadline = deadline != absl::InfiniteFuture();
     // Clock arithmetic in nanoseconds: Abseil's Time - Time is an
     // out-of-line call, and this loop runs twice per call.
@@ -433,6 +436,15 @@ class ShmConnection::Impl final : public FdHandler,
     return closing_ ? close_reason_ : absl::UnavailableError("connection closed");
   }
 
+  // After acquiring role_. An announcement left lingering is this holder's
+  // now (it polls under it or takes it down in ReleaseRole, which decides
+  // afresh whether it may linger): no longer "lingering" for sleepers and
+  // AdjustBackgroundReads.
+  void TookRole() {
+    role_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    if (polling_announced_) announcement_lingers_.store(false, std::memory_order_relaxed);
+  }
+
   // Everyone who leaves the role looks at the ring afterwards (DriveUntil's
   // hand-over, the reader thread's SleepOnDoorbell), which covers input the
   // polling announcement kept producers from waking anyone for.
@@ -475,7 +487,7 @@ class ShmConnection::Impl final : public FdHandler,
       // A caller holding the role wakes this thread (WakeLocalReader) if it
       // leaves data behind; until then there is nothing to do.
       if (!role_.TryAcquire() && !role_.AcquireWithin(kMaxSleep)) continue;
-      role_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+      TookRole();
       const ReaderNext next = ReadWithRole();
       ReleaseRole();
       switch (next) {
@@ -485,10 +497,10 @@ class ShmConnection::Impl final : public FdHandler,
           continue;
         case ReaderNext::kWaitForSpace:
           // Output is queued and the ring is full: input or room wakes us.
-          SleepOnDoorbell(/*want_data=*/true, SpaceInterest::kAnyRoom, kMaxSleep);
+          SleepOnDoorbell(/*want_data=*/true, SpaceInterest::kAnyRoom, reader_sleep_);
           continue;
         case ReaderNext::kSleep:
-          SleepOnDoorbell(/*want_data=*/true, SpaceInterest::kIfQueuedForUs, kMaxSleep);
+          SleepOnDoorbell(/*want_data=*/true, SpaceInterest::kIfQueuedForUs, reader_sleep_);
           continue;
       }
       break;
@@ -762,6 +774,9 @@ class ShmConnection::Impl final : public FdHandler,
   // Set (by a caller leaving DriveUntil) while the announcement stays up
   // with nobody polling; cleared when it comes down. Read by anyone.
   std::atomic<bool> announcement_lingers_{false};
+  // How long the idle reader thread sleeps before it looks again by itself
+  // (kMaxSleep; tests lengthen it so that only real wake-ups wake it).
+  absl::Duration reader_sleep_ = kMaxSleep;
   // Connection::AdjustBackgroundReads' count; connections start at 1.
   std::atomic<int> background_reads_{1};
   bool input_failed_ = false;  // reader-role holder only: the peer sent garbage
@@ -822,6 +837,9 @@ bool ShmConnection::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadli
   return impl_->DriveUntil(done, deadline);
 }
 void ShmConnection::AdjustBackgroundReads(int delta) { impl_->AdjustBackgroundReads(delta); }
+void ShmConnection::SetReaderSleepForTesting(absl::Duration sleep) {
+  impl_->SetReaderSleepForTesting(sleep);
+}
 const PeerInfo& ShmConnection::peer() const { return impl_->peer(); }
 
 }  // namespace locus::internal

@@ -22,6 +22,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "locus/transport.h"
 
 namespace locus::internal {
@@ -72,6 +73,10 @@ class ShmConnection final : public Connection {
   // At 0, a synchronous caller's polling announcement outlives its call
   // (the next call's reply then needs no write to a shared cache line).
   void AdjustBackgroundReads(int delta) override;
+  // Before Start(): how long the idle reader thread sleeps before it looks
+  // at the ring by itself (50 ms). Tests make it long, so that only the
+  // wake-ups under test wake it.
+  void SetReaderSleepForTesting(absl::Duration sleep);
   const PeerInfo& peer() const override;
 
   class Impl;

@@ -74,12 +74,12 @@ absl::Status EventLoop::Add(int fd, uint32_t events, std::shared_ptr<FdHandler> 
 absl::Status EventLoop::Modify(int fd, uint32_t events) {
   epoll_event ev{};
   ev.events = events;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = handlers_.find(fd);
-    if (it == handlers_.end()) return absl::NotFoundError(absl::StrCat("fd ", fd, " is not registered"));
-    ev.data.u64 = EventKey(fd, it->second.generation);
-  }
+  // Under mu_, so that the generation stamped is the registration's even
+  // if the fd is removed and its number registered again meanwhile.
+  absl::MutexLock lock(&mu_);
+  auto it = handlers_.find(fd);
+  if (it == handlers_.end()) return absl::NotFoundError(absl::StrCat("fd ", fd, " is not registered"));
+  ev.data.u64 = EventKey(fd, it->second.generation);
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0) {
     return absl::InternalError(absl::StrCat("epoll_ctl(MOD): ", std::strerror(errno)));
   }

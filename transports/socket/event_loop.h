@@ -10,7 +10,9 @@
 //
 // Thread-safety: all methods are thread-safe. Handlers run on the loop thread
 // only, one event batch at a time; a handler must not block for long (it
-// delays every other fd on this loop).
+// delays every other fd on this loop). A handler may be destroyed on the
+// loop thread (when the loop held the last reference): its destructor must
+// not wait for a thread that may be inside Remove() of the same fd.
 #ifndef LOCUS_TRANSPORTS_SOCKET_EVENT_LOOP_H_
 #define LOCUS_TRANSPORTS_SOCKET_EVENT_LOOP_H_
 

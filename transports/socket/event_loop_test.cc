@@ -112,7 +112,7 @@ TEST(EventLoopTest, EventForARemovedFdNeverReachesANewRegistrationOfItsNumber) {
 
   // The loop resumes the batch; then a marker proves the batch is done.
   Pipe marker;
-  auto marker_handler = std::make_shared<TestHandler>();
+  auto marker_handler = std::make_shared<TestHandler>(/*block=*/false, marker.read_end);
   ASSERT_TRUE(loop.Add(marker.read_end, EPOLLIN, marker_handler).ok());
   gate_handler->ReleaseOne();  // the gate is drained now
   marker.MakeReadable();
@@ -127,7 +127,8 @@ TEST(EventLoopTest, EventForARemovedFdNeverReachesANewRegistrationOfItsNumber) {
 TEST(EventLoopTest, RemoveWaitsForADispatchInProgress) {
   EventLoop loop;
   Pipe pipe;
-  auto handler = std::make_shared<TestHandler>(/*block=*/true);
+  // Drained once released, so the loop does not dispatch it again.
+  auto handler = std::make_shared<TestHandler>(/*block=*/true, pipe.read_end);
   ASSERT_TRUE(loop.Add(pipe.read_end, EPOLLIN, handler).ok());
   pipe.MakeReadable();
   ASSERT_TRUE(handler->WaitForCalls(1));
@@ -142,6 +143,9 @@ TEST(EventLoopTest, RemoveWaitsForADispatchInProgress) {
   remover.join();
   EXPECT_TRUE(removed.load());
   EXPECT_EQ(handler->calls(), 1);  // nothing after Remove
+  // The loop let go of the handler before Remove returned: the test's
+  // reference is the last, so the handler dies where its owner decides.
+  EXPECT_EQ(handler.use_count(), 1);
 }
 
 TEST(EventLoopTest, ModifyOfAnUnregisteredFdIsAnError) {
