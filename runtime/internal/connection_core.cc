@@ -74,10 +74,16 @@ absl::Status ParseReply(const Frame& frame, absl::string_view method,
   return absl::OkStatus();
 }
 
-// The connection whose frames this thread is delivering (OnFrame), if any:
-// this thread holds its reader, so a synchronous call on it from here (a
-// completion callback, an inline handler) could never read its reply.
-thread_local const ConnectionCore* t_delivering = nullptr;
+// The connections whose frames this thread is delivering (OnFrame), the
+// innermost first: a callback of one may drive another, whose callback...
+// This thread holds all their readers, so a synchronous call on any of them
+// from here (a completion callback, an inline handler) could never read its
+// reply. Nodes live on the stack of the OnFrame calls.
+struct DeliveringScope {
+  const ConnectionCore* core;
+  const DeliveringScope* outer;
+};
+thread_local const DeliveringScope* t_delivering = nullptr;
 
 absl::Time DeadlineFromTimeout(int64_t timeout_ns) {
   if (timeout_ns <= 0) return absl::InfiniteFuture();
@@ -162,7 +168,12 @@ bool ConnectionCore::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadl
   return false;
 }
 
-bool ConnectionCore::DeliveringOnThisThread() const { return t_delivering == this; }
+bool ConnectionCore::DeliveringOnThisThread() const {
+  for (const DeliveringScope* scope = t_delivering; scope != nullptr; scope = scope->outer) {
+    if (scope->core == this) return true;
+  }
+  return false;
+}
 
 void ConnectionCore::WaitedWithoutDriving() {
   if (on_demand_background_reads_) connection_->AdjustBackgroundReads(-1);
@@ -727,9 +738,9 @@ void ConnectionCore::OnFrame(Frame& frame) {
   // A completion callback run from here may drop the last other reference.
   std::shared_ptr<ConnectionCore> self = weak_from_this().lock();
   struct Delivering {
-    const ConnectionCore* const outer = t_delivering;  // a callback may drive another connection
-    explicit Delivering(const ConnectionCore* core) { t_delivering = core; }
-    ~Delivering() { t_delivering = outer; }
+    DeliveringScope scope;
+    explicit Delivering(const ConnectionCore* core) : scope{core, t_delivering} { t_delivering = &scope; }
+    ~Delivering() { t_delivering = scope.outer; }
   } delivering(this);
   const FrameType type = frame.header.frame_type();
   if (!handshake_flag_.load(std::memory_order_acquire) && type != FrameType::kHello &&

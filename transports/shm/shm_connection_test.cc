@@ -112,6 +112,24 @@ class ShmConnectionTest : public ::testing::Test {
     if (client_background_reads_ != 0) client_->AdjustBackgroundReads(client_background_reads_);
     client_->Start(&client_sink_);
     server_->Start(&server_sink_);
+    // With a caller announced, reader threads never poll: wait until both
+    // have looked at their rings once and sleep, so that from now on only
+    // the test's calls and wake-ups move the announcement.
+    if (announce_caller_) {
+      ASSERT_TRUE(WaitForReaderAsleep(1));
+      ASSERT_TRUE(WaitForReaderAsleep(0));
+    }
+  }
+
+  // Whether the reader thread consuming ring `ring` (1: the client's)
+  // sleeps on its doorbell, waiting up to the watchdog for it.
+  bool WaitForReaderAsleep(int ring) const {
+    const absl::Time until = absl::Now() + kWatchdog;
+    while (header_->rings[ring].consumer_sleepers.load(std::memory_order_seq_cst) == 0) {
+      if (absl::Now() >= until) return false;
+      absl::SleepFor(absl::Microseconds(100));
+    }
+    return true;
   }
 
   void TearDown() override {
@@ -232,6 +250,7 @@ class ShmPlainClientReaderThreadTest : public ShmReaderThreadTest {
 
 // A plain client between synchronous calls.
 TEST_F(ShmPlainClientReaderThreadTest, ReaderThreadDoesNotPollWhileNobodyWantsBackgroundReads) {
+  ASSERT_TRUE(WaitForReaderAsleep(1));  // so that the frame below wakes it
   // Nobody drives: the server wakes the client's reader thread, which
   // delivers the frame and goes back to sleep instead of polling (which
   // would take a core from the caller preparing its next request).
