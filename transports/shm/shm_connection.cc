@@ -22,6 +22,7 @@
 #include "internal/frame_decoder.h"
 #include "internal/log.h"
 #include "transports/shm/futex.h"
+#include "transports/shm/poll_window.h"
 #include "transports/shm/reader_role.h"
 #include "transports/shm/shm_bulk.h"
 #include "transports/shm/shm_layout.h"
@@ -322,7 +323,7 @@ class ShmConnection::Impl final : public FdHandler,
     while (!done() && !closed_.load(std::memory_order_acquire)) {
       const FlushResult flushed = TryFlushPending();
       if (Drain() == DrainResult::kData) continue;
-      absl::Duration window = PollWindow();
+      absl::Duration window = PollWindow(/*reply_awaited=*/true);
       if (has_deadline) {
         const int64_t now_ns = absl::GetCurrentTimeNanos();
         if (now_ns >= deadline_ns) break;
@@ -412,18 +413,12 @@ class ShmConnection::Impl final : public FdHandler,
   // What the reader thread does after giving up the role.
   enum class ReaderNext { kSleep, kWaitForSpace, kLetCallerIn, kStop };
 
-  // How long a reader polls before sleeping: shm_spin, plus the time the
-  // peer needs to read and answer the message this side sent last. A reply
-  // to a 1 MiB request takes the peer ~120 us of copying here (parse, the
-  // handler's work, serialize); a reader that slept meanwhile would add a
-  // futex wake-up (20-45 us) to every such round trip. 1 us per 4 KiB sent,
-  // at most 2 ms; shm_spin 0 still disables polling.
-  absl::Duration PollWindow() const {
-    if (options_.shm_spin <= absl::ZeroDuration()) return absl::ZeroDuration();
-    const uint64_t bytes = last_sent_payload_.load(std::memory_order_relaxed);
-    if (bytes < 4096) return options_.shm_spin;
-    return options_.shm_spin +
-           std::min(absl::Microseconds(static_cast<int64_t>(bytes / 4096)), absl::Milliseconds(2));
+  // How long a reader polls before sleeping (poll_window.h). A caller
+  // awaits a reply; the reader thread only while background reads are
+  // wanted.
+  absl::Duration PollWindow(bool reply_awaited) const {
+    return ShmPollWindow(options_.shm_spin, last_sent_payload_.load(std::memory_order_relaxed),
+                         reply_awaited);
   }
 
   // Bulk area `index` (0: client -> server) of the mapping.
@@ -537,15 +532,12 @@ class ShmConnection::Impl final : public FdHandler,
       }
       // Poll (for input, and for room if output is queued) before sleeping:
       // a large frame crosses the ring in chunks, and a sleeping side costs
-      // a futex wake-up per chunk. Not while nobody wants background reads
-      // (a plain client between synchronous calls): nothing would be
-      // delivered sooner, and the poll would compete for a core with the
-      // caller preparing its next request (the same core when the process
-      // is pinned to one; for a 1 MiB echo the window is ~300 us).
-      if (!caller_waiting && background_reads_.load(std::memory_order_relaxed) > 0 &&
-          Poll(PollWindow(), /*is_caller=*/false)) {
-        continue;
-      }
+      // a futex wake-up per chunk. While nobody wants background reads (a
+      // plain client between synchronous calls) only for shm_spin: after a
+      // 1 MiB request, the reply's whole window (~300 us) would be spent on
+      // the core its caller needs to prepare the next one.
+      const bool reply_awaited = background_reads_.load(std::memory_order_relaxed) > 0;
+      if (!caller_waiting && Poll(PollWindow(reply_awaited), /*is_caller=*/false)) continue;
       return flushed == FlushResult::kRingFull ? ReaderNext::kWaitForSpace : ReaderNext::kSleep;
     }
   }

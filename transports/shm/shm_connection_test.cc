@@ -1,6 +1,7 @@
 // ShmConnection's waking protocol, seen from the shared region: when a
 // synchronous caller's polling announcement (consumer_polling) may outlive
-// its call, and that it comes down once background reads are wanted again.
+// its call, and that it comes down once background reads are wanted again;
+// and the poll-window policy (poll_window.h).
 // The connections are a pair over one memfd and a socketpair, set up by
 // hand (the transport's handshake is tested in the conformance suite).
 //
@@ -21,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "locus/frame.h"
+#include "transports/shm/poll_window.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/spin_budget.h"
 
@@ -243,22 +245,6 @@ class ShmReaderThreadTest : public ShmConnectionTest {
   }
 };
 
-class ShmPlainClientReaderThreadTest : public ShmReaderThreadTest {
- protected:
-  ShmPlainClientReaderThreadTest() { client_background_reads_ = -1; }
-};
-
-// A plain client between synchronous calls.
-TEST_F(ShmPlainClientReaderThreadTest, ReaderThreadDoesNotPollWhileNobodyWantsBackgroundReads) {
-  ASSERT_TRUE(WaitForReaderAsleep(1));  // so that the frame below wakes it
-  // Nobody drives: the server wakes the client's reader thread, which
-  // delivers the frame and goes back to sleep instead of polling (which
-  // would take a core from the caller preparing its next request).
-  ServerSends("unexpected");
-  ASSERT_TRUE(client_sink_.WaitFor(1));
-  absl::SleepFor(absl::Milliseconds(50));  // room for a poll to start; not a speed bound
-  EXPECT_EQ(ClientPollingAnnounced(), 0u);
-}
 
 TEST_F(ShmReaderThreadTest, ReaderThreadPollsWhileBackgroundReadsAreWanted) {
   // An asynchronous call outstanding: the reader thread polls for its reply.
@@ -270,6 +256,25 @@ TEST_F(ShmReaderThreadTest, ReaderThreadPollsWhileBackgroundReadsAreWanted) {
   // And delivers what comes while it polls.
   ServerSends("second");
   ASSERT_TRUE(client_sink_.WaitFor(2));
+}
+
+TEST(ShmPollWindowTest, CallersAndWantedReadersWaitForTheReplyToALargeMessage) {
+  const absl::Duration spin = absl::Microseconds(50);
+  EXPECT_EQ(ShmPollWindow(spin, 64, /*reply_awaited=*/true), spin);
+  EXPECT_EQ(ShmPollWindow(spin, 4096, true), spin + absl::Microseconds(1));
+  EXPECT_EQ(ShmPollWindow(spin, 1 << 20, true), spin + absl::Microseconds(256));
+  EXPECT_EQ(ShmPollWindow(spin, uint64_t{1} << 40, true), spin + absl::Milliseconds(2));
+}
+
+TEST(ShmPollWindowTest, ReaderNobodyNeedsPollsOnlyTheSpin) {
+  const absl::Duration spin = absl::Microseconds(50);
+  EXPECT_EQ(ShmPollWindow(spin, 1 << 20, /*reply_awaited=*/false), spin);
+  EXPECT_EQ(ShmPollWindow(spin, 64, false), spin);
+}
+
+TEST(ShmPollWindowTest, ZeroSpinDisablesPolling) {
+  EXPECT_EQ(ShmPollWindow(absl::ZeroDuration(), 1 << 20, true), absl::ZeroDuration());
+  EXPECT_EQ(ShmPollWindow(-absl::Microseconds(1), 64, false), absl::ZeroDuration());
 }
 
 }  // namespace
