@@ -1,15 +1,9 @@
 #include "internal/call_header_codec.h"
 
+#include <cstring>
+
 namespace locus::internal {
 namespace {
-
-void PutVarint(uint64_t value, std::string* out) {
-  while (value >= 0x80) {
-    out->push_back(static_cast<char>(value | 0x80));
-    value >>= 7;
-  }
-  out->push_back(static_cast<char>(value));
-}
 
 size_t VarintSize(uint64_t value) {
   size_t size = 1;
@@ -20,11 +14,27 @@ size_t VarintSize(uint64_t value) {
   return size;
 }
 
+char* PutVarint(uint64_t value, char* out) {
+  while (value >= 0x80) {
+    *out++ = static_cast<char>(value | 0x80);
+    value >>= 7;
+  }
+  *out++ = static_cast<char>(value);
+  return out;
+}
+
 // Field with wire type 2 (length-delimited).
-void PutBytes(uint32_t field, absl::string_view bytes, std::string* out) {
-  out->push_back(static_cast<char>((field << 3) | 2));
-  PutVarint(bytes.size(), out);
-  out->append(bytes.data(), bytes.size());
+size_t BytesFieldSize(absl::string_view bytes) { return 1 + VarintSize(bytes.size()) + bytes.size(); }
+char* PutBytes(uint32_t field, absl::string_view bytes, char* out) {
+  *out++ = static_cast<char>((field << 3) | 2);
+  out = PutVarint(bytes.size(), out);
+  if (!bytes.empty()) std::memcpy(out, bytes.data(), bytes.size());
+  return out + bytes.size();
+}
+
+// The size of a MetadataEntry's encoding (without its own tag and length).
+size_t MetadataEntrySize(const std::string& key, const std::string& value) {
+  return (key.empty() ? 0 : BytesFieldSize(key)) + (value.empty() ? 0 : BytesFieldSize(value));
 }
 
 // Reading: each function advances `*in` past what it consumed and fails on
@@ -145,25 +155,37 @@ bool DecodeCallHeader(absl::string_view in, CallHeaderView* out) {
   return true;
 }
 
-void EncodeCallHeader(absl::string_view method, int64_t timeout_ns, const Metadata& metadata,
-                      std::string* out) {
-  size_t estimate = 2 + method.size() + 11;
-  for (const auto& [key, value] : metadata) estimate += 8 + key.size() + value.size();
-  out->reserve(out->size() + estimate);
-  if (!method.empty()) PutBytes(1, method, out);  // bytes method = 1
-  if (timeout_ns != 0) {                           // int64 timeout_ns = 2
-    out->push_back(static_cast<char>((2 << 3) | 0));
-    PutVarint(static_cast<uint64_t>(timeout_ns), out);
+size_t CallHeaderSize(absl::string_view method, int64_t timeout_ns, const Metadata& metadata) {
+  size_t size = method.empty() ? 0 : BytesFieldSize(method);
+  if (timeout_ns != 0) size += 1 + VarintSize(static_cast<uint64_t>(timeout_ns));
+  for (const auto& [key, value] : metadata) {
+    const size_t inner = MetadataEntrySize(key, value);
+    size += 1 + VarintSize(inner) + inner;
+  }
+  return size;
+}
+
+char* WriteCallHeader(absl::string_view method, int64_t timeout_ns, const Metadata& metadata,
+                      char* out) {
+  if (!method.empty()) out = PutBytes(1, method, out);  // bytes method = 1
+  if (timeout_ns != 0) {                                // int64 timeout_ns = 2
+    *out++ = static_cast<char>((2 << 3) | 0);
+    out = PutVarint(static_cast<uint64_t>(timeout_ns), out);
   }
   for (const auto& [key, value] : metadata) {  // repeated MetadataEntry metadata = 3
-    size_t inner = 0;
-    if (!key.empty()) inner += 1 + VarintSize(key.size()) + key.size();
-    if (!value.empty()) inner += 1 + VarintSize(value.size()) + value.size();
-    out->push_back(static_cast<char>((3 << 3) | 2));
-    PutVarint(inner, out);
-    if (!key.empty()) PutBytes(1, key, out);
-    if (!value.empty()) PutBytes(2, value, out);
+    *out++ = static_cast<char>((3 << 3) | 2);
+    out = PutVarint(MetadataEntrySize(key, value), out);
+    if (!key.empty()) out = PutBytes(1, key, out);
+    if (!value.empty()) out = PutBytes(2, value, out);
   }
+  return out;
+}
+
+void EncodeCallHeader(absl::string_view method, int64_t timeout_ns, const Metadata& metadata,
+                      std::string* out) {
+  const size_t old_size = out->size();
+  out->resize(old_size + CallHeaderSize(method, timeout_ns, metadata));
+  WriteCallHeader(method, timeout_ns, metadata, out->data() + old_size);
 }
 
 }  // namespace locus::internal

@@ -23,7 +23,13 @@
 
 namespace locus::internal {
 
-// Appends the encoding to `*out`. `timeout_ns` 0 means no deadline.
+// The size of the encoding. `timeout_ns` 0 means no deadline.
+size_t CallHeaderSize(absl::string_view method, int64_t timeout_ns, const Metadata& metadata);
+// Writes the encoding, exactly CallHeaderSize() bytes, at `out`; returns
+// its end. For hot paths that encode into a stack buffer.
+char* WriteCallHeader(absl::string_view method, int64_t timeout_ns, const Metadata& metadata,
+                      char* out);
+// Appends the encoding to `*out`.
 void EncodeCallHeader(absl::string_view method, int64_t timeout_ns, const Metadata& metadata,
                       std::string* out);
 

@@ -28,9 +28,17 @@ TEST(CallHeaderCodec, MatchesProtobufByteForByte) {
   for (int64_t timeout : {int64_t{0}, int64_t{1}, int64_t{127}, int64_t{128}, int64_t{1} << 40}) {
     for (const Metadata& md : cases_md) {
       for (absl::string_view method : {"/pkg.Svc/Method", "", "/x"}) {
-        std::string ours;
+        const std::string reference = Reference(method, timeout, md);
+        std::string ours = "prefix";
         EncodeCallHeader(method, timeout, md, &ours);
-        EXPECT_EQ(ours, Reference(method, timeout, md)) << method << " " << timeout;
+        EXPECT_EQ(ours, "prefix" + reference) << method << " " << timeout;
+        // The raw writer: exactly the computed size, guarded on both sides.
+        const size_t size = CallHeaderSize(method, timeout, md);
+        ASSERT_EQ(size, reference.size());
+        std::string buffer(size + 2, '#');
+        char* end = WriteCallHeader(method, timeout, md, buffer.data() + 1);
+        EXPECT_EQ(end, buffer.data() + 1 + size);
+        EXPECT_EQ(buffer, "#" + reference + "#");
       }
     }
   }

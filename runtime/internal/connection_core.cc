@@ -349,12 +349,20 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
     const int64_t now_ns = absl::GetCurrentTimeNanos();
     timeout_ns = deadline_ns > now_ns ? deadline_ns - now_ns : 1;
   }
-  ScratchBuffer meta_buffer;
-  std::string& meta = *meta_buffer.get();
-  meta.clear();
-  EncodeCallHeader(method.full_name, timeout_ns, options.metadata, &meta);
-  absl::Status sent = SendFrame(FrameHeader::Make(FrameType::kRequest, flags, id), meta, request,
-                                size, options.deadline);
+  // The call header on the stack unless it is large (long metadata).
+  char small_meta[256];
+  std::optional<ScratchBuffer> large_meta;
+  const absl::string_view method_name(method.full_name);
+  const size_t meta_size = CallHeaderSize(method_name, timeout_ns, options.metadata);
+  char* meta = small_meta;
+  if (meta_size > sizeof(small_meta)) {
+    large_meta.emplace();
+    large_meta->get()->resize(meta_size);
+    meta = large_meta->get()->data();
+  }
+  WriteCallHeader(method_name, timeout_ns, options.metadata, meta);
+  absl::Status sent = SendFrame(FrameHeader::Make(FrameType::kRequest, flags, id),
+                                absl::string_view(meta, meta_size), request, size, options.deadline);
   if (!sent.ok() && absl::IsInternal(sent)) {
     return absl::InternalError(absl::StrCat("cannot serialize request for ", method.full_name,
                                             " (was it modified while being sent?)"));
