@@ -743,8 +743,6 @@ void ConnectionCore::FinishClientStream(StreamCall& stream, const Frame& frame) 
 // Receiving
 
 void ConnectionCore::OnFrame(Frame& frame) {
-  // A completion callback run from here may drop the last other reference.
-  std::shared_ptr<ConnectionCore> self = weak_from_this().lock();
   struct Delivering {
     DeliveringScope scope;
     explicit Delivering(const ConnectionCore* core) : scope{core, t_delivering} { t_delivering = &scope; }
@@ -756,6 +754,14 @@ void ConnectionCore::OnFrame(Frame& frame) {
     ProtocolError(absl::StrCat("expected a handshake, got ", DescribeFrameHeader(frame.header)));
     return;
   }
+  // The reply to a call (the hot path) takes the reference it needs itself.
+  if (type == FrameType::kResponse) {
+    HandleResponse(frame);
+    return;
+  }
+  // A handler or a stream's callback run from here may drop the last other
+  // reference.
+  std::shared_ptr<ConnectionCore> self = weak_from_this().lock();
   switch (type) {
     case FrameType::kHello:
     case FrameType::kHelloAck:
@@ -765,8 +771,7 @@ void ConnectionCore::OnFrame(Frame& frame) {
       HandleRequest(frame);
       return;
     case FrameType::kResponse:
-      HandleResponse(frame);
-      return;
+      return;  // handled above
     case FrameType::kCancel: {
       std::shared_ptr<StreamCall> stream;
       {
@@ -896,7 +901,9 @@ void ConnectionCore::HandleResponse(const Frame& frame) {
   PendingCall* call = Take(frame.header.call_id);
   if (call == nullptr) {
     // A stream this side started (a RESPONSE for a stream the peer
-    // started is meaningless and dropped).
+    // started is meaningless and dropped). Its callbacks may drop the last
+    // other reference to this connection.
+    std::shared_ptr<ConnectionCore> self = weak_from_this().lock();
     std::shared_ptr<StreamCall> stream = FindStream(frame.header.call_id);
     if (stream != nullptr && stream->side() == StreamCall::Side::kClient &&
         TakeStream(frame.header.call_id) != nullptr) {
@@ -906,6 +913,9 @@ void ConnectionCore::HandleResponse(const Frame& frame) {
   }
   absl::Status status = ResponseStatus(frame, call->trailing_metadata);
   if (status.ok()) status = ParseReply(frame, call->method, call->response);
+  // An asynchronous call holds the connection until its callback returned
+  // (PendingCall::keepalive), which may be the last reference: nothing here
+  // touches this object after Complete().
   Complete(call, std::move(status));
 }
 
