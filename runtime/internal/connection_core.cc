@@ -239,7 +239,7 @@ bool ConnectionCore::closed() const {
 
 size_t ConnectionCore::active_server_calls() const {
   absl::MutexLock lock(&mu_);
-  return serving_.size() + inline_serving_;
+  return serving_.size() + inline_serving_.load(std::memory_order_acquire);
 }
 
 absl::StatusOr<uint64_t> ConnectionCore::Register(PendingCall* call, absl::Time timer_deadline,
@@ -997,7 +997,7 @@ void ConnectionCore::HandleRequest(Frame& frame) {
       if (pooled) {
         serving_[call_id] = call.cancelled;
       } else {
-        ++inline_serving_;
+        inline_serving_.fetch_add(1, std::memory_order_relaxed);
       }
       if (call.stream != nullptr) {
         streams_[call_id] = call.stream;
@@ -1091,18 +1091,31 @@ void ConnectionCore::FinishServing(IncomingCall& call, const ServerContext& cont
       }
     }
   }
-  {
+  if (call.stream != nullptr) {
+    // Before the reply: a client that saw its stream end may open the next
+    // one at once, and must find the slot free.
     absl::MutexLock lock(&mu_);
-    if (options_.handler_pool != nullptr || call.stream != nullptr) {
-      serving_.erase(call.call_id);
-    } else {
-      --inline_serving_;
-    }
-    if (call.stream != nullptr) {
-      streams_.erase(call.call_id);
-      --open_peer_streams_;
-    }
+    streams_.erase(call.call_id);
+    --open_peer_streams_;
   }
+  SendOutcome(call, context, status, reply, reply_size);
+  // Only now: until its reply is out, the call counts as in progress for
+  // Server::Shutdown, which closes the connection once none is.
+  EndServing(call);
+}
+
+void ConnectionCore::EndServing(const IncomingCall& call) {
+  if (options_.handler_pool == nullptr && call.stream == nullptr) {
+    inline_serving_.fetch_sub(1, std::memory_order_acq_rel);  // no table entry: no lock
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  serving_.erase(call.call_id);
+}
+
+void ConnectionCore::SendOutcome(IncomingCall& call, const ServerContext& context,
+                                 const absl::Status& status,
+                                 const google::protobuf::MessageLite* reply, size_t reply_size) {
   if (call.oneway) {
     if (!status.ok()) LOCUS_LOG(INFO) << "oneway " << context.method() << " failed: " << status;
     return;

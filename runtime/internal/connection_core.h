@@ -223,11 +223,18 @@ class ConnectionCore final : public FrameSink,
   // Runs the handler; its reply is sent from FinishServing.
   // `method` and `payload` need only live until it returns.
   void Serve(IncomingCall& call, absl::string_view method, absl::string_view payload);
-  // The handler's outcome: applies the deadline and the send limit, ends the
-  // call's bookkeeping, and sends the reply (unless oneway or cancelled).
+  // The handler's outcome: applies the deadline and the send limit, sends
+  // the reply (unless oneway or cancelled), then ends the call's bookkeeping.
   // `reply` (if OK) is valid only during the call.
   void FinishServing(IncomingCall& call, const ServerContext& context, absl::Status status,
                      const google::protobuf::MessageLite* reply);
+  // FinishServing's reply (none if oneway, cancelled or the stream was
+  // answered already), `reply` sized `reply_size`.
+  void SendOutcome(IncomingCall& call, const ServerContext& context, const absl::Status& status,
+                   const google::protobuf::MessageLite* reply, size_t reply_size);
+  // Drops the call from serving_ or the inline count (a stream's own
+  // entries go before its reply, see FinishServing).
+  void EndServing(const IncomingCall& call);
   void HandleResponse(const Frame& frame);
   void HandleGoAway(const Frame& frame);
   // Sends a kResponse: `reply` (sized `reply_size` by ByteSizeLong, not
@@ -266,7 +273,9 @@ class ConnectionCore final : public FrameSink,
   // those it serves: their ids differ in parity.
   absl::flat_hash_map<uint64_t, std::shared_ptr<StreamCall>> streams_ ABSL_GUARDED_BY(mu_);
   size_t open_peer_streams_ ABSL_GUARDED_BY(mu_) = 0;  // streams the peer started, being served
-  size_t inline_serving_ ABSL_GUARDED_BY(mu_) = 0;  // calls being served inline
+  // Calls being served inline: counted up under mu_ (with the shutdown
+  // checks of HandleRequest), down without it once their reply is sent.
+  std::atomic<size_t> inline_serving_{0};
   // Set when this side closes the connection (Close) or sees it closed: the
   // cancellation flag of handlers running inline, which occupy the reader and
   // so cannot learn of the closure any other way.

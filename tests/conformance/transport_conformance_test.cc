@@ -535,6 +535,21 @@ TYPED_TEST(TransportConformance, ServerStoppedGivesUnavailable) {
   EXPECT_EQ(fresh.status().code(), absl::StatusCode::kUnavailable) << fresh.status();
 }
 
+// Graceful shutdown: a call already running when Shutdown starts is let
+// finish within the grace period, and its reply reaches the client (the
+// connection closes only once the reply is out).
+TYPED_TEST(TransportConformance, ShutdownLetsACallInProgressAnswer) {
+  WaitRequest request;
+  request.set_max_wait_ms(300);  // not cancelled by a graceful shutdown: runs out
+  absl::StatusOr<WaitReply> reply;
+  std::thread caller([&] { reply = this->stub_->WaitForCancel(request, Watchdog()); });
+  Eventually([&] { return this->service_.waits_started() > 0; });
+  this->server_->Shutdown(absl::Now() + absl::Seconds(20));
+  caller.join();
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_FALSE(reply->saw_cancellation());
+}
+
 TYPED_TEST(TransportConformance, ServerKilledMidCallGivesUnavailableBeforeDeadline) {
   if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
   // A server in its own process, so that it can really die.
