@@ -59,27 +59,29 @@ class ChannelImpl final : public Channel {
   absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                          google::protobuf::MessageLite* response,
                          const CallOptions& options) override {
-    absl::StatusOr<Route> route = GetRoute(options.deadline);
-    if (!route.ok()) return route.status();
-    if (route->local != nullptr) {
-      return route->local->CallUnary(method, request, response, options, client_limits_);
-    }
-    return route->core->CallUnary(method, request, response, options);
+    std::shared_ptr<ConnectionCore> core;
+    std::shared_ptr<LocalDispatcher> local;
+    absl::Status routed = GetUnaryRoute(options.deadline, &core, &local);
+    if (!routed.ok()) return routed;
+    if (local != nullptr) return local->CallUnary(method, request, response, options, client_limits_);
+    return core->CallUnary(method, request, response, options);
   }
 
   void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                   google::protobuf::MessageLite* response, const CallOptions& options,
                   absl::AnyInvocable<void(absl::Status) &&> done) override {
-    absl::StatusOr<Route> route = GetRoute(options.deadline);
-    if (!route.ok()) {
-      std::move(done)(route.status());
+    std::shared_ptr<ConnectionCore> core;
+    std::shared_ptr<LocalDispatcher> local;
+    absl::Status routed = GetUnaryRoute(options.deadline, &core, &local);
+    if (!routed.ok()) {
+      std::move(done)(std::move(routed));
       return;
     }
-    if (route->local != nullptr) {
-      route->local->StartUnary(method, request, response, options, client_limits_, std::move(done));
+    if (local != nullptr) {
+      local->StartUnary(method, request, response, options, client_limits_, std::move(done));
       return;
     }
-    route->core->StartUnary(method, request, response, options, std::move(done));
+    core->StartUnary(method, request, response, options, std::move(done));
   }
 
   std::string transport_name() const override {
@@ -105,6 +107,29 @@ class ChannelImpl final : public Channel {
     replaced = std::move(route_.loopback);
     route_.loopback = *core;
     return route_.loopback;
+  }
+
+  // What a unary call needs of a usable route (GetRoute): the collocated
+  // dispatcher into `*local`, or else the connection into `*core`. The
+  // per-call path: copies one reference, not the whole route.
+  absl::Status GetUnaryRoute(absl::Time call_deadline, std::shared_ptr<ConnectionCore>* core,
+                             std::shared_ptr<LocalDispatcher>* local) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (route_.local != nullptr && !route_.local->stopped()) {
+        *local = route_.local;
+        return absl::OkStatus();
+      }
+      if (route_.core != nullptr && route_.core->usable()) {
+        *core = route_.core;
+        return absl::OkStatus();
+      }
+    }
+    absl::StatusOr<Route> route = GetRoute(call_deadline);
+    if (!route.ok()) return route.status();
+    *core = std::move(route->core);
+    *local = std::move(route->local);
+    return absl::OkStatus();
   }
 
   // Returns a usable route, connecting (again) if needed.

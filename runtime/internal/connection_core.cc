@@ -61,7 +61,8 @@ absl::Status ResponseStatus(const Frame& frame, Metadata* trailers) {
 }
 
 // The reply a RESPONSE carries, parsed into `*response`.
-absl::Status ParseReply(const Frame& frame, absl::string_view method,
+// `method` (NUL-terminated) is only read for an error.
+absl::Status ParseReply(const Frame& frame, const char* method,
                         google::protobuf::MessageLite* response) {
   if ((frame.header.flags & kFlagHasMessage) == 0) {
     return absl::InternalError(absl::StrCat("reply to ", method, " carried no message"));
@@ -393,11 +394,11 @@ void ConnectionCore::MarkBrokenIfUnavailable(const absl::Status& sent) {
 }
 
 const CallOptions& ConnectionCore::BoundedOptions(const CallOptions& options,
-                                                  CallOptions* storage) const {
+                                                  std::optional<CallOptions>* storage) const {
   if (options.deadline != absl::InfiniteFuture() || connection_->reliable()) return options;
-  *storage = options;
-  storage->deadline = absl::Now() + options_.datagram_call_timeout;
-  return *storage;
+  storage->emplace(options);
+  (*storage)->deadline = absl::Now() + options_.datagram_call_timeout;
+  return **storage;
 }
 
 absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
@@ -412,7 +413,7 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
         " from a completion callback or inline handler running on the thread that reads its "
         "connection: its reply could never be read; make the call asynchronous"));
   }
-  CallOptions bounded;
+  std::optional<CallOptions> bounded;
   const CallOptions& options = BoundedOptions(given_options, &bounded);
   if (options.deadline != absl::InfiniteFuture() && absl::Now() >= options.deadline) {
     return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", method.full_name, " started"));
@@ -478,7 +479,7 @@ void ConnectionCore::StartUnary(const RpcMethod& method,
                                 google::protobuf::MessageLite* response,
                                 const CallOptions& given_options,
                                 absl::AnyInvocable<void(absl::Status) &&> done) {
-  CallOptions bounded;
+  std::optional<CallOptions> bounded;
   const CallOptions& options = BoundedOptions(given_options, &bounded);
   if (absl::Now() >= options.deadline) {
     std::move(done)(absl::DeadlineExceededError(

@@ -187,7 +187,8 @@ class ConnectionCore final : public FrameSink,
                          absl::Time deadline);
   // `options`, with a deadline if the connection is unreliable and it has
   // none (`storage` holds the copy).
-  const CallOptions& BoundedOptions(const CallOptions& options, CallOptions* storage) const;
+  const CallOptions& BoundedOptions(const CallOptions& options,
+                                    std::optional<CallOptions>* storage) const;
   absl::Status SendRequest(const RpcMethod& method, uint64_t id,
                            const google::protobuf::MessageLite* request, uint32_t flags,
                            const CallOptions& options);
