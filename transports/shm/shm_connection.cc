@@ -21,6 +21,7 @@
 #include "internal/send_stall.h"
 #include "internal/frame_decoder.h"
 #include "internal/log.h"
+#include "transports/shm/cache_prefetch.h"
 #include "transports/shm/futex.h"
 #include "transports/shm/poll_window.h"
 #include "transports/shm/reader_role.h"
@@ -36,6 +37,14 @@ namespace {
 // Upper bound on one futex sleep: sleepers re-check for closure and
 // deadlines at least this often, whatever the peer does to the futex words.
 constexpr absl::Duration kMaxSleep = absl::Milliseconds(50);
+
+// How much of the outgoing ring a sender takes ownership of ahead of its
+// next frame (ShmRing::PrefetchNextWrites): a small frame or two. Only after
+// a small frame (kPrefetchAheadAfter): a large one costs its copy, and the
+// consumer streams through it with the hardware prefetcher reading ahead,
+// into the lines taking ownership would steal (4 KiB round trips: +4%).
+constexpr size_t kPrefetchAheadBytes = 256;
+constexpr size_t kPrefetchAheadAfter = 512;
 
 }  // namespace
 
@@ -208,6 +217,7 @@ class ShmConnection::Impl final : public FdHandler,
       out_.Advance(total);
       out_.Publish();
       out_.WakeConsumerIfSleeping();
+      if (total <= kPrefetchAheadAfter) out_.PrefetchNextWrites(kPrefetchAheadBytes);
       return absl::OkStatus();
     });
   }
@@ -255,6 +265,7 @@ class ShmConnection::Impl final : public FdHandler,
         for (absl::string_view part : parts) out_.Append(part.data(), part.size());
         out_.Publish();
         out_.WakeConsumerIfSleeping();
+        if (total <= kPrefetchAheadAfter) out_.PrefetchNextWrites(kPrefetchAheadBytes);
         return absl::OkStatus();
       }
       // As much as fits now, in order: once a part is cut short, the later
@@ -553,7 +564,7 @@ class ShmConnection::Impl final : public FdHandler,
     const uintptr_t end = reinterpret_cast<uintptr_t>(bytes.data()) +
                           std::min(bytes.size(), kMaxLines * kCacheLine);
     for (uintptr_t line = start; line < end; line += kCacheLine) {
-      __builtin_prefetch(reinterpret_cast<const void*>(line));
+      PrefetchForRead(reinterpret_cast<const void*>(line));
     }
   }
 

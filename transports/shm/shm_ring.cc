@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "internal/copy_bytes.h"
+#include "transports/shm/cache_prefetch.h"
 #include "transports/shm/futex.h"
 
 namespace locus::internal {
@@ -37,6 +38,13 @@ void ShmRing::Publish() {
   // seq_cst: ordered before the load of consumer_sleepers in
   // WakeConsumerIfSleeping (Dekker-style with the consumer's sleep protocol).
   control_->write_index.store(write_index_, std::memory_order_seq_cst);
+}
+
+void ShmRing::PrefetchNextWrites(size_t bytes) const {
+  const uint64_t first = (write_index_ + kCacheLine - 1) & ~uint64_t{kCacheLine - 1};
+  for (uint64_t index = first; index < write_index_ + bytes; index += kCacheLine) {
+    PrefetchForWrite(data_ + (index & mask_));
+  }
 }
 
 void ShmRing::WakeConsumerIfSleeping() {

@@ -72,6 +72,12 @@ class ShmRing {
   // Counts `size` bytes written through ContiguousRun as appended.
   void Advance(size_t size) { write_index_ += size; }
   void Publish();
+  // Takes ownership (PrefetchForWrite) of the cache lines the next
+  // `bytes` written will use, from the first line boundary at or after the
+  // write position: the line holding the position itself may still be
+  // read by the consumer, and taking it would steal it back mid-read.
+  // A hint for a producer with time to spare (it waits for a reply).
+  void PrefetchNextWrites(size_t bytes) const;
   // Wakes the consumer if it sleeps and nobody polls.
   void WakeConsumerIfSleeping();
   // Whether the consumer has left room, from the published indices only:

@@ -49,6 +49,25 @@ TEST_F(RingTest, BytesWrapAroundInOrder) {
   EXPECT_EQ(got, expected);
 }
 
+// Taking ownership ahead (a hint) changes nothing a consumer reads: not
+// the bytes published, not those written after it, at any position
+// including across the ring's end.
+TEST_F(RingTest, PrefetchNextWritesChangesNothing) {
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_);
+  std::memset(data_, '#', kCapacity);
+  std::string expected, got;
+  for (int round = 0; round < 60; ++round) {
+    std::string chunk(97 + round * 13, static_cast<char>('a' + round % 26));
+    producer.Write(chunk.data(), chunk.size());
+    producer.PrefetchNextWrites(256);
+    producer.PrefetchNextWrites(kCapacity);  // the whole ring, wrapping
+    expected += chunk;
+    got += ReadAll(consumer);
+  }
+  EXPECT_EQ(got, expected);
+}
+
 TEST_F(RingTest, ContiguousRunOnlyWhereBytesDoNotWrap) {
   ShmRing producer(&control_, data_, kCapacity, &doorbell_);
   ShmRing consumer(&control_, data_, kCapacity, &doorbell_);
