@@ -214,9 +214,12 @@ class ServerImpl {
     core_options.local_endpoints = local_endpoints_;
     core_options.allowed_uids = options_.allowed_uids;
     std::weak_ptr<ConnectionSet> set = connections_;
+    // The set holds each connection until its on_closed has run (Shutdown,
+    // which the destructor runs too, waits until the set is empty).
     core_options.on_closed = [set](ConnectionCore* core) {
       if (auto live = set.lock()) live->Remove(core);
     };
+    core_options.owner_holds_until_closed = true;
     auto core = ConnectionCore::Create(std::move(connection), std::move(core_options));
     connections_->Add(core);
     core->Start();

@@ -761,8 +761,9 @@ void ConnectionCore::OnFrame(Frame& frame) {
     return;
   }
   // A handler or a stream's callback run from here may drop the last other
-  // reference.
-  std::shared_ptr<ConnectionCore> self = weak_from_this().lock();
+  // reference, unless the owner holds one until closed.
+  std::shared_ptr<ConnectionCore> self;
+  if (!options_.owner_holds_until_closed) self = weak_from_this().lock();
   switch (type) {
     case FrameType::kHello:
     case FrameType::kHelloAck:

@@ -76,6 +76,10 @@ class ConnectionCore final : public FrameSink,
     std::vector<uid_t> allowed_uids;
     // Runs once after the connection closed (on the closing thread).
     std::function<void(ConnectionCore*)> on_closed;
+    // The owner keeps a reference until on_closed has run (a server's
+    // connection set): no frame delivery can then drop the last one, and
+    // OnFrame takes none of its own (two atomic operations per call).
+    bool owner_holds_until_closed = false;
   };
 
   static std::shared_ptr<ConnectionCore> Create(std::unique_ptr<Connection> connection,
