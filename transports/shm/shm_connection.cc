@@ -93,6 +93,7 @@ class ShmConnection::Impl final : public FdHandler,
 
   // Before Start() only.
   void SetReaderSleepForTesting(absl::Duration sleep) { reader_sleep_ = sleep; }
+  bool ReaderParkedForTesting() const { return reader_parked_.load(std::memory_order_seq_cst); }
 
   void Start(FrameSink* sink) {
     sink_ = sink;
@@ -368,7 +369,9 @@ class ShmConnection::Impl final : public FdHandler,
   // announcement down.
   void AdjustBackgroundReads(int delta) {
     const int before = background_reads_.fetch_add(delta, std::memory_order_seq_cst);
-    if (before == 0 && delta > 0 && announcement_lingers_.load(std::memory_order_seq_cst)) {
+    if (before == 0 && delta > 0 &&
+        (announcement_lingers_.load(std::memory_order_seq_cst) ||
+         reader_parked_.load(std::memory_order_seq_cst))) {
       WakeLocalReader();
     }
   }
@@ -492,7 +495,10 @@ class ShmConnection::Impl final : public FdHandler,
     for (;;) {
       // A caller holding the role wakes this thread (WakeLocalReader) if it
       // leaves data behind; until then there is nothing to do.
-      if (!role_.TryAcquire() && !role_.AcquireWithin(kMaxSleep)) continue;
+      if (!role_.TryAcquire()) {
+        if (ParkWhileCallerReads()) continue;
+        if (!role_.AcquireWithin(kMaxSleep)) continue;
+      }
       TookRole();
       const ReaderNext next = ReadWithRole();
       ReleaseRole();
@@ -520,6 +526,34 @@ class ShmConnection::Impl final : public FdHandler,
     }
     if (loop_ != nullptr) loop_->Remove(fd_);
     if (!detached_.load(std::memory_order_acquire)) sink_->OnClosed(CloseReason());
+  }
+
+  // The reader thread, finding the role taken by a synchronous caller
+  // (DriveUntil) while nobody wants background reads: sleeps until woken
+  // locally, i.e. the caller left input or queued output behind (DriveUntil),
+  // background reads are wanted again (AdjustBackgroundReads) or the
+  // connection closed. Returns false (without sleeping) if background reads
+  // are wanted: the thread then waits for the role itself. Waiting for the
+  // role while nobody wants background reads would turn each caller's
+  // release of the role into a futex wake-up of this thread, which then
+  // preempts the caller on its core (both are usually pinned together) and
+  // takes the polling announcement down, so the peer wakes it again: a
+  // cycle of a few hundred wake-ups per second in a client calling in a
+  // loop.
+  bool ParkWhileCallerReads() {
+    std::atomic<uint32_t>* doorbell = &in_.control()->data_seq;
+    const uint32_t seen = doorbell->load(std::memory_order_seq_cst);
+    // Dekker with AdjustBackgroundReads (all seq_cst): either it sees the
+    // flag and rings, or this load sees its count.
+    reader_parked_.store(true, std::memory_order_seq_cst);
+    if (background_reads_.load(std::memory_order_seq_cst) != 0 ||
+        closed_.load(std::memory_order_seq_cst)) {
+      reader_parked_.store(false, std::memory_order_relaxed);
+      return false;
+    }
+    FutexWait(doorbell, seen, reader_sleep_);
+    reader_parked_.store(false, std::memory_order_relaxed);
+    return true;
   }
 
   // The reader thread, holding the role: drains, then polls while the ring
@@ -793,6 +827,8 @@ class ShmConnection::Impl final : public FdHandler,
   // Set (by a caller leaving DriveUntil) while the announcement stays up
   // with nobody polling; cleared when it comes down. Read by anyone.
   std::atomic<bool> announcement_lingers_{false};
+  // The reader thread sleeps in ParkWhileCallerReads.
+  std::atomic<bool> reader_parked_{false};
   // How long the idle reader thread sleeps before it looks again by itself
   // (kMaxSleep; tests lengthen it so that only real wake-ups wake it).
   absl::Duration reader_sleep_ = kMaxSleep;
@@ -859,6 +895,7 @@ void ShmConnection::AdjustBackgroundReads(int delta) { impl_->AdjustBackgroundRe
 void ShmConnection::SetReaderSleepForTesting(absl::Duration sleep) {
   impl_->SetReaderSleepForTesting(sleep);
 }
+bool ShmConnection::ReaderParkedForTesting() const { return impl_->ReaderParkedForTesting(); }
 const PeerInfo& ShmConnection::peer() const { return impl_->peer(); }
 
 }  // namespace locus::internal

@@ -77,6 +77,10 @@ class ShmConnection final : public Connection {
   // at the ring by itself (50 ms). Tests make it long, so that only the
   // wake-ups under test wake it.
   void SetReaderSleepForTesting(absl::Duration sleep);
+  // Whether the reader thread sleeps because a synchronous caller holds
+  // the reader role while nobody wants background reads (it then waits
+  // for a local wake-up only).
+  bool ReaderParkedForTesting() const;
   const PeerInfo& peer() const override;
 
   class Impl;

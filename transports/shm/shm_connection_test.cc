@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "locus/frame.h"
+#include "transports/shm/futex.h"
 #include "transports/shm/poll_window.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/spin_budget.h"
@@ -222,6 +223,34 @@ TEST_F(ShmConnectionTest, FramesArrivingBetweenSynchronousCallsAreReadByTheNextC
   ServerSends("second");
   ASSERT_TRUE(ClientDrivesUntil(3));
   EXPECT_EQ(client_sink_.count(), 3u);
+}
+
+TEST_F(ShmConnectionTest, ReaderParkedBehindACallerWakesWhenBackgroundReadsAreWanted) {
+  client_->AdjustBackgroundReads(-1);  // a plain client
+  // A synchronous caller holds the reader role, polling for frame 1.
+  bool received = false;
+  std::thread caller([&] { received = ClientDrivesUntil(1); });
+  const absl::Time until = absl::Now() + kWatchdog;
+  while (ClientPollingAnnounced() == 0 && absl::Now() < until) std::this_thread::yield();
+  // Something rings the client's doorbell: its reader thread wakes, finds
+  // the role taken and nobody wanting background reads, and parks (waiting
+  // for a local wake-up only, for up to its 1 h test sleep).
+  header_->rings[1].data_seq.fetch_add(1, std::memory_order_seq_cst);
+  FutexWakeAll(&header_->rings[1].data_seq);
+  while (!client_->ReaderParkedForTesting() && absl::Now() < until) absl::SleepFor(absl::Microseconds(100));
+  ASSERT_TRUE(client_->ReaderParkedForTesting());
+  // An asynchronous call starts while the caller still drives: the parked
+  // reader must wake up for it, and read what comes once the caller is gone.
+  client_->AdjustBackgroundReads(+1);
+  while (client_->ReaderParkedForTesting() && absl::Now() < until) absl::SleepFor(absl::Microseconds(100));
+  EXPECT_FALSE(client_->ReaderParkedForTesting());
+  ServerSends("the caller's reply");
+  caller.join();
+  ASSERT_TRUE(received);
+  for (size_t n = 2; n <= 10; ++n) {
+    ServerSends("async reply");
+    ASSERT_TRUE(client_sink_.WaitFor(n)) << n;
+  }
 }
 
 // Reader threads as they run in production: polling whenever they may.
