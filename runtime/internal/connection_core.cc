@@ -958,7 +958,8 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   // A handler running inline occupies the connection's reader, so no CANCEL
   // can be read while it runs: it is cancelled by its deadline or by this
   // side closing the connection (closing_, shared by all inline calls, held
-  // without ownership: OnFrame keeps this object alive until Serve returns),
+  // without ownership: OnFrame, or for a server's connection the server's
+  // set, keeps this object alive until Serve returns),
   // and needs no table entry, only a count for graceful shutdown. Pooled
   // handlers get their own flag and a table entry.
   // Streaming handlers always run on the stream pool (they block in Read
@@ -1101,8 +1102,10 @@ void ConnectionCore::FinishServing(IncomingCall& call, const ServerContext& cont
     --open_peer_streams_;
   }
   SendOutcome(call, context, status, reply, reply_size);
-  // Only now: until its reply is out, the call counts as in progress for
-  // Server::Shutdown, which closes the connection once none is.
+  // Only now: until its reply is handed to the transport, the call counts
+  // as in progress for Server::Shutdown, which closes the connection once
+  // none is. (Output the transport still queues then, behind a full ring
+  // or socket buffer, is lost with the close.)
   EndServing(call);
 }
 

@@ -495,8 +495,11 @@ class ShmConnection::Impl final : public FdHandler,
     for (;;) {
       // A caller holding the role wakes this thread (WakeLocalReader) if it
       // leaves data behind; until then there is nothing to do.
+      // Read before trying the role: a caller that releases it and rings
+      // in between changes the word, so the park below cannot miss that.
+      const uint32_t doorbell_seen = in_.control()->data_seq.load(std::memory_order_seq_cst);
       if (!role_.TryAcquire()) {
-        if (ParkWhileCallerReads()) continue;
+        if (ParkWhileCallerReads(doorbell_seen)) continue;
         if (!role_.AcquireWithin(kMaxSleep)) continue;
       }
       TookRole();
@@ -529,20 +532,21 @@ class ShmConnection::Impl final : public FdHandler,
   }
 
   // The reader thread, finding the role taken by a synchronous caller
-  // (DriveUntil) while nobody wants background reads: sleeps until woken
-  // locally, i.e. the caller left input or queued output behind (DriveUntil),
-  // background reads are wanted again (AdjustBackgroundReads) or the
-  // connection closed. Returns false (without sleeping) if background reads
-  // are wanted: the thread then waits for the role itself. Waiting for the
+  // (DriveUntil) while nobody wants background reads: sleeps on the doorbell
+  // (read as `seen` before the role was tried) without announcing itself to
+  // the peer, so only local rings wake it (the caller left input or queued
+  // output behind, background reads are wanted again, the connection
+  // closed), besides stray rings of the peer and reader_sleep_. Returns
+  // false (without sleeping) if background reads are wanted or the
+  // connection closed: the thread then waits for the role itself. Waiting for the
   // role while nobody wants background reads would turn each caller's
   // release of the role into a futex wake-up of this thread, which then
   // preempts the caller on its core (both are usually pinned together) and
   // takes the polling announcement down, so the peer wakes it again: a
   // cycle of a few hundred wake-ups per second in a client calling in a
   // loop.
-  bool ParkWhileCallerReads() {
+  bool ParkWhileCallerReads(uint32_t seen) {
     std::atomic<uint32_t>* doorbell = &in_.control()->data_seq;
-    const uint32_t seen = doorbell->load(std::memory_order_seq_cst);
     // Dekker with AdjustBackgroundReads (all seq_cst): either it sees the
     // flag and rings, or this load sees its count.
     reader_parked_.store(true, std::memory_order_seq_cst);

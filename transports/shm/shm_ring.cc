@@ -41,8 +41,10 @@ void ShmRing::Publish() {
 }
 
 void ShmRing::PrefetchNextWrites(size_t bytes) const {
+  const uint64_t known_free = capacity_ - (write_index_ - cached_read_);
+  const uint64_t end = write_index_ + std::min<uint64_t>(bytes, known_free);
   const uint64_t first = (write_index_ + kCacheLine - 1) & ~uint64_t{kCacheLine - 1};
-  for (uint64_t index = first; index < write_index_ + bytes; index += kCacheLine) {
+  for (uint64_t index = first; index < end; index += kCacheLine) {
     PrefetchForWrite(data_ + (index & mask_));
   }
 }

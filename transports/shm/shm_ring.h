@@ -74,9 +74,10 @@ class ShmRing {
   void Publish();
   // Takes ownership (PrefetchForWrite) of the cache lines the next
   // `bytes` written will use, from the first line boundary at or after the
-  // write position: the line holding the position itself may still be
-  // read by the consumer, and taking it would steal it back mid-read.
-  // A hint for a producer with time to spare (it waits for a reply).
+  // write position and only within the room known to be free: the line
+  // holding the position itself, and lines not yet consumed, may still be
+  // read by the consumer, and taking them would steal them back mid-read.
+  // A hint, for right after publishing a small frame.
   void PrefetchNextWrites(size_t bytes) const;
   // Wakes the consumer if it sleeps and nobody polls.
   void WakeConsumerIfSleeping();
