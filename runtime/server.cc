@@ -169,10 +169,13 @@ class ServerImpl {
     listeners.clear();  // stop accepting (waits for an accept in progress)
     absl::Status going_away = absl::UnavailableError("server is shutting down");
     for (const auto& core : connections_->Snapshot()) core->SendGoAway(going_away);
-    // Let calls in progress finish until the deadline.
+    // Let calls in progress finish, and their replies leave the transports'
+    // queues (a large reply to a slow reader), until the deadline.
     for (;;) {
       size_t busy = 0;
-      for (const auto& core : connections_->Snapshot()) busy += core->active_server_calls();
+      for (const auto& core : connections_->Snapshot()) {
+        busy += core->active_server_calls() + (core->has_queued_output() ? 1 : 0);
+      }
       if (busy == 0 || absl::Now() >= deadline) break;
       absl::SleepFor(absl::Milliseconds(1));
     }

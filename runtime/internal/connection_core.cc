@@ -1104,8 +1104,8 @@ void ConnectionCore::FinishServing(IncomingCall& call, const ServerContext& cont
   SendOutcome(call, context, status, reply, reply_size);
   // Only now: until its reply is handed to the transport, the call counts
   // as in progress for Server::Shutdown, which closes the connection once
-  // none is. (Output the transport still queues then, behind a full ring
-  // or socket buffer, is lost with the close.)
+  // none is (which also waits for the transport to hand queued output to
+  // the peer: has_queued_output).
   EndServing(call);
 }
 

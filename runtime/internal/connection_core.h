@@ -120,6 +120,9 @@ class ConnectionCore final : public FrameSink,
   bool closed() const;
   // Calls the peer started that are still being served here.
   size_t active_server_calls() const;
+  // Whether frames sent are still queued in the transport (Connection::
+  // HasQueuedOutput): closing now would drop them.
+  bool has_queued_output() const { return connection_->HasQueuedOutput(); }
   const PeerInfo& peer() const { return peer_; }
   // The peer's HELLO (valid after the handshake).
   const wire::Hello& peer_hello() const { return peer_hello_; }

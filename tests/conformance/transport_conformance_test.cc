@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -842,6 +844,111 @@ TEST(Connect, NoServerGivesUnavailable) {
   EXPECT_EQ(bad_scheme.status().code(), absl::StatusCode::kInvalidArgument) << bad_scheme.status();
   auto long_path = Connect("unix:/tmp/" + std::string(200, 'x'));
   EXPECT_EQ(long_path.status().code(), absl::StatusCode::kInvalidArgument) << long_path.status();
+}
+
+// A Unix-socket client speaking raw frames, so that a test decides when it
+// reads. Blocking, each receive bounded by the watchdog.
+class RawUnixClient {
+ public:
+  explicit RawUnixClient(const std::string& path) {
+    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+    if (fd_ < 0 || connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return;
+    const timeval timeout = absl::ToTimeval(kWatchdog);
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    connected_ = true;
+  }
+  ~RawUnixClient() {
+    if (fd_ >= 0) close(fd_);
+  }
+  bool connected() const { return connected_; }
+
+  bool Send(FrameType type, uint32_t flags, uint64_t call_id, const std::string& meta,
+            const std::string& payload) {
+    FrameHeader header = FrameHeader::Make(type, flags, call_id);
+    header.meta_length = static_cast<uint32_t>(meta.size());
+    header.payload_length = static_cast<uint32_t>(payload.size());
+    std::string bytes(reinterpret_cast<const char*>(&header), sizeof(header));
+    bytes += meta;
+    bytes += payload;
+    for (size_t sent = 0; sent < bytes.size();) {
+      const ssize_t n = send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      sent += static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  // The next whole frame; false at the end of the stream, an error or the
+  // watchdog.
+  bool Read(FrameHeader* header, std::string* meta, std::string* payload) {
+    if (!ReadExactly(reinterpret_cast<char*>(header), sizeof(*header))) return false;
+    meta->resize(header->meta_length);
+    payload->resize(header->payload_length);
+    return ReadExactly(meta->data(), meta->size()) && ReadExactly(payload->data(), payload->size());
+  }
+
+ private:
+  bool ReadExactly(char* out, size_t size) {
+    for (size_t got = 0; got < size;) {
+      const ssize_t n = recv(fd_, out + got, size - got, 0);
+      if (n <= 0) return false;
+      got += static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+// Graceful shutdown with a reply still queued in the server's transport (a
+// large reply to a client that has not read it yet): the connection closes
+// only once the reply has gone out.
+TEST(Server, ShutdownWaitsForAQueuedReplyToReachTheClient) {
+  TempDir dir;
+  TestServiceImpl service;
+  Server server;
+  ASSERT_TRUE(server.RegisterService(&service).ok());
+  const std::string path = dir.path() + "/queued.sock";
+  ASSERT_TRUE(server.AddListeningAddress("unix:" + path).ok());
+  ASSERT_TRUE(server.Start().ok());
+  RawUnixClient client(path);
+  ASSERT_TRUE(client.connected());
+  wire::Hello hello;
+  hello.set_min_protocol_version(kProtocolVersion);
+  hello.set_max_protocol_version(kProtocolVersion);
+  ASSERT_TRUE(client.Send(FrameType::kHello, 0, 0, hello.SerializeAsString(), ""));
+  FrameHeader header;
+  std::string meta, payload;
+  ASSERT_TRUE(client.Read(&header, &meta, &payload));
+  ASSERT_EQ(header.frame_type(), FrameType::kHelloAck);
+  constexpr size_t kReplyBytes = 3u << 20;  // far beyond the socket's buffers
+  EchoRequest request;
+  request.set_data(std::string(kReplyBytes, 'q'));
+  std::string call_meta;
+  internal::EncodeCallHeader("/locus.conformance.TestService/Echo", 0, {}, &call_meta);
+  ASSERT_TRUE(client.Send(FrameType::kRequest, kFlagHasMessage | kFlagEndStream, 1, call_meta,
+                          request.SerializeAsString()));
+  // The handler answers at once; most of the reply waits in the server's
+  // queue while this client does not read.
+  absl::SleepFor(absl::Milliseconds(300));
+  std::thread shutdown([&] { server.Shutdown(absl::Now() + absl::Seconds(30)); });
+  // A shutdown that did not wait for the queue would close the connection
+  // within a millisecond or so: give it the chance.
+  absl::SleepFor(absl::Milliseconds(300));
+  bool answered = false;
+  while (!answered && client.Read(&header, &meta, &payload)) {
+    if (header.frame_type() != FrameType::kResponse || header.call_id != 1) continue;  // GOAWAY
+    EchoReply reply;
+    ASSERT_TRUE(reply.ParseFromString(payload));
+    EXPECT_EQ(reply.data().size(), kReplyBytes);
+    answered = true;
+  }
+  shutdown.join();
+  EXPECT_TRUE(answered) << "the connection closed before the reply was out";
 }
 
 TEST(Server, SocketFileHasModeFromOptions) {

@@ -94,6 +94,7 @@ class ShmConnection::Impl final : public FdHandler,
   // Before Start() only.
   void SetReaderSleepForTesting(absl::Duration sleep) { reader_sleep_ = sleep; }
   bool ReaderParkedForTesting() const { return reader_parked_.load(std::memory_order_seq_cst); }
+  bool HasQueuedOutput() const { return pending_bytes_.load(std::memory_order_acquire) != 0; }
 
   void Start(FrameSink* sink) {
     sink_ = sink;
@@ -896,6 +897,7 @@ bool ShmConnection::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadli
   return impl_->DriveUntil(done, deadline);
 }
 void ShmConnection::AdjustBackgroundReads(int delta) { impl_->AdjustBackgroundReads(delta); }
+bool ShmConnection::HasQueuedOutput() const { return impl_->HasQueuedOutput(); }
 void ShmConnection::SetReaderSleepForTesting(absl::Duration sleep) {
   impl_->SetReaderSleepForTesting(sleep);
 }

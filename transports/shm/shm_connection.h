@@ -73,6 +73,7 @@ class ShmConnection final : public Connection {
   // At 0, a synchronous caller's polling announcement outlives its call
   // (the next call's reply then needs no write to a shared cache line).
   void AdjustBackgroundReads(int delta) override;
+  bool HasQueuedOutput() const override;
   // Before Start(): how long the idle reader thread sleeps before it looks
   // at the ring by itself (50 ms). Tests make it long, so that only the
   // wake-ups under test wake it.

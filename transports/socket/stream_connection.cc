@@ -258,6 +258,11 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     if (background_readers_.load(std::memory_order_seq_cst) > 0) UpdateInterest();
   }
 
+  bool HasQueuedOutput() const {
+    absl::MutexLock lock(&write_mu_);
+    return queued_bytes() != 0;
+  }
+
   void AdjustBackgroundReads(int delta) {
     {
       absl::MutexLock lock(&interest_mu_);
@@ -362,6 +367,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   size_t queued_bytes() const ABSL_SHARED_LOCKS_REQUIRED(write_mu_) {
     return out_queue_.size() - out_offset_;
   }
+
 
   absl::Status CloseReason() {
     absl::MutexLock lock(&state_mu_);
@@ -614,7 +620,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   std::atomic<int> background_readers_{1};
   std::atomic<bool> want_write_{false};
 
-  absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(interest_mu_);
+  mutable absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(interest_mu_);
   std::string out_queue_ ABSL_GUARDED_BY(write_mu_);
   size_t out_offset_ ABSL_GUARDED_BY(write_mu_) = 0;
   absl::Time last_progress_ ABSL_GUARDED_BY(write_mu_);  // queue started, or last bytes taken
@@ -650,6 +656,8 @@ bool StreamConnection::DriveUntil(absl::FunctionRef<bool()> done, absl::Time dea
   return impl_->DriveUntil(done, deadline);
 }
 void StreamConnection::AdjustBackgroundReads(int delta) { impl_->AdjustBackgroundReads(delta); }
+
+bool StreamConnection::HasQueuedOutput() const { return impl_->HasQueuedOutput(); }
 
 const PeerInfo& StreamConnection::peer() const { return impl_->peer(); }
 

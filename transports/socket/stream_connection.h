@@ -38,6 +38,7 @@ class StreamConnection final : public Connection {
   void Close(const absl::Status& reason) override;
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
   void AdjustBackgroundReads(int delta) override;
+  bool HasQueuedOutput() const override;
   const PeerInfo& peer() const override;
 
   class Impl;

@@ -174,6 +174,12 @@ class Connection {
   // next caller that drives. Transports that always read ignore it.
   virtual void AdjustBackgroundReads(int delta) { (void)delta; }
 
+  // Whether bytes of frames already accepted by Send are still queued here,
+  // not yet handed to the peer (a full ring or socket buffer). Server
+  // shutdown waits for them (within its deadline) before it closes, since
+  // closing drops them. Any thread.
+  virtual bool HasQueuedOutput() const { return false; }
+
   // False for a datagram transport (UDP): frames may be lost or reordered.
   // The runtime then bounds every call with a deadline and refuses
   // streaming calls, whose flow control needs every frame.
