@@ -233,8 +233,10 @@ class ShmConnection::Impl final : public FdHandler,
     last_sent_payload_.store(payload_bytes, std::memory_order_relaxed);
     const bool reader = role_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id();
     // While a sender is here it flushes the queue itself: the reader-role
-    // holder neither waits for nor polls on ring space meanwhile.
-    senders_busy_.fetch_add(1, std::memory_order_seq_cst);
+    // holder neither waits for nor polls on ring space meanwhile. The role
+    // holder sending (an inline handler's reply) is that holder, so it need
+    // not say so: two atomic operations fewer on a server's reply path.
+    if (!reader) senders_busy_.fetch_add(1, std::memory_order_seq_cst);
     absl::Status status;
     {
       absl::MutexLock lock(&send_mu_);
@@ -243,7 +245,7 @@ class ShmConnection::Impl final : public FdHandler,
                          absl::StrCat("connection closed: ", CloseReason().message()))
                    : send_locked(reader);
     }
-    senders_busy_.fetch_sub(1, std::memory_order_seq_cst);
+    if (!reader) senders_busy_.fetch_sub(1, std::memory_order_seq_cst);
     // Output left queued (the ring is full) is the reader thread's to flush
     // as room frees: make sure it looks (after the count above dropped, so
     // that it does not leave it to this sender).
@@ -850,7 +852,7 @@ class ShmConnection::Impl final : public FdHandler,
   size_t pending_offset_ ABSL_GUARDED_BY(send_mu_) = 0;
   size_t pending_total_ ABSL_GUARDED_BY(send_mu_) = 0;  // bytes in pending_
   std::atomic<size_t> pending_bytes_{0};
-  std::atomic<int> senders_busy_{0};  // threads inside Send
+  std::atomic<int> senders_busy_{0};  // threads inside Send, other than the role holder
   std::atomic<uint64_t> last_sent_payload_{0};  // payload bytes of the last frame sent
   // When queued output last moved (or the queue started): see SendStalled.
   std::atomic<int64_t> last_flush_progress_ns_{0};
