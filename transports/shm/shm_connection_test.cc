@@ -32,12 +32,19 @@ namespace {
 constexpr absl::Duration kWatchdog = absl::Seconds(60);
 constexpr uint64_t kRingCapacity = 64 * 1024;
 
-// Counts the frames delivered to it.
+// Counts the frames delivered to it; while held, the delivering thread
+// waits in OnFrame (its reader stops consuming).
 class CountingSink final : public FrameSink {
  public:
   void OnFrame(Frame&) override {
     absl::MutexLock lock(&mu_);
     ++frames_;
+    auto open = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !held_; };
+    mu_.Await(absl::Condition(&open));
+  }
+  void Hold(bool held) {
+    absl::MutexLock lock(&mu_);
+    held_ = held;
   }
   void OnOversizeFrame(const FrameHeader&) override {}
   void OnClosed(const absl::Status&) override {}
@@ -55,6 +62,7 @@ class CountingSink final : public FrameSink {
  private:
   mutable absl::Mutex mu_;
   size_t frames_ ABSL_GUARDED_BY(mu_) = 0;
+  bool held_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 class ShmConnectionTest : public ::testing::Test {
@@ -251,6 +259,25 @@ TEST_F(ShmConnectionTest, ReaderParkedBehindACallerWakesWhenBackgroundReadsAreWa
     ServerSends("async reply");
     ASSERT_TRUE(client_sink_.WaitFor(n)) << n;
   }
+}
+
+// What a sender queued because the peer's ring was full is reported until
+// the peer has taken it (Server::Shutdown waits for it before closing).
+TEST_F(ShmConnectionTest, QueuedOutputIsReportedUntilThePeerTakesIt) {
+  EXPECT_FALSE(server_->HasQueuedOutput());
+  client_sink_.Hold(true);  // the client's reader stops in its first OnFrame
+  struct Unhold {
+    CountingSink& sink;
+    ~Unhold() { sink.Hold(false); }  // also on an early return: TearDown joins the reader
+  } unhold{client_sink_};
+  const std::string half_ring(kRingCapacity / 2, 'q');
+  for (int i = 0; i < 3; ++i) ServerSends(half_ring);  // the third cannot fit
+  EXPECT_TRUE(server_->HasQueuedOutput());
+  client_sink_.Hold(false);
+  ASSERT_TRUE(client_sink_.WaitFor(3));
+  const absl::Time until = absl::Now() + kWatchdog;
+  while (server_->HasQueuedOutput() && absl::Now() < until) absl::SleepFor(absl::Microseconds(100));
+  EXPECT_FALSE(server_->HasQueuedOutput());
 }
 
 // Reader threads as they run in production: polling whenever they may.
