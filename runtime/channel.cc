@@ -109,6 +109,13 @@ class ChannelImpl final : public Channel {
     return route_.loopback;
   }
 
+  // Whether route_ can take a call as it is: a collocated server still
+  // running, or a connection still usable.
+  bool RouteUsableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (route_.local != nullptr) return !route_.local->stopped();
+    return route_.core != nullptr && route_.core->usable();
+  }
+
   // What a unary call needs of a usable route (GetRoute): the collocated
   // dispatcher into `*local`, or else the connection into `*core`. The
   // per-call path: copies one reference, not the whole route.
@@ -116,12 +123,12 @@ class ChannelImpl final : public Channel {
                              std::shared_ptr<LocalDispatcher>* local) {
     {
       absl::MutexLock lock(&mu_);
-      if (route_.local != nullptr && !route_.local->stopped()) {
-        *local = route_.local;
-        return absl::OkStatus();
-      }
-      if (route_.core != nullptr && route_.core->usable()) {
-        *core = route_.core;
+      if (RouteUsableLocked()) {
+        if (route_.local != nullptr) {
+          *local = route_.local;
+        } else {
+          *core = route_.core;
+        }
         return absl::OkStatus();
       }
     }
@@ -139,8 +146,7 @@ class ChannelImpl final : public Channel {
     // callback that calls back into this channel.
     Route replaced;
     absl::MutexLock lock(&mu_);
-    if (route_.local != nullptr && !route_.local->stopped()) return route_;
-    if (route_.core != nullptr && route_.core->usable()) return route_;
+    if (RouteUsableLocked()) return route_;
     absl::Time deadline = std::min(call_deadline, absl::Now() + options_.connect_timeout);
     absl::StatusOr<Route> fresh = Select(deadline);
     if (!fresh.ok()) {

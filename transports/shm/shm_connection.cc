@@ -217,9 +217,7 @@ class ShmConnection::Impl final : public FdHandler,
       std::memcpy(run, &header, sizeof(header));
       if (!meta.empty()) std::memcpy(run + sizeof(header), meta.data(), meta.size());
       out_.Advance(total);
-      out_.Publish();
-      out_.WakeConsumerIfSleeping();
-      if (total <= kPrefetchAheadAfter) out_.PrefetchNextWrites(kPrefetchAheadBytes);
+      PublishFrameLocked(total);
       return absl::OkStatus();
     });
   }
@@ -253,6 +251,15 @@ class ShmConnection::Impl final : public FdHandler,
     return status;
   }
 
+  // Makes a whole frame of `frame_bytes` just written to the ring visible
+  // and wakes the peer if it sleeps; after a small frame, takes ownership of
+  // the lines the next one will use (kPrefetchAheadAfter).
+  void PublishFrameLocked(size_t frame_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
+    out_.Publish();
+    out_.WakeConsumerIfSleeping();
+    if (frame_bytes <= kPrefetchAheadAfter) out_.PrefetchNextWrites(kPrefetchAheadBytes);
+  }
+
   absl::Status SendLocked(const FrameHeader& header, absl::string_view meta,
                           absl::string_view payload, absl::Time deadline, bool reader)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_) {
@@ -267,9 +274,7 @@ class ShmConnection::Impl final : public FdHandler,
       const size_t total = parts[0].size() + parts[1].size() + parts[2].size();
       if (out_.FreeSpace(&free, total).ok() && free >= total) {
         for (absl::string_view part : parts) out_.Append(part.data(), part.size());
-        out_.Publish();
-        out_.WakeConsumerIfSleeping();
-        if (total <= kPrefetchAheadAfter) out_.PrefetchNextWrites(kPrefetchAheadBytes);
+        PublishFrameLocked(total);
         return absl::OkStatus();
       }
       // As much as fits now, in order: once a part is cut short, the later
