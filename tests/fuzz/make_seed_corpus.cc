@@ -4,11 +4,13 @@
 #include <cstdio>
 #include <fstream>
 #include <initializer_list>
-#include <utility>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "locus/frame.h"
 #include "locus/wire.pb.h"
+#include "transports/shm/shm_layout.h"
 
 namespace {
 
@@ -61,16 +63,38 @@ std::string ShmInput(uint8_t selector, uint64_t write_index, uint64_t read_index
   return out + rest;
 }
 
+// Ring bytes holding `records`, sealed as shm_fuzzer's rings expect.
+std::string SealedRecords(const std::vector<std::string>& records) {
+  std::string ring;
+  for (const std::string& body : records) {
+    locus::internal::ShmRecordHeader header{};
+    header.length.store(static_cast<uint32_t>(body.size()));
+    header.seal.store(locus::internal::ShmRecordSeal(ring.size(), locus::internal::kShmSealKeyMark));
+    ring.append(reinterpret_cast<const char*>(&header), sizeof(header));
+    ring += body;
+    ring.resize((ring.size() + locus::internal::kShmRecordAlign - 1) & ~(locus::internal::kShmRecordAlign - 1));
+  }
+  return ring;
+}
+
 int WriteShmCorpus(const std::string& dir) {
   auto write = [&](const std::string& name, const std::string& bytes) {
     std::ofstream(dir + "/" + name, std::ios::binary) << bytes;
   };
-  std::string frames = Hello(locus::FrameType::kHello) + Request(1, "/fuzz.Echo/Say", 0);
-  write("ring_frames", ShmInput(0, frames.size(), 0, frames));
-  write("ring_overrun", ShmInput(0, 1u << 20, 0, frames));
-  write("ring_backwards", ShmInput(0, 5, 100, frames));
+  const std::string hello = Hello(locus::FrameType::kHello);
+  const std::string request = Request(1, "/fuzz.Echo/Say", 0);
+  const std::string frames = hello + request;
+  const std::string records = SealedRecords({hello, request});
+  write("ring_frames", ShmInput(0, records.size(), 0, records));
+  // One frame cut across records, as a frame larger than the ring streams.
+  const std::string split =
+      SealedRecords({frames.substr(0, 7), frames.substr(7, 40), frames.substr(47)});
+  write("ring_split_frame", ShmInput(0, split.size(), 0, split));
+  write("ring_overrun", ShmInput(0, 1u << 20, 0, records));
+  write("ring_unsealed", ShmInput(0, 48, 0, frames));
+  write("ring_backwards", ShmInput(0, 5, 100, records));
   locus::wire::ShmSetup setup;
-  setup.set_layout_version(3);
+  setup.set_layout_version(locus::internal::kShmLayoutVersion);
   setup.set_ring_capacity(1 << 20);
   setup.set_bulk_capacity(16u << 20);
   setup.set_region_size(4096 + (2u << 20) + (32u << 20));

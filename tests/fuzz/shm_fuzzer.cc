@@ -1,8 +1,10 @@
 // Fuzz target for what a shared-memory peer controls: the TRANSPORT_SETUP
 // frame's meta and region header (validated before mapping is trusted), the
-// ring indices and bytes it writes (validated by ShmRing before any copy,
-// then cut into frames by FrameDecoder), and the bulk areas' payload
-// references and release counts (validated by ShmBulkReader/Writer).
+// ring indices and bytes it writes, record headers included (validated by
+// ShmRing before any copy, then cut into frames by FrameDecoder), and the
+// bulk areas' payload references and release counts (validated by
+// ShmBulkReader/Writer). The rings use kFuzzSealKey, a key the peer knows
+// (as a real peer does), so that inputs can hold sealed records.
 //
 // Input layout: [1 byte selector][8 bytes write index][8 bytes read index]
 // [rest: ring contents / setup meta / bulk references]. Selector % 3:
@@ -26,6 +28,7 @@ namespace locus::internal {
 namespace {
 
 constexpr uint64_t kCapacity = 4096;
+constexpr uint64_t kFuzzSealKey = kShmSealKeyMark;  // also in make_seed_corpus.cc
 
 struct CountingSink : FrameDecoderSink {
   size_t frames = 0;
@@ -48,10 +51,10 @@ void FuzzRing(uint64_t hostile_write, uint64_t hostile_read, const uint8_t* data
   std::memcpy(ring, data, std::min<size_t>(size, kCapacity));
 
   // Consumer facing a hostile producer index.
-  ShmRing consumer(&control, ring, kCapacity, &doorbell);
+  ShmRing consumer(&control, ring, kCapacity, &doorbell, kFuzzSealKey);
   FrameDecoder decoder(kDefaultMaxMetaSize, 1 << 16);
   CountingSink sink;
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < 16; ++round) {
     control.write_index.store(hostile_write + round * (hostile_read & 0xfff));
     absl::string_view first, second;
     if (!consumer.Readable(&first, &second).ok()) break;
@@ -63,7 +66,7 @@ void FuzzRing(uint64_t hostile_write, uint64_t hostile_read, const uint8_t* data
 
   // Producer facing a hostile consumer index.
   new (&control) ShmRingControl();
-  ShmRing producer(&control, ring, kCapacity, &doorbell);
+  ShmRing producer(&control, ring, kCapacity, &doorbell, kFuzzSealKey);
   for (int round = 0; round < 3; ++round) {
     uint64_t free = 0;
     if (!producer.FreeSpace(&free).ok()) break;

@@ -34,6 +34,7 @@ struct SetupLies {
   int64_t size_delta = 0;       // the memfd is this much larger than announced
   uint32_t magic = kShmMagic;   // written into the region header
   uint64_t bulk_capacity = 0;   // not a lie: bulk areas of this size
+  uint64_t seal_key = kShmSealKeyMark | 0x1234;  // written into the region header
 };
 
 // Speaks the client side of the shared-memory setup by hand.
@@ -61,6 +62,7 @@ class HandmadeShmClient {
     header->ring_capacity = capacity_;
     header->region_size = size_;
     header->bulk_capacity = lies.bulk_capacity;
+    header->seal_key = lies.seal_key;
     wire::ShmSetup setup;
     setup.set_layout_version(kShmLayoutVersion);
     setup.set_ring_capacity(capacity_);
@@ -88,13 +90,33 @@ class HandmadeShmClient {
   ShmRegionHeader* header() { return reinterpret_cast<ShmRegionHeader*>(region_); }
   char* client_to_server_ring() { return region_ + kShmHeaderSize; }
 
-  // Writes bytes into the client->server ring and publishes them.
+  // Writes bytes into the client->server ring as one sealed record (by
+  // hand, as shm_layout.h describes it; "" publishes no record) and rings
+  // the server's doorbell.
   void Publish(const std::string& bytes) {
     uint64_t at = header()->rings[0].write_index.load();
-    for (size_t i = 0; i < bytes.size(); ++i) client_to_server_ring()[(at + i) % capacity_] = bytes[i];
-    header()->rings[0].write_index.store(at + bytes.size());
+    if (!bytes.empty()) {
+      auto* record = reinterpret_cast<ShmRecordHeader*>(client_to_server_ring() + at % capacity_);
+      for (size_t i = 0; i < bytes.size(); ++i) {
+        client_to_server_ring()[(at + sizeof(ShmRecordHeader) + i) % capacity_] = bytes[i];
+      }
+      record->length.store(static_cast<uint32_t>(bytes.size()));
+      record->seal.store(ShmRecordSeal(at, header()->seal_key));
+      at += (sizeof(ShmRecordHeader) + bytes.size() + kShmRecordAlign - 1) & ~(kShmRecordAlign - 1);
+      header()->rings[0].write_index.store(at);
+    }
     header()->rings[0].data_seq.fetch_add(1);
     syscall(SYS_futex, &header()->rings[0].data_seq, 1 /*FUTEX_WAKE*/, 1 << 30, nullptr, nullptr, 0);
+  }
+
+  // Seals a record at the client->server ring's next position that claims
+  // `length` bytes, whatever the ring holds.
+  void PublishRecordClaiming(uint32_t length) {
+    const uint64_t at = header()->rings[0].write_index.load();
+    auto* record = reinterpret_cast<ShmRecordHeader*>(client_to_server_ring() + at % capacity_);
+    record->length.store(length);
+    record->seal.store(ShmRecordSeal(at, header()->seal_key));
+    Publish("");
   }
 
   // True once the server has hung up on us.
@@ -196,6 +218,22 @@ TEST_F(ShmHostilePeer, CorruptRingIndexClosesThatConnection) {
   client.header()->rings[0].write_index.store(uint64_t{1} << 40);
   client.Publish("");
   ExpectHungUpOn(client, captured, "corrupt shared-memory ring");
+}
+
+TEST_F(ShmHostilePeer, RecordLongerThanTheRingClosesThatConnection) {
+  StderrCapture captured;
+  HandmadeShmClient client;
+  ASSERT_EQ(client.Setup(address_, {}), "");
+  client.PublishRecordClaiming(1u << 20);  // the ring holds 4 KiB
+  ExpectHungUpOn(client, captured, "corrupt shared-memory ring");
+}
+
+TEST_F(ShmHostilePeer, RegionWithoutAValidSealKeyIsRefused) {
+  HandmadeShmClient client;
+  SetupLies lies;
+  lies.seal_key = 0x1234;  // top bit clear: a seal could be 0, as unwritten memory is
+  EXPECT_THAT(client.Setup(address_, lies), HasSubstr("region header"));
+  ExpectOthersStillServed();
 }
 
 TEST_F(ShmHostilePeer, GarbageFramesInTheRingCloseThatConnection) {

@@ -75,10 +75,10 @@ class ShmConnection::Impl final : public FdHandler,
         // that of the ring it consumes (shm_layout.h).
         out_(&header_->rings[client_side ? 0 : 1],
              mapping_->data() + kShmHeaderSize + (client_side ? 0 : capacity_), capacity_,
-             &header_->rings[client_side ? 1 : 0].data_seq),
+             &header_->rings[client_side ? 1 : 0].data_seq, header_->seal_key),
         in_(&header_->rings[client_side ? 1 : 0],
             mapping_->data() + kShmHeaderSize + (client_side ? capacity_ : 0), capacity_,
-            &header_->rings[client_side ? 0 : 1].data_seq),
+            &header_->rings[client_side ? 0 : 1].data_seq, header_->seal_key),
         bulk_out_(&header_->bulk[client_side ? 0 : 1],
                   BulkArea(client_side ? 0 : 1, bulk_capacity), bulk_capacity),
         bulk_in_(&header_->bulk[client_side ? 1 : 0], BulkArea(client_side ? 1 : 0, bulk_capacity),
@@ -366,7 +366,7 @@ class ShmConnection::Impl final : public FdHandler,
     ReleaseRole(/*may_linger=*/true);
     // While this caller held the role, producers did not wake anyone: hand
     // whatever arrived meanwhile (for other calls) to the reader thread.
-    if (in_.HasData() || pending_bytes_.load(std::memory_order_acquire) != 0) WakeLocalReader();
+    if (in_.PublishedDataHint() || pending_bytes_.load(std::memory_order_acquire) != 0) WakeLocalReader();
     return true;
   }
 

@@ -89,6 +89,7 @@ class ShmConnectionTest : public ::testing::Test {
     header->version = kShmLayoutVersion;
     header->ring_capacity = kRingCapacity;
     header->region_size = size;
+    header->seal_key = kShmSealKeyMark | 0x7e57;
     header_ = header;
     int sv[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);

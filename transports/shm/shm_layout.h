@@ -11,7 +11,11 @@
 //
 // Each ring carries Locus frames as a byte stream (exactly what a stream
 // socket carries), so a frame larger than the ring simply streams through it
-// and the receiver's FrameDecoder reassembles and validates it. A large
+// and the receiver's FrameDecoder reassembles and validates it. The stream
+// is cut into records (ShmRecordHeader), one per publication, each made
+// visible by the seal its producer stores last: a consumer waiting for the
+// next record watches the cache line the record starts in, which brings the
+// start of the frame with the signal (one cross-core transfer, not two). A large
 // payload may instead lie in the sender's bulk area, written there once by
 // the serializer; its frame in the ring then carries kFlagPayloadInBulk and a
 // ShmPayloadRef as payload (shm_bulk.h).
@@ -27,7 +31,8 @@ namespace locus::internal {
 inline constexpr uint32_t kShmMagic = 0x4D534C4C;  // "LLSM"
 // Version 2: one futex word (doorbell) per side, see ShmRingControl.
 // Version 3: bulk areas (bulk_capacity, ShmBulkControl, kFlagPayloadInBulk).
-inline constexpr uint32_t kShmLayoutVersion = 3;
+// Version 4: sealed records in the rings (ShmRecordHeader, seal_key).
+inline constexpr uint32_t kShmLayoutVersion = 4;
 inline constexpr size_t kShmHeaderSize = 4096;
 inline constexpr size_t kCacheLine = 64;
 
@@ -35,7 +40,11 @@ inline constexpr size_t kCacheLine = 64;
 // wrap (64 bits); position in the ring is index % capacity (capacity is a
 // power of two). The producer owns write_index and the producer_* words, the
 // consumer owns read_index and the consumer_* words; each on its own cache
-// line so producer and consumer do not false-share.
+// line so producer and consumer do not false-share. Both indices are at
+// record boundaries: write_index is stored after each record's seal (the
+// consumer reads records by their seals, and the index only to tell a
+// corrupt record from one not written yet); read_index after each record
+// consumed.
 //
 // Waking: each side sleeps on a single futex word, its doorbell, which is
 // the data_seq of the ring it consumes. A producer that published data rings
@@ -73,7 +82,8 @@ struct ShmRegionHeader {
   uint64_t ring_capacity;   // bytes per ring, a power of two
   uint64_t region_size;     // kShmHeaderSize + 2 * ring_capacity + 2 * bulk_capacity
   uint64_t bulk_capacity;   // bytes per bulk area, a multiple of 4 KiB; 0: none
-  uint8_t reserved[kCacheLine - 32];
+  uint64_t seal_key;        // random, top bit set (kShmSealKeyMark); see ShmRecordSeal
+  uint8_t reserved[kCacheLine - 40];
   ShmRingControl rings[2];  // [0]: client -> server, [1]: server -> client
   ShmBulkControl bulk[2];   // [0]: client -> server, [1]: server -> client
 };
@@ -81,6 +91,30 @@ static_assert(sizeof(ShmRegionHeader) ==
                   kCacheLine + 2 * sizeof(ShmRingControl) + 2 * sizeof(ShmBulkControl),
               "region header is a wire struct");
 static_assert(sizeof(ShmRegionHeader) <= kShmHeaderSize, "header fits its page");
+
+// A record: this header, `length` bytes of the stream, then padding to the
+// next multiple of kShmRecordAlign, where the next record starts. The
+// producer writes length and the bytes, then stores the seal (release; the
+// consumer loads it with acquire, then trusts nothing but the bounds of
+// what it reads). A header never wraps around the ring's end (records are
+// aligned and the capacity is a multiple of the alignment); the bytes may.
+struct ShmRecordHeader {
+  std::atomic<uint32_t> length;  // 1 .. ring capacity - sizeof(ShmRecordHeader)
+  uint32_t reserved;             // 0
+  std::atomic<uint64_t> seal;    // ShmRecordSeal(index of this header, seal_key)
+};
+static_assert(sizeof(ShmRecordHeader) == 16, "record header is a wire struct");
+inline constexpr uint64_t kShmRecordAlign = 16;
+
+// The seal of the record at `index`. Unguessable without the key (the
+// region's, which only the two processes see), and different for every
+// index: bytes left at a position by an earlier lap of the ring (an old
+// record's seal, or payload bytes a third party chose) never pass for the
+// record the consumer waits for there.
+inline uint64_t ShmRecordSeal(uint64_t index, uint64_t seal_key) { return index ^ seal_key; }
+// The top bit of every valid seal_key: no seal is 0 (as a fresh, zero-filled
+// ring is) for any index below 2^63.
+inline constexpr uint64_t kShmSealKeyMark = uint64_t{1} << 63;
 
 inline constexpr uint64_t kMinRingCapacity = 4096;
 inline constexpr uint64_t kMaxRingCapacity = uint64_t{1} << 30;

@@ -14,8 +14,10 @@ namespace {
 class RingTest : public ::testing::Test {
  protected:
   static constexpr uint64_t kCapacity = 4096;
+  static constexpr uint64_t kKey = kShmSealKeyMark | 0x5eed;
   void SetUp() override {
     data_ = static_cast<char*>(std::aligned_alloc(64, kCapacity));
+    std::memset(data_, 0, kCapacity);  // as a fresh memfd is
     new (&control_) ShmRingControl();
   }
   void TearDown() override { std::free(data_); }
@@ -34,8 +36,8 @@ class RingTest : public ::testing::Test {
 };
 
 TEST_F(RingTest, BytesWrapAroundInOrder) {
-  ShmRing producer(&control_, data_, kCapacity, &doorbell_);
-  ShmRing consumer(&control_, data_, kCapacity, &doorbell_);
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
   std::string expected, got;
   for (int round = 0; round < 50; ++round) {
     std::string chunk(1000 + round, static_cast<char>('a' + round % 26));
@@ -53,8 +55,8 @@ TEST_F(RingTest, BytesWrapAroundInOrder) {
 // the bytes published, not those written after it, at any position
 // including across the ring's end.
 TEST_F(RingTest, PrefetchNextWritesChangesNothing) {
-  ShmRing producer(&control_, data_, kCapacity, &doorbell_);
-  ShmRing consumer(&control_, data_, kCapacity, &doorbell_);
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
   std::memset(data_, '#', kCapacity);
   std::string expected, got;
   for (int round = 0; round < 60; ++round) {
@@ -69,8 +71,8 @@ TEST_F(RingTest, PrefetchNextWritesChangesNothing) {
 }
 
 TEST_F(RingTest, ContiguousRunOnlyWhereBytesDoNotWrap) {
-  ShmRing producer(&control_, data_, kCapacity, &doorbell_);
-  ShmRing consumer(&control_, data_, kCapacity, &doorbell_);
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
   std::string expected, got;
   for (int round = 0; round < 40; ++round) {
     std::string chunk(300 + round * 7, static_cast<char>('a' + round % 26));
@@ -91,46 +93,118 @@ TEST_F(RingTest, ContiguousRunOnlyWhereBytesDoNotWrap) {
 }
 
 TEST_F(RingTest, FullRingHasNoSpaceUntilConsumed) {
-  ShmRing producer(&control_, data_, kCapacity, &doorbell_);
-  ShmRing consumer(&control_, data_, kCapacity, &doorbell_);
-  std::string block(kCapacity, 'x');
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
+  // An empty ring holds one record of everything but its header.
+  uint64_t free = 0;
+  ASSERT_TRUE(producer.FreeSpace(&free).ok());
+  ASSERT_EQ(free, kCapacity - sizeof(ShmRecordHeader));
+  std::string block(free, 'x');
   producer.Write(block.data(), block.size());
-  uint64_t free = 1;
   ASSERT_TRUE(producer.FreeSpace(&free).ok());
   EXPECT_EQ(free, 0u);
-  EXPECT_EQ(ReadAll(consumer).size(), kCapacity);
+  EXPECT_FALSE(producer.RoomHint());
+  EXPECT_EQ(ReadAll(consumer).size(), block.size());
   ASSERT_TRUE(producer.FreeSpace(&free).ok());
-  EXPECT_EQ(free, kCapacity);
+  EXPECT_EQ(free, kCapacity - sizeof(ShmRecordHeader));
+  EXPECT_TRUE(producer.RoomHint());
+}
+
+// The parts appended between two publications form one record: the
+// consumer sees them together or not at all, never a partial frame.
+TEST_F(RingTest, AppendsBecomeVisibleOnlyWhenPublished) {
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
+  for (int round = 0; round < 30; ++round) {  // across the ring's end too
+    producer.Append("head-", 5);
+    producer.Append("body", 4);
+    EXPECT_FALSE(consumer.HasData());
+    EXPECT_EQ(ReadAll(consumer), "");
+    producer.Publish();
+    EXPECT_TRUE(consumer.HasData());
+    EXPECT_TRUE(consumer.PublishedDataHint());
+    EXPECT_EQ(ReadAll(consumer), "head-body");
+    EXPECT_FALSE(consumer.HasData());
+    EXPECT_FALSE(consumer.PublishedDataHint());
+    producer.Publish();  // nothing appended: no record
+    EXPECT_FALSE(consumer.HasData());
+    std::string filler(100 + round, 'f');
+    producer.Write(filler.data(), filler.size());
+    EXPECT_EQ(ReadAll(consumer), filler);
+  }
+}
+
+// Records are read one at a time, each exactly as published.
+TEST_F(RingTest, RecordsAreReadOneAtATime) {
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
+  producer.Write("one", 3);
+  producer.Write("two!", 4);
+  producer.Write("three", 5);
+  EXPECT_EQ(ReadAll(consumer), "one");
+  EXPECT_EQ(ReadAll(consumer), "two!");
+  EXPECT_EQ(ReadAll(consumer), "three");
+  EXPECT_EQ(ReadAll(consumer), "");
+}
+
+// Bytes left in the ring by an earlier lap, even a real record header with
+// its seal, never pass for the record the consumer waits for: the seal
+// depends on the position in the stream, not in the ring.
+TEST_F(RingTest, StaleRecordFromAnEarlierLapIsNotInput) {
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
+  std::string lap(kCapacity - sizeof(ShmRecordHeader), 'L');
+  producer.Write(lap.data(), lap.size());
+  ASSERT_EQ(ReadAll(consumer), lap);
+  // The consumer now waits at index kCapacity, ring position 0, where the
+  // first lap's record header (sealed for index 0) still lies.
+  EXPECT_FALSE(consumer.HasData());
+  EXPECT_EQ(ReadAll(consumer), "");
+  producer.Write("fresh", 5);
+  EXPECT_EQ(ReadAll(consumer), "fresh");
 }
 
 TEST_F(RingTest, ImpossibleProducerIndexIsCorruption) {
-  ShmRing consumer(&control_, data_, kCapacity, &doorbell_);
-  control_.write_index.store(kCapacity + 1);  // more than a ring's worth unread
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
+  control_.write_index.store(kCapacity + 1);  // moved, yet no record sealed
   absl::string_view a, b;
   absl::Status s = consumer.Readable(&a, &b);
   EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
   EXPECT_NE(s.message().find("corrupt"), absl::string_view::npos);
 }
 
-TEST_F(RingTest, ProducerIndexGoingBackwardsIsCorruption) {
-  ShmRing consumer(&control_, data_, kCapacity, &doorbell_);
-  control_.write_index.store(100);
-  absl::string_view a, b;
-  ASSERT_TRUE(consumer.Readable(&a, &b).ok());
-  control_.write_index.store(50);
-  EXPECT_FALSE(consumer.Readable(&a, &b).ok());
+TEST_F(RingTest, ImpossibleRecordLengthIsCorruption) {
+  for (uint32_t length : {uint32_t{0}, uint32_t{kCapacity - sizeof(ShmRecordHeader) + 1}, ~uint32_t{0}}) {
+    SCOPED_TRACE(length);
+    ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
+    auto* record = reinterpret_cast<ShmRecordHeader*>(data_);
+    record->length.store(length);
+    record->seal.store(ShmRecordSeal(0, kKey));
+    absl::string_view a, b;
+    absl::Status s = consumer.Readable(&a, &b);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+    EXPECT_NE(s.message().find("claims"), absl::string_view::npos) << s;
+  }
 }
 
 TEST_F(RingTest, ImpossibleConsumerIndexIsCorruption) {
-  ShmRing producer(&control_, data_, kCapacity, &doorbell_);
-  control_.read_index.store(10);  // consumed more than was ever written
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  control_.read_index.store(16);  // consumed more than was ever written
+  uint64_t free = 0;
+  EXPECT_EQ(producer.FreeSpace(&free).code(), absl::StatusCode::kInternal);
+}
+
+TEST_F(RingTest, ConsumerIndexOffARecordBoundaryIsCorruption) {
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  producer.Write("0123456789abcdef0123", 20);  // the next record starts at 48
+  control_.read_index.store(20);
   uint64_t free = 0;
   EXPECT_EQ(producer.FreeSpace(&free).code(), absl::StatusCode::kInternal);
 }
 
 TEST_F(RingTest, SleepingConsumerIsWokenByProducer) {
-  ShmRing producer(&control_, data_, kCapacity, &doorbell_);
-  ShmRing consumer(&control_, data_, kCapacity, &doorbell_);
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
   std::thread reader([&] {
     absl::Time watchdog = absl::Now() + absl::Seconds(60);
     while (!consumer.HasData() && absl::Now() < watchdog) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,6 +41,19 @@ uint64_t RingCapacityFor(uint64_t requested) {
 uint64_t BulkCapacityFor(uint64_t requested) {
   requested = std::min(requested, internal::kMaxBulkCapacity);
   return (requested + internal::kBulkGranule - 1) / internal::kBulkGranule * internal::kBulkGranule;
+}
+
+// A fresh region's seal key (shm_layout.h): what keeps bytes that a third
+// party got into a ring (a payload) from passing for a record's seal. From
+// the kernel's generator; should that fail, from the clock and the
+// address space, which still differ between regions and runs.
+uint64_t NewSealKey() {
+  uint64_t key = 0;
+  if (getrandom(&key, sizeof(key), GRND_NONBLOCK) != static_cast<ssize_t>(sizeof(key))) {
+    key = static_cast<uint64_t>(absl::GetCurrentTimeNanos()) * 0x9E3779B97F4A7C15ull ^
+          reinterpret_cast<uintptr_t>(&key) ^ (static_cast<uint64_t>(getpid()) << 32);
+  }
+  return key | internal::kShmSealKeyMark;
 }
 
 internal::ShmGeometry GeometryOf(const wire::ShmSetup& setup) {
@@ -174,6 +188,9 @@ absl::Status ValidateShmRegionHeader(const internal::ShmRegionHeader& region,
       region.bulk_capacity != setup.bulk_capacity()) {
     return absl::InvalidArgumentError("shared-memory region header does not match the setup");
   }
+  if ((region.seal_key & internal::kShmSealKeyMark) == 0) {
+    return absl::InvalidArgumentError("shared-memory region header has an invalid seal key");
+  }
   return absl::OkStatus();
 }
 
@@ -236,6 +253,7 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
   region->ring_capacity = capacity;
   region->region_size = region_size;
   region->bulk_capacity = bulk_capacity;
+  region->seal_key = NewSealKey();
 
   wire::ShmSetup setup;
   setup.set_layout_version(internal::kShmLayoutVersion);
