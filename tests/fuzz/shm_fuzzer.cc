@@ -61,6 +61,7 @@ void FuzzRing(uint64_t hostile_write, uint64_t hostile_read, const uint8_t* data
     if (first.size() + second.size() > kCapacity) std::abort();  // validation must bound it
     bool ok = decoder.Consume(first, sink).ok() && decoder.Consume(second, sink).ok();
     consumer.Consume(first.size() + second.size());
+    if (round % 3 == 2) consumer.Release();
     if (!ok) break;
   }
 

@@ -614,31 +614,37 @@ class ShmConnection::Impl final : public FdHandler,
     }
   }
 
-  // Caller holds the role.
+  // Caller holds the role. Delivers every record sealed so far (at most a
+  // ring's worth: their room is given back only at the end, in one store).
   DrainResult Drain() {
-    absl::string_view first, second;
-    absl::Status readable = in_.Readable(&first, &second);
-    if (!readable.ok()) {
-      LOCUS_LOG(ERROR) << "closing shared-memory connection to " << peer_.remote_address << ": "
-                       << readable.message();
-      Close(readable);
-      return DrainResult::kClosed;
+    bool delivered = false;
+    for (;;) {
+      absl::string_view first, second;
+      absl::Status readable = in_.Readable(&first, &second);
+      if (!readable.ok()) {
+        LOCUS_LOG(ERROR) << "closing shared-memory connection to " << peer_.remote_address << ": "
+                         << readable.message();
+        Close(readable);
+        return DrainResult::kClosed;
+      }
+      if (first.empty()) break;
+      delivered = true;
+      PrefetchFrameLines(first);
+      absl::Status decoded = decoder_.Consume(first, *this);
+      if (decoded.ok() && !second.empty()) decoded = decoder_.Consume(second, *this);
+      in_.Consume(first.size() + second.size());
+      if (input_failed_) return DrainResult::kClosed;  // OnFrame closed the connection
+      if (!decoded.ok()) {
+        LOCUS_LOG(WARNING) << "closing shared-memory connection from " << peer_.remote_address
+                           << ": malformed input: " << decoded.message();
+        Close(absl::InternalError(absl::StrCat("malformed input from peer: ", decoded.message())));
+        return DrainResult::kClosed;
+      }
     }
-    if (first.empty()) {
+    if (!delivered) {
       return closed_.load(std::memory_order_acquire) ? DrainResult::kClosed : DrainResult::kEmpty;
     }
-    size_t total = first.size() + second.size();
-    PrefetchFrameLines(first);
-    absl::Status decoded = decoder_.Consume(first, *this);
-    if (decoded.ok() && !second.empty()) decoded = decoder_.Consume(second, *this);
-    in_.Consume(total);
-    if (input_failed_) return DrainResult::kClosed;  // OnFrame closed the connection
-    if (!decoded.ok()) {
-      LOCUS_LOG(WARNING) << "closing shared-memory connection from " << peer_.remote_address
-                         << ": malformed input: " << decoded.message();
-      Close(absl::InternalError(absl::StrCat("malformed input from peer: ", decoded.message())));
-      return DrainResult::kClosed;
-    }
+    in_.Release();
     return DrainResult::kData;
   }
 

@@ -123,6 +123,11 @@ void ShmRing::Consume(size_t size) {
   body_begin_ += size;
   if (body_begin_ != body_end_ || size == 0) return;
   read_index_ = AlignRecord(body_end_);
+}
+
+void ShmRing::Release() {
+  if (released_ == read_index_) return;
+  released_ = read_index_;
   control_->read_index.store(read_index_, std::memory_order_seq_cst);
   if (control_->producer_sleepers.load(std::memory_order_seq_cst) != 0) {
     producer_doorbell_->fetch_add(1, std::memory_order_seq_cst);

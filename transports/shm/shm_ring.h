@@ -12,6 +12,7 @@
 //   absl::string_view a, b;
 //   LOCUS_RETURN_IF_ERROR(ring.Readable(&a, &b));   // INTERNAL if the peer corrupted it
 //   ...use a then b...; ring.Consume(a.size() + b.size());
+//   ...more records...; ring.Release();             // gives their room back
 //
 // Each side keeps its own position locally and only publishes it: what is
 // read from shared memory (the peer's index, a record's seal and length) is
@@ -127,8 +128,12 @@ class ShmRing {
            control_->read_index.load(std::memory_order_seq_cst);
   }
   // Marks `size` bytes (previously returned by Readable) read; at the end
-  // of a record, releases it to the producer.
+  // of a record, moves on to the next. Releases nothing: see Release().
   void Consume(size_t size);
+  // Gives the producer the room of the records consumed since the last
+  // call (one store of read_index for a batch of records), and wakes it if
+  // it waits for room.
+  void Release();
 
  private:
   ShmRecordHeader* RecordAt(uint64_t index) const {
@@ -154,6 +159,7 @@ class ShmRing {
   mutable uint64_t cached_read_ = 0;  // consumer index last read (validated)
   // Consumer: own copies (authoritative).
   uint64_t read_index_ = 0;    // the next record's header
+  uint64_t released_ = 0;      // read_index_ as last published
   uint64_t body_begin_ = 0;    // unread bytes of the open record: [begin, end)
   uint64_t body_end_ = 0;
 };

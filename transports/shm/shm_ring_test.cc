@@ -27,6 +27,7 @@ class RingTest : public ::testing::Test {
     EXPECT_TRUE(consumer.Readable(&a, &b).ok());
     std::string out = std::string(a) + std::string(b);
     consumer.Consume(out.size());
+    consumer.Release();
     return out;
   }
 
@@ -145,6 +146,30 @@ TEST_F(RingTest, RecordsAreReadOneAtATime) {
   EXPECT_EQ(ReadAll(consumer), "two!");
   EXPECT_EQ(ReadAll(consumer), "three");
   EXPECT_EQ(ReadAll(consumer), "");
+}
+
+// Room comes back to the producer when the consumer releases, once for a
+// batch of records, not as each is read.
+TEST_F(RingTest, RoomComesBackOnRelease) {
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
+  std::string half(kCapacity / 2 - sizeof(ShmRecordHeader), 'h');
+  producer.Write(half.data(), half.size());
+  producer.Write(half.data(), half.size());
+  uint64_t free = 1;
+  ASSERT_TRUE(producer.FreeSpace(&free).ok());
+  ASSERT_EQ(free, 0u);
+  for (int record = 0; record < 2; ++record) {
+    absl::string_view a, b;
+    ASSERT_TRUE(consumer.Readable(&a, &b).ok());
+    ASSERT_EQ(a.size() + b.size(), half.size());
+    consumer.Consume(a.size() + b.size());
+  }
+  ASSERT_TRUE(producer.FreeSpace(&free).ok());
+  EXPECT_EQ(free, 0u);
+  consumer.Release();
+  ASSERT_TRUE(producer.FreeSpace(&free).ok());
+  EXPECT_EQ(free, kCapacity - sizeof(ShmRecordHeader));
 }
 
 // Bytes left in the ring by an earlier lap, even a real record header with
