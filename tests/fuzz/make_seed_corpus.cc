@@ -92,7 +92,11 @@ int WriteShmCorpus(const std::string& dir) {
   write("ring_split_frame", ShmInput(0, split.size(), 0, split));
   write("ring_overrun", ShmInput(0, 1u << 20, 0, records));
   write("ring_unsealed", ShmInput(0, 48, 0, frames));
-  write("ring_backwards", ShmInput(0, 5, 100, records));
+  // A sealed record claiming more than the ring holds.
+  std::string too_long = SealedRecords({hello});
+  const uint32_t claimed = 1u << 20;
+  too_long.replace(0, sizeof(claimed), reinterpret_cast<const char*>(&claimed), sizeof(claimed));
+  write("ring_record_too_long", ShmInput(0, too_long.size(), 0, too_long));
   locus::wire::ShmSetup setup;
   setup.set_layout_version(locus::internal::kShmLayoutVersion);
   setup.set_ring_capacity(1 << 20);

@@ -214,7 +214,7 @@ TEST_F(ShmHostilePeer, CorruptRingIndexClosesThatConnection) {
   StderrCapture captured;
   HandmadeShmClient client;
   ASSERT_EQ(client.Setup(address_, {}), "");
-  // Claim more unread bytes than the ring holds.
+  // The producer's index moves, yet no record is sealed where it says.
   client.header()->rings[0].write_index.store(uint64_t{1} << 40);
   client.Publish("");
   ExpectHungUpOn(client, captured, "corrupt shared-memory ring");
@@ -232,7 +232,7 @@ TEST_F(ShmHostilePeer, RegionWithoutAValidSealKeyIsRefused) {
   HandmadeShmClient client;
   SetupLies lies;
   lies.seal_key = 0x1234;  // top bit clear: a seal could be 0, as unwritten memory is
-  EXPECT_THAT(client.Setup(address_, lies), HasSubstr("region header"));
+  EXPECT_THAT(client.Setup(address_, lies), HasSubstr("invalid seal key"));
   ExpectOthersStillServed();
 }
 

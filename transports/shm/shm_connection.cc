@@ -62,10 +62,10 @@ class ShmConnection::Impl final : public FdHandler,
                                   public FrameDecoderSink,
                                   public std::enable_shared_from_this<Impl> {
  public:
-  // `ring_capacity` and `bulk_capacity` were validated at setup and are
-  // never re-read from shared memory.
+  // `ring_capacity`, `bulk_capacity` and `seal_key` were validated at
+  // setup and are never re-read from shared memory.
   Impl(int socket_fd, std::unique_ptr<ShmMapping> mapping, bool client_side, uint64_t ring_capacity,
-       uint64_t bulk_capacity, PeerInfo peer, const TransportOptions& options)
+       uint64_t bulk_capacity, uint64_t seal_key, PeerInfo peer, const TransportOptions& options)
       : fd_(socket_fd),
         mapping_(std::move(mapping)),
         header_(reinterpret_cast<ShmRegionHeader*>(mapping_->data())),
@@ -75,10 +75,10 @@ class ShmConnection::Impl final : public FdHandler,
         // that of the ring it consumes (shm_layout.h).
         out_(&header_->rings[client_side ? 0 : 1],
              mapping_->data() + kShmHeaderSize + (client_side ? 0 : capacity_), capacity_,
-             &header_->rings[client_side ? 1 : 0].data_seq, header_->seal_key),
+             &header_->rings[client_side ? 1 : 0].data_seq, seal_key),
         in_(&header_->rings[client_side ? 1 : 0],
             mapping_->data() + kShmHeaderSize + (client_side ? capacity_ : 0), capacity_,
-            &header_->rings[client_side ? 0 : 1].data_seq, header_->seal_key),
+            &header_->rings[client_side ? 0 : 1].data_seq, seal_key),
         bulk_out_(&header_->bulk[client_side ? 0 : 1],
                   BulkArea(client_side ? 0 : 1, bulk_capacity), bulk_capacity),
         bulk_in_(&header_->bulk[client_side ? 1 : 0], BulkArea(client_side ? 1 : 0, bulk_capacity),
@@ -363,10 +363,10 @@ class ShmConnection::Impl final : public FdHandler,
                       sleep);
     }
     budget.WithdrawCaller();
-    ReleaseRole(/*may_linger=*/true);
+    const bool input_left = ReleaseRole(/*may_linger=*/true);
     // While this caller held the role, producers did not wake anyone: hand
     // whatever arrived meanwhile (for other calls) to the reader thread.
-    if (in_.PublishedDataHint() || pending_bytes_.load(std::memory_order_acquire) != 0) WakeLocalReader();
+    if (input_left || pending_bytes_.load(std::memory_order_acquire) != 0) WakeLocalReader();
     return true;
   }
 
@@ -462,9 +462,12 @@ class ShmConnection::Impl final : public FdHandler,
     if (polling_announced_) announcement_lingers_.store(false, std::memory_order_relaxed);
   }
 
-  // Everyone who leaves the role looks at the ring afterwards (DriveUntil's
-  // hand-over, the reader thread's SleepOnDoorbell), which covers input the
-  // polling announcement kept producers from waking anyone for.
+  // Everyone who leaves the role looks at the ring: ReleaseRole returns
+  // whether input is there, seen while still holding the role and after the
+  // announcement came down (Dekker with the producer's seal and its load of
+  // consumer_polling, all seq_cst), which covers input the polling
+  // announcement kept producers from waking anyone for (DriveUntil's
+  // hand-over wakes the reader thread for it; the reader thread drains it).
   //
   // `may_linger` (a synchronous caller leaving DriveUntil): while nobody
   // wants background reads (AdjustBackgroundReads), the announcement stays
@@ -476,7 +479,7 @@ class ShmConnection::Impl final : public FdHandler,
   // caller drains (Connection::AdjustBackgroundReads allows exactly that).
   // Whoever wants background reads again wakes the reader thread, which
   // takes the announcement down (AdjustBackgroundReads, SleepOnDoorbell).
-  void ReleaseRole(bool may_linger = false) ABSL_UNLOCK_FUNCTION(role_) {
+  bool ReleaseRole(bool may_linger = false) ABSL_UNLOCK_FUNCTION(role_) {
     bool linger = false;
     if (may_linger && polling_announced_) {
       // Dekker with AdjustBackgroundReads (all seq_cst): either it sees the
@@ -486,8 +489,10 @@ class ShmConnection::Impl final : public FdHandler,
       linger = background_reads_.load(std::memory_order_seq_cst) == 0;
     }
     if (!linger) (void)StopPolling();
+    const bool input_left = in_.HasData();
     role_thread_.store(std::thread::id(), std::memory_order_relaxed);
     role_.Release();
+    return input_left;
   }
 
   // Wakes this side's reader thread if it sleeps (e.g. data arrived for it
@@ -512,7 +517,7 @@ class ShmConnection::Impl final : public FdHandler,
       }
       TookRole();
       const ReaderNext next = ReadWithRole();
-      ReleaseRole();
+      if (ReleaseRole() && next != ReaderNext::kStop) continue;  // input came as polling ended
       switch (next) {
         case ReaderNext::kStop:
           break;
@@ -614,11 +619,14 @@ class ShmConnection::Impl final : public FdHandler,
     }
   }
 
-  // Caller holds the role. Delivers every record sealed so far (at most a
-  // ring's worth: their room is given back only at the end, in one store).
+  // Caller holds the role. Delivers the records sealed so far, then gives
+  // their room back in one store; at most a ring's worth per call: an honest
+  // producer cannot write more before the release, and a hostile one that
+  // keeps sealing records ahead of this loop must not keep the role holder
+  // here for ever (closure, callers, queued output wait for it).
   DrainResult Drain() {
     bool delivered = false;
-    for (;;) {
+    for (uint64_t taken = 0; taken < capacity_;) {
       absl::string_view first, second;
       absl::Status readable = in_.Readable(&first, &second);
       if (!readable.ok()) {
@@ -629,6 +637,7 @@ class ShmConnection::Impl final : public FdHandler,
       }
       if (first.empty()) break;
       delivered = true;
+      taken += sizeof(ShmRecordHeader) + first.size() + second.size();
       PrefetchFrameLines(first);
       absl::Status decoded = decoder_.Consume(first, *this);
       if (decoded.ok() && !second.empty()) decoded = decoder_.Consume(second, *this);
@@ -764,7 +773,7 @@ class ShmConnection::Impl final : public FdHandler,
     const bool lingering_unwanted = announcement_lingers_.load(std::memory_order_seq_cst) &&
                                     background_reads_.load(std::memory_order_seq_cst) > 0;
     const bool ready = closed_.load(std::memory_order_seq_cst) ||
-                       (want_data && in_.HasData()) || room || lingering_unwanted;
+                       (want_data && in_.HasDataHint()) || room || lingering_unwanted;
     if (!ready) FutexWait(&in->data_seq, seq, timeout);
     if (want_space) out->producer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
     if (want_data) in->consumer_sleepers.fetch_sub(1, std::memory_order_seq_cst);
@@ -885,7 +894,7 @@ std::unique_ptr<ShmConnection> ShmConnection::Create(int socket_fd,
                                                      PeerInfo peer, const TransportOptions& options) {
   return std::unique_ptr<ShmConnection>(new ShmConnection(std::make_shared<Impl>(
       socket_fd, std::move(mapping), client_side, geometry.ring_capacity, geometry.bulk_capacity,
-      std::move(peer), options)));
+      geometry.seal_key, std::move(peer), options)));
 }
 
 ShmConnection::~ShmConnection() { impl_->Shutdown(); }

@@ -47,6 +47,7 @@ class ShmMapping {
 struct ShmGeometry {
   uint64_t ring_capacity = 0;
   uint64_t bulk_capacity = 0;
+  uint64_t seal_key = 0;  // the region's (shm_layout.h), as validated
 };
 
 class ShmConnection final : public Connection {

@@ -24,6 +24,7 @@
 #include "transports/shm/futex.h"
 #include "transports/shm/poll_window.h"
 #include "transports/shm/shm_layout.h"
+#include "transports/shm/shm_ring.h"
 #include "transports/shm/spin_budget.h"
 
 namespace locus::internal {
@@ -97,7 +98,7 @@ class ShmConnectionTest : public ::testing::Test {
     auto server_map = ShmMapping::Map(memfd, size);
     close(memfd);
     ASSERT_TRUE(client_map.ok() && server_map.ok());
-    const ShmGeometry geometry{kRingCapacity, 0};
+    const ShmGeometry geometry{kRingCapacity, 0, header->seal_key};
     TransportOptions client_options;
     // Callers poll until their frame comes (the test waits to see them
     // polling before the server sends).
@@ -115,7 +116,7 @@ class ShmConnectionTest : public ::testing::Test {
     client_->SetReaderSleepForTesting(absl::Hours(1));
     server_->SetReaderSleepForTesting(absl::Hours(1));
     client_->Start(&client_sink_);
-    server_->Start(&server_sink_);
+    server_->Start(server_sink_override_ != nullptr ? server_sink_override_ : &server_sink_);
     // With a caller announced, reader threads never poll: wait until both
     // have looked at their rings once and sleep, so that from now on only
     // the test's calls and wake-ups move the announcement.
@@ -190,6 +191,7 @@ class ShmConnectionTest : public ::testing::Test {
   ShmRegionHeader* header_ = nullptr;
   CountingSink client_sink_;
   CountingSink server_sink_;
+  FrameSink* server_sink_override_ = nullptr;  // set in a derived fixture's constructor
   std::unique_ptr<ShmConnection> client_;
   std::unique_ptr<ShmConnection> server_;
 };
@@ -304,6 +306,69 @@ TEST_F(ShmReaderThreadTest, ReaderThreadPollsWhileBackgroundReadsAreWanted) {
   // And delivers what comes while it polls.
   ServerSends("second");
   ASSERT_TRUE(client_sink_.WaitFor(2));
+}
+
+// A hostile client that seals the next record into the server's incoming
+// ring each time the server's reader delivers one: the reader always finds
+// another record waiting, and never a full ring (it is one record behind).
+class SealingAheadSink final : public FrameSink {
+ public:
+  // Starts the flood: `limit` records in all, the first one now.
+  void Start(ShmRegionHeader* header, char* region, size_t limit) {
+    ring_ = std::make_unique<ShmRing>(&header->rings[0], region + kShmHeaderSize, kRingCapacity,
+                                      &header->rings[1].data_seq, header->seal_key);
+    limit_ = limit;
+    SealOne();
+    ring_->WakeConsumerIfSleeping();
+  }
+  void OnFrame(Frame&) override {
+    frames_.fetch_add(1, std::memory_order_relaxed);
+    SealOne();
+  }
+  void OnOversizeFrame(const FrameHeader&) override {}
+  void OnClosed(const absl::Status&) override {}
+  size_t count() const { return frames_.load(std::memory_order_relaxed); }
+  bool WaitFor(size_t n) const {
+    const absl::Time until = absl::Now() + kWatchdog;
+    while (count() < n && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+    return count() >= n;
+  }
+
+ private:
+  // On the server's reader thread (or the test's, for the first).
+  void SealOne() {
+    if (sealed_ >= limit_) return;
+    ++sealed_;
+    const FrameHeader ping = FrameHeader::Make(FrameType::kPing, 0, 0);
+    ring_->Write(reinterpret_cast<const char*>(&ping), sizeof(ping));  // room never asked for
+  }
+
+  std::unique_ptr<ShmRing> ring_;
+  size_t limit_ = 0;
+  size_t sealed_ = 0;
+  std::atomic<size_t> frames_{0};
+};
+
+class ShmSealingPeerTest : public ShmConnectionTest {
+ protected:
+  ShmSealingPeerTest() { server_sink_override_ = &flood_; }
+  SealingAheadSink flood_;
+};
+
+// The reader gives its ring's room back, and looks at closure, callers and
+// queued output, at least once per ring's worth of records, however fast
+// the peer seals more.
+TEST_F(ShmSealingPeerTest, APeerSealingRecordsAheadDoesNotHoldTheReaderForEver) {
+  constexpr size_t kRecordBytes = 48;  // a 16-byte record header and a bare 24-byte frame, aligned
+  constexpr size_t kRingsWorth = kRingCapacity / kRecordBytes;
+  flood_.Start(header_, reinterpret_cast<char*>(header_), 40 * kRingsWorth);
+  ASSERT_TRUE(flood_.WaitFor(3 * kRingsWorth));
+  const size_t at_close = flood_.count();
+  server_->Close(absl::CancelledError("closed under a flood of records"));
+  server_.reset();  // joins the reader thread
+  // The rest of the batch under way and one more (a ring's worth each),
+  // and what the reader took while Close() was on its way.
+  EXPECT_LE(flood_.count() - at_close, 3 * kRingsWorth);
 }
 
 TEST(ShmPollWindowTest, CallersAndWantedReadersWaitForTheReplyToALargeMessage) {

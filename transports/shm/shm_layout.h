@@ -43,8 +43,8 @@ inline constexpr size_t kCacheLine = 64;
 // line so producer and consumer do not false-share. Both indices are at
 // record boundaries: write_index is stored after each record's seal (the
 // consumer reads records by their seals, and the index only to tell a
-// corrupt record from one not written yet); read_index after each record
-// consumed.
+// corrupt record from one not written yet); read_index after a batch of
+// records consumed (the consumer gives their room back at once).
 //
 // Waking: each side sleeps on a single futex word, its doorbell, which is
 // the data_seq of the ring it consumes. A producer that published data rings

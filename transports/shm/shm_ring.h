@@ -120,12 +120,15 @@ class ShmRing {
            RecordAt(read_index_)->seal.load(std::memory_order_seq_cst) ==
                ShmRecordSeal(read_index_, seal_key_);
   }
-  // Whether the producer has published records this side has not consumed,
-  // from the published indices only (the producer's may lag behind its
-  // seals): a hint for threads that are not the consumer.
-  bool PublishedDataHint() const {
-    return control_->write_index.load(std::memory_order_seq_cst) >
-           control_->read_index.load(std::memory_order_seq_cst);
+  // HasData() for a thread that is not the consumer (which may be reading
+  // meanwhile): whether a record is sealed where the consumer last released
+  // (Release), so it may also say yes for records being read right now.
+  // The same seq_cst load of the seal as HasData(), for the sleep protocol.
+  bool HasDataHint() const {
+    // Aligned whatever the word holds (the peer can write it too).
+    const uint64_t released =
+        control_->read_index.load(std::memory_order_seq_cst) & ~(kShmRecordAlign - 1);
+    return RecordAt(released)->seal.load(std::memory_order_seq_cst) == ShmRecordSeal(released, seal_key_);
   }
   // Marks `size` bytes (previously returned by Readable) read; at the end
   // of a record, moves on to the next. Releases nothing: see Release().

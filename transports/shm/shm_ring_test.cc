@@ -123,10 +123,10 @@ TEST_F(RingTest, AppendsBecomeVisibleOnlyWhenPublished) {
     EXPECT_EQ(ReadAll(consumer), "");
     producer.Publish();
     EXPECT_TRUE(consumer.HasData());
-    EXPECT_TRUE(consumer.PublishedDataHint());
+    EXPECT_TRUE(consumer.HasDataHint());
     EXPECT_EQ(ReadAll(consumer), "head-body");
     EXPECT_FALSE(consumer.HasData());
-    EXPECT_FALSE(consumer.PublishedDataHint());
+    EXPECT_FALSE(consumer.HasDataHint());
     producer.Publish();  // nothing appended: no record
     EXPECT_FALSE(consumer.HasData());
     std::string filler(100 + round, 'f');
@@ -189,6 +189,34 @@ TEST_F(RingTest, StaleRecordFromAnEarlierLapIsNotInput) {
   EXPECT_EQ(ReadAll(consumer), "fresh");
 }
 
+// A record whose header fills the ring's last 16 bytes starts its bytes at
+// the ring's start, for ContiguousRun as for Append.
+TEST_F(RingTest, HeaderInTheLastBytesOfTheRing) {
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
+  for (const bool in_place : {true, false}) {
+    SCOPED_TRACE(in_place);
+    // A record that ends 16 bytes before the ring's end (the next header's
+    // place).
+    const uint64_t at = control_.write_index.load() % kCapacity;
+    ASSERT_LT(at + 2 * sizeof(ShmRecordHeader), kCapacity);
+    std::string filler(kCapacity - at - 2 * sizeof(ShmRecordHeader), 'f');
+    producer.Write(filler.data(), filler.size());
+    ASSERT_EQ(control_.write_index.load() % kCapacity, kCapacity - sizeof(ShmRecordHeader));
+    ASSERT_EQ(ReadAll(consumer), filler);
+    if (in_place) {
+      char* run = producer.ContiguousRun(5);
+      ASSERT_EQ(run, data_);
+      std::memcpy(run, "start", 5);
+      producer.Advance(5);
+      producer.Publish();
+    } else {
+      producer.Write("start", 5);
+    }
+    EXPECT_EQ(ReadAll(consumer), "start");
+  }
+}
+
 TEST_F(RingTest, ImpossibleProducerIndexIsCorruption) {
   ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
   control_.write_index.store(kCapacity + 1);  // moved, yet no record sealed
@@ -230,19 +258,22 @@ TEST_F(RingTest, ConsumerIndexOffARecordBoundaryIsCorruption) {
 TEST_F(RingTest, SleepingConsumerIsWokenByProducer) {
   ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
   ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
+  // Sleeps only on the doorbell (the watchdog is a minute): a lost wake-up
+  // shows as a reader that woke at its watchdog.
+  const absl::Time watchdog = absl::Now() + absl::Seconds(60);
   std::thread reader([&] {
-    absl::Time watchdog = absl::Now() + absl::Seconds(60);
     while (!consumer.HasData() && absl::Now() < watchdog) {
       uint32_t seq = control_.data_seq.load();
       control_.consumer_sleepers.fetch_add(1);
-      if (!consumer.HasData()) FutexWait(&control_.data_seq, seq, absl::Seconds(1));
+      if (!consumer.HasData()) FutexWait(&control_.data_seq, seq, watchdog - absl::Now());
       control_.consumer_sleepers.fetch_sub(1);
     }
   });
-  absl::SleepFor(absl::Milliseconds(20));
+  while (control_.consumer_sleepers.load() == 0 && absl::Now() < watchdog) absl::SleepFor(absl::Milliseconds(1));
   producer.Write("ping", 4);
   producer.WakeConsumerIfSleeping();
   reader.join();
+  EXPECT_LT(absl::Now(), watchdog) << "the wake-up was lost";
   EXPECT_EQ(ReadAll(consumer), "ping");
 }
 

@@ -44,14 +44,20 @@ uint64_t BulkCapacityFor(uint64_t requested) {
 }
 
 // A fresh region's seal key (shm_layout.h): what keeps bytes that a third
-// party got into a ring (a payload) from passing for a record's seal. From
-// the kernel's generator; should that fail, from the clock and the
-// address space, which still differ between regions and runs.
-uint64_t NewSealKey() {
+// party got into a ring (a payload) from passing for a record's seal, so it
+// must be unguessable. From the kernel's generator (getrandom, else
+// /dev/urandom); without either, no shared memory (the caller stays on
+// the Unix socket).
+absl::StatusOr<uint64_t> NewSealKey() {
   uint64_t key = 0;
   if (getrandom(&key, sizeof(key), GRND_NONBLOCK) != static_cast<ssize_t>(sizeof(key))) {
-    key = static_cast<uint64_t>(absl::GetCurrentTimeNanos()) * 0x9E3779B97F4A7C15ull ^
-          reinterpret_cast<uintptr_t>(&key) ^ (static_cast<uint64_t>(getpid()) << 32);
+    const int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    const bool read_all = fd >= 0 && read(fd, &key, sizeof(key)) == static_cast<ssize_t>(sizeof(key));
+    if (fd >= 0) close(fd);
+    if (!read_all) {
+      return absl::UnavailableError(
+          absl::StrCat("no random seal key for a shared-memory region: ", std::strerror(errno)));
+    }
   }
   return key | internal::kShmSealKeyMark;
 }
@@ -140,10 +146,10 @@ class ShmUpgrader final : public internal::StreamUpgrader {
     }
     absl::StatusOr<std::unique_ptr<ShmMapping>> mapping = ShmMapping::Map(*memfd, setup.region_size());
     if (!mapping.ok()) return mapping.status();
-    absl::Status region_ok =
+    absl::StatusOr<internal::ShmGeometry> geometry =
         ValidateShmRegionHeader(*reinterpret_cast<const ShmRegionHeader*>((*mapping)->data()), setup);
-    if (!region_ok.ok()) return region_ok;
-    return std::make_pair(std::move(*mapping), GeometryOf(setup));
+    if (!geometry.ok()) return geometry.status();
+    return std::make_pair(std::move(*mapping), *geometry);
   }
 };
 
@@ -181,17 +187,19 @@ absl::StatusOr<wire::ShmSetup> ParseShmSetup(absl::string_view meta) {
   return setup;
 }
 
-absl::Status ValidateShmRegionHeader(const internal::ShmRegionHeader& region,
-                                     const wire::ShmSetup& setup) {
+absl::StatusOr<internal::ShmGeometry> ValidateShmRegionHeader(const internal::ShmRegionHeader& region,
+                                                              const wire::ShmSetup& setup) {
   if (region.magic != internal::kShmMagic || region.version != internal::kShmLayoutVersion ||
       region.ring_capacity != setup.ring_capacity() || region.region_size != setup.region_size() ||
       region.bulk_capacity != setup.bulk_capacity()) {
     return absl::InvalidArgumentError("shared-memory region header does not match the setup");
   }
-  if ((region.seal_key & internal::kShmSealKeyMark) == 0) {
+  internal::ShmGeometry geometry = GeometryOf(setup);
+  geometry.seal_key = region.seal_key;  // read once: the check and the use see one value
+  if ((geometry.seal_key & internal::kShmSealKeyMark) == 0) {
     return absl::InvalidArgumentError("shared-memory region header has an invalid seal key");
   }
-  return absl::OkStatus();
+  return geometry;
 }
 
 std::string ShmToUnixAddress(absl::string_view address) {
@@ -233,6 +241,8 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
     close(*fd);
     return status;
   };
+  absl::StatusOr<uint64_t> seal_key = NewSealKey();
+  if (!seal_key.ok()) return fail(seal_key.status());
   int memfd = memfd_create("locus-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (memfd < 0) return fail(absl::UnavailableError(absl::StrCat("memfd_create: ", std::strerror(errno))));
   if (ftruncate(memfd, static_cast<off_t>(region_size)) != 0 ||
@@ -253,7 +263,7 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
   region->ring_capacity = capacity;
   region->region_size = region_size;
   region->bulk_capacity = bulk_capacity;
-  region->seal_key = NewSealKey();
+  region->seal_key = *seal_key;
 
   wire::ShmSetup setup;
   setup.set_layout_version(internal::kShmLayoutVersion);
@@ -290,7 +300,8 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
   peer.transport = "shm";
   peer.remote_address = std::string(address);
   return std::unique_ptr<Connection>(internal::ShmConnection::Create(
-      *fd, std::move(*mapping), /*client_side=*/true, GeometryOf(setup), std::move(peer), options));
+      *fd, std::move(*mapping), /*client_side=*/true, internal::ShmGeometry{capacity, bulk_capacity, *seal_key},
+      std::move(peer), options));
 }
 
 }  // namespace locus

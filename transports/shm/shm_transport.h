@@ -17,8 +17,10 @@
 
 #include <memory>
 
+#include "absl/status/statusor.h"
 #include "locus/transport.h"
 #include "locus/wire.pb.h"
+#include "transports/shm/shm_connection.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/socket/stream_upgrader.h"
 #include "transports/unix/unix_transport.h"
@@ -51,9 +53,12 @@ class ShmTransport final : public Transport {
 // Parses and validates the meta of a TRANSPORT_SETUP frame from a peer
 // (version, power-of-two ring capacity within limits, consistent size).
 absl::StatusOr<wire::ShmSetup> ParseShmSetup(absl::string_view meta);
-// Checks the header the peer wrote in the region against its setup frame.
-absl::Status ValidateShmRegionHeader(const internal::ShmRegionHeader& region,
-                                     const wire::ShmSetup& setup);
+// Checks the header the peer wrote in the region against its setup frame;
+// returns the geometry to use: the setup's, and the seal key as read (once)
+// and validated here. The peer may change the header afterwards: nothing
+// else of it is read again.
+absl::StatusOr<internal::ShmGeometry> ValidateShmRegionHeader(const internal::ShmRegionHeader& region,
+                                                              const wire::ShmSetup& setup);
 
 // "shm:/p" -> "unix:/p", "shm-abstract:n" -> "unix-abstract:n"; empty if
 // `address` is not a shm address.
