@@ -284,6 +284,19 @@ TEST_F(ShmConnectionTest, QueuedOutputIsReportedUntilThePeerTakesIt) {
 }
 
 // Reader threads as they run in production: polling whenever they may.
+// What arrived before the connection closed is delivered, every frame of
+// it: the reader's last pass after closure drains every sealed record.
+TEST_F(ShmConnectionTest, FramesThatArrivedBeforeClosureAreAllDelivered) {
+  client_sink_.Hold(true);
+  ServerSends("first");
+  ASSERT_TRUE(client_sink_.WaitFor(1));  // the client's reader waits in OnFrame
+  for (int i = 2; i <= 5; ++i) ServerSends("more");
+  client_->Close(absl::CancelledError("closed with frames waiting"));
+  client_sink_.Hold(false);
+  EXPECT_TRUE(client_sink_.WaitFor(5));
+  EXPECT_EQ(client_sink_.count(), 5u);
+}
+
 class ShmReaderThreadTest : public ShmConnectionTest {
  protected:
   ShmReaderThreadTest() {
