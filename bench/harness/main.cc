@@ -417,7 +417,8 @@ void PrintSummary(const std::vector<Outcome>& all) {
           "         baseline calls/s; MB/s = payload both ways; inproc latencies are batch means;\n"
           "         capnp/thrift p50 and x capnp / x thrift (locus calls/s over theirs): same socket type,\n"
           "         '-' when that baseline did not run; vs_ep = locus_p50 over the raw ping-pong whose\n"
-          "         server waits in epoll, as event-loop servers do (unix, tcp))\n");
+          "         server waits in epoll, as event-loop servers do (unix, tcp), and for shm over the\n"
+          "         raw ping-pong on sealed rings, where the polled line carries the message)\n");
   fprintf(stderr, "%-6s %8s %4s | %9s %9s %9s %9s | %9s %9s | %7s %7s | %10s %8s %8s | %6s %6s | %9s %9s %8s %8s | %6s\n",
           "trans", "size", "out", "locus p50", "locus p99", "calls/s", "MB/s", "raw p50", "grpc p50",
           "vs_raw", "vs_grpc", "cps raw", "x raw", "x grpc", "cpu L", "cpu G", "capnp p50", "thrft p50",
@@ -435,6 +436,9 @@ void PrintSummary(const std::vector<Outcome>& all) {
     });
     Agg raw_spin = Aggregate(all, [&](const Outcome& o) {
       return like(o, "raw") && o.stats.transport == t && o.spec.variant == "spin";
+    });
+    Agg raw_sealed = Aggregate(all, [&](const Outcome& o) {
+      return like(o, "raw") && o.stats.transport == t && o.spec.variant == "sealed";
     });
     Agg raw_epoll = Aggregate(all, [&](const Outcome& o) {
       return like(o, "raw") && o.stats.transport == t && o.spec.variant == "epoll";
@@ -488,6 +492,9 @@ void PrintSummary(const std::vector<Outcome>& all) {
     if (raw_spin.found) {
       j.Num("raw_spin_p50_us", raw_spin.p50).Num("vs_raw_spin", locus.p50 / raw_spin.p50);
     }
+    if (raw_sealed.found) {
+      j.Num("raw_sealed_p50_us", raw_sealed.p50).Num("vs_raw_sealed", locus.p50 / raw_sealed.p50);
+    }
     if (raw_epoll.found) {
       j.Num("raw_epoll_p50_us", raw_epoll.p50).Num("vs_raw_epoll", locus.p50 / raw_epoll.p50);
     }
@@ -529,7 +536,8 @@ void PrintSummary(const std::vector<Outcome>& all) {
             cell(thrift.found, thrift.p50, "%.2f").c_str(),
             cell(capnp.found, locus.cps / capnp.cps, "%.2f").c_str(),
             cell(thrift.found, locus.cps / thrift.cps, "%.2f").c_str(),
-            cell(raw_epoll.found, locus.p50 / raw_epoll.p50, "%.2f").c_str());
+            raw_epoll.found ? cell(true, locus.p50 / raw_epoll.p50, "%.2f").c_str()
+                            : cell(raw_sealed.found, locus.p50 / raw_sealed.p50, "%.2f").c_str());
   }
 }
 
@@ -632,6 +640,7 @@ std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::str
           }
           if (t == "shm") {
             plan.push_back(Make(p, "raw", "shm", "spin", size, out, round));
+            plan.push_back(Make(p, "raw", "shm", "sealed", size, out, round));
             plan.push_back(Make(p, "raw", "shm", "adaptive", size, out, round));
           } else {
             plan.push_back(Make(p, "raw", t, "", size, out, round));
@@ -837,6 +846,7 @@ int ClientMain(Flags& flags) {
         for (int out : p.outstanding) {
           if (want_raw && base_transport == "shm") {
             plan.push_back(Make(p, "raw", "shm", "spin", size, out, round));
+            plan.push_back(Make(p, "raw", "shm", "sealed", size, out, round));
             plan.push_back(Make(p, "raw", "shm", "adaptive", size, out, round));
           } else if (want_raw && !base_transport.empty()) {
             plan.push_back(Make(p, "raw", base_transport, "", size, out, round));

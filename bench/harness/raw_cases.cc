@@ -6,7 +6,10 @@
 //           more system call per request): the floor of any such server
 //   udp   - connected UDP datagrams (size <= 65507)
 //   shm   - two SPSC rings in a memfd shared with the server; variant "spin"
-//           (both sides spin) or "adaptive" (spin 60 us, then futex)
+//           (both sides spin) or "adaptive" (spin 60 us, then futex), both
+//           polling the producer's index; "sealed": both sides spin on the
+//           header of the next message instead (spsc_ring.h), the shortest
+//           path a message can take between two cores
 //   inproc - no server process: a virtual call (not devirtualizable) that
 //           copies the request bytes into the reply string, i.e. the work
 //           of the echo handler without any RPC machinery
@@ -138,7 +141,7 @@ struct ShmRings {
   }
 };
 
-bool MapRings(int fd, size_t size, ShmRings* rings, std::string* err) {
+bool MapRings(int fd, size_t size, bool sealed, ShmRings* rings, std::string* err) {
   ShmLayout layout = ShmLayout::For(size);
   void* base = mmap(nullptr, layout.total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {
@@ -150,9 +153,9 @@ bool MapRings(int fd, size_t size, ShmRings* rings, std::string* err) {
   rings->base = base;
   rings->total = layout.total;
   rings->to_server = std::make_unique<SpscRing>(reinterpret_cast<RingControl*>(bytes),
-                                                bytes + 4096, layout.capacity);
+                                                bytes + 4096, layout.capacity, sealed);
   rings->to_client = std::make_unique<SpscRing>(reinterpret_cast<RingControl*>(bytes + half),
-                                                bytes + half + 4096, layout.capacity);
+                                                bytes + half + 4096, layout.capacity, sealed);
   return true;
 }
 
@@ -235,7 +238,7 @@ int RawServe(const Flags& flags) {
   std::string err;
   if (transport == "shm") {
     static ShmRings rings;
-    if (!MapRings(std::stoi(flags.at("shm-fd")), size, &rings, &err)) {
+    if (!MapRings(std::stoi(flags.at("shm-fd")), size, variant == "sealed", &rings, &err)) {
       fprintf(stderr, "raw shm server: %s\n", err.c_str());
       return 1;
     }
@@ -315,7 +318,7 @@ RunResult Fail(std::string error) {
 RunResult RunShmClient(const CaseSpec& spec, WindowHooks& hooks) {
   ShmRings rings;
   std::string err;
-  if (!MapRings(g_shm_fd, spec.size, &rings, &err)) return Fail(err);
+  if (!MapRings(g_shm_fd, spec.size, spec.variant == "sealed", &rings, &err)) return Fail(err);
   if (spec.outstanding != 1) return Fail("raw shm baseline is ping-pong only (outstanding=1)");
   int64_t spin = spec.variant == "adaptive" ? kAdaptiveSpinNs : -1;
   std::vector<char> req(spec.size, 'x'), resp(spec.size + 8);

@@ -7,6 +7,14 @@
 // (a power of two). Each message is an 8-byte length then the payload, padded
 // to 8 bytes; a message may wrap around the end of the data area.
 //
+// Signalling: by default the producer publishes `tail` (its own cache line)
+// and the consumer polls it, then reads the message: two cross-core
+// transfers one after the other. `sealed` rings instead store the message's
+// 8-byte header last, with a tag that depends on its position, and the
+// consumer polls the header where the next message starts: the line it
+// watches brings the start of the message with the signal (the structure
+// of Locus's shm rings since layout v4). Not for untrusted peers.
+//
 // Waiting: Pop callers either spin, or spin for a while and then sleep on a
 // futex (`seq`, bumped by every push when a consumer announced it sleeps).
 //
@@ -56,8 +64,8 @@ class SpscRing {
   static constexpr size_t kHeader = 8;
 
   // `capacity` must be a power of two, at least 64.
-  SpscRing(RingControl* control, uint8_t* data, size_t capacity)
-      : c_(control), data_(data), cap_(capacity), mask_(capacity - 1) {}
+  SpscRing(RingControl* control, uint8_t* data, size_t capacity, bool sealed = false)
+      : c_(control), data_(data), cap_(capacity), mask_(capacity - 1), sealed_(sealed) {}
 
   // Space a message of `len` bytes takes in the ring.
   static size_t Footprint(size_t len) { return kHeader + ((len + 7) & ~size_t{7}); }
@@ -69,6 +77,12 @@ class SpscRing {
     if (tail + need - cached_head_ > cap_) {
       cached_head_ = c_->head.load(std::memory_order_acquire);
       if (tail + need - cached_head_ > cap_) return false;
+    }
+    if (sealed_) {
+      CopyIn(tail + kHeader, msg, len);
+      __atomic_store_n(HeaderAt(tail), SealedHeader(tail, len), __ATOMIC_RELEASE);
+      c_->tail.store(tail + need, std::memory_order_relaxed);  // the producer's own bookkeeping
+      return true;
     }
     uint64_t header = len;
     std::memcpy(data_ + (tail & mask_), &header, kHeader);  // 8-aligned: never wraps
@@ -92,6 +106,15 @@ class SpscRing {
   // it), or -1 if the ring is empty.
   int64_t TryPop(void* out, size_t out_size) {
     uint64_t head = c_->head.load(std::memory_order_relaxed);
+    if (sealed_) {
+      const uint64_t header = __atomic_load_n(HeaderAt(head), __ATOMIC_ACQUIRE);
+      if ((header >> 32) != Tag(head)) return -1;
+      uint64_t len = header & 0xffffffffu;
+      if (len > out_size) len = out_size;
+      CopyOut(head + kHeader, out, len);
+      c_->head.store(head + Footprint(len), std::memory_order_release);
+      return static_cast<int64_t>(len);
+    }
     if (head == cached_tail_) {
       cached_tail_ = c_->tail.load(std::memory_order_acquire);
       if (head == cached_tail_) return -1;
@@ -104,7 +127,11 @@ class SpscRing {
     return static_cast<int64_t>(len);
   }
 
-  bool Empty() { return c_->head.load(std::memory_order_relaxed) == c_->tail.load(std::memory_order_acquire); }
+  bool Empty() {
+    const uint64_t head = c_->head.load(std::memory_order_relaxed);
+    if (sealed_) return (__atomic_load_n(HeaderAt(head), __ATOMIC_ACQUIRE) >> 32) != Tag(head);
+    return head == c_->tail.load(std::memory_order_acquire);
+  }
 
   // Consumer: blocks until a message is available. spin_ns = -1: spin only;
   // otherwise spin for spin_ns, then sleep on the futex. Returns false if
@@ -148,10 +175,17 @@ class SpscRing {
     if (first < len) std::memcpy(static_cast<uint8_t*>(dst) + first, data_, len - first);
   }
 
+  uint64_t* HeaderAt(uint64_t pos) const { return reinterpret_cast<uint64_t*>(data_ + (pos & mask_)); }
+  // Differs from lap to lap at one position (for 2^32 laps), and from the
+  // zeroes of a fresh ring.
+  static uint64_t Tag(uint64_t pos) { return static_cast<uint32_t>((pos >> 3) + 1); }
+  static uint64_t SealedHeader(uint64_t pos, uint32_t len) { return Tag(pos) << 32 | len; }
+
   RingControl* c_;
   uint8_t* data_;
   size_t cap_;
   size_t mask_;
+  bool sealed_;
   uint64_t cached_head_ = 0;  // producer's view of head
   uint64_t cached_tail_ = 0;  // consumer's view of tail
 };
