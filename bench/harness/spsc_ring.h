@@ -176,8 +176,8 @@ class SpscRing {
   }
 
   uint64_t* HeaderAt(uint64_t pos) const { return reinterpret_cast<uint64_t*>(data_ + (pos & mask_)); }
-  // Differs from lap to lap at one position (for 2^32 laps), and from the
-  // zeroes of a fresh ring.
+  // Differs from lap to lap at one position (it repeats every 2^35 bytes of
+  // traffic, far beyond a case's run), and from the zeroes of a fresh ring.
   static uint64_t Tag(uint64_t pos) { return static_cast<uint32_t>((pos >> 3) + 1); }
   static uint64_t SealedHeader(uint64_t pos, uint32_t len) { return Tag(pos) << 32 | len; }
 

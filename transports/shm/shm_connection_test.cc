@@ -284,6 +284,28 @@ TEST_F(ShmConnectionTest, QueuedOutputIsReportedUntilThePeerTakesIt) {
 }
 
 // Reader threads as they run in production: polling whenever they may.
+// The peer can write this side's published read index too: pointed back at
+// an old record (still sealed for its own index), it must not keep the
+// reader thread from sleeping.
+TEST_F(ShmConnectionTest, RewoundReadIndexDoesNotKeepTheReaderAwake) {
+  ServerSends("one");
+  ASSERT_TRUE(client_sink_.WaitFor(1));
+  ASSERT_TRUE(WaitForReaderAsleep(1));
+  header_->rings[1].read_index.store(0, std::memory_order_seq_cst);  // the first record's index
+  header_->rings[1].data_seq.fetch_add(1, std::memory_order_seq_cst);  // wake it to look again
+  FutexWakeAll(&header_->rings[1].data_seq);
+  absl::SleepFor(absl::Milliseconds(10));
+  // Asleep at every look (a reader that cannot sleep is asleep only for
+  // instants between its checks).
+  int awake = 0;
+  for (int look = 0; look < 200; ++look) {
+    awake += header_->rings[1].consumer_sleepers.load(std::memory_order_seq_cst) == 0;
+    absl::SleepFor(absl::Microseconds(500));
+  }
+  EXPECT_EQ(awake, 0);
+  EXPECT_EQ(client_sink_.count(), 1u);
+}
+
 // What arrived before the connection closed is delivered, every frame of
 // it: the reader's last pass after closure drains every sealed record.
 TEST_F(ShmConnectionTest, FramesThatArrivedBeforeClosureAreAllDelivered) {
@@ -326,16 +348,22 @@ TEST_F(ShmReaderThreadTest, ReaderThreadPollsWhileBackgroundReadsAreWanted) {
 // another record waiting, and never a full ring (it is one record behind).
 class SealingAheadSink final : public FrameSink {
  public:
-  // Starts the flood: `limit` records in all, the first one now.
-  void Start(ShmRegionHeader* header, char* region, size_t limit) {
+  // Starts the flood: `limit` records in all, the first one now; the
+  // reader closes `connection` itself once it has delivered `close_at`.
+  void Start(ShmRegionHeader* header, char* region, size_t limit, size_t close_at,
+             ShmConnection* connection) {
     ring_ = std::make_unique<ShmRing>(&header->rings[0], region + kShmHeaderSize, kRingCapacity,
                                       &header->rings[1].data_seq, header->seal_key);
     limit_ = limit;
+    close_at_ = close_at;
+    connection_ = connection;
     SealOne();
     ring_->WakeConsumerIfSleeping();
   }
   void OnFrame(Frame&) override {
-    frames_.fetch_add(1, std::memory_order_relaxed);
+    if (frames_.fetch_add(1, std::memory_order_relaxed) + 1 == close_at_) {
+      connection_->Close(absl::CancelledError("closed under a flood of records"));
+    }
     SealOne();
   }
   void OnOversizeFrame(const FrameHeader&) override {}
@@ -358,6 +386,8 @@ class SealingAheadSink final : public FrameSink {
 
   std::unique_ptr<ShmRing> ring_;
   size_t limit_ = 0;
+  size_t close_at_ = 0;
+  ShmConnection* connection_ = nullptr;
   size_t sealed_ = 0;
   std::atomic<size_t> frames_{0};
 };
@@ -372,16 +402,16 @@ class ShmSealingPeerTest : public ShmConnectionTest {
 // queued output, at least once per ring's worth of records, however fast
 // the peer seals more.
 TEST_F(ShmSealingPeerTest, APeerSealingRecordsAheadDoesNotHoldTheReaderForEver) {
-  constexpr size_t kRecordBytes = 48;  // a 16-byte record header and a bare 24-byte frame, aligned
-  constexpr size_t kRingsWorth = kRingCapacity / kRecordBytes;
-  flood_.Start(header_, reinterpret_cast<char*>(header_), 40 * kRingsWorth);
-  ASSERT_TRUE(flood_.WaitFor(3 * kRingsWorth));
-  const size_t at_close = flood_.count();
-  server_->Close(absl::CancelledError("closed under a flood of records"));
+  // Drain counts a record as its header and bytes (16 + a bare 24-byte
+  // frame) and stops after a ring's worth of them.
+  constexpr size_t kBatch = (kRingCapacity + 39) / 40;
+  const size_t close_at = 3 * kBatch;
+  flood_.Start(header_, reinterpret_cast<char*>(header_), 40 * kBatch, close_at, server_.get());
+  ASSERT_TRUE(flood_.WaitFor(close_at));
   server_.reset();  // joins the reader thread
-  // The rest of the batch under way and one more (a ring's worth each),
-  // and what the reader took while Close() was on its way.
-  EXPECT_LE(flood_.count() - at_close, 3 * kRingsWorth);
+  // Closed by the reader itself, mid-batch: the rest of that batch, and
+  // the one last pass after closure.
+  EXPECT_LE(flood_.count() - close_at, 2 * kBatch);
 }
 
 TEST(ShmPollWindowTest, CallersAndWantedReadersWaitForTheReplyToALargeMessage) {

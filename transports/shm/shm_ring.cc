@@ -67,6 +67,7 @@ void ShmRing::Publish() {
   // (Dekker-style with the consumer's sleep protocol).
   record->seal.store(ShmRecordSeal(record_start_, seal_key_), std::memory_order_seq_cst);
   control_->write_index.store(write_index_, std::memory_order_release);
+  published_write_.store(write_index_, std::memory_order_release);
 }
 
 void ShmRing::PrefetchNextWrites(size_t bytes) const {
@@ -126,8 +127,8 @@ void ShmRing::Consume(size_t size) {
 }
 
 void ShmRing::Release() {
-  if (released_ == read_index_) return;
-  released_ = read_index_;
+  if (published_read_.load(std::memory_order_relaxed) == read_index_) return;
+  published_read_.store(read_index_, std::memory_order_release);
   control_->read_index.store(read_index_, std::memory_order_seq_cst);
   if (control_->producer_sleepers.load(std::memory_order_seq_cst) != 0) {
     producer_doorbell_->fetch_add(1, std::memory_order_seq_cst);

@@ -23,6 +23,7 @@
 #ifndef LOCUS_TRANSPORTS_SHM_SHM_RING_H_
 #define LOCUS_TRANSPORTS_SHM_SHM_RING_H_
 
+#include <atomic>
 #include <cstdint>
 
 #include "absl/status/status.h"
@@ -97,12 +98,17 @@ class ShmRing {
   void WakeConsumerIfSleeping();
   // Whether the consumer has left room for a record, from the published
   // indices only: a hint for threads that do not write (a real write calls
-  // FreeSpace). The consumer may have read records whose index store this
-  // thread does not see yet: a read index ahead of the write index is a
-  // moment's lag, and says the ring is empty.
+  // FreeSpace). The write index is this side's private copy of what it
+  // published (the shared word is the peer's to overwrite: a hint that
+  // stayed true while FreeSpace said no would keep waiters from sleeping).
+  // The consumer may have read records whose publication this thread does
+  // not see yet: a read index ahead of the write index is a moment's lag,
+  // and says the ring is empty.
   bool RoomHint() const {
-    const uint64_t write = control_->write_index.load(std::memory_order_acquire);
-    const uint64_t read = control_->read_index.load(std::memory_order_acquire);
+    // A stale value (another thread's later publication not seen yet) only
+    // reports more room than there is: the waiter tries, and waits again.
+    const uint64_t write = published_write_.load(std::memory_order_acquire);
+    const uint64_t read = control_->read_index.load(std::memory_order_seq_cst);
     return read >= write || write - read + sizeof(ShmRecordHeader) < capacity_;
   }
 
@@ -123,11 +129,12 @@ class ShmRing {
   // HasData() for a thread that is not the consumer (which may be reading
   // meanwhile): whether a record is sealed where the consumer last released
   // (Release), so it may also say yes for records being read right now.
-  // The same seq_cst load of the seal as HasData(), for the sleep protocol.
+  // That position is this side's private copy (the shared read_index is the
+  // peer's to overwrite: pointed back at an old record, a hint that stayed
+  // true would keep sleepers awake for ever). The same seq_cst load of the
+  // seal as HasData(), for the sleep protocol.
   bool HasDataHint() const {
-    // Aligned whatever the word holds (the peer can write it too).
-    const uint64_t released =
-        control_->read_index.load(std::memory_order_seq_cst) & ~(kShmRecordAlign - 1);
+    const uint64_t released = published_read_.load(std::memory_order_acquire);
     return RecordAt(released)->seal.load(std::memory_order_seq_cst) == ShmRecordSeal(released, seal_key_);
   }
   // Marks `size` bytes (previously returned by Readable) read; at the end
@@ -160,9 +167,10 @@ class ShmRing {
   uint64_t record_start_ = 0;   // the open record's header
   bool record_open_ = false;
   mutable uint64_t cached_read_ = 0;  // consumer index last read (validated)
+  std::atomic<uint64_t> published_write_{0};  // write_index as last published (RoomHint)
   // Consumer: own copies (authoritative).
   uint64_t read_index_ = 0;    // the next record's header
-  uint64_t released_ = 0;      // read_index_ as last published
+  std::atomic<uint64_t> published_read_{0};  // read_index_ as last published (HasDataHint)
   uint64_t body_begin_ = 0;    // unread bytes of the open record: [begin, end)
   uint64_t body_end_ = 0;
 };

@@ -217,6 +217,24 @@ TEST_F(RingTest, HeaderInTheLastBytesOfTheRing) {
   }
 }
 
+// The hints for threads other than the producer and the consumer go by
+// this side's own copies of what it published, not the shared words, which
+// the peer can overwrite.
+TEST_F(RingTest, HintsIgnoreWhatThePeerWritesIntoThisSidesIndices) {
+  ShmRing producer(&control_, data_, kCapacity, &doorbell_, kKey);
+  ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
+  std::string full(kCapacity - sizeof(ShmRecordHeader), 'f');
+  producer.Write(full.data(), full.size());
+  ASSERT_FALSE(producer.RoomHint());
+  control_.write_index.store(0);  // the peer (consumer) rewrites the producer's index
+  EXPECT_FALSE(producer.RoomHint());
+  control_.write_index.store(kCapacity);
+  ASSERT_EQ(ReadAll(consumer), full);
+  ASSERT_FALSE(consumer.HasDataHint());
+  control_.read_index.store(0);  // the peer (producer) points it back at the old record
+  EXPECT_FALSE(consumer.HasDataHint());
+}
+
 TEST_F(RingTest, ImpossibleProducerIndexIsCorruption) {
   ShmRing consumer(&control_, data_, kCapacity, &doorbell_, kKey);
   control_.write_index.store(kCapacity + 1);  // moved, yet no record sealed

@@ -46,17 +46,18 @@ uint64_t BulkCapacityFor(uint64_t requested) {
 // A fresh region's seal key (shm_layout.h): what keeps bytes that a third
 // party got into a ring (a payload) from passing for a record's seal, so it
 // must be unguessable. From the kernel's generator (getrandom, else
-// /dev/urandom); without either, no shared memory (the caller stays on
-// the Unix socket).
+// /dev/urandom); without either, UNAVAILABLE: no shared-memory connection
+// (a channel that found shm by itself stays on its other transport).
 absl::StatusOr<uint64_t> NewSealKey() {
   uint64_t key = 0;
   if (getrandom(&key, sizeof(key), GRND_NONBLOCK) != static_cast<ssize_t>(sizeof(key))) {
     const int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     const bool read_all = fd >= 0 && read(fd, &key, sizeof(key)) == static_cast<ssize_t>(sizeof(key));
+    const int err = errno;
     if (fd >= 0) close(fd);
     if (!read_all) {
-      return absl::UnavailableError(
-          absl::StrCat("no random seal key for a shared-memory region: ", std::strerror(errno)));
+      return absl::UnavailableError(absl::StrCat("no random seal key for a shared-memory region: ",
+                                                 err != 0 ? std::strerror(err) : "short read"));
     }
   }
   return key | internal::kShmSealKeyMark;
@@ -232,6 +233,8 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
   if (unix_address.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("not a shm address: \"", address, "\""));
   }
+  absl::StatusOr<uint64_t> seal_key = NewSealKey();
+  if (!seal_key.ok()) return seal_key.status();
   absl::StatusOr<int> fd = internal::ConnectUnixSocket(unix_address, deadline);
   if (!fd.ok()) return fd.status();
   const uint64_t capacity = RingCapacityFor(options.shm_ring_bytes);
@@ -241,8 +244,6 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
     close(*fd);
     return status;
   };
-  absl::StatusOr<uint64_t> seal_key = NewSealKey();
-  if (!seal_key.ok()) return fail(seal_key.status());
   int memfd = memfd_create("locus-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (memfd < 0) return fail(absl::UnavailableError(absl::StrCat("memfd_create: ", std::strerror(errno))));
   if (ftruncate(memfd, static_cast<off_t>(region_size)) != 0 ||
