@@ -32,6 +32,8 @@
 #include "locus/frame.h"
 #include "locus/wire.pb.h"
 #include "locus_bench.locus.h"
+#include "transports/shm/shm_layout.h"
+#include "transports/shm/shm_ring.h"
 
 namespace {
 
@@ -324,6 +326,79 @@ void BM_RingStream(benchmark::State& state) {
   state.counters["received"] = static_cast<double>(received.load());
 }
 BENCHMARK(BM_RingStream)->Arg(64)->Arg(4096)->UseRealTime();
+
+// ---- Locus's shm ring (transports/shm/shm_ring.h): sealed records --------
+
+struct ShmRingMemory {
+  static constexpr uint64_t kKey = locus::internal::kShmSealKeyMark | 0xbe7c;
+  explicit ShmRingMemory(size_t capacity) : data(capacity) {}
+  std::vector<char> data;
+  locus::internal::ShmRingControl control{};
+  std::atomic<uint32_t> doorbell{0};
+  locus::internal::ShmRing Side() { return {&control, data.data(), data.size(), &doorbell, kKey}; }
+};
+
+// One record written (FreeSpace, Append, Publish) and read (Readable,
+// Consume, Release) on one thread: the ring's own instructions per message.
+void BM_ShmRingPushPop(benchmark::State& state) {
+  ShmRingMemory mem(1 << 20);
+  locus::internal::ShmRing producer = mem.Side();
+  locus::internal::ShmRing consumer = mem.Side();
+  std::vector<char> msg(state.range(0), 'x');
+  for (auto _ : state) {
+    uint64_t free = 0;
+    (void)producer.FreeSpace(&free, msg.size());
+    producer.Write(msg.data(), msg.size());
+    absl::string_view a, b;
+    (void)consumer.Readable(&a, &b);
+    benchmark::DoNotOptimize(a.data());
+    consumer.Consume(a.size() + b.size());
+    consumer.Release();
+  }
+  state.SetBytesProcessed(state.iterations() * msg.size());
+}
+BENCHMARK(BM_ShmRingPushPop)->Arg(8)->Arg(64)->Arg(4096);
+
+// Producer on the benchmark thread, a consumer draining records on another
+// (batches of what is sealed, released once per batch, as the transport's
+// reader does).
+void BM_ShmRingStream(benchmark::State& state) {
+  ShmRingMemory mem(1 << 20);
+  locus::internal::ShmRing producer = mem.Side();
+  locus::internal::ShmRing consumer = mem.Side();
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> received{0};
+  std::thread reader([&] {
+    uint64_t n = 0;
+    for (;;) {
+      const bool stopping = stop.load(std::memory_order_acquire);
+      bool any = false;
+      absl::string_view a, b;
+      while (consumer.Readable(&a, &b).ok() && !a.empty()) {
+        benchmark::DoNotOptimize(a.data());
+        consumer.Consume(a.size() + b.size());
+        any = true;
+        ++n;
+      }
+      if (any) consumer.Release();
+      if (!any && stopping) break;
+      if (!any) locus_bench::CpuRelax();
+    }
+    received.store(n);
+  });
+  std::vector<char> msg(state.range(0), 'x');
+  for (auto _ : state) {
+    uint64_t free = 0;
+    while (producer.FreeSpace(&free, msg.size()).ok() && free < msg.size()) locus_bench::CpuRelax();
+    producer.Write(msg.data(), msg.size());
+  }
+  stop.store(true, std::memory_order_release);
+  reader.join();
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * msg.size());
+  state.counters["received"] = static_cast<double>(received.load());
+}
+BENCHMARK(BM_ShmRingStream)->Arg(64)->Arg(4096)->UseRealTime();
 
 void BM_SystemCall(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(syscall(SYS_getppid));
