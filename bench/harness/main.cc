@@ -600,9 +600,17 @@ CaseSpec Make(const PlanOptions& p, const std::string& system, const std::string
   return s;
 }
 
+// The raw shm baselines of one case (raw_cases.cc): index-polling rings
+// spinning, sealed rings spinning, index-polling rings adaptive.
+void AddRawShmCases(const PlanOptions& p, size_t size, int out, int round, std::vector<CaseSpec>* plan) {
+  for (const char* variant : {"spin", "sealed", "adaptive"}) {
+    plan->push_back(Make(p, "raw", "shm", variant, size, out, round));
+  }
+}
+
 // Interleaved plan: per round, per size, per outstanding, each transport's
-// raw baseline(s), Locus case and gRPC case back to back. shm runs raw spin
-// and adaptive, Locus, and gRPC over unix (gRPC has no shm); inproc runs
+// raw baseline(s), Locus case and gRPC case back to back. shm runs raw spin,
+// sealed and adaptive, Locus, and gRPC over unix (gRPC has no shm); inproc runs
 // the virtual-call baseline and Locus.
 // Cap'n Proto and Thrift (`peers`) run next to the unix and tcp cases.
 std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::string>& transports,
@@ -639,9 +647,7 @@ std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::str
             continue;
           }
           if (t == "shm") {
-            plan.push_back(Make(p, "raw", "shm", "spin", size, out, round));
-            plan.push_back(Make(p, "raw", "shm", "sealed", size, out, round));
-            plan.push_back(Make(p, "raw", "shm", "adaptive", size, out, round));
+            AddRawShmCases(p, size, out, round, &plan);
           } else {
             plan.push_back(Make(p, "raw", t, "", size, out, round));
             if (HasEpollVariant(t, out)) plan.push_back(Make(p, "raw", t, "epoll", size, out, round));
@@ -845,9 +851,7 @@ int ClientMain(Flags& flags) {
       for (size_t size : p.sizes) {
         for (int out : p.outstanding) {
           if (want_raw && base_transport == "shm") {
-            plan.push_back(Make(p, "raw", "shm", "spin", size, out, round));
-            plan.push_back(Make(p, "raw", "shm", "sealed", size, out, round));
-            plan.push_back(Make(p, "raw", "shm", "adaptive", size, out, round));
+            AddRawShmCases(p, size, out, round, &plan);
           } else if (want_raw && !base_transport.empty()) {
             plan.push_back(Make(p, "raw", base_transport, "", size, out, round));
             if (HasEpollVariant(base_transport, out)) {
