@@ -174,6 +174,7 @@ class ChannelImpl final : public Channel {
     transport_options.shm_ring_bytes = options_.shm_ring_bytes;
     transport_options.shm_bulk_bytes = options_.shm_bulk_bytes;
     transport_options.shm_spin = options_.shm_spin;
+    transport_options.socket_spin = options_.socket_spin;
     absl::StatusOr<std::unique_ptr<Connection>> connection =
         (*transport)->Connect(address, transport_options, deadline);
     if (!connection.ok()) return connection.status();

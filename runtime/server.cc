@@ -102,6 +102,7 @@ class ServerImpl {
     transport_options.max_receive_message_size = options_.max_receive_message_size;
     transport_options.unix_socket_mode = options_.unix_socket_mode;
     transport_options.shm_spin = options_.shm_spin;
+    transport_options.socket_spin = options_.socket_spin;
     transport_options.send_stall_timeout = options_.send_stall_timeout;
     // Set before listening (accepted connections read them): same-host
     // clients may move to our Unix sockets (and shared memory

@@ -57,6 +57,7 @@ struct CaseSpec {
   uint64_t shm_ring_bytes = 0;  // ChannelOptions::shm_ring_bytes
   int64_t shm_bulk_bytes = -1;  // ChannelOptions::shm_bulk_bytes (-1: default)
   double shm_spin_us = -1;      // ChannelOptions / ServerOptions::shm_spin
+  double socket_spin_us = -1;   // ChannelOptions / ServerOptions::socket_spin
 
   // e.g. "locus_unix", "raw_shm_spin", "grpc_tcp_callback".
   std::string Name() const;

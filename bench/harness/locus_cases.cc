@@ -66,6 +66,10 @@ locus::ServerOptions ServerOptionsFrom(const Flags& flags) {
   if (it != flags.end() && std::stod(it->second) >= 0) {
     options.shm_spin = absl::Nanoseconds(static_cast<int64_t>(std::stod(it->second) * 1000));
   }
+  it = flags.find("socket-spin-us");
+  if (it != flags.end() && std::stod(it->second) >= 0) {
+    options.socket_spin = absl::Nanoseconds(static_cast<int64_t>(std::stod(it->second) * 1000));
+  }
   return options;
 }
 
@@ -106,6 +110,9 @@ RunResult LocusClient(const CaseSpec& spec, const std::string& server_address, W
   if (spec.shm_bulk_bytes >= 0) channel_options.shm_bulk_bytes = spec.shm_bulk_bytes;
   if (spec.shm_spin_us >= 0) {
     channel_options.shm_spin = absl::Nanoseconds(static_cast<int64_t>(spec.shm_spin_us * 1000));
+  }
+  if (spec.socket_spin_us >= 0) {
+    channel_options.socket_spin = absl::Nanoseconds(static_cast<int64_t>(spec.socket_spin_us * 1000));
   }
   auto channel = locus::Connect(address, channel_options);
   if (!channel.ok()) return Fail("connect " + address + ": " + channel.status().ToString());

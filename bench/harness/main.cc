@@ -60,6 +60,7 @@ constexpr const char* kUsage = R"(usage: locus-bench [flags]
   --shm-ring-bytes=N         Locus shm: ChannelOptions::shm_ring_bytes (power of 2)
   --shm-bulk-bytes=N         Locus shm: ChannelOptions::shm_bulk_bytes (0: no bulk areas)
   --shm-spin-us=N            Locus shm: client and server shm_spin (0 = never poll)
+  --socket-spin-us=N         Locus unix/tcp: client and server socket_spin (0 = never poll)
   --no-deadlock-detection    call absl::SetMutexDeadlockDetectionMode(kIgnore) in
                              client and server (diagnostic: Debian's libabsl is
                              built without NDEBUG, so every absl::Mutex::Lock
@@ -193,10 +194,12 @@ std::string RawVariantFor(const std::string& locus_transport) {
   return locus_transport == "shm" ? "adaptive" : "";
 }
 
-// The raw ping-pong with an epoll server (raw_cases.cc) runs next to the
-// blocking one on stream sockets: the part of Locus's distance to raw that
-// any event-loop server pays.
-bool HasEpollVariant(const std::string& transport, int outstanding) {
+// On stream sockets the raw ping-pong runs in three variants (raw_cases.cc)
+// at one outstanding call: blocking reads (the floor the targets name), an
+// epoll server (the part of the distance that any event-loop server pays),
+// and both sides busy-polling (the floor of a reader that polls, as Locus's
+// do for socket_spin).
+bool HasSocketVariants(const std::string& transport, int outstanding) {
   return (transport == "unix" || transport == "tcp") && outstanding == 1;
 }
 
@@ -287,6 +290,9 @@ Stats RunCase(Context& ctx, const CaseSpec& spec) {
                                    "--size=" + std::to_string(spec.size), "--address=" + address};
   if (ctx.pin) args.push_back("--cpu=" + std::to_string(ctx.server_cpu));
   if (spec.shm_spin_us >= 0) args.push_back("--shm-spin-us=" + std::to_string(spec.shm_spin_us));
+  if (spec.socket_spin_us >= 0) {
+    args.push_back("--socket-spin-us=" + std::to_string(spec.socket_spin_us));
+  }
   if (ctx.no_deadlock_detection) args.push_back("--no-deadlock-detection");
   int keep_fd = -1;
   std::string err;
@@ -337,6 +343,7 @@ void PrintOutcome(const Context& ctx, const Outcome& o) {
   if (s.shm_ring_bytes > 0) j.Int("shm_ring_bytes", s.shm_ring_bytes);
   if (s.shm_bulk_bytes >= 0) j.Int("shm_bulk_bytes", s.shm_bulk_bytes);
   if (s.shm_spin_us >= 0) j.Num("shm_spin_us", s.shm_spin_us);
+  if (s.socket_spin_us >= 0) j.Num("socket_spin_us", s.socket_spin_us);
   if (ctx.no_deadlock_detection) j.Bool("absl_deadlock_detection", false);
   if (!st.ok) {
     j.Str("error", st.error);
@@ -418,11 +425,13 @@ void PrintSummary(const std::vector<Outcome>& all) {
           "         capnp/thrift p50 and x capnp / x thrift (locus calls/s over theirs): same socket type,\n"
           "         '-' when that baseline did not run; vs_ep = locus_p50 over the raw ping-pong whose\n"
           "         server waits in epoll, as event-loop servers do (unix, tcp), and for shm over the\n"
-          "         raw ping-pong on sealed rings, where the polled line carries the message)\n");
-  fprintf(stderr, "%-6s %8s %4s | %9s %9s %9s %9s | %9s %9s | %7s %7s | %10s %8s %8s | %6s %6s | %9s %9s %8s %8s | %6s\n",
+          "         raw ping-pong on sealed rings, where the polled line carries the message);\n"
+          "         vs_poll = locus_p50 over the raw ping-pong whose both sides busy-poll their\n"
+          "         sockets (unix, tcp), as Locus's readers do for socket_spin\n");
+  fprintf(stderr, "%-6s %8s %4s | %9s %9s %9s %9s | %9s %9s | %7s %7s | %10s %8s %8s | %6s %6s | %9s %9s %8s %8s | %6s %7s\n",
           "trans", "size", "out", "locus p50", "locus p99", "calls/s", "MB/s", "raw p50", "grpc p50",
           "vs_raw", "vs_grpc", "cps raw", "x raw", "x grpc", "cpu L", "cpu G", "capnp p50", "thrft p50",
-          "x capnp", "x thrift", "vs_ep");
+          "x capnp", "x thrift", "vs_ep", "vs_poll");
   for (const auto& [transport, size, out] : keys) {
     const std::string t = transport;
     const size_t sz = size;
@@ -442,6 +451,9 @@ void PrintSummary(const std::vector<Outcome>& all) {
     });
     Agg raw_epoll = Aggregate(all, [&](const Outcome& o) {
       return like(o, "raw") && o.stats.transport == t && o.spec.variant == "epoll";
+    });
+    Agg raw_poll = Aggregate(all, [&](const Outcome& o) {
+      return like(o, "raw") && o.stats.transport == t && o.spec.variant == "poll";
     });
     bool streaming = false;
     for (const Outcome& o : all) streaming |= o.spec.streaming;
@@ -498,6 +510,9 @@ void PrintSummary(const std::vector<Outcome>& all) {
     if (raw_epoll.found) {
       j.Num("raw_epoll_p50_us", raw_epoll.p50).Num("vs_raw_epoll", locus.p50 / raw_epoll.p50);
     }
+    if (raw_poll.found) {
+      j.Num("raw_poll_p50_us", raw_poll.p50).Num("vs_raw_poll", locus.p50 / raw_poll.p50);
+    }
     if (grpc.found) {
       j.Str("grpc_case", grpc.name)
           .Num("grpc_p50_us", grpc.p50)
@@ -529,7 +544,7 @@ void PrintSummary(const std::vector<Outcome>& all) {
       snprintf(buf, sizeof buf, fmt, v);
       return std::string(buf);
     };
-    fprintf(stderr, "%-6s %8zu %4d | %9.3f %9.2f %9.0f %9.1f | %9.3f %9.2f | %7.2f %7.1f | %10.0f %8.2f %8.2f | %6.2f %6.2f | %9s %9s %8s %8s | %6s\n",
+    fprintf(stderr, "%-6s %8zu %4d | %9.3f %9.2f %9.0f %9.1f | %9.3f %9.2f | %7.2f %7.1f | %10.0f %8.2f %8.2f | %6.2f %6.2f | %9s %9s %8s %8s | %6s %7s\n",
             transport.c_str(), size, out, locus.p50, locus.p99, locus.cps, locus.mbps, raw.p50, grpc.p50,
             locus.p50 / raw.p50, grpc.p50 / locus.p50, raw.cps, locus.cps / raw.cps,
             locus.cps / grpc.cps, locus.cpu, grpc.cpu, cell(capnp.found, capnp.p50, "%.2f").c_str(),
@@ -537,7 +552,8 @@ void PrintSummary(const std::vector<Outcome>& all) {
             cell(capnp.found, locus.cps / capnp.cps, "%.2f").c_str(),
             cell(thrift.found, locus.cps / thrift.cps, "%.2f").c_str(),
             raw_epoll.found ? cell(true, locus.p50 / raw_epoll.p50, "%.2f").c_str()
-                            : cell(raw_sealed.found, locus.p50 / raw_sealed.p50, "%.2f").c_str());
+                            : cell(raw_sealed.found, locus.p50 / raw_sealed.p50, "%.2f").c_str(),
+            cell(raw_poll.found, locus.p50 / raw_poll.p50, "%.2f").c_str());
   }
 }
 
@@ -557,6 +573,7 @@ struct PlanOptions {
   uint64_t shm_ring_bytes = 0;
   int64_t shm_bulk_bytes = -1;
   double shm_spin_us = -1;
+  double socket_spin_us = -1;
 };
 
 // Why `spec` cannot run (skipped, not failed), or "".
@@ -595,6 +612,7 @@ CaseSpec Make(const PlanOptions& p, const std::string& system, const std::string
   s.shm_ring_bytes = p.shm_ring_bytes;
   s.shm_bulk_bytes = p.shm_bulk_bytes;
   s.shm_spin_us = p.shm_spin_us;
+  s.socket_spin_us = p.socket_spin_us;
   // A collocated call takes about as long as two clock reads: time batches.
   if (transport == "inproc" && out == 1) s.batch = 64;
   return s;
@@ -605,6 +623,16 @@ CaseSpec Make(const PlanOptions& p, const std::string& system, const std::string
 void AddRawShmCases(const PlanOptions& p, size_t size, int out, int round, std::vector<CaseSpec>* plan) {
   for (const char* variant : {"spin", "sealed", "adaptive"}) {
     plan->push_back(Make(p, "raw", "shm", variant, size, out, round));
+  }
+}
+
+// The raw baselines of a socket transport (see HasSocketVariants).
+void AddRawSocketCases(const PlanOptions& p, const std::string& transport, size_t size, int out,
+                       int round, std::vector<CaseSpec>* plan) {
+  plan->push_back(Make(p, "raw", transport, "", size, out, round));
+  if (!HasSocketVariants(transport, out)) return;
+  for (const char* variant : {"epoll", "poll"}) {
+    plan->push_back(Make(p, "raw", transport, variant, size, out, round));
   }
 }
 
@@ -649,8 +677,7 @@ std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::str
           if (t == "shm") {
             AddRawShmCases(p, size, out, round, &plan);
           } else {
-            plan.push_back(Make(p, "raw", t, "", size, out, round));
-            if (HasEpollVariant(t, out)) plan.push_back(Make(p, "raw", t, "epoll", size, out, round));
+            AddRawSocketCases(p, t, size, out, round, &plan);
           }
           plan.push_back(Make(p, "locus", t, "", size, out, round));
           // udp compares with gRPC over tcp, which the tcp rows ran already.
@@ -680,7 +707,8 @@ int ClientMain(Flags& flags) {
   static const char* kKnown[] = {"suite", "transport", "address", "grpc-over", "over", "size", "outstanding",
                                  "mode", "calls", "seconds", "warmup-calls", "warmup-seconds",
                                  "rounds", "baselines", "only", "pin", "case-timeout", "out", "help",
-                                 "shm-ring-bytes", "shm-bulk-bytes", "shm-spin-us", "no-deadlock-detection"};
+                                 "shm-ring-bytes", "shm-bulk-bytes", "shm-spin-us", "socket-spin-us",
+                                 "no-deadlock-detection"};
   for (const auto& [k, v] : flags) {
     if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown)) {
       Die("unknown flag --" + k + "\n" + kUsage);
@@ -777,6 +805,7 @@ int ClientMain(Flags& flags) {
   if (flags.count("shm-ring-bytes")) p.shm_ring_bytes = std::stoull(flags["shm-ring-bytes"]);
   if (flags.count("shm-bulk-bytes")) p.shm_bulk_bytes = std::stoll(flags["shm-bulk-bytes"]);
   if (flags.count("shm-spin-us")) p.shm_spin_us = std::stod(flags["shm-spin-us"]);
+  if (flags.count("socket-spin-us")) p.socket_spin_us = std::stod(flags["socket-spin-us"]);
   if (!suite.empty() && (flags.count("size") || flags.count("outstanding") || flags.count("calls") ||
                          flags.count("seconds") || flags.count("rounds") || flags.count("warmup-calls") ||
                          flags.count("warmup-seconds"))) {
@@ -853,10 +882,7 @@ int ClientMain(Flags& flags) {
           if (want_raw && base_transport == "shm") {
             AddRawShmCases(p, size, out, round, &plan);
           } else if (want_raw && !base_transport.empty()) {
-            plan.push_back(Make(p, "raw", base_transport, "", size, out, round));
-            if (HasEpollVariant(base_transport, out)) {
-              plan.push_back(Make(p, "raw", base_transport, "epoll", size, out, round));
-            }
+            AddRawSocketCases(p, base_transport, size, out, round, &plan);
           }
           if (locus_case) {
             CaseSpec s = Make(p, "locus", t, "", size, out, round);
@@ -880,6 +906,7 @@ int ClientMain(Flags& flags) {
     spec.shm_ring_bytes = p.shm_ring_bytes;
     spec.shm_bulk_bytes = p.shm_bulk_bytes;
     spec.shm_spin_us = p.shm_spin_us;
+    spec.socket_spin_us = p.socket_spin_us;
   }
   if (streaming) {
     // Locus and gRPC stream; the raw ping-pong stays the floor (a raw

@@ -3,7 +3,9 @@
 //   tcp   - TCP loopback with TCP_NODELAY, same
 //           unix/tcp variant "epoll": the server waits in epoll_wait and
 //           reads without blocking, as an event-loop server does (one
-//           more system call per request): the floor of any such server
+//           more system call per request): the floor of any such server;
+//           variant "poll": client and server busy-poll with non-blocking
+//           reads, never sleeping (what a reader that polls can reach)
 //   udp   - connected UDP datagrams (size <= 65507)
 //   shm   - two SPSC rings in a memfd shared with the server; variant "spin"
 //           (both sides spin) or "adaptive" (spin 60 us, then futex), both
@@ -62,6 +64,18 @@ bool ReadAll(int fd, char* p, size_t n) {
   while (n > 0) {
     ssize_t r = read(fd, p, n);
     if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= r;
+  }
+  return true;
+}
+
+// ReadAll busy-polling: non-blocking reads until `n` bytes came.
+bool PollAll(int fd, char* p, size_t n) {
+  while (n > 0) {
+    ssize_t r = recv(fd, p, n, MSG_DONTWAIT);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (r <= 0) return false;
     p += r;
     n -= r;
@@ -196,6 +210,13 @@ void StreamEcho(int fd, size_t size) {
   close(fd);
 }
 
+void StreamEchoPoll(int fd, size_t size) {
+  std::vector<char> buf(size);
+  while (PollAll(fd, buf.data(), size) && WriteAll(fd, buf.data(), size)) {
+  }
+  close(fd);
+}
+
 // StreamEcho as an event-loop server does it: epoll_wait (level-triggered),
 // then a non-blocking read; a complete request is echoed with a blocking
 // write, as before.
@@ -284,8 +305,10 @@ int RawServe(const Flags& flags) {
       }
     }).detach();
   } else {
-    const bool epoll = variant == "epoll";
-    std::thread([fd, size, family, epoll] {
+    void (*echo)(int, size_t) = variant == "epoll" ? StreamEchoEpoll
+                                : variant == "poll"  ? StreamEchoPoll
+                                                     : StreamEcho;
+    std::thread([fd, size, family, echo] {
       for (;;) {
         int c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
         if (c < 0) continue;
@@ -293,7 +316,7 @@ int RawServe(const Flags& flags) {
           int one = 1;
           setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        std::thread(epoll ? StreamEchoEpoll : StreamEcho, c, size).detach();
+        std::thread(echo, c, size).detach();
       }
     }).detach();
   }
@@ -392,6 +415,7 @@ RunResult RawClient(const CaseSpec& spec, const std::string& address, WindowHook
     setsockopt(s.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   }
   std::vector<char> req(spec.size, 'x'), resp(spec.size);
+  const bool poll = spec.variant == "poll";
   RunResult r;
   if (spec.outstanding == 1) {
     r = RunSyncLoop(spec, hooks, [&](std::string* e) {
@@ -406,7 +430,8 @@ RunResult RawClient(const CaseSpec& spec, const std::string& address, WindowHook
         }
         return true;
       }
-      if (!WriteAll(s.fd, req.data(), req.size()) || !ReadAll(s.fd, resp.data(), resp.size())) {
+      if (!WriteAll(s.fd, req.data(), req.size()) ||
+          !(poll ? PollAll : ReadAll)(s.fd, resp.data(), resp.size())) {
         *e = Errno("write/read");
         return false;
       }

@@ -99,10 +99,13 @@ inline std::string SiblingAddress(const std::string& listen, const TempDir& dir,
 }
 
 // Runs handlers inline on I/O threads, or on a pool: both must conform.
-template <typename Transport, int kHandlerThreads>
+// Socket readers poll before they sleep (socket_spin) unless kSocketSpin is
+// false: then every wait is a sleep, the paths a busy machine takes.
+template <typename Transport, int kHandlerThreads, bool kSocketSpin = true>
 struct Config {
   using TransportKind = Transport;
   static constexpr int handler_threads = kHandlerThreads;
+  static constexpr bool socket_spin = kSocketSpin;
 };
 
 // For tests that need every frame to arrive under load, or a connection the
@@ -133,6 +136,10 @@ class TransportConformance : public ::testing::Test {
 
   void StartServer(ServerOptions options) {
     options.handler_threads = ConfigT::handler_threads;
+    if (!ConfigT::socket_spin) {
+      options.socket_spin = absl::ZeroDuration();
+      channel_options_.socket_spin = absl::ZeroDuration();
+    }
     server_ = std::make_unique<Server>(options);
     ASSERT_TRUE(server_->RegisterService(&service_).ok());
     ASSERT_TRUE(server_->AddListeningAddress(ConfigT::TransportKind::ListenAddress(dir_)).ok());
@@ -174,7 +181,8 @@ using TransportKinds =
     ::testing::Types<Config<UnixSocket, 0>, Config<UnixAbstract, 0>, Config<TcpIpv4, 0>,
                      Config<TcpIpv6, 0>, Config<SharedMemory, 0>, Config<InProcess, 0>,
                      Config<UdpIpv4, 0>, Config<UnixSocket, 4>, Config<TcpIpv4, 4>,
-                     Config<SharedMemory, 4>, Config<InProcess, 4>, Config<UdpIpv4, 4>>;
+                     Config<SharedMemory, 4>, Config<InProcess, 4>, Config<UdpIpv4, 4>,
+                     Config<TcpIpv4, 0, /*kSocketSpin=*/false>>;
 
 class ConfigNames {
  public:
@@ -188,7 +196,7 @@ class ConfigNames {
     if (std::is_same_v<typename T::TransportKind, InProcess>) name = "InProcess";
     if (std::is_same_v<typename T::TransportKind, TcpIpv6>) name = "Tcp6";
     if (std::is_same_v<typename T::TransportKind, UdpIpv4>) name = "Udp4";
-    return name + (T::handler_threads > 0 ? "Pool" : "Inline");
+    return name + (T::handler_threads > 0 ? "Pool" : "Inline") + (T::socket_spin ? "" : "NoSpin");
   }
 };
 }  // namespace locus::conformance

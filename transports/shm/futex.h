@@ -21,15 +21,6 @@ void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, absl::Duration ti
 // Wakes every waiter on `word`.
 void FutexWakeAll(std::atomic<uint32_t>* word);
 
-// A CPU hint inside spin loops.
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 }  // namespace locus::internal
 
 #endif  // LOCUS_TRANSPORTS_SHM_FUTEX_H_

@@ -28,7 +28,7 @@
 #include "transports/shm/shm_bulk.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/shm_ring.h"
-#include "transports/shm/spin_budget.h"
+#include "internal/spin_budget.h"
 #include "transports/socket/event_loop.h"
 
 namespace locus::internal {

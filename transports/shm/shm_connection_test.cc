@@ -25,7 +25,7 @@
 #include "transports/shm/poll_window.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/shm_ring.h"
-#include "transports/shm/spin_budget.h"
+#include "internal/spin_budget.h"
 
 namespace locus::internal {
 namespace {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "internal/log.h"
+#include "internal/spin_budget.h"
 
 namespace locus::internal {
 namespace {
@@ -109,35 +110,110 @@ void EventLoop::Remove(int fd) {
 void EventLoop::Run() {
   constexpr int kMaxEvents = 64;
   epoll_event events[kMaxEvents];
+  PollTarget target;
   for (;;) {
     int n = epoll_wait(epoll_fd_, events, kMaxEvents, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       LOCUS_LOG(FATAL) << "epoll_wait: " << std::strerror(errno);
     }
-    for (int i = 0; i < n; ++i) {
-      const uint64_t key = events[i].data.u64;
-      const int fd = KeyFd(key);
-      if (fd == wake_fd_ && KeyGeneration(key) == 0) {
-        absl::MutexLock lock(&mu_);
-        if (stopping_) return;
-        continue;
-      }
-      std::shared_ptr<FdHandler> handler;
-      {
-        absl::MutexLock lock(&mu_);
-        auto it = handlers_.find(fd);
-        // Removed after epoll_wait returned (and maybe registered again
-        // for a new socket with the same number: not this event's).
-        if (it == handlers_.end() || it->second.generation != KeyGeneration(key)) continue;
-        handler = it->second.handler;
-        dispatching_fd_.store(fd, std::memory_order_relaxed);  // published by mu_
-      }
-      handler->OnEvents(events[i].events);
-      handler.reset();  // before Remove() may return (see dispatching_fd_)
-      dispatching_fd_.store(-1, std::memory_order_release);
-    }
+    if (!Dispatch(events, n, &target)) return;
+    if (!Poll(events, kMaxEvents, &target)) return;
   }
+}
+
+bool EventLoop::Dispatch(const epoll_event* events, int n, PollTarget* target) {
+  target->window = absl::ZeroDuration();
+  for (int i = 0; i < n; ++i) {
+    const uint64_t key = events[i].data.u64;
+    const int fd = KeyFd(key);
+    if (fd == wake_fd_ && KeyGeneration(key) == 0) {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return false;
+      continue;
+    }
+    std::shared_ptr<FdHandler> handler;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = handlers_.find(fd);
+      // Removed after epoll_wait returned (and maybe registered again
+      // for a new socket with the same number: not this event's).
+      if (it == handlers_.end() || it->second.generation != KeyGeneration(key)) continue;
+      handler = it->second.handler;
+      dispatching_fd_.store(fd, std::memory_order_relaxed);  // published by mu_
+    }
+    handler->OnEvents(events[i].events);
+    const absl::Duration window = handler->PollWindow();
+    if (window > target->window) *target = PollTarget{fd, KeyGeneration(key), window};
+    handler.reset();  // before Remove() may return (see dispatching_fd_)
+    dispatching_fd_.store(-1, std::memory_order_release);
+  }
+  return true;
+}
+
+bool EventLoop::Poll(epoll_event* events, int max_events, PollTarget* target) {
+  // The target's input is tried directly (one system call); the other fds
+  // (and the stop request) are looked at with every kDirectTries-th try.
+  constexpr uint32_t kDirectTries = 4;
+  SpinBudget& budget = SpinBudget::Get();
+  while (target->window > absl::ZeroDuration()) {
+    if (!poll_policy_.ShouldPoll() || budget.CallerWaiting() || !budget.TryAcquire()) return true;
+    absl::Time until = absl::Now() + target->window;
+    bool found = false;
+    for (uint32_t i = 1;; ++i) {
+      if (i % kDirectTries == 0) {
+        const int n = epoll_wait(epoll_fd_, events, max_events, 0);
+        if (n > 0) {
+          budget.Release();
+          poll_policy_.Hit();
+          if (!Dispatch(events, n, target)) return false;
+          found = true;
+          break;
+        }
+      } else {
+        absl::Duration next_window;
+        const TargetPoll polled = PollTargetOnce(*target, &next_window);
+        if (polled == TargetPoll::kInput) {
+          poll_policy_.Hit();
+          target->window = next_window;
+          if (next_window <= absl::ZeroDuration()) break;
+          until = absl::Now() + next_window;  // poll on, budget kept
+          continue;
+        }
+        if (polled == TargetPoll::kGone) {
+          target->window = absl::ZeroDuration();
+          break;
+        }
+      }
+      if (absl::Now() >= until) {
+        poll_policy_.Miss();
+        target->window = absl::ZeroDuration();
+        break;
+      }
+      if (budget.CallerWaiting()) {  // yield the core to a synchronous caller
+        target->window = absl::ZeroDuration();
+        break;
+      }
+    }
+    if (!found) budget.Release();
+  }
+  return true;
+}
+
+EventLoop::TargetPoll EventLoop::PollTargetOnce(const PollTarget& target, absl::Duration* window) {
+  std::shared_ptr<FdHandler> handler;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = handlers_.find(target.fd);
+    if (it == handlers_.end() || it->second.generation != target.generation) return TargetPoll::kGone;
+    handler = it->second.handler;
+    dispatching_fd_.store(target.fd, std::memory_order_relaxed);  // published by mu_
+  }
+  const bool input = handler->PollOnce();
+  *window = input ? handler->PollWindow() : absl::ZeroDuration();
+  handler.reset();  // before Remove() may return (see dispatching_fd_)
+  dispatching_fd_.store(-1, std::memory_order_release);
+  return input ? TargetPoll::kInput : TargetPoll::kNothing;
 }
 
 EventLoopPool& EventLoopPool::Get() {

@@ -8,6 +8,15 @@
 //   ...
 //   loop->Remove(fd);                          // no OnEvents() after this returns
 //
+// Busy-polling: a handler may ask the loop to poll it for a while after its
+// events (FdHandler::PollWindow) instead of sleeping in epoll_wait at once.
+// The loop then calls its PollOnce() (one non-blocking attempt at input) in
+// a loop, with an epoll_wait(0) every few attempts for the other fds, until
+// input comes (then it handles it and polls again) or the window ends. It
+// polls only while the process-wide spin budget allows (spin_budget.h; it
+// gives way to synchronous callers) and while polling has been paying off
+// (adaptive_poll.h).
+//
 // Thread-safety: all methods are thread-safe. Handlers run on the loop thread
 // only, one event batch at a time; a handler must not block for long (it
 // delays every other fd on this loop). A handler may be destroyed on the
@@ -15,6 +24,8 @@
 // not wait for a thread that may be inside Remove() of the same fd.
 #ifndef LOCUS_TRANSPORTS_SOCKET_EVENT_LOOP_H_
 #define LOCUS_TRANSPORTS_SOCKET_EVENT_LOOP_H_
+
+#include <sys/epoll.h>
 
 #include <atomic>
 #include <cstdint>
@@ -26,6 +37,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "transports/socket/adaptive_poll.h"
 
 namespace locus::internal {
 
@@ -34,6 +47,14 @@ class FdHandler {
   virtual ~FdHandler() = default;
   // `events` is the epoll event mask (EPOLLIN, EPOLLOUT, EPOLLHUP, EPOLLERR...).
   virtual void OnEvents(uint32_t events) = 0;
+  // How long the loop may poll this handler (PollOnce) for more input after
+  // it handled its events, rather than sleep; zero: never. Asked on the
+  // loop thread right after OnEvents and after a PollOnce that found input.
+  virtual absl::Duration PollWindow() { return absl::ZeroDuration(); }
+  // One attempt at input that never waits; true if some came (or the end
+  // of input) and was handled. Loop thread only, never after Remove()
+  // returned, like OnEvents.
+  virtual bool PollOnce() { return false; }
 };
 
 class EventLoop {
@@ -58,7 +79,25 @@ class EventLoop {
   bool InLoopThread() const { return std::this_thread::get_id() == thread_id_; }
 
  private:
+  // The handler a batch asked the loop to poll, and for how long.
+  struct PollTarget {
+    int fd = -1;
+    uint32_t generation = 0;
+    absl::Duration window;  // zero: poll nothing
+  };
+  enum class TargetPoll { kInput, kNothing, kGone };
+
   void Run();
+  // Hands `n` collected events to their handlers. Returns false when the
+  // loop must stop. Sets `target` to the dispatched handler that asked for
+  // the longest poll window (window zero if none asked).
+  bool Dispatch(const epoll_event* events, int n, PollTarget* target);
+  // Busy-polls `*target` and the other fds (see the file comment) while
+  // the budget and the policy allow. Returns false when the loop must stop.
+  bool Poll(epoll_event* events, int max_events, PollTarget* target);
+  // One PollOnce() of the target, if it is still registered (Remove()
+  // waits for it like for a dispatch); `window` gets its next poll window.
+  TargetPoll PollTargetOnce(const PollTarget& target, absl::Duration* window);
 
   int epoll_fd_ = -1;
   int wake_fd_ = -1;  // eventfd used to stop the loop
@@ -82,6 +121,7 @@ class EventLoop {
   // after Remove returned, e.g. closing an fd whose number is reused).
   std::atomic<int> dispatching_fd_{-1};
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  AdaptivePoll poll_policy_;  // loop thread only
 };
 
 // The process-wide loops: one per core (at least one, at most 4), started on

@@ -1,6 +1,7 @@
 // EventLoop: registrations are told apart by generation, so an event the
 // loop collected for an fd that was removed meanwhile never reaches the
-// handler of a new socket that got the same number.
+// handler of a new socket that got the same number; a handler that asks to
+// be polled after its events is, until it is removed.
 //
 // Tests use deadlines only as watchdogs against hangs, never to assert speed.
 #include "transports/socket/event_loop.h"
@@ -17,6 +18,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "internal/spin_budget.h"
 
 namespace locus::internal {
 namespace {
@@ -146,6 +148,88 @@ TEST(EventLoopTest, RemoveWaitsForADispatchInProgress) {
   // The loop let go of the handler before Remove returned: the test's
   // reference is the last, so the handler dies where its owner decides.
   EXPECT_EQ(handler.use_count(), 1);
+}
+
+// Drains its fd on events, then asks to be polled for `window`. Its "input"
+// while polled is a counter the test raises (not the fd, which epoll would
+// report too): PollOnce takes one unit per call.
+class PolledHandler final : public FdHandler {
+ public:
+  PolledHandler(int drain_fd, absl::Duration window) : drain_fd_(drain_fd), window_(window) {}
+  void OnEvents(uint32_t) override {
+    char byte;
+    while (read(drain_fd_, &byte, 1) == 1) {
+    }
+    events_.fetch_add(1);
+  }
+  absl::Duration PollWindow() override { return window_; }
+  bool PollOnce() override {
+    polls_.fetch_add(1);
+    int pending = pending_.load();
+    while (pending > 0) {
+      if (pending_.compare_exchange_weak(pending, pending - 1)) {
+        taken_.fetch_add(1);
+        return true;
+      }
+    }
+    return false;
+  }
+  void AddInput() { pending_.fetch_add(1); }
+  int events() const { return events_.load(); }
+  int polls() const { return polls_.load(); }
+  int taken() const { return taken_.load(); }
+
+ private:
+  const int drain_fd_;
+  const absl::Duration window_;
+  std::atomic<int> events_{0};
+  std::atomic<int> polls_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<int> taken_{0};
+};
+
+template <typename Condition>
+bool WithinWatchdog(Condition condition) {
+  const absl::Time until = absl::Now() + kWatchdog;
+  while (!condition()) {
+    if (absl::Now() >= until) return false;
+    absl::SleepFor(absl::Microseconds(100));
+  }
+  return true;
+}
+
+TEST(EventLoopTest, AHandlerThatAsksIsPolledAfterItsEventsUntilRemoved) {
+  if (SpinBudget::Get().limit() == 0) GTEST_SKIP() << "one core: nobody may poll";
+  EventLoop loop;
+  Pipe pipe;
+  // Longer than the test: polling ends only with the removal.
+  auto handler = std::make_shared<PolledHandler>(pipe.read_end, absl::Hours(1));
+  ASSERT_TRUE(loop.Add(pipe.read_end, EPOLLIN, handler).ok());
+  pipe.MakeReadable();
+  ASSERT_TRUE(WithinWatchdog([&] { return handler->polls() > 0; })) << "the loop never polled";
+  for (int i = 1; i <= 3; ++i) {
+    handler->AddInput();
+    ASSERT_TRUE(WithinWatchdog([&] { return handler->taken() == i; }));
+  }
+  EXPECT_EQ(handler->events(), 1) << "input came through polling, not epoll";
+  loop.Remove(pipe.read_end);
+  const int polls_at_removal = handler->polls();
+  absl::SleepFor(absl::Milliseconds(20));  // room for a wrong poll
+  EXPECT_EQ(handler->polls(), polls_at_removal) << "polled after Remove returned";
+  EXPECT_EQ(handler.use_count(), 1) << "the loop kept a reference after Remove";
+}
+
+TEST(EventLoopTest, AHandlerThatDoesNotAskIsNeverPolled) {
+  EventLoop loop;
+  Pipe pipe;
+  auto handler = std::make_shared<PolledHandler>(pipe.read_end, absl::ZeroDuration());
+  ASSERT_TRUE(loop.Add(pipe.read_end, EPOLLIN, handler).ok());
+  pipe.MakeReadable();
+  ASSERT_TRUE(WithinWatchdog([&] { return handler->events() == 1; }));
+  pipe.MakeReadable();  // a second event: the loop is back in epoll_wait
+  ASSERT_TRUE(WithinWatchdog([&] { return handler->events() == 2; }));
+  loop.Remove(pipe.read_end);
+  EXPECT_EQ(handler->polls(), 0);
 }
 
 TEST(EventLoopTest, ModifyOfAnUnregisteredFdIsAnError) {

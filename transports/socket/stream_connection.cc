@@ -19,7 +19,9 @@
 #include "internal/frame_decoder.h"
 #include "internal/log.h"
 #include "internal/send_stall.h"
+#include "internal/spin_budget.h"
 #include "internal/timer_queue.h"
+#include "transports/socket/adaptive_poll.h"
 #include "transports/socket/event_loop.h"
 
 namespace locus::internal {
@@ -46,6 +48,10 @@ constexpr absl::Duration kBlockingReceiveMin = absl::Milliseconds(1);
 thread_local const void* t_corked_connection = nullptr;
 constexpr size_t kCorkedFrameMaxBytes = 16 * 1024;
 constexpr size_t kCorkedQueueMaxBytes = 256 * 1024;
+
+// How long a caller that wants to poll waits for the spin budget, which an
+// I/O thread that polls gives up after its current system call or two.
+constexpr absl::Duration kCallerBudgetWait = absl::Microseconds(5);
 
 timespec PollTimeout(absl::Duration d) {
   if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
@@ -198,14 +204,25 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     if (!TakeReaderRole(Reader::kCaller)) return false;
     UpdateInterestIfReaderMatters();
     bool closed = false;
-    // The caller has just sent its request: a read now would almost always
-    // say EAGAIN. With time to spare, one blocking receive waits for the
-    // reply and reads it (one system call, as in a blocking ping-pong);
-    // close to the deadline, ppoll waits with full precision.
+    // The caller has just sent its request. It polls for the reply first
+    // (socket_spin) while polling pays off; then, with time to spare, one
+    // blocking receive waits for the reply and reads it (one system call,
+    // as in a blocking ping-pong); close to the deadline, ppoll waits with
+    // full precision.
     bool try_read = false;
+    bool may_poll = true;
     while (!done()) {
       const absl::Duration left = deadline - absl::Now();
       if (left > kBlockingReceiveSlack + kBlockingReceiveMin) {
+        if (may_poll) {
+          const ReadResult polled = PollAsCaller(deadline - kBlockingReceiveSlack);
+          if (polled == ReadResult::kClosed) {
+            closed = true;
+            break;
+          }
+          if (polled == ReadResult::kData) continue;
+          may_poll = false;  // ran out (or may not poll): sleep until input
+        }
         SetReceiveTimeout(std::min(left - kBlockingReceiveSlack, absl::Seconds(1)));
         ReadResult r = ReadOnce(nullptr, /*blocking=*/true);
         if (r == ReadResult::kClosed) {
@@ -301,6 +318,23 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       ReadBatch();
     }
     LeaveReaderRole(Reader::kLoop);
+  }
+
+  // FdHandler: the loop polls this connection after handling its input
+  // while it reads in the background (a server's connection, or a client's
+  // with asynchronous calls out); a caller that reads polls by itself.
+  absl::Duration PollWindow() override {
+    if (background_readers_.load(std::memory_order_relaxed) <= 0) return absl::ZeroDuration();
+    return options_.socket_spin;
+  }
+
+  bool PollOnce() override {
+    if (!TakeReaderRole(Reader::kLoop)) return false;  // a caller reads, or closed
+    size_t got = 0;
+    const ReadResult r = ReadOnce(&got);
+    if (r == ReadResult::kData && got == kReadBufferSize) ReadBatch();
+    LeaveReaderRole(Reader::kLoop);
+    return r != ReadResult::kWouldBlock;
   }
 
   // Bounded batch so one busy connection cannot starve others on its loop.
@@ -573,6 +607,42 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     return ReadResult::kClosed;
   }
 
+  // A caller in DriveUntil, holding the reader role: non-blocking receives
+  // until input comes, socket_spin has passed or `until`, if polling has
+  // been paying off (caller_poll_) and the spin budget allows. Returns
+  // kWouldBlock if nothing came (or no poll was allowed).
+  ReadResult PollAsCaller(absl::Time until) {
+    if (options_.socket_spin <= absl::ZeroDuration() || !caller_poll_.ShouldPoll()) {
+      return ReadResult::kWouldBlock;
+    }
+    SpinBudget& budget = SpinBudget::Get();
+    if (!budget.TryAcquire()) {
+      // An I/O thread polling under the budget yields it within a few
+      // system calls once it sees a caller waiting: worth a short wait.
+      budget.AnnounceCaller();
+      const absl::Time give_up = absl::Now() + kCallerBudgetWait;
+      bool acquired = false;
+      while (!acquired && absl::Now() < give_up) {
+        CpuRelax();
+        acquired = budget.TryAcquire();
+      }
+      budget.WithdrawCaller();
+      if (!acquired) return ReadResult::kWouldBlock;
+    }
+    until = std::min(until, absl::Now() + options_.socket_spin);
+    ReadResult r;
+    do {
+      r = ReadOnce();
+    } while (r == ReadResult::kWouldBlock && absl::Now() < until);
+    budget.Release();
+    if (r == ReadResult::kWouldBlock) {
+      caller_poll_.Miss();
+    } else {
+      caller_poll_.Hit();
+    }
+    return r;
+  }
+
   void DeliverClosed(const absl::Status& reason) {
     if (closed_delivered_.exchange(true)) return;
     reader_state_.store(static_cast<uint32_t>(Reader::kClosed), std::memory_order_seq_cst);
@@ -602,6 +672,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   absl::Duration receive_timeout_;        // reader-role holder only; zero: not set
   absl::Duration receive_timeout_limit_;  // reader-role holder only: 4 x receive_timeout_
   std::unique_ptr<char[]> read_buffer_;   // reader-role holder only
+  AdaptivePoll caller_poll_;              // reader-role holder only (callers)
   std::atomic<bool> closed_delivered_{false};
   std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
 

@@ -68,6 +68,10 @@ struct ChannelOptions {
   uint64_t shm_ring_bytes = TransportOptions().shm_ring_bytes;
   uint64_t shm_bulk_bytes = TransportOptions().shm_bulk_bytes;
   absl::Duration shm_spin = TransportOptions().shm_spin;
+  // Unix and TCP sockets: how long a waiting caller (and the I/O thread
+  // reading replies of asynchronous calls) polls the socket before sleeping
+  // (TransportOptions::socket_spin: adaptive, 0 disables it).
+  absl::Duration socket_spin = TransportOptions().socket_spin;
   // Bytes of stream messages the server may send on one streaming call
   // before this side has read them (see locus/stream.h).
   uint64_t stream_window_bytes = kDefaultStreamWindowBytes;

@@ -68,6 +68,10 @@ struct ServerOptions {
   // before sleeping (TransportOptions::shm_spin). Ring and bulk area sizes
   // are the client's choice (ChannelOptions::shm_ring_bytes, shm_bulk_bytes).
   absl::Duration shm_spin = TransportOptions().shm_spin;
+  // Unix and TCP sockets: how long an I/O thread polls a connection for
+  // the next request after handling one, before sleeping in epoll
+  // (TransportOptions::socket_spin: adaptive, 0 disables it).
+  absl::Duration socket_spin = TransportOptions().socket_spin;
   // A client that stops reading its replies is disconnected after this long
   // without taking a byte of them (replies queue meanwhile; the server never
   // blocks its I/O threads on one client).

@@ -7,8 +7,8 @@
 //
 // Example:
 //   if (SpinBudget::Get().TryAcquire()) { poll...; SpinBudget::Get().Release(); }
-#ifndef LOCUS_TRANSPORTS_SHM_SPIN_BUDGET_H_
-#define LOCUS_TRANSPORTS_SHM_SPIN_BUDGET_H_
+#ifndef LOCUS_RUNTIME_INTERNAL_SPIN_BUDGET_H_
+#define LOCUS_RUNTIME_INTERNAL_SPIN_BUDGET_H_
 
 #include <sched.h>
 
@@ -17,6 +17,15 @@
 #include <thread>
 
 namespace locus::internal {
+
+// A CPU hint inside spin loops.
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 
 class SpinBudget {
  public:
@@ -56,4 +65,4 @@ class SpinBudget {
 
 }  // namespace locus::internal
 
-#endif  // LOCUS_TRANSPORTS_SHM_SPIN_BUDGET_H_
+#endif  // LOCUS_RUNTIME_INTERNAL_SPIN_BUDGET_H_
