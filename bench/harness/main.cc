@@ -198,9 +198,9 @@ std::string RawVariantFor(const std::string& locus_transport) {
 // at one outstanding call: blocking reads (the floor the targets name), an
 // epoll server (the part of the distance that any event-loop server pays),
 // and both sides busy-polling (the floor of a reader that polls, as Locus's
-// do for socket_spin).
+// do for socket_spin). UDP: blocking and polling.
 bool HasSocketVariants(const std::string& transport, int outstanding) {
-  return (transport == "unix" || transport == "tcp") && outstanding == 1;
+  return (transport == "unix" || transport == "tcp" || transport == "udp") && outstanding == 1;
 }
 
 class ServerHooks final : public WindowHooks {
@@ -343,7 +343,7 @@ void PrintOutcome(const Context& ctx, const Outcome& o) {
   if (s.shm_ring_bytes > 0) j.Int("shm_ring_bytes", s.shm_ring_bytes);
   if (s.shm_bulk_bytes >= 0) j.Int("shm_bulk_bytes", s.shm_bulk_bytes);
   if (s.shm_spin_us >= 0) j.Num("shm_spin_us", s.shm_spin_us);
-  if (s.socket_spin_us >= 0) j.Num("socket_spin_us", s.socket_spin_us);
+  if (s.socket_spin_us >= 0 && s.system == "locus") j.Num("socket_spin_us", s.socket_spin_us);
   if (ctx.no_deadlock_detection) j.Bool("absl_deadlock_detection", false);
   if (!st.ok) {
     j.Str("error", st.error);
@@ -427,7 +427,9 @@ void PrintSummary(const std::vector<Outcome>& all) {
           "         server waits in epoll, as event-loop servers do (unix, tcp), and for shm over the\n"
           "         raw ping-pong on sealed rings, where the polled line carries the message);\n"
           "         vs_poll = locus_p50 over the raw ping-pong whose both sides busy-poll their\n"
-          "         sockets (unix, tcp), as Locus's readers do for socket_spin\n");
+          "         sockets (unix, tcp, udp), as Locus's readers do for socket_spin (50 us by\n"
+          "         default; the raw blocking and epoll ping-pongs, gRPC, Cap'n Proto and Thrift\n"
+          "         never poll)\n");
   fprintf(stderr, "%-6s %8s %4s | %9s %9s %9s %9s | %9s %9s | %7s %7s | %10s %8s %8s | %6s %6s | %9s %9s %8s %8s | %6s %7s\n",
           "trans", "size", "out", "locus p50", "locus p99", "calls/s", "MB/s", "raw p50", "grpc p50",
           "vs_raw", "vs_grpc", "cps raw", "x raw", "x grpc", "cpu L", "cpu G", "capnp p50", "thrft p50",
@@ -631,9 +633,8 @@ void AddRawSocketCases(const PlanOptions& p, const std::string& transport, size_
                        int round, std::vector<CaseSpec>* plan) {
   plan->push_back(Make(p, "raw", transport, "", size, out, round));
   if (!HasSocketVariants(transport, out)) return;
-  for (const char* variant : {"epoll", "poll"}) {
-    plan->push_back(Make(p, "raw", transport, variant, size, out, round));
-  }
+  if (transport != "udp") plan->push_back(Make(p, "raw", transport, "epoll", size, out, round));
+  plan->push_back(Make(p, "raw", transport, "poll", size, out, round));
 }
 
 // Interleaved plan: per round, per size, per outstanding, each transport's

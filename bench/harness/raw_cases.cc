@@ -6,7 +6,8 @@
 //           more system call per request): the floor of any such server;
 //           variant "poll": client and server busy-poll with non-blocking
 //           reads, never sleeping (what a reader that polls can reach)
-//   udp   - connected UDP datagrams (size <= 65507)
+//   udp   - connected UDP datagrams (size <= 65507); variant "poll": both
+//           sides receive without blocking, in a loop
 //   shm   - two SPSC rings in a memfd shared with the server; variant "spin"
 //           (both sides spin) or "adaptive" (spin 60 us, then futex), both
 //           polling the producer's index; "sealed": both sides spin on the
@@ -294,12 +295,14 @@ int RawServe(const Flags& flags) {
   }
   if (family == AF_INET) address = InetAddressOf(fd, udp ? "udp://" : "tcp://");
   if (udp) {
-    std::thread([fd] {
+    const int receive_flags = variant == "poll" ? MSG_DONTWAIT : 0;
+    std::thread([fd, receive_flags] {
       std::vector<char> buf(kMaxUdp);
       for (;;) {
         sockaddr_storage peer;
         socklen_t plen = sizeof peer;
-        ssize_t n = recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&peer), &plen);
+        ssize_t n = recvfrom(fd, buf.data(), buf.size(), receive_flags,
+                             reinterpret_cast<sockaddr*>(&peer), &plen);
         if (n < 0) continue;
         sendto(fd, buf.data(), n, 0, reinterpret_cast<sockaddr*>(&peer), plen);
       }
@@ -424,7 +427,17 @@ RunResult RawClient(const CaseSpec& spec, const std::string& address, WindowHook
           *e = Errno("send");
           return false;
         }
-        if (recv(s.fd, resp.data(), resp.size(), 0) != static_cast<ssize_t>(resp.size())) {
+        ssize_t got;
+        if (poll) {
+          // A lost datagram fails the case after 2 s, as SO_RCVTIMEO does below.
+          const uint64_t give_up = NowNs() + 2'000'000'000ull;
+          do {
+            got = recv(s.fd, resp.data(), resp.size(), MSG_DONTWAIT);
+          } while (got < 0 && (errno == EAGAIN || errno == EINTR) && NowNs() < give_up);
+        } else {
+          got = recv(s.fd, resp.data(), resp.size(), 0);
+        }
+        if (got != static_cast<ssize_t>(resp.size())) {
           *e = Errno("recv");
           return false;
         }

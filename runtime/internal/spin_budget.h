@@ -33,14 +33,31 @@ class SpinBudget {
     static SpinBudget budget;
     return budget;
   }
+  // Re-entrant per thread: a thread that holds a slot (e.g. an I/O thread
+  // polling, which runs an inline handler that makes a synchronous call)
+  // gets it again at once; it is still one thread spinning.
   bool TryAcquire() {
+    if (held_by_this_thread_ > 0) {
+      ++held_by_this_thread_;
+      return true;
+    }
     int current = in_use_.load(std::memory_order_relaxed);
     while (current < limit_) {
-      if (in_use_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel)) return true;
+      if (in_use_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel)) {
+        held_by_this_thread_ = 1;
+        return true;
+      }
     }
     return false;
   }
-  void Release() { in_use_.fetch_sub(1, std::memory_order_acq_rel); }
+  void Release() {
+    if (held_by_this_thread_ > 1) {
+      --held_by_this_thread_;
+      return;
+    }
+    held_by_this_thread_ = 0;
+    in_use_.fetch_sub(1, std::memory_order_acq_rel);
+  }
   // Callers that want to poll announce it; background pollers yield to them.
   void AnnounceCaller() { callers_waiting_.fetch_add(1, std::memory_order_acq_rel); }
   void WithdrawCaller() { callers_waiting_.fetch_sub(1, std::memory_order_acq_rel); }
@@ -60,6 +77,7 @@ class SpinBudget {
   }
   int limit_;
   std::atomic<int> in_use_{0};
+  static inline thread_local int held_by_this_thread_ = 0;
   std::atomic<int> callers_waiting_{0};
 };
 

@@ -11,19 +11,30 @@
 // poller polls only once in kProbeInterval waits (to notice when the peer
 // has become quick again) and sleeps at once otherwise.
 //
+// PollAsCaller is the poll of a caller waiting for its reply, under the
+// policy and the process-wide spin budget.
+//
 // Example:
 //   AdaptivePoll policy;  // one per poller
 //   if (policy.ShouldPoll()) {
 //     bool found = ...poll for up to the window...;
 //     found ? policy.Hit() : policy.Miss();
 //   }
+//   // or, for a caller:
+//   bool came = PollAsCaller(policy, options.socket_spin, deadline,
+//                            [&] { return TryReceive(); });
 //
 // Thread-safety: none; one poller (e.g. whoever holds a connection's reader
-// role, or one event-loop thread) uses an instance.
+// role, or the event-loop thread it is registered with) uses an instance.
 #ifndef LOCUS_TRANSPORTS_SOCKET_ADAPTIVE_POLL_H_
 #define LOCUS_TRANSPORTS_SOCKET_ADAPTIVE_POLL_H_
 
+#include <algorithm>
 #include <cstdint>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "internal/spin_budget.h"
 
 namespace locus::internal {
 
@@ -51,6 +62,46 @@ class AdaptivePoll {
   int misses_ = 0;
   uint32_t skipped_ = 0;
 };
+
+// How long a caller that wants to poll waits for a slot of the spin budget:
+// an I/O thread that polls gives its slot up once it sees a caller waiting,
+// after its current attempt (a receive, and the inline handlers of what it
+// received).
+inline constexpr absl::Duration kCallerBudgetWait = absl::Microseconds(5);
+
+// Runs `try_once` (one attempt at input that never waits: true once input,
+// or its end, came) until it returns true, `window` has passed or `until`,
+// if `policy` says polling pays and the spin budget has a slot. Returns
+// whether input came; records the outcome in `policy` (a poll that was
+// not allowed records nothing).
+template <typename TryOnce>
+bool PollAsCaller(AdaptivePoll& policy, absl::Duration window, absl::Time until, TryOnce try_once) {
+  if (window <= absl::ZeroDuration() || !policy.ShouldPoll()) return false;
+  SpinBudget& budget = SpinBudget::Get();
+  if (!budget.TryAcquire()) {
+    budget.AnnounceCaller();
+    const absl::Time give_up = absl::Now() + kCallerBudgetWait;
+    bool acquired = false;
+    while (!acquired && absl::Now() < give_up) {
+      CpuRelax();
+      acquired = budget.TryAcquire();
+    }
+    budget.WithdrawCaller();
+    if (!acquired) return false;
+  }
+  until = std::min(until, absl::Now() + window);
+  bool came;
+  do {
+    came = try_once();
+  } while (!came && absl::Now() < until);
+  budget.Release();
+  if (came) {
+    policy.Hit();
+  } else {
+    policy.Miss();
+  }
+  return came;
+}
 
 }  // namespace locus::internal
 

@@ -151,69 +151,65 @@ bool EventLoop::Dispatch(const epoll_event* events, int n, PollTarget* target) {
   return true;
 }
 
+template <typename Visit>
+bool EventLoop::WithTarget(const PollTarget& target, Visit visit) {
+  std::shared_ptr<FdHandler> handler;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = handlers_.find(target.fd);
+    if (it == handlers_.end() || it->second.generation != target.generation) return false;
+    handler = it->second.handler;
+    dispatching_fd_.store(target.fd, std::memory_order_relaxed);  // published by mu_
+  }
+  visit(*handler);
+  handler.reset();  // before Remove() may return (see dispatching_fd_)
+  dispatching_fd_.store(-1, std::memory_order_release);
+  return true;
+}
+
 bool EventLoop::Poll(epoll_event* events, int max_events, PollTarget* target) {
   // The target's input is tried directly (one system call); the other fds
   // (and the stop request) are looked at with every kDirectTries-th try.
   constexpr uint32_t kDirectTries = 4;
   SpinBudget& budget = SpinBudget::Get();
   while (target->window > absl::ZeroDuration()) {
-    if (!poll_policy_.ShouldPoll() || budget.CallerWaiting() || !budget.TryAcquire()) return true;
+    if (budget.CallerWaiting() || !budget.TryAcquire()) return true;
     absl::Time until = absl::Now() + target->window;
-    bool found = false;
+    bool dispatched = false;  // events of other fds came: poll again for them
     for (uint32_t i = 1;; ++i) {
       if (i % kDirectTries == 0) {
         const int n = epoll_wait(epoll_fd_, events, max_events, 0);
         if (n > 0) {
           budget.Release();
-          poll_policy_.Hit();
           if (!Dispatch(events, n, target)) return false;
-          found = true;
+          dispatched = true;
           break;
         }
       } else {
+        FdHandler::PollResult polled = FdHandler::PollResult::kStop;
         absl::Duration next_window;
-        const TargetPoll polled = PollTargetOnce(*target, &next_window);
-        if (polled == TargetPoll::kInput) {
-          poll_policy_.Hit();
-          target->window = next_window;
+        const bool registered = WithTarget(*target, [&](FdHandler& handler) {
+          polled = handler.PollOnce();
+          if (polled == FdHandler::PollResult::kInput) next_window = handler.PollWindow();
+        });
+        if (!registered || polled == FdHandler::PollResult::kStop) break;
+        if (polled == FdHandler::PollResult::kInput) {
           if (next_window <= absl::ZeroDuration()) break;
           until = absl::Now() + next_window;  // poll on, budget kept
-          continue;
-        }
-        if (polled == TargetPoll::kGone) {
-          target->window = absl::ZeroDuration();
-          break;
         }
       }
+      if (budget.CallerWaiting()) break;  // yield the core to a synchronous caller
       if (absl::Now() >= until) {
-        poll_policy_.Miss();
-        target->window = absl::ZeroDuration();
-        break;
-      }
-      if (budget.CallerWaiting()) {  // yield the core to a synchronous caller
-        target->window = absl::ZeroDuration();
+        WithTarget(*target, [](FdHandler& handler) { handler.PollMissed(); });
         break;
       }
     }
-    if (!found) budget.Release();
+    if (!dispatched) {
+      budget.Release();
+      return true;
+    }
   }
   return true;
-}
-
-EventLoop::TargetPoll EventLoop::PollTargetOnce(const PollTarget& target, absl::Duration* window) {
-  std::shared_ptr<FdHandler> handler;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = handlers_.find(target.fd);
-    if (it == handlers_.end() || it->second.generation != target.generation) return TargetPoll::kGone;
-    handler = it->second.handler;
-    dispatching_fd_.store(target.fd, std::memory_order_relaxed);  // published by mu_
-  }
-  const bool input = handler->PollOnce();
-  *window = input ? handler->PollWindow() : absl::ZeroDuration();
-  handler.reset();  // before Remove() may return (see dispatching_fd_)
-  dispatching_fd_.store(-1, std::memory_order_release);
-  return input ? TargetPoll::kInput : TargetPoll::kNothing;
 }
 
 EventLoopPool& EventLoopPool::Get() {

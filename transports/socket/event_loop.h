@@ -12,10 +12,11 @@
 // events (FdHandler::PollWindow) instead of sleeping in epoll_wait at once.
 // The loop then calls its PollOnce() (one non-blocking attempt at input) in
 // a loop, with an epoll_wait(0) every few attempts for the other fds, until
-// input comes (then it handles it and polls again) or the window ends. It
-// polls only while the process-wide spin budget allows (spin_budget.h; it
-// gives way to synchronous callers) and while polling has been paying off
-// (adaptive_poll.h).
+// input comes (then it handles it and asks again), the handler says stop,
+// or the window ends (PollMissed). It polls only while the process-wide spin
+// budget allows (spin_budget.h), and gives the budget up when a synchronous
+// caller of this process wants to poll. Whether polling pays off is the
+// handler's to judge (e.g. adaptive_poll.h), when it answers PollWindow.
 //
 // Thread-safety: all methods are thread-safe. Handlers run on the loop thread
 // only, one event batch at a time; a handler must not block for long (it
@@ -38,7 +39,6 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "transports/socket/adaptive_poll.h"
 
 namespace locus::internal {
 
@@ -51,10 +51,16 @@ class FdHandler {
   // it handled its events, rather than sleep; zero: never. Asked on the
   // loop thread right after OnEvents and after a PollOnce that found input.
   virtual absl::Duration PollWindow() { return absl::ZeroDuration(); }
-  // One attempt at input that never waits; true if some came (or the end
-  // of input) and was handled. Loop thread only, never after Remove()
-  // returned, like OnEvents.
-  virtual bool PollOnce() { return false; }
+  enum class PollResult {
+    kInput,    // input (or its end) came and was handled
+    kNothing,  // nothing yet
+    kStop,     // stop polling this handler (e.g. someone else reads now)
+  };
+  // One attempt at input that never waits. Loop thread only, never after
+  // Remove() returned, like OnEvents and the two others.
+  virtual PollResult PollOnce() { return PollResult::kStop; }
+  // The window ended without input.
+  virtual void PollMissed() {}
 };
 
 class EventLoop {
@@ -85,7 +91,6 @@ class EventLoop {
     uint32_t generation = 0;
     absl::Duration window;  // zero: poll nothing
   };
-  enum class TargetPoll { kInput, kNothing, kGone };
 
   void Run();
   // Hands `n` collected events to their handlers. Returns false when the
@@ -93,11 +98,12 @@ class EventLoop {
   // the longest poll window (window zero if none asked).
   bool Dispatch(const epoll_event* events, int n, PollTarget* target);
   // Busy-polls `*target` and the other fds (see the file comment) while
-  // the budget and the policy allow. Returns false when the loop must stop.
+  // the budget allows. Returns false when the loop must stop.
   bool Poll(epoll_event* events, int max_events, PollTarget* target);
-  // One PollOnce() of the target, if it is still registered (Remove()
-  // waits for it like for a dispatch); `window` gets its next poll window.
-  TargetPoll PollTargetOnce(const PollTarget& target, absl::Duration* window);
+  // Runs `visit` on the target's handler if it is still registered (under
+  // the dispatch protocol: Remove() waits for it); false if it is not.
+  template <typename Visit>
+  bool WithTarget(const PollTarget& target, Visit visit);
 
   int epoll_fd_ = -1;
   int wake_fd_ = -1;  // eventfd used to stop the loop
@@ -121,7 +127,6 @@ class EventLoop {
   // after Remove returned, e.g. closing an fd whose number is reused).
   std::atomic<int> dispatching_fd_{-1};
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  AdaptivePoll poll_policy_;  // loop thread only
 };
 
 // The process-wide loops: one per core (at least one, at most 4), started on

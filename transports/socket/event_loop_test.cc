@@ -163,21 +163,23 @@ class PolledHandler final : public FdHandler {
     events_.fetch_add(1);
   }
   absl::Duration PollWindow() override { return window_; }
-  bool PollOnce() override {
+  PollResult PollOnce() override {
     polls_.fetch_add(1);
     int pending = pending_.load();
     while (pending > 0) {
       if (pending_.compare_exchange_weak(pending, pending - 1)) {
         taken_.fetch_add(1);
-        return true;
+        return PollResult::kInput;
       }
     }
-    return false;
+    return PollResult::kNothing;
   }
+  void PollMissed() override { misses_.fetch_add(1); }
   void AddInput() { pending_.fetch_add(1); }
   int events() const { return events_.load(); }
   int polls() const { return polls_.load(); }
   int taken() const { return taken_.load(); }
+  int misses() const { return misses_.load(); }
 
  private:
   const int drain_fd_;
@@ -186,6 +188,7 @@ class PolledHandler final : public FdHandler {
   std::atomic<int> polls_{0};
   std::atomic<int> pending_{0};
   std::atomic<int> taken_{0};
+  std::atomic<int> misses_{0};
 };
 
 template <typename Condition>
@@ -217,6 +220,23 @@ TEST(EventLoopTest, AHandlerThatAsksIsPolledAfterItsEventsUntilRemoved) {
   absl::SleepFor(absl::Milliseconds(20));  // room for a wrong poll
   EXPECT_EQ(handler->polls(), polls_at_removal) << "polled after Remove returned";
   EXPECT_EQ(handler.use_count(), 1) << "the loop kept a reference after Remove";
+}
+
+TEST(EventLoopTest, AWindowThatRunsOutIsReportedAndTheLoopSleepsAgain) {
+  if (SpinBudget::Get().limit() == 0) GTEST_SKIP() << "one core: nobody may poll";
+  EventLoop loop;
+  Pipe pipe;
+  auto handler = std::make_shared<PolledHandler>(pipe.read_end, absl::Milliseconds(1));
+  ASSERT_TRUE(loop.Add(pipe.read_end, EPOLLIN, handler).ok());
+  pipe.MakeReadable();
+  ASSERT_TRUE(WithinWatchdog([&] { return handler->misses() == 1; }));
+  // Asleep in epoll_wait now: polled no more, woken by the next event.
+  const int polls = handler->polls();
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(handler->polls(), polls);
+  pipe.MakeReadable();
+  ASSERT_TRUE(WithinWatchdog([&] { return handler->events() == 2 && handler->misses() == 2; }));
+  loop.Remove(pipe.read_end);
 }
 
 TEST(EventLoopTest, AHandlerThatDoesNotAskIsNeverPolled) {

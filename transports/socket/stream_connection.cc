@@ -49,9 +49,10 @@ thread_local const void* t_corked_connection = nullptr;
 constexpr size_t kCorkedFrameMaxBytes = 16 * 1024;
 constexpr size_t kCorkedQueueMaxBytes = 256 * 1024;
 
-// How long a caller that wants to poll waits for the spin budget, which an
-// I/O thread that polls gives up after its current system call or two.
-constexpr absl::Duration kCallerBudgetWait = absl::Microseconds(5);
+// How long DriveUntil waits for the loop to hand over the reader role it
+// holds for one non-blocking read while polling (it takes it no more once a
+// caller wants it): a read and the inline handlers of what it read.
+constexpr absl::Duration kReaderRoleWait = absl::Microseconds(20);
 
 timespec PollTimeout(absl::Duration d) {
   if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
@@ -201,7 +202,7 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   }
 
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
-    if (!TakeReaderRole(Reader::kCaller)) return false;
+    if (!TakeReaderRoleAsCaller()) return false;
     UpdateInterestIfReaderMatters();
     bool closed = false;
     // The caller has just sent its request. It polls for the reply first
@@ -215,13 +216,18 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
       const absl::Duration left = deadline - absl::Now();
       if (left > kBlockingReceiveSlack + kBlockingReceiveMin) {
         if (may_poll) {
-          const ReadResult polled = PollAsCaller(deadline - kBlockingReceiveSlack);
+          ReadResult polled = ReadResult::kWouldBlock;
+          PollAsCaller(caller_poll_, options_.socket_spin, deadline - kBlockingReceiveSlack, [&] {
+            polled = ReadOnce();
+            return polled != ReadResult::kWouldBlock;
+          });
           if (polled == ReadResult::kClosed) {
             closed = true;
             break;
           }
           if (polled == ReadResult::kData) continue;
-          may_poll = false;  // ran out (or may not poll): sleep until input
+          may_poll = false;  // ran out (or may not poll): sleep until input,
+          continue;          // with the time left now
         }
         SetReceiveTimeout(std::min(left - kBlockingReceiveSlack, absl::Seconds(1)));
         ReadResult r = ReadOnce(nullptr, /*blocking=*/true);
@@ -322,20 +328,31 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
 
   // FdHandler: the loop polls this connection after handling its input
   // while it reads in the background (a server's connection, or a client's
-  // with asynchronous calls out); a caller that reads polls by itself.
+  // with asynchronous calls out), as long as polling pays (loop_poll_); a
+  // caller that reads polls by itself.
   absl::Duration PollWindow() override {
-    if (background_readers_.load(std::memory_order_relaxed) <= 0) return absl::ZeroDuration();
+    if (options_.socket_spin <= absl::ZeroDuration() ||
+        background_readers_.load(std::memory_order_relaxed) <= 0 || !loop_poll_.ShouldPoll()) {
+      return absl::ZeroDuration();
+    }
     return options_.socket_spin;
   }
 
-  bool PollOnce() override {
-    if (!TakeReaderRole(Reader::kLoop)) return false;  // a caller reads, or closed
+  PollResult PollOnce() override {
+    // A caller that wants the role gets it: the loop stops polling.
+    if (callers_wanting_role_.load(std::memory_order_seq_cst) > 0 || !TakeReaderRole(Reader::kLoop)) {
+      return PollResult::kStop;
+    }
     size_t got = 0;
     const ReadResult r = ReadOnce(&got);
     if (r == ReadResult::kData && got == kReadBufferSize) ReadBatch();
     LeaveReaderRole(Reader::kLoop);
-    return r != ReadResult::kWouldBlock;
+    if (r == ReadResult::kWouldBlock) return PollResult::kNothing;
+    loop_poll_.Hit();
+    return PollResult::kInput;
   }
+
+  void PollMissed() override { loop_poll_.Miss(); }
 
   // Bounded batch so one busy connection cannot starve others on its loop.
   // A short read means the socket is drained: skip the read that would only
@@ -387,6 +404,24 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     return reader_state_.compare_exchange_strong(idle, static_cast<uint32_t>(who),
                                                  std::memory_order_seq_cst);
   }
+  // Idle -> caller. The loop holds the role only briefly while it polls
+  // (one non-blocking read, and the inline handlers of what came), and
+  // takes it no more once a caller wants it: worth a short wait then.
+  bool TakeReaderRoleAsCaller() {
+    if (TakeReaderRole(Reader::kCaller)) return true;
+    if (ReaderOf(reader_state_.load(std::memory_order_seq_cst)) != Reader::kLoop) return false;
+    callers_wanting_role_.fetch_add(1, std::memory_order_seq_cst);
+    const absl::Time give_up = absl::Now() + kReaderRoleWait;
+    bool taken = false;
+    do {
+      CpuRelax();
+      taken = TakeReaderRole(Reader::kCaller);
+    } while (!taken && absl::Now() < give_up &&
+             ReaderOf(reader_state_.load(std::memory_order_seq_cst)) != Reader::kClosed);
+    callers_wanting_role_.fetch_sub(1, std::memory_order_seq_cst);
+    return taken;
+  }
+
   // `who` -> idle, unless the connection closed meanwhile.
   void LeaveReaderRole(Reader who) {
     for (uint32_t state = reader_state_.load(std::memory_order_seq_cst);
@@ -607,42 +642,6 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
     return ReadResult::kClosed;
   }
 
-  // A caller in DriveUntil, holding the reader role: non-blocking receives
-  // until input comes, socket_spin has passed or `until`, if polling has
-  // been paying off (caller_poll_) and the spin budget allows. Returns
-  // kWouldBlock if nothing came (or no poll was allowed).
-  ReadResult PollAsCaller(absl::Time until) {
-    if (options_.socket_spin <= absl::ZeroDuration() || !caller_poll_.ShouldPoll()) {
-      return ReadResult::kWouldBlock;
-    }
-    SpinBudget& budget = SpinBudget::Get();
-    if (!budget.TryAcquire()) {
-      // An I/O thread polling under the budget yields it within a few
-      // system calls once it sees a caller waiting: worth a short wait.
-      budget.AnnounceCaller();
-      const absl::Time give_up = absl::Now() + kCallerBudgetWait;
-      bool acquired = false;
-      while (!acquired && absl::Now() < give_up) {
-        CpuRelax();
-        acquired = budget.TryAcquire();
-      }
-      budget.WithdrawCaller();
-      if (!acquired) return ReadResult::kWouldBlock;
-    }
-    until = std::min(until, absl::Now() + options_.socket_spin);
-    ReadResult r;
-    do {
-      r = ReadOnce();
-    } while (r == ReadResult::kWouldBlock && absl::Now() < until);
-    budget.Release();
-    if (r == ReadResult::kWouldBlock) {
-      caller_poll_.Miss();
-    } else {
-      caller_poll_.Hit();
-    }
-    return r;
-  }
-
   void DeliverClosed(const absl::Status& reason) {
     if (closed_delivered_.exchange(true)) return;
     reader_state_.store(static_cast<uint32_t>(Reader::kClosed), std::memory_order_seq_cst);
@@ -673,6 +672,9 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   absl::Duration receive_timeout_limit_;  // reader-role holder only: 4 x receive_timeout_
   std::unique_ptr<char[]> read_buffer_;   // reader-role holder only
   AdaptivePoll caller_poll_;              // reader-role holder only (callers)
+  AdaptivePoll loop_poll_;                // loop thread only (FdHandler polling)
+  // Callers in TakeReaderRoleAsCaller: the loop's polls leave the role alone.
+  std::atomic<int> callers_wanting_role_{0};
   std::atomic<bool> closed_delivered_{false};
   std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
 

@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "internal/log.h"
 #include "internal/timer_queue.h"
+#include "transports/socket/adaptive_poll.h"
 #include "transports/socket/event_loop.h"
 #include "transports/udp/datagram_codec.h"
 
@@ -39,6 +40,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
         peer_(std::move(peer)),
         max_meta_(options.max_meta_size),
         max_payload_(options.max_receive_message_size),
+        socket_spin_(options.socket_spin),
         probe_peer_(probe_peer),
         idle_timeout_(idle_timeout),
         first_datagram_(std::move(first_datagram)),
@@ -188,9 +190,11 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
     UpdateInterest();
   }
 
-  // A caller reads its own reply (see Connection::DriveUntil): blocking
-  // receives on this thread, one system call per datagram, while the event
-  // loop stops watching the socket. False if another thread is delivering.
+  // A caller reads its own reply (see Connection::DriveUntil): it polls
+  // with non-blocking receives first (socket_spin, while that pays), then
+  // blocking receives on this thread, one system call per datagram, while
+  // the event loop stops watching the socket. False if another thread is
+  // delivering.
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
     {
       absl::MutexLock lock(&mu_);
@@ -200,7 +204,27 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
       driving_.store(true, std::memory_order_release);
     }
     UpdateInterest();
+    bool may_poll = true;
     while (!done() && !closed_flag_.load(std::memory_order_acquire) && absl::Now() < deadline) {
+      if (may_poll) {
+        ssize_t n = -1;
+        int error = 0;
+        const bool came = PollAsCaller(caller_poll_, socket_spin_, deadline, [&] {
+          n = recv(fd_, buffer_, sizeof(buffer_), MSG_DONTWAIT | MSG_TRUNC);
+          error = n < 0 ? errno : 0;
+          return n >= 0 || !TransientReceiveError(error);
+        });
+        if (came) {
+          if (n < 0) {
+            CloseFromDelivery(ReceiveError(error));
+            break;
+          }
+          if (!Received(n)) break;
+          continue;
+        }
+        may_poll = false;  // ran out (or may not poll): block until input
+        continue;
+      }
       // Blocking (SO_RCVTIMEO bounds it, so the deadline is rechecked).
       ssize_t n = recv(fd_, buffer_, sizeof(buffer_), MSG_TRUNC);
       if (n < 0) {
@@ -219,26 +243,60 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   // FdHandler (loop thread).
   void OnEvents(uint32_t events) override {
     (void)events;
-    {
-      absl::MutexLock lock(&mu_);
-      if (closed_ || delivering_ || sink_ == nullptr) return;
-      delivering_ = true;
-      deliverer_ = std::this_thread::get_id();
+    if (!BeginDelivery()) return;
+    ReceiveBatch();
+    EndDelivery();
+  }
+
+  // The loop polls while background reads are wanted and no caller drives,
+  // as long as polling pays (loop_poll_).
+  absl::Duration PollWindow() override {
+    if (socket_spin_ <= absl::ZeroDuration() || waiting_.load(std::memory_order_acquire) <= 0 ||
+        driving_.load(std::memory_order_acquire) || !loop_poll_.ShouldPoll()) {
+      return absl::ZeroDuration();
     }
+    return socket_spin_;
+  }
+
+  PollResult PollOnce() override {
+    if (driving_.load(std::memory_order_acquire) || !BeginDelivery()) return PollResult::kStop;
+    const bool came = ReceiveBatch();
+    EndDelivery();
+    if (!came) return PollResult::kNothing;
+    loop_poll_.Hit();
+    return PollResult::kInput;
+  }
+
+  void PollMissed() override { loop_poll_.Miss(); }
+
+ private:
+  // Makes this thread the delivering one; false if another is, or closed.
+  bool BeginDelivery() {
+    absl::MutexLock lock(&mu_);
+    if (closed_ || delivering_ || sink_ == nullptr) return false;
+    delivering_ = true;
+    deliverer_ = std::this_thread::get_id();
+    return true;
+  }
+
+  // Delivering thread: receives what is queued, at most kReadBatch
+  // datagrams, without waiting. True if any came (or the connection ended).
+  bool ReceiveBatch() {
+    bool came = false;
     for (int i = 0; i < kReadBatch; ++i) {
       ssize_t n = recv(fd_, buffer_, sizeof(buffer_), MSG_DONTWAIT | MSG_TRUNC);
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
         if (TransientReceiveError(errno)) continue;
         CloseFromDelivery(ReceiveError(errno));
-        break;
+        return true;
       }
+      came = true;
       if (!Received(n)) break;
     }
-    EndDelivery();
+    return came;
   }
 
- private:
   // ICMP reports that do not mean the peer is gone (a path MTU change, a
   // transient route problem) surface as these receive errors: not fatal.
   static bool TransientReceiveError(int error) {
@@ -374,6 +432,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   const PeerInfo peer_;
   const uint32_t max_meta_;
   const uint64_t max_payload_;
+  const absl::Duration socket_spin_;  // TransportOptions::socket_spin
   const bool probe_peer_;
   const absl::Duration idle_timeout_;
   std::string first_datagram_;  // Start() only
@@ -394,7 +453,9 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   bool watching_ ABSL_GUARDED_BY(mu_) = false;    // EPOLLIN in the interest set
   absl::Status reason_ ABSL_GUARDED_BY(mu_);
 
+  AdaptivePoll loop_poll_;  // the loop thread only (FdHandler polling)
   // Delivery state: only the delivering thread touches these.
+  AdaptivePoll caller_poll_;  // callers in DriveUntil
   uint64_t malformed_logged_ = 0;
   char buffer_[kMaxDatagramBytes + 1];
   Frame frame_;
