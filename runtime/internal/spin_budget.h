@@ -1,4 +1,5 @@
-// The process-wide budget of threads allowed to busy-poll at once: the cores
+// The process-wide budget of threads allowed to busy-poll at once (shm ring
+// readers, socket readers, callers waiting for a reply): the cores
 // this process may use minus one (at least one; none on a one-core machine).
 // On a machine where every core is taken by a poller, any further runnable
 // thread preempts one (costing milliseconds), and a poller waiting for a peer

@@ -9,6 +9,10 @@
 // thread (default), or a caller inside DriveUntil() (a synchronous client
 // waiting for its reply reads the socket itself, saving a thread hand-off).
 // While a caller holds the role the fd is removed from the loop's interest set.
+// Either polls before it sleeps (TransportOptions::socket_spin, adaptive):
+// the caller with non-blocking receives, the loop by asking to poll the
+// connection after its input (event_loop.h), taking the role for one read
+// at a time and not at all while a caller waits for it.
 //
 // Writing: Send() writes directly from the calling thread; what the socket
 // does not take at once is queued and flushed by the loop on EPOLLOUT, so a
