@@ -126,6 +126,54 @@ TYPED_TEST(TransportConformance, SixteenThreadsOfAThousandConcurrentCalls) {
   EXPECT_EQ(mismatches.load(), 0);
 }
 
+// Synchronous calls while asynchronous ones keep the connection read in the
+// background: the I/O thread reads (and, on sockets, polls) the connection
+// between the synchronous callers' turns at reading it themselves, and
+// hands the reader role back and forth with them. Every reply reaches its
+// own call.
+TYPED_TEST(TransportConformance, SynchronousCallsAmidAsynchronousOnes) {
+  LOCUS_SKIP_UNLESS_RELIABLE();
+  constexpr int kSyncThreads = 2;
+  constexpr int kSyncCalls = 500;
+  constexpr int kAsyncInFlight = 8;
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::atomic<int> async_done{0};
+  std::thread async_caller([&] {
+    std::vector<Future<EchoReply>> window;
+    for (int i = 0; !stop.load(); ++i) {
+      EchoRequest request;
+      request.set_data(absl::StrCat("async ", i));
+      window.push_back(this->stub_->AsyncEcho(request, Watchdog()));
+      if (window.size() < kAsyncInFlight) continue;
+      for (int k = 0; k < kAsyncInFlight; ++k) {
+        absl::StatusOr<EchoReply> reply = window[k].Get();
+        if (!reply.ok() || reply->data() != absl::StrCat("async ", i - kAsyncInFlight + 1 + k)) {
+          failures++;
+        }
+        async_done++;
+      }
+      window.clear();
+    }
+    for (auto& pending : window) (void)pending.Get();
+  });
+  std::vector<std::thread> sync_callers;
+  for (int t = 0; t < kSyncThreads; ++t) {
+    sync_callers.emplace_back([&, t] {
+      for (int i = 0; i < kSyncCalls; ++i) {
+        const std::string data = absl::StrCat("sync ", t, " ", i);
+        absl::StatusOr<EchoReply> reply = this->Echo(*this->stub_, data);
+        if (!reply.ok() || reply->data() != data) failures++;
+      }
+    });
+  }
+  for (auto& thread : sync_callers) thread.join();
+  stop = true;
+  async_caller.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_GT(async_done.load(), 0);
+}
+
 // Calls issued from completion callbacks, with sizes around the limits of
 // output batching (frames a reader thread sends while it delivers one read
 // are queued and written together; large ones are written at once), keep
