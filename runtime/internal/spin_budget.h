@@ -36,7 +36,9 @@ class SpinBudget {
   }
   // Re-entrant per thread: a thread that holds a slot (e.g. an I/O thread
   // polling, which runs an inline handler that makes a synchronous call)
-  // gets it again at once; it is still one thread spinning.
+  // gets it again at once; it is still one thread spinning. So Release()
+  // belongs on the thread that acquired: a thread holding a slot of its own
+  // that released another's would give up its own count instead.
   bool TryAcquire() {
     if (held_by_this_thread_ > 0) {
       ++held_by_this_thread_;

@@ -76,8 +76,8 @@ inline constexpr absl::Duration kCallerBudgetWait = absl::Microseconds(5);
 // not allowed records nothing).
 template <typename TryOnce>
 bool PollAsCaller(AdaptivePoll& policy, absl::Duration window, absl::Time until, TryOnce try_once) {
-  if (window <= absl::ZeroDuration() || !policy.ShouldPoll()) return false;
   SpinBudget& budget = SpinBudget::Get();
+  if (window <= absl::ZeroDuration() || budget.limit() == 0 || !policy.ShouldPoll()) return false;
   if (!budget.TryAcquire()) {
     budget.AnnounceCaller();
     const absl::Time give_up = absl::Now() + kCallerBudgetWait;

@@ -17,6 +17,9 @@
 // budget allows (spin_budget.h), and gives the budget up when a synchronous
 // caller of this process wants to poll. Whether polling pays off is the
 // handler's to judge (e.g. adaptive_poll.h), when it answers PollWindow.
+// Hazard: the slot stays taken while a PollOnce runs what it received
+// (inline handlers): a handler that blocks there, which it must not do on a
+// loop thread anyway, keeps other threads of the process from polling.
 //
 // Thread-safety: all methods are thread-safe. Handlers run on the loop thread
 // only, one event batch at a time; a handler must not block for long (it

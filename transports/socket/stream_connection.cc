@@ -407,17 +407,27 @@ class StreamConnection::Impl final : public FdHandler, public FrameDecoderSink {
   // Idle -> caller. The loop holds the role only briefly while it polls
   // (one non-blocking read, and the inline handlers of what came), and
   // takes it no more once a caller wants it: worth a short wait then.
+  // Without polling (socket_spin 0, or a one-core machine) the loop holds
+  // the role only while it handles events, and waiting for it would spin
+  // on the core it needs: the caller falls back at once.
   bool TakeReaderRoleAsCaller() {
     if (TakeReaderRole(Reader::kCaller)) return true;
-    if (ReaderOf(reader_state_.load(std::memory_order_seq_cst)) != Reader::kLoop) return false;
+    if (options_.socket_spin <= absl::ZeroDuration() || SpinBudget::Get().limit() == 0 ||
+        ReaderOf(reader_state_.load(std::memory_order_seq_cst)) != Reader::kLoop) {
+      return false;
+    }
     callers_wanting_role_.fetch_add(1, std::memory_order_seq_cst);
     const absl::Time give_up = absl::Now() + kReaderRoleWait;
     bool taken = false;
-    do {
+    for (;;) {
       CpuRelax();
       taken = TakeReaderRole(Reader::kCaller);
-    } while (!taken && absl::Now() < give_up &&
-             ReaderOf(reader_state_.load(std::memory_order_seq_cst)) != Reader::kClosed);
+      if (taken || absl::Now() >= give_up) break;
+      // Only the loop hands the role back soon; another caller (or
+      // closure) keeps it.
+      const Reader reader = ReaderOf(reader_state_.load(std::memory_order_seq_cst));
+      if (reader != Reader::kLoop && reader != Reader::kIdle) break;
+    }
     callers_wanting_role_.fetch_sub(1, std::memory_order_seq_cst);
     return taken;
   }

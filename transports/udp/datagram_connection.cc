@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "internal/log.h"
+#include "internal/spin_budget.h"
 #include "internal/timer_queue.h"
 #include "transports/socket/adaptive_poll.h"
 #include "transports/socket/event_loop.h"
@@ -27,6 +28,10 @@ namespace {
 
 // Datagrams read per readiness event before yielding to other fds.
 constexpr int kReadBatch = 64;
+
+// How long a synchronous caller waits for the loop to stop delivering when
+// it polls the socket (see BeginDriving).
+constexpr absl::Duration kDeliveryWait = absl::Microseconds(20);
 
 int64_t NowNs() { return absl::ToUnixNanos(absl::Now()); }
 
@@ -196,13 +201,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   // the event loop stops watching the socket. False if another thread is
   // delivering.
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (closed_ || delivering_ || sink_ == nullptr) return false;
-      delivering_ = true;
-      deliverer_ = std::this_thread::get_id();
-      driving_.store(true, std::memory_order_release);
-    }
+    if (!BeginDriving()) return false;
     UpdateInterest();
     bool may_poll = true;
     while (!done() && !closed_flag_.load(std::memory_order_acquire) && absl::Now() < deadline) {
@@ -210,10 +209,12 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
         ssize_t n = -1;
         int error = 0;
         const bool came = PollAsCaller(caller_poll_, socket_spin_, deadline, [&] {
+          if (closed_flag_.load(std::memory_order_acquire)) return true;
           n = recv(fd_, buffer_, sizeof(buffer_), MSG_DONTWAIT | MSG_TRUNC);
           error = n < 0 ? errno : 0;
           return n >= 0 || !TransientReceiveError(error);
         });
+        if (closed_flag_.load(std::memory_order_acquire)) break;
         if (came) {
           if (n < 0) {
             CloseFromDelivery(ReceiveError(error));
@@ -259,7 +260,11 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   }
 
   PollResult PollOnce() override {
-    if (driving_.load(std::memory_order_acquire) || !BeginDelivery()) return PollResult::kStop;
+    // A caller that wants to read gets the socket: the loop stops polling.
+    if (driving_.load(std::memory_order_acquire) ||
+        callers_wanting_.load(std::memory_order_acquire) > 0 || !BeginDelivery()) {
+      return PollResult::kStop;
+    }
     const bool came = ReceiveBatch();
     EndDelivery();
     if (!came) return PollResult::kNothing;
@@ -270,6 +275,38 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   void PollMissed() override { loop_poll_.Miss(); }
 
  private:
+  // Makes this caller the delivering thread, driving. The loop delivers
+  // only briefly while it polls (one batch of receives and the inline
+  // handlers of what came), and polls no more once a caller wants the
+  // socket: worth a short wait then (only where polling happens at all).
+  bool BeginDriving() {
+    const bool may_wait = socket_spin_ > absl::ZeroDuration() && SpinBudget::Get().limit() > 0;
+    const absl::Time give_up = absl::Now() + kDeliveryWait;
+    bool announced = false;
+    bool began = false;
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (closed_ || sink_ == nullptr) break;
+        if (!delivering_) {
+          delivering_ = true;
+          deliverer_ = std::this_thread::get_id();
+          driving_.store(true, std::memory_order_release);
+          began = true;
+          break;
+        }
+      }
+      if (!may_wait || absl::Now() >= give_up) break;
+      if (!announced) {
+        callers_wanting_.fetch_add(1, std::memory_order_acq_rel);
+        announced = true;
+      }
+      for (int i = 0; i < 64; ++i) CpuRelax();
+    }
+    if (announced) callers_wanting_.fetch_sub(1, std::memory_order_acq_rel);
+    return began;
+  }
+
   // Makes this thread the delivering one; false if another is, or closed.
   bool BeginDelivery() {
     absl::MutexLock lock(&mu_);
@@ -442,6 +479,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   std::atomic<TimerQueue::Id> check_timer_{0};
   std::atomic<bool> closed_flag_{false};
   std::atomic<bool> driving_{false};  // a caller is inside DriveUntil
+  std::atomic<int> callers_wanting_{0};  // callers in BeginDriving: the loop stops polling
 
   absl::Mutex mu_;
   FrameSink* sink_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -98,7 +98,10 @@ struct TransportOptions {
   // Subject to the same spinner budget as shm_spin, and adaptive: a reader
   // whose polls keep running out (e.g. a peer on another host that answers
   // in more than this) stops polling but for an occasional probe. 0
-  // disables it.
+  // disables it: worth doing where CPU time is capped or billed (a cgroup
+  // CPU quota, which the spinner budget cannot see) or latency matters
+  // less than idle cores. Per call, polling costs less CPU than sleeping
+  // on a VM, where a wake-up is expensive (docs/performance.md).
   absl::Duration socket_spin = absl::Microseconds(50);
 };
 
