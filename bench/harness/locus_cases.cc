@@ -60,16 +60,20 @@ class BenchService final : public locus::bench::Bench::Service {
   }
 };
 
+// Sets `*option` to `micros` microseconds unless `micros` is negative (the
+// harness's "not given": the library default stays).
+void SetMicros(double micros, absl::Duration* option) {
+  if (micros >= 0) *option = absl::Nanoseconds(static_cast<int64_t>(micros * 1000));
+}
+
 locus::ServerOptions ServerOptionsFrom(const Flags& flags) {
   locus::ServerOptions options;  // handler_threads = 0: inline
-  auto it = flags.find("shm-spin-us");
-  if (it != flags.end() && std::stod(it->second) >= 0) {
-    options.shm_spin = absl::Nanoseconds(static_cast<int64_t>(std::stod(it->second) * 1000));
-  }
-  it = flags.find("socket-spin-us");
-  if (it != flags.end() && std::stod(it->second) >= 0) {
-    options.socket_spin = absl::Nanoseconds(static_cast<int64_t>(std::stod(it->second) * 1000));
-  }
+  auto micros = [&flags](const char* name) {
+    auto it = flags.find(name);
+    return it == flags.end() ? -1.0 : std::stod(it->second);
+  };
+  SetMicros(micros("shm-spin-us"), &options.shm_spin);
+  SetMicros(micros("socket-spin-us"), &options.socket_spin);
   return options;
 }
 
@@ -108,12 +112,8 @@ RunResult LocusClient(const CaseSpec& spec, const std::string& server_address, W
   if (spec.transport != "auto") channel_options.allowed_transports = spec.transport;
   if (spec.shm_ring_bytes > 0) channel_options.shm_ring_bytes = spec.shm_ring_bytes;
   if (spec.shm_bulk_bytes >= 0) channel_options.shm_bulk_bytes = spec.shm_bulk_bytes;
-  if (spec.shm_spin_us >= 0) {
-    channel_options.shm_spin = absl::Nanoseconds(static_cast<int64_t>(spec.shm_spin_us * 1000));
-  }
-  if (spec.socket_spin_us >= 0) {
-    channel_options.socket_spin = absl::Nanoseconds(static_cast<int64_t>(spec.socket_spin_us * 1000));
-  }
+  SetMicros(spec.shm_spin_us, &channel_options.shm_spin);
+  SetMicros(spec.socket_spin_us, &channel_options.socket_spin);
   auto channel = locus::Connect(address, channel_options);
   if (!channel.ok()) return Fail("connect " + address + ": " + channel.status().ToString());
   locus::bench::Bench::Stub stub(*channel);

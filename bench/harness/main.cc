@@ -60,7 +60,7 @@ constexpr const char* kUsage = R"(usage: locus-bench [flags]
   --shm-ring-bytes=N         Locus shm: ChannelOptions::shm_ring_bytes (power of 2)
   --shm-bulk-bytes=N         Locus shm: ChannelOptions::shm_bulk_bytes (0: no bulk areas)
   --shm-spin-us=N            Locus shm: client and server shm_spin (0 = never poll)
-  --socket-spin-us=N         Locus unix/tcp: client and server socket_spin (0 = never poll)
+  --socket-spin-us=N         Locus unix/tcp/udp: client and server socket_spin (0 = never poll)
   --no-deadlock-detection    call absl::SetMutexDeadlockDetectionMode(kIgnore) in
                              client and server (diagnostic: Debian's libabsl is
                              built without NDEBUG, so every absl::Mutex::Lock
