@@ -6,13 +6,24 @@
 //
 // Example (client side):
 //   auto core = ConnectionCore::Create(std::move(connection), options);
-//   LOCUS_RETURN_IF_ERROR(core->StartClientHandshake(deadline));
+//   core->Start();
+//   if (absl::Status s = core->ClientHandshake(deadline); !s.ok()) return s;
 //   absl::Status s = core->CallUnary(method, request, &response, call_options);
 //
 // Threading: frames arrive on the transport's reader (an I/O thread, or a
 // synchronous caller inside CallUnary). Replies are parsed and completed on
 // that thread; server handlers run inline there unless a handler pool is set.
 // All public methods are thread-safe.
+//
+// The implementation is spread over files by concern, as gRPC's chttp2 is:
+//   connection_core.cc          lifecycle: handshake, frame dispatch, GOAWAY,
+//                               oversize frames, close
+//   connection_core_client.cc   unary calls this side makes, their replies
+//   connection_core_server.cc   calls the peer makes: admission, handlers,
+//                               replies, CANCEL
+//   connection_core_streams.cc  streaming calls both ways, flow control
+//   connection_core_frames.h    serializing and parsing what frames carry
+// Its life (handshaking, open, draining, closed...) is one ConnectionState.
 #ifndef LOCUS_RUNTIME_INTERNAL_CONNECTION_CORE_H_
 #define LOCUS_RUNTIME_INTERNAL_CONNECTION_CORE_H_
 
@@ -31,6 +42,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "internal/connection_state.h"
 #include "internal/service_table.h"
 #include "internal/stream_call.h"
 #include "internal/thread_pool.h"
@@ -47,6 +59,7 @@ class MessageLite;
 namespace locus::internal {
 
 class ConnectionCore final : public FrameSink,
+                             public StreamCallHost,
                              public std::enable_shared_from_this<ConnectionCore> {
  public:
   struct Options {
@@ -68,7 +81,7 @@ class ConnectionCore final : public FrameSink,
     // none, since a lost datagram would leave them waiting forever.
     absl::Duration datagram_call_timeout = absl::Seconds(10);
     // Accepting side: announced in HELLO_ACK so that same-host clients can
-    // move closer (collocated calls, shared memory, Unix socket).
+    // move closer (in-process calls, shared memory, Unix socket).
     uint64_t server_instance = 0;
     std::vector<std::string> local_endpoints;
     // Accepting side: if not empty, peers with credentials must run as one
@@ -104,10 +117,6 @@ class ConnectionCore final : public FrameSink,
                                                const google::protobuf::MessageLite* request,
                                                google::protobuf::MessageLite* response,
                                                const CallOptions& options);
-  // Ends a stream that failed on this side with `status`, and tells the
-  // peer: a client sends CANCEL, a server answers the call with `status`.
-  // No-op for a stream that already ended.
-  void AbortStream(StreamCall* call, absl::Status status);
 
   // Tells the peer no new calls will be accepted (GOAWAY); calls in progress
   // continue.
@@ -115,8 +124,8 @@ class ConnectionCore final : public FrameSink,
   // Closes the connection; outstanding calls fail with UNAVAILABLE.
   void Close(const absl::Status& reason);
 
-  // False once closed, or draining after a GOAWAY from the peer.
-  bool usable() const;
+  // False once closed, broken, or draining after a GOAWAY from the peer.
+  bool usable() const { return state_lock_free().usable(); }
   bool closed() const;
   // Calls the peer started that are still being served here.
   size_t active_server_calls() const;
@@ -132,9 +141,20 @@ class ConnectionCore final : public FrameSink,
   void OnOversizeFrame(const FrameHeader& header) override;
   void OnClosed(const absl::Status& reason) override;
 
+  // StreamCallHost (used by this connection's StreamCalls).
+  bool DeliveringOnThisThread() const override;
+  bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
+  void WaitedWithoutDriving() override;
+  absl::Status SendStreamMessage(uint64_t id, const google::protobuf::MessageLite* message,
+                                 size_t size, uint32_t flags, absl::Time deadline) override;
+  void SendWindowUpdate(uint64_t id, uint64_t increment, absl::Time deadline) override;
+  // Ends a stream that failed on this side with `status`, and tells the
+  // peer: a client sends CANCEL, a server answers the call with `status`.
+  // No-op for a stream that already ended.
+  void AbortStream(StreamCall* call, absl::Status status) override;
+
  private:
-  friend class StreamCall;
-  struct PendingCall;
+  struct PendingCall;  // connection_core_client.cc
   // A call the peer started, accepted for serving.
   struct IncomingCall {
     uint64_t call_id = 0;
@@ -143,18 +163,24 @@ class ConnectionCore final : public FrameSink,
     absl::Time deadline = absl::InfiniteFuture();
     const ServiceTable::Entry* entry = nullptr;
     // On the handler pool: the call's own flag (CANCEL, closure). Inline on
-    // the reader: the connection's closing_, not owned.
+    // the reader: the connection's inline_handlers_cancelled(), not owned.
     std::shared_ptr<std::atomic<bool>> cancelled;
     Metadata metadata;
   };
 
   ConnectionCore(std::unique_ptr<Connection> connection, Options options);
 
-  // Registers `call` under a fresh id, with a deadline timer unless
-  // `timer_deadline` is InfiniteFuture, and with `cancellation` if set;
-  // UNAVAILABLE if closed or draining, CANCELLED if already cancelled.
-  absl::StatusOr<uint64_t> Register(PendingCall* call, absl::Time timer_deadline,
-                                    const std::optional<Cancellation>& cancellation);
+  // The state's atomic parts (phase, cancellation flag), which need no lock.
+  const ConnectionState& state_lock_free() const ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_; }
+  ConnectionState& state_lock_free() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_; }
+
+  // --- Lifecycle (connection_core.cc) ---
+  // Background reads follow the outstanding asynchronous calls (plain
+  // clients only; see Start()).
+  void AsyncCallStarted();
+  void AsyncCallEnded();
+  // UNAVAILABLE (with why) unless new calls may start; under mu_.
+  absl::Status CheckAcceptsCallsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Registers call or stream `id` with `cancellation`: Cancel() abandons it
   // (AbandonCall / AbandonStream) on the timer thread. CANCELLED (and
   // nothing registered) if it is cancelled already. Caller holds mu_, so
@@ -162,6 +188,37 @@ class ConnectionCore final : public FrameSink,
   absl::Status WatchCancellation(const Cancellation& cancellation, uint64_t id, bool stream,
                                  CancellationRegistration* registration)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Schedules AbandonCall / AbandonStream of `id` with DEADLINE_EXCEEDED at
+  // `deadline` on the timer thread. Caller holds mu_ (see Register).
+  uint64_t ScheduleDeadline(absl::Time deadline, uint64_t id, bool stream)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends `header` (type, flags, call id set) with `meta` and, if `message`
+  // is set, HAS_MESSAGE and the message (sized `size` by ByteSizeLong)
+  // serialized straight into the transport. INTERNAL if the message no
+  // longer serializes to `size` bytes (nothing is sent then).
+  absl::Status SendFrame(FrameHeader header, absl::string_view meta,
+                         const google::protobuf::MessageLite* message, size_t size,
+                         absl::Time deadline);
+  // A frame without payload whose meta is `meta` serialized (nullptr: none):
+  // HELLO, HELLO_ACK, GOAWAY, WINDOW_UPDATE, CANCEL.
+  absl::Status SendControlFrame(FrameType type, uint64_t call_id,
+                                const google::protobuf::MessageLite* meta, absl::Time deadline);
+  // CANCEL for call or stream `id`: best effort, never waits for room (it
+  // may run on the timer thread or the reader).
+  void SendCancel(uint64_t id);
+  // The transport is gone: the next call must not pick this connection.
+  void MarkBrokenIfUnavailable(const absl::Status& sent);
+  void HandleHello(const Frame& frame);
+  void HandleGoAway(const Frame& frame);
+  void ProtocolError(const std::string& what);
+  wire::Hello MakeHello() const;
+
+  // --- Calls this side makes (connection_core_client.cc) ---
+  // Registers `call` under a fresh id, with a deadline timer unless
+  // `timer_deadline` is InfiniteFuture, and with `cancellation` if set;
+  // UNAVAILABLE if closed or draining, CANCELLED if already cancelled.
+  absl::StatusOr<uint64_t> Register(PendingCall* call, absl::Time timer_deadline,
+                                    const std::optional<Cancellation>& cancellation);
   // Removes `id` if still outstanding and returns its call (nullptr if it was
   // already taken by whoever completes it).
   PendingCall* Take(uint64_t id);
@@ -171,31 +228,12 @@ class ConnectionCore final : public FrameSink,
   // expires it at `deadline`.
   absl::Status AwaitCompletion(PendingCall* call, uint64_t id, const RpcMethod& method,
                                absl::Time deadline);
-  // Connection::DriveUntil; if the caller could not drive, background reads
-  // are requested until it calls WaitedWithoutDriving().
-  bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline);
-  void WaitedWithoutDriving();
-  // Whether this thread is delivering this connection's frames (a
-  // completion callback or an inline handler runs on it): it holds the
-  // reader, so it must not wait for a frame from this connection.
-  bool DeliveringOnThisThread() const;
-  // Background reads follow the outstanding asynchronous calls (plain
-  // clients only; see Start()).
-  void AsyncCallStarted();
-  void AsyncCallEnded();
-  // Sends the REQUEST that starts call `id`: with `request` (nullptr for
-  // streaming calls whose messages follow) and `flags`.
-  // Sends `header` (type, flags, call id set) with `meta` and, if `message`
-  // is set, HAS_MESSAGE and the message (sized `size` by ByteSizeLong)
-  // serialized straight into the transport. INTERNAL if the message no
-  // longer serializes to `size` bytes (nothing is sent then).
-  absl::Status SendFrame(FrameHeader header, absl::string_view meta,
-                         const google::protobuf::MessageLite* message, size_t size,
-                         absl::Time deadline);
   // `options`, with a deadline if the connection is unreliable and it has
   // none (`storage` holds the copy).
   const CallOptions& BoundedOptions(const CallOptions& options,
                                     std::optional<CallOptions>* storage) const;
+  // Sends the REQUEST that starts call `id`: with `request` (nullptr for
+  // streaming calls whose messages follow) and `flags`.
   absl::Status SendRequest(const RpcMethod& method, uint64_t id,
                            const google::protobuf::MessageLite* request, uint32_t flags,
                            const CallOptions& options);
@@ -203,31 +241,14 @@ class ConnectionCore final : public FrameSink,
   // (CANCEL, best effort). `by_its_timer`: running as the call's deadline
   // timer (which must not cancel itself).
   void AbandonCall(uint64_t id, absl::Status status, bool by_its_timer);
+  void HandleResponse(const Frame& frame);
 
-  // Streams.
-  absl::StatusOr<std::shared_ptr<StreamCall>> RegisterStream(const RpcMethod& method,
-                                                             const CallOptions& options,
-                                                             google::protobuf::MessageLite* response);
-  std::shared_ptr<StreamCall> FindStream(uint64_t id);
-  std::shared_ptr<StreamCall> TakeStream(uint64_t id);
-  // The same for stream `id`.
-  void AbandonStream(uint64_t id, absl::Status status, bool by_its_timer);
-  // A MESSAGE frame (`message`: nullptr for END_STREAM alone), sized
-  // `size` by ByteSizeLong.
-  absl::Status SendStreamMessage(uint64_t id, const google::protobuf::MessageLite* message,
-                                 size_t size, uint32_t flags, absl::Time deadline);
-  void SendWindowUpdate(uint64_t id, uint64_t increment, absl::Time deadline);
-  void HandleMessage(Frame& frame);
-  void HandleWindowUpdate(const Frame& frame);
-  // The client side of a stream received its RESPONSE.
-  void FinishClientStream(StreamCall& stream, const Frame& frame);
-  // The peer's receive window per stream (from its HELLO).
-  uint64_t PeerStreamWindow() const;
-  // The transport is gone: the next call must not pick this connection.
-  void MarkBrokenIfUnavailable(const absl::Status& sent);
-
-  void HandleHello(const Frame& frame);
+  // --- Calls the peer makes (connection_core_server.cc) ---
   void HandleRequest(Frame& frame);
+  // Admission of a decoded REQUEST: the reason to refuse it, if any, before
+  // the tables are consulted.
+  absl::Status CheckRequest(const IncomingCall& call, absl::string_view method,
+                            const FrameHeader& header) const;
   // Runs the handler; its reply is sent from FinishServing.
   // `method` and `payload` need only live until it returns.
   void Serve(IncomingCall& call, absl::string_view method, absl::string_view payload);
@@ -243,8 +264,8 @@ class ConnectionCore final : public FrameSink,
   // Drops the call from serving_ or the inline count (a stream's own
   // entries go before its reply, see FinishServing).
   void EndServing(const IncomingCall& call);
-  void HandleResponse(const Frame& frame);
-  void HandleGoAway(const Frame& frame);
+  // The peer cancelled call or stream `id` it started.
+  void HandleCancel(uint64_t id);
   // Sends a kResponse: `reply` (sized `reply_size` by ByteSizeLong, not
   // changed since) is serialized straight into the transport; nullptr for
   // an error or a reply without a message.
@@ -252,22 +273,31 @@ class ConnectionCore final : public FrameSink,
                     const google::protobuf::MessageLite* reply, size_t reply_size,
                     const Metadata& trailers, absl::Time deadline);
   void SendError(uint64_t call_id, const absl::Status& status, absl::Time deadline);
-  void ProtocolError(const std::string& what);
-  wire::Hello MakeHello() const;
 
-  // The receive window this side announces.
+  // --- Streams (connection_core_streams.cc) ---
+  absl::StatusOr<std::shared_ptr<StreamCall>> RegisterStream(const RpcMethod& method,
+                                                             const CallOptions& options,
+                                                             google::protobuf::MessageLite* response);
+  std::shared_ptr<StreamCall> FindStream(uint64_t id);
+  std::shared_ptr<StreamCall> TakeStream(uint64_t id);
+  // The same as AbandonCall, for stream `id`.
+  void AbandonStream(uint64_t id, absl::Status status, bool by_its_timer);
+  void HandleMessage(Frame& frame);
+  void HandleWindowUpdate(const Frame& frame);
+  // The client side of a stream received its RESPONSE.
+  void FinishClientStream(StreamCall& stream, const Frame& frame);
+  // The receive window this side announces, and the peer's (from its HELLO).
   uint64_t ReceiveWindow() const;
+  uint64_t PeerStreamWindow() const;
 
   const Options options_;
   const PeerInfo peer_;  // copied from the connection: valid while it is destroyed
 
   mutable absl::Mutex mu_;
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status close_reason_ ABSL_GUARDED_BY(mu_);
-  bool draining_ ABSL_GUARDED_BY(mu_) = false;       // peer sent GOAWAY
-  bool broken_ ABSL_GUARDED_BY(mu_) = false;         // a send found the transport closed
-  bool handshake_done_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status handshake_error_ ABSL_GUARDED_BY(mu_);
+  // Handshaking, open, broken, draining or closed, and why; its phase and
+  // the inline handlers' cancellation flag are also read without mu_
+  // (state_lock_free()).
+  ConnectionState state_ ABSL_GUARDED_BY(mu_);
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_);
   uint64_t last_peer_call_id_ ABSL_GUARDED_BY(mu_) = 0;
   // This side sent GOAWAY announcing this last processed id: calls the peer
@@ -284,20 +314,13 @@ class ConnectionCore final : public FrameSink,
   // Calls being served inline: counted up under mu_ (with the shutdown
   // checks of HandleRequest), down without it once their reply is sent.
   std::atomic<size_t> inline_serving_{0};
-  // Set when this side closes the connection (Close) or sees it closed: the
-  // cancellation flag of handlers running inline, which occupy the reader and
-  // so cannot learn of the closure any other way.
-  std::atomic<bool> closing_{false};
-  std::atomic<bool> handshake_flag_{false};  // mirrors handshake_done_ for lock-free polling
-  // Set (under mu_) once closed_, draining_ or broken_ is: usable() reads
-  // it without the lock on every call.
-  std::atomic<bool> unusable_{false};
   // Plain client (connecting side, serves nothing): background reads are
   // requested only while async_calls_ > 0. Set in Start().
   bool on_demand_background_reads_ = false;
   std::atomic<int> async_calls_{0};
 
-  wire::Hello peer_hello_;  // written once by the reader before handshake_done_
+  // Written once by the reader before the handshake settles (HandleHello).
+  wire::Hello peer_hello_;
 
   // Declared last so that it is destroyed first (its destructor may deliver
   // OnClosed, which uses the members above).

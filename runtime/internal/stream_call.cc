@@ -7,15 +7,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/message_lite.h"
-#include "internal/connection_core.h"
 #include "internal/timer_queue.h"
 
 namespace locus::internal {
 
-StreamCall::StreamCall(ConnectionCore* core, Side side, const RpcMethod& method, uint64_t id,
+StreamCall::StreamCall(StreamCallHost* host, Side side, const RpcMethod& method, uint64_t id,
                        absl::Time deadline, uint64_t send_window, uint64_t receive_window,
                        uint64_t max_send_message_size, google::protobuf::MessageLite* response)
-    : core_(core),
+    : host_(host),
       side_(side),
       method_(method),
       id_(id),
@@ -92,7 +91,7 @@ bool StreamCall::Await(absl::FunctionRef<bool()> ready) {
       seen = events_.load(std::memory_order_relaxed);
     }
     if (absl::Now() >= deadline_) return false;
-    if (core_->DeliveringOnThisThread()) {
+    if (host_->DeliveringOnThisThread()) {
       // A completion callback or inline handler: this thread holds the
       // connection's reader, so what we wait for could never arrive. The
       // call ends (ready() then holds) instead of waiting out its deadline.
@@ -110,12 +109,12 @@ bool StreamCall::Await(absl::FunctionRef<bool()> ready) {
     // Read the connection on this thread if nobody else does (on shared
     // memory a waiting thread takes the reading role from the connection's
     // reader thread): the frame we wait for then needs no thread hand-off.
-    if (core_->DriveUntil([this, seen] { return events_.load(std::memory_order_acquire) != seen; },
+    if (host_->DriveUntil([this, seen] { return events_.load(std::memory_order_acquire) != seen; },
                           deadline_)) {
       continue;
     }
     WaitForEvent(seen);
-    core_->WaitedWithoutDriving();
+    host_->WaitedWithoutDriving();
   }
 }
 
@@ -129,10 +128,10 @@ void StreamCall::Consumed(uint64_t cost) {
     consumed_ = 0;
     unacknowledged_ -= std::min(unacknowledged_, grant);
   }
-  core_->SendWindowUpdate(id_, grant, deadline_);
+  host_->SendWindowUpdate(id_, grant, deadline_);
 }
 
-void StreamCall::Abort(absl::Status status) { core_->AbortStream(this, std::move(status)); }
+void StreamCall::Abort(absl::Status status) { host_->AbortStream(this, std::move(status)); }
 
 bool StreamCall::Read(google::protobuf::MessageLite* message) {
   // A server handler past its deadline is cancelled (its call ends
@@ -205,7 +204,7 @@ bool StreamCall::Write(const google::protobuf::MessageLite& message) {
   {
     absl::MutexLock write_lock(&write_mu_);
     if (half_closed_ || ended()) return false;  // no message after END_STREAM
-    sent = core_->SendStreamMessage(id_, &message, size, 0, deadline_);
+    sent = host_->SendStreamMessage(id_, &message, size, 0, deadline_);
   }
   if (!sent.ok()) {
     Abort(std::move(sent));
@@ -223,7 +222,7 @@ bool StreamCall::HalfClose() {
     if (half_closed_) return !ended();
     if (ended()) return false;
     half_closed_ = true;
-    sent = core_->SendStreamMessage(id_, nullptr, 0, kFlagEndStream, deadline_);
+    sent = host_->SendStreamMessage(id_, nullptr, 0, kFlagEndStream, deadline_);
   }
   if (!sent.ok()) {
     Abort(std::move(sent));
@@ -262,8 +261,8 @@ namespace {
 
 class RemoteClientStream final : public ClientCallStream {
  public:
-  RemoteClientStream(std::shared_ptr<ConnectionCore> core, std::shared_ptr<StreamCall> call)
-      : core_(std::move(core)), call_(std::move(call)) {}
+  RemoteClientStream(std::shared_ptr<StreamCallHost> host, std::shared_ptr<StreamCall> call)
+      : host_(std::move(host)), call_(std::move(call)) {}
 
   ~RemoteClientStream() override {
     if (!call_->ended()) Cancel();
@@ -280,12 +279,12 @@ class RemoteClientStream final : public ClientCallStream {
     return call_->AwaitEnd();
   }
   void Cancel() override {
-    core_->AbortStream(call_.get(), absl::CancelledError(absl::StrCat(
+    host_->AbortStream(call_.get(), absl::CancelledError(absl::StrCat(
                                         call_->method().full_name, " cancelled by the client")));
   }
 
  private:
-  const std::shared_ptr<ConnectionCore> core_;
+  const std::shared_ptr<StreamCallHost> host_;
   const std::shared_ptr<StreamCall> call_;
 };
 
@@ -304,9 +303,9 @@ class FailedClientStream final : public ClientCallStream {
 
 }  // namespace
 
-std::unique_ptr<ClientCallStream> MakeClientStream(std::shared_ptr<ConnectionCore> core,
+std::unique_ptr<ClientCallStream> MakeClientStream(std::shared_ptr<StreamCallHost> host,
                                                    std::shared_ptr<StreamCall> call) {
-  return std::make_unique<RemoteClientStream>(std::move(core), std::move(call));
+  return std::make_unique<RemoteClientStream>(std::move(host), std::move(call));
 }
 
 std::unique_ptr<ClientCallStream> MakeFailedClientStream(absl::Status status) {

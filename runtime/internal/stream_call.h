@@ -25,7 +25,9 @@
 // from anywhere.
 //
 // Example (what ConnectionCore does with a MESSAGE frame):
-//   if (!stream->OnMessage(frame.TakePayload())) AbortStream(stream, overrun);
+//   if (stream->OnMessage(frame.TakePayload()) == StreamCall::Received::kOverrun) {
+//     AbortStream(stream.get(), absl::ResourceExhaustedError("beyond the window"));
+//   }
 #ifndef LOCUS_RUNTIME_INTERNAL_STREAM_CALL_H_
 #define LOCUS_RUNTIME_INTERNAL_STREAM_CALL_H_
 
@@ -50,7 +52,31 @@ class MessageLite;
 
 namespace locus::internal {
 
-class ConnectionCore;
+class StreamCall;
+
+// What a StreamCall needs from the connection that carries it; implemented
+// by ConnectionCore. All methods are thread-safe.
+class StreamCallHost {
+ public:
+  // Whether this thread is delivering the connection's frames (it holds the
+  // reader, so it must not wait for a frame).
+  virtual bool DeliveringOnThisThread() const = 0;
+  // Connection::DriveUntil. If it returns false (another thread reads), the
+  // caller waits by other means and then calls WaitedWithoutDriving().
+  virtual bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) = 0;
+  virtual void WaitedWithoutDriving() = 0;
+  // A MESSAGE frame for stream `id` (`message`: nullptr for END_STREAM
+  // alone), sized `size` by ByteSizeLong.
+  virtual absl::Status SendStreamMessage(uint64_t id, const google::protobuf::MessageLite* message,
+                                         size_t size, uint32_t flags, absl::Time deadline) = 0;
+  // Grants the peer `increment` more bytes on stream `id` (best effort).
+  virtual void SendWindowUpdate(uint64_t id, uint64_t increment, absl::Time deadline) = 0;
+  // Ends `call`, which failed on this side, with `status` and tells the peer.
+  virtual void AbortStream(StreamCall* call, absl::Status status) = 0;
+
+ protected:
+  ~StreamCallHost() = default;
+};
 
 // What a message costs in a flow-control window: its payload plus a frame
 // header, so that empty messages are not free.
@@ -62,10 +88,10 @@ class StreamCall final : public ServerCallStream {
  public:
   enum class Side { kClient, kServer };
 
-  // `core` outlives the call (client streams hold it; server streams live
+  // `host` outlives the call (client streams hold it; server streams live
   // inside its table and handler tasks hold it). `response`: client side of
   // a client-streaming call, where the final reply is parsed.
-  StreamCall(ConnectionCore* core, Side side, const RpcMethod& method, uint64_t id,
+  StreamCall(StreamCallHost* host, Side side, const RpcMethod& method, uint64_t id,
              absl::Time deadline, uint64_t send_window, uint64_t receive_window,
              uint64_t max_send_message_size, google::protobuf::MessageLite* response);
 
@@ -125,11 +151,11 @@ class StreamCall final : public ServerCallStream {
   // Counts a consumed message and sends WINDOW_UPDATE when due.
   void Consumed(uint64_t cost);
   // The call failed on this side (deadline, bad message, send error): ends
-  // it and tells the peer (ConnectionCore::AbortStream).
+  // it and tells the peer (StreamCallHost::AbortStream).
   void Abort(absl::Status status);
   void Changed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { events_.fetch_add(1, std::memory_order_release); }
 
-  ConnectionCore* const core_;
+  StreamCallHost* const host_;
   const Side side_;
   const RpcMethod& method_;
   const uint64_t id_;
@@ -163,7 +189,7 @@ class StreamCall final : public ServerCallStream {
 // The client's handle on a StreamCall (what Channel::OpenStream returns).
 // Cancels the call if destroyed before it ended, and then waits until the
 // reader has let go of the call's response message.
-std::unique_ptr<ClientCallStream> MakeClientStream(std::shared_ptr<ConnectionCore> core,
+std::unique_ptr<ClientCallStream> MakeClientStream(std::shared_ptr<StreamCallHost> host,
                                                    std::shared_ptr<StreamCall> call);
 // A stream that never started: Read and Write fail, Finish returns `status`.
 std::unique_ptr<ClientCallStream> MakeFailedClientStream(absl::Status status);

@@ -1,0 +1,190 @@
+// ConnectionCore: streaming calls, both those this side opens and those it
+// serves (whose admission is in connection_core_server.cc). The state of
+// each stream lives in a StreamCall (internal/stream_call.h); the core owns
+// the table, routes MESSAGE, WINDOW_UPDATE and the final RESPONSE to it, and
+// sends what it asks for.
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/message_lite.h"
+#include "internal/connection_core.h"
+#include "internal/connection_core_frames.h"
+
+namespace locus::internal {
+
+uint64_t ConnectionCore::ReceiveWindow() const {
+  return std::max(options_.stream_window_bytes, kMinStreamWindowBytes);
+}
+
+uint64_t ConnectionCore::PeerStreamWindow() const {
+  const uint64_t window = peer_hello_.stream_window_bytes();
+  return window == 0 ? kMinStreamWindowBytes : window;
+}
+
+absl::StatusOr<std::shared_ptr<StreamCall>> ConnectionCore::RegisterStream(
+    const RpcMethod& method, const CallOptions& options, google::protobuf::MessageLite* response) {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status accepts = CheckAcceptsCallsLocked(); !accepts.ok()) return accepts;
+  const uint64_t id = next_call_id_;
+  next_call_id_ += 2;
+  auto stream = std::make_shared<StreamCall>(this, StreamCall::Side::kClient, method, id,
+                                             options.deadline, PeerStreamWindow(), ReceiveWindow(),
+                                             options_.max_send_message_size, response);
+  stream->trailing_metadata = options.trailing_metadata;
+  if (options.cancellation.has_value()) {
+    absl::Status watched =
+        WatchCancellation(*options.cancellation, id, /*stream=*/true, &stream->cancel_registration);
+    if (!watched.ok()) return watched;
+  }
+  if (options.deadline != absl::InfiniteFuture()) {
+    // Tells the server at the deadline even if the client is not waiting
+    // on the stream then. End() cancels it.
+    stream->deadline_timer = ScheduleDeadline(options.deadline, id, /*stream=*/true);
+  }
+  streams_.emplace(id, stream);
+  return stream;
+}
+
+std::shared_ptr<StreamCall> ConnectionCore::FindStream(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<StreamCall> ConnectionCore::TakeStream(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return nullptr;
+  std::shared_ptr<StreamCall> stream = std::move(it->second);
+  streams_.erase(it);
+  return stream;
+}
+
+std::unique_ptr<ClientCallStream> ConnectionCore::OpenStream(
+    const RpcMethod& method, const google::protobuf::MessageLite* request,
+    google::protobuf::MessageLite* response, const CallOptions& options) {
+  if (method.kind == RpcKind::kUnary) {
+    return MakeFailedClientStream(
+        absl::InvalidArgumentError(absl::StrCat(method.full_name, " is not a streaming method")));
+  }
+  if (!connection_->reliable()) {
+    return MakeFailedClientStream(absl::FailedPreconditionError(absl::StrCat(
+        "streaming call to ", method.full_name, " needs a reliable transport, not ",
+        peer().transport, " (datagrams may be lost)")));
+  }
+  if ((method.kind == RpcKind::kServerStreaming) != (request != nullptr) ||
+      (method.kind == RpcKind::kClientStreaming) != (response != nullptr)) {
+    return MakeFailedClientStream(absl::InvalidArgumentError(absl::StrCat(
+        "streaming call to ", method.full_name, " opened with the wrong request/response")));
+  }
+  if (absl::Now() >= options.deadline) {
+    return MakeFailedClientStream(absl::DeadlineExceededError(
+        absl::StrCat("deadline passed before ", method.full_name, " started")));
+  }
+  absl::StatusOr<std::shared_ptr<StreamCall>> stream = RegisterStream(method, options, response);
+  if (!stream.ok()) return MakeFailedClientStream(stream.status());
+  // A server-streaming request goes with the REQUEST, which half-closes.
+  absl::Status sent = SendRequest(method, (*stream)->id(), request,
+                                  request != nullptr ? kFlagEndStream : 0, options);
+  if (!sent.ok()) {
+    if (TakeStream((*stream)->id()) != nullptr) (*stream)->End(sent);
+  }
+  return MakeClientStream(shared_from_this(), *std::move(stream));
+}
+
+void ConnectionCore::AbandonStream(uint64_t id, absl::Status status, bool by_its_timer) {
+  std::shared_ptr<StreamCall> stream = TakeStream(id);
+  if (stream == nullptr) return;
+  if (by_its_timer) stream->deadline_timer = 0;  // running now: must not cancel itself
+  stream->End(
+      absl::Status(status.code(), absl::StrCat(status.message(), " on ", stream->method().full_name)));
+  // On the timer thread: best effort, never waits for a peer that stopped reading.
+  SendCancel(id);
+}
+
+void ConnectionCore::AbortStream(StreamCall* stream, absl::Status status) {
+  if (stream->side() == StreamCall::Side::kClient) {
+    // Whoever takes it from the table ends it (the reader, with the
+    // server's status, or here).
+    std::shared_ptr<StreamCall> taken = TakeStream(stream->id());
+    if (taken == nullptr) return;
+    taken->End(std::move(status));
+    SendCancel(taken->id());
+    return;
+  }
+  // Server: the handler still runs (it learns from IsCancelled, Read and
+  // Write); the client learns now. Claimed before ending the stream: the
+  // handler, woken by End, must find the answer taken.
+  const bool answer = stream->ClaimResponse();
+  stream->End(status);
+  // Not waiting for room in the connection beyond now: this may run on
+  // the thread that reads it.
+  if (answer) SendError(stream->id(), status, absl::Now());
+}
+
+absl::Status ConnectionCore::SendStreamMessage(uint64_t id,
+                                               const google::protobuf::MessageLite* message,
+                                               size_t size, uint32_t flags, absl::Time deadline) {
+  absl::Status sent =
+      SendFrame(FrameHeader::Make(FrameType::kMessage, flags, id), {}, message, size, deadline);
+  if (!sent.ok() && absl::IsInternal(sent)) {
+    return absl::InternalError("cannot serialize a stream message (was it modified while being sent?)");
+  }
+  MarkBrokenIfUnavailable(sent);
+  return sent;
+}
+
+void ConnectionCore::SendWindowUpdate(uint64_t id, uint64_t increment, absl::Time deadline) {
+  wire::WindowUpdate update;
+  update.set_increment(increment);
+  (void)SendControlFrame(FrameType::kWindowUpdate, id, &update, deadline);
+}
+
+void ConnectionCore::HandleMessage(Frame& frame) {
+  // Unknown ids are calls that ended here (cancelled, expired, answered):
+  // their late messages are dropped.
+  std::shared_ptr<StreamCall> stream = FindStream(frame.header.call_id);
+  if (stream == nullptr) return;
+  if ((frame.header.flags & kFlagHasMessage) != 0) {
+    switch (stream->OnMessage(frame.TakePayload())) {
+      case StreamCall::Received::kQueued:
+      case StreamCall::Received::kDropped:
+        break;
+      case StreamCall::Received::kOverrun:
+        AbortStream(stream.get(), absl::ResourceExhaustedError(absl::StrCat(
+                                      "peer sent beyond the flow-control window of ",
+                                      stream->method().full_name)));
+        return;
+      case StreamCall::Received::kAfterHalfClose:
+        AbortStream(stream.get(), absl::InvalidArgumentError(absl::StrCat(
+                                      "peer sent a message on ", stream->method().full_name,
+                                      " after ending its stream")));
+        return;
+    }
+  }
+  if ((frame.header.flags & kFlagEndStream) != 0) stream->OnHalfClose();
+}
+
+void ConnectionCore::HandleWindowUpdate(const Frame& frame) {
+  wire::WindowUpdate update;
+  if (!ParseMeta(frame, &update)) {
+    ProtocolError("malformed WINDOW_UPDATE");
+    return;
+  }
+  if (std::shared_ptr<StreamCall> stream = FindStream(frame.header.call_id)) {
+    stream->OnWindowUpdate(update.increment());
+  }
+}
+
+void ConnectionCore::FinishClientStream(StreamCall& stream, const Frame& frame) {
+  absl::Status status = ResponseStatus(frame, stream.trailing_metadata);
+  if (status.ok() && stream.response() != nullptr) {
+    status = ParseReply(frame, stream.method().full_name, stream.response());
+  }
+  // Messages that arrived before the status stay readable, as in gRPC.
+  stream.End(std::move(status), /*keep_unread=*/true);
+}
+
+}  // namespace locus::internal
