@@ -87,7 +87,7 @@ def main():
     order = {"unix": 0, "tcp": 1, "udp": 2, "shm": 3, "inproc": 4}
     summaries.sort(key=lambda s: (s["outstanding"], s["size"], order.get(s["transport"], 9)))
 
-    print("One call at a time: p50 round trip in us (medians over rounds)\n")
+    print("One call at a time\n")
     print("| transport | size | Locus p50 | Locus p99 | raw | raw, fastest | gRPC | Cap'n Proto | Thrift | Locus vs gRPC |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in summaries:
@@ -102,7 +102,7 @@ def main():
             us(s.get("raw_p50_us")), us(fastest), us(s.get("grpc_p50_us")),
             us(s.get("capnp_p50_us")), us(s.get("thrift_p50_us")), ratio(s.get("vs_grpc"))))
 
-    print("\n16 calls outstanding: calls/s (medians over rounds)\n")
+    print("\n16 calls outstanding\n")
     print("| transport | size | Locus calls/s | Locus p50 us | raw | gRPC | Cap'n Proto | Thrift | Locus x gRPC / Cap'n Proto / Thrift |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in summaries:
@@ -121,32 +121,43 @@ def main():
             rate(s.get("thrift_calls_per_s")), xs or "–"))
 
     rounds = sorted({c["round"] for c in cases})
-    print("\nPer round: p50 in us (1 MiB: GB/s, payload both ways)\n")
-    print("| case | " + " | ".join("round %d" % (r + 1) for r in rounds) + " |")
+    print("\nPer round\n")
+    print("| case (p50 us; 16 outstanding: calls/s; 1 MiB: GB/s, payload both ways) | "
+          + " | ".join("round %d" % (r + 1) for r in rounds) + " |")
     print("|---|" + "---:|" * len(rounds))
-    keyed = [(c, 64, 1) for c in ("raw_shm_sealed", "raw_shm_adaptive", "locus_shm", "grpc_unix_sync",
-                                  "raw_unix", "raw_unix_poll", "locus_unix",
-                                  "raw_tcp", "raw_tcp_poll", "locus_tcp", "grpc_tcp_sync",
-                                  "raw_udp", "raw_udp_poll", "locus_udp")]
-    keyed += [("locus_shm", 64, 16), ("raw_shm_sealed", 1 << 20, 1), ("raw_shm_adaptive", 1 << 20, 1),
-              ("locus_shm", 1 << 20, 1)]
-    for case, size, out in keyed:
-        rs = {r["round"]: r for r in runs.get((case, size, out), [])}
-        if not rs:
-            continue
-        cells = []
-        for r in rounds:
-            c = rs.get(r)
-            if c is None:
-                cells.append("–")
-            elif out > 1:
-                cells.append(rate(c["calls_per_s"]) + " calls/s")
-            elif size >= 1 << 20:
-                cells.append("%.1f" % (2 * size / c["p50_us"] / 1000))
-            else:
-                cells.append(us(c["p50_us"]))
-        print("| %s %s x%d | %s |" % (case, size_label(size), out, " | ".join(cells)))
 
+    def cell(case, size, out, r):
+        c = {x["round"]: x for x in runs.get((case, size, out), [])}.get(r)
+        if c is None:
+            return "–"
+        if out > 1:
+            return rate(c["calls_per_s"])
+        if size >= 1 << 20:
+            return "%.1f" % (2 * size / c["p50_us"] / 1000)
+        return us(c["p50_us"])
+
+    mib = 1 << 20
+    rows = [
+        ("raw shm, sealed, 64 B", [("raw_shm_sealed", 64, 1)]),
+        ("raw shm, index rings (adaptive), 64 B", [("raw_shm_adaptive", 64, 1)]),
+        ("Locus shm, 64 B", [("locus_shm", 64, 1)]),
+        ("Locus shm, 64 B, 16 outstanding", [("locus_shm", 64, 16)]),
+        ("gRPC over a Unix socket, 64 B", [("grpc_unix_sync", 64, 1)]),
+        ("raw unix, blocking / polling, 64 B", [("raw_unix", 64, 1), ("raw_unix_poll", 64, 1)]),
+        ("Locus unix, 64 B", [("locus_unix", 64, 1)]),
+        ("raw tcp, blocking / polling, 64 B", [("raw_tcp", 64, 1), ("raw_tcp_poll", 64, 1)]),
+        ("Locus tcp, 64 B", [("locus_tcp", 64, 1)]),
+        ("gRPC over TCP, 64 B", [("grpc_tcp_sync", 64, 1)]),
+        ("raw udp, blocking / polling, 64 B", [("raw_udp", 64, 1), ("raw_udp_poll", 64, 1)]),
+        ("Locus udp, 64 B", [("locus_udp", 64, 1)]),
+        ("raw shm, sealed / index rings, 1 MiB", [("raw_shm_sealed", mib, 1), ("raw_shm_adaptive", mib, 1)]),
+        ("Locus shm, 1 MiB", [("locus_shm", mib, 1)]),
+    ]
+    for label, keys in rows:
+        if not any(runs.get(k) for k in keys):
+            continue
+        cells = [" / ".join(cell(c, size, out, r) for c, size, out in keys) for r in rounds]
+        print("| %s | %s |" % (label, " | ".join(cells)))
 
 if __name__ == "__main__":
     main()
