@@ -5,7 +5,8 @@
 #                Bazel build and tests
 #   make build   build everything into build/ (incremental), no tests
 #   make asan    build into build-asan/ with AddressSanitizer+UBSan and run CTest
-#   make bench   run the quick benchmark suite (see bench/README.md)
+#   make bench   run the benchmark of docs/performance.md (Release build in
+#                build-bench/) and rewrite docs/perf/ (bench/update_perf_docs.sh)
 #   make deps    only install missing Debian packages
 #
 # JOBS (default: number of cores) bounds build parallelism.
@@ -52,8 +53,8 @@ asan: deps
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS) --timeout 900 -LE install
 
-bench: build
-	$(BUILD_DIR)/bin/locus-bench --suite=quick
+bench: deps
+	JOBS=$(JOBS) ./bench/update_perf_docs.sh
 
 clean:
 	rm -rf $(BUILD_DIR) build-asan

@@ -43,7 +43,7 @@ namespace {
 
 // Adaptive shm: spin this long before sleeping on the futex. It must exceed
 // the time the peer needs to be woken and answer (a cross-core futex wake is
-// ~20-25 us on these VMs, see /work/shared/baselines.md); with a 20 us budget
+// ~20-25 us on these VMs, see docs/performance-notes.md); with a 20 us budget
 // both sides settle into sleeping on every message (~50 us round trips).
 constexpr int64_t kAdaptiveSpinNs = 60000;
 constexpr size_t kMaxUdp = 65507;
