@@ -3,7 +3,7 @@
 locus-bench harness. Runs `locus-bench --suite=smoke` and checks that every
 stdout line is a JSON object with the expected fields, that no case failed,
 that each case's `transport` is the one it asked for (Locus shm cases really
-ran on "shm", collocated ones on "inproc"), that `--transport=auto` reports a
+ran on "shm", in-process ones on "inproc"), that `--transport=auto` reports a
 real transport, that streaming mode runs (Locus and gRPC streams), and that
 unavailable combinations fail with a clear error. When the binary was built with the optional Cap'n Proto /
 Thrift baselines it runs a few calls of each (unix and tcp, 1 and 4 in

@@ -1,5 +1,5 @@
 // locus::Connect and the Channel implementation. A channel holds one route
-// at a time: a ConnectionCore over some transport, or a LocalDispatcher for
+// at a time: a ConnectionCore over some transport, or an InprocDispatcher for
 // a server in this process. The route is chosen by where the server lives
 // (internal/transport_selection.h) and replaced (reconnected) when it breaks
 // or the server sends GOAWAY.
@@ -13,7 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "internal/connection_core.h"
-#include "internal/local_dispatcher.h"
+#include "internal/inproc_dispatcher.h"
 #include "internal/log.h"
 #include "internal/process_setup.h"
 #include "internal/transport_selection.h"
@@ -24,8 +24,8 @@ namespace {
 
 struct Route {
   std::shared_ptr<ConnectionCore> core;     // remote, or
-  std::shared_ptr<LocalDispatcher> local;   // collocated: unary calls direct,
-  std::shared_ptr<ConnectionCore> loopback; // streams over an in-process connection (made on first use)
+  std::shared_ptr<InprocDispatcher> inproc;  // in-process: unary calls direct,
+  std::shared_ptr<ConnectionCore> inproc_streams;  // streams over an in-process connection (made on first use)
 };
 
 class ChannelImpl final : public Channel {
@@ -41,7 +41,7 @@ class ChannelImpl final : public Channel {
   ~ChannelImpl() override {
     absl::MutexLock lock(&mu_);
     if (route_.core != nullptr) route_.core->Close(absl::CancelledError("channel destroyed"));
-    if (route_.loopback != nullptr) route_.loopback->Close(absl::CancelledError("channel destroyed"));
+    if (route_.inproc_streams != nullptr) route_.inproc_streams->Close(absl::CancelledError("channel destroyed"));
   }
 
   std::unique_ptr<ClientCallStream> OpenStream(const RpcMethod& method,
@@ -50,17 +50,17 @@ class ChannelImpl final : public Channel {
                                                const CallOptions& options) override {
     absl::StatusOr<Route> route = GetRoute(options.deadline);
     if (!route.ok()) return MakeFailedClientStream(route.status());
-    if (route->local == nullptr) return route->core->OpenStream(method, request, response, options);
-    absl::StatusOr<std::shared_ptr<ConnectionCore>> loopback = Loopback(*route, options.deadline);
-    if (!loopback.ok()) return MakeFailedClientStream(loopback.status());
-    return (*loopback)->OpenStream(method, request, response, options);
+    if (route->inproc == nullptr) return route->core->OpenStream(method, request, response, options);
+    absl::StatusOr<std::shared_ptr<ConnectionCore>> streams = InprocStreams(*route, options.deadline);
+    if (!streams.ok()) return MakeFailedClientStream(streams.status());
+    return (*streams)->OpenStream(method, request, response, options);
   }
 
   absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                          google::protobuf::MessageLite* response,
                          const CallOptions& options) override {
     std::shared_ptr<ConnectionCore> core;
-    std::shared_ptr<LocalDispatcher> local;
+    std::shared_ptr<InprocDispatcher> local;
     absl::Status routed = GetUnaryRoute(options.deadline, &core, &local);
     if (!routed.ok()) return routed;
     if (local != nullptr) return local->CallUnary(method, request, response, options, client_limits_);
@@ -71,7 +71,7 @@ class ChannelImpl final : public Channel {
                   google::protobuf::MessageLite* response, const CallOptions& options,
                   absl::AnyInvocable<void(absl::Status) &&> done) override {
     std::shared_ptr<ConnectionCore> core;
-    std::shared_ptr<LocalDispatcher> local;
+    std::shared_ptr<InprocDispatcher> local;
     absl::Status routed = GetUnaryRoute(options.deadline, &core, &local);
     if (!routed.ok()) {
       std::move(done)(std::move(routed));
@@ -86,46 +86,46 @@ class ChannelImpl final : public Channel {
 
   std::string transport_name() const override {
     absl::MutexLock lock(&mu_);
-    if (route_.local != nullptr) return "inproc";
+    if (route_.inproc != nullptr) return "inproc";
     return route_.core == nullptr ? "none" : TransportKind(route_.core->peer().transport);
   }
 
   const std::string& target() const override { return target_; }
 
-  // The in-process connection of the collocated route `route`, connected on
+  // The in-process connection of the in-process route `route`, connected on
   // first use (and again if it broke).
-  absl::StatusOr<std::shared_ptr<ConnectionCore>> Loopback(const Route& route, absl::Time deadline) {
+  absl::StatusOr<std::shared_ptr<ConnectionCore>> InprocStreams(const Route& route, absl::Time deadline) {
     std::shared_ptr<ConnectionCore> replaced;  // released outside mu_
     absl::MutexLock lock(&mu_);
-    if (route_.local != route.local) return absl::UnavailableError("collocated server went away");
-    if (route_.loopback != nullptr && route_.loopback->usable()) return route_.loopback;
-    absl::StatusOr<std::unique_ptr<Connection>> connection = route_.local->ConnectLoopback(client_limits_);
+    if (route_.inproc != route.inproc) return absl::UnavailableError("in-process server went away");
+    if (route_.inproc_streams != nullptr && route_.inproc_streams->usable()) return route_.inproc_streams;
+    absl::StatusOr<std::unique_ptr<Connection>> connection = route_.inproc->ConnectInproc(client_limits_);
     if (!connection.ok()) return connection.status();
     absl::StatusOr<std::shared_ptr<ConnectionCore>> core =
         StartCore(std::move(*connection), "inproc", std::min(deadline, absl::Now() + options_.connect_timeout));
     if (!core.ok()) return core.status();
-    replaced = std::move(route_.loopback);
-    route_.loopback = *core;
-    return route_.loopback;
+    replaced = std::move(route_.inproc_streams);
+    route_.inproc_streams = *core;
+    return route_.inproc_streams;
   }
 
-  // Whether route_ can take a call as it is: a collocated server still
+  // Whether route_ can take a call as it is: an in-process server still
   // running, or a connection still usable.
   bool RouteUsableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (route_.local != nullptr) return !route_.local->stopped();
+    if (route_.inproc != nullptr) return !route_.inproc->stopped();
     return route_.core != nullptr && route_.core->usable();
   }
 
-  // What a unary call needs of a usable route (GetRoute): the collocated
+  // What a unary call needs of a usable route (GetRoute): the in-process
   // dispatcher into `*local`, or else the connection into `*core`. The
   // per-call path: copies one reference, not the whole route.
   absl::Status GetUnaryRoute(absl::Time call_deadline, std::shared_ptr<ConnectionCore>* core,
-                             std::shared_ptr<LocalDispatcher>* local) {
+                             std::shared_ptr<InprocDispatcher>* local) {
     {
       absl::MutexLock lock(&mu_);
       if (RouteUsableLocked()) {
-        if (route_.local != nullptr) {
-          *local = route_.local;
+        if (route_.inproc != nullptr) {
+          *local = route_.inproc;
         } else {
           *core = route_.core;
         }
@@ -135,7 +135,7 @@ class ChannelImpl final : public Channel {
     absl::StatusOr<Route> route = GetRoute(call_deadline);
     if (!route.ok()) return route.status();
     *core = std::move(route->core);
-    *local = std::move(route->local);
+    *local = std::move(route->inproc);
     return absl::OkStatus();
   }
 
@@ -211,8 +211,8 @@ class ChannelImpl final : public Channel {
     route.core = *first;
     const wire::Hello& hello = route.core->peer_hello();
     if (policy_.Allows("inproc") && hello.server_instance() != 0 && SameProcess(hello.host())) {
-      if (auto local = CollocationRegistry::Get().Find(hello.server_instance())) {
-        route.core->Close(absl::CancelledError("moved to collocated calls"));
+      if (auto local = InprocRegistry::Get().Find(hello.server_instance())) {
+        route.core->Close(absl::CancelledError("moved to in-process calls"));
         return Route{nullptr, std::move(local), nullptr};
       }
     }
@@ -249,7 +249,7 @@ class ChannelImpl final : public Channel {
   const ChannelOptions options_;
   TransportRegistry* const registry_;
   const TransportPolicy policy_;
-  const LocalDispatcher::ClientLimits client_limits_;
+  const InprocDispatcher::ClientLimits client_limits_;
   mutable absl::Mutex mu_;
   Route route_ ABSL_GUARDED_BY(mu_);
   bool logged_fallback_ ABSL_GUARDED_BY(mu_) = false;

@@ -12,7 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "internal/connection_core.h"
-#include "internal/local_dispatcher.h"
+#include "internal/inproc_dispatcher.h"
 #include "internal/log.h"
 #include "internal/process_setup.h"
 #include "internal/service_table.h"
@@ -116,26 +116,26 @@ class ServerImpl {
         local_endpoints_.push_back(absl::StrCat("unix-abstract:", address.substr(13)));
       }
     }
-    dispatcher_ = std::make_shared<LocalDispatcher>(
+    dispatcher_ = std::make_shared<InprocDispatcher>(
         &services_,
-        LocalDispatcher::ServerLimits{options_.max_receive_message_size, options_.max_send_message_size},
+        InprocDispatcher::ServerLimits{options_.max_receive_message_size, options_.max_send_message_size},
         pool_.get());
-    // Collocated streaming calls arrive as in-process connections.
+    // In-process streaming calls arrive as in-process connections.
     dispatcher_->set_accept(
         [this](std::unique_ptr<Connection> connection) { OnAccept(std::move(connection)); });
-    instance_ = CollocationRegistry::Get().Add(dispatcher_);
+    instance_ = InprocRegistry::Get().Add(dispatcher_);
     std::vector<std::unique_ptr<Listener>> listeners;
     for (const std::string& address : addresses_) {
       absl::StatusOr<Transport*> transport = registry.ForAddress(address);
       if (!transport.ok()) {
-        CollocationRegistry::Get().Remove(instance_);
+        InprocRegistry::Get().Remove(instance_);
         return transport.status();
       }
       auto listener = (*transport)->Listen(
           address, transport_options,
           [this](std::unique_ptr<Connection> connection) { OnAccept(std::move(connection)); });
       if (!listener.ok()) {
-        CollocationRegistry::Get().Remove(instance_);
+        InprocRegistry::Get().Remove(instance_);
         return listener.status();
       }
       listeners.push_back(std::move(*listener));
@@ -164,8 +164,8 @@ class ServerImpl {
       state_ = State::kStopping;
       listeners.swap(listeners_);
     }
-    if (instance_ != 0) CollocationRegistry::Get().Remove(instance_);  // no new collocated channels
-    // No new in-process connections (collocated streams).
+    if (instance_ != 0) InprocRegistry::Get().Remove(instance_);  // no new in-process channels
+    // No new in-process connections (in-process streams).
     if (dispatcher_ != nullptr) dispatcher_->StopAccepting();
     listeners.clear();  // stop accepting (waits for an accept in progress)
     absl::Status going_away = absl::UnavailableError("server is shutting down");
@@ -187,7 +187,7 @@ class ServerImpl {
       LOCUS_LOG(WARNING) << "shutdown waiting for " << connections_->size()
                          << " connection(s) whose handlers have not returned";
     }
-    if (dispatcher_ != nullptr) dispatcher_->Stop();  // waits for collocated calls in progress
+    if (dispatcher_ != nullptr) dispatcher_->Stop();  // waits for in-process calls in progress
     if (pool_ != nullptr) pool_->Stop();
     if (stream_pool_ != nullptr) stream_pool_->Stop();  // streaming handlers see their calls ended
     absl::MutexLock lock(&mu_);
@@ -240,7 +240,7 @@ class ServerImpl {
   std::unique_ptr<ThreadPool> stream_pool_;  // likewise; runs streaming handlers
   // Set in Start, before any connection is accepted; read-only afterwards.
   std::vector<std::string> local_endpoints_;
-  std::shared_ptr<LocalDispatcher> dispatcher_;
+  std::shared_ptr<InprocDispatcher> dispatcher_;
   uint64_t instance_ = 0;
   std::shared_ptr<ConnectionSet> connections_;
 };

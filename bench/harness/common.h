@@ -51,7 +51,7 @@ struct CaseSpec {
   // Sync loop only: calls per timed sample. 1 = every call timed on its own;
   // N > 1 = N back-to-back calls timed together and recorded as one sample of
   // their mean (for calls so short that two clock reads would dominate, e.g.
-  // collocated calls). Percentiles are then over batch means.
+  // in-process calls). Percentiles are then over batch means.
   int batch = 1;
   // Locus shm knobs (0 / negative: the library defaults).
   uint64_t shm_ring_bytes = 0;  // ChannelOptions::shm_ring_bytes

@@ -12,7 +12,7 @@
 //   shm     server on unix:/tmp/...sock, client connects shm:<same path>,
 //           allowed "shm" (the Unix listener accepts shm clients)
 //   inproc  server started in the harness process on a Unix socket, client
-//           allowed "inproc": collocated calls, no sockets or serialization
+//           allowed "inproc": in-process calls, no sockets or serialization
 //   auto    server on --address, client with the default policy; reports
 //           where the channel ended
 #include <unistd.h>
@@ -36,7 +36,7 @@ const std::vector<LocusTransportInfo>& LocusTransports() {
       {"tcp", true, ""},
       {"auto", true, ""},  // needs --address; reports what the channel picked
       {"shm", true, ""},     // server on unix:<path>, client on shm:<path>
-      {"inproc", true, ""},  // server in the harness process (collocated calls)
+      {"inproc", true, ""},  // server in the harness process (in-process calls)
       {"udp", true, ""},     // datagrams: unary calls only
   };
   return kTransports;
@@ -155,7 +155,7 @@ RunResult LocusClient(const CaseSpec& spec, const std::string& server_address, W
 }
 
 // "inproc": a locus::Server on a Unix socket in this process, and a channel
-// to it that may only end on collocated calls.
+// to it that may only end on in-process calls.
 RunResult LocusInProcess(const CaseSpec& spec, WindowHooks& hooks) {
   static std::atomic<int> seq{0};
   BenchService service;

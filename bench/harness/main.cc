@@ -35,7 +35,7 @@ constexpr const char* kUsage = R"(usage: locus-bench [flags]
   --transport=T              unix | tcp | shm | inproc | auto | grpc | capnp |
                              thrift | udp (udp: unary calls; gRPC compared over tcp).
                              shm: server on unix:<path>, client on shm:<path>;
-                             inproc: server in this process, collocated calls;
+                             inproc: server in this process, in-process calls;
                              grpc/capnp/thrift: that baseline alone (--over)
   --address=ADDR             server address (required for --transport=auto;
                              e.g. unix:/tmp/b.sock, tcp://127.0.0.1:7000);
@@ -180,7 +180,7 @@ std::string DefaultAddress(const std::string& system, const std::string& transpo
 }
 
 // The gRPC baseline a Locus transport is compared with: gRPC has no
-// shared-memory or collocated transport, so those compare with gRPC over a
+// shared-memory or in-process transport, so those compare with gRPC over a
 // Unix socket (the fastest gRPC option on one host).
 std::string GrpcTransportFor(const std::string& locus_transport) {
   if (locus_transport == "shm" || locus_transport == "inproc") return "unix";
@@ -581,7 +581,7 @@ struct PlanOptions {
 // Why `spec` cannot run (skipped, not failed), or "".
 std::string SkipReason(const CaseSpec& s) {
   if (s.transport == "inproc" && s.outstanding != 1 && !s.streaming) {
-    return "collocated calls complete inline on the caller: outstanding > 1 adds nothing to measure";
+    return "in-process calls complete inline on the caller: outstanding > 1 adds nothing to measure";
   }
   if (s.system == "thrift" && s.outstanding > 1 && s.size * s.outstanding > (128u << 10)) {
     return "thrift pipelined baseline (blocking sockets both sides) limited to size*outstanding <= 128 KiB";
@@ -615,7 +615,7 @@ CaseSpec Make(const PlanOptions& p, const std::string& system, const std::string
   s.shm_bulk_bytes = p.shm_bulk_bytes;
   s.shm_spin_us = p.shm_spin_us;
   s.socket_spin_us = p.socket_spin_us;
-  // A collocated call takes about as long as two clock reads: time batches.
+  // An in-process call takes about as long as two clock reads: time batches.
   if (transport == "inproc" && out == 1) s.batch = 64;
   return s;
 }

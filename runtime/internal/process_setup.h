@@ -4,7 +4,7 @@
 // Release builds (NDEBUG) turn off Abseil's mutex deadlock detection:
 // Debian's Abseil is built with it enabled, and it then costs every
 // Mutex::Lock a graph update (measured: two thirds of the instructions of a
-// collocated call, 2x its latency). Set LOCUS_ABSL_DEADLOCK_DETECTION=1 to
+// in-process call, 2x its latency). Set LOCUS_ABSL_DEADLOCK_DETECTION=1 to
 // keep it; debug builds (and Locus's sanitizer CI) keep it on.
 //
 // Example:

@@ -1,7 +1,7 @@
 // Choosing the transport by where the peer lives. After the handshake on
 // the address the user gave, a channel knows the server's host identity and
 // its Unix endpoints (HELLO); from them it moves, in order of preference, to
-//   inproc  same process: direct collocated calls (no sockets, no copies);
+//   inproc  same process: direct in-process calls (no sockets, no copies);
 //   shm     same host: shared-memory rings, set up over the Unix socket;
 //   unix    same host, shared memory not possible or forbidden;
 //   tcp     otherwise (or whatever the given address was).

@@ -14,7 +14,7 @@
 // the thread that calls Cancel), and a stream ends as by its own Cancel().
 // The server is told (CANCEL): its handler sees ServerContext::IsCancelled().
 // Calls started after Cancel() fail with CANCELLED without reaching the
-// server. A collocated unary call runs its handler on the calling thread: the
+// server. An in-process unary call runs its handler on the calling thread: the
 // handler sees IsCancelled(), and the call returns CANCELLED when the handler
 // returns. Cancellation cannot be undone.
 //

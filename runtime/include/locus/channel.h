@@ -11,7 +11,7 @@
 // calling thread, then, if no other thread is reading the connection, reads it
 // itself (socket or shared-memory ring) until its reply arrives (no thread
 // hand-off, so no cross-core wake-up on the reply path); otherwise it sleeps
-// until the thread that is reading hands it the reply. On a collocated
+// until the thread that is reading hands it the reply. On an in-process
 // channel (transport_name() == "inproc") the server's handler runs on the
 // calling thread; asynchronous calls run it before StartUnary returns, or on
 // the server's handler pool if it has one. Asynchronous callbacks run on whichever thread read the

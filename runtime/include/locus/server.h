@@ -16,7 +16,7 @@
 // therefore delays other calls on the same connection; set
 // ServerOptions::handler_threads to run handlers on a pool instead. On
 // shared-memory connections the I/O thread is the connection's reader
-// thread; for collocated clients (same process) handlers run on the
+// thread; for in-process clients (same process) handlers run on the
 // caller's thread (see locus/channel.h). Streaming handlers (locus/stream.h)
 // block in Read and Write, so each open stream runs its handler on a thread
 // of a per-server pool that grows with the number of streams open at once
@@ -61,7 +61,7 @@ struct ServerOptions {
   TransportRegistry* transports = nullptr;
   // If not empty, only clients running as one of these uids are served on
   // transports that know the client's credentials (Unix sockets, shared
-  // memory, collocated calls); others are refused during the handshake.
+  // memory, in-process calls); others are refused during the handshake.
   // TCP connections carry no credentials and are not affected.
   std::vector<uid_t> allowed_uids;
   // Shared memory: how long a connection's reader thread polls its ring

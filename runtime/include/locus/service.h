@@ -60,7 +60,7 @@ class MethodHandler {
   // parse finishes with INVALID_ARGUMENT (the method is not run).
   virtual void CallSerialized(ServerContext* context, absl::string_view request,
                               ReplySink& sink) = 0;
-  // Collocated path: runs the method on the caller's own messages, which must
+  // In-process path: runs the method on the caller's own messages, which must
   // be of the method's request and response types.
   virtual absl::Status CallDirect(ServerContext* context,
                                   const google::protobuf::MessageLite& request,

@@ -1,4 +1,4 @@
-#include "internal/loopback_connection.h"
+#include "internal/inproc_connection.h"
 
 #include <deque>
 #include <thread>
@@ -10,9 +10,9 @@ namespace locus::internal {
 namespace {
 
 // State shared by the two ends. Side i's inbox holds frames for side i.
-class LoopbackPipe {
+class InprocPipe {
  public:
-  LoopbackPipe(uint64_t max_receive_0, uint64_t max_receive_1) {
+  InprocPipe(uint64_t max_receive_0, uint64_t max_receive_1) {
     sides_[0].max_receive = max_receive_0;
     sides_[1].max_receive = max_receive_1;
   }
@@ -134,12 +134,12 @@ class LoopbackPipe {
   absl::Status reason_ ABSL_GUARDED_BY(mu_);
 };
 
-class LoopbackConnection final : public Connection {
+class InprocConnection final : public Connection {
  public:
-  LoopbackConnection(std::shared_ptr<LoopbackPipe> pipe, int side, PeerInfo peer)
+  InprocConnection(std::shared_ptr<InprocPipe> pipe, int side, PeerInfo peer)
       : pipe_(std::move(pipe)), side_(side), peer_(std::move(peer)) {}
 
-  ~LoopbackConnection() override {
+  ~InprocConnection() override {
     pipe_->Close(absl::UnavailableError("connection released"));
     pipe_->Finish(side_);
   }
@@ -160,19 +160,19 @@ class LoopbackConnection final : public Connection {
   const PeerInfo& peer() const override { return peer_; }
 
  private:
-  const std::shared_ptr<LoopbackPipe> pipe_;
+  const std::shared_ptr<InprocPipe> pipe_;
   const int side_;
   const PeerInfo peer_;
 };
 
 }  // namespace
 
-std::pair<std::unique_ptr<Connection>, std::unique_ptr<Connection>> MakeLoopbackPair(
-    LoopbackEnd client, LoopbackEnd server) {
-  auto pipe = std::make_shared<LoopbackPipe>(client.max_receive_message_size,
+std::pair<std::unique_ptr<Connection>, std::unique_ptr<Connection>> MakeInprocPair(
+    InprocEnd client, InprocEnd server) {
+  auto pipe = std::make_shared<InprocPipe>(client.max_receive_message_size,
                                              server.max_receive_message_size);
-  return {std::make_unique<LoopbackConnection>(pipe, 0, std::move(client.peer)),
-          std::make_unique<LoopbackConnection>(pipe, 1, std::move(server.peer))};
+  return {std::make_unique<InprocConnection>(pipe, 0, std::move(client.peer)),
+          std::make_unique<InprocConnection>(pipe, 1, std::move(server.peer))};
 }
 
 }  // namespace locus::internal

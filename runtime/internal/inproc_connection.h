@@ -1,7 +1,7 @@
 // An in-process pair of connected `Connection`s: frames sent on one end are
-// delivered to the other end's sink, in order, with no sockets. Collocated
+// delivered to the other end's sink, in order, with no sockets. In-process
 // channels use it for streaming calls (unary calls take the direct path,
-// LocalDispatcher), so streams in one process get exactly the semantics
+// InprocDispatcher), so streams in one process get exactly the semantics
 // (flow control, deadlines, cancellation, limits) of the remote path.
 //
 // Delivery happens on the sending thread: Send appends the frame to the
@@ -12,11 +12,11 @@
 // end delivers what was already queued, then OnClosed, to both ends.
 //
 // Example:
-//   auto [client_end, server_end] = MakeLoopbackPair({server_info, limit}, {client_info, limit});
+//   auto [client_end, server_end] = MakeInprocPair({server_info, limit}, {client_info, limit});
 //   server.Accept(std::move(server_end));
 //   auto core = ConnectionCore::Create(std::move(client_end), options);
-#ifndef LOCUS_RUNTIME_INTERNAL_LOOPBACK_CONNECTION_H_
-#define LOCUS_RUNTIME_INTERNAL_LOOPBACK_CONNECTION_H_
+#ifndef LOCUS_RUNTIME_INTERNAL_INPROC_CONNECTION_H_
+#define LOCUS_RUNTIME_INTERNAL_INPROC_CONNECTION_H_
 
 #include <memory>
 #include <utility>
@@ -29,13 +29,13 @@ namespace locus::internal {
 // what each end reports as peer(). A payload larger than the receiving end's
 // `max_receive_message_size` is not delivered: the receiver gets
 // OnOversizeFrame, as from a socket transport.
-struct LoopbackEnd {
+struct InprocEnd {
   PeerInfo peer;
   uint64_t max_receive_message_size;
 };
-std::pair<std::unique_ptr<Connection>, std::unique_ptr<Connection>> MakeLoopbackPair(
-    LoopbackEnd client, LoopbackEnd server);
+std::pair<std::unique_ptr<Connection>, std::unique_ptr<Connection>> MakeInprocPair(
+    InprocEnd client, InprocEnd server);
 
 }  // namespace locus::internal
 
-#endif  // LOCUS_RUNTIME_INTERNAL_LOOPBACK_CONNECTION_H_
+#endif  // LOCUS_RUNTIME_INTERNAL_INPROC_CONNECTION_H_

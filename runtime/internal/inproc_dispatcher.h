@@ -1,4 +1,4 @@
-// Collocated calls: a server's services called directly from a client in the
+// In-process calls: a server's services called directly from a client in the
 // same process, without sockets and without serialization. The handler gets
 // the caller's request object and fills the caller's response object.
 //
@@ -9,7 +9,7 @@
 // UNAVAILABLE once the server shuts down.
 //
 // Streaming calls do not go through here: the channel opens an in-process
-// connection (ConnectLoopback) that the server accepts like any other, so
+// connection (ConnectInproc) that the server accepts like any other, so
 // streams have exactly the remote path's semantics.
 //
 // Threading: the handler runs on the caller's thread (synchronous calls, and
@@ -18,10 +18,10 @@
 // asynchronous calls run on the server's handler pool.
 //
 // Example:
-//   auto dispatcher = CollocationRegistry::Get().Find(hello.server_instance());
+//   auto dispatcher = InprocRegistry::Get().Find(hello.server_instance());
 //   if (dispatcher) status = dispatcher->CallUnary(method, request, &response, options, limits);
-#ifndef LOCUS_RUNTIME_INTERNAL_LOCAL_DISPATCHER_H_
-#define LOCUS_RUNTIME_INTERNAL_LOCAL_DISPATCHER_H_
+#ifndef LOCUS_RUNTIME_INTERNAL_INPROC_DISPATCHER_H_
+#define LOCUS_RUNTIME_INTERNAL_INPROC_DISPATCHER_H_
 
 #include <atomic>
 #include <cstdint>
@@ -46,7 +46,7 @@ class MessageLite;
 
 namespace locus::internal {
 
-class LocalDispatcher {
+class InprocDispatcher {
  public:
   struct ServerLimits {
     uint64_t max_receive_message_size;
@@ -58,7 +58,7 @@ class LocalDispatcher {
     uint64_t max_receive_message_size;
   };
 
-  LocalDispatcher(const ServiceTable* services, ServerLimits limits, ThreadPool* pool);
+  InprocDispatcher(const ServiceTable* services, ServerLimits limits, ThreadPool* pool);
 
   absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                          google::protobuf::MessageLite* response, const CallOptions& options,
@@ -74,9 +74,9 @@ class LocalDispatcher {
   }
   // Connects to the server in-process; returns the client's end.
   // UNAVAILABLE once stopped.
-  absl::StatusOr<std::unique_ptr<Connection>> ConnectLoopback(const ClientLimits& client);
+  absl::StatusOr<std::unique_ptr<Connection>> ConnectInproc(const ClientLimits& client);
 
-  // Refuses new in-process connections (collocated unary calls go on).
+  // Refuses new in-process connections (in-process unary calls go on).
   void StopAccepting();
   // Refuses new calls and connections and waits until the calls in progress
   // have returned.
@@ -100,27 +100,27 @@ class LocalDispatcher {
   // its set.
   absl::Mutex accept_mu_;
   bool accepting_ ABSL_GUARDED_BY(accept_mu_) = true;
-  // Lock-free on the call path (a collocated call is tens of nanoseconds).
+  // Lock-free on the call path (an in-process call is tens of nanoseconds).
   std::atomic<bool> stopped_{false};
   std::atomic<int> active_{0};
 };
 
 // Servers of this process by instance id (Hello.server_instance).
 // Thread-safe.
-class CollocationRegistry {
+class InprocRegistry {
  public:
-  static CollocationRegistry& Get();
+  static InprocRegistry& Get();
   // Returns a fresh, non-zero instance id.
-  uint64_t Add(std::shared_ptr<LocalDispatcher> dispatcher);
+  uint64_t Add(std::shared_ptr<InprocDispatcher> dispatcher);
   void Remove(uint64_t instance);
-  std::shared_ptr<LocalDispatcher> Find(uint64_t instance);
+  std::shared_ptr<InprocDispatcher> Find(uint64_t instance);
 
  private:
   absl::Mutex mu_;
-  absl::flat_hash_map<uint64_t, std::weak_ptr<LocalDispatcher>> servers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::weak_ptr<InprocDispatcher>> servers_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace locus::internal
 
-#endif  // LOCUS_RUNTIME_INTERNAL_LOCAL_DISPATCHER_H_
+#endif  // LOCUS_RUNTIME_INTERNAL_INPROC_DISPATCHER_H_

@@ -1,4 +1,4 @@
-#include "internal/local_dispatcher.h"
+#include "internal/inproc_dispatcher.h"
 
 #include <unistd.h>
 
@@ -7,13 +7,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/message_lite.h"
-#include "internal/loopback_connection.h"
+#include "internal/inproc_connection.h"
 #include "locus/server_context.h"
 
 namespace locus::internal {
 namespace {
 
-const PeerInfo& InProcessPeer() {
+const PeerInfo& InprocClientInfo() {
   static const PeerInfo* peer = [] {
     auto* p = new PeerInfo();
     p->transport = "inproc";
@@ -29,7 +29,7 @@ const PeerInfo& InProcessPeer() {
 }
 
 // What the client's end of an in-process connection sees.
-const PeerInfo& InProcessServer() {
+const PeerInfo& InprocServerInfo() {
   static const PeerInfo* peer = [] {
     auto* p = new PeerInfo();
     p->transport = "inproc";
@@ -42,10 +42,10 @@ const PeerInfo& InProcessServer() {
 
 }  // namespace
 
-LocalDispatcher::LocalDispatcher(const ServiceTable* services, ServerLimits limits, ThreadPool* pool)
+InprocDispatcher::InprocDispatcher(const ServiceTable* services, ServerLimits limits, ThreadPool* pool)
     : services_(services), limits_(limits), pool_(pool) {}
 
-bool LocalDispatcher::Enter() {
+bool InprocDispatcher::Enter() {
   active_.fetch_add(1, std::memory_order_seq_cst);
   if (stopped_.load(std::memory_order_seq_cst)) {
     active_.fetch_sub(1, std::memory_order_release);
@@ -54,31 +54,31 @@ bool LocalDispatcher::Enter() {
   return true;
 }
 
-void LocalDispatcher::Leave() { active_.fetch_sub(1, std::memory_order_release); }
+void InprocDispatcher::Leave() { active_.fetch_sub(1, std::memory_order_release); }
 
-absl::StatusOr<std::unique_ptr<Connection>> LocalDispatcher::ConnectLoopback(
+absl::StatusOr<std::unique_ptr<Connection>> InprocDispatcher::ConnectInproc(
     const ClientLimits& client) {
   absl::MutexLock lock(&accept_mu_);
   if (accept_ == nullptr || !accepting_ || stopped()) return absl::UnavailableError("server is shutting down");
   auto [client_end, server_end] =
-      MakeLoopbackPair(LoopbackEnd{InProcessServer(), client.max_receive_message_size},
-                       LoopbackEnd{InProcessPeer(), limits_.max_receive_message_size});
+      MakeInprocPair(InprocEnd{InprocServerInfo(), client.max_receive_message_size},
+                       InprocEnd{InprocClientInfo(), limits_.max_receive_message_size});
   accept_(std::move(server_end));
   return std::move(client_end);
 }
 
-void LocalDispatcher::StopAccepting() {
+void InprocDispatcher::StopAccepting() {
   absl::MutexLock lock(&accept_mu_);
   accepting_ = false;
 }
 
-void LocalDispatcher::Stop() {
+void InprocDispatcher::Stop() {
   stopped_.store(true, std::memory_order_seq_cst);
   // Calls that entered before the flag finish on their callers' threads.
   while (active_.load(std::memory_order_acquire) != 0) absl::SleepFor(absl::Microseconds(100));
 }
 
-absl::Status LocalDispatcher::CallUnary(const RpcMethod& method,
+absl::Status InprocDispatcher::CallUnary(const RpcMethod& method,
                                         const google::protobuf::MessageLite& request,
                                         google::protobuf::MessageLite* response,
                                         const CallOptions& options, const ClientLimits& client) {
@@ -90,7 +90,7 @@ absl::Status LocalDispatcher::CallUnary(const RpcMethod& method,
   return status;
 }
 
-absl::Status LocalDispatcher::CallEntered(const RpcMethod& method,
+absl::Status InprocDispatcher::CallEntered(const RpcMethod& method,
                                           const google::protobuf::MessageLite& request,
                                           google::protobuf::MessageLite* response,
                                           const CallOptions& options, const ClientLimits& client) {
@@ -126,7 +126,7 @@ absl::Status LocalDispatcher::CallEntered(const RpcMethod& method,
       return absl::CancelledError(absl::StrCat("call to ", method.full_name, " cancelled before it started"));
     }
   }
-  ServerContext context(method.full_name, options.deadline, options.metadata, &InProcessPeer(), cancelled);
+  ServerContext context(method.full_name, options.deadline, options.metadata, &InprocClientInfo(), cancelled);
   absl::Status status = entry->handler->CallDirect(&context, request, response);
   if (cancelled != nullptr && cancelled->load(std::memory_order_acquire)) {
     return absl::CancelledError(absl::StrCat("call cancelled while the server handled ", method.full_name));
@@ -153,7 +153,7 @@ absl::Status LocalDispatcher::CallEntered(const RpcMethod& method,
   return status;
 }
 
-void LocalDispatcher::StartUnary(const RpcMethod& method,
+void InprocDispatcher::StartUnary(const RpcMethod& method,
                                  const google::protobuf::MessageLite& request,
                                  google::protobuf::MessageLite* response, const CallOptions& options,
                                  const ClientLimits& client,
@@ -177,12 +177,12 @@ void LocalDispatcher::StartUnary(const RpcMethod& method,
   });
 }
 
-CollocationRegistry& CollocationRegistry::Get() {
-  static CollocationRegistry* registry = new CollocationRegistry();
+InprocRegistry& InprocRegistry::Get() {
+  static InprocRegistry* registry = new InprocRegistry();
   return *registry;
 }
 
-uint64_t CollocationRegistry::Add(std::shared_ptr<LocalDispatcher> dispatcher) {
+uint64_t InprocRegistry::Add(std::shared_ptr<InprocDispatcher> dispatcher) {
   absl::MutexLock lock(&mu_);
   if (next_ == 0) {
     std::random_device rd;
@@ -194,12 +194,12 @@ uint64_t CollocationRegistry::Add(std::shared_ptr<LocalDispatcher> dispatcher) {
   return id;
 }
 
-void CollocationRegistry::Remove(uint64_t instance) {
+void InprocRegistry::Remove(uint64_t instance) {
   absl::MutexLock lock(&mu_);
   servers_.erase(instance);
 }
 
-std::shared_ptr<LocalDispatcher> CollocationRegistry::Find(uint64_t instance) {
+std::shared_ptr<InprocDispatcher> InprocRegistry::Find(uint64_t instance) {
   absl::MutexLock lock(&mu_);
   auto it = servers_.find(instance);
   return it == servers_.end() ? nullptr : it->second.lock();
