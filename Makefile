@@ -5,6 +5,9 @@
 #                Bazel build and tests
 #   make build   build everything into build/ (incremental), no tests
 #   make asan    build into build-asan/ with AddressSanitizer+UBSan and run CTest
+#   make thread-safety
+#                build into build-clang/ with clang's -Wthread-safety as errors
+#                (every ABSL_GUARDED_BY annotation checked)
 #   make bench   run the benchmark of docs/performance.md (Release build in
 #                build-bench/) and rewrite docs/perf/ (bench/update_perf_docs.sh)
 #   make deps    only install missing Debian packages
@@ -20,9 +23,9 @@ DEBIAN_PACKAGES := build-essential cmake ninja-build pkg-config \
   libprotobuf-dev libprotoc-dev protobuf-compiler \
   libgrpc++-dev protobuf-compiler-grpc libabsl-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
-  bazel-bootstrap gnuplot-nox
+  bazel-bootstrap gnuplot-nox clang
 
-.PHONY: all deps configure build demo test ctest bazel-test asan bench clean
+.PHONY: all deps configure build demo test ctest bazel-test asan thread-safety bench clean
 
 all: build
 
@@ -53,8 +56,12 @@ asan: deps
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS) --timeout 900 -LE install
 
+thread-safety: deps
+	CC=clang CXX=clang++ cmake -S . -B build-clang -G Ninja -DLOCUS_THREAD_SAFETY=ON -DLOCUS_BUILD_BENCH=OFF
+	cmake --build build-clang -j $(JOBS)
+
 bench: deps
 	JOBS=$(JOBS) ./bench/update_perf_docs.sh
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan
+	rm -rf $(BUILD_DIR) build-asan build-clang

@@ -88,6 +88,10 @@ bool ConnectionCore::DeliveringOnThisThread() const {
   return false;
 }
 
+void ConnectionCore::WillWaitWithoutDriving() {
+  if (on_demand_background_reads_) connection_->AdjustBackgroundReads(+1);
+}
+
 void ConnectionCore::WaitedWithoutDriving() {
   if (on_demand_background_reads_) connection_->AdjustBackgroundReads(-1);
 }

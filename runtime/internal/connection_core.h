@@ -144,6 +144,7 @@ class ConnectionCore final : public FrameSink,
   // StreamCallHost (used by this connection's StreamCalls).
   bool DeliveringOnThisThread() const override;
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
+  void WillWaitWithoutDriving() override;
   void WaitedWithoutDriving() override;
   absl::Status SendStreamMessage(uint64_t id, const google::protobuf::MessageLite* message,
                                  size_t size, uint32_t flags, absl::Time deadline) override;

@@ -37,6 +37,7 @@ absl::StatusOr<std::shared_ptr<StreamCall>> ConnectionCore::RegisterStream(
     absl::Status watched =
         WatchCancellation(*options.cancellation, id, /*stream=*/true, &stream->cancel_registration);
     if (!watched.ok()) return watched;
+    stream->waits_without_driving = true;
   }
   if (options.deadline != absl::InfiniteFuture()) {
     // Tells the server at the deadline even if the client is not waiting

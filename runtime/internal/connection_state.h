@@ -19,7 +19,7 @@
 //   state.HandshakeSucceeded();                  // kOpen: calls may start
 //   state.SendFailed();                          // kBroken: not usable()
 //   state.Closed(absl::UnavailableError("eof"));
-//   assert(state.handshake_result().ok() && !state.accepts_calls());
+//   bool ok = state.handshake_result().ok() && !state.accepts_calls();  // true
 #ifndef LOCUS_RUNTIME_INTERNAL_CONNECTION_STATE_H_
 #define LOCUS_RUNTIME_INTERNAL_CONNECTION_STATE_H_
 

@@ -105,11 +105,13 @@ class InprocPipe {
       if (!s.inbox.empty()) {
         Item item = std::move(s.inbox.front());
         s.inbox.pop_front();
+        // Only this (the delivering) thread detaches the sink (Finish).
+        FrameSink* const sink = s.sink;
         mu_.Unlock();
         if (item.oversize) {
-          s.sink->OnOversizeFrame(item.frame.header);
+          sink->OnOversizeFrame(item.frame.header);
         } else {
-          s.sink->OnFrame(item.frame);
+          sink->OnFrame(item.frame);
         }
         mu_.Lock();
         continue;
@@ -117,8 +119,9 @@ class InprocPipe {
       if (closed_ && !s.closed_started) {
         s.closed_started = true;  // before the call: a Finish inside it must not deliver again
         absl::Status reason = reason_;
+        FrameSink* const sink = s.sink;
         mu_.Unlock();
-        s.sink->OnClosed(reason);
+        sink->OnClosed(reason);
         mu_.Lock();
         s.closed_delivered = true;
       }

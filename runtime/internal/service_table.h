@@ -3,7 +3,7 @@
 //
 // Example:
 //   ServiceTable table;
-//   LOCUS_RETURN_IF_ERROR(table.Add(&my_service));
+//   absl::Status added = table.Add(&my_service);  // ALREADY_EXISTS for a second "pkg.Echo"
 //   const ServiceTable::Entry* entry = table.Find("/pkg.Echo/Say");
 //
 // Thread-safety: Add() before sharing; Find() is then safe from any thread.

@@ -109,8 +109,11 @@ bool StreamCall::Await(absl::FunctionRef<bool()> ready) {
     // Read the connection on this thread if nobody else does (on shared
     // memory a waiting thread takes the reading role from the connection's
     // reader thread): the frame we wait for then needs no thread hand-off.
-    if (host_->DriveUntil([this, seen] { return events_.load(std::memory_order_acquire) != seen; },
-                          deadline_)) {
+    if (waits_without_driving) {
+      host_->WillWaitWithoutDriving();
+    } else if (host_->DriveUntil(
+                   [this, seen] { return events_.load(std::memory_order_acquire) != seen; },
+                   deadline_)) {
       continue;
     }
     WaitForEvent(seen);

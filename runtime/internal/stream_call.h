@@ -18,7 +18,10 @@
 // message costs no thread hand-off; otherwise they wait on the call's mutex
 // for the thread that reads. A server handler that drives dispatches the
 // connection's other frames too (unary handlers may then run inline on its
-// thread). Every wait is bounded by the call's deadline.
+// thread). Every wait ends at the call's deadline, when the call ends
+// (End: a reply, a CANCEL, closure) and, for a client stream with a
+// Cancellation, at Cancel(): such a stream never drives (a thread blocked
+// reading a socket would not notice the Cancel).
 //
 // Thread-safety: the On* methods come from the reader; Read and Write may
 // run concurrently on two application threads (one each); End and Abort
@@ -64,6 +67,9 @@ class StreamCallHost {
   // Connection::DriveUntil. If it returns false (another thread reads), the
   // caller waits by other means and then calls WaitedWithoutDriving().
   virtual bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) = 0;
+  // Background reads for a caller that waits without trying to drive;
+  // WaitedWithoutDriving() ends them, as after a DriveUntil that declined.
+  virtual void WillWaitWithoutDriving() = 0;
   virtual void WaitedWithoutDriving() = 0;
   // A MESSAGE frame for stream `id` (`message`: nullptr for END_STREAM
   // alone), sized `size` by ByteSizeLong.
@@ -111,6 +117,11 @@ class StreamCall final : public ServerCallStream {
   // Client streams with CallOptions::cancellation (set before the stream is
   // shared; dropped by End).
   CancellationRegistration cancel_registration;
+  // Set with cancel_registration, before the stream is shared: Cancel()
+  // must wake a waiter at once, which a thread blocked reading the
+  // connection could not notice, so this stream's waits never drive the
+  // connection; they wait for its reader (as cancellable unary calls do).
+  bool waits_without_driving = false;
 
   // --- From the connection's reader ---
   enum class Received { kQueued, kDropped, kOverrun, kAfterHalfClose };

@@ -3,11 +3,11 @@
 // Example:
 //   MyEcho service;                      // derives from demo::Echo::Service
 //   locus::Server server;
-//   LOCUS_CHECK_OK(server.RegisterService(&service));
-//   LOCUS_CHECK_OK(server.AddListeningAddress("unix:/tmp/echo.sock"));
-//   LOCUS_CHECK_OK(server.AddListeningAddress("tcp://0.0.0.0:7000"));
-//   LOCUS_CHECK_OK(server.Start());
-//   server.Wait();                       // until Shutdown() from another thread
+//   absl::Status status = server.RegisterService(&service);
+//   if (status.ok()) status = server.AddListeningAddress("unix:/tmp/echo.sock");
+//   if (status.ok()) status = server.AddListeningAddress("tcp://0.0.0.0:7000");
+//   if (status.ok()) status = server.Start();
+//   if (status.ok()) server.Wait();      // until Shutdown() from another thread
 //
 // Threading model (server side): each connection is read by one transport I/O
 // thread. By default a request's handler runs inline on that thread, right

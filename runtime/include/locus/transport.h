@@ -4,9 +4,49 @@
 // Call multiplexing, the handshake, deadlines and status live in the runtime,
 // above this interface (as Cap'n Proto's RPC core sits above VatNetwork).
 //
+// The contract every Connection keeps (tests/conformance/
+// connection_conformance_test.cc checks it for each kind of connection):
+//   1. Frames are whole: a frame sent is delivered whole or not at all,
+//      header, meta and payload as sent. Frames of concurrent senders never
+//      interleave.
+//   2. A reliable() connection delivers every frame, in the order each
+//      sender sent them. An unreliable one may lose or reorder frames, never
+//      corrupt or merge them.
+//   3. FrameSink callbacks for one connection never overlap and come in wire
+//      order, possibly from different threads (the transport's I/O thread, a
+//      caller inside DriveUntil).
+//   4. OnClosed is called exactly once, last: no callback follows it. It
+//      comes when the peer goes away (a reliable connection notices; an
+//      unreliable one may not), on an I/O error, on malformed input (the
+//      reason is then not OK and names it: bad bytes close the connection,
+//      never the process), or on Close().
+//   5. Close() may be called from any thread, any number of times, also from
+//      inside a FrameSink callback; the first call's reason wins. Destroying
+//      a connection closes it and waits until no callback is running.
+//   6. Send never blocks past its deadline. It fails with UNAVAILABLE once
+//      the connection is closed, and with DEADLINE_EXCEEDED if the peer does
+//      not take the bytes in time (the connection is then closed: a partial
+//      frame cannot be taken back).
+//   7. A well-formed frame whose payload exceeds max_receive_message_size is
+//      not delivered: OnOversizeFrame(header) reports it and the connection
+//      goes on.
+//   8. HasQueuedOutput() is true while bytes of frames accepted by Send have
+//      not been handed to the peer, and becomes false once they have.
+//   9. DriveUntil either returns false at once (another thread reads, or the
+//      transport cannot read on the caller's thread) or reads and delivers
+//      on the calling thread until done() is true, the deadline passes or the
+//      connection closes. AdjustBackgroundReads may stop the transport's own
+//      reading at 0 but never its noticing that the peer hung up.
+//  10. Borrowed frame bytes (Frame::borrowed_*) are valid only during
+//      OnFrame and may be in memory the peer can still write.
+//  11. peer() and reliable() never change during the connection's life.
+//
 // Adding a transport: implement `Transport` (and `Connection`, `Listener`),
-// register it in a `TransportRegistry` under its address scheme(s), and make
-// it pass tests/conformance (docs/architecture.md walks through it).
+// register it in a `TransportRegistry` under its address scheme(s), add it to
+// the connection conformance suite and make it pass tests/conformance
+// (docs/architecture.md walks through it). Transports may use the toolkit in
+// transports/common/ (frame decoding, spin budget, send stalls) but nothing
+// of the runtime's internals.
 //
 // Example:
 //   locus::TransportRegistry& registry = locus::DefaultTransportRegistry();
@@ -83,8 +123,8 @@ struct TransportOptions {
   uint64_t shm_bulk_bytes = 16u << 20;
   // Shared memory: how long a reader polls its ring before sleeping on the
   // futex. Polling is what makes sub-microsecond round trips possible (a
-  // futex wake across cores costs ~20-45 us here) and costs a core while
-  // it lasts; it is skipped when this process may not spin (one core, or
+  // futex wake-up across cores costs far more than a round trip) and costs
+  // a core while it lasts; it is skipped when this process may not spin (one core, or
   // the process-wide spinner budget of cores-1 is in use). 0 disables it.
   // After sending a large message a reader polls longer, 1 us more per
   // 4 KiB sent (at most 2 ms more): the time the peer needs to read and
@@ -94,14 +134,14 @@ struct TransportOptions {
   // receives) before sleeping: a caller awaiting its reply, and the I/O
   // thread after it handled input (a server, between a reply and the next
   // request). A sleeping reader's wake-up is most of a same-host round trip
-  // (a 64 B TCP loopback ping-pong here: ~28 us blocking, ~11 us polling).
+  // (docs/performance-notes.md).
   // Subject to the same spinner budget as shm_spin, and adaptive: a reader
   // whose polls keep running out (e.g. a peer on another host that answers
   // in more than this) stops polling but for an occasional probe. 0
   // disables it: worth doing where CPU time is capped or billed (a cgroup
   // CPU quota, which the spinner budget cannot see) or latency matters
   // less than idle cores. Per call, polling costs less CPU than sleeping
-  // on a VM, where a wake-up is expensive (docs/performance.md).
+  // on a VM, where a wake-up is expensive (docs/performance-notes.md).
   absl::Duration socket_spin = absl::Microseconds(50);
 };
 
