@@ -17,10 +17,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "internal/copy_bytes.h"
-#include "internal/send_stall.h"
-#include "internal/frame_decoder.h"
-#include "internal/log.h"
+#include "base/log.h"
+#include "transports/common/copy_bytes.h"
+#include "transports/common/frame_decoder.h"
+#include "transports/common/send_stall.h"
+#include "transports/common/spin_budget.h"
 #include "transports/shm/cache_prefetch.h"
 #include "transports/shm/futex.h"
 #include "transports/shm/poll_window.h"
@@ -28,7 +29,6 @@
 #include "transports/shm/shm_bulk.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/shm_ring.h"
-#include "internal/spin_budget.h"
 #include "transports/socket/event_loop.h"
 
 namespace locus::internal {

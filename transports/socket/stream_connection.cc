@@ -15,12 +15,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "internal/copy_bytes.h"
-#include "internal/frame_decoder.h"
-#include "internal/log.h"
-#include "internal/send_stall.h"
-#include "internal/spin_budget.h"
-#include "internal/timer_queue.h"
+#include "base/log.h"
+#include "base/timer_queue.h"
+#include "transports/common/copy_bytes.h"
+#include "transports/common/frame_decoder.h"
+#include "transports/common/send_stall.h"
+#include "transports/common/spin_budget.h"
 #include "transports/socket/adaptive_poll.h"
 #include "transports/socket/event_loop.h"
 
