@@ -21,6 +21,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 
 namespace locus::internal {
@@ -58,6 +59,12 @@ class CloseState {
   absl::Status ReasonOr(absl::Status otherwise) const ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     return closing_ ? reason_ : std::move(otherwise);
+  }
+
+  // What a send on the closed connection returns: UNAVAILABLE "connection
+  // closed: <the reason>".
+  absl::Status ClosedError() const ABSL_LOCKS_EXCLUDED(mu_) {
+    return absl::UnavailableError(absl::StrCat("connection closed: ", Reason().message()));
   }
 
   // True for the first call only: its caller delivers FrameSink::OnClosed

@@ -114,11 +114,9 @@ class ShmConnection::Impl final : public FdHandler,
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
                     absl::Time deadline) {
     const bool role_holder = reader_.HoldsRole();
-    return writer_.Sending(payload.size(), role_holder, close_,
-                           [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_.mu()) {
-                             return writer_.SendLocked(header, meta, payload, deadline, role_holder,
-                                                       close_);
-                           });
+    ShmWriter::Sending sending(&writer_, payload.size(), role_holder);
+    if (close_.closed(std::memory_order_acquire)) return close_.ClosedError();
+    return writer_.SendLocked(header, meta, payload, deadline, role_holder, close_);
   }
 
   // See ShmWriter::SendInBulkLocked.
@@ -128,21 +126,19 @@ class ShmConnection::Impl final : public FdHandler,
     *in_bulk = false;
     if (!writer_.MayUseBulk(header.payload_length)) return absl::OkStatus();
     const bool role_holder = reader_.HoldsRole();
-    return writer_.Sending(header.payload_length, role_holder, close_,
-                           [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_.mu()) {
-                             return writer_.SendInBulkLocked(header, meta, write_payload, deadline,
-                                                             role_holder, close_, in_bulk);
-                           });
+    ShmWriter::Sending sending(&writer_, header.payload_length, role_holder);
+    if (close_.closed(std::memory_order_acquire)) return close_.ClosedError();
+    return writer_.SendInBulkLocked(header, meta, write_payload, deadline, role_holder, close_,
+                                    in_bulk);
   }
 
   // See ShmWriter::SendInRingLocked.
   absl::Status SendInRing(const FrameHeader& header, absl::string_view meta,
                           Connection::PayloadWriter write_payload, bool* in_ring) {
     *in_ring = false;
-    return writer_.Sending(header.payload_length, reader_.HoldsRole(), close_,
-                           [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_.mu()) {
-                             return writer_.SendInRingLocked(header, meta, write_payload, in_ring);
-                           });
+    ShmWriter::Sending sending(&writer_, header.payload_length, reader_.HoldsRole());
+    if (close_.closed(std::memory_order_acquire)) return close_.ClosedError();
+    return writer_.SendInRingLocked(header, meta, write_payload, in_ring);
   }
 
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {

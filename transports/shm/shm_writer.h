@@ -5,10 +5,9 @@
 //
 // Example (the connection, which owns the writer, its reader and its close
 // state):
-//   absl::Status sent = writer_.Sending(payload.size(), role_holder, close_,
-//       [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_.mu()) {
-//         return writer_.SendLocked(header, meta, payload, deadline, role_holder, close_);
-//       });
+//   ShmWriter::Sending sending(&writer_, payload.size(), role_holder);  // takes mu()
+//   if (close_.closed()) return close_.ClosedError();
+//   return writer_.SendLocked(header, meta, payload, deadline, role_holder, close_);
 //   ...
 //   writer_.TryFlushPending();  // the reader-role holder, as room frees
 //
@@ -20,8 +19,8 @@
 // threads wait (until their deadline) only while more than
 // max_send_queue_bytes are queued.
 //
-// Thread-safety: the Send functions run under mu() (Sending takes it), from
-// any thread; TryFlushPending and SendStalled are the reader-role holder's;
+// Thread-safety: the Send functions run under mu() (a Sending holds it),
+// from any thread; TryFlushPending and SendStalled are the reader-role holder's;
 // the hints (queued_bytes, CanFlush, RoomHint, ...) are lock-free, for any
 // thread.
 #ifndef LOCUS_TRANSPORTS_SHM_SHM_WRITER_H_
@@ -35,7 +34,6 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -79,13 +77,39 @@ class ShmWriter {
 
   absl::Mutex& mu() ABSL_LOCK_RETURNED(mu_) { return mu_; }
 
-  // Runs `send_locked()` under mu() unless `close` says the connection is
-  // closed (UNAVAILABLE, with the reason). `role_holder`: this thread holds
-  // the reader role; `payload_bytes`: the size of the message sent (see
-  // ShmPollWindow).
-  template <typename SendLockedFn>
-  absl::Status Sending(uint64_t payload_bytes, bool role_holder, const CloseState& close,
-                       SendLockedFn&& send_locked) ABSL_LOCKS_EXCLUDED(mu_);
+  // A send in progress: holds mu() for its lifetime. `role_holder`: this
+  // thread holds the reader role; `payload_bytes`: the size of the message
+  // sent (see ShmPollWindow). While a sender other than the role holder is
+  // here it flushes the queue itself, so the role holder neither waits for
+  // nor polls on ring space meanwhile (the role holder sending, an inline
+  // handler's reply, need not say so: two atomic operations fewer on a
+  // server's reply path). Output such a sender leaves queued (the ring is
+  // full) is the reader thread's to flush as room frees: the sender rings
+  // the doorbell as it leaves.
+  class ABSL_SCOPED_LOCKABLE Sending {
+   public:
+    Sending(ShmWriter* writer, uint64_t payload_bytes, bool role_holder)
+        ABSL_EXCLUSIVE_LOCK_FUNCTION(writer->mu_)
+        : writer_(writer), role_holder_(role_holder) {
+      writer_->last_sent_payload_.store(payload_bytes, std::memory_order_relaxed);
+      if (!role_holder_) writer_->senders_busy_.fetch_add(1, std::memory_order_seq_cst);
+      writer_->mu_.Lock();
+    }
+    ~Sending() ABSL_UNLOCK_FUNCTION() {
+      writer_->mu_.Unlock();
+      if (role_holder_) return;
+      writer_->senders_busy_.fetch_sub(1, std::memory_order_seq_cst);
+      // After the count above dropped, so that the reader thread does not
+      // leave the flush to this sender.
+      if (writer_->pending_bytes_.load(std::memory_order_seq_cst) != 0) writer_->RingOwnDoorbell();
+    }
+    Sending(const Sending&) = delete;
+    Sending& operator=(const Sending&) = delete;
+
+   private:
+    ShmWriter* const writer_;
+    const bool role_holder_;
+  };
 
   // Writes the frame into the ring, or queues what does not fit (see the
   // file comment); a thread other than the role holder then waits while
@@ -138,7 +162,7 @@ class ShmWriter {
     if (senders_busy_.load(std::memory_order_relaxed) != 0) return false;
     return out_.RoomHint();
   }
-  // Threads inside Sending other than the role holder.
+  // Threads in a Sending other than the role holder.
   bool senders_busy(std::memory_order order) const { return senders_busy_.load(order) != 0; }
   // Payload bytes of the last frame sent.
   uint64_t last_sent_payload() const { return last_sent_payload_.load(std::memory_order_relaxed); }
@@ -185,35 +209,11 @@ class ShmWriter {
   size_t pending_offset_ ABSL_GUARDED_BY(mu_) = 0;
   size_t pending_total_ ABSL_GUARDED_BY(mu_) = 0;  // bytes in pending_
   std::atomic<size_t> pending_bytes_{0};  // pending_total_ - pending_offset_, for hints
-  std::atomic<int> senders_busy_{0};  // threads inside Sending, other than the role holder
+  std::atomic<int> senders_busy_{0};  // threads in a Sending, other than the role holder
   std::atomic<uint64_t> last_sent_payload_{0};  // payload bytes of the last frame sent
   // When queued output last moved (or the queue started): see SendStalled.
   std::atomic<int64_t> last_flush_progress_ns_{0};
 };
-
-template <typename SendLockedFn>
-absl::Status ShmWriter::Sending(uint64_t payload_bytes, bool role_holder, const CloseState& close,
-                                SendLockedFn&& send_locked) {
-  last_sent_payload_.store(payload_bytes, std::memory_order_relaxed);
-  // While a sender is here it flushes the queue itself: the reader-role
-  // holder neither waits for nor polls on ring space meanwhile. The role
-  // holder sending (an inline handler's reply) is that holder, so it need
-  // not say so: two atomic operations fewer on a server's reply path.
-  if (!role_holder) senders_busy_.fetch_add(1, std::memory_order_seq_cst);
-  absl::Status status;
-  {
-    absl::MutexLock lock(&mu_);
-    status = close.closed(std::memory_order_acquire)
-                 ? absl::UnavailableError(absl::StrCat("connection closed: ", close.Reason().message()))
-                 : send_locked();
-  }
-  if (!role_holder) senders_busy_.fetch_sub(1, std::memory_order_seq_cst);
-  // Output left queued (the ring is full) is the reader thread's to flush
-  // as room frees: make sure it looks (after the count above dropped, so
-  // that it does not leave it to this sender).
-  if (!role_holder && pending_bytes_.load(std::memory_order_seq_cst) != 0) RingOwnDoorbell();
-  return status;
-}
 
 }  // namespace locus::internal
 

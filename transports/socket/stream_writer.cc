@@ -30,9 +30,7 @@ absl::Status StreamWriter::Send(const FrameHeader& header, absl::string_view met
                                 absl::string_view payload, absl::Time deadline) {
   const size_t total = sizeof(header) + meta.size() + payload.size();
   absl::MutexLock lock(&mu_);
-  if (write_closed_) {
-    return absl::UnavailableError(absl::StrCat("connection closed: ", close_.Reason().message()));
-  }
+  if (write_closed_) return close_.ClosedError();
   if (corked_ == this) {
     if (total <= kCorkedFrameMaxBytes && queued_bytes() + total <= kCorkedQueueMaxBytes) {
       AppendToQueue(header, meta, payload, 0);
