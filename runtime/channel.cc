@@ -12,9 +12,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "base/log.h"
 #include "internal/connection_core.h"
 #include "internal/inproc_dispatcher.h"
-#include "internal/log.h"
 #include "internal/process_setup.h"
 #include "internal/transport_selection.h"
 

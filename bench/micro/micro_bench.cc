@@ -26,12 +26,12 @@
 #include "absl/status/status.h"
 #include "benchmark/benchmark.h"
 #include "harness/spsc_ring.h"
-#include "internal/frame_decoder.h"
 #include "internal/stream_call.h"
 #include "locus/codegen_support.h"
 #include "locus/frame.h"
 #include "locus/wire.pb.h"
 #include "locus_bench.locus.h"
+#include "transports/common/frame_decoder.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/shm_ring.h"
 

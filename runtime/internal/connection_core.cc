@@ -9,11 +9,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/log.h"
+#include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/connection_core_frames.h"
 #include "internal/host_identity.h"
-#include "internal/log.h"
-#include "internal/timer_queue.h"
 
 namespace locus::internal {
 namespace {

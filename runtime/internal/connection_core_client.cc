@@ -8,12 +8,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/call_header_codec.h"
 #include "internal/connection_core.h"
 #include "internal/connection_core_frames.h"
 #include "internal/scratch_buffer.h"
-#include "internal/timer_queue.h"
 
 namespace locus::internal {
 

@@ -8,11 +8,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/log.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/call_header_codec.h"
 #include "internal/connection_core.h"
 #include "internal/connection_core_frames.h"
-#include "internal/log.h"
 
 namespace locus::internal {
 

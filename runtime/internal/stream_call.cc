@@ -6,8 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
-#include "internal/timer_queue.h"
 
 namespace locus::internal {
 

@@ -18,7 +18,7 @@
 #include <optional>
 #include <string>
 
-#include "internal/frame_decoder.h"
+#include "transports/common/frame_decoder.h"
 #include "transports/shm/shm_bulk.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/shm_ring.h"

@@ -19,10 +19,10 @@
 
 #include "absl/synchronization/mutex.h"
 #include "internal/connection_core.h"
-#include "internal/frame_decoder.h"
 #include "internal/service_table.h"
 #include "locus/codegen_support.h"
 #include "locus/wire.pb.h"
+#include "transports/common/frame_decoder.h"
 #include "transports/udp/datagram_codec.h"
 
 namespace locus::internal {

@@ -21,7 +21,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "internal/spin_budget.h"
+#include "transports/common/spin_budget.h"
 #include "transports/shm/futex.h"
 
 namespace locus::internal {

@@ -8,6 +8,11 @@
 //                                     /*client_side=*/true, geometry, peer, options);
 //   conn->Start(&sink);
 //
+// Made of a writer (shm_writer.h: the outgoing ring and bulk area, queued
+// output) and a reader (shm_reader.h: the incoming ring, delivery, the
+// reader role, polling and doorbell waits), which share the connection's
+// CloseState (transports/common/close_state.h).
+//
 // Threads: each connection has one reader thread, which drains the incoming
 // ring and delivers frames (on the server, handlers run inline on it). A
 // synchronous caller can take the reader role (DriveUntil) and poll the ring
@@ -24,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "locus/transport.h"
+#include "transports/shm/shm_layout.h"  // ShmGeometry
 
 namespace locus::internal {
 
@@ -40,14 +46,6 @@ class ShmMapping {
   ShmMapping(char* data, size_t size) : data_(data), size_(size) {}
   char* data_;
   size_t size_;
-};
-
-// The sizes of a connection's rings and bulk areas (shm_layout.h), as
-// validated at setup.
-struct ShmGeometry {
-  uint64_t ring_capacity = 0;
-  uint64_t bulk_capacity = 0;
-  uint64_t seal_key = 0;  // the region's (shm_layout.h), as validated
 };
 
 class ShmConnection final : public Connection {
@@ -76,8 +74,8 @@ class ShmConnection final : public Connection {
   void AdjustBackgroundReads(int delta) override;
   bool HasQueuedOutput() const override;
   // Before Start(): how long the idle reader thread sleeps before it looks
-  // at the ring by itself (50 ms). Tests make it long, so that only the
-  // wake-ups under test wake it.
+  // at the ring by itself (ShmReader::kMaxSleep). Tests make it long, so
+  // that only the wake-ups under test wake it.
   void SetReaderSleepForTesting(absl::Duration sleep);
   // Whether the reader thread sleeps because a synchronous caller holds
   // the reader role while nobody wants background reads (it then waits

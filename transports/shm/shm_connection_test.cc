@@ -21,11 +21,11 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "locus/frame.h"
+#include "transports/common/spin_budget.h"
 #include "transports/shm/futex.h"
 #include "transports/shm/poll_window.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/shm_ring.h"
-#include "internal/spin_budget.h"
 
 namespace locus::internal {
 namespace {

@@ -121,6 +121,23 @@ inline constexpr uint64_t kMaxRingCapacity = uint64_t{1} << 30;
 inline constexpr uint64_t kBulkGranule = 4096;
 inline constexpr uint64_t kMaxBulkCapacity = uint64_t{1} << 30;
 
+// The sizes of a connection's rings and bulk areas, as validated at setup
+// (never re-read from the region, which the peer can rewrite).
+struct ShmGeometry {
+  uint64_t ring_capacity = 0;
+  uint64_t bulk_capacity = 0;
+  uint64_t seal_key = 0;  // the region's (ShmRegionHeader::seal_key), as validated
+};
+
+// Where ring `index`'s data and bulk area `index` (0: client -> server, 1:
+// server -> client) start in a mapped region of `geometry`.
+inline char* ShmRingData(char* region, const ShmGeometry& geometry, int index) {
+  return region + kShmHeaderSize + index * geometry.ring_capacity;
+}
+inline char* ShmBulkData(char* region, const ShmGeometry& geometry, int index) {
+  return region + kShmHeaderSize + 2 * geometry.ring_capacity + index * geometry.bulk_capacity;
+}
+
 // Frame flag (one of kTransportPrivateFlags) on a ring frame whose payload
 // is a ShmPayloadRef into the sender's bulk area.
 inline constexpr uint32_t kFlagPayloadInBulk = 1u << 24;

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "internal/copy_bytes.h"
+#include "transports/common/copy_bytes.h"
 #include "transports/shm/cache_prefetch.h"
 #include "transports/shm/futex.h"
 

@@ -34,7 +34,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "internal/spin_budget.h"
+#include "transports/common/spin_budget.h"
 
 namespace locus::internal {
 

@@ -11,8 +11,8 @@
 #include "absl/base/log_severity.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "internal/log.h"
-#include "internal/spin_budget.h"
+#include "base/log.h"
+#include "transports/common/spin_budget.h"
 
 namespace locus::internal {
 namespace {

@@ -18,7 +18,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "internal/spin_budget.h"
+#include "transports/common/spin_budget.h"
 
 namespace locus::internal {
 namespace {

@@ -14,8 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "internal/log.h"
-#include "internal/timer_queue.h"
+#include "base/log.h"
+#include "base/timer_queue.h"
 #include "locus/frame.h"
 #include "transports/socket/event_loop.h"
 #include "transports/socket/stream_connection.h"

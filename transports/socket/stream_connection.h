@@ -1,23 +1,25 @@
 // A Connection over a connected stream socket (Unix or TCP): frames are
-// written with writev and cut out of the byte stream by FrameDecoder.
+// written with sendmsg and cut out of the byte stream by FrameDecoder.
 //
 // Example:
 //   std::unique_ptr<Connection> conn = StreamConnection::Create(fd, peer, options);
 //   conn->Start(&sink);
 //
-// Reading: exactly one party holds the reader role at a time: the event-loop
-// thread (default), or a caller inside DriveUntil() (a synchronous client
-// waiting for its reply reads the socket itself, saving a thread hand-off).
-// While a caller holds the role the fd is removed from the loop's interest set.
-// Either polls before it sleeps (TransportOptions::socket_spin, adaptive):
-// the caller with non-blocking receives, the loop by asking to poll the
-// connection after its input (event_loop.h), taking the role for one read
-// at a time and not at all while a caller waits for it.
+// Reading: exactly one party holds the reader role (socket_reader_role.h)
+// at a time: the event-loop thread (default), or a caller inside
+// DriveUntil() (a synchronous client waiting for its reply reads the socket
+// itself, saving a thread hand-off). While a caller holds the role the fd is
+// removed from the loop's interest set. Either polls before it sleeps
+// (TransportOptions::socket_spin, adaptive): the caller with non-blocking
+// receives, the loop by asking to poll the connection after its input
+// (event_loop.h), taking the role for one read at a time and not at all
+// while a caller waits for it.
 //
-// Writing: Send() writes directly from the calling thread; what the socket
-// does not take at once is queued and flushed by the loop on EPOLLOUT, so a
-// sender never blocks mid-frame. Send() blocks (until its deadline) only when
-// more than max_send_queue_bytes are queued, and never on the loop thread.
+// Writing (stream_writer.h): Send() writes directly from the calling thread;
+// what the socket does not take at once is queued and flushed by the loop on
+// EPOLLOUT, so a sender never blocks mid-frame. Send() blocks (until its
+// deadline) only when more than max_send_queue_bytes are queued, and never
+// on the loop thread.
 #ifndef LOCUS_TRANSPORTS_SOCKET_STREAM_CONNECTION_H_
 #define LOCUS_TRANSPORTS_SOCKET_STREAM_CONNECTION_H_
 

@@ -16,9 +16,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "internal/log.h"
-#include "internal/spin_budget.h"
-#include "internal/timer_queue.h"
+#include "base/log.h"
+#include "base/timer_queue.h"
+#include "transports/common/close_state.h"
+#include "transports/common/spin_budget.h"
 #include "transports/socket/adaptive_poll.h"
 #include "transports/socket/event_loop.h"
 #include "transports/udp/datagram_codec.h"
@@ -68,7 +69,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
     if (!first_datagram_.empty()) Dispatch(first_datagram_);
     first_datagram_.clear();
     EndDelivery();
-    if (closed_flag_.load(std::memory_order_acquire)) return;
+    if (close_.closed()) return;
     absl::Status added = loop_->Add(fd_, EPOLLIN, shared_from_this());
     if (!added.ok()) {
       Close(added);
@@ -81,7 +82,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
     }
     UpdateInterest();
     // A Close() that ran before Add() removed nothing: remove now.
-    if (closed_flag_.load(std::memory_order_acquire)) {
+    if (close_.closed()) {
       loop_->Remove(fd_);
       return;
     }
@@ -90,7 +91,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
 
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
                     absl::Time deadline) {
-    if (closed_flag_.load(std::memory_order_acquire)) {
+    if (close_.closed()) {
       return absl::UnavailableError(absl::StrCat("connection to ", peer_.remote_address, " closed"));
     }
     const size_t total = sizeof(header) + meta.size() + payload.size();
@@ -142,11 +143,10 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   // this thread.
   void Close(const absl::Status& reason) {
     {
+      // Under mu_: the delivery state changes only with mu_ held, and so
+      // does closed() (see EndDelivery).
       absl::MutexLock lock(&mu_);
-      if (closed_) return;
-      closed_ = true;
-      closed_flag_.store(true, std::memory_order_release);
-      reason_ = reason;
+      if (!close_.Close(reason)) return;
     }
     if (TimerQueue::Id timer = check_timer_.load(); timer != 0) TimerQueue::Get().Cancel(timer);
     loop_->Remove(fd_);  // waits for a dispatch in progress on the loop (unless on it)
@@ -154,12 +154,11 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
     absl::Status why;
     {
       absl::MutexLock lock(&mu_);
-      if (delivering_ || closed_delivered_ || sink_ == nullptr) return;
-      closed_delivered_ = true;
+      if (delivering_ || sink_ == nullptr || !close_.TakeOnClosedDelivery()) return;
       delivering_ = true;
       deliverer_ = std::this_thread::get_id();
       sink = sink_;
-      why = reason_;
+      why = close_.Reason();
     }
     sink->OnClosed(why);
     absl::MutexLock lock(&mu_);
@@ -176,16 +175,17 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
       // Released from inside our own delivery: deliver OnClosed now.
       FrameSink* sink = sink_;
       sink_ = nullptr;
-      if (!closed_delivered_) {
-        closed_delivered_ = true;
-        absl::Status reason = reason_;
+      if (close_.TakeOnClosedDelivery()) {
+        absl::Status reason = close_.Reason();
         mu_.Unlock();
         sink->OnClosed(reason);
         mu_.Lock();
       }
       return;
     }
-    auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return closed_delivered_ && !delivering_; };
+    auto done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return close_.on_closed_taken() && !delivering_;
+    };
     mu_.Await(absl::Condition(&done));
     sink_ = nullptr;
   }
@@ -204,17 +204,17 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
     if (!BeginDriving()) return false;
     UpdateInterest();
     bool may_poll = true;
-    while (!done() && !closed_flag_.load(std::memory_order_acquire) && absl::Now() < deadline) {
+    while (!done() && !close_.closed() && absl::Now() < deadline) {
       if (may_poll) {
         ssize_t n = -1;
         int error = 0;
         const bool came = PollAsCaller(caller_poll_, socket_spin_, deadline, [&] {
-          if (closed_flag_.load(std::memory_order_acquire)) return true;
+          if (close_.closed()) return true;
           n = recv(fd_, buffer_, sizeof(buffer_), MSG_DONTWAIT | MSG_TRUNC);
           error = n < 0 ? errno : 0;
           return n >= 0 || !TransientReceiveError(error);
         });
-        if (closed_flag_.load(std::memory_order_acquire)) break;
+        if (close_.closed()) break;
         if (came) {
           if (n < 0) {
             CloseFromDelivery(ReceiveError(error));
@@ -287,7 +287,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
     for (;;) {
       {
         absl::MutexLock lock(&mu_);
-        if (closed_ || sink_ == nullptr) break;
+        if (close_.closed() || sink_ == nullptr) break;
         if (!delivering_) {
           delivering_ = true;
           deliverer_ = std::this_thread::get_id();
@@ -310,7 +310,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   // Makes this thread the delivering one; false if another is, or closed.
   bool BeginDelivery() {
     absl::MutexLock lock(&mu_);
-    if (closed_ || delivering_ || sink_ == nullptr) return false;
+    if (close_.closed() || delivering_ || sink_ == nullptr) return false;
     delivering_ = true;
     deliverer_ = std::this_thread::get_id();
     return true;
@@ -367,7 +367,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   // no caller drives; otherwise only for errors (a dead peer's ICMP).
   void UpdateInterest() {
     absl::MutexLock lock(&mu_);
-    if (closed_ || !registered_) return;
+    if (close_.closed() || !registered_) return;
     const bool want = waiting_.load(std::memory_order_acquire) > 0 &&
                       !driving_.load(std::memory_order_acquire);
     if (want == watching_) return;
@@ -380,7 +380,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
     FrameSink* sink;
     {
       absl::MutexLock lock(&mu_);
-      if (closed_ || sink_ == nullptr) return false;
+      if (close_.closed() || sink_ == nullptr) return false;
       sink = sink_;
     }
     absl::Status error;
@@ -401,7 +401,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
         break;
     }
     absl::MutexLock lock(&mu_);
-    return !closed_ && sink_ != nullptr;
+    return !close_.closed() && sink_ != nullptr;
   }
 
   // Close() from the delivering thread: OnClosed follows in EndDelivery.
@@ -414,10 +414,9 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
     absl::Status reason;
     {
       absl::MutexLock lock(&mu_);
-      if (closed_ && !closed_delivered_ && sink_ != nullptr) {
-        closed_delivered_ = true;
+      if (close_.closed() && sink_ != nullptr && close_.TakeOnClosedDelivery()) {
         sink = sink_;
-        reason = reason_;
+        reason = close_.Reason();
         delivering_ = true;
         deliverer_ = std::this_thread::get_id();
       } else {
@@ -442,7 +441,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   }
 
   void Check() {
-    if (closed_flag_.load(std::memory_order_acquire)) return;
+    if (close_.closed()) return;
     const absl::Duration silent =
         absl::Nanoseconds(NowNs() - last_receive_ns_.load(std::memory_order_relaxed));
     // A client probes while its calls wait, so a server hears from every
@@ -477,7 +476,9 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   std::atomic<int64_t> last_receive_ns_;
   std::atomic<int> waiting_{1};  // AdjustBackgroundReads: connections start at 1
   std::atomic<TimerQueue::Id> check_timer_{0};
-  std::atomic<bool> closed_flag_{false};
+  // closed() changes under mu_ only (Close), so that the delivery state
+  // under mu_ and it are seen together.
+  CloseState close_;
   std::atomic<bool> driving_{false};  // a caller is inside DriveUntil
   std::atomic<int> callers_wanting_{0};  // callers in BeginDriving: the loop stops polling
 
@@ -485,11 +486,8 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   FrameSink* sink_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool delivering_ ABSL_GUARDED_BY(mu_) = false;
   std::thread::id deliverer_ ABSL_GUARDED_BY(mu_);
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  bool closed_delivered_ ABSL_GUARDED_BY(mu_) = false;
   bool registered_ ABSL_GUARDED_BY(mu_) = false;  // added to the loop
   bool watching_ ABSL_GUARDED_BY(mu_) = false;    // EPOLLIN in the interest set
-  absl::Status reason_ ABSL_GUARDED_BY(mu_);
 
   AdaptivePoll loop_poll_;  // the loop thread only (FdHandler polling)
   // Delivery state: only the delivering thread touches these.

@@ -15,7 +15,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "internal/log.h"
+#include "base/log.h"
 #include "locus/wire.pb.h"
 #include "transports/socket/event_loop.h"
 #include "transports/socket/inet_address.h"

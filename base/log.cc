@@ -1,4 +1,4 @@
-#include "internal/log.h"
+#include "base/log.h"
 
 #include <sys/time.h>
 #include <unistd.h>

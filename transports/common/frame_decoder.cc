@@ -1,10 +1,10 @@
-#include "internal/frame_decoder.h"
+#include "transports/common/frame_decoder.h"
 
 #include <algorithm>
 #include <cstring>
 #include <utility>
 
-#include "internal/copy_bytes.h"
+#include "transports/common/copy_bytes.h"
 
 namespace locus::internal {
 

@@ -1,6 +1,6 @@
 // SpinBudget: at most limit() threads hold a slot; a thread that holds one
 // gets it again at once (nested polls on one thread are one spinner).
-#include "internal/spin_budget.h"
+#include "transports/common/spin_budget.h"
 
 #include <thread>
 

@@ -1,4 +1,4 @@
-#include "internal/copy_bytes.h"
+#include "transports/common/copy_bytes.h"
 
 #include <algorithm>
 #include <string>

@@ -1,4 +1,4 @@
-#include "internal/timer_queue.h"
+#include "base/timer_queue.h"
 
 #include <atomic>
 

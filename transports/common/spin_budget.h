@@ -8,8 +8,8 @@
 //
 // Example:
 //   if (SpinBudget::Get().TryAcquire()) { poll...; SpinBudget::Get().Release(); }
-#ifndef LOCUS_RUNTIME_INTERNAL_SPIN_BUDGET_H_
-#define LOCUS_RUNTIME_INTERNAL_SPIN_BUDGET_H_
+#ifndef LOCUS_TRANSPORTS_COMMON_SPIN_BUDGET_H_
+#define LOCUS_TRANSPORTS_COMMON_SPIN_BUDGET_H_
 
 #include <sched.h>
 
@@ -86,4 +86,4 @@ class SpinBudget {
 
 }  // namespace locus::internal
 
-#endif  // LOCUS_RUNTIME_INTERNAL_SPIN_BUDGET_H_
+#endif  // LOCUS_TRANSPORTS_COMMON_SPIN_BUDGET_H_

@@ -12,8 +12,8 @@
 // after which the decoder must not be fed again.
 //
 // Thread-compatible: one reader at a time.
-#ifndef LOCUS_RUNTIME_INTERNAL_FRAME_DECODER_H_
-#define LOCUS_RUNTIME_INTERNAL_FRAME_DECODER_H_
+#ifndef LOCUS_TRANSPORTS_COMMON_FRAME_DECODER_H_
+#define LOCUS_TRANSPORTS_COMMON_FRAME_DECODER_H_
 
 #include <cstdint>
 
@@ -73,4 +73,4 @@ class FrameDecoder {
 
 }  // namespace locus::internal
 
-#endif  // LOCUS_RUNTIME_INTERNAL_FRAME_DECODER_H_
+#endif  // LOCUS_TRANSPORTS_COMMON_FRAME_DECODER_H_

@@ -8,8 +8,8 @@
 //   Close(stalled);
 //
 // Thread-safe: a pure function.
-#ifndef LOCUS_RUNTIME_INTERNAL_SEND_STALL_H_
-#define LOCUS_RUNTIME_INTERNAL_SEND_STALL_H_
+#ifndef LOCUS_TRANSPORTS_COMMON_SEND_STALL_H_
+#define LOCUS_TRANSPORTS_COMMON_SEND_STALL_H_
 
 #include <cstddef>
 
@@ -30,4 +30,4 @@ inline absl::Status PeerStoppedReadingError(absl::string_view peer, size_t queue
 
 }  // namespace locus::internal
 
-#endif  // LOCUS_RUNTIME_INTERNAL_SEND_STALL_H_
+#endif  // LOCUS_TRANSPORTS_COMMON_SEND_STALL_H_

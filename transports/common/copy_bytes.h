@@ -18,8 +18,8 @@
 //   AppendBytes(&frame.payload, bytes.data(), take);  // instead of append
 //
 // Thread-compatible: plain functions on caller-owned memory.
-#ifndef LOCUS_RUNTIME_INTERNAL_COPY_BYTES_H_
-#define LOCUS_RUNTIME_INTERNAL_COPY_BYTES_H_
+#ifndef LOCUS_TRANSPORTS_COMMON_COPY_BYTES_H_
+#define LOCUS_TRANSPORTS_COMMON_COPY_BYTES_H_
 
 #include <algorithm>
 #include <cstddef>
@@ -79,4 +79,4 @@ inline void AppendBytes(std::string* out, const char* src, size_t size) {
 
 }  // namespace locus::internal
 
-#endif  // LOCUS_RUNTIME_INTERNAL_COPY_BYTES_H_
+#endif  // LOCUS_TRANSPORTS_COMMON_COPY_BYTES_H_

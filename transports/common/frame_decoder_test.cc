@@ -1,4 +1,4 @@
-#include "internal/frame_decoder.h"
+#include "transports/common/frame_decoder.h"
 
 #include <string>
 #include <vector>
