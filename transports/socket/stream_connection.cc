@@ -36,9 +36,17 @@ constexpr size_t kReadBufferSize = 64 * 1024;
 constexpr absl::Duration kBlockingReceiveSlack = absl::Milliseconds(5);
 constexpr absl::Duration kBlockingReceiveMin = absl::Milliseconds(1);
 
+// How long a blocked caller sleeps at most before it re-checks done() by
+// itself (SetSocketReaderSleepForTesting).
+std::atomic<int64_t> g_reader_sleep_ns{absl::ToInt64Nanoseconds(absl::Seconds(1))};
+
+absl::Duration ReaderSleep() {
+  return absl::Nanoseconds(g_reader_sleep_ns.load(std::memory_order_relaxed));
+}
+
 timespec PollTimeout(absl::Duration d) {
   if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
-  if (d > absl::Seconds(1)) d = absl::Seconds(1);  // re-check done() at least every second
+  d = std::min(d, ReaderSleep());  // re-check done() now and then
   return absl::ToTimespec(d);
 }
 
@@ -142,7 +150,7 @@ class StreamConnection::Impl final : public FdHandler,
           may_poll = false;  // ran out (or may not poll): sleep until input,
           continue;          // with the time left now
         }
-        SetReceiveTimeout(std::min(left - kBlockingReceiveSlack, absl::Seconds(1)));
+        SetReceiveTimeout(std::min(left - kBlockingReceiveSlack, ReaderSleep()));
         ReadResult r = ReadOnce(nullptr, /*blocking=*/true);
         if (r == ReadResult::kClosed) {
           closed = true;
@@ -433,6 +441,10 @@ absl::Status StreamConnection::Send(const FrameHeader& header, absl::string_view
 }
 
 void StreamConnection::Close(const absl::Status& reason) { impl_->Close(reason); }
+
+void SetSocketReaderSleepForTesting(absl::Duration sleep) {
+  g_reader_sleep_ns.store(absl::ToInt64Nanoseconds(sleep), std::memory_order_relaxed);
+}
 
 bool StreamConnection::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
   return impl_->DriveUntil(done, deadline);

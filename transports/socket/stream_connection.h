@@ -54,6 +54,13 @@ class StreamConnection final : public Connection {
   std::shared_ptr<Impl> impl_;
 };
 
+// Tests: the longest a caller blocked in DriveUntil sleeps before it looks
+// at done() and its deadline by itself (1 s by default). Tests make it long,
+// so that only the wake-ups under test (input, closure) end a wait and a
+// missing one fails by watchdog instead of passing late. Process-wide, any
+// thread; affects waits that start afterwards.
+void SetSocketReaderSleepForTesting(absl::Duration sleep);
+
 }  // namespace locus::internal
 
 #endif  // LOCUS_TRANSPORTS_SOCKET_STREAM_CONNECTION_H_
