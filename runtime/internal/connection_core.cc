@@ -284,8 +284,12 @@ void ConnectionCore::OnFrame(Frame& frame) {
     ~Delivering() { t_delivering = scope.outer; }
   } delivering(this);
   const FrameType type = frame.header.frame_type();
+  // Before the handshake only handshake frames count, and GOAWAY only from
+  // an accepting side refusing this one: an accepting side that took a
+  // client's GOAWAY as the end of the handshake would serve (PING, calls) a
+  // peer that never said HELLO, and keep it past the handshake timeout.
   if (!state_lock_free().handshake_settled() && type != FrameType::kHello &&
-      type != FrameType::kHelloAck && type != FrameType::kGoAway) {
+      type != FrameType::kHelloAck && !(type == FrameType::kGoAway && options_.connecting_side)) {
     ProtocolError(absl::StrCat("expected a handshake, got ", DescribeFrameHeader(frame.header)));
     return;
   }
@@ -336,6 +340,11 @@ void ConnectionCore::OnFrame(Frame& frame) {
 }
 
 void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
+  if (!state_lock_free().handshake_settled()) {
+    // Not even answered: the peer has not said who it is.
+    ProtocolError(absl::StrCat("expected a handshake, got ", DescribeFrameHeader(header)));
+    return;
+  }
   const absl::Status too_large = absl::ResourceExhaustedError(absl::StrCat(
       header.frame_type() == FrameType::kMessage ? "message of " : "reply of ", header.payload_length,
       " bytes exceeds the limit of ", options_.max_receive_message_size, " bytes"));

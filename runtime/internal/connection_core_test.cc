@@ -492,6 +492,30 @@ TEST_F(CoreFacingScriptedPeerTest, AFrameBeforeTheHandshakeClosesTheConnection) 
   EXPECT_TRUE(SentOfType(FrameType::kResponse).empty());
 }
 
+TEST_F(CoreFacingScriptedPeerTest, AGoAwayBeforeHelloClosesTheAcceptingSide) {
+  Create(/*connecting_side=*/false);
+  connection_->Deliver(GoAwayFrame(0));
+  EXPECT_EQ(CloseCount(), 1) << "a GOAWAY must not stand in for the handshake";
+  connection_->Deliver(MakeFrame(FrameType::kPing, 0, 1, {}, "12345678"));
+  EXPECT_TRUE(SentOfType(FrameType::kPong).empty());
+}
+
+TEST_F(CoreFacingScriptedPeerTest, AnOversizeRequestBeforeHelloIsNotAnswered) {
+  Create(/*connecting_side=*/false);
+  FrameHeader header = FrameHeader::Make(FrameType::kRequest, kFlagHasMessage, 1);
+  header.payload_length = 1u << 30;
+  core_->OnOversizeFrame(header);
+  EXPECT_TRUE(SentOfType(FrameType::kResponse).empty());
+  EXPECT_EQ(CloseCount(), 1);
+}
+
+TEST_F(CoreFacingScriptedPeerTest, AGoAwayBeforeHelloAckFailsTheConnectingSidesHandshake) {
+  Create(/*connecting_side=*/true);
+  connection_->Deliver(GoAwayFrame(0));
+  EXPECT_EQ(CloseCount(), 0);  // the server's refusal: the client reports it
+  EXPECT_EQ(core_->ClientHandshake(absl::Now() + kWatchdog).code(), absl::StatusCode::kUnavailable);
+}
+
 TEST_F(CoreFacingScriptedPeerTest, AHelloOfAnotherProtocolVersionGetsGoAwayAndClosure) {
   Create(/*connecting_side=*/false);
   connection_->Deliver(HelloFrame(FrameType::kHello, kProtocolVersion + 1, kProtocolVersion + 1));
