@@ -1,5 +1,5 @@
-// A process-wide timer thread for deadlines of asynchronous calls and
-// handshake timeouts.
+// A process-wide timer thread: deadlines of asynchronous calls, handshake
+// timeouts, the transports' stall checks and UDP liveness probes.
 //
 // Example:
 //   TimerQueue::Id id = TimerQueue::Get().Schedule(deadline, [] { Expire(); });

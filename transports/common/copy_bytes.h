@@ -1,17 +1,15 @@
 // Byte copies for the transports' hot paths that avoid a pathological case
 // of glibc's memcpy on AMD Zen CPUs.
 //
-// For copies of at least ~2 KiB, glibc (2.36, CPUs with FSRM) uses
-// `rep movsb`. On AMD Zen that instruction runs about ten times slower when
-// the destination is 1 to 31 bytes ahead of the source modulo 4 KiB (this
-// file avoids 1 to 63, for other parts with wider windows):
-// measured on this project's 2-core AMD EPYC VM, a 4 KiB copy takes 1.5 us
-// instead of 0.15 us. Framing makes such distances common and stable (a
-// frame header shifts every payload by a few dozen bytes, and reused buffers
-// keep their addresses), so an unlucky layout slowed every call of a run:
-// 4 KiB shared-memory calls took 11 us instead of 2.5 us. Below the
-// threshold glibc copies with vector loops, which do not care; so a copy
-// with such a distance is split into chunks below it.
+// Hazard: for copies of at least ~2 KiB, glibc (2.36, CPUs with FSRM) uses
+// `rep movsb`, which AMD Zen CPUs run many times slower when the destination
+// is 1 to 31 bytes ahead of the source modulo 4 KiB (glibc bug 30994; this
+// file avoids 1 to 63, for other parts with wider windows). Framing makes
+// such distances common and stable (a frame header shifts every payload by
+// a few dozen bytes, and reused buffers keep their addresses), so an unlucky
+// layout slows every call of a run. Below the threshold glibc copies with
+// vector loops, which do not care; so a copy with such a distance is split
+// into chunks below it. The measurements: docs/performance-notes.md.
 //
 // Example:
 //   CopyBytes(ring_slot, frame_bytes, n);             // instead of memcpy

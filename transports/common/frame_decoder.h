@@ -1,5 +1,6 @@
-// Cuts Locus frames out of a byte stream (Unix socket, TCP), validating every
-// header before trusting a length from it.
+// Cuts Locus frames out of a byte stream (a Unix or TCP socket, a
+// shared-memory ring), validating every header before trusting a length
+// from it.
 //
 // Example:
 //   FrameDecoder decoder(kDefaultMaxMetaSize, max_message_size);

@@ -1,5 +1,5 @@
 // How long a shared-memory reader busy-polls its ring before it sleeps on
-// the futex: the policy, apart from the polling itself (shm_connection.cc).
+// the futex: the policy, apart from the polling itself (shm_reader.cc).
 //
 // Example:
 //   absl::Duration window = ShmPollWindow(options.shm_spin, last_sent_payload_bytes,
@@ -16,10 +16,10 @@ namespace locus::internal {
 
 // `shm_spin` (TransportOptions; 0 or less disables polling), plus, when a
 // reply to the message this side sent last is awaited, the time the peer
-// needs to read and answer it: a reply to a 1 MiB request takes the peer
-// ~120 us of copying (parse, the handler's work, serialize), and a reader
-// that slept meanwhile would add a futex wake-up (20-45 us) to every such
-// round trip. 1 us per 4 KiB sent, at most 2 ms.
+// needs to read and answer it: the reply to a large request comes only after
+// the peer has copied it (parse, the handler's work, serialize), and a reader
+// that slept meanwhile would add a futex wake-up to every such round trip.
+// 1 us per 4 KiB sent, at most 2 ms.
 //
 // `reply_awaited` is false for a reader thread while nobody wants
 // background reads (a plain client between synchronous calls, whose caller

@@ -36,7 +36,7 @@ class ABSL_LOCKABLE ReaderRole {
 
   // Waits until the role is free or `timeout` passes; true if acquired.
   // Spins briefly first: a holder that sees a caller waiting lets go within
-  // about a microsecond, far less than a futex wake-up costs.
+  // a few of its polling iterations, far sooner than a futex wake-up.
   bool AcquireWithin(absl::Duration timeout) ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true) {
     for (int i = 0; i < kSpinIterations; ++i) {
       CpuRelax();

@@ -49,10 +49,10 @@ namespace locus::internal {
 
 // Payloads smaller than this go through the ring: copying them twice costs
 // less than the bookkeeping and the cross-core read of the release count.
-// Measured here (docs/performance.md): with glibc's rep movsb slowness
-// worked around, the ring path is as fast or faster up to ~64 KiB with 16
-// calls outstanding; without the workaround, the bulk area's placement
-// avoids that slowness and wins from 4 KiB. 32 KiB is between the two.
+// The bulk area's placement also avoids glibc's slow `rep movsb` case
+// (transports/common/copy_bytes.h), which the ring path works around by
+// copying in chunks. The measurements behind the value:
+// docs/performance-notes.md.
 inline constexpr uint64_t kMinBulkPayload = 32u << 10;
 
 class ShmBulkWriter {
@@ -79,10 +79,10 @@ class ShmBulkWriter {
 
  private:
   // A payload starts this far into its extent, which starts on a page:
-  // glibc 2.36 copies with `rep movsb`, which this AMD CPU runs ~10x slower
-  // when the destination is 1-63 bytes ahead of the source modulo 4 KiB
-  // (glibc bug 30994), and large malloc'ed buffers start 16 bytes into a
-  // page. A payload (and the field bytes a few bytes into it) at mid-page
+  // glibc 2.36 copies with `rep movsb`, which AMD Zen CPUs run many times
+  // slower when the destination is 1-63 bytes ahead of the source modulo
+  // 4 KiB (glibc bug 30994, transports/common/copy_bytes.h), and large
+  // malloc'ed buffers start 16 bytes into a page. A payload (and the field bytes a few bytes into it) at mid-page
   // keeps both the serializer's copy in and the parser's copy out clear of
   // that window.
   static constexpr uint64_t kPayloadSkew = 2048;

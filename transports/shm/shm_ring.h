@@ -5,12 +5,14 @@
 // Example (producer):
 //   ShmRing ring(&header->rings[0], data, capacity, &header->rings[1].data_seq, key);
 //   uint64_t free;
-//   LOCUS_RETURN_IF_ERROR(ring.FreeSpace(&free));
+//   absl::Status ok = ring.FreeSpace(&free);   // INTERNAL if the peer corrupted it
+//   if (!ok.ok()) return ok;
 //   ring.Write(bytes, std::min(free, size));   // one record, published
 //   ring.WakeConsumerIfSleeping();
 // Example (consumer):
 //   absl::string_view a, b;
-//   LOCUS_RETURN_IF_ERROR(ring.Readable(&a, &b));   // INTERNAL if the peer corrupted it
+//   absl::Status ok = ring.Readable(&a, &b);   // INTERNAL if the peer corrupted it
+//   if (!ok.ok()) return ok;
 //   ...use a then b...; ring.Consume(a.size() + b.size());
 //   ...more records...; ring.Release();             // gives their room back
 //

@@ -5,7 +5,7 @@
 //
 // Example (the connection, which owns the writer, its reader and its close
 // state):
-//   ShmWriter::Sending sending(&writer_, payload.size(), role_holder);  // takes mu()
+//   ShmWriter::Sending sending(&writer_, payload.size(), role_holder);  // takes the lock
 //   if (close_.closed()) return close_.ClosedError();
 //   return writer_.SendLocked(header, meta, payload, deadline, role_holder, close_);
 //   ...
@@ -19,10 +19,10 @@
 // threads wait (until their deadline) only while more than
 // max_send_queue_bytes are queued.
 //
-// Thread-safety: the Send functions run under mu() (a Sending holds it),
-// from any thread; TryFlushPending and SendStalled are the reader-role holder's;
-// the hints (queued_bytes, CanFlush, RoomHint, ...) are lock-free, for any
-// thread.
+// Thread-safety: the *Locked functions run under the writer's lock, which
+// a Sending holds, on any thread; TryFlushPending and SendStalled are the
+// reader-role holder's; the hints (queued_bytes, CanFlush, RoomHint, ...)
+// are lock-free, for any thread.
 #ifndef LOCUS_TRANSPORTS_SHM_SHM_WRITER_H_
 #define LOCUS_TRANSPORTS_SHM_SHM_WRITER_H_
 
@@ -75,9 +75,7 @@ class ShmWriter {
   ShmWriter(const ShmWriter&) = delete;
   ShmWriter& operator=(const ShmWriter&) = delete;
 
-  absl::Mutex& mu() ABSL_LOCK_RETURNED(mu_) { return mu_; }
-
-  // A send in progress: holds mu() for its lifetime. `role_holder`: this
+  // A send in progress: holds the writer's lock (mu_) for its lifetime. `role_holder`: this
   // thread holds the reader role; `payload_bytes`: the size of the message
   // sent (see ShmPollWindow). While a sender other than the role holder is
   // here it flushes the queue itself, so the role holder neither waits for

@@ -2,10 +2,9 @@
 // recent polls ended (TransportOptions::socket_spin).
 //
 // Polling a socket (non-blocking receives, or epoll_wait with no timeout, in
-// a loop) spares the wake-up of a sleeping thread, which on a VM is most of
-// a same-host round trip: a 64 B TCP loopback ping-pong between two pinned
-// processes takes ~28 us with blocking receives and ~11 us polling. It pays
-// only if input comes within the window. Across hosts a reply often takes
+// a loop) spares the wake-up of a sleeping thread, which can be most of a
+// same-host round trip (docs/performance-notes.md has the measurements). It
+// pays only if input comes within the window. Across hosts a reply often takes
 // longer than any sensible window, and a poll that always runs out burns a
 // core for nothing; so after kMissesBeforeBackoff polls in a row ran out, a
 // poller polls only once in kProbeInterval waits (to notice when the peer
@@ -21,8 +20,9 @@
 //     found ? policy.Hit() : policy.Miss();
 //   }
 //   // or, for a caller:
-//   bool came = PollAsCaller(policy, options.socket_spin, deadline,
-//                            [&] { return TryReceive(); });
+//   bool came = PollAsCaller(policy, options.socket_spin, deadline, [&] {
+//     return recv(fd, buffer, size, MSG_DONTWAIT) >= 0 || errno != EAGAIN;
+//   });
 //
 // Thread-safety: none; one poller (e.g. whoever holds a connection's reader
 // role, or the event-loop thread it is registered with) uses an instance.

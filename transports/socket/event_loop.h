@@ -14,9 +14,10 @@
 // a loop, with an epoll_wait(0) every few attempts for the other fds, until
 // input comes (then it handles it and asks again), the handler says stop,
 // or the window ends (PollMissed). It polls only while the process-wide spin
-// budget allows (spin_budget.h), and gives the budget up when a synchronous
-// caller of this process wants to poll. Whether polling pays off is the
-// handler's to judge (e.g. adaptive_poll.h), when it answers PollWindow.
+// budget allows (transports/common/spin_budget.h), and gives the budget up
+// when a synchronous caller of this process wants to poll. Whether polling
+// pays off is the handler's to judge (e.g. adaptive_poll.h), when it
+// answers PollWindow.
 // Hazard: the slot stays taken while a PollOnce runs what it received
 // (inline handlers): a handler that blocks there, which it must not do on a
 // loop thread anyway, keeps other threads of the process from polling.

@@ -3,8 +3,9 @@
 // with an fd attached (SCM_RIGHTS), and reading an exact byte count.
 //
 // Example:
-//   LOCUS_RETURN_IF_ERROR(SendWithFd(socket_fd, frame_bytes, memfd));
-//   LOCUS_RETURN_IF_ERROR(ReadExactly(socket_fd, buffer, 24, deadline));
+//   absl::Status sent = SendWithFd(socket_fd, frame_bytes, memfd);
+//   if (!sent.ok()) return sent;
+//   absl::Status read = ReadExactly(socket_fd, buffer, 24, deadline);
 #ifndef LOCUS_TRANSPORTS_SOCKET_FD_PASSING_H_
 #define LOCUS_TRANSPORTS_SOCKET_FD_PASSING_H_
 
