@@ -60,10 +60,10 @@ class ChannelImpl final : public Channel {
                          google::protobuf::MessageLite* response,
                          const CallOptions& options) override {
     std::shared_ptr<ConnectionCore> core;
-    std::shared_ptr<InprocDispatcher> local;
-    absl::Status routed = GetUnaryRoute(options.deadline, &core, &local);
+    std::shared_ptr<InprocDispatcher> inproc;
+    absl::Status routed = GetUnaryRoute(options.deadline, &core, &inproc);
     if (!routed.ok()) return routed;
-    if (local != nullptr) return local->CallUnary(method, request, response, options, client_limits_);
+    if (inproc != nullptr) return inproc->CallUnary(method, request, response, options, client_limits_);
     return core->CallUnary(method, request, response, options);
   }
 
@@ -71,14 +71,14 @@ class ChannelImpl final : public Channel {
                   google::protobuf::MessageLite* response, const CallOptions& options,
                   absl::AnyInvocable<void(absl::Status) &&> done) override {
     std::shared_ptr<ConnectionCore> core;
-    std::shared_ptr<InprocDispatcher> local;
-    absl::Status routed = GetUnaryRoute(options.deadline, &core, &local);
+    std::shared_ptr<InprocDispatcher> inproc;
+    absl::Status routed = GetUnaryRoute(options.deadline, &core, &inproc);
     if (!routed.ok()) {
       std::move(done)(std::move(routed));
       return;
     }
-    if (local != nullptr) {
-      local->StartUnary(method, request, response, options, client_limits_, std::move(done));
+    if (inproc != nullptr) {
+      inproc->StartUnary(method, request, response, options, client_limits_, std::move(done));
       return;
     }
     core->StartUnary(method, request, response, options, std::move(done));
@@ -117,15 +117,15 @@ class ChannelImpl final : public Channel {
   }
 
   // What a unary call needs of a usable route (GetRoute): the in-process
-  // dispatcher into `*local`, or else the connection into `*core`. The
+  // dispatcher into `*inproc`, or else the connection into `*core`. The
   // per-call path: copies one reference, not the whole route.
   absl::Status GetUnaryRoute(absl::Time call_deadline, std::shared_ptr<ConnectionCore>* core,
-                             std::shared_ptr<InprocDispatcher>* local) {
+                             std::shared_ptr<InprocDispatcher>* inproc) {
     {
       absl::MutexLock lock(&mu_);
       if (RouteUsableLocked()) {
         if (route_.inproc != nullptr) {
-          *local = route_.inproc;
+          *inproc = route_.inproc;
         } else {
           *core = route_.core;
         }
@@ -135,7 +135,7 @@ class ChannelImpl final : public Channel {
     absl::StatusOr<Route> route = GetRoute(call_deadline);
     if (!route.ok()) return route.status();
     *core = std::move(route->core);
-    *local = std::move(route->inproc);
+    *inproc = std::move(route->inproc);
     return absl::OkStatus();
   }
 
@@ -211,9 +211,9 @@ class ChannelImpl final : public Channel {
     route.core = *first;
     const wire::Hello& hello = route.core->peer_hello();
     if (policy_.Allows("inproc") && hello.server_instance() != 0 && SameProcess(hello.host())) {
-      if (auto local = InprocRegistry::Get().Find(hello.server_instance())) {
+      if (auto inproc = InprocRegistry::Get().Find(hello.server_instance())) {
         route.core->Close(absl::CancelledError("moved to in-process calls"));
-        return Route{nullptr, std::move(local), nullptr};
+        return Route{nullptr, std::move(inproc), nullptr};
       }
     }
     std::string kind = TransportKind(route.core->peer().transport);

@@ -118,7 +118,7 @@ absl::Status ConnectionCore::ClientHandshake(absl::Time deadline) {
   absl::Status sent = SendControlFrame(FrameType::kHello, 0, &hello, deadline);
   if (!sent.ok()) return sent;
   const bool drove =
-      DriveUntil([this] { return state_lock_free().handshake_settled(); }, deadline);
+      DriveUntil([this] { return HandshakeSettledLockFree(); }, deadline);
   absl::MutexLock lock(&mu_);
   auto settled = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return state_.handshake_settled(); };
   mu_.AwaitWithDeadline(absl::Condition(&settled), deadline);
@@ -135,7 +135,7 @@ void ConnectionCore::ExpectHandshakeBy(absl::Time deadline) {
   TimerQueue::Get().Schedule(deadline, [weak] {
     std::shared_ptr<ConnectionCore> self = weak.lock();
     if (self == nullptr) return;
-    if (!self->state_lock_free().handshake_settled()) {
+    if (!self->HandshakeSucceededLockFree()) {
       LOCUS_LOG(WARNING) << "closing connection from " << self->peer().remote_address
                          << ": no handshake within the time limit";
       self->Close(absl::DeadlineExceededError("handshake timed out"));
@@ -147,7 +147,7 @@ void ConnectionCore::HandleHello(const Frame& frame) {
   const bool is_hello = frame.header.frame_type() == FrameType::kHello;
   // The connecting side sends HELLO and receives HELLO_ACK; the other side
   // the reverse. Anything else, or a second handshake, is a protocol error.
-  if (is_hello == options_.connecting_side || state_lock_free().handshake_settled()) {
+  if (is_hello == options_.connecting_side || HandshakeSettledLockFree()) {
     ProtocolError(absl::StrCat("unexpected handshake frame ", DescribeFrameHeader(frame.header)));
     return;
   }
@@ -229,6 +229,7 @@ absl::Status ConnectionCore::CheckAcceptsCallsLocked() const {
     case ConnectionState::Phase::kClosed:
       return absl::UnavailableError(absl::StrCat("connection closed: ", state_.close_reason().message()));
     case ConnectionState::Phase::kDraining:
+      if (absl::Status handshake = state_.handshake_result(); !handshake.ok()) return handshake;
       return absl::UnavailableError("server is shutting down (GOAWAY)");
     default:
       return absl::OkStatus();
@@ -284,12 +285,12 @@ void ConnectionCore::OnFrame(Frame& frame) {
     ~Delivering() { t_delivering = scope.outer; }
   } delivering(this);
   const FrameType type = frame.header.frame_type();
-  // Before the handshake only handshake frames count, and GOAWAY only from
+  // Until a handshake succeeded only handshake frames count, and GOAWAY only from
   // an accepting side refusing this one: an accepting side that took a
   // client's GOAWAY as the end of the handshake would serve (PING, calls) a
   // peer that never said HELLO, and keep it past the handshake timeout.
-  if (!state_lock_free().handshake_settled() && type != FrameType::kHello &&
-      type != FrameType::kHelloAck && !(type == FrameType::kGoAway && options_.connecting_side)) {
+  if (!HandshakeSucceededLockFree() && type != FrameType::kHello && type != FrameType::kHelloAck &&
+      !(type == FrameType::kGoAway && options_.connecting_side)) {
     ProtocolError(absl::StrCat("expected a handshake, got ", DescribeFrameHeader(frame.header)));
     return;
   }
@@ -340,7 +341,7 @@ void ConnectionCore::OnFrame(Frame& frame) {
 }
 
 void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
-  if (!state_lock_free().handshake_settled()) {
+  if (!HandshakeSucceededLockFree()) {
     // Not even answered: the peer has not said who it is.
     ProtocolError(absl::StrCat("expected a handshake, got ", DescribeFrameHeader(header)));
     return;
@@ -439,7 +440,7 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
 }
 
 void ConnectionCore::Close(const absl::Status& reason) {
-  state_lock_free().BeginClosing();
+  BeginClosing();
   connection_->Close(reason);
 }
 

@@ -125,7 +125,7 @@ class ConnectionCore final : public FrameSink,
   void Close(const absl::Status& reason);
 
   // False once closed, broken, or draining after a GOAWAY from the peer.
-  bool usable() const { return state_lock_free().usable(); }
+  bool usable() const { return UsableLockFree(); }
   bool closed() const;
   // Calls the peer started that are still being served here.
   size_t active_server_calls() const;
@@ -164,16 +164,25 @@ class ConnectionCore final : public FrameSink,
     absl::Time deadline = absl::InfiniteFuture();
     const ServiceTable::Entry* entry = nullptr;
     // On the handler pool: the call's own flag (CANCEL, closure). Inline on
-    // the reader: the connection's inline_handlers_cancelled(), not owned.
+    // the reader: the connection's InlineHandlersCancelled(), not owned.
     std::shared_ptr<std::atomic<bool>> cancelled;
     Metadata metadata;
   };
 
   ConnectionCore(std::unique_ptr<Connection> connection, Options options);
 
-  // The state's atomic parts (phase, cancellation flag), which need no lock.
-  const ConnectionState& state_lock_free() const ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_; }
-  ConnectionState& state_lock_free() ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_; }
+  // The state's atomic parts, which need no lock (the rest of state_ does).
+  bool UsableLockFree() const ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_.usable(); }
+  bool HandshakeSettledLockFree() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return state_.handshake_settled();
+  }
+  bool HandshakeSucceededLockFree() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return state_.handshake_succeeded();
+  }
+  std::atomic<bool>& InlineHandlersCancelled() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return state_.inline_handlers_cancelled();
+  }
+  void BeginClosing() ABSL_NO_THREAD_SAFETY_ANALYSIS { state_.BeginClosing(); }
 
   // --- Lifecycle (connection_core.cc) ---
   // Background reads follow the outstanding asynchronous calls (plain
@@ -295,9 +304,8 @@ class ConnectionCore final : public FrameSink,
   const PeerInfo peer_;  // copied from the connection: valid while it is destroyed
 
   mutable absl::Mutex mu_;
-  // Handshaking, open, broken, draining or closed, and why; its phase and
-  // the inline handlers' cancellation flag are also read without mu_
-  // (state_lock_free()).
+  // Handshaking, open, broken, draining or closed, and why; its atomic
+  // parts are also read without mu_ (the *LockFree() accessors above).
   ConnectionState state_ ABSL_GUARDED_BY(mu_);
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_);
   uint64_t last_peer_call_id_ ABSL_GUARDED_BY(mu_) = 0;

@@ -60,7 +60,7 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   const bool streaming = call.entry != nullptr && call.entry->method->kind != RpcKind::kUnary;
   // A handler running inline occupies the connection's reader, so no CANCEL
   // can be read while it runs: it is cancelled by its deadline or by this
-  // side closing the connection (the state's inline_handlers_cancelled(),
+  // side closing the connection (InlineHandlersCancelled(),
   // shared by all inline calls, held without ownership: OnFrame, or for a
   // server's connection the server's set, keeps this object alive until
   // Serve returns), and needs no table entry, only a count for graceful
@@ -79,7 +79,7 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   } else {
     call.cancelled = pooled ? std::make_shared<std::atomic<bool>>(false)
                             : std::shared_ptr<std::atomic<bool>>(
-                                  std::shared_ptr<void>(), &state_lock_free().inline_handlers_cancelled());
+                                  std::shared_ptr<void>(), &InlineHandlersCancelled());
   }
   // An id still in use would make two calls share table entries (ids need
   // not arrive in increasing order: concurrent callers take ids, then send,

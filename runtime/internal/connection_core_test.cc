@@ -9,6 +9,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -160,11 +161,14 @@ class BlockHandler final : public MethodHandler {
   explicit BlockHandler(BlockControl* control) : control_(control) {}
   void CallSerialized(ServerContext* context, absl::string_view, ReplySink& sink) override {
     if (!control_->entered.HasBeenNotified()) control_->entered.Notify();
+    // Bounded: a cancellation that never comes fails the test, not hangs it.
+    const absl::Time give_up = absl::Now() + kWatchdog;
     while (!control_->release.WaitForNotificationWithTimeout(absl::Milliseconds(1))) {
       if (context->IsCancelled()) {
         control_->saw_cancelled = true;
         break;
       }
+      if (absl::Now() >= give_up) break;
     }
     StringValue out;
     sink.Finish(absl::OkStatus(), &out);
@@ -238,7 +242,7 @@ class CoreOverInprocTest : public ::testing::Test {
 TEST_F(CoreOverInprocTest, UnaryCallRoundTrip) {
   Connect(/*client_serves=*/false);
   StringValue reply;
-  ASSERT_TRUE(client_->CallUnary(kEcho, Text("hi"), &reply, {}).ok());
+  ASSERT_TRUE(client_->CallUnary(kEcho, Text("hi"), &reply, CallOptions::WithTimeout(kWatchdog)).ok());
   EXPECT_EQ(reply.value(), "server:hi");
   EXPECT_TRUE(client_->usable());
 }
@@ -246,7 +250,7 @@ TEST_F(CoreOverInprocTest, UnaryCallRoundTrip) {
 TEST_F(CoreOverInprocTest, UnknownMethodIsUnimplemented) {
   Connect(/*client_serves=*/false);
   StringValue reply;
-  EXPECT_EQ(client_->CallUnary(kUnknown, Text("hi"), &reply, {}).code(),
+  EXPECT_EQ(client_->CallUnary(kUnknown, Text("hi"), &reply, CallOptions::WithTimeout(kWatchdog)).code(),
             absl::StatusCode::kUnimplemented);
 }
 
@@ -305,7 +309,7 @@ TEST_F(CoreOverInprocTest, AClientDeadlineCancelsTheServersHandler) {
   absl::Status status = client_->CallUnary(
       kBlock, Text(""), &reply, CallOptions::WithTimeout(absl::Milliseconds(50)));
   EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded);
-  ASSERT_TRUE(block_.entered.HasBeenNotified());
+  ASSERT_TRUE(block_.entered.WaitForNotificationWithTimeout(kWatchdog));
   pool_.Stop();  // waits for the handler, which returns only when cancelled
   EXPECT_TRUE(block_.saw_cancelled.load());
 }
@@ -315,7 +319,7 @@ TEST_F(CoreOverInprocTest, GoAwayMakesTheConnectionUnusableForNewCalls) {
   server_->SendGoAway(absl::UnavailableError("shutting down"));
   EXPECT_FALSE(client_->usable());  // in-process delivery happens on the sender's thread
   StringValue reply;
-  EXPECT_EQ(client_->CallUnary(kEcho, Text("late"), &reply, {}).code(),
+  EXPECT_EQ(client_->CallUnary(kEcho, Text("late"), &reply, CallOptions::WithTimeout(kWatchdog)).code(),
             absl::StatusCode::kUnavailable);
 }
 
@@ -352,6 +356,8 @@ class FakeConnection final : public Connection {
     shared_->sent.push_back(SentFrame{header, std::string(meta), std::string(payload)});
     return absl::OkStatus();
   }
+  // As a real transport: OnClosed once, never inside OnFrame (a Close from
+  // a callback is delivered when the callback returns), nothing after it.
   void Close(const absl::Status& reason) override {
     {
       absl::MutexLock lock(&shared_->mu);
@@ -359,17 +365,47 @@ class FakeConnection final : public Connection {
       shared_->close_reason = reason;
       shared_->send_result = absl::UnavailableError("closed");
     }
-    if (sink_ != nullptr) sink_->OnClosed(reason);
+    if (delivering_) {
+      close_pending_ = true;
+      return;
+    }
+    DeliverClosed(reason);
   }
   const PeerInfo& peer() const override { return peer_; }
 
-  // Delivers a frame from the scripted peer, on the calling thread.
-  void Deliver(Frame frame) { sink_->OnFrame(frame); }
+  // Delivers a frame from the scripted peer, on the calling thread (one
+  // thread at a time); dropped once the connection is closed.
+  void Deliver(Frame frame) {
+    {
+      absl::MutexLock lock(&shared_->mu);
+      if (shared_->closed_count > 0) return;
+    }
+    delivering_ = true;
+    sink_->OnFrame(frame);
+    delivering_ = false;
+    if (close_pending_) {
+      close_pending_ = false;
+      absl::Status reason;
+      {
+        absl::MutexLock lock(&shared_->mu);
+        reason = shared_->close_reason;
+      }
+      DeliverClosed(reason);
+    }
+  }
 
  private:
+  void DeliverClosed(const absl::Status& reason) {
+    if (sink_ != nullptr && !closed_delivered_.exchange(true)) sink_->OnClosed(reason);
+  }
+
   const std::shared_ptr<Shared> shared_;
   PeerInfo peer_;
   FrameSink* sink_ = nullptr;
+  // Touched by the delivering thread only (tests deliver from one thread).
+  bool delivering_ = false;
+  bool close_pending_ = false;
+  std::atomic<bool> closed_delivered_{false};
 };
 
 Frame MakeFrame(FrameType type, uint32_t flags, uint64_t call_id, std::string meta = {},
@@ -415,6 +451,7 @@ class CoreFacingScriptedPeerTest : public ::testing::Test {
     connection_ = connection.get();
     ConnectionCore::Options options;
     options.connecting_side = connecting_side;
+    options.on_closed = [this](ConnectionCore*) { closed_runs_.fetch_add(1); };
     if (!connecting_side) {
       options.services = &services_;
       options.handler_pool = &pool_;
@@ -422,10 +459,19 @@ class CoreFacingScriptedPeerTest : public ::testing::Test {
     core_ = ConnectionCore::Create(std::move(connection), options);
     core_->Start();
   }
-  // Connecting side: the peer's HELLO_ACK, then this side's HELLO.
+  // Connecting side: the scripted peer answers HELLO with HELLO_ACK, from
+  // a thread of its own, once it has seen the HELLO.
   void Handshake() {
-    connection_->Deliver(HelloFrame(FrameType::kHelloAck));
-    ASSERT_TRUE(core_->ClientHandshake(absl::Now() + kWatchdog).ok());
+    std::thread peer([this] {
+      const absl::Time give_up = absl::Now() + kWatchdog;
+      while (SentOfType(FrameType::kHello).empty() && absl::Now() < give_up) {
+        absl::SleepFor(absl::Milliseconds(1));
+      }
+      connection_->Deliver(HelloFrame(FrameType::kHelloAck));
+    });
+    absl::Status shaken = core_->ClientHandshake(absl::Now() + kWatchdog);
+    peer.join();
+    ASSERT_TRUE(shaken.ok()) << shaken;
   }
   void TearDown() override {
     if (!block_.release.HasBeenNotified()) block_.release.Notify();
@@ -463,6 +509,9 @@ class CoreFacingScriptedPeerTest : public ::testing::Test {
     return SentOfType(FrameType::kResponse);
   }
 
+  int ClosedRuns() const { return closed_runs_.load(); }
+
+  std::atomic<int> closed_runs_{0};
   std::shared_ptr<FakeConnection::Shared> shared_ = std::make_shared<FakeConnection::Shared>();
   FakeConnection* connection_ = nullptr;
   BlockControl block_;
@@ -496,8 +545,15 @@ TEST_F(CoreFacingScriptedPeerTest, AGoAwayBeforeHelloClosesTheAcceptingSide) {
   Create(/*connecting_side=*/false);
   connection_->Deliver(GoAwayFrame(0));
   EXPECT_EQ(CloseCount(), 1) << "a GOAWAY must not stand in for the handshake";
+  EXPECT_TRUE(core_->closed());
+  EXPECT_EQ(ClosedRuns(), 1);
+}
+
+TEST_F(CoreFacingScriptedPeerTest, APingBeforeHelloIsNotAnswered) {
+  Create(/*connecting_side=*/false);
   connection_->Deliver(MakeFrame(FrameType::kPing, 0, 1, {}, "12345678"));
   EXPECT_TRUE(SentOfType(FrameType::kPong).empty());
+  EXPECT_TRUE(core_->closed());
 }
 
 TEST_F(CoreFacingScriptedPeerTest, AnOversizeRequestBeforeHelloIsNotAnswered) {
@@ -619,7 +675,10 @@ TEST_F(CoreFacingScriptedPeerTest, GoAwayFailsOnlyTheCallsAboveTheLastProcessedI
   EXPECT_TRUE(results[0].ok()) << results[0];
   EXPECT_EQ(replies[0].value(), "one");
   StringValue reply;
-  EXPECT_EQ(core_->CallUnary(kEcho, Text("new"), &reply, {}).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(core_->CallUnary(kEcho, Text("new"), &reply, CallOptions::WithTimeout(kWatchdog)).code(),
+            absl::StatusCode::kUnavailable);
+  core_->Close(absl::CancelledError("done"));  // call 3 completes while `results` lives
+  EXPECT_EQ(results[1].code(), absl::StatusCode::kUnavailable);
 }
 
 TEST_F(CoreFacingScriptedPeerTest, AnOversizeReplyFailsItsCall) {
@@ -667,7 +726,7 @@ TEST_F(CoreFacingScriptedPeerTest, ASendThatFindsTheTransportGoneMakesTheConnect
     shared_->send_result = absl::UnavailableError("peer gone");
   }
   StringValue reply;
-  EXPECT_EQ(core_->CallUnary(kEcho, Text("x"), &reply, {}).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(core_->CallUnary(kEcho, Text("x"), &reply, CallOptions::WithTimeout(kWatchdog)).code(), absl::StatusCode::kUnavailable);
   EXPECT_FALSE(core_->usable());
   EXPECT_FALSE(core_->closed());  // until the transport reports closure
 }
@@ -685,7 +744,8 @@ TEST_F(CoreFacingScriptedPeerTest, ClosureFailsOutstandingCallsAndRunsOnClosedOn
   core_->Close(absl::UnavailableError("again"));
   ASSERT_EQ(results.size(), 2u);
   for (const absl::Status& status : results) EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(CloseCount(), 2);  // the fake counts calls; it delivers OnClosed once
+  EXPECT_EQ(CloseCount(), 2);  // the fake counts Close calls
+  EXPECT_EQ(ClosedRuns(), 1);  // the core's on_closed ran once
   EXPECT_TRUE(core_->closed());
 }
 

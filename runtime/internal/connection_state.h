@@ -11,8 +11,9 @@
 //
 // Thread-safety: the transitions and status() run under the owner's mutex
 // (ConnectionCore::mu_), which also guards the call tables, so that a phase
-// checked there cannot change before a call is recorded. phase() and the
-// cancellation flag are atomics, readable from any thread without it.
+// checked there cannot change before a call is recorded. phase(),
+// handshake_succeeded() and the cancellation flag are atomics, readable from
+// any thread without it.
 //
 // Example:
 //   ConnectionState state;                       // kHandshaking
@@ -58,6 +59,9 @@ class ConnectionState {
   bool usable() const { return phase() <= Phase::kOpen; }
   // Whether the handshake has succeeded or failed (or the connection closed).
   bool handshake_settled() const { return phase() != Phase::kHandshaking; }
+  // Whether the handshake succeeded (also after a later closure): only then
+  // are frames other than the handshake's valid from the peer.
+  bool handshake_succeeded() const { return handshake_succeeded_.load(std::memory_order_acquire); }
   // The cancellation flag of handlers that run inline on the connection's
   // reader, which cannot read a CANCEL while they run: set once this side
   // begins closing (BeginClosing) or the connection is closed. Lives as long
@@ -76,7 +80,7 @@ class ConnectionState {
   // closed first.
   absl::Status handshake_result() const {
     if (!handshake_error_.ok()) return handshake_error_;
-    if (handshake_succeeded_) return absl::OkStatus();
+    if (handshake_succeeded()) return absl::OkStatus();
     return absl::UnavailableError(
         absl::StrCat("connection closed during handshake: ", close_reason_.message()));
   }
@@ -86,7 +90,7 @@ class ConnectionState {
   // kHandshaking -> kOpen.
   void HandshakeSucceeded() {
     if (phase() != Phase::kHandshaking) return;
-    handshake_succeeded_ = true;
+    handshake_succeeded_.store(true, std::memory_order_release);
     Advance(Phase::kOpen);
   }
   // kHandshaking -> kDraining, with `error` (not OK) as the handshake's result.
@@ -129,7 +133,7 @@ class ConnectionState {
 
   std::atomic<Phase> phase_{Phase::kHandshaking};
   std::atomic<bool> closing_{false};
-  bool handshake_succeeded_ = false;
+  std::atomic<bool> handshake_succeeded_{false};
   absl::Status handshake_error_;
   absl::Status close_reason_;
 };

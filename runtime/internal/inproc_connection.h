@@ -25,8 +25,8 @@
 
 namespace locus::internal {
 
-// Returns {client end, server end}. `seen_by_client` / `seen_by_server` are
-// what each end reports as peer(). A payload larger than the receiving end's
+// Returns {client end, server end}; each InprocEnd's `peer` is what that end
+// reports as peer(). A payload larger than the receiving end's
 // `max_receive_message_size` is not delivered: the receiver gets
 // OnOversizeFrame, as from a socket transport.
 struct InprocEnd {

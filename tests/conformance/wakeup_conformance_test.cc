@@ -56,6 +56,10 @@ class Waiter {
           wait();
           returned_.Notify();
         }) {}
+  // A test that stopped early (a failed ASSERT) still joins the thread.
+  ~Waiter() {
+    if (thread_.joinable()) Join("the end of the test");
+  }
   const std::atomic<pid_t>& tid() const { return tid_; }
   void Join(const char* event) {
     if (!returned_.WaitForNotificationWithTimeout(kWatchdog)) {
@@ -145,13 +149,15 @@ TYPED_TEST(StreamWakeUp, CancelEndsABlockedRead) {
 }
 
 TYPED_TEST(StreamWakeUp, TheDeadlineEndsABlockedRead) {
+  // Long enough to open the chat and see the Read asleep on a busy machine.
   ClientReaderWriter<EchoRequest, EchoReply> chat =
-      this->QuietChat(CallOptions::WithTimeout(absl::Milliseconds(300)));
+      this->QuietChat(CallOptions::WithTimeout(absl::Seconds(3)));
   bool read = true;
   Waiter waiter([&] {
     EchoReply reply;
     read = chat.Read(&reply);
   });
+  ASSERT_TRUE(AwaitAsleep(waiter.tid()));
   waiter.Join("the deadline");
   EXPECT_FALSE(read);
   EXPECT_EQ(chat.Finish().code(), absl::StatusCode::kDeadlineExceeded);
