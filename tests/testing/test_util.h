@@ -10,14 +10,18 @@
 #ifndef LOCUS_TESTS_TESTING_TEST_UTIL_H_
 #define LOCUS_TESTS_TESTING_TEST_UTIL_H_
 
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -30,6 +34,34 @@ namespace locus::testing {
 
 // Tests use deadlines only as watchdogs against hangs.
 inline constexpr absl::Duration kWatchdog = absl::Seconds(60);
+
+// The kernel's id of the calling thread (for ThreadIsBlocked).
+inline pid_t ThisThreadId() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+
+// Whether thread `tid` of this process is blocked in the kernel (state S or
+// D in /proc: waiting on a futex, a socket, a timer), as opposed to running
+// or runnable. A test's signal that a thread reached a wait it cannot leave
+// by itself, where no event says so.
+inline bool ThreadIsBlocked(pid_t tid) {
+  std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  // "tid (name) S ...": the name may hold spaces and parentheses.
+  const size_t name_end = line.rfind(')');
+  if (name_end == std::string::npos || name_end + 2 >= line.size()) return false;
+  const char state = line[name_end + 2];
+  return state == 'S' || state == 'D';
+}
+
+// Waits (bounded by the watchdog) until thread `tid` blocks.
+inline bool WaitUntilThreadBlocks(pid_t tid) {
+  const absl::Time until = absl::Now() + kWatchdog;
+  while (!ThreadIsBlocked(tid)) {
+    if (absl::Now() >= until) return false;
+    absl::SleepFor(absl::Microseconds(100));
+  }
+  return true;
+}
 
 class TempDir {
  public:
@@ -121,15 +153,8 @@ class ChildServer {
     if (posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), envp.data()) != 0) pid_ = -1;
     posix_spawn_file_actions_destroy(&actions);
     close(out[1]);
-    FILE* from_child = fdopen(out[0], "r");
-    char line[512];
-    while (pid_ > 0 && std::fgets(line, sizeof(line), from_child) != nullptr) {
-      std::string text(line);
-      text.erase(text.find_last_not_of("\r\n") + 1);
-      if (text == "ready") break;
-      if (text.rfind("listening ", 0) == 0) addresses_.push_back(text.substr(10));
-    }
-    std::fclose(from_child);
+    ReadAnnouncements(out[0]);
+    close(out[0]);
   }
   ~ChildServer() { Kill(); }
   void Kill() {
@@ -144,6 +169,38 @@ class ChildServer {
   const std::vector<std::string>& addresses() const { return addresses_; }
 
  private:
+  // Reads the child's "listening ..." lines up to "ready". Bounded by the
+  // watchdog: a child that hangs before "ready" (or never writes it) is
+  // killed, leaving addresses() short, instead of blocking the test for
+  // ever.
+  void ReadAnnouncements(int fd) {
+    const absl::Time until = absl::Now() + kWatchdog;
+    std::string pending;
+    while (pid_ > 0) {
+      const absl::Duration left = until - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        std::fprintf(stderr, "ChildServer: no \"ready\" within the watchdog\n");
+        Kill();
+        return;
+      }
+      pollfd waiting{fd, POLLIN, 0};
+      const int ready = poll(&waiting, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready <= 0) continue;  // the deadline is checked above
+      char buffer[512];
+      const ssize_t n = read(fd, buffer, sizeof(buffer));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;  // the child exited (or closed stdout) before "ready"
+      pending.append(buffer, static_cast<size_t>(n));
+      for (size_t end; (end = pending.find('\n')) != std::string::npos; pending.erase(0, end + 1)) {
+        std::string text = pending.substr(0, end);
+        text.erase(text.find_last_not_of("\r") + 1);
+        if (text == "ready") return;
+        if (text.rfind("listening ", 0) == 0) addresses_.push_back(text.substr(10));
+      }
+    }
+  }
+
   pid_t pid_ = -1;
   std::vector<std::string> addresses_;
 };

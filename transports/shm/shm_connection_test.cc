@@ -26,6 +26,7 @@
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/shm_ring.h"
 #include "internal/spin_budget.h"
+#include "tests/testing/machine_skip.h"
 
 namespace locus::internal {
 namespace {
@@ -69,7 +70,7 @@ class CountingSink final : public FrameSink {
 class ShmConnectionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (SpinBudget::Get().limit() == 0) GTEST_SKIP() << "one core: nobody polls";
+    LOCUS_SKIP_UNLESS_MACHINE(SpinBudget::Get().limit() > 0, "one core: nobody polls");
     // A caller announced for the whole test keeps both reader threads from
     // polling (they yield to callers, spin_budget.h): the client's polling
     // announcement is then only ever raised by the test's own calls.
