@@ -1,6 +1,8 @@
 // Helpers shared by Locus's integration tests: short temp dirs (Unix socket
 // paths are limited to 107 bytes), stderr capture that can wait for a line
-// logged by another thread, and a test server in a child process.
+// logged by another thread, a test server (or client) in a child process,
+// and whether a thread is blocked (/proc), for tests that must wait until
+// another thread sleeps in a call.
 //
 // Example:
 //   locus::testing::TempDir dir;
@@ -127,13 +129,16 @@ class StderrCapture {
   int saved_;
 };
 
-// Runs tests/conformance/test_server_main.cc (locus_test_server) with the
-// given listening addresses and extra environment ("NAME=value"); killed
-// (SIGKILL) and reaped on destruction.
-class ChildServer {
+// Runs a binary in a child process with the given arguments and extra
+// environment ("NAME=value") and reads its stdout up to a line "ready"
+// (bounded by the watchdog); killed (SIGKILL) and reaped on destruction.
+// Lines "listening <address>" before "ready" are collected: with
+// tests/conformance/test_server_main.cc (locus_test_server) the arguments
+// are listening addresses and addresses() the addresses bound.
+class ChildProcess {
  public:
-  ChildServer(const std::string& binary, const std::vector<std::string>& listen,
-              const std::vector<std::string>& extra_env = {}) {
+  ChildProcess(const std::string& binary, const std::vector<std::string>& arguments,
+               const std::vector<std::string>& extra_env = {}) {
     int out[2];
     if (pipe(out) != 0) return;
     posix_spawn_file_actions_t actions;
@@ -141,7 +146,7 @@ class ChildServer {
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
     posix_spawn_file_actions_addclose(&actions, out[0]);
     std::vector<std::string> args = {binary};
-    args.insert(args.end(), listen.begin(), listen.end());
+    args.insert(args.end(), arguments.begin(), arguments.end());
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -156,7 +161,7 @@ class ChildServer {
     ReadAnnouncements(out[0]);
     close(out[0]);
   }
-  ~ChildServer() { Kill(); }
+  ~ChildProcess() { Kill(); }
   void Kill() {
     if (pid_ <= 0) return;
     kill(pid_, SIGKILL);
@@ -165,6 +170,8 @@ class ChildServer {
     pid_ = -1;
   }
   pid_t pid() const { return pid_; }
+  // Whether the child said "ready" (and is not killed yet).
+  bool ready() const { return ready_ && pid_ > 0; }
   // Addresses actually bound, in the order given.
   const std::vector<std::string>& addresses() const { return addresses_; }
 
@@ -179,7 +186,7 @@ class ChildServer {
     while (pid_ > 0) {
       const absl::Duration left = until - absl::Now();
       if (left <= absl::ZeroDuration()) {
-        std::fprintf(stderr, "ChildServer: no \"ready\" within the watchdog\n");
+        std::fprintf(stderr, "ChildProcess: no \"ready\" within the watchdog\n");
         Kill();
         return;
       }
@@ -195,15 +202,22 @@ class ChildServer {
       for (size_t end; (end = pending.find('\n')) != std::string::npos; pending.erase(0, end + 1)) {
         std::string text = pending.substr(0, end);
         text.erase(text.find_last_not_of("\r") + 1);
-        if (text == "ready") return;
+        if (text == "ready") {
+          ready_ = true;
+          return;
+        }
         if (text.rfind("listening ", 0) == 0) addresses_.push_back(text.substr(10));
       }
     }
   }
 
   pid_t pid_ = -1;
+  bool ready_ = false;
   std::vector<std::string> addresses_;
 };
+
+// A test server in its own process (tests/conformance/test_server_main.cc).
+using ChildServer = ChildProcess;
 
 }  // namespace locus::testing
 
