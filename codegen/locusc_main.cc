@@ -57,7 +57,7 @@ Any other protoc option (--descriptor_set_out, --dependency_out, --plugin,
 --foo_out, ...) is passed through to protoc's command-line interface.
 
 Errors are reported as "file.proto:LINE:COL: message"; the exit code is then
-non-zero and no file is written.
+1 and no file is written.
 )";
 
 bool FileExists(const std::string& path) {

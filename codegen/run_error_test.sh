@@ -3,8 +3,9 @@
 #
 #   run_error_test.sh check  <locusc> <name> <workdir>
 #       Runs locusc on codegen/testdata/bad/<name>.proto; passes iff locusc
-#       exits non-zero, writes no file, and its stderr (absolute paths
-#       normalized) equals codegen/testdata/bad/<name>.expected.
+#       exits with code 1 (a rejection: a crash or an abort after the right
+#       message exits otherwise), writes no file, and its stderr (absolute
+#       paths normalized) equals codegen/testdata/bad/<name>.expected.
 #   run_error_test.sh update <locusc> <name> <workdir>
 #       Rewrites <name>.expected from locusc's stderr (still requires failure).
 set -u
@@ -23,6 +24,11 @@ rc=$?
 sed -e "s|$bad/||g" -e "s|$here|<codegen>|g" "$work/stderr.raw" >"$work/stderr"
 if [ $rc -eq 0 ]; then
   echo "FAIL: locusc accepted bad/$name.proto (exit code 0)" >&2
+  exit 1
+fi
+if [ $rc -ne 1 ]; then
+  echo "FAIL: locusc exited with code $rc on bad/$name.proto, not 1 (crashed or killed?)" >&2
+  cat "$work/stderr" >&2
   exit 1
 fi
 if [ -n "$(find "$work/out" -type f)" ]; then

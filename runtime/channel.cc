@@ -5,6 +5,8 @@
 // or the server sends GOAWAY.
 #include "locus/channel.h"
 
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -13,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
+#include "internal/call_header_codec.h"
 #include "internal/connection_core.h"
 #include "internal/inproc_dispatcher.h"
 #include "internal/process_setup.h"
@@ -21,6 +24,28 @@
 namespace locus {
 namespace internal {
 namespace {
+
+// A call whose client metadata would make its call header larger than a
+// peer accepts in a frame's meta section (kDefaultMaxMetaSize) fails with
+// RESOURCE_EXHAUSTED before anything is sent, as an oversize message does:
+// sent, the peer would close the connection as malformed, failing every
+// call on it. On every route, so that collocated calls fail alike.
+absl::Status CheckCallHeaderSize(const RpcMethod& method, const CallOptions& options) {
+  if (options.metadata.empty()) return absl::OkStatus();
+  // Cheap bound first: each entry's framing takes at most 12 bytes, the
+  // method's and the deadline's at most 32 more.
+  size_t bound = 32 + std::strlen(method.full_name);
+  for (const auto& [key, value] : options.metadata) bound += 12 + key.size() + value.size();
+  if (bound <= kDefaultMaxMetaSize) return absl::OkStatus();
+  int64_t timeout_ns = 0;
+  if (options.deadline != absl::InfiniteFuture()) {
+    timeout_ns = std::max<int64_t>(1, absl::ToInt64Nanoseconds(options.deadline - absl::Now()));
+  }
+  const size_t size = CallHeaderSize(method.full_name, timeout_ns, options.metadata);
+  if (size <= kDefaultMaxMetaSize) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat("call header of ", size, " bytes (client metadata) exceeds the limit of ",
+                                                   kDefaultMaxMetaSize, " bytes"));
+}
 
 struct Route {
   std::shared_ptr<ConnectionCore> core;     // remote, or
@@ -48,6 +73,9 @@ class ChannelImpl final : public Channel {
                                                const google::protobuf::MessageLite* request,
                                                google::protobuf::MessageLite* response,
                                                const CallOptions& options) override {
+    if (absl::Status fits = CheckCallHeaderSize(method, options); !fits.ok()) {
+      return MakeFailedClientStream(std::move(fits));
+    }
     absl::StatusOr<Route> route = GetRoute(options.deadline);
     if (!route.ok()) return MakeFailedClientStream(route.status());
     if (route->inproc == nullptr) return route->core->OpenStream(method, request, response, options);
@@ -59,6 +87,7 @@ class ChannelImpl final : public Channel {
   absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                          google::protobuf::MessageLite* response,
                          const CallOptions& options) override {
+    if (absl::Status fits = CheckCallHeaderSize(method, options); !fits.ok()) return fits;
     std::shared_ptr<ConnectionCore> core;
     std::shared_ptr<InprocDispatcher> inproc;
     absl::Status routed = GetUnaryRoute(options.deadline, &core, &inproc);
@@ -70,6 +99,10 @@ class ChannelImpl final : public Channel {
   void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                   google::protobuf::MessageLite* response, const CallOptions& options,
                   absl::AnyInvocable<void(absl::Status) &&> done) override {
+    if (absl::Status fits = CheckCallHeaderSize(method, options); !fits.ok()) {
+      std::move(done)(std::move(fits));
+      return;
+    }
     std::shared_ptr<ConnectionCore> core;
     std::shared_ptr<InprocDispatcher> inproc;
     absl::Status routed = GetUnaryRoute(options.deadline, &core, &inproc);

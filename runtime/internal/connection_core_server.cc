@@ -274,6 +274,17 @@ void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
       entry->set_value(value);
     }
     meta = wire_status.SerializeAsString();
+    if (meta.size() > kDefaultMaxMetaSize) {
+      // The peer would take an oversize meta section for malformed input and
+      // close the connection, failing every other call on it: this call
+      // fails alone instead, as a reply over the size limit does.
+      SendError(call_id,
+                absl::ResourceExhaustedError(absl::StrCat(
+                    "the status and trailing metadata of ", meta.size(),
+                    " bytes exceed the limit of ", kDefaultMaxMetaSize, " bytes")),
+                deadline);
+      return;
+    }
   }
   // The client stops waiting at its deadline; give the send a little slack
   // beyond it so a reply racing the deadline is not cut mid-way.

@@ -147,6 +147,17 @@ absl::Status InprocDispatcher::CallEntered(const RpcMethod& method,
                                                          client.max_receive_message_size, " bytes"));
     }
   }
+  if (!context.trailing_metadata().empty()) {
+    // The remote path's limit on a status with trailers (its meta section),
+    // so that a call behaves the same wherever its server lives.
+    size_t meta_bytes = status.message().size();
+    for (const auto& [key, value] : context.trailing_metadata()) meta_bytes += key.size() + value.size();
+    if (meta_bytes > kDefaultMaxMetaSize) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the status and trailing metadata of more than ", meta_bytes,
+          " bytes exceed the limit of ", kDefaultMaxMetaSize, " bytes"));
+    }
+  }
   if (options.trailing_metadata != nullptr) {
     for (const auto& entry_kv : context.trailing_metadata()) options.trailing_metadata->push_back(entry_kv);
   }

@@ -19,6 +19,7 @@ namespace locus::conformance {
 class TestServiceImpl final : public TestService::Service {
  public:
   absl::Status Echo(ServerContext* context, const EchoRequest* request, EchoReply* reply) override {
+    echoes_.fetch_add(1);
     reply->set_data(request->data());
     if (request->report_context()) {
       reply->set_transport(context->peer().transport);
@@ -33,6 +34,12 @@ class TestServiceImpl final : public TestService::Service {
     if (!request->echo_metadata_key().empty()) {
       context->AddTrailingMetadata(request->echo_metadata_key(),
                                    std::string(context->client_metadata_value(request->echo_metadata_key())));
+    }
+    if (request->echo_all_metadata()) {
+      for (const auto& [key, value] : context->client_metadata()) context->AddTrailingMetadata(key, value);
+    }
+    if (request->trailer_bytes() > 0) {
+      context->AddTrailingMetadata("padding", std::string(static_cast<size_t>(request->trailer_bytes()), 'p'));
     }
     return absl::OkStatus();
   }
@@ -106,6 +113,8 @@ class TestServiceImpl final : public TestService::Service {
     return data;
   }
 
+  // Echo handlers that started.
+  int echoes() const { return echoes_.load(); }
   int waits_started() const { return waits_started_.load(); }
   int cancellations_seen() const { return cancellations_seen_.load(); }
   int streams_started() const { return streams_started_.load(); }
@@ -120,6 +129,7 @@ class TestServiceImpl final : public TestService::Service {
     return absl::CancelledError("stream ended early");
   }
 
+  std::atomic<int> echoes_{0};
   std::atomic<int> waits_started_{0};
   std::atomic<int> cancellations_seen_{0};
   std::atomic<int> streams_started_{0};

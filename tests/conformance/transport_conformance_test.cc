@@ -1,12 +1,15 @@
-// The transport conformance suite: every transport must pass every test here.
-// A new transport adds a traits struct (how to make a listening address) to
-// `TransportKinds` below; nothing else changes.
+// The transport conformance suite: every transport must pass every test here
+// that applies to it. A new transport adds a traits struct (how to make a
+// listening address) and its configurations to the lists in
+// conformance_fixture.h; nothing else changes.
 //
 // Tests use deadlines only as watchdogs against hangs, never to assert speed.
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,6 +46,28 @@ using ::locus::testing::StderrCapture;
 using ::locus::testing::TempDir;
 
 TYPED_TEST_SUITE(TransportConformance, TransportKinds, ConfigNames);
+TYPED_TEST_SUITE(ReliableTransportConformance, ReliableKinds, ConfigNames);
+TYPED_TEST_SUITE(WireTransportConformance, WireKinds, ConfigNames);
+TYPED_TEST_SUITE(ReliableWireTransportConformance, ReliableWireKinds, ConfigNames);
+TYPED_TEST_SUITE(CancellationSeenByTheHandler, HandlerSeesCancelKinds, ConfigNames);
+TYPED_TEST_SUITE(CancellationOfABusyInlineHandler, BusyInlineHandlerKinds, ConfigNames);
+template <typename ConfigT>
+class DatagramTransportConformance : public TransportConformance<ConfigT> {
+  static_assert(!ConfigT::TransportKind::kReliable, "for datagram transports");
+};
+TYPED_TEST_SUITE(DatagramTransportConformance, DatagramKinds, ConfigNames);
+
+// Opens a Chat and proves it open with one round trip.
+ClientReaderWriter<EchoRequest, EchoReply> OpenChatForTest(TestService::Stub& stub) {
+  ClientReaderWriter<EchoRequest, EchoReply> chat = stub.Chat(Watchdog());
+  EchoRequest request;
+  request.set_data("hello");
+  EchoReply reply;
+  EXPECT_TRUE(chat.Write(request));
+  EXPECT_TRUE(chat.Read(&reply));
+  EXPECT_EQ(reply.data(), "hello");
+  return chat;
+}
 
 TYPED_TEST(TransportConformance, EchoFromOneByteToTheSizeLimit) {
   // The limit applies to the serialized message: field tag (1 byte) plus a
@@ -68,8 +93,7 @@ TYPED_TEST(TransportConformance, EchoFromOneByteToTheSizeLimit) {
 
 // Many large messages in flight at once, more than shared memory's bulk
 // areas hold (the rest stream through the ring), each arriving whole.
-TYPED_TEST(TransportConformance, LargeMessagesInFlightTogetherStayIntact) {
-  LOCUS_SKIP_UNLESS_RELIABLE();
+TYPED_TEST(ReliableTransportConformance, LargeMessagesInFlightTogetherStayIntact) {
   constexpr int kRounds = 3;
   constexpr int kCalls = 16;
   for (int round = 0; round < kRounds; ++round) {
@@ -94,8 +118,7 @@ TYPED_TEST(TransportConformance, LargeMessagesInFlightTogetherStayIntact) {
   ASSERT_TRUE(small.ok()) << small.status();
 }
 
-TYPED_TEST(TransportConformance, SixteenThreadsOfAThousandConcurrentCalls) {
-  LOCUS_SKIP_UNLESS_RELIABLE();
+TYPED_TEST(ReliableTransportConformance, SixteenThreadsOfAThousandConcurrentCalls) {
   constexpr int kThreads = 16;
   constexpr int kCallsPerThread = 1000;
   std::atomic<int> mismatches{0};
@@ -130,40 +153,35 @@ TYPED_TEST(TransportConformance, SixteenThreadsOfAThousandConcurrentCalls) {
 // background: the I/O thread reads (and, on sockets, polls) the connection
 // between the synchronous callers' turns at reading it themselves, and
 // hands the reader role back and forth with them. Every reply reaches its
-// own call. On a datagram transport a call whose datagram was lost ends at
-// its (shorter) deadline: allowed; any other failure or a mismatch is not.
+// own call, every call is checked (the last window of asynchronous ones
+// too). On a datagram transport a call whose datagram was lost ends at its
+// (shorter) deadline: at most 1% may; any other failure or a mismatch fails.
 TYPED_TEST(TransportConformance, SynchronousCallsAmidAsynchronousOnes) {
   constexpr int kSyncThreads = 2;
   constexpr int kSyncCalls = 500;
   constexpr int kAsyncInFlight = 8;
-  const bool reliable = TypeParam::TransportKind::kReliable;
-  auto call_options = [reliable] {
-    return reliable ? Watchdog() : CallOptions::WithTimeout(absl::Seconds(2));
-  };
+  CallOutcomes outcomes(TypeParam::TransportKind::kReliable);
   std::atomic<bool> stop{false};
-  std::atomic<int> failures{0};
   std::atomic<int> async_done{0};
-  // A reply, or for datagrams the deadline of a lost one.
-  auto acceptable = [reliable](const absl::StatusOr<EchoReply>& reply, const std::string& sent) {
-    if (reply.ok()) return reply->data() == sent;
-    return !reliable && reply.status().code() == absl::StatusCode::kDeadlineExceeded;
+  auto check = [&outcomes](const absl::StatusOr<EchoReply>& reply, const std::string& sent) {
+    if (outcomes.Record(reply.status()) && reply->data() != sent) outcomes.RecordMismatch();
   };
   std::thread async_caller([&] {
-    std::vector<Future<EchoReply>> window;
-    for (int i = 0; !stop.load(); ++i) {
-      EchoRequest request;
-      request.set_data(absl::StrCat("async ", i));
-      window.push_back(this->stub_->AsyncEcho(request, call_options()));
-      if (window.size() < kAsyncInFlight) continue;
-      for (int k = 0; k < kAsyncInFlight; ++k) {
-        if (!acceptable(window[k].Get(), absl::StrCat("async ", i - kAsyncInFlight + 1 + k))) {
-          failures++;
-        }
+    std::vector<std::pair<Future<EchoReply>, std::string>> window;
+    auto drain = [&] {
+      for (auto& [pending, sent] : window) {
+        check(pending.Get(), sent);
         async_done++;
       }
       window.clear();
+    };
+    for (int i = 0; !stop.load(); ++i) {
+      EchoRequest request;
+      request.set_data(absl::StrCat("async ", i));
+      window.emplace_back(this->stub_->AsyncEcho(request, outcomes.Options()), request.data());
+      if (window.size() >= kAsyncInFlight) drain();
     }
-    for (auto& pending : window) (void)pending.Get();
+    drain();
   });
   // The synchronous calls start once asynchronous ones flow.
   if (!Eventually([&] { return async_done.load() >= kAsyncInFlight; })) {
@@ -177,27 +195,37 @@ TYPED_TEST(TransportConformance, SynchronousCallsAmidAsynchronousOnes) {
       for (int i = 0; i < kSyncCalls; ++i) {
         EchoRequest request;
         request.set_data(absl::StrCat("sync ", t, " ", i));
-        if (!acceptable(this->stub_->Echo(request, call_options()), request.data())) failures++;
+        check(this->stub_->Echo(request, outcomes.Options()), request.data());
       }
     });
   }
   for (auto& thread : sync_callers) thread.join();
   stop = true;
   async_caller.join();
-  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(outcomes.calls(), kSyncThreads * kSyncCalls + async_done.load());
+  outcomes.Check();
 }
 
 // Calls issued from completion callbacks, with sizes around the limits of
 // output batching (frames a reader thread sends while it delivers one read
 // are queued and written together; large ones are written at once), keep
-// every reply whole and matched to its call.
+// every reply whole and matched to its call. (A datagram may be lost: at
+// most 1% of the calls, see CallOutcomes.)
 TYPED_TEST(TransportConformance, CallbackChainsOfMixedSizesStayIntact) {
   constexpr int kChains = 16;
   constexpr int kCallsPerChain = 40;
   const size_t kSizes[] = {1, 100, 16 * 1024 - 200, 16 * 1024 + 1, 70 * 1024, 300 * 1024};
+  if constexpr (!TypeParam::TransportKind::kReliable) {
+    // Every chain may have its largest datagram in flight at once.
+    const size_t needed = kChains * (TypeParam::TransportKind::kMaxMessage + 1024);
+    LOCUS_SKIP_UNLESS_MACHINE(GrantedUdpReceiveBuffer() >= needed,
+                              "UDP receive buffers are capped at " << GrantedUdpReceiveBuffer()
+                                  << " bytes (net.core.rmem_max), less than the " << needed
+                                  << " this test has in flight: raise net.core.rmem_max");
+  }
+  CallOutcomes outcomes(TypeParam::TransportKind::kReliable);
   absl::Mutex mu;
   int finished_chains ABSL_GUARDED_BY(mu) = 0;
-  std::atomic<int> bad{0};
   struct Chain {
     int index = 0;
     int calls = 0;
@@ -209,9 +237,9 @@ TYPED_TEST(TransportConformance, CallbackChainsOfMixedSizesStayIntact) {
     const size_t size = std::min<size_t>(kSizes[(chain->index + chain->calls) % std::size(kSizes)],
                                          TypeParam::TransportKind::kMaxMessage);
     chain->request.set_data(std::string(size, static_cast<char>('a' + chain->calls % 26)));
-    this->stub_->AsyncEcho(chain->request, &chain->reply, Watchdog(), [&, chain](absl::Status status) {
-      if (!status.ok() || chain->reply.data() != chain->request.data()) bad++;
-      if (++chain->calls < kCallsPerChain && status.ok()) {
+    this->stub_->AsyncEcho(chain->request, &chain->reply, outcomes.Options(), [&, chain](absl::Status status) {
+      if (outcomes.Record(status) && chain->reply.data() != chain->request.data()) outcomes.RecordMismatch();
+      if (++chain->calls < kCallsPerChain) {
         next(chain);  // from the thread that delivered the reply
         return;
       }
@@ -223,26 +251,30 @@ TYPED_TEST(TransportConformance, CallbackChainsOfMixedSizesStayIntact) {
     chains[i].index = i;
     next(&chains[i]);
   }
-  absl::MutexLock lock(&mu);
-  auto all_done = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu) { return finished_chains == kChains; };
-  EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all_done), kWatchdog));
-  EXPECT_EQ(bad.load(), 0);
+  {
+    absl::MutexLock lock(&mu);
+    auto all_done = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu) { return finished_chains == kChains; };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all_done), kWatchdog));
+  }
+  EXPECT_EQ(outcomes.calls(), kChains * kCallsPerChain);
+  outcomes.Check();
 }
 
 TYPED_TEST(TransportConformance, SixteenThreadsOfSynchronousCalls) {
-  std::atomic<int> bad{0};
+  CallOutcomes outcomes(TypeParam::TransportKind::kReliable);
   std::vector<std::thread> threads;
   for (int t = 0; t < 16; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 200; ++i) {
-        std::string data = absl::StrCat(t, "/", i);
-        absl::StatusOr<EchoReply> reply = this->Echo(*this->stub_, data);
-        if (!reply.ok() || reply->data() != data) bad++;
+        EchoRequest request;
+        request.set_data(absl::StrCat(t, "/", i));
+        absl::StatusOr<EchoReply> reply = this->stub_->Echo(request, outcomes.Options());
+        if (outcomes.Record(reply.status()) && reply->data() != request.data()) outcomes.RecordMismatch();
       }
     });
   }
   for (auto& thread : threads) thread.join();
-  EXPECT_EQ(bad.load(), 0);
+  outcomes.Check();
 }
 
 TYPED_TEST(TransportConformance, CallbackApiDeliversReply) {
@@ -263,9 +295,9 @@ TYPED_TEST(TransportConformance, CallbackApiDeliversReply) {
 TYPED_TEST(TransportConformance, SynchronousCallFromACallbackFailsInsteadOfHanging) {
   // The callback runs on the thread that read the reply, which holds the
   // connection's reader: a synchronous call on the same connection from
-  // there could never read its own reply. (Collocated calls have no reader
+  // there could never read its own reply. (In-process calls have no reader
   // to wait for: the nested call simply runs.)
-  const bool collocated = std::string(TypeParam::TransportKind::kTransport) == "inproc";
+  const bool inproc = std::string(TypeParam::TransportKind::kTransport) == "inproc";
   EchoRequest request;
   request.set_data("outer");
   EchoReply reply;
@@ -279,7 +311,7 @@ TYPED_TEST(TransportConformance, SynchronousCallFromACallbackFailsInsteadOfHangi
     done.Notify();
   });
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(kWatchdog));
-  if (collocated) {
+  if (inproc) {
     EXPECT_TRUE(nested.ok()) << nested;
   } else {
     EXPECT_EQ(nested.code(), absl::StatusCode::kFailedPrecondition) << nested;
@@ -401,23 +433,24 @@ TYPED_TEST(TransportConformance, AsyncDeadlineExceeded) {
 }
 
 // CallOptions::cancellation: Cancel() from another thread ends a call in
-// progress with CANCELLED, and the server's handler sees IsCancelled().
+// progress with CANCELLED, and the server's handler sees IsCancelled()
+// (CancellationSeenByTheHandler: handler pools and in-process calls). An
+// inline handler on a wire occupies the thread that would read the CANCEL:
+// there the call still ends at once at the client, while the handler runs
+// on (CancellationOfABusyInlineHandler).
+
+// Cancels once the server has started more than `waits_before` waits (the
+// call is in progress there). Runs on its own thread.
 template <typename Fixture>
 void CancelOnceTheServerWaits(Fixture* test, const Cancellation& cancel, int waits_before) {
-  Eventually([&] { return test->service_.waits_started() > waits_before; });
+  EXPECT_TRUE(Eventually([&] { return test->service_.waits_started() > waits_before; }))
+      << "the call never reached the server's handler";
   cancel.Cancel();
 }
 
-// Whether a handler can learn of a cancellation while it runs: an inline
-// handler occupies the thread that would read the CANCEL (use
-// handler_threads for handlers that wait), a collocated one is told directly.
-template <typename ConfigT>
-constexpr bool HandlerSeesCancel() {
-  return ConfigT::handler_threads > 0 || !ConfigT::TransportKind::kHasWire;
-}
-
 // A WaitForCancel that lasts until cancelled where the handler can see it,
-// and briefly where it cannot (it then holds its connection meanwhile).
+// and briefly where it cannot (an inline handler holds its connection
+// meanwhile; the client's call ends at the Cancel anyway).
 template <typename ConfigT>
 WaitRequest WaitUntilCancelled() {
   WaitRequest request;
@@ -427,39 +460,94 @@ WaitRequest WaitUntilCancelled() {
 
 template <typename Fixture>
 void ExpectServerSawCancellations(Fixture* test, int count) {
-  if (!HandlerSeesCancel<typename Fixture::Config>()) return;
-  Eventually([&] { return test->service_.cancellations_seen() >= count; });
+  static_assert(HandlerSeesCancel<typename Fixture::Config>());
+  EXPECT_TRUE(Eventually([&] { return test->service_.cancellations_seen() >= count; }))
+      << "the handler saw " << test->service_.cancellations_seen() << " of " << count << " cancellations";
   EXPECT_EQ(test->service_.cancellations_seen(), count);
 }
 
-TYPED_TEST(TransportConformance, CancelEndsASynchronousCallAndTheServerSeesIt) {
-  WaitRequest request = WaitUntilCancelled<TypeParam>();
+// A synchronous call cancelled while its handler waits: CANCELLED, nothing
+// left registered with the cancellation, the channel still good.
+template <typename Fixture>
+void CancelASynchronousCallWhileItsHandlerRuns(Fixture* test) {
+  WaitRequest request = WaitUntilCancelled<typename Fixture::Config>();
   Cancellation cancel;
   CallOptions options = Watchdog();
   options.cancellation = cancel;
-  std::thread canceller([&] { CancelOnceTheServerWaits(this, cancel, 0); });
-  absl::StatusOr<WaitReply> reply = this->stub_->WaitForCancel(request, options);
+  std::thread canceller([&] { CancelOnceTheServerWaits(test, cancel, 0); });
+  absl::StatusOr<WaitReply> reply = test->stub_->WaitForCancel(request, options);
   canceller.join();
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kCancelled) << reply.status();
-  ExpectServerSawCancellations(this, 1);
   EXPECT_EQ(cancel.state()->registered(), 0u);  // the call left nothing behind
-  ASSERT_TRUE(this->Echo(*this->stub_, "after").ok());  // the channel is still good
+  ASSERT_TRUE(test->Echo(*test->stub_, "after").ok());  // the channel is still good
 }
 
-TYPED_TEST(TransportConformance, CancelEndsAnAsynchronousCall) {
-  WaitRequest request = WaitUntilCancelled<TypeParam>();
+template <typename Fixture>
+void CancelAnAsynchronousCallWhileItsHandlerRuns(Fixture* test) {
+  WaitRequest request = WaitUntilCancelled<typename Fixture::Config>();
   Cancellation cancel;
   CallOptions options = Watchdog();
   options.cancellation = cancel;
-  // Collocated calls with inline handlers run inside AsyncWaitForCancel:
+  // In-process calls with inline handlers run inside AsyncWaitForCancel:
   // the canceller is already watching then.
-  std::thread canceller([&] { CancelOnceTheServerWaits(this, cancel, 0); });
-  Future<WaitReply> pending = this->stub_->AsyncWaitForCancel(request, options);
+  std::thread canceller([&] { CancelOnceTheServerWaits(test, cancel, 0); });
+  Future<WaitReply> pending = test->stub_->AsyncWaitForCancel(request, options);
   absl::StatusOr<WaitReply> reply = pending.Get();
   canceller.join();
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kCancelled) << reply.status();
-  ExpectServerSawCancellations(this, 1);
   EXPECT_EQ(cancel.state()->registered(), 0u);
+  ASSERT_TRUE(test->Echo(*test->stub_, "after").ok());
+}
+
+// Two calls in progress at once (each on its own thread: an in-process call
+// runs its handler on the caller's), both ended by one Cancel(). Where the
+// handler sees cancellations both handlers wait at once; an inline handler
+// holds the connection, so there the second call may not reach the server
+// before the first is cancelled.
+template <typename Fixture>
+void CancelTwoCallsWithOneCancellation(Fixture* test) {
+  using ConfigT = typename Fixture::Config;
+  Cancellation cancel;
+  CallOptions options = Watchdog();
+  options.cancellation = cancel;
+  WaitRequest wait = WaitUntilCancelled<ConfigT>();
+  absl::Status first;
+  std::thread first_caller([&] { first = test->stub_->WaitForCancel(wait, options).status(); });
+  const int waits_before = HandlerSeesCancel<ConfigT>() ? 1 : 0;
+  std::thread canceller([&] { CancelOnceTheServerWaits(test, cancel, waits_before); });
+  absl::StatusOr<WaitReply> second = test->stub_->WaitForCancel(wait, options);
+  first_caller.join();
+  canceller.join();
+  EXPECT_EQ(first.code(), absl::StatusCode::kCancelled) << first;
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kCancelled) << second.status();
+  EXPECT_EQ(cancel.state()->registered(), 0u);
+}
+
+TYPED_TEST(CancellationSeenByTheHandler, CancelEndsASynchronousCallAndTheServerSeesIt) {
+  CancelASynchronousCallWhileItsHandlerRuns(this);
+  ExpectServerSawCancellations(this, 1);
+}
+
+TYPED_TEST(CancellationSeenByTheHandler, CancelEndsAnAsynchronousCallAndTheServerSeesIt) {
+  CancelAnAsynchronousCallWhileItsHandlerRuns(this);
+  ExpectServerSawCancellations(this, 1);
+}
+
+TYPED_TEST(CancellationSeenByTheHandler, OneCancelEndsTwoWaitingCallsAndTheServerSeesBoth) {
+  CancelTwoCallsWithOneCancellation(this);
+  ExpectServerSawCancellations(this, 2);
+}
+
+TYPED_TEST(CancellationOfABusyInlineHandler, CancelEndsASynchronousCallWhileItsHandlerRuns) {
+  CancelASynchronousCallWhileItsHandlerRuns(this);
+}
+
+TYPED_TEST(CancellationOfABusyInlineHandler, CancelEndsAnAsynchronousCallWhileItsHandlerRuns) {
+  CancelAnAsynchronousCallWhileItsHandlerRuns(this);
+}
+
+TYPED_TEST(CancellationOfABusyInlineHandler, OneCancelEndsTwoCallsWhileAHandlerRuns) {
+  CancelTwoCallsWithOneCancellation(this);
 }
 
 TYPED_TEST(TransportConformance, CallsStartedAfterCancelFailWithoutReachingTheServer) {
@@ -478,37 +566,97 @@ TYPED_TEST(TransportConformance, CallsStartedAfterCancelFailWithoutReachingTheSe
 
 TYPED_TEST(TransportConformance, OneCancellationServesManyCallsAndKeepsNothingOfFinishedOnes) {
   Cancellation cancel;
-  CallOptions options = Watchdog();
+  CallOutcomes outcomes(TypeParam::TransportKind::kReliable);
+  CallOptions options = outcomes.Options();
   options.cancellation = cancel;
   EchoRequest request;
   request.set_data("x");
-  for (int i = 0; i < 50; ++i) ASSERT_TRUE(this->stub_->Echo(request, options).ok()) << i;
+  for (int i = 0; i < 50; ++i) outcomes.Record(this->stub_->Echo(request, options).status());
   std::vector<Future<EchoReply>> pending;
   for (int i = 0; i < 50; ++i) pending.push_back(this->stub_->AsyncEcho(request, options));
-  for (auto& p : pending) ASSERT_TRUE(p.Get().ok());
+  for (auto& p : pending) outcomes.Record(p.Get().status());
+  outcomes.Check();
   EXPECT_EQ(cancel.state()->registered(), 0u);
-  // Two calls waiting at once (each on its own thread: a collocated call
-  // runs its handler on the caller's), both ended by one Cancel().
-  WaitRequest wait = WaitUntilCancelled<TypeParam>();
-  absl::Status first;
-  std::thread first_caller([&] { first = this->stub_->WaitForCancel(wait, options).status(); });
-  // (An inline handler holds the connection: the second call may not get
-  // there before the first is cancelled.)
-  const int waits_before = HandlerSeesCancel<TypeParam>() ? 1 : 0;
-  std::thread canceller([&] { CancelOnceTheServerWaits(this, cancel, waits_before); });
-  absl::StatusOr<WaitReply> second = this->stub_->WaitForCancel(wait, options);
-  first_caller.join();
-  canceller.join();
-  EXPECT_EQ(first.code(), absl::StatusCode::kCancelled) << first;
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kCancelled) << second.status();
-  ExpectServerSawCancellations(this, 2);
+}
+
+// Cancel() racing the reply: each call is cancelled from another thread at
+// a moment that sweeps across its round trip, so that some cancels land
+// before the request leaves, some while the handler runs, some as the
+// reply arrives and some after. Every call ends exactly once, with its
+// reply (whole) or CANCELLED, leaves nothing registered, and the channel
+// stays good. (A lost datagram: DEADLINE_EXCEEDED, see CallOutcomes.)
+TYPED_TEST(TransportConformance, CancelRacingTheReplyEndsEveryCallOnceWithItsReplyOrCancelled) {
+  constexpr int kCalls = 400;
+  CallOutcomes outcomes(TypeParam::TransportKind::kReliable);
+  // A typical round trip on this machine now, to spread the cancels over.
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(this->Echo(*this->stub_, "warm up").ok());
+  const absl::Duration round_trip = (absl::Now() - start) / 20;
+  // Per call, what must outlive it: a second completion would land here.
+  struct Call {
+    Cancellation cancel;
+    EchoRequest request;
+    EchoReply reply;
+    std::atomic<int> completions{0};
+    absl::Notification done;
+    absl::Status status;
+  };
+  std::vector<std::shared_ptr<Call>> calls;
+  int cancelled = 0;
+  for (int i = 0; i < kCalls; ++i) {
+    auto call = std::make_shared<Call>();
+    calls.push_back(call);
+    CallOptions options = outcomes.Options();
+    options.cancellation = call->cancel;
+    call->request.set_data(absl::StrCat("call ", i));
+    // The canceller waits (spinning, no sleep) up to twice the round trip.
+    const absl::Duration delay = round_trip * (2.0 * (i % 40) / 40);
+    std::atomic<bool> go{false};
+    std::thread canceller([&go, delay, call] {
+      while (!go.load()) {
+      }
+      const absl::Time at = absl::Now() + delay;
+      while (absl::Now() < at) {
+      }
+      call->cancel.Cancel();
+    });
+    go = true;
+    if (i % 2 == 0) {
+      this->stub_->AsyncEcho(call->request, &call->reply, options, [call](absl::Status s) {
+        if (call->completions.fetch_add(1) == 0) {
+          call->status = s;
+          call->done.Notify();
+        }
+      });
+    } else {
+      call->status = this->stub_->Echo(call->request, &call->reply, options);
+      call->completions.fetch_add(1);
+      call->done.Notify();
+    }
+    canceller.join();  // ends by itself: a bounded spin, then Cancel()
+    ASSERT_TRUE(call->done.WaitForNotificationWithTimeout(kWatchdog)) << "call " << i << " never ended";
+    if (absl::IsCancelled(call->status)) {
+      ++cancelled;
+    } else if (outcomes.Record(call->status) && call->reply.data() != call->request.data()) {
+      outcomes.RecordMismatch();
+    }
+    EXPECT_EQ(call->cancel.state()->registered(), 0u) << "call " << i;
+  }
+  outcomes.Check();
+  // Cancelled calls do not break the channel.
+  absl::StatusOr<EchoReply> after = this->Echo(*this->stub_, "after the race");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->data(), "after the race");
+  for (int i = 0; i < kCalls; ++i) EXPECT_EQ(calls[i]->completions.load(), 1) << "call " << i;
+  std::printf("%d of %d calls ended cancelled (round trip %s)\n", cancelled, kCalls,
+              absl::FormatDuration(round_trip).c_str());
 }
 
 TYPED_TEST(TransportConformance, ManyTinyDeadlinesCompleteExactlyOnce) {
   // Deadlines racing replies, timers and registration: every call completes
   // exactly once, with its reply or DEADLINE_EXCEEDED.
   constexpr int kCalls = 2000;
-  std::atomic<int> completions{0};
+  std::vector<std::atomic<int>> completions(kCalls);
   std::atomic<int> unexpected{0};
   std::vector<EchoReply> replies(kCalls);
   for (int i = 0; i < kCalls; ++i) {
@@ -516,24 +664,26 @@ TYPED_TEST(TransportConformance, ManyTinyDeadlinesCompleteExactlyOnce) {
     request.set_data("x");
     this->stub_->AsyncEcho(request, &replies[i],
                            CallOptions::WithTimeout(absl::Microseconds(i % 50)),
-                           [&](absl::Status status) {
+                           [&, i](absl::Status status) {
                              if (!status.ok() && !absl::IsDeadlineExceeded(status)) unexpected++;
-                             completions++;
+                             completions[i]++;
                            });
   }
-  absl::Time watchdog = absl::Now() + kWatchdog;
-  while (completions.load() < kCalls && absl::Now() < watchdog) absl::SleepFor(absl::Milliseconds(1));
-  absl::SleepFor(absl::Milliseconds(20));  // a second completion would show up here
-  EXPECT_EQ(completions.load(), kCalls);
+  EXPECT_TRUE(Eventually([&] {
+    return std::all_of(completions.begin(), completions.end(), [](const auto& c) { return c.load() > 0; });
+  })) << "calls never completed";
   EXPECT_EQ(unexpected.load(), 0);
+  // One round trip later (a late duplicate reply would have arrived by
+  // then on an ordered transport), still exactly one completion each.
   EXPECT_TRUE(this->Echo(*this->stub_, "still fine").ok());
+  for (int i = 0; i < kCalls; ++i) EXPECT_EQ(completions[i].load(), 1) << "call " << i;
 }
 
-TYPED_TEST(TransportConformance, CallbackMayCallTheSameChannelAfterServerRestart) {
-  // Collocated asynchronous calls with inline handlers run before AsyncX returns.
-  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "collocated calls have no connection to replace";
-  // A completion callback that calls again on its channel while the channel
-  // replaces a broken connection must not deadlock.
+// A completion callback that calls again on its channel while the channel
+// replaces a broken connection (the server went away) must not deadlock:
+// the second call ends with a clear error. (In-process calls have no
+// connection to replace.)
+TYPED_TEST(WireTransportConformance, CallbackMayCallTheSameChannelWhileItsConnectionBreaks) {
   WaitRequest wait;
   wait.set_max_wait_ms(30000);
   WaitReply wait_reply;
@@ -552,7 +702,8 @@ TYPED_TEST(TransportConformance, CallbackMayCallTheSameChannelAfterServerRestart
                                                            });
                                     first_done.Notify();
                                   });
-  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_TRUE(Eventually([&] { return this->service_.waits_started() > 0; }))
+      << "the call never reached the server";
   this->server_->Shutdown(absl::Now());  // fails the waiting call: its callback calls again
   EXPECT_TRUE(first_done.WaitForNotificationWithTimeout(kWatchdog));
   EXPECT_TRUE(second_done.WaitForNotificationWithTimeout(kWatchdog));
@@ -565,13 +716,9 @@ TYPED_TEST(TransportConformance, CallbackMayCallTheSameChannelAfterServerRestart
 // so with GOAWAY).
 TYPED_TEST(TransportConformance, ServerRestartedOnTheSameAddressIsReachedAgain) {
   ASSERT_TRUE(this->Echo(*this->stub_, "before").ok());
-  const std::string address = this->address_;
   this->server_->Shutdown();
-  this->server_ = std::make_unique<Server>(ServerOptions{});
-  ASSERT_TRUE(this->server_->RegisterService(&this->service_).ok());
-  ASSERT_TRUE(this->server_->AddListeningAddress(address).ok());
-  absl::Status started = this->server_->Start();
-  ASSERT_TRUE(started.ok()) << started;
+  this->StartAgainOnTheSameAddress();
+  if (this->HasFatalFailure()) return;
   int failures = 0;
   absl::Status last;
   for (int attempt = 0; attempt < 3; ++attempt) {
@@ -606,15 +753,15 @@ TYPED_TEST(TransportConformance, ShutdownLetsACallInProgressAnswer) {
   request.set_max_wait_ms(300);  // not cancelled by a graceful shutdown: runs out
   absl::StatusOr<WaitReply> reply;
   std::thread caller([&] { reply = this->stub_->WaitForCancel(request, Watchdog()); });
-  Eventually([&] { return this->service_.waits_started() > 0; });
+  EXPECT_TRUE(Eventually([&] { return this->service_.waits_started() > 0; }))
+      << "the call never reached the server";
   this->server_->Shutdown(absl::Now() + absl::Seconds(20));
   caller.join();
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_FALSE(reply->saw_cancellation());
 }
 
-TYPED_TEST(TransportConformance, ServerKilledMidCallGivesUnavailableBeforeDeadline) {
-  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
+TYPED_TEST(WireTransportConformance, ServerKilledMidCallGivesUnavailableBeforeDeadline) {
   // A server in its own process, so that it can really die.
   std::string listen =
       SiblingAddress(TypeParam::TransportKind::ListenAddress(this->dir_), this->dir_, "child");
@@ -630,7 +777,9 @@ TYPED_TEST(TransportConformance, ServerKilledMidCallGivesUnavailableBeforeDeadli
   const absl::Duration deadline = absl::Seconds(30);
   absl::Time start = absl::Now();
   Future<WaitReply> pending = stub.AsyncWaitForCancel(request, CallOptions::WithTimeout(deadline));
-  absl::SleepFor(absl::Milliseconds(200));
+  // The reply to a later call on the same connection: the server has read
+  // the first (the child runs handlers on a pool, so its handler waits).
+  ASSERT_TRUE(this->Echo(stub, "behind the waiting call").ok());
   child.Kill();
   absl::StatusOr<WaitReply> reply = pending.Get();
   absl::Duration waited = absl::Now() - start;
@@ -724,9 +873,8 @@ class FrameCollector : public FrameSink {
 
 // GOAWAY tells the client which calls were not processed, so that it can
 // fail (and retry) them at once: the server must then really refuse them.
-TYPED_TEST(TransportConformance, CallsAboveTheGoAwayIdAreRefusedUnprocessed) {
-  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
-  LOCUS_SKIP_UNLESS_RELIABLE();  // a stream holds the grace period here
+// (A stream holds the grace period here: reliable transports only.)
+TYPED_TEST(ReliableWireTransportConformance, CallsAboveTheGoAwayIdAreRefusedUnprocessed) {
   auto transport = DefaultTransportRegistry().ForAddress(this->address_);
   ASSERT_TRUE(transport.ok());
   // Declared before the connection, so that it outlives the connection's
@@ -787,17 +935,13 @@ TYPED_TEST(TransportConformance, CallsAboveTheGoAwayIdAreRefusedUnprocessed) {
   (*raw)->Close(absl::CancelledError("test done"));
 }
 
-TYPED_TEST(TransportConformance, GarbageBytesCloseThatConnectionOnly) {
-  LOCUS_SKIP_UNLESS_RELIABLE();
-  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
+TYPED_TEST(ReliableWireTransportConformance, GarbageBytesCloseThatConnectionOnly) {
   FrameHeader garbage{};
   std::memcpy(&garbage, "GET / HTTP/1.1\r\nHost: x\r\n", sizeof(garbage));
   SendBadBytesAndExpectOnlyThatConnectionClosed(this, garbage, "\r\n\r\n", "malformed input");
 }
 
-TYPED_TEST(TransportConformance, TruncatedFrameClosesThatConnectionOnly) {
-  LOCUS_SKIP_UNLESS_RELIABLE();
-  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
+TYPED_TEST(ReliableWireTransportConformance, TruncatedFrameClosesThatConnectionOnly) {
   // A HELLO announcing 100 bytes of meta, of which 10 arrive before the
   // client hangs up.
   FrameHeader header = FrameHeader::Make(FrameType::kHello, 0, 0);
@@ -805,9 +949,7 @@ TYPED_TEST(TransportConformance, TruncatedFrameClosesThatConnectionOnly) {
   SendBadBytesAndExpectOnlyThatConnectionClosed(this, header, "0123456789", "truncated frame");
 }
 
-TYPED_TEST(TransportConformance, ClientThatStopsReadingIsDisconnected) {
-  LOCUS_SKIP_UNLESS_RELIABLE();
-  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
+TYPED_TEST(ReliableWireTransportConformance, ClientThatStopsReadingIsDisconnected) {
   ServerOptions options;
   options.send_stall_timeout = absl::Milliseconds(300);
   this->RestartServer(options);
@@ -872,8 +1014,7 @@ TYPED_TEST(TransportConformance, ClientThatStopsReadingIsDisconnected) {
   raw->reset();
 }
 
-TYPED_TEST(TransportConformance, NonLocusPeerCannotHandshake) {
-  if (!TypeParam::TransportKind::kHasWire) GTEST_SKIP() << "no bytes cross a wire on this transport";
+TYPED_TEST(WireTransportConformance, NonLocusPeerCannotHandshake) {
   // A server that accepts but never answers the handshake: Connect must fail
   // by its deadline instead of hanging.
   auto transport = DefaultTransportRegistry().ForAddress(this->address_);
@@ -895,6 +1036,351 @@ TYPED_TEST(TransportConformance, NonLocusPeerCannotHandshake) {
   EXPECT_THAT(std::string(channel.status().message()), HasSubstr("handshake"));
   absl::MutexLock lock(&mu);
   for (auto& c : accepted) c->Close(absl::CancelledError("test over"));
+}
+
+// Metadata: a frame's meta section (the call header: method, deadline and
+// client metadata; or the status and trailing metadata) is limited to
+// kDefaultMaxMetaSize, 64 KiB; over a datagram transport the datagram
+// (65507 bytes, with the frame header and the message) is the limit.
+template <typename Kind>
+size_t MetaRoom(size_t payload_bytes) {
+  if constexpr (Kind::kReliable) {
+    return kDefaultMaxMetaSize;
+  } else {
+    return 65507 - sizeof(FrameHeader) - payload_bytes;  // kMaxDatagramBytes
+  }
+}
+
+// One client metadata entry {"k": value} whose Echo call header, with a
+// watchdog deadline, is exactly `meta_bytes` long.
+Metadata MetadataOfHeaderSize(size_t meta_bytes) {
+  const int64_t timeout_ns = absl::ToInt64Nanoseconds(kWatchdog);
+  Metadata metadata{{"k", ""}};
+  const size_t empty = internal::CallHeaderSize(TestService::kMethodEcho.full_name, timeout_ns, metadata);
+  size_t value = meta_bytes - empty;
+  // The value's length varints grow with it: shrink until it fits.
+  for (;; --value) {
+    metadata[0].second.assign(value, 'v');
+    if (internal::CallHeaderSize(TestService::kMethodEcho.full_name, timeout_ns, metadata) <= meta_bytes) break;
+  }
+  return metadata;
+}
+
+// An Echo request that echoes client metadata "k", serialized size.
+EchoRequest EchoOfMetadataK() {
+  EchoRequest request;
+  request.set_echo_metadata_key("k");
+  return request;
+}
+
+TYPED_TEST(TransportConformance, MetadataFillingTheMetaLimitTravelsBothWays) {
+  const EchoRequest request = EchoOfMetadataK();
+  const size_t room = MetaRoom<typename TypeParam::TransportKind>(request.ByteSizeLong());
+  CallOptions options = Watchdog();
+  options.metadata = MetadataOfHeaderSize(room);
+  ASSERT_EQ(internal::CallHeaderSize(TestService::kMethodEcho.full_name,
+                                     absl::ToInt64Nanoseconds(kWatchdog), options.metadata),
+            room);
+  Metadata trailers;
+  options.trailing_metadata = &trailers;
+  absl::StatusOr<EchoReply> reply = this->stub_->Echo(request, options);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_EQ(trailers.size(), 1u);
+  EXPECT_EQ(trailers[0].first, "k");
+  EXPECT_TRUE(trailers[0].second == options.metadata[0].second)
+      << "a value of " << trailers[0].second.size() << " bytes came back for "
+      << options.metadata[0].second.size();
+}
+
+TYPED_TEST(TransportConformance, ThousandsOfMetadataEntriesArriveInOrder) {
+  CallOptions options = Watchdog();
+  for (int i = 0; i < 2000; ++i) {
+    options.metadata.emplace_back(absl::StrCat("key-", i % 7), absl::StrCat("value ", i));
+  }
+  Metadata trailers;
+  options.trailing_metadata = &trailers;
+  EchoRequest request;
+  request.set_echo_all_metadata(true);
+  absl::StatusOr<EchoReply> reply = this->stub_->Echo(request, options);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_TRUE(trailers == options.metadata) << trailers.size() << " of " << options.metadata.size()
+                                            << " entries came back, or changed, or out of order";
+}
+
+// Metadata one byte over the limit fails that call with
+// RESOURCE_EXHAUSTED, as an oversize message does, and nothing else: calls
+// and streams already open on the connection go on.
+TYPED_TEST(TransportConformance, MetadataOverTheMetaLimitFailsThatCallOnly) {
+  const EchoRequest request = EchoOfMetadataK();
+  const size_t room = MetaRoom<typename TypeParam::TransportKind>(request.ByteSizeLong());
+  std::optional<ClientReaderWriter<EchoRequest, EchoReply>> chat;
+  if constexpr (TypeParam::TransportKind::kReliable) chat.emplace(OpenChatForTest(*this->stub_));
+  CallOptions options = Watchdog();
+  options.metadata = MetadataOfHeaderSize(room);
+  options.metadata[0].second += 'v';
+  absl::StatusOr<EchoReply> reply = this->stub_->Echo(request, options);
+  EXPECT_EQ(reply.status().code(), absl::StatusCode::kResourceExhausted) << reply.status();
+  EXPECT_EQ(this->stub_->AsyncEcho(request, options).Get().status().code(),
+            absl::StatusCode::kResourceExhausted);
+  if (chat.has_value()) {
+    // A stream with that metadata fails alike.
+    ClientReaderWriter<EchoRequest, EchoReply> refused = this->stub_->Chat(options);
+    EXPECT_EQ(refused.Finish().code(), absl::StatusCode::kResourceExhausted);
+    EchoRequest ping;
+    ping.set_data("still open");
+    EchoReply pong;
+    EXPECT_TRUE(chat->Write(ping) && chat->Read(&pong)) << "the open stream ended: " << chat->Finish();
+    EXPECT_EQ(pong.data(), "still open");
+    chat->WritesDone();
+    EXPECT_TRUE(chat->Finish().ok());
+  }
+  absl::StatusOr<EchoReply> after = this->Echo(*this->stub_, "after");
+  ASSERT_TRUE(after.ok()) << after.status();
+}
+
+// Trailing metadata over the limit: the server cannot send that status,
+// so the call fails (RESOURCE_EXHAUSTED, as a reply over the size limit)
+// and the connection stays.
+TYPED_TEST(TransportConformance, TrailingMetadataOverTheMetaLimitFailsThatCallOnly) {
+  std::optional<ClientReaderWriter<EchoRequest, EchoReply>> chat;
+  if constexpr (TypeParam::TransportKind::kReliable) chat.emplace(OpenChatForTest(*this->stub_));
+  EchoRequest request;
+  request.set_trailer_bytes(static_cast<int>(kDefaultMaxMetaSize));
+  absl::StatusOr<EchoReply> reply = this->stub_->Echo(request, Watchdog());
+  EXPECT_EQ(reply.status().code(), absl::StatusCode::kResourceExhausted) << reply.status();
+  if (chat.has_value()) {
+    EchoRequest ping;
+    ping.set_data("still open");
+    EchoReply pong;
+    EXPECT_TRUE(chat->Write(ping) && chat->Read(&pong)) << "the open stream ended: " << chat->Finish();
+    chat->WritesDone();
+    EXPECT_TRUE(chat->Finish().ok());
+  }
+  absl::StatusOr<EchoReply> after = this->Echo(*this->stub_, "after");
+  ASSERT_TRUE(after.ok()) << after.status();
+}
+
+// What the process holds: file descriptors and threads (both sides of every
+// connection live in this process).
+int OpenFileDescriptors() {
+  int count = 0;
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    while (readdir(dir) != nullptr) ++count;
+    closedir(dir);
+  }
+  return count;
+}
+int ThreadsInProcess() {
+  int count = 0;
+  if (DIR* dir = opendir("/proc/self/task")) {
+    while (readdir(dir) != nullptr) ++count;
+    closedir(dir);
+  }
+  return count;
+}
+
+// Many channels (each with its own connection) calling one server at once,
+// then connection churn: channels opened, used once and dropped, again and
+// again. Every call succeeds (datagrams: see CallOutcomes) and the server
+// goes on serving. With `given_back`, what the connections held (file
+// descriptors and threads on both sides) must be given back.
+template <typename Fixture>
+void ManyChannelsThenChurn(Fixture* test, bool given_back) {
+  using Kind = typename Fixture::Kind;
+  constexpr int kChannels = 32;
+  constexpr int kCallers = 8;
+  constexpr int kChurn = 150;
+  CallOutcomes outcomes(Kind::kReliable);
+  auto call = [&](TestService::Stub& stub, const std::string& data) {
+    EchoRequest request;
+    request.set_data(data);
+    absl::StatusOr<EchoReply> reply = stub.Echo(request, outcomes.Options());
+    if (outcomes.Record(reply.status()) && reply->data() != data) outcomes.RecordMismatch();
+  };
+  // One connection made and dropped, and an asynchronous call, first: what
+  // the process starts once (timer thread, I/O threads) is not counted.
+  {
+    auto warm = Connect(test->address_, test->channel_options_);
+    ASSERT_TRUE(warm.ok()) << warm.status();
+    TestService::Stub stub(*warm);
+    EchoRequest request;
+    ASSERT_TRUE(stub.AsyncEcho(request, Watchdog()).Get().ok());
+  }
+  const int fds_before = OpenFileDescriptors();
+  const int threads_before = ThreadsInProcess();
+  {
+    std::vector<std::shared_ptr<Channel>> channels;
+    for (int i = 0; i < kChannels; ++i) {
+      auto channel = Connect(test->address_, test->channel_options_);
+      ASSERT_TRUE(channel.ok()) << "channel " << i << ": " << channel.status();
+      ASSERT_EQ((*channel)->transport_name(), Kind::kTransport);
+      channels.push_back(*channel);
+    }
+    std::vector<std::thread> callers;
+    for (int t = 0; t < kCallers; ++t) {
+      callers.emplace_back([&, t] {
+        std::vector<TestService::Stub> stubs;
+        for (int c = t; c < kChannels; c += kCallers) stubs.emplace_back(channels[c]);
+        for (int round = 0; round < 25; ++round) {
+          for (size_t c = 0; c < stubs.size(); ++c) call(stubs[c], absl::StrCat(t, "/", c, "/", round));
+        }
+      });
+    }
+    for (auto& caller : callers) caller.join();
+  }
+  for (int i = 0; i < kChurn; ++i) {
+    auto channel = Connect(test->address_, test->channel_options_);
+    ASSERT_TRUE(channel.ok()) << "churn " << i << ": " << channel.status();
+    TestService::Stub stub(*channel);
+    call(stub, absl::StrCat("churn ", i));
+  }
+  outcomes.Check();
+  EXPECT_EQ(outcomes.calls(), kChannels * 25 + kChurn);
+  // The test's own channel, open all along, still works.
+  ASSERT_TRUE(test->Echo(*test->stub_, "after the churn").ok());
+  if (!given_back) return;
+  EXPECT_TRUE(Eventually([&] { return OpenFileDescriptors() <= fds_before; }))
+      << OpenFileDescriptors() << " file descriptors open, " << fds_before << " before";
+  EXPECT_TRUE(Eventually([&] { return ThreadsInProcess() <= threads_before; }))
+      << ThreadsInProcess() << " threads, " << threads_before << " before";
+}
+
+TYPED_TEST(ReliableTransportConformance, ManyChannelsAndConnectionChurnAgainstOneServerGiveBackWhatTheyHeld) {
+  ManyChannelsThenChurn(this, /*given_back=*/true);
+}
+
+// Datagram transports: a client's session lives on at the server until
+// kUdpIdleTimeout of silence (a datagram client says no goodbye), so what
+// it held comes back only then: not checked here.
+// DISABLED, bug: a UDP client on a reused port whose old server session lives on cannot handshake ("no UDP session").
+TYPED_TEST(DatagramTransportConformance, DISABLED_ManyChannelsAndConnectionChurnAgainstOneServer) {
+  ManyChannelsThenChurn(this, /*given_back=*/false);
+}
+
+// The server restarts (a new server on the same address) while calls are in
+// flight, synchronous ones on several threads and a batch of asynchronous
+// ones: each call ends exactly once, with its reply or UNAVAILABLE (a lost
+// datagram: DEADLINE_EXCEEDED), none hangs, and calls then reach the new
+// server.
+template <typename Fixture>
+void RestartWithCallsInFlight(Fixture* test) {
+  using Kind = typename Fixture::Kind;
+  constexpr int kThreads = 4;
+  constexpr int kAsync = 64;
+  constexpr int kOkAfterRestart = 20;  // per thread
+  const bool reliable = Kind::kReliable;
+  const CallOptions options = reliable ? Watchdog() : CallOptions::WithTimeout(absl::Seconds(5));
+  std::atomic<int> unexpected{0};
+  absl::Mutex mu;
+  absl::Status first_unexpected ABSL_GUARDED_BY(mu);
+  auto expected = [&](const absl::Status& status) {
+    if (status.ok() || absl::IsUnavailable(status) || (!reliable && absl::IsDeadlineExceeded(status))) {
+      return;
+    }
+    unexpected.fetch_add(1);
+    absl::MutexLock lock(&mu);
+    if (first_unexpected.ok()) first_unexpected = status;
+  };
+  std::atomic<bool> restarted{false};
+  std::vector<std::atomic<int>> ok_before(kThreads);
+  std::vector<std::atomic<int>> ok_after(kThreads);
+  std::vector<std::thread> callers;
+  for (int t = 0; t < kThreads; ++t) {
+    callers.emplace_back([&, t] {
+      const absl::Time until = absl::Now() + kWatchdog;
+      for (int i = 0; ok_after[t].load() < kOkAfterRestart && absl::Now() < until; ++i) {
+        const bool after = restarted.load();
+        EchoRequest request;
+        request.set_data(absl::StrCat(t, "/", i));
+        absl::StatusOr<EchoReply> reply = test->stub_->Echo(request, options);
+        expected(reply.status());
+        if (reply.ok()) (after ? ok_after : ok_before)[t].fetch_add(1);
+      }
+    });
+  }
+  // Calls flow on every thread.
+  EXPECT_TRUE(Eventually([&] {
+    return std::all_of(ok_before.begin(), ok_before.end(), [](const auto& n) { return n.load() >= 10; });
+  }));
+  struct Async {
+    EchoReply reply;
+    std::atomic<int> completions{0};
+  };
+  std::vector<std::shared_ptr<Async>> batch;
+  for (int i = 0; i < kAsync; ++i) {
+    auto call = std::make_shared<Async>();
+    batch.push_back(call);
+    EchoRequest request;
+    request.set_data(absl::StrCat("async ", i));
+    test->stub_->AsyncEcho(request, &call->reply, options, [&, call](absl::Status status) {
+      expected(status);
+      call->completions.fetch_add(1);
+    });
+  }
+  test->server_->Shutdown(absl::Now());
+  test->StartAgainOnTheSameAddress();
+  restarted = true;
+  for (auto& caller : callers) caller.join();
+  EXPECT_TRUE(Eventually([&] {
+    return std::all_of(batch.begin(), batch.end(), [](const auto& c) { return c->completions.load() > 0; });
+  })) << "asynchronous calls in flight at the restart never ended";
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_GE(ok_after[t].load(), kOkAfterRestart) << "thread " << t << " never reached the new server";
+  }
+  ASSERT_TRUE(test->Echo(*test->stub_, "after the restart").ok());
+  for (int i = 0; i < kAsync; ++i) EXPECT_EQ(batch[i]->completions.load(), 1) << "async call " << i;
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(unexpected.load(), 0) << "the first: " << first_unexpected;
+}
+
+TYPED_TEST(ReliableTransportConformance, CallsInFlightWhenTheServerRestartsEndOnceAndTheChannelRecovers) {
+  RestartWithCallsInFlight(this);
+}
+
+// DISABLED, bug: a UDP client on a reused port whose old server session lives on cannot handshake (reconnect storm, no recovery).
+TYPED_TEST(DatagramTransportConformance, DISABLED_CallsInFlightWhenTheServerRestartsEndOnceAndTheChannelRecovers) {
+  RestartWithCallsInFlight(this);
+}
+
+// A client process killed mid-call, as the server sees it: the connection
+// closes, the call's handler learns that its call ended, and the server
+// goes on serving. A stream's handler runs on the stream pool, so it can
+// learn it whatever the handler mode.
+TYPED_TEST(ReliableWireTransportConformance, ClientKilledMidStreamEndsTheHandlersCallAndTheServerGoesOn) {
+  ::locus::testing::ChildProcess client(
+      LOCUS_TEST_CLIENT_PATH,
+      {this->address_, TypeParam::TransportKind::kTransport, TypeParam::spin ? "1" : "0", "chat"});
+  ASSERT_TRUE(client.ready()) << "the test client did not open its stream";
+  ASSERT_EQ(this->service_.streams_started(), 1);
+  client.Kill();
+  EXPECT_TRUE(Eventually([&] { return this->service_.stream_cancellations_seen() >= 1; }))
+      << "the handler never learned that its client died";
+  ASSERT_TRUE(this->Echo(*this->stub_, "another client").ok());
+  auto fresh = Connect(this->address_, this->channel_options_);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  TestService::Stub fresh_stub(*fresh);
+  EXPECT_TRUE(this->Echo(fresh_stub, "a new client").ok());
+}
+
+// Likewise for a unary call whose handler waits on a handler pool.
+template <typename ConfigT>
+class ClientDeathSeenByAPoolHandler : public TransportConformance<ConfigT> {
+  static_assert(ConfigT::TransportKind::kReliable && ConfigT::TransportKind::kHasWire &&
+                ConfigT::handler_threads > 0);
+};
+TYPED_TEST_SUITE(ClientDeathSeenByAPoolHandler, ReliableWirePoolKinds, ConfigNames);
+
+TYPED_TEST(ClientDeathSeenByAPoolHandler, ClientKilledMidCallCancelsTheHandlersCallAndTheServerGoesOn) {
+  ::locus::testing::ChildProcess client(
+      LOCUS_TEST_CLIENT_PATH,
+      {this->address_, TypeParam::TransportKind::kTransport, TypeParam::spin ? "1" : "0", "wait"});
+  ASSERT_TRUE(client.ready()) << "the test client did not start its call";
+  ASSERT_TRUE(Eventually([&] { return this->service_.waits_started() >= 1; }))
+      << "the test client's call never reached the handler";
+  client.Kill();
+  EXPECT_TRUE(Eventually([&] { return this->service_.cancellations_seen() >= 1; }))
+      << "the handler never learned that its client died";
+  ASSERT_TRUE(this->Echo(*this->stub_, "another client").ok());
 }
 
 TEST(Connect, NoServerGivesUnavailable) {
@@ -994,12 +1480,25 @@ TEST(Server, ShutdownWaitsForAQueuedReplyToReachTheClient) {
   ASSERT_TRUE(client.Send(FrameType::kRequest, kFlagHasMessage | kFlagEndStream, 1, call_meta,
                           request.SerializeAsString()));
   // The handler answers at once; most of the reply waits in the server's
-  // queue while this client does not read.
-  absl::SleepFor(absl::Milliseconds(300));
-  std::thread shutdown([&] { server.Shutdown(absl::Now() + absl::Seconds(30)); });
+  // queue while this client does not read. (Shutdown must wait for the
+  // call, too, should it come before the reply is queued.)
+  ASSERT_TRUE(Eventually([&] { return service.echoes() == 1; })) << "the request never reached the handler";
+  std::atomic<pid_t> shutdown_thread{0};
+  std::atomic<bool> shutdown_returned{false};
+  std::thread shutdown([&] {
+    shutdown_thread = ::locus::testing::ThisThreadId();
+    server.Shutdown(absl::Now() + absl::Seconds(30));
+    shutdown_returned = true;
+  });
   // A shutdown that did not wait for the queue would close the connection
-  // within a millisecond or so: give it the chance.
-  absl::SleepFor(absl::Milliseconds(300));
+  // and return: read only once it has stopped listening (the socket file is
+  // gone) and either returned or blocked (waiting, as it should, for the
+  // queue to drain).
+  struct stat st;
+  EXPECT_TRUE(Eventually([&] {
+    return stat(path.c_str(), &st) != 0 && shutdown_thread.load() != 0 &&
+           (shutdown_returned.load() || ::locus::testing::ThreadIsBlocked(shutdown_thread.load()));
+  })) << "the shutdown never got past closing its listener";
   bool answered = false;
   while (!answered && client.Read(&header, &meta, &payload)) {
     if (header.frame_type() != FrameType::kResponse || header.call_id != 1) continue;  // GOAWAY

@@ -1,6 +1,9 @@
-// Writes the seed corpus for wire_fuzzer: well-formed conversations (HELLO,
+// Writes the seed corpora for wire_fuzzer: well-formed conversations (HELLO,
 // requests with metadata and deadlines, replies with status and trailers,
-// cancel, ping, goaway, an oversize frame, streams with window updates). Usage: make_seed_corpus <dir>
+// cancel, ping, goaway, an oversize frame, streams with window updates), and
+// (--shm) for shm_fuzzer. Seeds named "valid-..." must reach a handler (or,
+// for shm_fuzzer, get through validation): the replay driver checks.
+// Usage: make_seed_corpus <dir> | make_seed_corpus --shm <dir>
 #include <cstdio>
 #include <fstream>
 #include <initializer_list>
@@ -55,7 +58,9 @@ std::string Response(uint64_t id, int code) {
 
 }  // namespace
 
-// Inputs for shm_fuzzer: selector byte, two indices, then bytes.
+// Inputs for shm_fuzzer: selector byte, two indices, then bytes. Seeds
+// named "valid-..." must get through (fuzz_driver_main.cc checks that the
+// target's LocusFuzzReached() is non-zero after each).
 std::string ShmInput(uint8_t selector, uint64_t write_index, uint64_t read_index, const std::string& rest) {
   std::string out(1, static_cast<char>(selector));
   out.append(reinterpret_cast<const char*>(&write_index), 8);
@@ -85,11 +90,11 @@ int WriteShmCorpus(const std::string& dir) {
   const std::string request = Request(1, "/fuzz.Echo/Say", 0);
   const std::string frames = hello + request;
   const std::string records = SealedRecords({hello, request});
-  write("ring_frames", ShmInput(0, records.size(), 0, records));
+  write("valid-ring_frames", ShmInput(0, records.size(), 0, records));
   // One frame cut across records, as a frame larger than the ring streams.
   const std::string split =
       SealedRecords({frames.substr(0, 7), frames.substr(7, 40), frames.substr(47)});
-  write("ring_split_frame", ShmInput(0, split.size(), 0, split));
+  write("valid-ring_split_frame", ShmInput(0, split.size(), 0, split));
   write("ring_overrun", ShmInput(0, 1u << 20, 0, records));
   write("ring_unsealed", ShmInput(0, 48, 0, frames));
   // A sealed record claiming more than the ring holds.
@@ -97,16 +102,41 @@ int WriteShmCorpus(const std::string& dir) {
   const uint32_t claimed = 1u << 20;
   too_long.replace(0, sizeof(claimed), reinterpret_cast<const char*>(&claimed), sizeof(claimed));
   write("ring_record_too_long", ShmInput(0, too_long.size(), 0, too_long));
+  // Setup: the region header's first 40 bytes (shm_fuzzer's kRegionBytes),
+  // then the TRANSPORT_SETUP meta.
   locus::wire::ShmSetup setup;
   setup.set_layout_version(locus::internal::kShmLayoutVersion);
   setup.set_ring_capacity(1 << 20);
   setup.set_bulk_capacity(16u << 20);
   setup.set_region_size(4096 + (2u << 20) + (32u << 20));
-  write("setup_ok", ShmInput(1, 0, 0, setup.SerializeAsString()));
+  auto region = [&](uint32_t magic, uint64_t ring, uint64_t bulk, uint64_t seal_key) {
+    locus::internal::ShmRegionHeader header{};
+    header.magic = magic;
+    header.version = locus::internal::kShmLayoutVersion;
+    header.ring_capacity = ring;
+    header.region_size = 4096 + 2 * ring + 2 * bulk;
+    header.bulk_capacity = bulk;
+    header.seal_key = seal_key;
+    return std::string(reinterpret_cast<const char*>(&header), 40);
+  };
+  const uint64_t key = locus::internal::kShmSealKeyMark | 0x5eed;
+  const uint32_t magic = locus::internal::kShmMagic;
+  write("valid-setup_ok", ShmInput(1, 0, 0, region(magic, 1 << 20, 16u << 20, key) + setup.SerializeAsString()));
+  write("setup_seal_key_unmarked",
+        ShmInput(1, 0, 0, region(magic, 1 << 20, 16u << 20, 0x5eed) + setup.SerializeAsString()));
+  write("setup_region_ring_differs",
+        ShmInput(1, 0, 0, region(magic, 1 << 19, 16u << 20, key) + setup.SerializeAsString()));
+  write("setup_region_bulk_differs",
+        ShmInput(1, 0, 0, region(magic, 1 << 20, 8u << 20, key) + setup.SerializeAsString()));
+  write("setup_region_bad_magic",
+        ShmInput(1, 0, 0, region(magic ^ 1, 1 << 20, 16u << 20, key) + setup.SerializeAsString()));
+  setup.set_bulk_capacity(0);
+  setup.set_region_size(4096 + (2u << 20));
+  write("valid-setup_no_bulk", ShmInput(1, 0, 0, region(magic, 1 << 20, 0, key) + setup.SerializeAsString()));
   setup.set_bulk_capacity(1000);
-  write("setup_bad_bulk", ShmInput(1, 0, 0, setup.SerializeAsString()));
+  write("setup_bad_bulk", ShmInput(1, 0, 0, region(magic, 1 << 20, 1000, key) + setup.SerializeAsString()));
   setup.set_ring_capacity(3000);
-  write("setup_bad_capacity", ShmInput(1, 0, 0, setup.SerializeAsString()));
+  write("setup_bad_capacity", ShmInput(1, 0, 0, region(magic, 3000, 1000, key) + setup.SerializeAsString()));
   // Payload references (offset, length) into a 1 MiB bulk area, and a
   // release count.
   auto refs = [](std::initializer_list<std::pair<uint64_t, uint64_t>> list) {
@@ -117,7 +147,7 @@ int WriteShmCorpus(const std::string& dir) {
     }
     return out;
   };
-  write("bulk_ok", ShmInput(2, 0, 1, refs({{2048, 40000}, {43008, 1000}})));
+  write("valid-bulk_ok", ShmInput(2, 0, 1, refs({{2048, 40000}, {43008, 1000}})));
   write("bulk_outside", ShmInput(2, 0, 99, refs({{1u << 20, 1}, {~uint64_t{0}, 2}})));
   return 0;
 }
@@ -133,7 +163,7 @@ int main(int argc, char** argv) {
   locus::wire::GoAway goaway;
   goaway.set_code(14);
   goaway.set_reason("bye");
-  write("server_conversation",
+  write("valid-server_conversation",
         Hello(FrameType::kHello) + Request(1, "/fuzz.Echo/Say", 0) +
             Request(3, "/fuzz.Echo/Say", 1000000000) + Request(5, "/no.Such/Method", 0) +
             Frame(FrameType::kCancel, 0, 3, "", "") + Frame(FrameType::kPing, 0, 0, "", "12345678") +
@@ -154,7 +184,7 @@ int main(int argc, char** argv) {
   locus::wire::WindowUpdate window;
   window.set_increment(8192);
   const std::string message = locus::wire::CallStatus().SerializeAsString() + "\x08\x02";
-  write("server_stream",
+  write("valid-server_stream",
         Hello(FrameType::kHello) + Frame(FrameType::kRequest, 0, 1, chat.SerializeAsString(), "") +
             Frame(FrameType::kMessage, locus::kFlagHasMessage, 1, "", message) +
             Frame(FrameType::kWindowUpdate, 0, 1, window.SerializeAsString(), "") +

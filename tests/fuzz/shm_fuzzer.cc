@@ -7,9 +7,23 @@
 // (as a real peer does), so that inputs can hold sealed records.
 //
 // Input layout: [1 byte selector][8 bytes write index][8 bytes read index]
-// [rest: ring contents / setup meta / bulk references]. Selector % 3:
-// 0 ring, 1 setup, 2 bulk. Regression-replayed by CTest like
-// wire_fuzzer (see fuzz_driver_main.cc); -DLOCUS_FUZZ=ON builds libFuzzer.
+// [rest: ring contents / setup / bulk references]. Selector % 3: 0 ring,
+// 1 setup, 2 bulk. For the setup the rest is [kRegionBytes: the region
+// header's fields, as the peer wrote them into the shared page][the
+// TRANSPORT_SETUP meta], so that both sides of the comparison in
+// ValidateShmRegionHeader come from the input (the header's magic is not
+// a valid proto: one slice for both would never pass its first check).
+// Regression-replayed by CTest like wire_fuzzer (see fuzz_driver_main.cc);
+// -DLOCUS_FUZZ=ON builds libFuzzer.
+//
+// Invariants (abort on violation): a ring record never claims more than
+// the ring less its header, free space never exceeds the capacity, bulk
+// payloads and reservations stay inside their area, and a setup that
+// validates describes exactly the region it was checked against (its
+// sizes add up, its seal key carries the mark). LocusFuzzReached() counts
+// what the last input got through (frames decoded, a setup accepted,
+// payloads resolved): the replay driver requires it of the "valid-" seeds.
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -29,6 +43,14 @@ namespace {
 
 constexpr uint64_t kCapacity = 4096;
 constexpr uint64_t kFuzzSealKey = kShmSealKeyMark;  // also in make_seed_corpus.cc
+
+// Bytes of the region header the peer controls and validation reads:
+// magic, version, ring_capacity, region_size, bulk_capacity, seal_key.
+constexpr size_t kRegionBytes = offsetof(ShmRegionHeader, seal_key) + sizeof(uint64_t);
+static_assert(kRegionBytes == 40);
+
+// What the last input got through (LocusFuzzReached).
+size_t reached = 0;
 
 struct CountingSink : FrameDecoderSink {
   size_t frames = 0;
@@ -65,6 +87,7 @@ void FuzzRing(uint64_t hostile_write, uint64_t hostile_read, const uint8_t* data
     if (round % 3 == 2) consumer.Release();
     if (!ok) break;
   }
+  reached += sink.frames;
 
   // Producer facing a hostile consumer index.
   new (&control) ShmRingControl();
@@ -80,13 +103,31 @@ void FuzzRing(uint64_t hostile_write, uint64_t hostile_read, const uint8_t* data
 }
 
 void FuzzSetup(const uint8_t* data, size_t size) {
-  absl::string_view meta(reinterpret_cast<const char*>(data), size);
+  // A region header as a peer might have written it, from its own slice.
+  ShmRegionHeader region{};
+  std::memcpy(static_cast<void*>(&region), data, std::min(size, kRegionBytes));
+  if (size < kRegionBytes) return;
+  absl::string_view meta(reinterpret_cast<const char*>(data) + kRegionBytes, size - kRegionBytes);
   absl::StatusOr<wire::ShmSetup> setup = ParseShmSetup(meta);
   if (!setup.ok()) return;
-  // A region header as a peer might have written it.
-  ShmRegionHeader region{};
-  std::memcpy(static_cast<void*>(&region), data, std::min(size, sizeof(region)));
-  (void)ValidateShmRegionHeader(region, *setup);
+  // An accepted setup's sizes add up (each bounded: no overflow).
+  if (setup->region_size() != kShmHeaderSize + 2 * setup->ring_capacity() + 2 * setup->bulk_capacity() ||
+      setup->ring_capacity() < kMinRingCapacity || setup->ring_capacity() > kMaxRingCapacity ||
+      (setup->ring_capacity() & (setup->ring_capacity() - 1)) != 0 ||
+      setup->bulk_capacity() > kMaxBulkCapacity || setup->bulk_capacity() % kBulkGranule != 0) {
+    std::abort();
+  }
+  absl::StatusOr<ShmGeometry> geometry = ValidateShmRegionHeader(region, *setup);
+  if (!geometry.ok()) return;
+  // Accepted: the region is the one announced, the key usable for seals.
+  if (region.magic != kShmMagic || region.version != kShmLayoutVersion ||
+      region.ring_capacity != setup->ring_capacity() || region.region_size != setup->region_size() ||
+      region.bulk_capacity != setup->bulk_capacity() || geometry->ring_capacity != region.ring_capacity ||
+      geometry->bulk_capacity != region.bulk_capacity || geometry->seal_key != region.seal_key ||
+      (geometry->seal_key & kShmSealKeyMark) == 0) {
+    std::abort();
+  }
+  ++reached;
 }
 
 // `data` is a sequence of 16-byte payload references a hostile sender put
@@ -105,6 +146,7 @@ void FuzzBulk(uint64_t release_count, const uint8_t* data, size_t size) {
     volatile char sink = bytes->empty() ? 0 : (*bytes)[bytes->size() - 1];  // must be in bounds
     (void)sink;
     reader.Release();
+    ++reached;
   }
   // A sender facing a hostile release count: reservations stay in the area.
   new (&control) ShmBulkControl();
@@ -124,7 +166,12 @@ void FuzzBulk(uint64_t release_count, const uint8_t* data, size_t size) {
 }  // namespace
 }  // namespace locus::internal
 
+// Things the last input got through: frames decoded from the ring, a setup
+// validated, bulk payloads resolved.
+extern "C" size_t LocusFuzzReached() { return locus::internal::reached; }
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  locus::internal::reached = 0;
   if (size < 17) return 0;
   uint64_t write_index = locus::internal::Load64(data + 1);
   uint64_t read_index = locus::internal::Load64(data + 9);

@@ -10,10 +10,24 @@
 // Built as a libFuzzer target with -DLOCUS_FUZZ=ON (clang), and otherwise as
 // a regression test that replays the seed corpus plus deterministic
 // mutations of it (fuzz_driver_main.cc), so CTest exercises it on every run.
+//
+// Invariants (abort on violation), on the accepting side:
+// - malformed input closes the connection and does nothing else: when the
+//   input leaves the connection open (at a frame boundary, after the
+//   handshake), a well-formed call that follows it (the sentinel, a call
+//   id the input never names) is served: its handler runs and its OK
+//   RESPONSE goes out;
+// - every streaming handler that started has returned once the connection
+//   is gone.
+// LocusFuzzReached() counts the handlers the input itself reached: the
+// replay driver requires it of the "valid-" seeds.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -28,7 +42,20 @@
 namespace locus::internal {
 namespace {
 
-// A Connection that discards what is sent and records Close().
+// The sentinel call: an id the input does not name (checked), and a
+// request the echo handler recognizes.
+constexpr uint64_t kSentinelId = 0x5e17'1e15'e171'1e11;
+constexpr absl::string_view kSentinelText = "sentinel";
+
+// Handler runs: the input's own (LocusFuzzReached), the sentinel's, and
+// streaming handlers started and returned.
+std::atomic<size_t> handlers_reached{0};
+std::atomic<size_t> sentinel_served{0};
+std::atomic<size_t> stream_handlers_started{0};
+std::atomic<size_t> stream_handlers_returned{0};
+
+// A Connection that discards what is sent and records Close(), the
+// handshake reply and the sentinel's response.
 class FakeConnection final : public Connection {
  public:
   FakeConnection() { peer_.transport = "fuzz"; peer_.remote_address = "fuzz:peer"; }
@@ -41,9 +68,16 @@ class FakeConnection final : public Connection {
     sink->OnClosed(absl::UnavailableError("fuzz connection released"));
   }
   void Start(FrameSink* sink) override { sink_ = sink; }
-  absl::Status Send(const FrameHeader&, absl::string_view, absl::string_view, absl::Time) override {
+  absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view,
+                    absl::Time) override {
     absl::MutexLock lock(&mu_);
-    return closed_ ? absl::UnavailableError("closed") : absl::OkStatus();
+    if (closed_) return absl::UnavailableError("closed");
+    if (header.frame_type() == FrameType::kHelloAck) sent_hello_ack_ = true;
+    if (header.frame_type() == FrameType::kResponse && header.call_id == kSentinelId) {
+      wire::CallStatus status;
+      sentinel_ok_ = status.ParseFromArray(meta.data(), static_cast<int>(meta.size())) && status.code() == 0;
+    }
+    return absl::OkStatus();
   }
   void Close(const absl::Status&) override {
     absl::MutexLock lock(&mu_);
@@ -54,12 +88,22 @@ class FakeConnection final : public Connection {
     absl::MutexLock lock(&mu_);
     return closed_;
   }
+  bool sent_hello_ack() {
+    absl::MutexLock lock(&mu_);
+    return sent_hello_ack_;
+  }
+  bool sentinel_answered_ok() {
+    absl::MutexLock lock(&mu_);
+    return sentinel_ok_;
+  }
 
  private:
   PeerInfo peer_;
   FrameSink* sink_ = nullptr;
   absl::Mutex mu_;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool sent_hello_ack_ ABSL_GUARDED_BY(mu_) = false;
+  bool sentinel_ok_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Echoes its request (any message type will do: wire.CallStatus); enough
@@ -68,7 +112,9 @@ class EchoHandler final : public MethodHandler {
  public:
   void CallSerialized(ServerContext*, absl::string_view request, ReplySink& sink) override {
     wire::CallStatus message;
-    if (!message.ParseFromArray(request.data(), static_cast<int>(request.size()))) {
+    const bool parsed = message.ParseFromArray(request.data(), static_cast<int>(request.size()));
+    (parsed && message.message() == kSentinelText ? sentinel_served : handlers_reached).fetch_add(1);
+    if (!parsed) {
       sink.Finish(absl::InvalidArgumentError("request does not parse"), nullptr);
       return;
     }
@@ -91,10 +137,13 @@ class EchoStreamHandler final : public MethodHandler {
     return absl::InternalError("streaming");
   }
   void CallStream(ServerContext*, ServerCallStream& stream, ReplySink& sink) override {
+    stream_handlers_started.fetch_add(1);
+    handlers_reached.fetch_add(1);
     wire::CallStatus message;
     while (stream.Read(&message) && stream.Write(message)) {
     }
     sink.Finish(absl::OkStatus(), nullptr);
+    stream_handlers_returned.fetch_add(1);
   }
 };
 
@@ -113,8 +162,11 @@ class CoreFeeder final : public FrameDecoderSink {
  public:
   CoreFeeder(ConnectionCore* core, FakeConnection* connection) : core_(core), connection_(connection) {}
   void OnFrame(Frame& frame) override {
+    if (frame.header.frame_type() == FrameType::kGoAway) saw_goaway_ = true;
     if (!connection_->closed()) core_->OnFrame(frame);
   }
+  // A GOAWAY from the peer may leave the connection draining.
+  bool saw_goaway() const { return saw_goaway_; }
   void OnOversizeFrame(const FrameHeader& header) override {
     if (!connection_->closed()) core_->OnOversizeFrame(header);
   }
@@ -122,7 +174,30 @@ class CoreFeeder final : public FrameDecoderSink {
  private:
   ConnectionCore* core_;
   FakeConnection* connection_;
+  bool saw_goaway_ = false;
 };
+
+// The sentinel call, as bytes: a REQUEST for the unary method.
+std::string SentinelRequest() {
+  std::string meta;
+  wire::CallHeader header;
+  header.set_method(std::string(EchoService::kMethod.full_name));
+  header.SerializeToString(&meta);
+  wire::CallStatus message;
+  message.set_message(std::string(kSentinelText));
+  const std::string payload = message.SerializeAsString();
+  FrameHeader frame = FrameHeader::Make(FrameType::kRequest, kFlagHasMessage | kFlagEndStream, kSentinelId);
+  frame.meta_length = static_cast<uint32_t>(meta.size());
+  frame.payload_length = static_cast<uint32_t>(payload.size());
+  return std::string(reinterpret_cast<const char*>(&frame), sizeof(frame)) + meta + payload;
+}
+
+// Whether the input names the sentinel's call id anywhere.
+bool NamesTheSentinel(const uint8_t* data, size_t size) {
+  const uint64_t id = kSentinelId;
+  return std::search(data, data + size, reinterpret_cast<const uint8_t*>(&id),
+                     reinterpret_cast<const uint8_t*>(&id) + sizeof(id)) != data + size;
+}
 
 // Cuts the input into datagrams at the lengths the frame headers claim
 // (clamped to what is left) and delivers what DecodeDatagram accepts.
@@ -175,27 +250,57 @@ void RunOneSide(const uint8_t* data, size_t size, bool connecting_side, bool as_
   std::unique_ptr<ClientCallStream> stream;
   if (connecting_side) stream = core->OpenStream(EchoService::kStreamMethod, nullptr, nullptr, {});
   CoreFeeder feeder(core.get(), raw);
+  bool at_frame_boundary = true;
   if (as_datagrams) {
     FeedDatagrams(data, size, feeder);
   } else {
     FrameDecoder decoder(kDefaultMaxMetaSize, options.max_receive_message_size);
     // Split the input in two reads to exercise partial frames.
     size_t half = size / 2;
-    if (decoder.Consume(absl::string_view(reinterpret_cast<const char*>(data), half), feeder).ok()) {
-      (void)decoder.Consume(absl::string_view(reinterpret_cast<const char*>(data) + half, size - half),
-                            feeder);
+    at_frame_boundary =
+        decoder.Consume(absl::string_view(reinterpret_cast<const char*>(data), half), feeder).ok() &&
+        decoder.Consume(absl::string_view(reinterpret_cast<const char*>(data) + half, size - half), feeder)
+            .ok() &&
+        decoder.at_frame_boundary();
+  }
+  // Whatever the input did, if it left the connection open a well-formed
+  // call must still be served.
+  if (!connecting_side && at_frame_boundary && !raw->closed() && raw->sent_hello_ack() &&
+      !feeder.saw_goaway() && !NamesTheSentinel(data, size)) {
+    static const std::string sentinel = SentinelRequest();
+    const size_t served_before = sentinel_served.load();
+    if (as_datagrams) {
+      FeedDatagrams(reinterpret_cast<const uint8_t*>(sentinel.data()), sentinel.size(), feeder);
+    } else {
+      FrameDecoder decoder(kDefaultMaxMetaSize, options.max_receive_message_size);
+      (void)decoder.Consume(sentinel, feeder);
+    }
+    if (sentinel_served.load() != served_before + 1 || !raw->sentinel_answered_ok()) {
+      std::fprintf(stderr, "wire_fuzzer: the connection stayed open but a well-formed call after the input "
+                           "was not served (handler runs %zu, answered OK %d)\n",
+                   sentinel_served.load() - served_before, raw->sentinel_answered_ok());
+      std::abort();
     }
   }
   // The connection ends: streams end, their handlers return.
   raw->DeliverClosed();
   stream.reset();
   stream_pool.Stop();
+  if (stream_handlers_started.load() != stream_handlers_returned.load()) {
+    std::fprintf(stderr, "wire_fuzzer: %zu streaming handler(s) still running after the connection ended\n",
+                 stream_handlers_started.load() - stream_handlers_returned.load());
+    std::abort();
+  }
 }
 
 }  // namespace
 }  // namespace locus::internal
 
+// Handlers the last input reached (sentinel calls not counted).
+extern "C" size_t LocusFuzzReached() { return locus::internal::handlers_reached.load(); }
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  locus::internal::handlers_reached = 0;
   locus::internal::RunOneSide(data, size, /*connecting_side=*/false, /*as_datagrams=*/false);
   locus::internal::RunOneSide(data, size, /*connecting_side=*/true, /*as_datagrams=*/false);
   locus::internal::RunOneSide(data, size, /*connecting_side=*/false, /*as_datagrams=*/true);

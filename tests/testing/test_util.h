@@ -1,6 +1,8 @@
 // Helpers shared by Locus's integration tests: short temp dirs (Unix socket
 // paths are limited to 107 bytes), stderr capture that can wait for a line
-// logged by another thread, and a test server in a child process.
+// logged by another thread, a test server (or client) in a child process,
+// and whether a thread is blocked (/proc), for tests that must wait until
+// another thread sleeps in a call.
 //
 // Example:
 //   locus::testing::TempDir dir;
@@ -10,14 +12,18 @@
 #ifndef LOCUS_TESTS_TESTING_TEST_UTIL_H_
 #define LOCUS_TESTS_TESTING_TEST_UTIL_H_
 
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -30,6 +36,34 @@ namespace locus::testing {
 
 // Tests use deadlines only as watchdogs against hangs.
 inline constexpr absl::Duration kWatchdog = absl::Seconds(60);
+
+// The kernel's id of the calling thread (for ThreadIsBlocked).
+inline pid_t ThisThreadId() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+
+// Whether thread `tid` of this process is blocked in the kernel (state S or
+// D in /proc: waiting on a futex, a socket, a timer), as opposed to running
+// or runnable. A test's signal that a thread reached a wait it cannot leave
+// by itself, where no event says so.
+inline bool ThreadIsBlocked(pid_t tid) {
+  std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  // "tid (name) S ...": the name may hold spaces and parentheses.
+  const size_t name_end = line.rfind(')');
+  if (name_end == std::string::npos || name_end + 2 >= line.size()) return false;
+  const char state = line[name_end + 2];
+  return state == 'S' || state == 'D';
+}
+
+// Waits (bounded by the watchdog) until thread `tid` blocks.
+inline bool WaitUntilThreadBlocks(pid_t tid) {
+  const absl::Time until = absl::Now() + kWatchdog;
+  while (!ThreadIsBlocked(tid)) {
+    if (absl::Now() >= until) return false;
+    absl::SleepFor(absl::Microseconds(100));
+  }
+  return true;
+}
 
 class TempDir {
  public:
@@ -95,13 +129,16 @@ class StderrCapture {
   int saved_;
 };
 
-// Runs tests/conformance/test_server_main.cc (locus_test_server) with the
-// given listening addresses and extra environment ("NAME=value"); killed
-// (SIGKILL) and reaped on destruction.
-class ChildServer {
+// Runs a binary in a child process with the given arguments and extra
+// environment ("NAME=value") and reads its stdout up to a line "ready"
+// (bounded by the watchdog); killed (SIGKILL) and reaped on destruction.
+// Lines "listening <address>" before "ready" are collected: with
+// tests/conformance/test_server_main.cc (locus_test_server) the arguments
+// are listening addresses and addresses() the addresses bound.
+class ChildProcess {
  public:
-  ChildServer(const std::string& binary, const std::vector<std::string>& listen,
-              const std::vector<std::string>& extra_env = {}) {
+  ChildProcess(const std::string& binary, const std::vector<std::string>& arguments,
+               const std::vector<std::string>& extra_env = {}) {
     int out[2];
     if (pipe(out) != 0) return;
     posix_spawn_file_actions_t actions;
@@ -109,7 +146,7 @@ class ChildServer {
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
     posix_spawn_file_actions_addclose(&actions, out[0]);
     std::vector<std::string> args = {binary};
-    args.insert(args.end(), listen.begin(), listen.end());
+    args.insert(args.end(), arguments.begin(), arguments.end());
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -121,17 +158,10 @@ class ChildServer {
     if (posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), envp.data()) != 0) pid_ = -1;
     posix_spawn_file_actions_destroy(&actions);
     close(out[1]);
-    FILE* from_child = fdopen(out[0], "r");
-    char line[512];
-    while (pid_ > 0 && std::fgets(line, sizeof(line), from_child) != nullptr) {
-      std::string text(line);
-      text.erase(text.find_last_not_of("\r\n") + 1);
-      if (text == "ready") break;
-      if (text.rfind("listening ", 0) == 0) addresses_.push_back(text.substr(10));
-    }
-    std::fclose(from_child);
+    ReadAnnouncements(out[0]);
+    close(out[0]);
   }
-  ~ChildServer() { Kill(); }
+  ~ChildProcess() { Kill(); }
   void Kill() {
     if (pid_ <= 0) return;
     kill(pid_, SIGKILL);
@@ -140,13 +170,54 @@ class ChildServer {
     pid_ = -1;
   }
   pid_t pid() const { return pid_; }
+  // Whether the child said "ready" (and is not killed yet).
+  bool ready() const { return ready_ && pid_ > 0; }
   // Addresses actually bound, in the order given.
   const std::vector<std::string>& addresses() const { return addresses_; }
 
  private:
+  // Reads the child's "listening ..." lines up to "ready". Bounded by the
+  // watchdog: a child that hangs before "ready" (or never writes it) is
+  // killed, leaving addresses() short, instead of blocking the test for
+  // ever.
+  void ReadAnnouncements(int fd) {
+    const absl::Time until = absl::Now() + kWatchdog;
+    std::string pending;
+    while (pid_ > 0) {
+      const absl::Duration left = until - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        std::fprintf(stderr, "ChildProcess: no \"ready\" within the watchdog\n");
+        Kill();
+        return;
+      }
+      pollfd waiting{fd, POLLIN, 0};
+      const int ready = poll(&waiting, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready <= 0) continue;  // the deadline is checked above
+      char buffer[512];
+      const ssize_t n = read(fd, buffer, sizeof(buffer));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;  // the child exited (or closed stdout) before "ready"
+      pending.append(buffer, static_cast<size_t>(n));
+      for (size_t end; (end = pending.find('\n')) != std::string::npos; pending.erase(0, end + 1)) {
+        std::string text = pending.substr(0, end);
+        text.erase(text.find_last_not_of("\r") + 1);
+        if (text == "ready") {
+          ready_ = true;
+          return;
+        }
+        if (text.rfind("listening ", 0) == 0) addresses_.push_back(text.substr(10));
+      }
+    }
+  }
+
   pid_t pid_ = -1;
+  bool ready_ = false;
   std::vector<std::string> addresses_;
 };
+
+// A test server in its own process (tests/conformance/test_server_main.cc).
+using ChildServer = ChildProcess;
 
 }  // namespace locus::testing
 
