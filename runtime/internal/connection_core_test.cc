@@ -1,8 +1,8 @@
 // The RPC core without a real transport (as Cap'n Proto tests its RPC core
-// over an in-memory network): ConnectionState's transitions; two cores
-// joined by the in-process connection pair; and one core facing a scripted
-// peer (FakeConnection), which injects exactly the frames a test wants and
-// records what the core sends.
+// over an in-memory network): two cores joined by the in-process connection
+// pair, and one core facing a scripted peer (FakeConnection), which injects
+// exactly the frames a test wants and records what the core sends.
+// ConnectionState's transitions: connection_state_test.cc.
 #include "internal/connection_core.h"
 
 #include <atomic>
@@ -28,96 +28,9 @@ namespace locus::internal {
 namespace {
 
 using ::google::protobuf::StringValue;
-using Phase = ConnectionState::Phase;
 
 // A watchdog against hangs, never a performance bound.
 constexpr absl::Duration kWatchdog = absl::Seconds(20);
-
-// ---------------------------------------------------------------------------
-// ConnectionState
-
-TEST(ConnectionStateTest, StartsHandshakingAndUsable) {
-  ConnectionState state;
-  EXPECT_EQ(state.phase(), Phase::kHandshaking);
-  EXPECT_TRUE(state.usable());
-  EXPECT_TRUE(state.accepts_calls());
-  EXPECT_FALSE(state.handshake_settled());
-  EXPECT_FALSE(state.inline_handlers_cancelled().load());
-}
-
-TEST(ConnectionStateTest, HandshakeSuccessSurvivesLaterClosure) {
-  ConnectionState state;
-  state.HandshakeSucceeded();
-  EXPECT_EQ(state.phase(), Phase::kOpen);
-  state.Closed(absl::UnavailableError("eof"));
-  EXPECT_EQ(state.phase(), Phase::kClosed);
-  EXPECT_TRUE(state.handshake_result().ok());
-  EXPECT_FALSE(state.accepts_calls());
-  EXPECT_FALSE(state.usable());
-}
-
-TEST(ConnectionStateTest, FailedHandshakeDrainsAndKeepsItsErrorAfterClosure) {
-  ConnectionState state;
-  state.HandshakeFailed(absl::FailedPreconditionError("version"));
-  EXPECT_EQ(state.phase(), Phase::kDraining);
-  EXPECT_TRUE(state.handshake_settled());
-  EXPECT_FALSE(state.accepts_calls());
-  state.Closed(absl::UnavailableError("eof"));
-  EXPECT_EQ(state.handshake_result().code(), absl::StatusCode::kFailedPrecondition);
-}
-
-TEST(ConnectionStateTest, GoAwayDuringHandshakeFailsIt) {
-  ConnectionState state;
-  state.PeerGoingAway(absl::OkStatus());
-  EXPECT_EQ(state.phase(), Phase::kDraining);
-  EXPECT_EQ(state.handshake_result().code(), absl::StatusCode::kUnavailable);
-  ConnectionState denied;
-  denied.PeerGoingAway(absl::PermissionDeniedError("uid"));
-  EXPECT_EQ(denied.handshake_result().code(), absl::StatusCode::kPermissionDenied);
-}
-
-TEST(ConnectionStateTest, ClosureBeforeTheHandshakeIsUnavailable) {
-  ConnectionState state;
-  state.Closed(absl::InternalError("reset"));
-  EXPECT_TRUE(state.handshake_settled());
-  EXPECT_EQ(state.handshake_result().code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(state.close_reason().code(), absl::StatusCode::kInternal);
-}
-
-TEST(ConnectionStateTest, BrokenStillAcceptsCallsButIsNotUsable) {
-  ConnectionState state;
-  state.SendFailed();  // only from kOpen
-  EXPECT_EQ(state.phase(), Phase::kHandshaking);
-  state.HandshakeSucceeded();
-  state.SendFailed();
-  EXPECT_EQ(state.phase(), Phase::kBroken);
-  EXPECT_FALSE(state.usable());
-  EXPECT_TRUE(state.accepts_calls());
-  state.PeerGoingAway(absl::UnavailableError("bye"));
-  EXPECT_EQ(state.phase(), Phase::kDraining);
-  state.SendFailed();
-  EXPECT_EQ(state.phase(), Phase::kDraining);
-}
-
-TEST(ConnectionStateTest, ClosedIsTerminalAndKeepsTheFirstReason) {
-  ConnectionState state;
-  state.HandshakeSucceeded();
-  state.Closed(absl::UnavailableError("first"));
-  state.Closed(absl::InternalError("second"));
-  state.PeerGoingAway(absl::UnavailableError("late"));
-  state.HandshakeSucceeded();
-  EXPECT_EQ(state.phase(), Phase::kClosed);
-  EXPECT_EQ(state.close_reason().message(), "first");
-  EXPECT_TRUE(state.inline_handlers_cancelled().load());
-}
-
-TEST(ConnectionStateTest, BeginClosingCancelsInlineHandlersBeforeClosure) {
-  ConnectionState state;
-  state.HandshakeSucceeded();
-  state.BeginClosing();
-  EXPECT_TRUE(state.inline_handlers_cancelled().load());
-  EXPECT_EQ(state.phase(), Phase::kOpen);
-}
 
 // ---------------------------------------------------------------------------
 // A service for the tests: Echo answers at once; Block waits until released
@@ -222,6 +135,21 @@ class CoreOverInprocTest : public ::testing::Test {
     ASSERT_TRUE(client_->ClientHandshake(absl::Now() + kWatchdog).ok());
   }
 
+  // The accepting side calls Echo on the connecting side (asynchronously:
+  // in-process delivery runs on the sender's thread) and waits for it.
+  absl::Status CallTheClient(StringValue* reply) {
+    absl::Notification done;
+    absl::Status status;
+    server_->StartUnary(kEcho, Text("back"), reply, CallOptions::WithTimeout(kWatchdog),
+                        [&](absl::Status s) {
+                          status = std::move(s);
+                          done.Notify();
+                        });
+    // The call's own deadline completes it by then, so `done` outlives it.
+    done.WaitForNotification();
+    return status;
+  }
+
   void TearDown() override {
     if (!block_.release.HasBeenNotified()) block_.release.Notify();
     if (client_ != nullptr) client_->Close(absl::CancelledError("test over"));
@@ -256,29 +184,16 @@ TEST_F(CoreOverInprocTest, UnknownMethodIsUnimplemented) {
 
 TEST_F(CoreOverInprocTest, TheAcceptingSideCallsTheConnectingSideOverTheSameConnection) {
   Connect(/*client_serves=*/true);
-  absl::Notification done;
-  absl::Status status;
   StringValue reply;
-  server_->StartUnary(kEcho, Text("back"), &reply, {}, [&](absl::Status s) {
-    status = std::move(s);
-    done.Notify();
-  });
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kWatchdog));
+  absl::Status status = CallTheClient(&reply);
   ASSERT_TRUE(status.ok()) << status;
   EXPECT_EQ(reply.value(), "client:back");
 }
 
 TEST_F(CoreOverInprocTest, AConnectingSideThatServesNothingRefusesCalls) {
   Connect(/*client_serves=*/false);
-  absl::Notification done;
-  absl::Status status;
   StringValue reply;
-  server_->StartUnary(kEcho, Text("back"), &reply, {}, [&](absl::Status s) {
-    status = std::move(s);
-    done.Notify();
-  });
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kWatchdog));
-  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(CallTheClient(&reply).code(), absl::StatusCode::kUnimplemented);
 }
 
 TEST_F(CoreOverInprocTest, CloseFailsAnOutstandingCallExactlyOnce) {

@@ -217,6 +217,20 @@ class CallOutcomes {
   absl::Status first_failure_ ABSL_GUARDED_BY(mu_);
 };
 
+// Opens a Chat and proves it open with one round trip ("hello"); the
+// server then waits for the next message, so a Read blocks.
+inline ClientReaderWriter<EchoRequest, EchoReply> OpenChat(TestService::Stub& stub,
+                                                           const CallOptions& options = Watchdog()) {
+  ClientReaderWriter<EchoRequest, EchoReply> chat = stub.Chat(options);
+  EchoRequest request;
+  request.set_data("hello");
+  EchoReply reply;
+  EXPECT_TRUE(chat.Write(request));
+  EXPECT_TRUE(chat.Read(&reply));
+  EXPECT_EQ(reply.data(), "hello");
+  return chat;
+}
+
 template <typename ConfigT>
 class TransportConformance : public ::testing::Test {
  public:  // the free helpers below use the fixture's state

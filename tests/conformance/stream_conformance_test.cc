@@ -54,17 +54,6 @@ TYPED_TEST(StreamRefusal, DatagramTransportsRefuseStreamsClearly) {
   EXPECT_TRUE(this->Echo(*this->stub_, "after").ok());
 }
 
-// Opens a Chat and proves it open with one round trip ("hello").
-ClientReaderWriter<EchoRequest, EchoReply> OpenChat(TestService::Stub& stub) {
-  ClientReaderWriter<EchoRequest, EchoReply> chat = stub.Chat(Watchdog());
-  EchoRequest request;
-  request.set_data("hello");
-  EchoReply reply;
-  EXPECT_TRUE(chat.Write(request));
-  EXPECT_TRUE(chat.Read(&reply));
-  EXPECT_EQ(reply.data(), "hello");
-  return chat;
-}
 
 GenerateRequest Generate(int count, int size) {
   GenerateRequest request;

@@ -57,17 +57,6 @@ class DatagramTransportConformance : public TransportConformance<ConfigT> {
 };
 TYPED_TEST_SUITE(DatagramTransportConformance, DatagramKinds, ConfigNames);
 
-// Opens a Chat and proves it open with one round trip.
-ClientReaderWriter<EchoRequest, EchoReply> OpenChatForTest(TestService::Stub& stub) {
-  ClientReaderWriter<EchoRequest, EchoReply> chat = stub.Chat(Watchdog());
-  EchoRequest request;
-  request.set_data("hello");
-  EchoReply reply;
-  EXPECT_TRUE(chat.Write(request));
-  EXPECT_TRUE(chat.Read(&reply));
-  EXPECT_EQ(reply.data(), "hello");
-  return chat;
-}
 
 TYPED_TEST(TransportConformance, EchoFromOneByteToTheSizeLimit) {
   // The limit applies to the serialized message: field tag (1 byte) plus a
@@ -1114,7 +1103,7 @@ TYPED_TEST(TransportConformance, MetadataOverTheMetaLimitFailsThatCallOnly) {
   const EchoRequest request = EchoOfMetadataK();
   const size_t room = MetaRoom<typename TypeParam::TransportKind>(request.ByteSizeLong());
   std::optional<ClientReaderWriter<EchoRequest, EchoReply>> chat;
-  if constexpr (TypeParam::TransportKind::kReliable) chat.emplace(OpenChatForTest(*this->stub_));
+  if constexpr (TypeParam::TransportKind::kReliable) chat.emplace(OpenChat(*this->stub_));
   CallOptions options = Watchdog();
   options.metadata = MetadataOfHeaderSize(room);
   options.metadata[0].second += 'v';
@@ -1143,7 +1132,7 @@ TYPED_TEST(TransportConformance, MetadataOverTheMetaLimitFailsThatCallOnly) {
 // and the connection stays.
 TYPED_TEST(TransportConformance, TrailingMetadataOverTheMetaLimitFailsThatCallOnly) {
   std::optional<ClientReaderWriter<EchoRequest, EchoReply>> chat;
-  if constexpr (TypeParam::TransportKind::kReliable) chat.emplace(OpenChatForTest(*this->stub_));
+  if constexpr (TypeParam::TransportKind::kReliable) chat.emplace(OpenChat(*this->stub_));
   EchoRequest request;
   request.set_trailer_bytes(static_cast<int>(kDefaultMaxMetaSize));
   absl::StatusOr<EchoReply> reply = this->stub_->Echo(request, Watchdog());

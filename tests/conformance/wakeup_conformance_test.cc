@@ -83,18 +83,6 @@ class WakeUpConformance : public TransportConformance<ConfigT> {
     TransportConformance<ConfigT>::SetUp();
   }
   void TearDown() override { internal::SetSocketReaderSleepForTesting(absl::Seconds(1)); }
-
-  // A chat whose server echoed one message and now waits for the next: a
-  // Read on it blocks.
-  ClientReaderWriter<EchoRequest, EchoReply> QuietChat(const CallOptions& options) {
-    ClientReaderWriter<EchoRequest, EchoReply> chat = this->stub_->Chat(options);
-    EchoRequest request;
-    request.set_data("hello");
-    EchoReply reply;
-    EXPECT_TRUE(chat.Write(request));
-    EXPECT_TRUE(chat.Read(&reply));
-    return chat;
-  }
 };
 
 // Unary calls run on every transport; streams on the reliable ones.
@@ -135,7 +123,7 @@ TYPED_TEST(StreamWakeUp, CancelEndsABlockedRead) {
   Cancellation cancel;
   CallOptions options = Watchdog();
   options.cancellation = cancel;
-  ClientReaderWriter<EchoRequest, EchoReply> chat = this->QuietChat(options);
+  ClientReaderWriter<EchoRequest, EchoReply> chat = OpenChat(*this->stub_, options);
   bool read = true;
   Waiter waiter([&] {
     EchoReply reply;
@@ -151,7 +139,7 @@ TYPED_TEST(StreamWakeUp, CancelEndsABlockedRead) {
 TYPED_TEST(StreamWakeUp, TheDeadlineEndsABlockedRead) {
   // Long enough to open the chat and see the Read asleep on a busy machine.
   ClientReaderWriter<EchoRequest, EchoReply> chat =
-      this->QuietChat(CallOptions::WithTimeout(absl::Seconds(3)));
+      OpenChat(*this->stub_, CallOptions::WithTimeout(absl::Seconds(3)));
   bool read = true;
   Waiter waiter([&] {
     EchoReply reply;
@@ -164,7 +152,7 @@ TYPED_TEST(StreamWakeUp, TheDeadlineEndsABlockedRead) {
 }
 
 TYPED_TEST(StreamWakeUp, ServerShutdownEndsABlockedRead) {
-  ClientReaderWriter<EchoRequest, EchoReply> chat = this->QuietChat(Watchdog());
+  ClientReaderWriter<EchoRequest, EchoReply> chat = OpenChat(*this->stub_, Watchdog());
   bool read = true;
   Waiter waiter([&] {
     EchoReply reply;
