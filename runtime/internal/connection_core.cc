@@ -246,12 +246,7 @@ absl::Status ConnectionCore::WatchCancellation(const Cancellation& cancellation,
     TimerQueue::Get().Schedule(absl::Now(), [weak, id, stream] {
       std::shared_ptr<ConnectionCore> self = weak.lock();
       if (self == nullptr) return;
-      absl::Status cancelled = absl::CancelledError("call cancelled");
-      if (stream) {
-        self->AbandonStream(id, std::move(cancelled), /*by_its_timer=*/false);
-      } else {
-        self->AbandonCall(id, std::move(cancelled), /*by_its_timer=*/false);
-      }
+      self->Abandon(id, stream, absl::CancelledError("call cancelled"), /*by_its_timer=*/false);
     });
   });
   if (!registration->active()) return absl::CancelledError("call cancelled before it started");
@@ -266,13 +261,16 @@ uint64_t ConnectionCore::ScheduleDeadline(absl::Time deadline, uint64_t id, bool
   return TimerQueue::Get().Schedule(deadline, [weak, id, stream] {
     std::shared_ptr<ConnectionCore> self = weak.lock();
     if (self == nullptr) return;
-    absl::Status expired = absl::DeadlineExceededError("deadline exceeded");
-    if (stream) {
-      self->AbandonStream(id, std::move(expired), /*by_its_timer=*/true);
-    } else {
-      self->AbandonCall(id, std::move(expired), /*by_its_timer=*/true);
-    }
+    self->Abandon(id, stream, absl::DeadlineExceededError("deadline exceeded"), /*by_its_timer=*/true);
   });
+}
+
+void ConnectionCore::Abandon(uint64_t id, bool stream, absl::Status status, bool by_its_timer) {
+  if (stream) {
+    AbandonStream(id, std::move(status), by_its_timer);
+  } else {
+    AbandonCall(id, std::move(status), by_its_timer);
+  }
 }
 
 // ---------------------------------------------------------------------------

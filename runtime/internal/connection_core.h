@@ -202,6 +202,8 @@ class ConnectionCore final : public FrameSink,
   // `deadline` on the timer thread. Caller holds mu_ (see Register).
   uint64_t ScheduleDeadline(absl::Time deadline, uint64_t id, bool stream)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // AbandonStream or AbandonCall of `id`, as `stream` says.
+  void Abandon(uint64_t id, bool stream, absl::Status status, bool by_its_timer);
   // Sends `header` (type, flags, call id set) with `meta` and, if `message`
   // is set, HAS_MESSAGE and the message (sized `size` by ByteSizeLong)
   // serialized straight into the transport. INTERNAL if the message no
