@@ -35,6 +35,11 @@ struct RpcMethod {
   const char* full_name;  // "/package.Service/Method"
   RpcKind kind;
   bool oneway;  // (locus.oneway): no response is sent
+  // The request or response type holds (at any depth) a locus.ObjectRef or
+  // locus.FileDescriptor (locus/rmi.proto): the runtime then walks those
+  // messages as they are sent and received (reference counts, descriptors).
+  // Set by locusc; false costs nothing per call.
+  bool has_attachments = false;
 };
 
 // Where a call served from bytes (the remote path) delivers its outcome.
