@@ -1,4 +1,5 @@
 // Default implementations of locus::Connection's optional methods.
+#include "absl/strings/str_cat.h"
 #include "internal/scratch_buffer.h"
 #include "locus/transport.h"
 
@@ -15,6 +16,14 @@ absl::Status Connection::SendWithPayloadWriter(const FrameHeader& header, absl::
     return absl::InternalError("could not encode the message to send");
   }
   return Send(header, meta, payload, deadline);
+}
+
+absl::Status Connection::SendWithFds(const FrameHeader& header, absl::string_view meta,
+                                     absl::string_view payload, absl::Span<const int> fds,
+                                     absl::Time deadline) {
+  if (fds.empty()) return Send(header, meta, payload, deadline);
+  return absl::FailedPreconditionError(
+      absl::StrCat(peer().transport, " connections cannot carry file descriptors"));
 }
 
 }  // namespace locus

@@ -21,9 +21,11 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "locus/fd.h"
 
 namespace locus {
 
@@ -116,6 +118,10 @@ struct Frame {
   std::string payload;
   const char* borrowed_meta = nullptr;     // header.meta_length bytes if set
   const char* borrowed_payload = nullptr;  // header.payload_length bytes if set
+  // Descriptors that arrived with this frame, in the order sent
+  // (Connection::SendWithFds). The sink may move them out during OnFrame;
+  // the transport closes those left before the frame is reused.
+  std::vector<OwnedFd> fds;
 
   absl::string_view meta_bytes() const {
     return borrowed_meta != nullptr ? absl::string_view(borrowed_meta, header.meta_length)

@@ -70,10 +70,14 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "absl/time/time.h"
 #include "locus/frame.h"
 
 namespace locus {
+
+// Most descriptors one frame may carry (Connection::SendWithFds).
+inline constexpr size_t kMaxFdsPerFrame = 64;
 
 // Default limit on one message (request or response payload): 4 MiB, as gRPC.
 inline constexpr uint64_t kDefaultMaxMessageSize = 4u << 20;
@@ -201,6 +205,21 @@ class Connection {
   // buffer and calls Send.
   virtual absl::Status SendWithPayloadWriter(const FrameHeader& header, absl::string_view meta,
                                              PayloadWriter write_payload, absl::Time deadline);
+
+  // Whether SendWithFds can carry descriptors: Unix-socket, shared-memory
+  // and in-process connections.
+  virtual bool CanPassFds() const { return false; }
+
+  // Sends one frame with `fds` attached (SCM_RIGHTS); the receiver finds
+  // duplicates in Frame::fds. The descriptors stay the caller's and may be
+  // closed once this returns. FAILED_PRECONDITION (nothing sent) if the
+  // connection cannot carry descriptors and `fds` is not empty;
+  // INVALID_ARGUMENT (nothing sent) for more than kMaxFdsPerFrame or a
+  // negative one. Otherwise errors as Send. The default sends a frame
+  // without descriptors with Send.
+  virtual absl::Status SendWithFds(const FrameHeader& header, absl::string_view meta,
+                                   absl::string_view payload, absl::Span<const int> fds,
+                                   absl::Time deadline);
 
   // Closes the connection; OnClosed(reason) follows (once). Idempotent.
   virtual void Close(const absl::Status& reason) = 0;
