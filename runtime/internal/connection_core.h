@@ -98,6 +98,12 @@ class ImportEntry {
   uint32_t lease_ms() const { return lease_ms_; }
   std::shared_ptr<ConnectionCore> core() const { return core_.lock(); }
   void AddReceived(uint64_t count) { received_.fetch_add(count, std::memory_order_relaxed); }
+  // Keeps `self` (this entry) alive for `timeout` or until Claim(): the
+  // hold of a reference that arrived in a reply, whose receiver makes its
+  // Remote after the call returned.
+  void HoldUntilClaimed(std::shared_ptr<ImportEntry> self, absl::Duration timeout);
+  // A Remote was made from it: the unclaimed hold (if any) ends.
+  void Claim();
 
  private:
   const std::weak_ptr<ConnectionCore> core_;
@@ -106,6 +112,9 @@ class ImportEntry {
   const std::string token_;
   const uint32_t lease_ms_;
   std::atomic<uint64_t> received_{0};
+  absl::Mutex mu_;
+  std::shared_ptr<ImportEntry> unclaimed_ ABSL_GUARDED_BY(mu_);
+  uint64_t hold_generation_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Process-wide index of live imports, by owner process and object id: the
@@ -392,8 +401,10 @@ class ConnectionCore final : public FrameSink,
   // After parsing a received message: imports its references to the
   // peer's objects (holds in `scope`) and swaps descriptor indexes for inbox
   // tickets. INVALID_ARGUMENT for an index without a descriptor.
+  // `until_claimed`: references are held until a Remote is made from them
+  // (or kUnclaimedRefTimeout), not by `scope` (a reply's).
   absl::Status ImportAttachments(google::protobuf::MessageLite& message, std::vector<OwnedFd>& fds,
-                                 ReceivedAttachments* scope);
+                                 ReceivedAttachments* scope, bool until_claimed = false);
   // The import of the peer's object `ref`, counting one more received.
   std::shared_ptr<ImportEntry> ImportReceived(const ObjectRef& ref);
   // Requests to the built-in "locus.rmi.Objects" service; true if

@@ -289,7 +289,7 @@ void ConnectionCore::HandleResponse(Frame& frame) {
     // What the reply brought waits for its receiver (Remote::From, TakeFd)
     // after the call returned, for a while.
     ReceivedAttachments scope;
-    status = ImportAttachments(*call->response, frame.fds, &scope);
+    status = ImportAttachments(*call->response, frame.fds, &scope, /*until_claimed=*/true);
     std::move(scope).ExpireAfter(kUnclaimedRefTimeout);
   }
   // An asynchronous call holds the connection until its callback returned

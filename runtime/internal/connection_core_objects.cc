@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
+#include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/connection_core.h"
 #include "internal/connection_core_frames.h"
@@ -45,6 +46,33 @@ void RegisterImport(const ObjectRef& ref, const std::shared_ptr<ImportEntry>& en
 
 }  // namespace
 
+void ImportEntry::HoldUntilClaimed(std::shared_ptr<ImportEntry> self, absl::Duration timeout) {
+  std::weak_ptr<ImportEntry> weak = self;
+  uint64_t generation = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    unclaimed_ = std::move(self);
+    generation = ++hold_generation_;
+  }
+  TimerQueue::Get().Schedule(absl::Now() + timeout, [weak, generation] {
+    // Dropping the last hold sends a release: off the timer thread.
+    ObjectPool().Post([weak, generation] {
+      std::shared_ptr<ImportEntry> entry = weak.lock();
+      if (entry == nullptr) return;
+      std::shared_ptr<ImportEntry> released;  // dropped outside the lock
+      absl::MutexLock lock(&entry->mu_);
+      // A later reply's hold has its own timer.
+      if (entry->hold_generation_ == generation) released = std::move(entry->unclaimed_);
+    });
+  });
+}
+
+void ImportEntry::Claim() {
+  std::shared_ptr<ImportEntry> released;  // dropped outside the lock
+  absl::MutexLock lock(&mu_);
+  released = std::move(unclaimed_);
+}
+
 std::shared_ptr<ImportEntry> FindLiveImport(const ObjectRef& ref) {
   std::shared_ptr<ImportEntry> entry;
   {
@@ -55,6 +83,7 @@ std::shared_ptr<ImportEntry> FindLiveImport(const ObjectRef& ref) {
     entry = it->second.lock();
   }
   if (entry == nullptr || entry->token() != ref.token()) return nullptr;
+  entry->Claim();
   return entry;
 }
 
@@ -136,7 +165,7 @@ absl::Status ConnectionCore::SendWithAttachments(FrameHeader header, absl::strin
 
 absl::Status ConnectionCore::ImportAttachments(google::protobuf::MessageLite& message,
                                                std::vector<OwnedFd>& fds,
-                                               ReceivedAttachments* scope) {
+                                               ReceivedAttachments* scope, bool until_claimed) {
   std::vector<bool> used(fds.size(), false);
   const uint64_t from_process = peer_process();
   return ForEachAttachment(
@@ -147,7 +176,12 @@ absl::Status ConnectionCore::ImportAttachments(google::protobuf::MessageLite& me
         // the holder adopts from).
         if (ref.object_id() != 0 && from_process != 0 && ref.owner_process() == from_process &&
             ref.owner_process() != LocalProcess()) {
-          scope->AddHold(ImportReceived(ref));
+          std::shared_ptr<ImportEntry> import = ImportReceived(ref);
+          if (until_claimed) {
+            import->HoldUntilClaimed(import, kUnclaimedRefTimeout);
+          } else {
+            scope->AddHold(std::move(import));
+          }
         }
         return absl::OkStatus();
       },

@@ -91,6 +91,7 @@ absl::StatusOr<std::shared_ptr<ExportEntry>> ObjectRegistry::Export(std::shared_
   if (hold == Hold::kOwnerHandle) {
     record.owner_handles = 1;
   } else {
+    record.unsent = true;
     record.keep_until = absl::Now() + kUnclaimedRefTimeout;
     const uint64_t checked = id;
     TimerQueue::Get().Schedule(record.keep_until, [checked] { Get().Check(checked); });
@@ -129,6 +130,11 @@ bool ObjectRegistry::AddHolder(uint64_t id, uint64_t serial, uint64_t count) {
   Record& record = it->second;
   record.holders[serial] += count;
   record.total_holders += count;
+  if (record.unsent) {
+    // Held now: the grace for sending it is over.
+    record.unsent = false;
+    record.keep_until = absl::InfinitePast();
+  }
   if (record.entry->lease() > absl::ZeroDuration()) {
     record.keep_until = std::max(record.keep_until, absl::Now() + record.entry->lease());
   }
@@ -181,7 +187,12 @@ void ObjectRegistry::ConnectionClosed(uint64_t serial, const std::vector<uint64_
 void ObjectRegistry::AddLocalHold(uint64_t id) {
   absl::MutexLock lock(&mu_);
   auto it = records_.find(id);
-  if (it != records_.end()) ++it->second.local_holds;
+  if (it == records_.end()) return;
+  ++it->second.local_holds;
+  if (it->second.unsent) {
+    it->second.unsent = false;
+    it->second.keep_until = absl::InfinitePast();
+  }
 }
 
 void ObjectRegistry::DropLocalHold(uint64_t id) {
@@ -272,8 +283,8 @@ void ObjectRegistry::Check(uint64_t id) {
   {
     absl::MutexLock lock(&mu_);
     if (!records_.contains(id)) return;
-    Record& record = records_.at(id);
-    if (absl::Now() < record.keep_until) return;  // renewed; its own check is scheduled
+    // Early (the timer's clock) or renewed: MaybeUnexportLocked schedules
+    // the next check.
     MaybeUnexportLocked(id, &later);
   }
   RunLater(std::move(later));

@@ -136,6 +136,7 @@ class ObjectRegistry {
     uint64_t local_holds = 0;
     uint64_t owner_handles = 0;
     absl::Time keep_until = absl::InfinitePast();  // unsent grace, lease
+    bool unsent = false;  // kUnsent and not held yet: keep_until is its grace
   };
   using Later = std::vector<absl::AnyInvocable<void()>>;
 
