@@ -48,6 +48,8 @@ class FrameDecoder {
 
   // True when no partial frame is buffered (a clean place for EOF).
   bool at_frame_boundary() const { return state_ == State::kHeader && header_filled_ == 0; }
+  // True when part of a header is buffered: the next bytes complete it.
+  bool header_partly_read() const { return state_ == State::kHeader && header_filled_ != 0; }
   // Bytes still needed to finish the current frame's body (0 when reading a
   // header): lets a reader size its next read.
   uint64_t body_bytes_wanted() const;

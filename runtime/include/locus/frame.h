@@ -21,9 +21,11 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "locus/fd.h"
 
 namespace locus {
 
@@ -110,12 +112,19 @@ std::string DescribeFrameHeader(const FrameHeader& header);
 // any bytes from a peer, and read each length once). Read them
 // through meta_bytes() / payload_bytes(); keep the payload past OnFrame with
 // TakePayload(), the meta by copying meta_bytes().
+//
+// `fds`: the file descriptors that arrived with this frame (Unix-socket,
+// shared-memory and in-process connections; Connection::SendWithFds), in the
+// order they were sent, already checked with fstat and close-on-exec. The
+// sink may move any of them out during OnFrame; the transport closes those
+// left before it reuses the frame. Move-only, as they are.
 struct Frame {
   FrameHeader header{};
   std::string meta;
   std::string payload;
   const char* borrowed_meta = nullptr;     // header.meta_length bytes if set
   const char* borrowed_payload = nullptr;  // header.payload_length bytes if set
+  std::vector<OwnedFd> fds;
 
   absl::string_view meta_bytes() const {
     return borrowed_meta != nullptr ? absl::string_view(borrowed_meta, header.meta_length)
