@@ -6,25 +6,30 @@
 // sendmsg that starts there (stream_writer.h). The kernel hands them out
 // with the recvmsg that reads that byte, and ends that read with the bytes
 // they came with; so the frame's header begins in the read that brings its
-// descriptors, and is complete there or in the next read. Hence, after each
-// read has been decoded, descriptors may be left unclaimed only while a
-// header is partly read, and then at most one frame's worth: anything else
+// descriptors. A frame claims them once it is complete (its sink gets
+// them), which may be reads later. Hence, after each read has been
+// decoded, descriptors may be left unclaimed only while a frame is
+// unfinished: as many as its header claims once its header is read, at
+// most one frame's worth while the header is partly read. Anything else
 // was sent with no frame to claim it (or more than a frame may carry), and
 // the connection is closed as malformed input. So a peer can make this side
-// hold at most 2 x kMaxFdsPerFrame descriptors it has not delivered, for at
-// most one read.
+// hold at most 2 x kMaxFdsPerFrame descriptors it has not delivered (one
+// frame's waiting, and those of the read that exceeds that).
 //
 // Example (the reader-role holder, for each read):
 //   std::vector<OwnedFd> incoming;
 //   absl::Status ok = control.Collect(msg, &incoming);     // frame_fds.h
 //   received.Add(std::move(incoming));
 //   ...decoder delivers frames: received.Claim(frame.header.flags, &frame.fds)...
-//   ok = received.EndOfRead(decoder.header_partly_read());  // error: close
+//   ok = received.EndOfRead(may_stay);  // error: close
+//   (may_stay: kMaxFdsPerFrame while a header is partly read, the count
+//   an unfinished frame's header claims, else 0)
 //
 // Thread-compatible: the reader-role holder's.
 #ifndef LOCUS_TRANSPORTS_SOCKET_RECEIVED_FDS_H_
 #define LOCUS_TRANSPORTS_SOCKET_RECEIVED_FDS_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <utility>
@@ -67,13 +72,11 @@ class ReceivedFds {
     return absl::OkStatus();
   }
 
-  // After a read's bytes were decoded: `header_partly_read` says whether
-  // the decoder holds the start of a header (which may claim what is left).
-  // INVALID_ARGUMENT (and everything left closed) for descriptors no frame
-  // can claim any more (see the file comment).
-  absl::Status EndOfRead(bool header_partly_read) {
-    if (fds_.empty()) return absl::OkStatus();
-    if (header_partly_read && fds_.size() <= kMaxFdsPerFrame) return absl::OkStatus();
+  // After a read's bytes were decoded: at most `may_stay` descriptors may
+  // wait for the unfinished frame that may claim them (see the file
+  // comment). INVALID_ARGUMENT (and everything held closed) for more.
+  absl::Status EndOfRead(size_t may_stay) {
+    if (fds_.size() <= std::min(may_stay, kMaxFdsPerFrame)) return absl::OkStatus();
     const size_t left = fds_.size();
     Clear();
     return absl::InvalidArgumentError(

@@ -425,7 +425,7 @@ class StreamConnection::Impl final : public FdHandler,
       // Only this thread, while corked, holds output back.
       if (corked) writer_.FlushCorkedOutput();
       if (decoded.ok()) decoded = fd_error_;
-      if (decoded.ok()) decoded = received_fds_.EndOfRead(decoder_.header_partly_read());
+      if (decoded.ok()) decoded = received_fds_.EndOfRead(FdsMayWait());
       if (!decoded.ok()) return FailMalformed(decoded);
       return ReadResult::kData;
     }
@@ -442,6 +442,14 @@ class StreamConnection::Impl final : public FdHandler,
     }
     DeliverClosed(reason);
     return ReadResult::kClosed;
+  }
+
+  // How many received descriptors may wait, after a read, for the frame
+  // the decoder is in the middle of (received_fds.h).
+  size_t FdsMayWait() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(role_) {
+    if (decoder_.header_partly_read()) return kMaxFdsPerFrame;
+    const FrameHeader* unfinished = decoder_.unfinished_frame();
+    return unfinished != nullptr ? DecodeFdCount(unfinished->flags) : 0;
   }
 
   // Closes the connection for malformed input from the peer (`why`), with
