@@ -6,11 +6,9 @@
 // tests (contract 12: names with "Fd") also run as the CTest entry
 // connection_conformance_fds (labels conformance, rmi), with a Unix-socket
 // peer that sends what no Locus peer would.
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +16,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,25 +30,17 @@
 #include "locus/fd.h"
 #include "locus/transport.h"
 #include "transports/socket/stream_connection.h"
+#include "tests/testing/fd_test_util.h"
 #include "tests/testing/test_util.h"
 
 namespace locus {
 namespace {
 
+using testing::AwaitOpenFdCount;
+using testing::FileId;
+using testing::IdOf;
 using testing::kWatchdog;
-
-// Which open file a descriptor refers to.
-struct FileId {
-  dev_t dev = 0;
-  ino_t ino = 0;
-  bool operator==(const FileId& other) const { return dev == other.dev && ino == other.ino; }
-};
-
-FileId IdOf(int fd) {
-  struct stat st {};
-  if (fstat(fd, &st) != 0) return FileId{};
-  return FileId{st.st_dev, st.st_ino};
-}
+using testing::OpenFdCount;
 
 // `count` distinct open files (memfds), each with its own inode.
 std::vector<OwnedFd> MakeFiles(size_t count) {
@@ -68,31 +59,6 @@ std::vector<FileId> IdsOf(const std::vector<int>& fds) {
   std::vector<FileId> ids;
   for (int fd : fds) ids.push_back(IdOf(fd));
   return ids;
-}
-
-// Descriptors open in this process (both ends of every connection).
-int OpenFdCount() {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  int count = 0;
-  while (dirent* entry = readdir(dir)) {
-    if (entry->d_name[0] != '.') ++count;
-  }
-  closedir(dir);
-  return count - 1;  // the directory's own
-}
-
-// Waits (watchdog-bounded) until OpenFdCount() is `expected`, and returns
-// the last count seen: a transport closes a frame's descriptors just after
-// OnFrame returned, which may be after the test saw the frame.
-int AwaitOpenFdCount(int expected) {
-  const absl::Time until = absl::Now() + kWatchdog;
-  int count = OpenFdCount();
-  while (count != expected && absl::Now() < until) {
-    absl::SleepFor(absl::Milliseconds(1));
-    count = OpenFdCount();
-  }
-  return count;
 }
 
 // Records what a connection delivers; optionally runs a hook inside OnFrame.
@@ -230,6 +196,18 @@ absl::Status SendFrame(Connection& connection, uint64_t call_id, const std::stri
                          payload, absl::Now() + kWatchdog);
 }
 
+// Frames with descriptors (contract 12).
+FrameHeader FdFrameHeader(uint64_t call_id, size_t meta, size_t payload) {
+  return Header(FrameType::kMessage, call_id, meta, payload);
+}
+
+// Sends frame `call_id` with `fds` on `connection`, a watchdog for deadline.
+absl::Status SendFds(Connection& connection, uint64_t call_id, const std::string& meta,
+                     const std::string& payload, const std::vector<int>& fds) {
+  return connection.SendWithFds(FdFrameHeader(call_id, meta.size(), payload.size()), meta, payload,
+                                fds, absl::Now() + kWatchdog);
+}
+
 // A connected pair, both started, the opening frame (which a datagram
 // listener needs to accept) already consumed.
 struct Pair {
@@ -264,6 +242,9 @@ const ConnectionKind kKinds[] = {
     {"udp", false, false, 60000, "udp://127.0.0.1:0", "udp", false, false},
     {"inproc", true, false, 4u << 20, "", "", true, false},
 };
+
+// Test names and failures show the kind's name.
+void PrintTo(const ConnectionKind& kind, std::ostream* os) { *os << kind.name; }
 
 class ConnectionConformance : public ::testing::TestWithParam<ConnectionKind> {
  protected:
@@ -533,6 +514,48 @@ TEST_P(QueuingConnectionConformance, QueuedOutputIsReportedUntilThePeerTakesIt) 
   EXPECT_FALSE(pair_.client->HasQueuedOutput());
 }
 
+// Contract 6, 12: while the peer takes nothing, frames with descriptors
+// pile up (in the socket, then in the sender's queue with duplicates) until
+// a sender must wait; one that waits past its deadline fails
+// DEADLINE_EXCEEDED with nothing sent, and the connection goes on: every
+// frame accepted before arrives with its own descriptors.
+TEST_P(QueuingConnectionConformance, FdsWaitWhileThePeerTakesNone) {
+  if (!GetParam().passes_fds) GTEST_SKIP() << "no descriptors here";
+  Connect();
+  server_sink_.SetHook([this](const RecordingSink::Received& received) {
+    if (received.header.call_id == 1) release_.WaitForNotification();
+  });
+  ASSERT_TRUE(SendFrame(*pair_.client, 1, {}, "hold").ok());
+  ASSERT_TRUE(server_sink_.AwaitFrames(1));
+  const std::vector<OwnedFd> files = MakeFiles(7);
+  std::vector<FileId> expected;
+  absl::Status refused;
+  uint64_t call_id = 3;
+  for (int i = 0; i < 20000 && refused.ok(); ++i, call_id += 2) {
+    const std::vector<int> fds = Raw(files, i, 1);
+    refused = pair_.client->SendWithFds(FdFrameHeader(call_id, 0, 1), {}, "f", fds,
+                                        absl::Now() + absl::Milliseconds(200));
+    if (refused.ok()) expected.push_back(IdOf(fds[0]));
+  }
+  EXPECT_EQ(refused.code(), absl::StatusCode::kDeadlineExceeded) << refused;
+  const uint64_t refused_id = call_id - 2;
+  release_.Notify();
+  ASSERT_TRUE(server_sink_.AwaitFrames(1 + expected.size()));
+  // What the refused send would have been: never delivered.
+  ASSERT_TRUE(SendFrame(*pair_.client, call_id, {}, "last").ok());
+  ASSERT_TRUE(server_sink_.AwaitFrames(2 + expected.size()));
+  const std::vector<RecordingSink::Received> frames = server_sink_.frames();
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const RecordingSink::Received& frame = frames[1 + i];
+    EXPECT_EQ(frame.header.call_id, 3 + 2 * i);
+    ASSERT_EQ(frame.fds.size(), 1u) << i;
+    EXPECT_TRUE(frame.fds[0] == expected[i]) << i;
+  }
+  EXPECT_EQ(frames.back().header.call_id, call_id);
+  EXPECT_NE(frames[frames.size() - 2].header.call_id, refused_id);
+  EXPECT_EQ(server_sink_.closed_count(), 0);
+}
+
 TEST_P(ConnectionConformance, ReliableAndPeerAreStable) {
   Connect();
   EXPECT_EQ(pair_.client->reliable(), GetParam().reliable);
@@ -544,17 +567,6 @@ TEST_P(ConnectionConformance, ReliableAndPeerAreStable) {
 }
 
 // --- Contract 12: file descriptors ---
-
-FrameHeader FdFrameHeader(uint64_t call_id, size_t meta, size_t payload) {
-  return Header(FrameType::kMessage, call_id, meta, payload);
-}
-
-// Sends frame `call_id` with `fds` on `connection`, a watchdog for deadline.
-absl::Status SendFds(Connection& connection, uint64_t call_id, const std::string& meta,
-                     const std::string& payload, const std::vector<int>& fds) {
-  return connection.SendWithFds(FdFrameHeader(call_id, meta.size(), payload.size()), meta, payload,
-                                fds, absl::Now() + kWatchdog);
-}
 
 // Contract 12, 1, 2: each frame's descriptors arrive with it, in the order
 // sent, open on the same files, close-on-exec, and the frame's flags as
@@ -814,34 +826,10 @@ class HostileFdPeer : public ::testing::Test {
   }
 
   // Writes `bytes` in one sendmsg with `count` descriptors attached, all
-  // duplicates of one fresh file, which this closes again at once (the
-  // kernel holds its own references in flight).
+  // duplicates of one fresh file (last_file_).
   void SendRaw(absl::string_view bytes, size_t count) {
-    OwnedFd file(memfd_create("hostile", MFD_CLOEXEC));
-    ASSERT_TRUE(file.valid());
-    std::vector<OwnedFd> copies;
-    std::vector<int> fds;
-    for (size_t i = 0; i < count; ++i) {
-      copies.emplace_back(fcntl(file.get(), F_DUPFD_CLOEXEC, 0));
-      fds.push_back(copies.back().get());
-    }
-    iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    std::vector<char> control(CMSG_SPACE(sizeof(int) * count));
-    if (count > 0) {
-      msg.msg_control = control.data();
-      msg.msg_controllen = control.size();
-      cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-      cmsg->cmsg_level = SOL_SOCKET;
-      cmsg->cmsg_type = SCM_RIGHTS;
-      cmsg->cmsg_len = CMSG_LEN(sizeof(int) * count);
-      std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * count);
-    }
-    ASSERT_EQ(sendmsg(raw_.get(), &msg, MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()))
-        << std::strerror(errno);
-    last_file_ = IdOf(file.get());
+    const int failed = testing::SendRawWithFds(raw_.get(), bytes, count, &last_file_);
+    ASSERT_EQ(failed, 0) << std::strerror(failed);
   }
 
   // The connection closed for malformed input naming `problem`; no frame
