@@ -62,8 +62,10 @@ inline constexpr uint32_t kFlagEndStream = 1u << 1;   // sender sends no more me
 inline constexpr uint32_t kFlagOneway = 1u << 2;      // kRequest: no kResponse will be sent
 inline constexpr uint32_t kKnownFlags = kFlagHasMessage | kFlagEndStream | kFlagOneway;
 // Bits a transport may use on its own wire (e.g. shared memory marks a
-// payload that lies in its bulk area). A transport that uses one resolves
-// and clears it before the runtime sees the frame; everyone else rejects it.
+// payload that lies in its bulk area; Unix sockets and shared memory hold
+// the number of file descriptors a frame carries in bits 25..31,
+// docs/wire.md). A transport that uses one resolves and clears it before
+// the runtime sees the frame; everyone else rejects it.
 inline constexpr uint32_t kTransportPrivateFlags = 0xff000000u;
 
 // Wire layout. All fields little-endian (this implementation targets
