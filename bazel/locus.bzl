@@ -112,8 +112,9 @@ def _locus_proto_gen_impl(ctx):
         inputs = depset(wkt, transitive = [transitive_sources]),
         tools = tools,
         outputs = hdrs + srcs,
-        # locusc looks for locus/options.proto in $LOCUS_IDL_DIR first; the
-        # explicit -I paths above already cover it, so point it nowhere.
+        # locusc looks for Locus's IDL in $LOCUS_IDL_DIR first; the explicit
+        # -I paths above (//idl:locus_idl's) already cover it, so point it
+        # nowhere.
         env = {"LOCUS_IDL_DIR": ""},
         mnemonic = "LocusLocusc" if ctx.attr.locus_out else "LocusProtoc",
         progress_message = "%s %s" % (
@@ -246,7 +247,7 @@ def locus_proto_library(
     Runs //codegen:locusc (protoc with Locus's generator built in) and builds
     <proto>.pb.cc/.pb.h and <proto>.locus.cc/.locus.h into a cc_library that
     depends on //runtime:codegen_support (and //idl:locus_idl, for protos
-    that import "locus/options.proto"). Arguments as for
+    that import "locus/options.proto" or "locus/rmi.proto"). Arguments as for
     locus_internal_proto_library.
     """
     _proto_cc_library(

@@ -4,10 +4,12 @@
 #
 # installs
 #   include/locus/*.h                 public API (runtime/include/locus) and the
-#                                     generated IDL headers options.pb.h, wire.pb.h
+#                                     generated IDL headers options.pb.h,
+#                                     rmi.pb.h, wire.pb.h
 #   lib/liblocus.a, lib/liblocus_idl.a
 #   bin/locusc, bin/protoc-gen-locus
 #   share/locus/idl/locus/*.proto     where locusc looks for locus/options.proto
+#                                     and locus/rmi.proto
 #   lib/cmake/Locus/                  LocusConfig.cmake & co.
 #
 # and a consumer does
@@ -40,6 +42,7 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/runtime/include/locus
         FILES_MATCHING PATTERN "*.h")
 # Headers generated from the IDL (see idl/CMakeLists.txt).
 install(FILES ${PROJECT_BINARY_DIR}/idl/gen/locus/options.pb.h
+              ${PROJECT_BINARY_DIR}/idl/gen/locus/rmi.pb.h
               ${PROJECT_BINARY_DIR}/idl/gen/locus/wire.pb.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/locus)
 # The IDL protos, where locusc looks for them (LOCUS_INSTALLED_IDL_DIR in

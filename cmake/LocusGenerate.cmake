@@ -8,15 +8,16 @@
 #                Each must lie inside one of IMPORT_DIRS; its path relative to
 #                that dir is its import name and decides the output path.
 #   IMPORT_DIRS  Import roots (-I). Default: the current source dir.
-#                locus/options.proto and the well-known types need none.
+#                Locus's IDL (locus/options.proto, locus/rmi.proto) and the
+#                well-known types need none.
 #   OUT_DIR      Where generated files go.
 #                Default: ${CMAKE_CURRENT_BINARY_DIR}/locus_gen/<lib>.
 #
 # Works in the Locus tree (uses the `locusc` and `locus_codegen_support`
 # targets) and from an installed Locus (imported `Locus::locusc` and
 # `Locus::codegen_support`). Generated code links protobuf; if a proto imports
-# locus/options.proto, its .pb.cc needs Locus's IDL library (`locus_idl`, or
-# the imported `Locus::idl`), which is linked when available.
+# locus/options.proto or locus/rmi.proto, its .pb.cc needs Locus's IDL library
+# (`locus_idl`, or the imported `Locus::idl`), which is linked when available.
 #
 # Every generated file depends on all PROTOS of the call (and on locusc), so
 # editing one proto regenerates the whole library: put protos that import
@@ -38,7 +39,7 @@ function(locus_generate)
     set(locusc locusc)
   elseif(TARGET Locus::locusc)
     set(locusc Locus::locusc)
-    # An installed locusc finds locus/options.proto through LOCUS_IDL_DIR
+    # An installed locusc finds Locus's IDL through LOCUS_IDL_DIR
     # (set by LocusConfig.cmake), so the prefix may differ from the one it
     # was configured with.
     if(LOCUS_IDL_DIR)

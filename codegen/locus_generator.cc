@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "codegen/object_refs.h"
 #include "google/protobuf/compiler/cpp/names.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
@@ -53,20 +54,6 @@ const std::set<std::string>& ReservedMemberNames() {
   return *names;
 }
 
-// 1-based "file.proto:LINE:COL" for `path` in `file`, falling back to the
-// shorter paths (the enclosing element) when `path` has no location.
-std::string Where(const pb::FileDescriptor* file, std::vector<int> path) {
-  pb::SourceLocation location;
-  while (!path.empty()) {
-    if (file->GetSourceLocation(path, &location)) {
-      return absl::StrCat(file->name(), ":", location.start_line + 1, ":",
-                          location.start_column + 1);
-    }
-    path.pop_back();
-  }
-  return file->name();
-}
-
 std::vector<int> ServicePath(const pb::ServiceDescriptor* service) {
   return {kFileServiceField, service->index()};
 }
@@ -75,42 +62,16 @@ std::vector<int> MethodPath(const pb::MethodDescriptor* method) {
   return {kFileServiceField, method->service()->index(), kServiceMethodField, method->index()};
 }
 
-bool IsValidDottedIdentifier(absl::string_view name) {
-  if (name.empty()) return false;
-  for (absl::string_view part : absl::StrSplit(name, '.')) {
-    if (part.empty()) return false;
-    if (!absl::ascii_isalpha(part[0]) && part[0] != '_') return false;
-    for (char c : part) {
-      if (!absl::ascii_isalnum(c) && c != '_') return false;
-    }
-  }
-  return true;
-}
-
 std::string WireServiceName(const pb::ServiceDescriptor* service) {
   const std::string& wire_name = service->options().GetExtension(::locus::wire_name);
   return wire_name.empty() ? service->full_name() : wire_name;
-}
-
-// Proto comments as C++ `//` lines, each preceded by `indent`.
-std::string Comment(const pb::SourceLocation& location, absl::string_view indent) {
-  std::string text = location.leading_comments;
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  if (text.empty()) return "";
-  std::string out;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.remove_suffix(1);
-    if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
-    absl::StrAppend(&out, indent, line.empty() ? "//" : "// ", line, "\n");
-  }
-  return out;
 }
 
 template <typename DescriptorT>
 std::string LeadingComment(const DescriptorT* descriptor, absl::string_view indent) {
   pb::SourceLocation location;
   if (!descriptor->GetSourceLocation(&location)) return "";
-  return Comment(location, indent);
+  return CommentLines(location, indent);
 }
 
 std::string StripProto(absl::string_view name) {
@@ -369,7 +330,8 @@ void WriteServiceDefinition(Writer& w, const pb::ServiceDescriptor* service) {
     const pb::MethodDescriptor* method = service->method(i);
     w.Add("const ::locus::RpcMethod ", cls, "::kMethod", names[i], " = {\"/",
           CEscape(wire), "/", CEscape(method->name()), "\", ", RpcKindName(KindOf(method)), ", ",
-          method->options().GetExtension(::locus::oneway) ? "true" : "false", "};\n");
+          method->options().GetExtension(::locus::oneway) ? "true" : "false",
+          HasAttachments(method) ? ", true" : "", "};\n");
   }
   if (n > 0) {
     w.Add("const ::locus::RpcMethod* const ", cls, "::kMethods[", cls, "::kMethodCount] = {\n");
@@ -449,11 +411,14 @@ std::string GenerateHeader(const pb::FileDescriptor* file, const std::string& ba
   WriteBanner(w, file);
   const std::string guard = HeaderGuard(base);
   w.Add("#ifndef ", guard, "\n#define ", guard, "\n\n");
+  const RefAccessors refs = GenerateRefAccessors(file);
   w.Add("#include \"locus/codegen_support.h\"\n");
+  for (const std::string& header : refs.includes) w.Add("#include \"", header, "\"\n");
   w.Add("#include \"", base, ".pb.h\"\n\n");
-  if (file->service_count() > 0) {
+  if (file->service_count() > 0 || !refs.declarations.empty()) {
     OpenNamespaces(w, file);
     for (int i = 0; i < file->service_count(); ++i) WriteServiceDeclaration(w, file->service(i));
+    w.Add(refs.declarations);
     CloseNamespaces(w, file);
     w.Add("\n");
   }
@@ -533,10 +498,7 @@ std::vector<std::string> MethodCppNames(const pb::ServiceDescriptor* service) {
     // AsyncFoo, so the method AsyncFoo becomes AsyncFoo_.
     if (absl::StartsWith(name, "Async") && proto_names.count(name.substr(5)) > 0) mangle = true;
     // The `_` suffix; for names already ending in `_`, a number instead.
-    auto suffixed = [&](int n) {
-      if (absl::EndsWith(proto_name, "_")) return absl::StrCat(proto_name, n);
-      return n == 1 ? proto_name + "_" : absl::StrCat(proto_name, "_", n);
-    };
+    auto suffixed = [&](int n) { return MangledName(proto_name, n); };
     if (mangle) name = suffixed(1);
     // Still taken (by a generated member, an earlier method, or another
     // method's own name, e.g. `delete` next to `delete_`): number it. Never
@@ -552,10 +514,62 @@ std::vector<std::string> MethodCppNames(const pb::ServiceDescriptor* service) {
   return names;
 }
 
+std::string MangledName(const std::string& name, int n) {
+  if (absl::EndsWith(name, "_")) return absl::StrCat(name, n);
+  return n == 1 ? name + "_" : absl::StrCat(name, "_", n);
+}
+
+std::string QualifiedServiceClassName(const pb::ServiceDescriptor* service) {
+  std::string name;
+  for (const std::string& ns : Namespaces(service->file())) absl::StrAppend(&name, "::", ns);
+  return absl::StrCat(name, "::", ServiceClassName(service));
+}
+
+std::string LocusHeaderName(const pb::FileDescriptor* file) {
+  return StripProto(file->name()) + ".locus.h";
+}
+
+bool IsValidDottedIdentifier(absl::string_view name) {
+  if (name.empty()) return false;
+  for (absl::string_view part : absl::StrSplit(name, '.')) {
+    if (part.empty()) return false;
+    if (!absl::ascii_isalpha(part[0]) && part[0] != '_') return false;
+    for (char c : part) {
+      if (!absl::ascii_isalnum(c) && c != '_') return false;
+    }
+  }
+  return true;
+}
+
+std::string CommentLines(const pb::SourceLocation& location, absl::string_view indent) {
+  std::string text = location.leading_comments;
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  if (text.empty()) return "";
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.remove_suffix(1);
+    if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
+    absl::StrAppend(&out, indent, line.empty() ? "//" : "// ", line, "\n");
+  }
+  return out;
+}
+
+std::string SourcePosition(const pb::FileDescriptor* file, std::vector<int> path) {
+  pb::SourceLocation location;
+  while (!path.empty()) {
+    if (file->GetSourceLocation(path, &location)) {
+      return absl::StrCat(file->name(), ":", location.start_line + 1, ":",
+                          location.start_column + 1);
+    }
+    path.pop_back();
+  }
+  return file->name();
+}
+
 void LocusGenerator::Validate(const pb::FileDescriptor* file, std::vector<std::string>* errors) {
   if (file->service_count() > 0 && file->options().cc_generic_services()) {
     errors->push_back(absl::StrCat(
-        Where(file, {kFileOptionsField, kFileOptionsCcGenericServices}),
+        SourcePosition(file, {kFileOptionsField, kFileOptionsCcGenericServices}),
         ": option cc_generic_services conflicts with the service classes Locus generates; "
         "remove it"));
   }
@@ -566,8 +580,8 @@ void LocusGenerator::Validate(const pb::FileDescriptor* file, std::vector<std::s
       if (!IsValidDottedIdentifier(wire_name)) {
         std::vector<int> path = ServicePath(service);
         path.insert(path.end(), {kServiceOptionsField, kWireNameField});
-        errors->push_back(absl::StrCat(Where(file, path), ": service ", service->full_name(),
-                                       ": (locus.wire_name) \"", wire_name,
+        errors->push_back(absl::StrCat(SourcePosition(file, path), ": service ",
+                                       service->full_name(), ": (locus.wire_name) \"", wire_name,
                                        "\" is not a valid dotted identifier (like "
                                        "\"pkg.Service\")"));
       }
@@ -580,17 +594,19 @@ void LocusGenerator::Validate(const pb::FileDescriptor* file, std::vector<std::s
         std::vector<int> at = path;
         at.insert(at.end(), {kMethodOptionsField, kOnewayField});
         if (streaming) {
-          errors->push_back(absl::StrCat(Where(file, at), ": method ", method->full_name(),
+          errors->push_back(absl::StrCat(SourcePosition(file, at), ": method ",
+                                         method->full_name(),
                                          ": (locus.oneway) is only valid on unary methods"));
         } else if (method->output_type()->full_name() != "google.protobuf.Empty") {
           errors->push_back(absl::StrCat(
-              Where(file, at), ": method ", method->full_name(),
+              SourcePosition(file, at), ": method ", method->full_name(),
               ": (locus.oneway) requires the response type google.protobuf.Empty, not ",
               method->output_type()->full_name()));
         }
       }
     }
   }
+  ValidateObjectRefs(file, errors);
 }
 
 bool LocusGenerator::Generate(const pb::FileDescriptor* file, const std::string& parameter,

@@ -1,7 +1,7 @@
 // locusc: the Locus IDL compiler. protoc with two generators built in:
 // protobuf's C++ generator (--cpp_out) and Locus's (--locus_out), plus the
-// import paths for locus/options.proto and the well-known types. See
-// codegen/README.md.
+// import paths for Locus's IDL (locus/options.proto, locus/rmi.proto) and the
+// well-known types. See codegen/README.md.
 #include <sys/stat.h>
 
 #include <iostream>
@@ -50,9 +50,10 @@ generator) and Locus stubs and services (foo.locus.h/.cc).
   --version              Print the version and exit.
   -h, --help             Print this help and exit.
 
-The import paths for "locus/options.proto" and the protobuf well-known types
-("google/protobuf/empty.proto", ...) are added automatically, after yours.
-Set LOCUS_IDL_DIR to override where locus/options.proto is looked up.
+The import paths for Locus's IDL ("locus/options.proto", "locus/rmi.proto")
+and the protobuf well-known types ("google/protobuf/empty.proto", ...) are
+added automatically, after yours. Set LOCUS_IDL_DIR to override where Locus's
+IDL is looked up.
 Any other protoc option (--descriptor_set_out, --dependency_out, --plugin,
 --foo_out, ...) is passed through to protoc's command-line interface.
 
@@ -65,8 +66,9 @@ bool FileExists(const std::string& path) {
   return !path.empty() && stat(path.c_str(), &st) == 0;
 }
 
-// The directory holding locus/options.proto: $LOCUS_IDL_DIR, the source tree
-// (in-tree builds), or the installed share dir.
+// The directory holding Locus's IDL, the files users import: the first of
+// $LOCUS_IDL_DIR, the source tree (in-tree builds) and the installed share dir
+// that holds all of them.
 std::string LocusIdlDir() {
   std::vector<std::string> candidates;
   if (const char* env = std::getenv("LOCUS_IDL_DIR"); env != nullptr && *env != '\0') {
@@ -75,7 +77,9 @@ std::string LocusIdlDir() {
   candidates.push_back(LOCUS_SOURCE_IDL_DIR);
   candidates.push_back(LOCUS_INSTALLED_IDL_DIR);
   for (const std::string& dir : candidates) {
-    if (FileExists(dir + "/locus/options.proto")) return dir;
+    if (FileExists(dir + "/locus/options.proto") && FileExists(dir + "/locus/rmi.proto")) {
+      return dir;
+    }
   }
   return "";
 }

@@ -5,6 +5,8 @@
 // or the server sends GOAWAY.
 #include "locus/channel.h"
 
+#include "locus/object.h"
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -17,6 +19,7 @@
 #include "base/log.h"
 #include "internal/call_header_codec.h"
 #include "internal/connection_core.h"
+#include "internal/channel_internal.h"
 #include "internal/inproc_dispatcher.h"
 #include "internal/process_setup.h"
 #include "internal/transport_selection.h"
@@ -61,7 +64,32 @@ class ChannelImpl final : public Channel {
         options_(std::move(options)),
         registry_(registry),
         policy_(std::move(policy)),
-        client_limits_{options_.max_send_message_size, options_.max_receive_message_size} {}
+        client_limits_{options_.max_send_message_size, options_.max_receive_message_size,
+                       nullptr} {
+    if (options_.bootstrap != nullptr) {
+      // In-process calls reach the same object directly.
+      absl::StatusOr<Exported> exported = Export(options_.bootstrap);
+      if (exported.ok()) {
+        bootstrap_export_ = *std::move(exported);
+        client_limits_.caller_object = std::make_shared<const ObjectRef>(bootstrap_export_.ref());
+      }
+    }
+  }
+
+  // The connection under a remote route (connecting if needed); the
+  // server's bootstrap object for an in-process one.
+  absl::StatusOr<std::shared_ptr<ConnectionCore>> CurrentConnection(absl::Time deadline) {
+    absl::StatusOr<Route> route = GetRoute(deadline);
+    if (!route.ok()) return route.status();
+    if (route->inproc != nullptr) {
+      return absl::FailedPreconditionError("the channel calls its server in-process");
+    }
+    return route->core;
+  }
+  std::shared_ptr<Service> InprocBootstrap() {
+    absl::MutexLock lock(&mu_);
+    return route_.inproc != nullptr ? route_.inproc->bootstrap() : nullptr;
+  }
 
   ~ChannelImpl() override {
     absl::MutexLock lock(&mu_);
@@ -224,6 +252,7 @@ class ChannelImpl final : public Channel {
     core_options.max_receive_message_size = options_.max_receive_message_size;
     core_options.stream_window_bytes = options_.stream_window_bytes;
     core_options.datagram_call_timeout = options_.datagram_call_timeout;
+    core_options.bootstrap = options_.bootstrap;
     auto core = ConnectionCore::Create(std::move(connection), std::move(core_options));
     core->Start();
     absl::Status handshake = core->ClientHandshake(deadline);
@@ -282,13 +311,26 @@ class ChannelImpl final : public Channel {
   const ChannelOptions options_;
   TransportRegistry* const registry_;
   const TransportPolicy policy_;
-  const InprocDispatcher::ClientLimits client_limits_;
+  Exported bootstrap_export_;  // options_.bootstrap, for in-process calls
+  InprocDispatcher::ClientLimits client_limits_;
   mutable absl::Mutex mu_;
   Route route_ ABSL_GUARDED_BY(mu_);
   bool logged_fallback_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
+
+absl::StatusOr<std::shared_ptr<ConnectionCore>> ChannelConnection(Channel& channel, absl::Time deadline) {
+  auto* impl = dynamic_cast<ChannelImpl*>(&channel);
+  if (impl == nullptr) return absl::InvalidArgumentError("not a channel made by locus::Connect");
+  return impl->CurrentConnection(deadline);
+}
+
+std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel) {
+  auto* impl = dynamic_cast<ChannelImpl*>(&channel);
+  return impl == nullptr ? nullptr : impl->InprocBootstrap();
+}
+
 }  // namespace internal
 
 absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,

@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "internal/connection_core.h"
 #include "internal/inproc_dispatcher.h"
+#include "internal/object_registry.h"
 #include "internal/process_setup.h"
 #include "internal/service_table.h"
 #include "internal/thread_pool.h"
@@ -121,6 +122,7 @@ class ServerImpl {
         InprocDispatcher::ServerLimits{options_.max_receive_message_size, options_.max_send_message_size},
         pool_.get());
     // In-process streaming calls arrive as in-process connections.
+    dispatcher_->set_bootstrap(options_.bootstrap);
     dispatcher_->set_accept(
         [this](std::unique_ptr<Connection> connection) { OnAccept(std::move(connection)); });
     instance_ = InprocRegistry::Get().Add(dispatcher_);
@@ -141,6 +143,9 @@ class ServerImpl {
       listeners.push_back(std::move(*listener));
     }
     listeners_ = std::move(listeners);
+    // References to this process's objects name these, for third parties.
+    for (const auto& listener : listeners_) endpoints_.push_back(listener->address());
+    ObjectRegistry::Get().AddEndpoints(endpoints_);
     state_ = State::kRunning;
     return absl::OkStatus();
   }
@@ -163,6 +168,7 @@ class ServerImpl {
       }
       state_ = State::kStopping;
       listeners.swap(listeners_);
+      ObjectRegistry::Get().RemoveEndpoints(endpoints_);
     }
     if (instance_ != 0) InprocRegistry::Get().Remove(instance_);  // no new in-process channels
     // No new in-process connections (in-process streams).
@@ -217,6 +223,7 @@ class ServerImpl {
     core_options.server_instance = instance_;
     core_options.local_endpoints = local_endpoints_;
     core_options.allowed_uids = options_.allowed_uids;
+    core_options.bootstrap = options_.bootstrap;
     std::weak_ptr<ConnectionSet> set = connections_;
     // The set holds each connection until its on_closed has run (Shutdown,
     // which the destructor runs too, waits until the set is empty).
@@ -235,6 +242,7 @@ class ServerImpl {
   State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
   std::vector<std::string> addresses_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> endpoints_ ABSL_GUARDED_BY(mu_);
   ServiceTable services_;  // written before Start only
   std::unique_ptr<ThreadPool> pool_;  // created in Start, stopped in Shutdown
   std::unique_ptr<ThreadPool> stream_pool_;  // likewise; runs streaming handlers

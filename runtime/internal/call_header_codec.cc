@@ -127,12 +127,43 @@ bool DecodeMetadataEntry(absl::string_view in, std::string* key, std::string* va
   return true;
 }
 
+bool GetFixed64(absl::string_view* in, uint64_t* value) {
+  if (in->size() < 8) return false;
+  uint64_t result = 0;
+  for (int i = 7; i >= 0; --i) result = (result << 8) | static_cast<uint8_t>((*in)[i]);
+  in->remove_prefix(8);
+  *value = result;
+  return true;
+}
+
+bool DecodeCountedRef(absl::string_view in, CallHeaderView::CountedRef* out) {
+  while (!in.empty()) {
+    uint32_t field = 0, wire_type = 0;
+    if (!GetTag(&in, &field, &wire_type)) return false;
+    if (field == 1 && wire_type == 1) {
+      if (!GetFixed64(&in, &out->object_id)) return false;
+    } else if (field == 2 && wire_type == 2) {
+      if (!GetLengthDelimited(&in, &out->token)) return false;
+    } else if (field == 3 && wire_type == 0) {
+      uint64_t count = 0;
+      if (!GetVarint(&in, &count)) return false;
+      out->count = static_cast<uint32_t>(count);
+    } else if (!SkipValue(field, wire_type, &in)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 bool DecodeCallHeader(absl::string_view in, CallHeaderView* out) {
   out->method = {};
   out->timeout_ns = 0;
   out->metadata.clear();
+  out->object_id = 0;
+  out->object_token = {};
+  out->counted_refs.clear();
   while (!in.empty()) {
     uint32_t field = 0, wire_type = 0;
     if (!GetTag(&in, &field, &wire_type)) return false;
@@ -148,6 +179,16 @@ bool DecodeCallHeader(absl::string_view in, CallHeaderView* out) {
       std::string key, value;
       if (!DecodeMetadataEntry(entry, &key, &value)) return false;
       out->metadata.emplace_back(std::move(key), std::move(value));
+    } else if (field == 4 && wire_type == 1) {
+      if (!GetFixed64(&in, &out->object_id)) return false;
+    } else if (field == 5 && wire_type == 2) {
+      if (!GetLengthDelimited(&in, &out->object_token)) return false;
+    } else if (field == 6 && wire_type == 2) {
+      absl::string_view ref;
+      if (!GetLengthDelimited(&in, &ref)) return false;
+      CallHeaderView::CountedRef counted;
+      if (!DecodeCountedRef(ref, &counted)) return false;
+      out->counted_refs.push_back(counted);
     } else if (!SkipValue(field, wire_type, &in)) {
       return false;
     }
@@ -178,6 +219,19 @@ char* WriteCallHeader(absl::string_view method, int64_t timeout_ns, const Metada
     if (!key.empty()) out = PutBytes(1, key, out);
     if (!value.empty()) out = PutBytes(2, value, out);
   }
+  return out;
+}
+
+size_t ObjectTargetSize(uint64_t object_id, absl::string_view token) {
+  return (object_id == 0 ? 0 : 9) + (token.empty() ? 0 : BytesFieldSize(token));
+}
+
+char* WriteObjectTarget(uint64_t object_id, absl::string_view token, char* out) {
+  if (object_id != 0) {  // fixed64 object_id = 4
+    *out++ = static_cast<char>((4 << 3) | 1);
+    for (int i = 0; i < 8; ++i) *out++ = static_cast<char>(object_id >> (8 * i));
+  }
+  if (!token.empty()) out = PutBytes(5, token, out);  // bytes object_token = 5
   return out;
 }
 

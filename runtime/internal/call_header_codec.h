@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "locus/call_options.h"
@@ -33,11 +34,26 @@ char* WriteCallHeader(absl::string_view method, int64_t timeout_ns, const Metada
 void EncodeCallHeader(absl::string_view method, int64_t timeout_ns, const Metadata& metadata,
                       std::string* out);
 
-// A decoded CallHeader. `method` points into the decoded bytes.
+// The object a call addresses (CallHeader fields 4 and 5); id 0: none.
+// Encoded after the other fields, as protobuf orders them.
+size_t ObjectTargetSize(uint64_t object_id, absl::string_view token);
+char* WriteObjectTarget(uint64_t object_id, absl::string_view token, char* out);
+
+// A decoded CallHeader. `method` and `object_token` point into the decoded
+// bytes.
 struct CallHeaderView {
   absl::string_view method;
   int64_t timeout_ns = 0;
   Metadata metadata;
+  uint64_t object_id = 0;
+  absl::string_view object_token;
+  // wire.CountedRef entries (field 6), in order; tokens view the bytes.
+  struct CountedRef {
+    uint64_t object_id = 0;
+    absl::string_view token;
+    uint32_t count = 0;
+  };
+  std::vector<CountedRef> counted_refs;
 };
 
 // Decodes untrusted bytes. False if they are not a valid wire.CallHeader

@@ -59,6 +59,36 @@ void ExpectSameAsProtobuf(const std::string& bytes) {
     EXPECT_EQ(ours.metadata[i].first, reference.metadata(i).key());
     EXPECT_EQ(ours.metadata[i].second, reference.metadata(i).value());
   }
+  EXPECT_EQ(ours.object_id, reference.object_id());
+  EXPECT_EQ(ours.object_token, reference.object_token());
+  ASSERT_EQ(ours.counted_refs.size(), static_cast<size_t>(reference.counted_refs_size()));
+  for (int i = 0; i < reference.counted_refs_size(); ++i) {
+    EXPECT_EQ(ours.counted_refs[i].object_id, reference.counted_refs(i).object_id());
+    EXPECT_EQ(ours.counted_refs[i].token, reference.counted_refs(i).token());
+    EXPECT_EQ(ours.counted_refs[i].count, reference.counted_refs(i).count());
+  }
+}
+
+TEST(CallHeaderCodec, ObjectTargetMatchesProtobuf) {
+  for (uint64_t id : {uint64_t{0}, uint64_t{1}, uint64_t{0x0102030405060708}, ~uint64_t{0}}) {
+    for (absl::string_view token : {absl::string_view(), absl::string_view("0123456789abcdef")}) {
+      wire::CallHeader header;
+      header.set_method("/pkg.Svc/M");
+      header.set_timeout_ns(5);
+      header.set_object_id(id);
+      header.set_object_token(std::string(token));
+      std::string ours;
+      EncodeCallHeader("/pkg.Svc/M", 5, {}, &ours);
+      const size_t base = ours.size();
+      ours.resize(base + ObjectTargetSize(id, token));
+      EXPECT_EQ(WriteObjectTarget(id, token, ours.data() + base), ours.data() + ours.size());
+      EXPECT_EQ(ours, header.SerializeAsString());
+      CallHeaderView view;
+      ASSERT_TRUE(DecodeCallHeader(ours, &view));
+      EXPECT_EQ(view.object_id, id);
+      EXPECT_EQ(view.object_token, token);
+    }
+  }
 }
 
 TEST(CallHeaderCodec, DecodesWhatItEncodes) {
@@ -80,9 +110,12 @@ TEST(CallHeaderCodec, AcceptsWhatProtobufAccepts) {
       std::string("\x10\x05\x0a\x02/m", 6),          // fields out of order
       std::string("\x0a\x01" "a" "\x0a\x01" "b", 6),  // repeated singular field: last wins
       std::string("\x20\x07\x0a\x01m", 5),           // unknown varint field
-      std::string("\x21" "12345678" "\x0a\x01m", 12),  // unknown 64-bit field
+      std::string("\x21" "12345678" "\x0a\x01m", 12),  // object_id (64-bit)
+      std::string("\x29" "12345678", 9),              // unknown 64-bit field
+      std::string("\x21" "1234", 5),                  // truncated object_id
+      std::string("\x2a\x03xyz", 5),                  // object_token
       std::string("\x25" "1234", 5),                  // unknown 32-bit field
-      std::string("\x2a\x03xyz", 5),                  // unknown length-delimited field
+      std::string("\x32\x03xyz", 5),                  // unknown length-delimited field
       std::string("\x0b\x10\x01\x0c\x0a\x01m", 7),   // a group in place of field 1, skipped
       std::string("\x2b\x33\x08\x01\x34\x2c", 6),     // nested groups
       std::string("\x08\x01", 2),                    // field 1 with the wrong wire type: unknown
@@ -108,6 +141,17 @@ TEST(CallHeaderCodec, MutatedInputsMatchProtobuf) {
   std::mt19937 rng(12345);
   std::string base;
   EncodeCallHeader("/pkg.Svc/Method", 123456789, {{"key", "value"}, {"k2", ""}}, &base);
+  {
+    // With an object target and counted references (fields 4 to 6).
+    wire::CallHeader extra;
+    extra.set_object_id(42);
+    extra.set_object_token("0123456789abcdef");
+    wire::CountedRef* ref = extra.add_counted_refs();
+    ref->set_object_id(7);
+    ref->set_token("tok");
+    ref->set_count(3);
+    base += extra.SerializeAsString();
+  }
   for (int i = 0; i < 20000; ++i) {
     std::string bytes = base;
     const int mutations = 1 + static_cast<int>(rng() % 4);

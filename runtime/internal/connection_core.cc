@@ -31,6 +31,11 @@ struct DeliveringScope {
 };
 thread_local const DeliveringScope* t_delivering = nullptr;
 
+uint64_t NextSerial() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 std::shared_ptr<ConnectionCore> ConnectionCore::Create(std::unique_ptr<Connection> connection,
@@ -42,6 +47,7 @@ ConnectionCore::ConnectionCore(std::unique_ptr<Connection> connection, Options o
     : options_(std::move(options)),
       peer_(connection->peer()),
       next_call_id_(options_.connecting_side ? 1 : 2),
+      serial_(NextSerial()),
       connection_(std::move(connection)) {}
 
 ConnectionCore::~ConnectionCore() {
@@ -99,7 +105,7 @@ void ConnectionCore::WaitedWithoutDriving() {
 // ---------------------------------------------------------------------------
 // Handshake
 
-wire::Hello ConnectionCore::MakeHello() const {
+wire::Hello ConnectionCore::MakeHello() {
   wire::Hello hello;
   hello.set_min_protocol_version(kProtocolVersion);
   hello.set_max_protocol_version(kProtocolVersion);
@@ -110,6 +116,7 @@ wire::Hello ConnectionCore::MakeHello() const {
   for (const std::string& endpoint : options_.local_endpoints) hello.add_local_endpoints(endpoint);
   hello.add_features("shm/1");
   hello.set_stream_window_bytes(ReceiveWindow());
+  AddBootstrap(&hello);
   return hello;
 }
 
@@ -179,6 +186,7 @@ void ConnectionCore::HandleHello(const Frame& frame) {
     if (!SendControlFrame(FrameType::kHelloAck, 0, &ack, absl::Now() + absl::Seconds(10)).ok()) return;
   }
   peer_hello_ = std::move(hello);
+  if (accepted.ok()) ImportPeerBootstrap();
   absl::MutexLock lock(&mu_);
   if (accepted.ok()) {
     state_.HandshakeSucceeded();
@@ -473,6 +481,7 @@ void ConnectionCore::OnClosed(const absl::Status& reason) {
       absl::StrCat("connection to ", peer().remote_address, " lost: ", reason.message()));
   for (auto& [id, stream] : streams) stream->End(failure);  // before callbacks, as above
   for (auto& [id, call] : pending) Complete(call, failure);
+  ObjectsOnClosed(reason);
   if (options_.on_closed) options_.on_closed(this);
 }
 

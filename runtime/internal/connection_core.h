@@ -22,6 +22,9 @@
 //   connection_core_server.cc   calls the peer makes: admission, handlers,
 //                               replies, CANCEL
 //   connection_core_streams.cc  streaming calls both ways, flow control
+//   connection_core_objects.cc  RMI: calls on exported objects, references
+//                               and descriptors in messages, imports,
+//                               releases, bootstrap objects
 //   connection_core_frames.h    serializing and parsing what frames carry
 // Its life (handshaking, open, draining, closed...) is one ConnectionState.
 #ifndef LOCUS_RUNTIME_INTERNAL_CONNECTION_CORE_H_
@@ -37,6 +40,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -47,7 +51,10 @@
 #include "internal/stream_call.h"
 #include "internal/thread_pool.h"
 #include "locus/call_options.h"
+#include "internal/attachments.h"
 #include "locus/future.h"
+#include "locus/object.h"
+#include "locus/rmi.pb.h"
 #include "locus/service.h"
 #include "locus/transport.h"
 #include "locus/wire.pb.h"
@@ -57,6 +64,67 @@ class MessageLite;
 }  // namespace google::protobuf
 
 namespace locus::internal {
+
+class ConnectionCore;
+class ExportEntry;
+
+// The object a call addresses (locus/object.h): its id and token. A call
+// without one goes to the connection's services, by method name.
+struct ObjectTarget {
+  uint64_t id = 0;
+  std::string token;
+};
+
+// A reference this side holds, over one connection, to an object the peer
+// owns: made when the first reference to it arrives (counted in the
+// frame's meta, wire.CountedRef) or is adopted, shared by everything made
+// from it. When the last holder drops it, the references it counted are
+// released to the owner (a Release call), if the connection is still open.
+class ImportEntry {
+ public:
+  ImportEntry(std::weak_ptr<ConnectionCore> core, uint64_t connection, uint64_t id,
+              std::string token)
+      : core_(std::move(core)), connection_(connection), id_(id), token_(std::move(token)) {}
+  ~ImportEntry();  // sends the release (ConnectionCore::SendRelease)
+  ImportEntry(const ImportEntry&) = delete;
+  ImportEntry& operator=(const ImportEntry&) = delete;
+
+  uint64_t id() const { return id_; }
+  const std::string& token() const { return token_; }
+  std::shared_ptr<ConnectionCore> core() const { return core_.lock(); }
+  void AddReceived(uint64_t count) { received_.fetch_add(count, std::memory_order_relaxed); }
+  // Keeps `self` (this entry) alive for `timeout`, or (if `claimable`)
+  // until a Claim() before that: the hold of a reference that arrived in a
+  // reply, whose receiver makes its Remote after the call returned, and of
+  // one passed on to a third party, which adopts it from the owner later.
+  void Hold(std::shared_ptr<ImportEntry> self, absl::Duration timeout, bool claimable);
+  // A Remote was made from it: one claimable hold ends.
+  void Claim();
+
+ private:
+  void EndHold(uint64_t hold);
+
+  const std::weak_ptr<ConnectionCore> core_;
+  const uint64_t connection_;  // ConnectionCore::serial()
+  const uint64_t id_;
+  const std::string token_;
+  std::atomic<uint64_t> received_{0};
+  absl::Mutex mu_;
+  // Holds by id (true: claimable); `self_` while there are any.
+  absl::flat_hash_map<uint64_t, bool> holds_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_hold_ ABSL_GUARDED_BY(mu_) = 0;
+  std::shared_ptr<ImportEntry> self_ ABSL_GUARDED_BY(mu_);
+};
+
+// Process-wide index of live imports, by connection and object id: the
+// import of the reference `ref` if it came by a connection
+// (ref.received_via) that still holds it alive and its token matches, else
+// null (ResolveRef finds callbacks and returned references here).
+std::shared_ptr<ImportEntry> FindLiveImport(const ObjectRef& ref);
+
+// Calls on this process's objects one connection may have running at once;
+// more are refused with RESOURCE_EXHAUSTED.
+inline constexpr size_t kMaxObjectCallsFromPeer = 256;
 
 class ConnectionCore final : public FrameSink,
                              public StreamCallHost,
@@ -93,6 +161,9 @@ class ConnectionCore final : public FrameSink,
     // connection set): no frame delivery can then drop the last one, and
     // OnFrame takes none of its own (two atomic operations per call).
     bool owner_holds_until_closed = false;
+    // Offered to the peer in this side's HELLO (Cap'n Proto's bootstrap
+    // interface): ChannelOptions::bootstrap, ServerOptions::bootstrap.
+    std::shared_ptr<Service> bootstrap;
   };
 
   static std::shared_ptr<ConnectionCore> Create(std::unique_ptr<Connection> connection,
@@ -106,17 +177,40 @@ class ConnectionCore final : public FrameSink,
   // Accepting side: closes the connection if no HELLO arrives by `deadline`.
   void ExpectHandshakeBy(absl::Time deadline);
 
+  // `target`: the peer's object to call; nullptr: its services.
   absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
-                         google::protobuf::MessageLite* response, const CallOptions& options);
+                         google::protobuf::MessageLite* response, const CallOptions& options,
+                         const ObjectTarget* target = nullptr);
   void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                   google::protobuf::MessageLite* response, const CallOptions& options,
-                  absl::AnyInvocable<void(absl::Status) &&> done);
+                  absl::AnyInvocable<void(absl::Status) &&> done, const ObjectTarget* target = nullptr);
 
   // Opens a streaming call (see Channel::OpenStream). Never null.
   std::unique_ptr<ClientCallStream> OpenStream(const RpcMethod& method,
                                                const google::protobuf::MessageLite* request,
                                                google::protobuf::MessageLite* response,
-                                               const CallOptions& options);
+                                               const CallOptions& options,
+                                               const ObjectTarget* target = nullptr);
+
+  // --- RMI (connection_core_objects.cc) ---
+  // Unique in the process: this connection's key in the object registry.
+  uint64_t serial() const { return serial_; }
+  // Whether the peer speaks RMI ("rmi/1" in its HELLO); valid after the
+  // handshake.
+  bool peer_speaks_rmi() const { return peer_speaks_rmi_.load(std::memory_order_acquire); }
+  // The peer's process (its HELLO's process nonce).
+  uint64_t peer_process() const { return peer_hello_.host().process_nonce(); }
+  // Takes a reference to the peer's object `ref` names (a third party's
+  // reference) over this connection: an Adopt call, which checks the token.
+  absl::StatusOr<std::shared_ptr<ImportEntry>> Adopt(const ObjectRef& ref, absl::Time deadline);
+  // The reference to the object the peer offered in its HELLO (its
+  // bootstrap object), or null if it offered none.
+  const ObjectRef* peer_bootstrap() const {
+    return peer_bootstrap_import_ != nullptr ? &peer_bootstrap_ : nullptr;
+  }
+  // Runs `callback` (on the object pool) once the connection has closed;
+  // at once if it has.
+  void AddCloseObserver(absl::AnyInvocable<void(absl::Status) &&> callback);
 
   // Tells the peer no new calls will be accepted (GOAWAY); calls in progress
   // continue.
@@ -155,6 +249,7 @@ class ConnectionCore final : public FrameSink,
   void AbortStream(StreamCall* call, absl::Status status) override;
 
  private:
+  friend class ImportEntry;  // SendRelease
   struct PendingCall;  // connection_core_client.cc
   // A call the peer started, accepted for serving.
   struct IncomingCall {
@@ -167,6 +262,17 @@ class ConnectionCore final : public FrameSink,
     // the reader: the connection's InlineHandlersCancelled(), not owned.
     std::shared_ptr<std::atomic<bool>> cancelled;
     Metadata metadata;
+    // Calls on an exported object: its entry (`entry` points into it) and
+    // the object, held for the call.
+    std::shared_ptr<ExportEntry> exported;
+    std::shared_ptr<Service> object;
+    // Not inline on the reader: on a pool, with a serving_ entry.
+    bool pooled = false;
+    // Descriptors that came with the request (methods with attachments).
+    std::vector<OwnedFd> fds;
+    // References the request counted (wire.CountedRef): held until the call
+    // ends, released with it unless a Remote was made from them.
+    std::vector<std::shared_ptr<ImportEntry>> imports;
   };
 
   ConnectionCore(std::unique_ptr<Connection> connection, Options options);
@@ -223,7 +329,7 @@ class ConnectionCore final : public FrameSink,
   void HandleHello(const Frame& frame);
   void HandleGoAway(const Frame& frame);
   void ProtocolError(const std::string& what);
-  wire::Hello MakeHello() const;
+  wire::Hello MakeHello();
 
   // --- Calls this side makes (connection_core_client.cc) ---
   // Registers `call` under a fresh id, with a deadline timer unless
@@ -248,12 +354,12 @@ class ConnectionCore final : public FrameSink,
   // streaming calls whose messages follow) and `flags`.
   absl::Status SendRequest(const RpcMethod& method, uint64_t id,
                            const google::protobuf::MessageLite* request, uint32_t flags,
-                           const CallOptions& options);
+                           const CallOptions& options, const ObjectTarget* target);
   // Ends call `id` with `status` if still outstanding, and tells the peer
   // (CANCEL, best effort). `by_its_timer`: running as the call's deadline
   // timer (which must not cancel itself).
   void AbandonCall(uint64_t id, absl::Status status, bool by_its_timer);
-  void HandleResponse(const Frame& frame);
+  void HandleResponse(Frame& frame);
 
   // --- Calls the peer makes (connection_core_server.cc) ---
   void HandleRequest(Frame& frame);
@@ -281,10 +387,53 @@ class ConnectionCore final : public FrameSink,
   // Sends a kResponse: `reply` (sized `reply_size` by ByteSizeLong, not
   // changed since) is serialized straight into the transport; nullptr for
   // an error or a reply without a message.
+  // `attachments`: the reply may hold references or descriptors.
   void SendResponse(uint64_t call_id, const absl::Status& status,
                     const google::protobuf::MessageLite* reply, size_t reply_size,
-                    const Metadata& trailers, absl::Time deadline);
+                    const Metadata& trailers, absl::Time deadline, bool attachments = false);
   void SendError(uint64_t call_id, const absl::Status& status, absl::Time deadline);
+
+  // --- RMI (connection_core_objects.cc) ---
+  // The pool that runs handlers of calls on exported objects.
+  ThreadPool* PoolFor(const IncomingCall& call) const;
+  // Sends a frame whose message may hold references or descriptors: counts
+  // the references this side owns as held by the peer (and lists them in
+  // the meta: field `counted_field` of the meta's message), pins imports
+  // passed on to a third party, and sends the descriptors along.
+  // FAILED_PRECONDITION (nothing sent) if the peer does not speak RMI, the
+  // transport is unreliable or cannot carry descriptors; NOT_FOUND if a
+  // reference of this side's names an object no longer exported.
+  absl::Status SendWithAttachments(FrameHeader header, absl::string_view meta, uint32_t counted_field,
+                                   const google::protobuf::MessageLite& message, absl::Time deadline);
+  // After parsing a received message: imports its references to the
+  // peer's objects (holds in `scope`) and swaps descriptor indexes for inbox
+  // tickets. INVALID_ARGUMENT for an index without a descriptor.
+  // After parsing a received message: marks its references to the peer's
+  // objects as come by this connection (ObjectRef::received_via) and swaps
+  // descriptor indexes for inbox tickets held by `scope`. INVALID_ARGUMENT
+  // for an index without a descriptor (every descriptor field is then
+  // cleared or redeemed, never left holding a peer's number).
+  absl::Status ImportAttachments(google::protobuf::MessageLite& message, std::vector<OwnedFd>& fds,
+                                 ReceivedAttachments* scope);
+  // Takes in the references a frame's meta counts (wire.CountedRef): one
+  // import per object, holding them. Dropping the holds releases them.
+  template <typename CountedRefs>
+  std::vector<std::shared_ptr<ImportEntry>> ImportCounted(const CountedRefs& refs);
+  std::shared_ptr<ImportEntry> Import(uint64_t id, absl::string_view token, uint64_t count);
+  // Requests to the built-in "locus.rmi.Objects" service; true if
+  // `method` is one (handled here).
+  bool HandleObjectsCall(absl::string_view method, const Frame& frame);
+  // Sends Release for `count` references to the peer's object `id`.
+  void SendRelease(uint64_t id, uint64_t count);
+  // This side holds references the peer counts on: keep reading even
+  // while no call of this side is outstanding (a plain client).
+  void ServeObjects();
+  // This side's HELLO offers its bootstrap object; the peer's is imported.
+  void AddBootstrap(wire::Hello* hello);
+  void ImportPeerBootstrap();
+  // The connection closed: releases what the peer held here, tells the
+  // observers.
+  void ObjectsOnClosed(const absl::Status& reason);
 
   // --- Streams (connection_core_streams.cc) ---
   absl::StatusOr<std::shared_ptr<StreamCall>> RegisterStream(const RpcMethod& method,
@@ -332,6 +481,20 @@ class ConnectionCore final : public FrameSink,
 
   // Written once by the reader before the handshake settles (HandleHello).
   wire::Hello peer_hello_;
+  std::atomic<bool> peer_speaks_rmi_{false};
+  ObjectRef peer_bootstrap_;
+  std::shared_ptr<ImportEntry> peer_bootstrap_import_;
+
+  // RMI. Objects of this process the peer holds references to (their
+  // counts live in the ObjectRegistry under serial_), imports of the
+  // peer's objects, and who waits for the connection to close.
+  const uint64_t serial_;
+  absl::flat_hash_set<uint64_t> exported_to_peer_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::weak_ptr<ImportEntry>> imports_ ABSL_GUARDED_BY(mu_);
+  // Calls on this side's objects running now (at most kMaxObjectCalls).
+  size_t object_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<absl::AnyInvocable<void(absl::Status) &&>> close_observers_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> serving_objects_{false};
 
   // Declared last so that it is destroyed first (its destructor may deliver
   // OnClosed, which uses the members above).

@@ -21,6 +21,7 @@ struct ConnectionCore::PendingCall {
   google::protobuf::MessageLite* response = nullptr;
   Metadata* trailing_metadata = nullptr;
   const char* method = nullptr;
+  bool has_attachments = false;  // the reply may hold references or descriptors
   // Asynchronous calls: `done` set, heap-allocated, freed by Complete().
   // They keep their connection alive until they complete.
   absl::AnyInvocable<void(absl::Status) &&> done;
@@ -97,7 +98,12 @@ void ConnectionCore::Complete(PendingCall* call, absl::Status status) {
 
 absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
                                          const google::protobuf::MessageLite* request,
-                                         uint32_t flags, const CallOptions& options) {
+                                         uint32_t flags, const CallOptions& options,
+                                         const ObjectTarget* target) {
+  if (target != nullptr && !peer_speaks_rmi_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the peer (", peer().remote_address, ") does not support object references"));
+  }
   if (request != nullptr && !request->IsInitialized()) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot serialize request for ", method.full_name, " (missing required fields?)"));
@@ -113,7 +119,9 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   char small_meta[256];
   std::optional<ScratchBuffer> large_meta;
   const absl::string_view method_name(method.full_name);
-  const size_t meta_size = CallHeaderSize(method_name, timeout_ns, options.metadata);
+  const size_t header_size = CallHeaderSize(method_name, timeout_ns, options.metadata);
+  const size_t meta_size =
+      header_size + (target != nullptr ? ObjectTargetSize(target->id, target->token) : 0);
   char* meta = small_meta;
   if (meta_size > sizeof(small_meta)) {
     large_meta.emplace();
@@ -121,8 +129,13 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
     meta = large_meta->get()->data();
   }
   WriteCallHeader(method_name, timeout_ns, options.metadata, meta);
-  absl::Status sent = SendFrame(FrameHeader::Make(FrameType::kRequest, flags, id),
-                                absl::string_view(meta, meta_size), request, size, options.deadline);
+  if (target != nullptr) WriteObjectTarget(target->id, target->token, meta + header_size);
+  const FrameHeader header = FrameHeader::Make(FrameType::kRequest, flags, id);
+  absl::Status sent =
+      method.has_attachments && request != nullptr
+          ? SendWithAttachments(header, absl::string_view(meta, meta_size), /*counted_field=*/6,
+                                *request, options.deadline)
+          : SendFrame(header, absl::string_view(meta, meta_size), request, size, options.deadline);
   if (!sent.ok() && absl::IsInternal(sent)) {
     return absl::InternalError(absl::StrCat("cannot serialize request for ", method.full_name,
                                             " (was it modified while being sent?)"));
@@ -142,7 +155,8 @@ const CallOptions& ConnectionCore::BoundedOptions(const CallOptions& options,
 absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
                                        const google::protobuf::MessageLite& request,
                                        google::protobuf::MessageLite* response,
-                                       const CallOptions& given_options) {
+                                       const CallOptions& given_options,
+                                       const ObjectTarget* target) {
   if (!method.oneway && DeliveringOnThisThread()) {
     // Instead of waiting until the deadline (or for ever) for a reply that
     // only this thread could read.
@@ -161,10 +175,11 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
   call.response = response;
   call.trailing_metadata = options.trailing_metadata;
   call.method = method.full_name;
+  call.has_attachments = method.has_attachments;
   absl::StatusOr<uint64_t> id = Register(&call, absl::InfiniteFuture(), options.cancellation);
   if (!id.ok()) return id.status();
   absl::Status sent = SendRequest(method, *id, &request,
-                                  kFlagEndStream | (method.oneway ? kFlagOneway : 0), options);
+                                  kFlagEndStream | (method.oneway ? kFlagOneway : 0), options, target);
   if (!sent.ok() || method.oneway) {
     if (Take(*id) != nullptr) return sent;
     // Someone (OnClosed, Cancel) is completing it: wait for that below.
@@ -213,7 +228,8 @@ void ConnectionCore::StartUnary(const RpcMethod& method,
                                 const google::protobuf::MessageLite& request,
                                 google::protobuf::MessageLite* response,
                                 const CallOptions& given_options,
-                                absl::AnyInvocable<void(absl::Status) &&> done) {
+                                absl::AnyInvocable<void(absl::Status) &&> done,
+                                const ObjectTarget* target) {
   std::optional<CallOptions> bounded;
   const CallOptions& options = BoundedOptions(given_options, &bounded);
   if (absl::Now() >= options.deadline) {
@@ -226,6 +242,7 @@ void ConnectionCore::StartUnary(const RpcMethod& method,
   call->response = response;
   call->trailing_metadata = options.trailing_metadata;
   call->method = method.full_name;
+  call->has_attachments = method.has_attachments;
   call->done = std::move(done);
   call->keepalive = shared_from_this();
   const absl::Time timer_deadline =
@@ -237,7 +254,7 @@ void ConnectionCore::StartUnary(const RpcMethod& method,
     return;
   }
   absl::Status sent = SendRequest(method, *id, &request,
-                                  kFlagEndStream | (method.oneway ? kFlagOneway : 0), options);
+                                  kFlagEndStream | (method.oneway ? kFlagOneway : 0), options, target);
   if (!sent.ok() || method.oneway) {
     if (PendingCall* taken = Take(*id)) Complete(taken, sent);
   }
@@ -253,7 +270,14 @@ void ConnectionCore::AbandonCall(uint64_t id, absl::Status status, bool by_its_t
   Complete(call, absl::Status(status.code(), absl::StrCat(status.message(), " waiting for ", call->method)));
 }
 
-void ConnectionCore::HandleResponse(const Frame& frame) {
+void ConnectionCore::HandleResponse(Frame& frame) {
+  // References the reply counts are this side's to release, whether or not
+  // anyone reads the reply (it may come too late, or not parse).
+  std::vector<std::shared_ptr<ImportEntry>> imports;
+  if (frame.header.meta_length != 0 && peer_speaks_rmi()) {
+    wire::CallStatus counted;
+    if (ParseMeta(frame, &counted)) imports = ImportCounted(counted.counted_refs());
+  }
   PendingCall* call = Take(frame.header.call_id);
   if (call == nullptr) {
     // A stream this side started (a RESPONSE for a stream the peer
@@ -269,6 +293,16 @@ void ConnectionCore::HandleResponse(const Frame& frame) {
   }
   absl::Status status = ResponseStatus(frame, call->trailing_metadata);
   if (status.ok()) status = ParseReply(frame, call->method, call->response);
+  if (status.ok() && call->has_attachments) {
+    // What the reply brought waits for its receiver (Remote::From, TakeFd)
+    // after the call returned, for a while.
+    ReceivedAttachments scope;
+    status = ImportAttachments(*call->response, frame.fds, &scope);
+    std::move(scope).ExpireAfter(kUnclaimedFdTimeout);
+    if (status.ok()) {
+      for (auto& import : imports) import->Hold(import, kUnclaimedRefTimeout, /*claimable=*/true);
+    }
+  }
   // An asynchronous call holds the connection until its callback returned
   // (PendingCall::keepalive), which may be the last reference: nothing here
   // touches this object after Complete().

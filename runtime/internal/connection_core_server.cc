@@ -13,6 +13,7 @@
 #include "internal/call_header_codec.h"
 #include "internal/connection_core.h"
 #include "internal/connection_core_frames.h"
+#include "internal/object_registry.h"
 
 namespace locus::internal {
 
@@ -25,12 +26,16 @@ absl::Status ConnectionCore::CheckRequest(const IncomingCall& call, absl::string
       (header.flags & kFlagHasMessage) == 0) {
     return absl::InvalidArgumentError(absl::StrCat("request for ", method, " without a message"));
   }
-  if (streaming && options_.stream_pool == nullptr) {
+  if (streaming && call.object == nullptr && options_.stream_pool == nullptr) {
     return absl::UnimplementedError(absl::StrCat("this side serves no streaming calls (", method, ")"));
   }
   if (streaming && !connection_->reliable()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "streaming call to ", method, " needs a reliable transport, not ", peer().transport));
+  }
+  if (streaming && call.entry->method->has_attachments) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        method, ": object references and file descriptors travel in unary calls only"));
   }
   if (streaming && call.oneway) {
     return absl::InvalidArgumentError(absl::StrCat("streaming call to ", method, " marked oneway"));
@@ -51,12 +56,29 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     if (!oneway) SendError(call_id, absl::InvalidArgumentError("malformed call header"), absl::InfiniteFuture());
     return;
   }
+  // The built-in service of RMI bookkeeping (only from peers that speak it).
+  if (peer_speaks_rmi_ && header.object_id == 0 && HandleObjectsCall(header.method, frame)) return;
   IncomingCall call;
   call.call_id = call_id;
   call.oneway = oneway;
   call.deadline = DeadlineFromTimeout(header.timeout_ns);
-  call.entry = options_.services == nullptr ? nullptr : options_.services->Find(header.method);
-  absl::Status refused = CheckRequest(call, header.method, frame.header);
+  // Held by the call; released with it if refused or not taken.
+  if (!header.counted_refs.empty()) call.imports = ImportCounted(header.counted_refs);
+  absl::Status refused;
+  if (header.object_id != 0) {
+    // The same answer whether the id is unknown or the token wrong.
+    call.exported = ObjectRegistry::Get().Find(header.object_id, header.object_token);
+    if (call.exported != nullptr) call.object = call.exported->object();
+    if (call.object == nullptr) {
+      refused = absl::NotFoundError(absl::StrCat(
+          "no object ", header.object_id, " here (released, revoked, or never exported)"));
+    } else {
+      call.entry = call.exported->FindMethod(header.method);
+    }
+  } else {
+    call.entry = options_.services == nullptr ? nullptr : options_.services->Find(header.method);
+  }
+  if (refused.ok()) refused = CheckRequest(call, header.method, frame.header);
   const bool streaming = call.entry != nullptr && call.entry->method->kind != RpcKind::kUnary;
   // A handler running inline occupies the connection's reader, so no CANCEL
   // can be read while it runs: it is cancelled by its deadline or by this
@@ -67,7 +89,8 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   // shutdown. Pooled handlers get their own flag and a table entry.
   // Streaming handlers always run on the stream pool (they block in Read
   // and Write); the call's flag lives in its StreamCall.
-  const bool pooled = options_.handler_pool != nullptr || streaming;
+  const bool pooled = options_.handler_pool != nullptr || streaming || call.object != nullptr;
+  call.pooled = pooled;
   if (streaming && refused.ok()) {
     call.stream = std::make_shared<StreamCall>(
         this, StreamCall::Side::kServer, *call.entry->method, call_id, call.deadline,
@@ -99,6 +122,15 @@ void ConnectionCore::HandleRequest(Frame& frame) {
           absl::StrCat("too many streaming calls open on this connection (at most ",
                        options_.max_streams_from_peer, ")"));
     }
+    if (refused.ok() && call.object != nullptr) {
+      if (object_calls_ >= kMaxObjectCallsFromPeer) {
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            "too many calls on objects running for this connection (at most ",
+            kMaxObjectCallsFromPeer, ")"));
+      } else {
+        ++object_calls_;  // until EndServing
+      }
+    }
     last_peer_call_id_ = std::max(last_peer_call_id_, call_id);
     if (refused.ok()) {
       if (pooled) {
@@ -122,15 +154,16 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     return;
   }
   call.metadata = std::move(header.metadata);
+  if (call.entry->method->has_attachments) call.fds = std::move(frame.fds);
   if (streaming) {
-    options_.stream_pool->Post([self = shared_from_this(), call = std::move(call),
+    PoolFor(call)->Post([self = shared_from_this(), call = std::move(call),
                                 method = std::string(header.method)]() mutable {
       self->Serve(call, method, {});
     });
   } else if (pooled) {
     // The frame's buffers go back to the transport when this returns: the
     // pooled handler takes its own copies.
-    options_.handler_pool->Post([self = shared_from_this(), call = std::move(call),
+    PoolFor(call)->Post([self = shared_from_this(), call = std::move(call),
                                  method = std::string(header.method),
                                  payload = frame.TakePayload()]() mutable {
       self->Serve(call, method, payload);
@@ -161,6 +194,26 @@ void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::s
     ServerContext& context_;
     bool finished_ = false;
   };
+  // RMI: what the request brought (held until the handler returned), the
+  // caller's bootstrap object and its connection's end.
+  class Link final : public CallLink {
+   public:
+    Link(ConnectionCore* core, IncomingCall& call) : core_(core), call_(call) {}
+    absl::Status ImportRequest(google::protobuf::MessageLite* request) override {
+      return core_->ImportAttachments(*request, call_.fds, &scope_);
+    }
+    const ObjectRef* caller_object() const override { return core_->peer_bootstrap(); }
+    void OnCallerGone(absl::AnyInvocable<void(absl::Status) &&> callback) override {
+      core_->AddCloseObserver(std::move(callback));
+    }
+
+   private:
+    ConnectionCore* const core_;
+    IncomingCall& call_;
+    ReceivedAttachments scope_;
+  };
+  Link link(this, call);
+  context.set_link(&link, call.entry->method->has_attachments);
   Sink sink(this, call, context);
   if (call.stream != nullptr) {
     call.entry->handler->CallStream(&context, *call.stream, sink);
@@ -213,12 +266,13 @@ void ConnectionCore::FinishServing(IncomingCall& call, const ServerContext& cont
 }
 
 void ConnectionCore::EndServing(const IncomingCall& call) {
-  if (options_.handler_pool == nullptr && call.stream == nullptr) {
+  if (!call.pooled) {
     inline_serving_.fetch_sub(1, std::memory_order_acq_rel);  // no table entry: no lock
     return;
   }
   absl::MutexLock lock(&mu_);
   serving_.erase(call.call_id);
+  if (call.object != nullptr) --object_calls_;
 }
 
 void ConnectionCore::SendOutcome(IncomingCall& call, const ServerContext& context,
@@ -241,7 +295,7 @@ void ConnectionCore::SendOutcome(IncomingCall& call, const ServerContext& contex
   }
   if (cancelled) return;
   SendResponse(call.call_id, status, status.ok() ? reply : nullptr, reply_size,
-               context.trailing_metadata(), call.deadline);
+               context.trailing_metadata(), call.deadline, call.entry->method->has_attachments);
 }
 
 void ConnectionCore::HandleCancel(uint64_t id) {
@@ -262,7 +316,8 @@ void ConnectionCore::SendError(uint64_t call_id, const absl::Status& status, abs
 
 void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
                                   const google::protobuf::MessageLite* reply, size_t reply_size,
-                                  const Metadata& trailers, absl::Time deadline) {
+                                  const Metadata& trailers, absl::Time deadline,
+                                  bool attachments) {
   std::string meta;
   if (!status.ok() || !trailers.empty()) {
     wire::CallStatus wire_status;
@@ -290,8 +345,20 @@ void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
   // beyond it so a reply racing the deadline is not cut mid-way.
   absl::Time send_deadline =
       deadline == absl::InfiniteFuture() ? absl::InfiniteFuture() : deadline + absl::Seconds(1);
-  absl::Status sent = SendFrame(FrameHeader::Make(FrameType::kResponse, 0, call_id), meta, reply,
-                                reply_size, send_deadline);
+  absl::Status sent =
+      attachments && reply != nullptr
+          ? SendWithAttachments(FrameHeader::Make(FrameType::kResponse, 0, call_id), meta,
+                                /*counted_field=*/4, *reply, send_deadline)
+          : SendFrame(FrameHeader::Make(FrameType::kResponse, 0, call_id), meta, reply, reply_size,
+                      send_deadline);
+  if (!sent.ok() && attachments && reply != nullptr &&
+      (absl::IsFailedPrecondition(sent) || absl::IsInvalidArgument(sent) ||
+       absl::IsNotFound(sent) || absl::IsResourceExhausted(sent))) {
+    // Nothing was sent (the transport cannot carry descriptors, a bad
+    // descriptor): the client still gets an answer.
+    SendError(call_id, sent, deadline);
+    return;
+  }
   if (!sent.ok() && absl::IsResourceExhausted(sent) && reply != nullptr) {
     // The transport cannot carry a frame this large (a UDP datagram): the
     // client still gets an answer.

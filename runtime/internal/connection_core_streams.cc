@@ -65,10 +65,17 @@ std::shared_ptr<StreamCall> ConnectionCore::TakeStream(uint64_t id) {
 
 std::unique_ptr<ClientCallStream> ConnectionCore::OpenStream(
     const RpcMethod& method, const google::protobuf::MessageLite* request,
-    google::protobuf::MessageLite* response, const CallOptions& options) {
+    google::protobuf::MessageLite* response, const CallOptions& options,
+    const ObjectTarget* target) {
   if (method.kind == RpcKind::kUnary) {
     return MakeFailedClientStream(
         absl::InvalidArgumentError(absl::StrCat(method.full_name, " is not a streaming method")));
+  }
+  if (method.has_attachments) {
+    return MakeFailedClientStream(absl::FailedPreconditionError(absl::StrCat(
+        method.full_name,
+        ": object references and file descriptors travel in unary requests and replies only, "
+        "not in stream messages")));
   }
   if (!connection_->reliable()) {
     return MakeFailedClientStream(absl::FailedPreconditionError(absl::StrCat(
@@ -88,7 +95,7 @@ std::unique_ptr<ClientCallStream> ConnectionCore::OpenStream(
   if (!stream.ok()) return MakeFailedClientStream(stream.status());
   // A server-streaming request goes with the REQUEST, which half-closes.
   absl::Status sent = SendRequest(method, (*stream)->id(), request,
-                                  request != nullptr ? kFlagEndStream : 0, options);
+                                  request != nullptr ? kFlagEndStream : 0, options, target);
   if (!sent.ok()) {
     if (TakeStream((*stream)->id()) != nullptr) (*stream)->End(sent);
   }

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/message_lite.h"
+#include "internal/attachments.h"
 #include "internal/inproc_connection.h"
 #include "locus/server_context.h"
 
@@ -127,7 +128,33 @@ absl::Status InprocDispatcher::CallEntered(const RpcMethod& method,
     }
   }
   ServerContext context(method.full_name, options.deadline, options.metadata, &InprocClientInfo(), cancelled);
-  absl::Status status = entry->handler->CallDirect(&context, request, response);
+  // What the client offered; descriptors are duplicated as a socket would.
+  class Link final : public CallLink {
+   public:
+    explicit Link(const ObjectRef* caller) : caller_(caller) {}
+    absl::Status ImportRequest(google::protobuf::MessageLite*) override { return absl::OkStatus(); }
+    const ObjectRef* caller_object() const override { return caller_; }
+    void OnCallerGone(absl::AnyInvocable<void(absl::Status) &&>) override {}
+
+   private:
+    const ObjectRef* const caller_;
+  } link(client.caller_object.get());
+  context.set_link(&link, false);
+  absl::Status status;
+  ReceivedAttachments request_scope;
+  if (method.has_attachments) {
+    std::unique_ptr<google::protobuf::MessageLite> copy(request.New());
+    copy->CheckTypeAndMergeFrom(request);
+    status = DuplicateFdsInPlace(*copy, &request_scope);
+    if (status.ok()) status = entry->handler->CallDirect(&context, *copy, response);
+    if (status.ok() && !method.oneway) {
+      ReceivedAttachments reply_scope;
+      status = DuplicateFdsInPlace(*response, &reply_scope);
+      std::move(reply_scope).ExpireAfter(kUnclaimedFdTimeout);
+    }
+  } else {
+    status = entry->handler->CallDirect(&context, request, response);
+  }
   if (cancelled != nullptr && cancelled->load(std::memory_order_acquire)) {
     return absl::CancelledError(absl::StrCat("call cancelled while the server handled ", method.full_name));
   }

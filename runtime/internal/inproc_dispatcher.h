@@ -37,6 +37,7 @@
 #include "internal/service_table.h"
 #include "internal/thread_pool.h"
 #include "locus/call_options.h"
+#include "locus/rmi.pb.h"
 #include "locus/service.h"
 #include "locus/transport.h"
 
@@ -56,6 +57,8 @@ class InprocDispatcher {
   struct ClientLimits {
     uint64_t max_send_message_size;
     uint64_t max_receive_message_size;
+    // The client's bootstrap object (ServerContext::caller_object), or null.
+    std::shared_ptr<const ObjectRef> caller_object;
   };
 
   InprocDispatcher(const ServiceTable* services, ServerLimits limits, ThreadPool* pool);
@@ -66,6 +69,12 @@ class InprocDispatcher {
   void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                   google::protobuf::MessageLite* response, const CallOptions& options,
                   const ClientLimits& client, absl::AnyInvocable<void(absl::Status) &&> done);
+
+  // Set by the server before the dispatcher is registered: its bootstrap
+  // object (ServerOptions::bootstrap), for locus::Bootstrap on in-process
+  // channels.
+  void set_bootstrap(std::shared_ptr<Service> bootstrap) { bootstrap_ = std::move(bootstrap); }
+  const std::shared_ptr<Service>& bootstrap() const { return bootstrap_; }
 
   // Set by the server before the dispatcher is registered: how it accepts
   // an in-process connection.
@@ -95,6 +104,7 @@ class InprocDispatcher {
   const ServerLimits limits_;
   ThreadPool* const pool_;
   std::function<void(std::unique_ptr<Connection>)> accept_;
+  std::shared_ptr<Service> bootstrap_;
   // Held while a connection is handed to the server, so that once
   // StopAccepting returns, the server has every in-process connection in
   // its set.

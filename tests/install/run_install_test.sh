@@ -32,9 +32,11 @@ cmake --install "$build_dir" --prefix "$prefix" > "$work/install.log" || {
 step "checking installed files"
 missing=0
 for f in include/locus/locus.h include/locus/server.h include/locus/channel.h \
-         include/locus/codegen_support.h include/locus/options.pb.h include/locus/wire.pb.h \
+         include/locus/codegen_support.h include/locus/object.h include/locus/fd.h \
+         include/locus/options.pb.h include/locus/rmi.pb.h include/locus/wire.pb.h \
          lib/liblocus.a lib/liblocus_idl.a bin/locusc bin/protoc-gen-locus \
-         share/locus/idl/locus/options.proto share/locus/idl/locus/wire.proto \
+         share/locus/idl/locus/options.proto share/locus/idl/locus/rmi.proto \
+         share/locus/idl/locus/wire.proto \
          lib/cmake/Locus/LocusConfig.cmake lib/cmake/Locus/LocusConfigVersion.cmake \
          lib/cmake/Locus/LocusTargets.cmake lib/cmake/Locus/LocusGenerate.cmake; do
   if [[ ! -e "$prefix/$f" ]]; then

@@ -78,6 +78,11 @@ struct ChannelOptions {
   // Datagram transports (udp://): the deadline of calls that set none; a
   // lost datagram would otherwise leave them waiting forever.
   absl::Duration datagram_call_timeout = absl::Seconds(10);
+  // An object this client offers the server with each connection, so that
+  // the server can call it back without a call passing a reference first:
+  // handlers reach it with ServerContext::caller_object(). Calls on it run
+  // on the object pool (locus/object.h). nullptr: none.
+  std::shared_ptr<Service> bootstrap;
 };
 
 // Thread-safe. Implemented by the runtime; users get one from Connect().

@@ -96,6 +96,12 @@ class UnaryMethodHandler final : public MethodHandler {
                   nullptr);
       return 0;
     }
+    if (context->imports_attachments()) {
+      if (absl::Status imported = context->link()->ImportRequest(request); !imported.ok()) {
+        sink.Finish(imported, nullptr);
+        return 0;
+      }
+    }
     absl::Status status = (service_->*fn_)(context, request, response);
     if (!status.ok()) {
       sink.Finish(status, nullptr);

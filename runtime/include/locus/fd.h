@@ -1,11 +1,9 @@
 // File descriptors in messages: OwnedFd, and the helpers that put one into a
 // locus.FileDescriptor field (locus/rmi.proto) and take one out.
 //
-// Example (sender keeps its descriptor; the receiver gets a duplicate):
+// Example (a handler gives a descriptor away; the client gets a duplicate):
 //   locus::OwnedFd file(open("/etc/hostname", O_RDONLY | O_CLOEXEC));
-//   FileReply reply;
-//   locus::SetFd(reply.mutable_file(), file.get());
-//   // ... the reply is sent; `file` may be closed once the call returned.
+//   locus::SetFd(reply->mutable_file(), std::move(file));  // closed once sent
 // Example (receiver):
 //   absl::StatusOr<locus::OwnedFd> fd = locus::TakeFd(reply.file());
 //   if (!fd.ok()) return fd.status();
@@ -64,10 +62,15 @@ class OwnedFd {
 // reply's or a stream message's; a request's close when its handler returns).
 inline constexpr absl::Duration kUnclaimedFdTimeout = absl::Seconds(10);
 
-// Marks `field` to carry `fd` (which stays the caller's: it must stay open
-// until the message is sent, i.e. the call returned or the handler
-// finished; the receiver gets its own duplicate). fd < 0 clears it.
+// Lends `fd` to `field`: it stays the caller's and must stay open until the
+// message has been sent (a request: the call returned; a reply: the call was
+// answered, which is after the handler returned, so a handler should give
+// its descriptor instead). fd < 0 clears the field.
 void SetFd(FileDescriptor* field, int fd);
+// Gives `fd` to `field`: the runtime closes it once the message has been
+// sent (once: a second send fails INVALID_ARGUMENT), or after
+// kUnclaimedFdTimeout if the message is never sent.
+void SetFd(FileDescriptor* field, OwnedFd fd);
 
 // Redeems a descriptor received in `field`, once: NOT_FOUND if the field
 // carries none, it was taken already, or it was closed as unclaimed.

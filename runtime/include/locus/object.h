@@ -48,12 +48,11 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "locus/channel.h"
+#include "locus/rmi.pb.h"
 #include "locus/service.h"
 #include "locus/transport.h"
 
 namespace locus {
-
-class ObjectRef;  // locus/rmi.pb.h
 
 namespace internal {
 class ExportEntry;
@@ -101,6 +100,7 @@ class Exported {
   friend absl::StatusOr<Exported> Export(std::shared_ptr<Service>, ExportOptions);
   explicit Exported(std::shared_ptr<internal::ExportEntry> entry);
   std::shared_ptr<internal::ExportEntry> entry_;
+  std::unique_ptr<ObjectRef> ref_;
 };
 
 // Exports `object` in this process. INVALID_ARGUMENT if it is null.
@@ -126,6 +126,10 @@ absl::StatusOr<std::shared_ptr<Channel>> ResolveRef(const ObjectRef& ref, absl::
 void NotifyOnDisconnect(const std::shared_ptr<Channel>& channel,
                         absl::AnyInvocable<void(absl::Status) &&> callback);
 
+// The reference to the object the server of `channel` offers every client
+// (ServerOptions::bootstrap). NOT_FOUND if it offers none.
+absl::StatusOr<ObjectRef> BootstrapRef(const std::shared_ptr<Channel>& channel);
+
 // A typed handle on a remote object: `ServiceT` is a class locusc generates
 // (it has ::Stub and kServiceName). Copyable; the reference is released
 // when the last copy (and every stub made from channel()) is gone.
@@ -138,6 +142,12 @@ class Remote {
     absl::StatusOr<std::shared_ptr<Channel>> channel = ResolveRef(ref, ServiceT::kServiceName, options);
     if (!channel.ok()) return channel.status();
     return Remote(*std::move(channel));
+  }
+  // The object `channel`'s server offers (ServerOptions::bootstrap).
+  static absl::StatusOr<Remote> Bootstrap(const std::shared_ptr<Channel>& channel) {
+    absl::StatusOr<ObjectRef> ref = BootstrapRef(channel);
+    if (!ref.ok()) return ref.status();
+    return From(*ref);
   }
 
   Stub* operator->() { return stub_.get(); }

@@ -83,6 +83,11 @@ struct ServerOptions {
   // with RESOURCE_EXHAUSTED (gRPC's MAX_CONCURRENT_STREAMS). Each open
   // stream holds a handler thread and up to a window of unread messages.
   size_t max_concurrent_streams = 100;
+  // An object offered to every client with the handshake (Cap'n Proto's
+  // bootstrap interface): a client gets it with locus::Remote<Foo>::Bootstrap(channel).
+  // Calls on it run on the object pool (locus/object.h), as on any
+  // exported object. nullptr: none.
+  std::shared_ptr<Service> bootstrap;
 };
 
 // Thread-safety: configure (RegisterService, AddListeningAddress) before

@@ -15,13 +15,40 @@
 #include <memory>
 #include <string>
 
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "locus/call_options.h"
 #include "locus/transport.h"
 
+namespace google::protobuf {
+class MessageLite;
+}  // namespace google::protobuf
+
 namespace locus {
+
+class ObjectRef;  // locus/rmi.pb.h
+
+namespace internal {
+
+// The runtime's side of a call being served, for RMI (locus/object.h).
+// Implemented by the runtime; valid while the handler runs.
+class CallLink {
+ public:
+  // After the request parsed (methods with attachments): takes in the
+  // references and descriptors it carries, held until the handler returns.
+  virtual absl::Status ImportRequest(google::protobuf::MessageLite* request) = 0;
+  // The caller's bootstrap object (ChannelOptions::bootstrap), or null.
+  virtual const ObjectRef* caller_object() const = 0;
+  virtual void OnCallerGone(absl::AnyInvocable<void(absl::Status) &&> callback) = 0;
+
+ protected:
+  ~CallLink() = default;
+};
+
+}  // namespace internal
 
 // Thread-safety: a handler may read the context from any thread while the
 // call runs; AddTrailingMetadata must not race with itself. The context is
@@ -63,6 +90,28 @@ class ServerContext {
   // transport provides them.
   const PeerInfo& peer() const { return *peer_; }
 
+  // The object the caller offered with its connection (ChannelOptions::
+  // bootstrap), to call it back: locus::Remote<Foo>::From(*ref). Null if it
+  // offered none (or the call came in-process without one).
+  const ObjectRef* caller_object() const {
+    return link_ != nullptr ? link_->caller_object() : nullptr;
+  }
+  // Runs `callback` once, on a runtime thread, when the connection to the
+  // caller closes (at once if it has): the caller went away or died. May
+  // outlive the handler. Never runs for in-process callers.
+  void OnCallerGone(absl::AnyInvocable<void(absl::Status) &&> callback) const {
+    if (link_ != nullptr) link_->OnCallerGone(std::move(callback));
+  }
+
+  // Set by the runtime: its side of the call, and whether the request may
+  // carry references or descriptors (RpcMethod::has_attachments).
+  void set_link(internal::CallLink* link, bool imports_attachments) {
+    link_ = link;
+    imports_attachments_ = imports_attachments;
+  }
+  internal::CallLink* link() const { return link_; }
+  bool imports_attachments() const { return imports_attachments_ && link_ != nullptr; }
+
   void AddTrailingMetadata(std::string key, std::string value) {
     trailing_metadata_.emplace_back(std::move(key), std::move(value));
   }
@@ -75,6 +124,8 @@ class ServerContext {
   const PeerInfo* peer_;
   std::shared_ptr<std::atomic<bool>> cancelled_;
   Metadata trailing_metadata_;
+  internal::CallLink* link_ = nullptr;
+  bool imports_attachments_ = false;
 };
 
 }  // namespace locus

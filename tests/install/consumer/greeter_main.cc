@@ -1,16 +1,22 @@
 // Starts a locus::Server on a Unix socket in a fresh temporary directory,
 // calls it through the generated stub, prints the reply. Exit code 0 only if
-// the round trip worked.
+// the round trip worked. Also compiles the typed accessors of an object
+// reference against the installed locus/rmi.proto and locus/object.h.
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <string>
+#include <type_traits>
 
 #include "greeter.locus.h"
 #include "locus/locus.h"
 
 namespace {
+
+static_assert(std::is_same_v<decltype(&consumer::ReferralRefs::greeter),
+                             absl::StatusOr<locus::Remote<consumer::Greeter>> (*)(
+                                 const consumer::Referral&, const locus::ChannelOptions&)>);
 
 class GreeterImpl final : public consumer::Greeter::Service {
  public:
