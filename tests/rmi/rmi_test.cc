@@ -134,6 +134,7 @@ class RmiTest : public ::testing::TestWithParam<Kind> {
 };
 
 class RemoteRmiTest : public RmiTest {};
+class FdPassingRmiTest : public RmiTest {};
 
 TEST_P(RmiTest, AnObjectAReplyReturnsIsCalledLikeAnyStub) {
   absl::StatusOr<locus::Remote<Session>> session = OpenSession("first");
@@ -282,8 +283,7 @@ TEST_P(RmiTest, FileDescriptorsTravelWhereTheTransportCarriesThem) {
   EXPECT_GE(fcntl(ours.get(), F_GETFD), 0);
 }
 
-TEST_P(RmiTest, AThousandCallsWithDescriptorsLeaveNoneOpen) {
-  if (!GetParam().passes_fds) GTEST_SKIP() << "tcp carries no descriptors (refusal tested above)";
+TEST_P(FdPassingRmiTest, AThousandCallsWithDescriptorsLeaveNoneOpen) {
   const std::string path = dir_.path() + "/file.txt";
   std::ofstream(path) << "x";
   Files::Stub files(channel_);
@@ -467,6 +467,9 @@ std::string KindName(const ::testing::TestParamInfo<Kind>& info) { return info.p
 
 INSTANTIATE_TEST_SUITE_P(EveryOwner, RmiTest, ::testing::ValuesIn(kKinds), KindName);
 INSTANTIATE_TEST_SUITE_P(OtherProcess, RemoteRmiTest, ::testing::ValuesIn(kKinds + 1, kKinds + 4),
+                         KindName);
+// tcp refuses descriptors (FileDescriptorsTravelWhereTheTransportCarriesThem).
+INSTANTIATE_TEST_SUITE_P(PassingDescriptors, FdPassingRmiTest, ::testing::ValuesIn(kKinds, kKinds + 3),
                          KindName);
 
 }  // namespace
