@@ -767,6 +767,26 @@ TEST_P(ConnectionConformance, OversizeFrameWithFdsIsReportedAndItsFdsClosed) {
   EXPECT_EQ(server_sink_.closed_count(), 0);
 }
 
+// Contract 2, 4, 12: frames with descriptors sent just before the sender
+// closes still arrive with them (on shared memory the descriptors wait in
+// a socket the sender has shut down).
+TEST_P(ConnectionConformance, FdsSentJustBeforeClosingArrive) {
+  if (!GetParam().passes_fds) GTEST_SKIP() << "no descriptors here";
+  Connect();
+  const std::vector<OwnedFd> files = MakeFiles(4);
+  constexpr int kFrames = 10;
+  for (int i = 0; i < kFrames; ++i) {
+    ASSERT_TRUE(SendFds(*pair_.client, 2 * i + 1, {}, "last words", Raw(files, i, 1 + i % 4)).ok());
+  }
+  pair_.client->Close(absl::CancelledError("client done"));
+  ASSERT_TRUE(server_sink_.AwaitFrames(kFrames));
+  const std::vector<RecordingSink::Received> frames = server_sink_.frames();
+  for (int i = 0; i < kFrames; ++i) {
+    EXPECT_TRUE(frames[i].fds == IdsOf(Raw(files, i, 1 + i % 4))) << i;
+  }
+  ASSERT_TRUE(server_sink_.AwaitClosed());
+}
+
 // Contract 4, 12: a frame whose flags claim descriptors that never came
 // (a peer's Send with the count bits forged) closes the connection, with
 // a reason that says so.
