@@ -42,12 +42,16 @@ const PeerInfo& LocalObjectPeer() {
 
 // A connection of this process to itself, for streaming calls on its own
 // objects (unary calls on them are direct): made on first use.
+struct Loopback {
+  absl::Mutex mu;
+  std::shared_ptr<ConnectionCore> client ABSL_GUARDED_BY(mu);
+  std::shared_ptr<ConnectionCore> server ABSL_GUARDED_BY(mu);
+};
+
 absl::StatusOr<std::shared_ptr<ConnectionCore>> LoopbackCore(absl::Time deadline) {
-  static absl::Mutex mu(absl::kConstInit);
-  static std::shared_ptr<ConnectionCore>* client ABSL_GUARDED_BY(mu) = nullptr;
-  static std::shared_ptr<ConnectionCore>* server ABSL_GUARDED_BY(mu) = nullptr;
-  absl::MutexLock lock(&mu);
-  if (client != nullptr && (*client)->usable()) return *client;
+  static Loopback* loopback = new Loopback();  // leaked: used until exit
+  absl::MutexLock lock(&loopback->mu);
+  if (loopback->client != nullptr && loopback->client->usable()) return loopback->client;
   auto [client_end, server_end] =
       MakeInprocPair(InprocEnd{LocalObjectPeer(), kDefaultMaxMessageSize},
                      InprocEnd{LocalObjectPeer(), kDefaultMaxMessageSize});
@@ -64,12 +68,8 @@ absl::StatusOr<std::shared_ptr<ConnectionCore>> LoopbackCore(absl::Time deadline
     server_core->Close(handshake);
     return handshake;
   }
-  if (client == nullptr) {
-    client = new std::shared_ptr<ConnectionCore>();
-    server = new std::shared_ptr<ConnectionCore>();
-  }
-  *client = client_core;
-  *server = server_core;
+  loopback->client = client_core;
+  loopback->server = server_core;
   return client_core;
 }
 

@@ -110,8 +110,12 @@ class ImportEntry {
   const std::string token_;
   std::atomic<uint64_t> received_{0};
   absl::Mutex mu_;
-  // Holds by id (true: claimable); `self_` while there are any.
-  absl::flat_hash_map<uint64_t, bool> holds_ ABSL_GUARDED_BY(mu_);
+  struct HoldState {
+    bool claimable = false;
+    uint64_t timer = 0;  // TimerQueue id of its end
+  };
+  // Holds by id; `self_` while there are any.
+  absl::flat_hash_map<uint64_t, HoldState> holds_ ABSL_GUARDED_BY(mu_);
   uint64_t next_hold_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<ImportEntry> self_ ABSL_GUARDED_BY(mu_);
 };

@@ -81,19 +81,18 @@ ImportEntry::~ImportEntry() {
 
 void ImportEntry::Hold(std::shared_ptr<ImportEntry> self, absl::Duration timeout, bool claimable) {
   std::weak_ptr<ImportEntry> weak = self;
-  uint64_t hold = 0;
-  {
-    absl::MutexLock lock(&mu_);
-    hold = ++next_hold_;
-    holds_[hold] = claimable;
-    self_ = std::move(self);
-  }
-  TimerQueue::Get().Schedule(absl::Now() + timeout, [weak, hold] {
+  absl::MutexLock lock(&mu_);
+  const uint64_t hold = ++next_hold_;
+  self_ = std::move(self);
+  // Scheduled under mu_ so that Claim finds the timer to cancel; the timer
+  // thread takes no lock of ours (it posts).
+  const uint64_t timer = TimerQueue::Get().Schedule(absl::Now() + timeout, [weak, hold] {
     // Ending the last hold may send a release: off the timer thread.
     ObjectPool().Post([weak, hold] {
       if (std::shared_ptr<ImportEntry> entry = weak.lock()) entry->EndHold(hold);
     });
   });
+  holds_[hold] = HoldState{claimable, timer};
 }
 
 void ImportEntry::EndHold(uint64_t hold) {
@@ -108,9 +107,10 @@ void ImportEntry::Claim() {
   absl::MutexLock lock(&mu_);
   auto oldest = holds_.end();
   for (auto it = holds_.begin(); it != holds_.end(); ++it) {
-    if (it->second && (oldest == holds_.end() || it->first < oldest->first)) oldest = it;
+    if (it->second.claimable && (oldest == holds_.end() || it->first < oldest->first)) oldest = it;
   }
   if (oldest == holds_.end()) return;
+  TimerQueue::Get().Cancel(oldest->second.timer);
   holds_.erase(oldest);
   if (holds_.empty()) released = std::move(self_);
 }

@@ -95,7 +95,8 @@ absl::StatusOr<std::shared_ptr<ExportEntry>> ObjectRegistry::Export(std::shared_
     record.keep_until = absl::Now() + kUnclaimedRefTimeout;
     record.check_at = record.keep_until;
     const uint64_t checked = id;
-    TimerQueue::Get().Schedule(record.keep_until, [checked] { Get().Check(checked); });
+    record.grace_timer =
+        TimerQueue::Get().Schedule(record.keep_until, [checked] { Get().Check(checked); });
   }
   return record.entry;
 }
@@ -131,11 +132,7 @@ bool ObjectRegistry::AddHolder(uint64_t id, uint64_t serial, uint64_t count) {
   Record& record = it->second;
   record.holders[serial] += count;
   record.total_holders += count;
-  if (record.unsent) {
-    // Held now: the grace for sending it is over.
-    record.unsent = false;
-    record.keep_until = absl::InfinitePast();
-  }
+  if (record.unsent) EndGraceLocked(record);  // held now: the grace is over
   if (record.entry->lease() > absl::ZeroDuration()) {
     record.keep_until = std::max(record.keep_until, absl::Now() + record.entry->lease());
   }
@@ -193,10 +190,7 @@ void ObjectRegistry::AddLocalHold(uint64_t id) {
   auto it = records_.find(id);
   if (it == records_.end()) return;
   ++it->second.local_holds;
-  if (it->second.unsent) {
-    it->second.unsent = false;
-    it->second.keep_until = absl::InfinitePast();
-  }
+  if (it->second.unsent) EndGraceLocked(it->second);
 }
 
 void ObjectRegistry::DropLocalHold(uint64_t id) {
@@ -283,6 +277,16 @@ void ObjectRegistry::UnexportLocked(uint64_t id, bool unreferenced, Later* later
     std::shared_ptr<Service> object = entry->TakeObject();
     object.reset();
   });
+}
+
+void ObjectRegistry::EndGraceLocked(Record& record) {
+  record.unsent = false;
+  record.keep_until = absl::InfinitePast();
+  record.check_at = absl::InfinitePast();
+  // Not left queued for its 10 s: a steady stream of references would keep
+  // that many timers.
+  if (record.grace_timer != 0) TimerQueue::Get().Cancel(record.grace_timer);
+  record.grace_timer = 0;
 }
 
 void ObjectRegistry::Check(uint64_t id) {

@@ -138,6 +138,7 @@ class ObjectRegistry {
     uint64_t owner_handles = 0;
     absl::Time keep_until = absl::InfinitePast();  // unsent grace, lease
     bool unsent = false;  // kUnsent and not held yet: keep_until is its grace
+    uint64_t grace_timer = 0;  // the TimerQueue id of the grace's check
     absl::Time check_at = absl::InfinitePast();  // a Check() is scheduled then
   };
   using Later = std::vector<absl::AnyInvocable<void()>>;
@@ -148,6 +149,8 @@ class ObjectRegistry {
   void MaybeUnexportLocked(uint64_t id, Later* later) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UnexportLocked(uint64_t id, bool unreferenced, Later* later) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Check(uint64_t id);
+  // The unsent grace is over (the reference is held): drops its timer.
+  static void EndGraceLocked(Record& record);
   // Runs `later` on the object pool (user callbacks, dropping objects).
   static void RunLater(Later later);
 

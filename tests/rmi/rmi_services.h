@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -21,6 +22,16 @@
 #include "rmi_test.locus.h"
 
 namespace rmitest {
+
+// Resident memory of this process in KiB (VmRSS), 0 if unknown.
+inline int64_t ResidentKiB() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  }
+  return 0;
+}
 
 inline int64_t OpenFdCount() {
   int64_t count = 0;
@@ -129,6 +140,25 @@ class KvImpl final : public Kv::Service {
     reply->set_value(OpenFdCount());
     return absl::OkStatus();
   }
+  absl::Status ReportToCaller(locus::ServerContext* context, const Empty*, Empty*) override {
+    if (context->caller_object() == nullptr) return absl::FailedPreconditionError("caller offers no object");
+    auto progress = locus::Remote<Progress>::From(*context->caller_object());
+    if (!progress.ok()) return progress.status();
+    ProgressUpdate update;
+    update.set_percent(42);
+    absl::StatusOr<Empty> reported = (*progress)->Report(update);
+    if (!reported.ok()) return reported.status();
+    context->OnCallerGone([this](absl::Status) { callers_gone_.fetch_add(1); });
+    return absl::OkStatus();
+  }
+  absl::Status CallersGone(locus::ServerContext*, const Empty*, Counter* reply) override {
+    reply->set_value(callers_gone_.load());
+    return absl::OkStatus();
+  }
+  absl::Status Memory(locus::ServerContext*, const Empty*, Counter* reply) override {
+    reply->set_value(ResidentKiB());
+    return absl::OkStatus();
+  }
   absl::Status Restart(locus::ServerContext*, const Empty*, Empty*) override {
     if (!restart_) return absl::UnimplementedError("cannot restart here");
     restart_();
@@ -140,6 +170,7 @@ class KvImpl final : public Kv::Service {
 
  private:
   std::atomic<int64_t> live_sessions_{0};
+  std::atomic<int64_t> callers_gone_{0};
   std::function<void()> restart_;
   absl::Mutex mu_;
   std::vector<locus::Remote<Session>> held_ ABSL_GUARDED_BY(mu_);

@@ -201,6 +201,28 @@ TEST_P(RmiTest, AReentrantChainOfCallbacksCompletes) {
   EXPECT_EQ(reply->hops(), 7);
 }
 
+TEST_P(RmiTest, AHandlerReachesItsCallersObjectAndLearnsWhenItGoesAway) {
+  auto progress = std::make_shared<ProgressImpl>();
+  locus::ChannelOptions options;
+  options.allowed_transports = GetParam().transport;
+  options.bootstrap = progress;
+  auto caller = locus::Connect(address_, options);
+  ASSERT_TRUE(caller.ok()) << caller.status();
+  ASSERT_TRUE(Kv::Stub(*caller).ReportToCaller(Empty(), Watchdog()).ok());
+  EXPECT_EQ(progress->reports(), std::vector<int>{42});
+  // Without an offered object the handler finds none.
+  EXPECT_EQ(stub_->ReportToCaller(Empty(), Watchdog()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  if (GetParam().in_process) return;  // in-process callers never "go away"
+  absl::StatusOr<Counter> before = stub_->CallersGone(Empty(), Watchdog());
+  ASSERT_TRUE(before.ok());
+  caller->reset();  // the caller goes away: its connection closes
+  EXPECT_TRUE(Eventually([&] {
+    absl::StatusOr<Counter> gone = stub_->CallersGone(Empty(), Watchdog());
+    return gone.ok() && gone->value() == before->value() + 1;
+  }));
+}
+
 TEST_P(RmiTest, DroppingTheLastHandleReleasesTheObject) {
   const int64_t baseline = LiveSessions();
   std::vector<locus::Remote<Session>> sessions;
@@ -339,6 +361,25 @@ TEST_P(RmiTest, TenThousandReferencesComeAndGoWithoutResidue) {
     }
   }
   EXPECT_TRUE(Eventually([&] { return LiveSessions() == baseline; })) << LiveSessions();
+  // Memory: more rounds of 10,000 leave this process and the owner where
+  // the first left them (allocators keep what the first grew). A leak
+  // grows every round; noise from earlier tests grows one at most.
+  auto memory = [&] {
+    absl::StatusOr<Counter> kib = stub_->Memory(Empty(), Watchdog());
+    return std::make_pair(ResidentKiB(), kib.ok() ? kib->value() : -1);
+  };
+  std::vector<std::pair<int64_t, int64_t>> rounds = {memory()};
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 10000; ++i) ASSERT_TRUE(OpenSession("s").ok());
+    EXPECT_TRUE(Eventually([&] { return LiveSessions() == baseline; })) << LiveSessions();
+    rounds.push_back(memory());
+  }
+  const int64_t grown_here =
+      std::min(rounds[1].first - rounds[0].first, rounds[2].first - rounds[1].first);
+  const int64_t grown_there =
+      std::min(rounds[1].second - rounds[0].second, rounds[2].second - rounds[1].second);
+  EXPECT_LT(grown_here, 2048) << "KiB grown here per 10,000 references";
+  EXPECT_LT(grown_there, 2048) << "KiB grown at the owner per 10,000 references";
   // (Earlier tests' leftovers may go meanwhile: at most as many as before.)
   EXPECT_LE(OpenFdCount(), fds);
   if (!GetParam().in_process) EXPECT_LE(OwnerFdCount(), owner_fds);
