@@ -15,7 +15,9 @@
 //   absl::StatusOr<std::unique_ptr<locus::ChildProcess>> child =
 //       locus::SpawnChild({"/usr/libexec/app/helper", "--quiet"}, std::move(options));
 //   if (!child.ok()) return child.status();
-//   (*child)->OnExit([](absl::StatusOr<locus::ExitStatus> exit) { /* respawn? */ });
+//   (*child)->OnExit([](absl::StatusOr<locus::ExitStatus> exit) {
+//     if (exit.ok()) std::fprintf(stderr, "helper ended: %s\n", exit->ToString().c_str());
+//   });
 //   absl::StatusOr<locus::Remote<echo::Echo>> helper = (*child)->Root<echo::Echo>();
 //   if (!helper.ok()) return helper.status();
 //   echo::SayRequest request;
@@ -98,7 +100,9 @@ struct SpawnOptions {
   // its ConnectToParent and the handshake.
   ChannelOptions channel;
   // "NAME=value" entries added to the child's environment; they replace
-  // inherited ones of the same NAME. kParentFdVariable is always set.
+  // inherited ones of the same NAME. kParentFdVariable is always set. The
+  // rest is this process's environment, read as getenv would (not safe
+  // against a concurrent setenv).
   std::vector<std::string> environment;
 };
 
