@@ -11,9 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -367,6 +367,44 @@ TEST_F(DescriptorAddressTest, ShmFdMovesTheConnectionToSharedMemory) {
   absl::StatusOr<Said> said = stub.Say(Text(), Watchdog());
   ASSERT_TRUE(said.ok()) << said.status();
   EXPECT_EQ(said->transport(), "shm");
+}
+
+// Whether the peer of `fd` has closed its end (bounded by the watchdog).
+bool PeerClosed(int fd) {
+  pollfd hangup{fd, POLLIN | POLLRDHUP, 0};
+  if (poll(&hangup, 1, static_cast<int>(absl::ToInt64Milliseconds(kWatchdog))) != 1) return false;
+  char byte;
+  return recv(fd, &byte, 1, MSG_DONTWAIT) == 0;
+}
+
+TEST(DescriptorAddress, AListenerDestroyedBeforeTheFirstFrameClosesTheSocketAndDeliversNothing) {
+  int pair[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  locus::Transport* transport = locus::DefaultTransportRegistry().Find("fd");
+  ASSERT_NE(transport, nullptr);
+  std::atomic<bool> delivered{false};
+  auto listener = transport->Listen(absl::StrCat("fd:", pair[1]), {},
+                                    [&](std::unique_ptr<locus::Connection>) { delivered = true; });
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  EXPECT_EQ((*listener)->address(), absl::StrCat("fd:", pair[1]));
+  listener->reset();
+  EXPECT_TRUE(PeerClosed(pair[0]));
+  EXPECT_FALSE(delivered.load());
+  close(pair[0]);
+}
+
+TEST(DescriptorAddress, ConnectToParentGivesUpWhenTheParentSendsNothing) {
+  int pair[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  ASSERT_EQ(setenv(locus::kParentFdVariable, std::to_string(pair[1]).c_str(), 1), 0);
+  locus::ParentLinkOptions options;
+  options.connect_timeout = absl::Milliseconds(50);
+  auto link = locus::ConnectToParent(nullptr, options);
+  unsetenv(locus::kParentFdVariable);
+  EXPECT_EQ(link.status().code(), absl::StatusCode::kDeadlineExceeded) << link.status();
+  // It took the descriptor and let it go.
+  EXPECT_TRUE(PeerClosed(pair[0]));
+  close(pair[0]);
 }
 
 TEST(DescriptorAddress, WhatIsNotAConnectedUnixStreamSocketFailsClearly) {
