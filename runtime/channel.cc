@@ -208,6 +208,14 @@ class ChannelImpl final : public Channel {
     Route replaced;
     absl::MutexLock lock(&mu_);
     if (RouteUsableLocked()) return route_;
+    // "fd:N": the first Dial took the descriptor; dialling N again would take
+    // whatever the number names now.
+    if (descriptor_taken_) {
+      return absl::UnavailableError(absl::StrCat(
+          "the connection over ", target_,
+          " is closed; a descriptor address connects once (no reconnect)"));
+    }
+    descriptor_taken_ = IsDescriptorAddress(target_);
     absl::Time deadline = std::min(call_deadline, absl::Now() + options_.connect_timeout);
     absl::StatusOr<Route> fresh = Select(deadline);
     if (!fresh.ok()) {
@@ -316,6 +324,8 @@ class ChannelImpl final : public Channel {
   mutable absl::Mutex mu_;
   Route route_ ABSL_GUARDED_BY(mu_);
   bool logged_fallback_ ABSL_GUARDED_BY(mu_) = false;
+  // The target is a descriptor address, and it was dialled.
+  bool descriptor_taken_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "internal/process_setup.h"
 #include "internal/service_table.h"
 #include "internal/thread_pool.h"
+#include "internal/transport_selection.h"
 
 namespace locus {
 namespace internal {
@@ -143,8 +144,11 @@ class ServerImpl {
       listeners.push_back(std::move(*listener));
     }
     listeners_ = std::move(listeners);
-    // References to this process's objects name these, for third parties.
-    for (const auto& listener : listeners_) endpoints_.push_back(listener->address());
+    // References to this process's objects name these, for third parties
+    // (not "fd:N": a descriptor of this process, meaningless elsewhere).
+    for (const auto& listener : listeners_) {
+      if (!IsDescriptorAddress(listener->address())) endpoints_.push_back(listener->address());
+    }
     ObjectRegistry::Get().AddEndpoints(endpoints_);
     state_ = State::kRunning;
     return absl::OkStatus();

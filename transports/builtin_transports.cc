@@ -1,5 +1,5 @@
 // The default transport registry: the built-in transports (unix,
-// unix-abstract, shm, shm-abstract, tcp, udp). Linking the
+// unix-abstract, fd, shm, shm-abstract, shm-fd, tcp, udp). Linking the
 // `locus` library (rather than only `locus_runtime`) brings this in.
 #include "locus/transport.h"
 #include "transports/shm/shm_transport.h"

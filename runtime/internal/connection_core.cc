@@ -58,10 +58,11 @@ ConnectionCore::~ConnectionCore() {
 
 void ConnectionCore::Start() {
   connection_->Start(this);
-  // A side that serves calls needs its connection read at all times. A
+  // A side that serves calls needs its connection read at all times (one
+  // that offers a bootstrap object too: the peer may call it whenever). A
   // plain client needs background reads only while asynchronous calls are
   // outstanding: synchronous callers read their own replies (DriveUntil).
-  if (options_.connecting_side && options_.services == nullptr) {
+  if (options_.connecting_side && options_.services == nullptr && options_.bootstrap == nullptr) {
     on_demand_background_reads_ = true;
     connection_->AdjustBackgroundReads(-1);
   }

@@ -180,6 +180,19 @@ class ConnectionCore final : public FrameSink,
   absl::Status ClientHandshake(absl::Time deadline);
   // Accepting side: closes the connection if no HELLO arrives by `deadline`.
   void ExpectHandshakeBy(absl::Time deadline);
+  // Accepting side: waits until the peer's HELLO was handled or the
+  // connection closed; the handshake's result, DEADLINE_EXCEEDED if neither
+  // happened by `deadline`. Once OK, peer_hello() and peer_bootstrap() may be
+  // read on any thread (written before the state settled under mu_). For
+  // one peer, not a server's many: locus::ConnectToParent (spawn.cc).
+  absl::Status AwaitPeerHandshake(absl::Time deadline) {
+    absl::MutexLock lock(&mu_);
+    auto settled = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return state_.handshake_settled(); };
+    if (!mu_.AwaitWithDeadline(absl::Condition(&settled), deadline)) {
+      return absl::DeadlineExceededError("no handshake from the peer in time");
+    }
+    return state_.handshake_result();
+  }
 
   // `target`: the peer's object to call; nullptr: its services.
   absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,

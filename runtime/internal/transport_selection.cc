@@ -80,6 +80,11 @@ int TransportRank(absl::string_view kind) {
   return 0;
 }
 
+bool IsDescriptorAddress(absl::string_view address) {
+  const absl::string_view scheme = AddressScheme(address);
+  return scheme == "fd" || scheme == "shm-fd";
+}
+
 bool SameProcess(const wire::HostIdentity& peer) {
   const wire::HostIdentity& local = LocalHostIdentity();
   return SameHost(peer) && peer.pid() == local.pid() && peer.process_nonce() == local.process_nonce();

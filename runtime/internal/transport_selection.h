@@ -44,6 +44,12 @@ std::string TransportKind(absl::string_view scheme);
 // Higher is better (closer): inproc 3, shm 2, unix 1, anything else 0.
 int TransportRank(absl::string_view kind);
 
+// Whether `address` names a descriptor of this process ("fd:N",
+// "shm-fd:N"): the first connection takes it, so it cannot be dialled again
+// (no reconnect), and it means nothing to another process (never an
+// endpoint to hand out).
+bool IsDescriptorAddress(absl::string_view address);
+
 bool SameProcess(const wire::HostIdentity& peer);
 bool SameHost(const wire::HostIdentity& peer);
 

@@ -184,7 +184,9 @@ TEST_F(RmiCoreTest, ReferencesCountedByARefusedCallAreReleased) {
 // A peer cannot release references another connection holds.
 TEST_F(RmiCoreTest, APeerCannotReleaseWhatItDoesNotHold) {
   Connect(/*core_connects=*/false, /*peer_speaks_rmi=*/true);
-  std::atomic<int64_t> live{0};
+  // Static: the session may be destroyed on a runtime thread after this
+  // test returned (its destructor counts down here).
+  static std::atomic<int64_t> live{0};
   absl::StatusOr<Exported> exported = Export(std::make_shared<rmitest::SessionImpl>(&live));
   ASSERT_TRUE(exported.ok());
   const uint64_t id = exported->ref().object_id();

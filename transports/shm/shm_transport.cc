@@ -208,6 +208,7 @@ std::string ShmToUnixAddress(absl::string_view address) {
   if (absl::StartsWith(address, "shm-abstract:")) {
     return absl::StrCat("unix-abstract:", address.substr(strlen("shm-abstract:")));
   }
+  if (absl::StartsWith(address, "shm-fd:")) return absl::StrCat("fd:", address.substr(strlen("shm-fd:")));
   return "";
 }
 
@@ -233,10 +234,15 @@ absl::StatusOr<std::unique_ptr<Connection>> ShmTransport::Connect(absl::string_v
   if (unix_address.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("not a shm address: \"", address, "\""));
   }
-  absl::StatusOr<uint64_t> seal_key = NewSealKey();
-  if (!seal_key.ok()) return seal_key.status();
+  // Connected (or, for "shm-fd:N", taken) first: Connect owns the socket
+  // whatever fails next.
   absl::StatusOr<int> fd = internal::ConnectUnixSocket(unix_address, deadline);
   if (!fd.ok()) return fd.status();
+  absl::StatusOr<uint64_t> seal_key = NewSealKey();
+  if (!seal_key.ok()) {
+    close(*fd);
+    return seal_key.status();
+  }
   const uint64_t capacity = RingCapacityFor(options.shm_ring_bytes);
   const uint64_t bulk_capacity = BulkCapacityFor(options.shm_bulk_bytes);
   const uint64_t region_size = kShmHeaderSize + 2 * capacity + 2 * bulk_capacity;

@@ -6,6 +6,9 @@
 // tells each side when the other dies. Any Locus Unix-socket listener built
 // with this transport's upgrader accepts such clients, so servers need no
 // separate address: a server on "unix:/x.sock" also serves "shm:/x.sock".
+// "shm-fd:N" does the same over a connected socket this process already has
+// as descriptor N (an end of a socketpair; "fd:N" in unix_transport.h, whose
+// accepting side sniffs the setup frame as a listener does): no path at all.
 //
 // Example:
 //   auto shm = std::make_shared<locus::ShmTransport>();
@@ -30,7 +33,7 @@ namespace locus {
 class ShmTransport final : public Transport {
  public:
   ShmTransport();
-  std::vector<std::string> schemes() const override { return {"shm", "shm-abstract"}; }
+  std::vector<std::string> schemes() const override { return {"shm", "shm-abstract", "shm-fd"}; }
   // Listens on the Unix socket the address names; plain Unix clients are
   // served there too.
   absl::StatusOr<std::unique_ptr<Listener>> Listen(absl::string_view address,
@@ -60,8 +63,8 @@ absl::StatusOr<wire::ShmSetup> ParseShmSetup(absl::string_view meta);
 absl::StatusOr<internal::ShmGeometry> ValidateShmRegionHeader(const internal::ShmRegionHeader& region,
                                                               const wire::ShmSetup& setup);
 
-// "shm:/p" -> "unix:/p", "shm-abstract:n" -> "unix-abstract:n"; empty if
-// `address` is not a shm address.
+// "shm:/p" -> "unix:/p", "shm-abstract:n" -> "unix-abstract:n",
+// "shm-fd:N" -> "fd:N"; empty if `address` is not a shm address.
 std::string ShmToUnixAddress(absl::string_view address);
 
 }  // namespace locus

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "transports/socket/socket_listener.h"
 #include "transports/socket/stream_connection.h"
+#include "transports/unix/inherited_socket.h"
 
 namespace locus {
 namespace {
@@ -68,6 +69,17 @@ PeerInfo internal::DescribeUnixPeer(int fd) {
     peer.uid = cred.uid;
     peer.gid = cred.gid;
     peer.remote_address = absl::StrCat("unix:pid=", cred.pid);
+    // A socketpair records its maker for both ends: on the maker's own end
+    // (both ends unnamed, the maker this process) they are not the peer's.
+    sockaddr_un local{}, remote{};
+    socklen_t local_len = sizeof(local), remote_len = sizeof(remote);
+    if (cred.pid == getpid() &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) == 0 &&
+        getpeername(fd, reinterpret_cast<sockaddr*>(&remote), &remote_len) == 0 &&
+        local_len <= sizeof(sa_family_t) && remote_len <= sizeof(sa_family_t)) {
+      peer = PeerInfo();
+      peer.transport = "unix";
+    }
   }
   return peer;
 }
@@ -88,6 +100,9 @@ bool SomeoneListens(const UnixAddress& addr) {
 absl::StatusOr<std::unique_ptr<Listener>> UnixTransport::Listen(absl::string_view address,
                                                                 const TransportOptions& options,
                                                                 AcceptCallback on_accept) {
+  if (absl::StartsWith(address, "fd:")) {
+    return internal::ListenOnInheritedSocket(address, options, std::move(on_accept), upgrader_);
+  }
   absl::StatusOr<UnixAddress> addr = ParseUnixAddress(address);
   if (!addr.ok()) return addr.status();
   if (!addr->abstract) {
@@ -130,6 +145,7 @@ absl::StatusOr<std::unique_ptr<Listener>> UnixTransport::Listen(absl::string_vie
 }
 
 absl::StatusOr<int> internal::ConnectUnixSocket(absl::string_view address, absl::Time deadline) {
+  if (absl::StartsWith(address, "fd:")) return internal::TakeInheritedSocket(address);
   absl::StatusOr<UnixAddress> addr = ParseUnixAddress(address);
   if (!addr.ok()) return addr.status();
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

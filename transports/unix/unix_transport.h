@@ -1,7 +1,9 @@
 // Unix domain socket transport: "unix:/path/to.sock" (a socket file, created
 // with TransportOptions::unix_socket_mode, 0600 by default) and
-// "unix-abstract:name" (Linux abstract namespace, no file). Peers' credentials
-// (pid, uid, gid) come from SO_PEERCRED and are exposed in PeerInfo.
+// "unix-abstract:name" (Linux abstract namespace, no file), and "fd:N", a
+// connected socket this process already has as descriptor N (one end of a
+// socketpair; inherited_socket.h). Peers' credentials (pid, uid, gid) come
+// from SO_PEERCRED and are exposed in PeerInfo.
 //
 // Example:
 //   registry.Register(std::make_shared<locus::UnixTransport>());
@@ -21,7 +23,7 @@ class UnixTransport final : public Transport {
   explicit UnixTransport(std::shared_ptr<internal::StreamUpgrader> upgrader = nullptr)
       : upgrader_(std::move(upgrader)) {}
 
-  std::vector<std::string> schemes() const override { return {"unix", "unix-abstract"}; }
+  std::vector<std::string> schemes() const override { return {"unix", "unix-abstract", "fd"}; }
   absl::StatusOr<std::unique_ptr<Listener>> Listen(absl::string_view address,
                                                    const TransportOptions& options,
                                                    AcceptCallback on_accept) override;
@@ -35,9 +37,12 @@ class UnixTransport final : public Transport {
 
 namespace internal {
 // Connects a non-blocking Unix stream socket to `address` ("unix:/path" or
-// "unix-abstract:name") and returns its fd.
+// "unix-abstract:name") and returns its fd; for "fd:N", takes descriptor N
+// (TakeInheritedSocket).
 absl::StatusOr<int> ConnectUnixSocket(absl::string_view address, absl::Time deadline);
-// PeerInfo of a connected Unix socket, with SO_PEERCRED credentials.
+// PeerInfo of a connected Unix socket, with SO_PEERCRED credentials; none
+// on the end of a socketpair this process made, for which the kernel
+// records this process, not the peer.
 PeerInfo DescribeUnixPeer(int fd);
 }  // namespace internal
 

@@ -129,6 +129,11 @@ class Channel {
 // Connects to `address` ("unix:/path", "unix-abstract:name",
 // "tcp://host:port", "tcp://[::1]:port") and completes the Locus handshake.
 // If the connection later breaks, the next call reconnects.
+// "fd:N" connects over a connected Unix socket this process already has as
+// descriptor N (an end of a socketpair; "shm-fd:N" moves that connection to
+// shared memory): Connect takes N, so a second Connect fails ("not open"),
+// and the channel never reconnects (its calls fail UNAVAILABLE once the
+// connection is gone). locus/spawn.h builds on it.
 absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
                                                  const ChannelOptions& options = {});
 

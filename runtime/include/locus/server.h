@@ -109,7 +109,12 @@ class Server {
   // `service` is not owned and must outlive the server. ALREADY_EXISTS if a
   // service of the same name is registered.
   absl::Status RegisterService(Service* service);
-  // May be called several times to listen on several addresses.
+  // May be called several times to listen on several addresses:
+  // "unix:/path", "unix-abstract:name", "shm:/path" (a Unix socket that
+  // also takes shared-memory clients), "tcp://host:port", "udp://host:port",
+  // or "fd:N": the one connection on descriptor N, a connected Unix socket
+  // this process has (e.g. an inherited socketpair end; Start takes it; it
+  // is not named in references to this process's objects).
   absl::Status AddListeningAddress(std::string address);
   // Binds every address; fails (and listens on none) if any fails.
   absl::Status Start();
