@@ -94,6 +94,9 @@ for run in "${runs[@]}"; do
   else
     check "$log" '^Share -> descriptor [0-9]+, read here: "line 1 of ' \
       "a descriptor from Share, readable by the client"
+    grep -q '^Share -> no descriptor' "$log" &&
+      echo "   (the server's $expected connection refused to send it: its transport's" \
+           "Connection::CanPassFds() is false in this build)"
   fi
   # Every report was printed by the client's Progress object before Copy
   # returned, and the server counted the same number.
