@@ -138,7 +138,7 @@ def main():
     # Unavailable combinations must fail loudly, not fall back.
     for args, needle in [(["--transport=udp", "--rmi"], "run on unix, tcp and shm"),
                          (["--suite=smoke", "--rmi"], "goes with --transport"),
-                         ([(["--transport=udp", "--mode=streaming"], "no streams"),
+                         (["--transport=udp", "--mode=streaming"], "no streams"),
                          (["--transport=grpc", "--grpc-over=shm"], "not available"),
                          (["--mode=sideways"], "unary or streaming")]:
         p = subprocess.run([bench] + args + ["--calls=10"], capture_output=True, text=True, timeout=30)
