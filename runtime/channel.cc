@@ -71,7 +71,7 @@ class ChannelImpl final : public Channel {
       absl::StatusOr<Exported> exported = Export(options_.bootstrap);
       if (exported.ok()) {
         bootstrap_export_ = *std::move(exported);
-        client_limits_.caller_object = &bootstrap_export_.ref();
+        client_limits_.caller_object = std::make_shared<const ObjectRef>(bootstrap_export_.ref());
       }
     }
   }

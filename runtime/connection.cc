@@ -1,4 +1,6 @@
 // Default implementations of locus::Connection's optional methods.
+#include <fcntl.h>
+
 #include "absl/strings/str_cat.h"
 #include "internal/scratch_buffer.h"
 #include "locus/transport.h"
@@ -18,10 +20,26 @@ absl::Status Connection::SendWithPayloadWriter(const FrameHeader& header, absl::
   return Send(header, meta, payload, deadline);
 }
 
+absl::Status ValidateFdsToSend(absl::Span<const int> fds) {
+  if (fds.size() > kMaxFdsPerFrame) {
+    return absl::InvalidArgumentError(absl::StrCat("a frame carries at most ", kMaxFdsPerFrame,
+                                                   " file descriptors, not ", fds.size()));
+  }
+  for (int fd : fds) {
+    if (fd < 0) return absl::InvalidArgumentError(absl::StrCat("invalid file descriptor ", fd));
+    if (fcntl(fd, F_GETFD) < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("file descriptor ", fd, " is not open"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Connection::SendWithFds(const FrameHeader& header, absl::string_view meta,
                                      absl::string_view payload, absl::Span<const int> fds,
                                      absl::Time deadline) {
   if (fds.empty()) return Send(header, meta, payload, deadline);
+  absl::Status valid = ValidateFdsToSend(fds);
+  if (!valid.ok()) return valid;
   return absl::FailedPreconditionError(
       absl::StrCat(peer().transport, " connections cannot carry file descriptors"));
 }

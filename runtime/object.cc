@@ -353,6 +353,7 @@ absl::StatusOr<std::shared_ptr<Channel>> ResolveRef(const ObjectRef& ref, absl::
     channel->set_keepalive(channel);
     return channel;
   }
+  // Came by a connection that still holds it: calls go back over it.
   if (std::shared_ptr<internal::ImportEntry> import = internal::FindLiveImport(ref)) {
     return std::make_shared<internal::RemoteObjectChannel>(std::move(import), ref, nullptr, options);
   }

@@ -146,6 +146,11 @@ void FdInbox::Discard(int64_t ticket) {
   fds_.erase(it);
 }
 
+void FdInbox::PutBack(int64_t ticket, OwnedFd fd) {
+  absl::MutexLock lock(&mu_);
+  fds_.emplace(ticket, std::move(fd));
+}
+
 size_t FdInbox::size() const {
   absl::MutexLock lock(&mu_);
   return fds_.size();
@@ -172,8 +177,12 @@ void ReceivedAttachments::ExpireAfter(absl::Duration after) && {
 
 // ---------------------------------------------------------------------------
 
+PreparedFds::~PreparedFds() {
+  for (auto& [ticket, fd] : given) FdInbox::Get().PutBack(ticket, std::move(fd));
+}
+
 absl::StatusOr<bool> SerializeWithFds(const MessageLite& message, std::string* payload,
-                                      std::vector<int>* fds, std::vector<int64_t>* given) {
+                                      PreparedFds* fds) {
   bool any = false;
   absl::Status found = ForEachAttachment(
       message, [](const ObjectRef&) { return absl::OkStatus(); },
@@ -185,34 +194,32 @@ absl::StatusOr<bool> SerializeWithFds(const MessageLite& message, std::string* p
   if (!any) return false;
   std::unique_ptr<MessageLite> copy(message.New());
   copy->CheckTypeAndMergeFrom(message);
-  fds->clear();
-  given->clear();
   absl::Status indexed = ForEachAttachment(
       *copy, [](ObjectRef&) { return absl::OkStatus(); },
-      [fds, given](FileDescriptor& field) {
+      [fds](FileDescriptor& field) {
         const int64_t handle = field.handle();
         if (handle < 0) return absl::OkStatus();
-        if (fds->size() == kMaxFdsPerFrame) {
+        if (fds->numbers.size() == kMaxFdsPerFrame) {
           return absl::InvalidArgumentError(
               absl::StrCat("a message carries at most ", kMaxFdsPerFrame, " descriptors"));
         }
         int fd = -1;
         if (IsFdTicket(handle)) {
-          absl::StatusOr<int> peeked = FdInbox::Get().Peek(handle);
-          if (!peeked.ok()) {
+          absl::StatusOr<OwnedFd> taken = FdInbox::Get().Take(handle);
+          if (!taken.ok()) {
             return absl::InvalidArgumentError(
                 "a locus.FileDescriptor's descriptor was sent already, taken, or expired");
           }
-          fd = *peeked;
-          given->push_back(handle);
+          fd = taken->get();
+          fds->given.emplace_back(handle, *std::move(taken));
         } else if (handle <= INT32_MAX && fcntl(static_cast<int>(handle), F_GETFD) >= 0) {
           fd = static_cast<int>(handle);
         } else {
           return absl::InvalidArgumentError(
               absl::StrCat("locus.FileDescriptor handle ", handle, " is not an open descriptor"));
         }
-        fds->push_back(fd);
-        field.set_handle(static_cast<int64_t>(fds->size() - 1));
+        fds->numbers.push_back(fd);
+        field.set_handle(static_cast<int64_t>(fds->numbers.size() - 1));
         return absl::OkStatus();
       });
   if (!indexed.ok()) return indexed;

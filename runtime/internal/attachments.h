@@ -58,6 +58,8 @@ class FdInbox {
   absl::StatusOr<int> Peek(int64_t ticket) const;
   // Closes the descriptor of `ticket` if it is still here.
   void Discard(int64_t ticket);
+  // Puts a descriptor Take() took back under its ticket.
+  void PutBack(int64_t ticket, OwnedFd fd);
   size_t size() const;
 
  private:
@@ -93,15 +95,28 @@ class ReceivedAttachments {
 // descriptor) rather than a lent descriptor number.
 inline bool IsFdTicket(int64_t handle) { return handle >= (int64_t{1} << 40); }
 
-// The descriptors of `message` for sending, in the order the receiver
-// finds them by index: a copy of `message` whose FileDescriptor handles are
-// replaced by indexes into `*fds`, serialized into `*payload`; `*given`
-// gets the tickets to discard once sent. Returns false (nothing written)
-// if `message` carries no descriptor. INVALID_ARGUMENT if a handle is
-// neither an open descriptor nor a ticket in the inbox.
+// The descriptors of a message being sent: their numbers, in the order
+// the receiver finds them by index, and the given ones (inbox tickets),
+// taken out of the inbox for the send so that nothing closes them
+// meanwhile. Unless Sent(), destruction puts those back.
+struct PreparedFds {
+  std::vector<int> numbers;
+  std::vector<std::pair<int64_t, OwnedFd>> given;
+  PreparedFds() = default;
+  PreparedFds(const PreparedFds&) = delete;
+  PreparedFds& operator=(const PreparedFds&) = delete;
+  ~PreparedFds();
+  // The frame left: the given descriptors are closed (the peer has its own).
+  void Sent() { given.clear(); }
+};
+
+// A copy of `message` whose FileDescriptor handles are replaced by indexes
+// into `fds->numbers`, serialized into `*payload`. Returns false (nothing
+// written) if `message` carries no descriptor. INVALID_ARGUMENT if a handle
+// is neither an open descriptor nor a ticket in the inbox, or for more than
+// kMaxFdsPerFrame.
 absl::StatusOr<bool> SerializeWithFds(const google::protobuf::MessageLite& message,
-                                      std::string* payload, std::vector<int>* fds,
-                                      std::vector<int64_t>* given);
+                                      std::string* payload, PreparedFds* fds);
 
 // The in-process path: replaces each FileDescriptor handle of `message` (a
 // descriptor of this process, the sender's) by the ticket of a duplicate in

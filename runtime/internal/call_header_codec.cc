@@ -127,6 +127,34 @@ bool DecodeMetadataEntry(absl::string_view in, std::string* key, std::string* va
   return true;
 }
 
+bool GetFixed64(absl::string_view* in, uint64_t* value) {
+  if (in->size() < 8) return false;
+  uint64_t result = 0;
+  for (int i = 7; i >= 0; --i) result = (result << 8) | static_cast<uint8_t>((*in)[i]);
+  in->remove_prefix(8);
+  *value = result;
+  return true;
+}
+
+bool DecodeCountedRef(absl::string_view in, CallHeaderView::CountedRef* out) {
+  while (!in.empty()) {
+    uint32_t field = 0, wire_type = 0;
+    if (!GetTag(&in, &field, &wire_type)) return false;
+    if (field == 1 && wire_type == 1) {
+      if (!GetFixed64(&in, &out->object_id)) return false;
+    } else if (field == 2 && wire_type == 2) {
+      if (!GetLengthDelimited(&in, &out->token)) return false;
+    } else if (field == 3 && wire_type == 0) {
+      uint64_t count = 0;
+      if (!GetVarint(&in, &count)) return false;
+      out->count = static_cast<uint32_t>(count);
+    } else if (!SkipValue(field, wire_type, &in)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 bool DecodeCallHeader(absl::string_view in, CallHeaderView* out) {
@@ -135,6 +163,7 @@ bool DecodeCallHeader(absl::string_view in, CallHeaderView* out) {
   out->metadata.clear();
   out->object_id = 0;
   out->object_token = {};
+  out->counted_refs.clear();
   while (!in.empty()) {
     uint32_t field = 0, wire_type = 0;
     if (!GetTag(&in, &field, &wire_type)) return false;
@@ -151,13 +180,15 @@ bool DecodeCallHeader(absl::string_view in, CallHeaderView* out) {
       if (!DecodeMetadataEntry(entry, &key, &value)) return false;
       out->metadata.emplace_back(std::move(key), std::move(value));
     } else if (field == 4 && wire_type == 1) {
-      if (in.size() < 8) return false;
-      uint64_t id = 0;
-      for (int i = 7; i >= 0; --i) id = (id << 8) | static_cast<uint8_t>(in[i]);
-      in.remove_prefix(8);
-      out->object_id = id;
+      if (!GetFixed64(&in, &out->object_id)) return false;
     } else if (field == 5 && wire_type == 2) {
       if (!GetLengthDelimited(&in, &out->object_token)) return false;
+    } else if (field == 6 && wire_type == 2) {
+      absl::string_view ref;
+      if (!GetLengthDelimited(&in, &ref)) return false;
+      CallHeaderView::CountedRef counted;
+      if (!DecodeCountedRef(ref, &counted)) return false;
+      out->counted_refs.push_back(counted);
     } else if (!SkipValue(field, wire_type, &in)) {
       return false;
     }

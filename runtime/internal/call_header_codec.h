@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "locus/call_options.h"
@@ -46,6 +47,13 @@ struct CallHeaderView {
   Metadata metadata;
   uint64_t object_id = 0;
   absl::string_view object_token;
+  // wire.CountedRef entries (field 6), in order; tokens view the bytes.
+  struct CountedRef {
+    uint64_t object_id = 0;
+    absl::string_view token;
+    uint32_t count = 0;
+  };
+  std::vector<CountedRef> counted_refs;
 };
 
 // Decodes untrusted bytes. False if they are not a valid wire.CallHeader

@@ -61,6 +61,12 @@ void ExpectSameAsProtobuf(const std::string& bytes) {
   }
   EXPECT_EQ(ours.object_id, reference.object_id());
   EXPECT_EQ(ours.object_token, reference.object_token());
+  ASSERT_EQ(ours.counted_refs.size(), static_cast<size_t>(reference.counted_refs_size()));
+  for (int i = 0; i < reference.counted_refs_size(); ++i) {
+    EXPECT_EQ(ours.counted_refs[i].object_id, reference.counted_refs(i).object_id());
+    EXPECT_EQ(ours.counted_refs[i].token, reference.counted_refs(i).token());
+    EXPECT_EQ(ours.counted_refs[i].count, reference.counted_refs(i).count());
+  }
 }
 
 TEST(CallHeaderCodec, ObjectTargetMatchesProtobuf) {
@@ -135,6 +141,17 @@ TEST(CallHeaderCodec, MutatedInputsMatchProtobuf) {
   std::mt19937 rng(12345);
   std::string base;
   EncodeCallHeader("/pkg.Svc/Method", 123456789, {{"key", "value"}, {"k2", ""}}, &base);
+  {
+    // With an object target and counted references (fields 4 to 6).
+    wire::CallHeader extra;
+    extra.set_object_id(42);
+    extra.set_object_token("0123456789abcdef");
+    wire::CountedRef* ref = extra.add_counted_refs();
+    ref->set_object_id(7);
+    ref->set_token("tok");
+    ref->set_count(3);
+    base += extra.SerializeAsString();
+  }
   for (int i = 0; i < 20000; ++i) {
     std::string bytes = base;
     const int mutations = 1 + static_cast<int>(rng() % 4);

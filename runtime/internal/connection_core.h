@@ -76,51 +76,55 @@ struct ObjectTarget {
 };
 
 // A reference this side holds, over one connection, to an object the peer
-// owns: made when the first reference to it arrives (or is adopted), shared
-// by everything made from it. When the last holder drops it, the references
-// it counted are released to the owner (a Release call), if the connection
-// is still open.
+// owns: made when the first reference to it arrives (counted in the
+// frame's meta, wire.CountedRef) or is adopted, shared by everything made
+// from it. When the last holder drops it, the references it counted are
+// released to the owner (a Release call), if the connection is still open.
 class ImportEntry {
  public:
-  ImportEntry(std::weak_ptr<ConnectionCore> core, uint64_t owner_process, uint64_t id,
-              std::string token, uint32_t lease_ms)
-      : core_(std::move(core)),
-        owner_process_(owner_process),
-        id_(id),
-        token_(std::move(token)),
-        lease_ms_(lease_ms) {}
+  ImportEntry(std::weak_ptr<ConnectionCore> core, uint64_t connection, uint64_t id,
+              std::string token)
+      : core_(std::move(core)), connection_(connection), id_(id), token_(std::move(token)) {}
   ~ImportEntry();  // sends the release (ConnectionCore::SendRelease)
   ImportEntry(const ImportEntry&) = delete;
   ImportEntry& operator=(const ImportEntry&) = delete;
 
   uint64_t id() const { return id_; }
   const std::string& token() const { return token_; }
-  uint32_t lease_ms() const { return lease_ms_; }
   std::shared_ptr<ConnectionCore> core() const { return core_.lock(); }
   void AddReceived(uint64_t count) { received_.fetch_add(count, std::memory_order_relaxed); }
-  // Keeps `self` (this entry) alive for `timeout` or until Claim(): the
-  // hold of a reference that arrived in a reply, whose receiver makes its
-  // Remote after the call returned.
-  void HoldUntilClaimed(std::shared_ptr<ImportEntry> self, absl::Duration timeout);
-  // A Remote was made from it: the unclaimed hold (if any) ends.
+  // Keeps `self` (this entry) alive for `timeout`, or (if `claimable`)
+  // until a Claim() before that: the hold of a reference that arrived in a
+  // reply, whose receiver makes its Remote after the call returned, and of
+  // one passed on to a third party, which adopts it from the owner later.
+  void Hold(std::shared_ptr<ImportEntry> self, absl::Duration timeout, bool claimable);
+  // A Remote was made from it: one claimable hold ends.
   void Claim();
 
  private:
+  void EndHold(uint64_t hold);
+
   const std::weak_ptr<ConnectionCore> core_;
-  const uint64_t owner_process_;
+  const uint64_t connection_;  // ConnectionCore::serial()
   const uint64_t id_;
   const std::string token_;
-  const uint32_t lease_ms_;
   std::atomic<uint64_t> received_{0};
   absl::Mutex mu_;
-  std::shared_ptr<ImportEntry> unclaimed_ ABSL_GUARDED_BY(mu_);
-  uint64_t hold_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  // Holds by id (true: claimable); `self_` while there are any.
+  absl::flat_hash_map<uint64_t, bool> holds_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_hold_ ABSL_GUARDED_BY(mu_) = 0;
+  std::shared_ptr<ImportEntry> self_ ABSL_GUARDED_BY(mu_);
 };
 
-// Process-wide index of live imports, by owner process and object id: the
-// import `ref` names if one is alive and its token matches, else null
-// (ResolveRef finds callbacks and returned references here).
+// Process-wide index of live imports, by connection and object id: the
+// import of the reference `ref` if it came by a connection
+// (ref.received_via) that still holds it alive and its token matches, else
+// null (ResolveRef finds callbacks and returned references here).
 std::shared_ptr<ImportEntry> FindLiveImport(const ObjectRef& ref);
+
+// Calls on this process's objects one connection may have running at once;
+// more are refused with RESOURCE_EXHAUSTED.
+inline constexpr size_t kMaxObjectCallsFromPeer = 256;
 
 class ConnectionCore final : public FrameSink,
                              public StreamCallHost,
@@ -193,12 +197,9 @@ class ConnectionCore final : public FrameSink,
   uint64_t serial() const { return serial_; }
   // Whether the peer speaks RMI ("rmi/1" in its HELLO); valid after the
   // handshake.
-  bool peer_speaks_rmi() const { return peer_speaks_rmi_; }
+  bool peer_speaks_rmi() const { return peer_speaks_rmi_.load(std::memory_order_acquire); }
   // The peer's process (its HELLO's process nonce).
   uint64_t peer_process() const { return peer_hello_.host().process_nonce(); }
-  // The import of the peer's object `id`, if references to it arrived over
-  // this connection and something still holds them; else null.
-  std::shared_ptr<ImportEntry> FindImport(uint64_t id);
   // Takes a reference to the peer's object `ref` names (a third party's
   // reference) over this connection: an Adopt call, which checks the token.
   absl::StatusOr<std::shared_ptr<ImportEntry>> Adopt(const ObjectRef& ref, absl::Time deadline);
@@ -269,6 +270,9 @@ class ConnectionCore final : public FrameSink,
     bool pooled = false;
     // Descriptors that came with the request (methods with attachments).
     std::vector<OwnedFd> fds;
+    // References the request counted (wire.CountedRef): held until the call
+    // ends, released with it unless a Remote was made from them.
+    std::vector<std::shared_ptr<ImportEntry>> imports;
   };
 
   ConnectionCore(std::unique_ptr<Connection> connection, Options options);
@@ -393,20 +397,29 @@ class ConnectionCore final : public FrameSink,
   // The pool that runs handlers of calls on exported objects.
   ThreadPool* PoolFor(const IncomingCall& call) const;
   // Sends a frame whose message may hold references or descriptors: counts
-  // the references this side owns as held by the peer, and sends the
-  // descriptors along. FAILED_PRECONDITION (nothing sent) if the peer does
-  // not speak RMI or the transport cannot carry descriptors.
-  absl::Status SendWithAttachments(FrameHeader header, absl::string_view meta,
+  // the references this side owns as held by the peer (and lists them in
+  // the meta: field `counted_field` of the meta's message), pins imports
+  // passed on to a third party, and sends the descriptors along.
+  // FAILED_PRECONDITION (nothing sent) if the peer does not speak RMI, the
+  // transport is unreliable or cannot carry descriptors; NOT_FOUND if a
+  // reference of this side's names an object no longer exported.
+  absl::Status SendWithAttachments(FrameHeader header, absl::string_view meta, uint32_t counted_field,
                                    const google::protobuf::MessageLite& message, absl::Time deadline);
   // After parsing a received message: imports its references to the
   // peer's objects (holds in `scope`) and swaps descriptor indexes for inbox
   // tickets. INVALID_ARGUMENT for an index without a descriptor.
-  // `until_claimed`: references are held until a Remote is made from them
-  // (or kUnclaimedRefTimeout), not by `scope` (a reply's).
+  // After parsing a received message: marks its references to the peer's
+  // objects as come by this connection (ObjectRef::received_via) and swaps
+  // descriptor indexes for inbox tickets held by `scope`. INVALID_ARGUMENT
+  // for an index without a descriptor (every descriptor field is then
+  // cleared or redeemed, never left holding a peer's number).
   absl::Status ImportAttachments(google::protobuf::MessageLite& message, std::vector<OwnedFd>& fds,
-                                 ReceivedAttachments* scope, bool until_claimed = false);
-  // The import of the peer's object `ref`, counting one more received.
-  std::shared_ptr<ImportEntry> ImportReceived(const ObjectRef& ref);
+                                 ReceivedAttachments* scope);
+  // Takes in the references a frame's meta counts (wire.CountedRef): one
+  // import per object, holding them. Dropping the holds releases them.
+  template <typename CountedRefs>
+  std::vector<std::shared_ptr<ImportEntry>> ImportCounted(const CountedRefs& refs);
+  std::shared_ptr<ImportEntry> Import(uint64_t id, absl::string_view token, uint64_t count);
   // Requests to the built-in "locus.rmi.Objects" service; true if
   // `method` is one (handled here).
   bool HandleObjectsCall(absl::string_view method, const Frame& frame);
@@ -468,7 +481,7 @@ class ConnectionCore final : public FrameSink,
 
   // Written once by the reader before the handshake settles (HandleHello).
   wire::Hello peer_hello_;
-  bool peer_speaks_rmi_ = false;
+  std::atomic<bool> peer_speaks_rmi_{false};
   ObjectRef peer_bootstrap_;
   std::shared_ptr<ImportEntry> peer_bootstrap_import_;
 
@@ -478,6 +491,8 @@ class ConnectionCore final : public FrameSink,
   const uint64_t serial_;
   absl::flat_hash_set<uint64_t> exported_to_peer_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::weak_ptr<ImportEntry>> imports_ ABSL_GUARDED_BY(mu_);
+  // Calls on this side's objects running now (at most kMaxObjectCalls).
+  size_t object_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<absl::AnyInvocable<void(absl::Status) &&>> close_observers_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> serving_objects_{false};
 

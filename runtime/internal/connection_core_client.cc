@@ -133,7 +133,8 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   const FrameHeader header = FrameHeader::Make(FrameType::kRequest, flags, id);
   absl::Status sent =
       method.has_attachments && request != nullptr
-          ? SendWithAttachments(header, absl::string_view(meta, meta_size), *request, options.deadline)
+          ? SendWithAttachments(header, absl::string_view(meta, meta_size), /*counted_field=*/6,
+                                *request, options.deadline)
           : SendFrame(header, absl::string_view(meta, meta_size), request, size, options.deadline);
   if (!sent.ok() && absl::IsInternal(sent)) {
     return absl::InternalError(absl::StrCat("cannot serialize request for ", method.full_name,
@@ -270,6 +271,13 @@ void ConnectionCore::AbandonCall(uint64_t id, absl::Status status, bool by_its_t
 }
 
 void ConnectionCore::HandleResponse(Frame& frame) {
+  // References the reply counts are this side's to release, whether or not
+  // anyone reads the reply (it may come too late, or not parse).
+  std::vector<std::shared_ptr<ImportEntry>> imports;
+  if (frame.header.meta_length != 0 && peer_speaks_rmi()) {
+    wire::CallStatus counted;
+    if (ParseMeta(frame, &counted)) imports = ImportCounted(counted.counted_refs());
+  }
   PendingCall* call = Take(frame.header.call_id);
   if (call == nullptr) {
     // A stream this side started (a RESPONSE for a stream the peer
@@ -289,8 +297,11 @@ void ConnectionCore::HandleResponse(Frame& frame) {
     // What the reply brought waits for its receiver (Remote::From, TakeFd)
     // after the call returned, for a while.
     ReceivedAttachments scope;
-    status = ImportAttachments(*call->response, frame.fds, &scope, /*until_claimed=*/true);
-    std::move(scope).ExpireAfter(kUnclaimedRefTimeout);
+    status = ImportAttachments(*call->response, frame.fds, &scope);
+    std::move(scope).ExpireAfter(kUnclaimedFdTimeout);
+    if (status.ok()) {
+      for (auto& import : imports) import->Hold(import, kUnclaimedRefTimeout, /*claimable=*/true);
+    }
   }
   // An asynchronous call holds the connection until its callback returned
   // (PendingCall::keepalive), which may be the last reference: nothing here

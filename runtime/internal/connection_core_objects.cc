@@ -1,16 +1,21 @@
 // ConnectionCore: remote objects (docs/rmi.md). Calls on exported objects
 // are admitted in HandleRequest like any call, found in the ObjectRegistry
-// by id and token, and run on the object pool. References and descriptors
-// inside messages are found by SendWithAttachments / ImportAttachments;
-// the built-in service "locus.rmi.Objects" carries releases and adoptions.
+// by id and token, and run on the object pool. A frame whose message holds
+// references to the sender's objects lists them, counted, in its meta
+// (wire.CountedRef): the sender counts them held by the receiver, the
+// receiver imports them whether or not it reads the message, and releases
+// them when nothing holds them. Descriptors ride with the frame. The
+// built-in service "locus.rmi.Objects" carries releases and adoptions.
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
 #include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
+#include "internal/call_header_codec.h"
 #include "internal/connection_core.h"
 #include "internal/connection_core_frames.h"
 #include "internal/object_registry.h"
@@ -24,6 +29,8 @@ constexpr char kAdoptMethod[] = "/locus.rmi.Objects/Adopt";
 // Release is a oneway unary call; Adopt a plain one.
 constexpr RpcMethod kRelease{kReleaseMethod, RpcKind::kUnary, true};
 constexpr RpcMethod kAdopt{kAdoptMethod, RpcKind::kUnary, false};
+// Distinct objects one frame may count (its meta is bounded anyway).
+constexpr size_t kMaxCountedRefs = 1024;
 
 // The process-wide index behind FindLiveImport. Slots of dead imports are
 // erased by the import's destructor.
@@ -38,47 +45,20 @@ ImportIndex& Imports() {
   return *index;
 }
 
-void RegisterImport(const ObjectRef& ref, const std::shared_ptr<ImportEntry>& entry) {
-  ImportIndex& index = Imports();
-  absl::MutexLock lock(&index.mu);
-  index.imports[{ref.owner_process(), ref.object_id()}] = entry;
+absl::Status NoRmi(const PeerInfo& peer) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("the peer (", peer.remote_address, ") does not support object references"));
 }
 
 }  // namespace
 
-void ImportEntry::HoldUntilClaimed(std::shared_ptr<ImportEntry> self, absl::Duration timeout) {
-  std::weak_ptr<ImportEntry> weak = self;
-  uint64_t generation = 0;
-  {
-    absl::MutexLock lock(&mu_);
-    unclaimed_ = std::move(self);
-    generation = ++hold_generation_;
-  }
-  TimerQueue::Get().Schedule(absl::Now() + timeout, [weak, generation] {
-    // Dropping the last hold sends a release: off the timer thread.
-    ObjectPool().Post([weak, generation] {
-      std::shared_ptr<ImportEntry> entry = weak.lock();
-      if (entry == nullptr) return;
-      std::shared_ptr<ImportEntry> released;  // dropped outside the lock
-      absl::MutexLock lock(&entry->mu_);
-      // A later reply's hold has its own timer.
-      if (entry->hold_generation_ == generation) released = std::move(entry->unclaimed_);
-    });
-  });
-}
-
-void ImportEntry::Claim() {
-  std::shared_ptr<ImportEntry> released;  // dropped outside the lock
-  absl::MutexLock lock(&mu_);
-  released = std::move(unclaimed_);
-}
-
 std::shared_ptr<ImportEntry> FindLiveImport(const ObjectRef& ref) {
+  if (ref.received_via() == 0) return nullptr;
   std::shared_ptr<ImportEntry> entry;
   {
     ImportIndex& index = Imports();
     absl::MutexLock lock(&index.mu);
-    auto it = index.imports.find({ref.owner_process(), ref.object_id()});
+    auto it = index.imports.find({ref.received_via(), ref.object_id()});
     if (it == index.imports.end()) return nullptr;
     entry = it->second.lock();
   }
@@ -91,12 +71,48 @@ ImportEntry::~ImportEntry() {
   {
     ImportIndex& index = Imports();
     absl::MutexLock lock(&index.mu);
-    auto it = index.imports.find({owner_process_, id_});
+    auto it = index.imports.find({connection_, id_});
     if (it != index.imports.end() && it->second.expired()) index.imports.erase(it);
   }
   const uint64_t received = received_.load(std::memory_order_relaxed);
   if (received == 0) return;
   if (std::shared_ptr<ConnectionCore> core = core_.lock()) core->SendRelease(id_, received);
+}
+
+void ImportEntry::Hold(std::shared_ptr<ImportEntry> self, absl::Duration timeout, bool claimable) {
+  std::weak_ptr<ImportEntry> weak = self;
+  uint64_t hold = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    hold = ++next_hold_;
+    holds_[hold] = claimable;
+    self_ = std::move(self);
+  }
+  TimerQueue::Get().Schedule(absl::Now() + timeout, [weak, hold] {
+    // Ending the last hold may send a release: off the timer thread.
+    ObjectPool().Post([weak, hold] {
+      if (std::shared_ptr<ImportEntry> entry = weak.lock()) entry->EndHold(hold);
+    });
+  });
+}
+
+void ImportEntry::EndHold(uint64_t hold) {
+  std::shared_ptr<ImportEntry> released;  // dropped outside the lock
+  absl::MutexLock lock(&mu_);
+  if (holds_.erase(hold) == 0) return;
+  if (holds_.empty()) released = std::move(self_);
+}
+
+void ImportEntry::Claim() {
+  std::shared_ptr<ImportEntry> released;  // dropped outside the lock
+  absl::MutexLock lock(&mu_);
+  auto oldest = holds_.end();
+  for (auto it = holds_.begin(); it != holds_.end(); ++it) {
+    if (it->second && (oldest == holds_.end() || it->first < oldest->first)) oldest = it;
+  }
+  if (oldest == holds_.end()) return;
+  holds_.erase(oldest);
+  if (holds_.empty()) released = std::move(self_);
 }
 
 ThreadPool* ConnectionCore::PoolFor(const IncomingCall& call) const {
@@ -113,27 +129,40 @@ void ConnectionCore::ServeObjects() {
 }
 
 absl::Status ConnectionCore::SendWithAttachments(FrameHeader header, absl::string_view meta,
+                                                 uint32_t counted_field,
                                                  const google::protobuf::MessageLite& message,
                                                  absl::Time deadline) {
   const uint64_t self_process = LocalProcess();
-  std::vector<uint64_t> owned;
+  absl::flat_hash_map<uint64_t, wire::CountedRef> owned;
+  std::vector<std::shared_ptr<ImportEntry>> passed_on;
   absl::Status walked = ForEachAttachment(
       message,
       [&](const ObjectRef& ref) {
         if (ref.object_id() == 0) return absl::OkStatus();
-        if (!peer_speaks_rmi_) {
+        if (!peer_speaks_rmi()) return NoRmi(peer());
+        if (!connection_->reliable()) {
           return absl::FailedPreconditionError(absl::StrCat(
-              "the peer (", peer().remote_address, ") does not support object references"));
+              "object references need a reliable transport, not ", peer().transport));
         }
-        if (ref.owner_process() == self_process) owned.push_back(ref.object_id());
+        if (ref.owner_process() == self_process) {
+          wire::CountedRef& counted = owned[ref.object_id()];
+          counted.set_object_id(ref.object_id());
+          counted.set_token(ref.token());
+          counted.set_count(counted.count() + 1);
+        } else if (std::shared_ptr<ImportEntry> import = FindLiveImport(ref)) {
+          passed_on.push_back(std::move(import));
+        }
         return absl::OkStatus();
       },
       [](const FileDescriptor&) { return absl::OkStatus(); });
   if (!walked.ok()) return walked;
+  if (owned.size() > kMaxCountedRefs) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("a message carries references to at most ", kMaxCountedRefs, " objects"));
+  }
   std::string payload;
-  std::vector<int> fds;
-  std::vector<int64_t> given;
-  absl::StatusOr<bool> with_fds = SerializeWithFds(message, &payload, &fds, &given);
+  PreparedFds fds;
+  absl::StatusOr<bool> with_fds = SerializeWithFds(message, &payload, &fds);
   if (!with_fds.ok()) return with_fds.status();
   if (*with_fds && !connection_->CanPassFds()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -142,47 +171,72 @@ absl::Status ConnectionCore::SendWithAttachments(FrameHeader header, absl::strin
   if (!*with_fds && !message.SerializeToString(&payload)) {
     return absl::InternalError(absl::StrCat("cannot serialize ", message.GetTypeName()));
   }
-  // Counted before the frame leaves: the peer may release them as soon as
-  // it has them.
-  if (!owned.empty()) {
-    {
-      absl::MutexLock lock(&mu_);
-      exported_to_peer_.insert(owned.begin(), owned.end());
+  std::string full_meta(meta);
+  for (const auto& [id, counted] : owned) {
+    // A length-delimited field of the meta's message (CallHeader 6,
+    // CallStatus 4): appending keeps the rest as it is.
+    const std::string bytes = counted.SerializeAsString();
+    full_meta.push_back(static_cast<char>((counted_field << 3) | 2));
+    for (uint64_t n = bytes.size(); ; n >>= 7) {
+      if (n < 0x80) {
+        full_meta.push_back(static_cast<char>(n));
+        break;
+      }
+      full_meta.push_back(static_cast<char>((n & 0x7f) | 0x80));
     }
-    for (uint64_t id : owned) (void)ObjectRegistry::Get().AddHolder(id, serial_, 1);
-    ServeObjects();
+    full_meta += bytes;
   }
+  if (full_meta.size() > kDefaultMaxMetaSize) {
+    return absl::ResourceExhaustedError("too many object references in one message");
+  }
+  // Counted before the frame leaves (the peer may release them as soon as
+  // it has them), and only on a connection not closed yet: a closed one
+  // already gave its holds back (ObjectsOnClosed).
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_.phase() == ConnectionState::Phase::kClosed) {
+      return absl::UnavailableError(absl::StrCat("connection closed: ", state_.close_reason().message()));
+    }
+    for (auto it = owned.begin(); it != owned.end(); ++it) {
+      if (!ObjectRegistry::Get().AddHolder(it->first, serial_, it->second.count())) {
+        for (auto done = owned.begin(); done != it; ++done) {
+          ObjectRegistry::Get().Release(done->first, serial_, done->second.count());
+        }
+        return absl::NotFoundError(absl::StrCat("object ", it->first,
+                                                " is no longer exported (released or revoked)"));
+      }
+      exported_to_peer_.insert(it->first);
+    }
+  }
+  if (!owned.empty()) ServeObjects();
+  // Passed on to a third party: keep our import while it adopts the object.
+  for (auto& import : passed_on) import->Hold(import, kUnclaimedRefTimeout, /*claimable=*/false);
   header.flags |= kFlagHasMessage;
-  header.meta_length = static_cast<uint32_t>(meta.size());
+  header.meta_length = static_cast<uint32_t>(full_meta.size());
   header.payload_length = static_cast<uint32_t>(payload.size());
-  absl::Status sent = connection_->SendWithFds(header, meta, payload, fds, deadline);
-  // Given descriptors are the runtime's to close once sent.
+  absl::Status sent = connection_->SendWithFds(header, full_meta, payload, fds.numbers, deadline);
   if (sent.ok()) {
-    for (int64_t ticket : given) FdInbox::Get().Discard(ticket);
+    fds.Sent();
+  } else {
+    for (const auto& [id, counted] : owned) ObjectRegistry::Get().Release(id, serial_, counted.count());
   }
   return sent;
 }
 
 absl::Status ConnectionCore::ImportAttachments(google::protobuf::MessageLite& message,
                                                std::vector<OwnedFd>& fds,
-                                               ReceivedAttachments* scope, bool until_claimed) {
+                                               ReceivedAttachments* scope) {
   std::vector<bool> used(fds.size(), false);
   const uint64_t from_process = peer_process();
-  return ForEachAttachment(
+  absl::Status first_error;
+  absl::Status walked = ForEachAttachment(
       message,
       [&](ObjectRef& ref) {
-        // Only references the peer owns are counted on this connection;
-        // others are the owner's business (this process, or a third party
-        // the holder adopts from).
-        if (ref.object_id() != 0 && from_process != 0 && ref.owner_process() == from_process &&
-            ref.owner_process() != LocalProcess()) {
-          std::shared_ptr<ImportEntry> import = ImportReceived(ref);
-          if (until_claimed) {
-            import->HoldUntilClaimed(import, kUnclaimedRefTimeout);
-          } else {
-            scope->AddHold(std::move(import));
-          }
-        }
+        // Which connection a reference came by is the receiver's to say.
+        const bool from_peer = ref.object_id() != 0 && from_process != 0 &&
+                               ref.owner_process() == from_process &&
+                               ref.owner_process() != LocalProcess();
+        ref.set_received_via(from_peer ? serial_ : 0);
         return absl::OkStatus();
       },
       [&](FileDescriptor& field) {
@@ -190,51 +244,74 @@ absl::Status ConnectionCore::ImportAttachments(google::protobuf::MessageLite& me
         if (index < 0) return absl::OkStatus();
         if (static_cast<uint64_t>(index) >= fds.size() || used[index]) {
           field.set_handle(-1);
-          return absl::InvalidArgumentError(absl::StrCat(
-              "message names descriptor ", index, " of the ", fds.size(), " that came with it"));
+          if (first_error.ok()) {
+            first_error = absl::InvalidArgumentError(absl::StrCat(
+                "message names descriptor ", index, " of the ", fds.size(), " that came with it"));
+          }
+          return absl::OkStatus();  // go on: every field is cleared or redeemed
         }
         used[index] = true;
         field.set_handle(scope->AddFd(std::move(fds[index])));
         return absl::OkStatus();
       });
+  if (!walked.ok()) return walked;
+  return first_error;
 }
 
-std::shared_ptr<ImportEntry> ConnectionCore::ImportReceived(const ObjectRef& ref) {
+std::shared_ptr<ImportEntry> ConnectionCore::Import(uint64_t id, absl::string_view token,
+                                                    uint64_t count) {
   std::shared_ptr<ImportEntry> entry;
+  std::shared_ptr<ImportEntry> replaced;  // dropped outside mu_: it may send a release
   {
     absl::MutexLock lock(&mu_);
-    std::weak_ptr<ImportEntry>& slot = imports_[ref.object_id()];
+    std::weak_ptr<ImportEntry>& slot = imports_[id];
     entry = slot.lock();
-    if (entry == nullptr || entry->token() != ref.token()) {
-      entry = std::make_shared<ImportEntry>(weak_from_this(), ref.owner_process(), ref.object_id(),
-                                            ref.token(), ref.lease_ms());
+    if (entry == nullptr || entry->token() != token) {
+      replaced = std::move(entry);
+      entry = std::make_shared<ImportEntry>(weak_from_this(), serial_, id, std::string(token));
       slot = entry;
     }
   }
-  entry->AddReceived(1);
-  RegisterImport(ref, entry);
+  entry->AddReceived(count);
+  ImportIndex& index = Imports();
+  absl::MutexLock lock(&index.mu);
+  index.imports[{serial_, id}] = entry;
   return entry;
 }
 
-std::shared_ptr<ImportEntry> ConnectionCore::FindImport(uint64_t id) {
-  absl::MutexLock lock(&mu_);
-  auto it = imports_.find(id);
-  return it == imports_.end() ? nullptr : it->second.lock();
+template <typename CountedRefs>
+std::vector<std::shared_ptr<ImportEntry>> ConnectionCore::ImportCounted(const CountedRefs& refs) {
+  std::vector<std::shared_ptr<ImportEntry>> holds;
+  if (!peer_speaks_rmi() || refs.empty()) return holds;
+  holds.reserve(std::min<size_t>(refs.size(), kMaxCountedRefs));
+  for (const auto& ref : refs) {
+    if (holds.size() == kMaxCountedRefs) break;
+    if constexpr (std::is_same_v<std::decay_t<decltype(ref)>, CallHeaderView::CountedRef>) {
+      if (ref.object_id == 0 || ref.count == 0) continue;
+      holds.push_back(Import(ref.object_id, ref.token, ref.count));
+    } else {
+      if (ref.object_id() == 0 || ref.count() == 0) continue;
+      holds.push_back(Import(ref.object_id(), ref.token(), ref.count()));
+    }
+  }
+  return holds;
 }
+
+template std::vector<std::shared_ptr<ImportEntry>> ConnectionCore::ImportCounted(
+    const std::vector<CallHeaderView::CountedRef>&);
+template std::vector<std::shared_ptr<ImportEntry>> ConnectionCore::ImportCounted(
+    const google::protobuf::RepeatedPtrField<wire::CountedRef>&);
 
 absl::StatusOr<std::shared_ptr<ImportEntry>> ConnectionCore::Adopt(const ObjectRef& ref,
                                                                    absl::Time deadline) {
-  if (!peer_speaks_rmi_) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the peer (", peer().remote_address, ") does not support object references"));
-  }
+  if (!peer_speaks_rmi()) return NoRmi(peer());
   wire::AdoptObject adopt;
   adopt.set_object_id(ref.object_id());
   adopt.set_token(ref.token());
   wire::ObjectsAck ack;
   absl::Status adopted = CallUnary(kAdopt, adopt, &ack, CallOptions::WithDeadline(deadline));
   if (!adopted.ok()) return adopted;
-  return ImportReceived(ref);
+  return Import(ref.object_id(), ref.token(), 1);
 }
 
 void ConnectionCore::SendRelease(uint64_t id, uint64_t count) {
@@ -264,7 +341,10 @@ bool ConnectionCore::HandleObjectsCall(absl::string_view method, const Frame& fr
       return true;
     }
     for (const wire::ReleaseObjects::Released& released : release.objects()) {
-      ObjectRegistry::Get().Release(released.object_id(), serial_, released.count());
+      if (ObjectRegistry::Get().Release(released.object_id(), serial_, released.count()) == 0) {
+        absl::MutexLock lock(&mu_);
+        exported_to_peer_.erase(released.object_id());
+      }
     }
     return true;
   }
@@ -273,21 +353,28 @@ bool ConnectionCore::HandleObjectsCall(absl::string_view method, const Frame& fr
     wire::AdoptObject adopt;
     if (!adopt.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
       status = absl::InvalidArgumentError("malformed Adopt");
-    } else if (ObjectRegistry::Get().Find(adopt.object_id(), adopt.token()) == nullptr ||
-               !ObjectRegistry::Get().AddHolder(adopt.object_id(), serial_, 1)) {
+    } else if (ObjectRegistry::Get().Find(adopt.object_id(), adopt.token()) == nullptr) {
       status = absl::NotFoundError(absl::StrCat("no object ", adopt.object_id()));
     } else {
       {
         absl::MutexLock lock(&mu_);
-        exported_to_peer_.insert(adopt.object_id());
+        if (state_.phase() == ConnectionState::Phase::kClosed ||
+            !ObjectRegistry::Get().AddHolder(adopt.object_id(), serial_, 1)) {
+          status = absl::NotFoundError(absl::StrCat("no object ", adopt.object_id()));
+        } else {
+          exported_to_peer_.insert(adopt.object_id());
+          status = absl::OkStatus();
+        }
       }
-      ServeObjects();
-      if (!oneway) {
-        const wire::ObjectsAck ack;
-        SendResponse(frame.header.call_id, absl::OkStatus(), &ack, ack.ByteSizeLong(), {},
-                     absl::Now() + absl::Seconds(10));
+      if (status.ok()) {
+        ServeObjects();
+        if (!oneway) {
+          const wire::ObjectsAck ack;
+          SendResponse(frame.header.call_id, absl::OkStatus(), &ack, ack.ByteSizeLong(), {},
+                       absl::Now() + absl::Seconds(10));
+        }
+        return true;
       }
-      return true;
     }
   }
   if (!oneway) SendError(frame.header.call_id, status, absl::Now() + absl::Seconds(10));
@@ -301,21 +388,22 @@ void ConnectionCore::AddBootstrap(wire::Hello* hello) {
       options_.bootstrap, ExportOptions(), ObjectRegistry::Hold::kUnsent);
   if (!entry.ok()) return;
   ObjectRegistry::Get().FillRef(**entry, hello->mutable_bootstrap());
-  // Held by the peer for the connection's life.
-  (void)ObjectRegistry::Get().AddHolder((*entry)->id(), serial_, 1);
+  // Held by the peer for the connection's life (it imports it with count 1).
   absl::MutexLock lock(&mu_);
+  (void)ObjectRegistry::Get().AddHolder((*entry)->id(), serial_, 1);
   exported_to_peer_.insert((*entry)->id());
 }
 
 void ConnectionCore::ImportPeerBootstrap() {
   for (const std::string& feature : peer_hello_.features()) {
-    if (feature == "rmi/1") peer_speaks_rmi_ = true;
+    if (feature == "rmi/1") peer_speaks_rmi_.store(true, std::memory_order_release);
   }
-  if (!peer_speaks_rmi_ || !peer_hello_.has_bootstrap()) return;
+  if (!peer_speaks_rmi() || !peer_hello_.has_bootstrap()) return;
   const ObjectRef& ref = peer_hello_.bootstrap();
-  if (ref.object_id() == 0 || ref.owner_process() != peer_process()) return;
+  if (ref.object_id() == 0) return;
   peer_bootstrap_ = ref;
-  peer_bootstrap_import_ = ImportReceived(ref);
+  peer_bootstrap_.set_received_via(serial_);
+  peer_bootstrap_import_ = Import(ref.object_id(), ref.token(), 1);
   ServeObjects();  // it may call back
 }
 

@@ -33,6 +33,10 @@ absl::Status ConnectionCore::CheckRequest(const IncomingCall& call, absl::string
     return absl::FailedPreconditionError(absl::StrCat(
         "streaming call to ", method, " needs a reliable transport, not ", peer().transport));
   }
+  if (streaming && call.entry->method->has_attachments) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        method, ": object references and file descriptors travel in unary calls only"));
+  }
   if (streaming && call.oneway) {
     return absl::InvalidArgumentError(absl::StrCat("streaming call to ", method, " marked oneway"));
   }
@@ -58,6 +62,8 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   call.call_id = call_id;
   call.oneway = oneway;
   call.deadline = DeadlineFromTimeout(header.timeout_ns);
+  // Held by the call; released with it if refused or not taken.
+  if (!header.counted_refs.empty()) call.imports = ImportCounted(header.counted_refs);
   absl::Status refused;
   if (header.object_id != 0) {
     // The same answer whether the id is unknown or the token wrong.
@@ -115,6 +121,15 @@ void ConnectionCore::HandleRequest(Frame& frame) {
       refused = absl::ResourceExhaustedError(
           absl::StrCat("too many streaming calls open on this connection (at most ",
                        options_.max_streams_from_peer, ")"));
+    }
+    if (refused.ok() && call.object != nullptr) {
+      if (object_calls_ >= kMaxObjectCallsFromPeer) {
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            "too many calls on objects running for this connection (at most ",
+            kMaxObjectCallsFromPeer, ")"));
+      } else {
+        ++object_calls_;  // until EndServing
+      }
     }
     last_peer_call_id_ = std::max(last_peer_call_id_, call_id);
     if (refused.ok()) {
@@ -257,6 +272,7 @@ void ConnectionCore::EndServing(const IncomingCall& call) {
   }
   absl::MutexLock lock(&mu_);
   serving_.erase(call.call_id);
+  if (call.object != nullptr) --object_calls_;
 }
 
 void ConnectionCore::SendOutcome(IncomingCall& call, const ServerContext& context,
@@ -331,12 +347,13 @@ void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
       deadline == absl::InfiniteFuture() ? absl::InfiniteFuture() : deadline + absl::Seconds(1);
   absl::Status sent =
       attachments && reply != nullptr
-          ? SendWithAttachments(FrameHeader::Make(FrameType::kResponse, 0, call_id), meta, *reply,
-                                send_deadline)
+          ? SendWithAttachments(FrameHeader::Make(FrameType::kResponse, 0, call_id), meta,
+                                /*counted_field=*/4, *reply, send_deadline)
           : SendFrame(FrameHeader::Make(FrameType::kResponse, 0, call_id), meta, reply, reply_size,
                       send_deadline);
   if (!sent.ok() && attachments && reply != nullptr &&
-      (absl::IsFailedPrecondition(sent) || absl::IsInvalidArgument(sent))) {
+      (absl::IsFailedPrecondition(sent) || absl::IsInvalidArgument(sent) ||
+       absl::IsNotFound(sent) || absl::IsResourceExhausted(sent))) {
     // Nothing was sent (the transport cannot carry descriptors, a bad
     // descriptor): the client still gets an answer.
     SendError(call_id, sent, deadline);

@@ -1,9 +1,15 @@
 #include "internal/inproc_connection.h"
 
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstring>
 #include <deque>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 
 namespace locus::internal {
@@ -32,7 +38,10 @@ class InprocPipe {
       if (closed_) return absl::UnavailableError("connection closed");
       Side& peer = sides_[to];
       const bool oversize = frame.header.payload_length > peer.max_receive;
-      if (oversize) frame.payload.clear();
+      if (oversize) {
+        frame.payload.clear();
+        frame.fds.clear();  // the frame is not delivered: nor are its descriptors
+      }
       peer.inbox.push_back(Item{std::move(frame), oversize});
     }
     Deliver(to);
@@ -113,6 +122,7 @@ class InprocPipe {
         } else {
           sink->OnFrame(item.frame);
         }
+        item.frame.fds.clear();  // those the sink left (contract 12)
         mu_.Lock();
         continue;
       }
@@ -152,6 +162,33 @@ class InprocConnection final : public Connection {
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
                     absl::Time /*deadline*/) override {
     Frame frame;
+    frame.header = header;
+    frame.meta.assign(meta.data(), meta.size());
+    frame.payload.assign(payload.data(), payload.size());
+    return pipe_->Send(side_, std::move(frame));
+  }
+
+  bool CanPassFds() const override { return true; }
+
+  // The frame carries close-on-exec duplicates of `fds`, made here: the
+  // caller's stay its own. Frames never delivered (closed first) close
+  // theirs with the pipe.
+  absl::Status SendWithFds(const FrameHeader& header, absl::string_view meta,
+                           absl::string_view payload, absl::Span<const int> fds,
+                           absl::Time deadline) override {
+    if (fds.empty()) return Send(header, meta, payload, deadline);
+    absl::Status valid = ValidateFdsToSend(fds);
+    if (!valid.ok()) return valid;
+    Frame frame;
+    frame.fds.reserve(fds.size());
+    for (int fd : fds) {
+      const int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (copy < 0) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("cannot duplicate file descriptor ", fd, ": ", std::strerror(errno)));
+      }
+      frame.fds.emplace_back(copy);
+    }
     frame.header = header;
     frame.meta.assign(meta.data(), meta.size());
     frame.payload.assign(payload.data(), payload.size());

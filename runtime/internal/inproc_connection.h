@@ -10,6 +10,9 @@
 // lock that the receiving sink takes (ConnectionCore never sends under its
 // locks). Frames queued before Start are delivered by Start. Closing either
 // end delivers what was already queued, then OnClosed, to both ends.
+// File descriptors (SendWithFds) travel as close-on-exec duplicates made by
+// the sender, closed with the frame if the sink does not take them or the
+// frame is never delivered.
 //
 // Example:
 //   auto [client_end, server_end] = MakeInprocPair({server_info, limit}, {client_info, limit});

@@ -138,7 +138,7 @@ absl::Status InprocDispatcher::CallEntered(const RpcMethod& method,
 
    private:
     const ObjectRef* const caller_;
-  } link(client.caller_object);
+  } link(client.caller_object.get());
   context.set_link(&link, false);
   absl::Status status;
   ReceivedAttachments request_scope;

@@ -58,7 +58,7 @@ class InprocDispatcher {
     uint64_t max_send_message_size;
     uint64_t max_receive_message_size;
     // The client's bootstrap object (ServerContext::caller_object), or null.
-    const ObjectRef* caller_object = nullptr;
+    std::shared_ptr<const ObjectRef> caller_object;
   };
 
   InprocDispatcher(const ServiceTable* services, ServerLimits limits, ThreadPool* pool);

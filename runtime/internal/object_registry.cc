@@ -93,6 +93,7 @@ absl::StatusOr<std::shared_ptr<ExportEntry>> ObjectRegistry::Export(std::shared_
   } else {
     record.unsent = true;
     record.keep_until = absl::Now() + kUnclaimedRefTimeout;
+    record.check_at = record.keep_until;
     const uint64_t checked = id;
     TimerQueue::Get().Schedule(record.keep_until, [checked] { Get().Check(checked); });
   }
@@ -141,22 +142,25 @@ bool ObjectRegistry::AddHolder(uint64_t id, uint64_t serial, uint64_t count) {
   return true;
 }
 
-void ObjectRegistry::Release(uint64_t id, uint64_t serial, uint64_t count) {
+uint64_t ObjectRegistry::Release(uint64_t id, uint64_t serial, uint64_t count) {
   Later later;
+  uint64_t left = 0;
   {
     absl::MutexLock lock(&mu_);
     auto it = records_.find(id);
-    if (it == records_.end()) return;
+    if (it == records_.end()) return 0;
     Record& record = it->second;
     auto held = record.holders.find(serial);
-    if (held == record.holders.end()) return;
+    if (held == record.holders.end()) return 0;
     const uint64_t released = std::min(count, held->second);
     held->second -= released;
     record.total_holders -= released;
-    if (held->second == 0) record.holders.erase(held);
+    left = held->second;
+    if (left == 0) record.holders.erase(held);
     MaybeUnexportLocked(id, &later);
   }
   RunLater(std::move(later));
+  return left;
 }
 
 void ObjectRegistry::ConnectionClosed(uint64_t serial, const std::vector<uint64_t>& ids,
@@ -257,8 +261,11 @@ void ObjectRegistry::MaybeUnexportLocked(uint64_t id, Later* later) {
   if (record.owner_handles > 0 || record.total_holders > 0 || record.local_holds > 0) return;
   const absl::Time now = absl::Now();
   if (now < record.keep_until) {
-    const absl::Time when = record.keep_until;
-    TimerQueue::Get().Schedule(when, [id] { Get().Check(id); });
+    // One pending check per time (a release loop must not pile up timers).
+    if (record.check_at != record.keep_until) {
+      record.check_at = record.keep_until;
+      TimerQueue::Get().Schedule(record.keep_until, [id] { Get().Check(id); });
+    }
     return;
   }
   UnexportLocked(id, /*unreferenced=*/true, later);

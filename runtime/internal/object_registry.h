@@ -106,7 +106,8 @@ class ObjectRegistry {
   bool AddHolder(uint64_t id, uint64_t serial, uint64_t count);
   // Connection `serial` released `count` references; more than it holds
   // is clamped (a confused or hostile peer cannot release others' holds).
-  void Release(uint64_t id, uint64_t serial, uint64_t count);
+  // Returns how many it still holds.
+  uint64_t Release(uint64_t id, uint64_t serial, uint64_t count);
   // Connection `serial` (to `peer`) closed: it holds nothing any more. An
   // export with a lease keeps running until it expires.
   void ConnectionClosed(uint64_t serial, const std::vector<uint64_t>& ids, const PeerInfo& peer);
@@ -137,6 +138,7 @@ class ObjectRegistry {
     uint64_t owner_handles = 0;
     absl::Time keep_until = absl::InfinitePast();  // unsent grace, lease
     bool unsent = false;  // kUnsent and not held yet: keep_until is its grace
+    absl::Time check_at = absl::InfinitePast();  // a Check() is scheduled then
   };
   using Later = std::vector<absl::AnyInvocable<void()>>;
 

@@ -199,6 +199,56 @@ int main(int argc, char** argv) {
             Frame(FrameType::kWindowUpdate, 0, 1, window.SerializeAsString(), "") +
             Frame(FrameType::kMessage, locus::kFlagHasMessage, 1, "", std::string(5000, '\0')) +
             Response(1, 0));
+  // Remote objects (docs/wire.md "Remote objects"): a peer that speaks RMI
+  // and offers a bootstrap object; calls on objects (unknown ids: NOT_FOUND);
+  // references counted in a request's and a reply's meta; the object table
+  // service's Release and Adopt; then an ordinary call that reaches a handler.
+  locus::wire::Hello rmi_hello;
+  rmi_hello.set_min_protocol_version(1);
+  rmi_hello.set_max_protocol_version(1);
+  rmi_hello.add_features("rmi/1");
+  rmi_hello.mutable_host()->set_process_nonce(0x77);
+  rmi_hello.mutable_bootstrap()->set_service("fuzz.Echo");
+  rmi_hello.mutable_bootstrap()->set_object_id(5);
+  rmi_hello.mutable_bootstrap()->set_token(std::string(16, 'b'));
+  rmi_hello.mutable_bootstrap()->set_owner_process(0x77);
+  locus::wire::CallHeader on_object;
+  on_object.set_method("/fuzz.Echo/Say");
+  on_object.set_object_id(99);
+  on_object.set_object_token(std::string(16, 'x'));
+  auto* counted = on_object.add_counted_refs();
+  counted->set_object_id(6);
+  counted->set_token(std::string(16, 'c'));
+  counted->set_count(2);
+  locus::wire::CallHeader counting_call;
+  counting_call.set_method("/fuzz.Echo/Say");
+  *counting_call.add_counted_refs() = *counted;
+  locus::wire::CallHeader release_header;
+  release_header.set_method("/locus.rmi.Objects/Release");
+  locus::wire::ReleaseObjects release;
+  auto* released = release.add_objects();
+  released->set_object_id(5);
+  released->set_count(1);
+  locus::wire::CallHeader adopt_header;
+  adopt_header.set_method("/locus.rmi.Objects/Adopt");
+  locus::wire::AdoptObject adopt;
+  adopt.set_object_id(99);
+  adopt.set_token(std::string(16, 'x'));
+  const uint32_t unary = locus::kFlagHasMessage | locus::kFlagEndStream;
+  write("valid-rmi_server_conversation",
+        Frame(FrameType::kHello, 0, 0, rmi_hello.SerializeAsString(), "") +
+            Frame(FrameType::kRequest, unary, 1, on_object.SerializeAsString(), "payload") +
+            Frame(FrameType::kRequest, unary, 3, counting_call.SerializeAsString(), "payload") +
+            Frame(FrameType::kRequest, unary | locus::kFlagOneway, 5, release_header.SerializeAsString(),
+                  release.SerializeAsString()) +
+            Frame(FrameType::kRequest, unary, 7, adopt_header.SerializeAsString(), adopt.SerializeAsString()) +
+            Request(9, "/fuzz.Echo/Say", 0));
+  locus::wire::CallStatus counted_reply;
+  *counted_reply.add_counted_refs() = *counted;
+  write("rmi_client_conversation",
+        Frame(FrameType::kHelloAck, 0, 0, rmi_hello.SerializeAsString(), "") +
+            Frame(FrameType::kResponse, locus::kFlagHasMessage, 1, counted_reply.SerializeAsString(), "reply") +
+            Frame(FrameType::kResponse, locus::kFlagHasMessage, 41, counted_reply.SerializeAsString(), "late"));
   write("hello_only", Hello(FrameType::kHello));
   write("no_handshake", Request(1, "/fuzz.Echo/Say", 0));
   return 0;

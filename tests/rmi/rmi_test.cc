@@ -134,6 +134,7 @@ class RmiTest : public ::testing::TestWithParam<Kind> {
 };
 
 class RemoteRmiTest : public RmiTest {};
+class FdPassingRmiTest : public RmiTest {};
 
 TEST_P(RmiTest, AnObjectAReplyReturnsIsCalledLikeAnyStub) {
   absl::StatusOr<locus::Remote<Session>> session = OpenSession("first");
@@ -282,8 +283,7 @@ TEST_P(RmiTest, FileDescriptorsTravelWhereTheTransportCarriesThem) {
   EXPECT_GE(fcntl(ours.get(), F_GETFD), 0);
 }
 
-TEST_P(RmiTest, AThousandCallsWithDescriptorsLeaveNoneOpen) {
-  if (!GetParam().passes_fds) GTEST_SKIP() << "tcp carries no descriptors (refusal tested above)";
+TEST_P(FdPassingRmiTest, AThousandCallsWithDescriptorsLeaveNoneOpen) {
   const std::string path = dir_.path() + "/file.txt";
   std::ofstream(path) << "x";
   Files::Stub files(channel_);
@@ -327,6 +327,7 @@ TEST_P(RmiTest, TenThousandReferencesComeAndGoWithoutResidue) {
   ASSERT_TRUE(Eventually([&] { return LiveSessions() == 0; }));
   const int64_t baseline = 0;
   const int64_t fds = OpenFdCount();
+  const int64_t owner_fds = GetParam().in_process ? fds : OwnerFdCount();
   const size_t exports = locus::internal::ObjectRegistry::Get().size();
   for (int i = 0; i < 10000; ++i) {
     auto session = OpenSession("s");
@@ -340,6 +341,7 @@ TEST_P(RmiTest, TenThousandReferencesComeAndGoWithoutResidue) {
   EXPECT_TRUE(Eventually([&] { return LiveSessions() == baseline; })) << LiveSessions();
   // (Earlier tests' leftovers may go meanwhile: at most as many as before.)
   EXPECT_LE(OpenFdCount(), fds);
+  if (!GetParam().in_process) EXPECT_LE(OwnerFdCount(), owner_fds);
   EXPECT_LE(locus::internal::ObjectRegistry::Get().size(), exports);
 }
 
@@ -408,8 +410,13 @@ TEST_P(RemoteRmiTest, ALeaseOutlivesTheConnectionThenExpires) {
     return (*plain)->Get(get, locus::CallOptions::WithTimeout(absl::Seconds(1))).status().code() ==
            absl::StatusCode::kUnavailable;
   }));
-  // Within its lease a reference reconnects and carries on.
-  absl::StatusOr<Value> value = (*leased)->Get(get, Watchdog());
+  // Within its lease a reference reconnects and carries on (once the owner
+  // listens again: until then calls fail UNAVAILABLE, as any reconnect).
+  absl::StatusOr<Value> value;
+  ASSERT_TRUE(Eventually([&] {
+    value = (*leased)->Get(get, Watchdog());
+    return value.ok() || !absl::IsUnavailable(value.status());
+  }));
   ASSERT_TRUE(value.ok()) << value.status();
   EXPECT_EQ(value->value(), "leased");
   // Past its lease (nobody called it meanwhile) the object is gone.
@@ -426,6 +433,10 @@ TEST_P(RemoteRmiTest, AThirdPartyCallsTheOwnerDirectlyWithTheToken) {
     return request;
   }(), Watchdog());
   ASSERT_TRUE(c_reply.ok()) << c_reply.status();
+  // A keeps its own handle: the object outlives the hand-off whatever the
+  // timing (without it, C keeps it only while B adopts within A's pin).
+  auto a_handle = locus::Remote<Session>::From(c_reply->session());
+  ASSERT_TRUE(a_handle.ok()) << a_handle.status();
   const std::string b_listen = "unix:" + dir_.path() + "/b.sock";
   ChildProcess b(LOCUS_RMI_PEER_PATH, {b_listen});
   ASSERT_TRUE(b.ready());
@@ -447,12 +458,18 @@ TEST_P(RemoteRmiTest, AThirdPartyCallsTheOwnerDirectlyWithTheToken) {
   forged.set_token(std::string(16, '\0'));
   *holder.mutable_session() = forged;
   EXPECT_EQ(b_stub.CallSession(holder, Watchdog()).status().code(), absl::StatusCode::kNotFound);
+  // While the real token still works.
+  *holder.mutable_session() = c_reply->session();
+  EXPECT_TRUE(b_stub.CallSession(holder, Watchdog()).ok());
 }
 
 std::string KindName(const ::testing::TestParamInfo<Kind>& info) { return info.param.name; }
 
 INSTANTIATE_TEST_SUITE_P(EveryOwner, RmiTest, ::testing::ValuesIn(kKinds), KindName);
 INSTANTIATE_TEST_SUITE_P(OtherProcess, RemoteRmiTest, ::testing::ValuesIn(kKinds + 1, kKinds + 4),
+                         KindName);
+// tcp refuses descriptors (FileDescriptorsTravelWhereTheTransportCarriesThem).
+INSTANTIATE_TEST_SUITE_P(PassingDescriptors, FdPassingRmiTest, ::testing::ValuesIn(kKinds, kKinds + 3),
                          KindName);
 
 }  // namespace

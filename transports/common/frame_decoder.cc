@@ -58,6 +58,7 @@ absl::Status FrameDecoder::Consume(absl::string_view bytes, FrameDecoderSink& si
         ReleaseLargeBuffers(header_);
         frame_.meta.clear();
         frame_.payload.clear();
+        frame_.fds.clear();  // a transport's (frame_fds.h), if it left any
         if (header_was_whole && bytes.size() >= header_.body_length()) {
           // The whole frame lies in `bytes`: the payload is delivered where
           // it lies. The meta (small) is copied: the runtime's own parsers

@@ -48,6 +48,11 @@ class FrameDecoder {
 
   // True when no partial frame is buffered (a clean place for EOF).
   bool at_frame_boundary() const { return state_ == State::kHeader && header_filled_ == 0; }
+  // True when part of a header is buffered: the next bytes complete it.
+  bool header_partly_read() const { return state_ == State::kHeader && header_filled_ != 0; }
+  // The header of the frame whose body is being read (not yet delivered),
+  // if any; valid until the next Consume.
+  const FrameHeader* unfinished_frame() const { return state_ == State::kBody ? &header_ : nullptr; }
   // Bytes still needed to finish the current frame's body (0 when reading a
   // header): lets a reader size its next read.
   uint64_t body_bytes_wanted() const;

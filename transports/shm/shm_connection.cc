@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 #include "transports/common/close_state.h"
+#include "transports/common/frame_fds.h"
 #include "transports/shm/shm_bulk.h"
 #include "transports/shm/shm_layout.h"
 #include "transports/shm/shm_reader.h"
@@ -49,8 +50,8 @@ class ShmConnection::Impl final : public FdHandler,
       : fd_(socket_fd),
         mapping_(std::move(mapping)),
         peer_(std::move(peer)),
-        writer_(mapping_->data(), geometry, client_side ? 0 : 1, peer_, options, this),
-        reader_(mapping_->data(), geometry, client_side ? 1 : 0, peer_, options, this) {}
+        writer_(mapping_->data(), geometry, client_side ? 0 : 1, socket_fd, peer_, options, this),
+        reader_(mapping_->data(), geometry, client_side ? 1 : 0, socket_fd, peer_, options, this) {}
 
   ~Impl() override { close(fd_); }
 
@@ -116,7 +117,22 @@ class ShmConnection::Impl final : public FdHandler,
     const bool role_holder = reader_.HoldsRole();
     ShmWriter::Sending sending(&writer_, payload.size(), role_holder);
     if (close_.closed(std::memory_order_acquire)) return close_.ClosedError();
-    return writer_.SendLocked(header, meta, payload, deadline, role_holder, close_);
+    return writer_.SendLocked(header, meta, payload, {}, deadline, role_holder, close_);
+  }
+
+  // The count goes in the ring frame's private bits, the descriptors over
+  // the socket just before it (shm_writer.h).
+  absl::Status SendWithFds(const FrameHeader& header, absl::string_view meta,
+                           absl::string_view payload, absl::Span<const int> fds,
+                           absl::Time deadline) {
+    absl::Status valid = ValidateFdsToSend(fds);
+    if (!valid.ok()) return valid;
+    FrameHeader wire = header;
+    wire.flags = (wire.flags & ~kFlagsFdCount) | EncodeFdCount(fds.size());
+    const bool role_holder = reader_.HoldsRole();
+    ShmWriter::Sending sending(&writer_, payload.size(), role_holder);
+    if (close_.closed(std::memory_order_acquire)) return close_.ClosedError();
+    return writer_.SendLocked(wire, meta, payload, fds, deadline, role_holder, close_);
   }
 
   // See ShmWriter::SendInBulkLocked.
@@ -192,6 +208,12 @@ absl::Status ShmConnection::SendWithPayloadWriter(const FrameHeader& header, abs
     if (sent || !status.ok()) return status;
   }
   return Connection::SendWithPayloadWriter(header, meta, write_payload, deadline);
+}
+absl::Status ShmConnection::SendWithFds(const FrameHeader& header, absl::string_view meta,
+                                        absl::string_view payload, absl::Span<const int> fds,
+                                        absl::Time deadline) {
+  if (fds.empty()) return impl_->Send(header, meta, payload, deadline);
+  return impl_->SendWithFds(header, meta, payload, fds, deadline);
 }
 void ShmConnection::Close(const absl::Status& reason) { impl_->Close(reason); }
 bool ShmConnection::DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {

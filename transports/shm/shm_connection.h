@@ -1,6 +1,8 @@
 // A Connection over two shared-memory rings (one per direction) in a memfd,
 // with the Unix socket that set it up kept open to detect the peer's death
-// (and nothing else: no data goes through it after setup).
+// and to carry file descriptors (SendWithFds: one message per frame with
+// descriptors, matched to the frames in the ring that claim them; see
+// shm_writer.h, shm_reader.h). No other data goes through it after setup.
 //
 // Example:
 //   auto mapping = ShmMapping::Map(memfd, size);           // after setup
@@ -67,6 +69,11 @@ class ShmConnection final : public Connection {
   // then Send).
   absl::Status SendWithPayloadWriter(const FrameHeader& header, absl::string_view meta,
                                      PayloadWriter write_payload, absl::Time deadline) override;
+  // True: descriptors travel over the connection's Unix socket.
+  bool CanPassFds() const override { return true; }
+  absl::Status SendWithFds(const FrameHeader& header, absl::string_view meta,
+                           absl::string_view payload, absl::Span<const int> fds,
+                           absl::Time deadline) override;
   void Close(const absl::Status& reason) override;
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
   // At 0, a synchronous caller's polling announcement outlives its call

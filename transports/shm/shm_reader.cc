@@ -1,6 +1,10 @@
 #include "transports/shm/shm_reader.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -30,16 +34,18 @@ void PrefetchFrameLines(absl::string_view bytes) {
 
 }  // namespace
 
-ShmReader::ShmReader(char* region, const ShmGeometry& geometry, int ring, const PeerInfo& peer,
-                     const TransportOptions& options, Owner* owner)
+ShmReader::ShmReader(char* region, const ShmGeometry& geometry, int ring, int socket_fd,
+                     const PeerInfo& peer, const TransportOptions& options, Owner* owner)
     : in_(&reinterpret_cast<ShmRegionHeader*>(region)->rings[ring],
           ShmRingData(region, geometry, ring), geometry.ring_capacity,
           &reinterpret_cast<ShmRegionHeader*>(region)->rings[1 - ring].data_seq, geometry.seal_key),
       in_control_(&reinterpret_cast<ShmRegionHeader*>(region)->rings[ring]),
       bulk_in_(&reinterpret_cast<ShmRegionHeader*>(region)->bulk[ring],
                ShmBulkData(region, geometry, ring), geometry.bulk_capacity),
-      decoder_(options.max_meta_size, options.max_receive_message_size, kFlagPayloadInBulk),
+      decoder_(options.max_meta_size, options.max_receive_message_size,
+               kFlagPayloadInBulk | kFlagsFdCount),
       capacity_(geometry.ring_capacity),
+      socket_fd_(socket_fd),
       owner_(owner),
       peer_address_(peer.remote_address),
       max_receive_message_size_(options.max_receive_message_size),
@@ -100,19 +106,67 @@ void ShmReader::AdjustBackgroundReads(int delta) {
   }
 }
 
+void ShmReader::FailInput(const absl::Status& why) {
+  input_failed_ = true;
+  LOCUS_LOG(WARNING) << "closing shared-memory connection from " << peer_address_
+                     << ": malformed input: " << why.message();
+  owner_->Close(absl::InternalError(absl::StrCat("malformed input from peer: ", why.message())));
+}
+
+bool ShmReader::ClaimFds(uint32_t flags, std::vector<OwnedFd>* fds) {
+  const size_t count = DecodeFdCount(flags);
+  if (count == 0) return true;
+  if (count > kMaxFdsPerFrame) {
+    FailInput(absl::InvalidArgumentError(absl::StrCat(
+        "a frame claims ", count, " file descriptors; at most ", kMaxFdsPerFrame, " are allowed")));
+    return false;
+  }
+  // One byte, the count, with the descriptors: what the sender put on the
+  // socket before the frame (shm_writer.h).
+  char announced = 0;
+  iovec iov{&announced, 1};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  fds_in_.PrepareFor(&msg);
+  ssize_t n;
+  do {
+    n = recvmsg(socket_fd_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  std::vector<OwnedFd> received;  // closed unless handed on
+  absl::Status collected =
+      n >= 0 ? fds_in_.Collect(msg, &received) : absl::OkStatus();
+  if (!collected.ok()) {
+    FailInput(collected);
+    return false;
+  }
+  if (n != 1 || static_cast<unsigned char>(announced) != count || received.size() != count) {
+    FailInput(absl::InvalidArgumentError(absl::StrCat(
+        "a frame claims ", count, " file descriptors but the socket ",
+        n == 1 ? absl::StrCat("carried ", received.size(), " announced as ",
+                              static_cast<unsigned char>(announced))
+               : absl::StrCat("had none (", n < 0 ? std::strerror(errno) : "closed", ")"))));
+    return false;
+  }
+  for (OwnedFd& fd : received) fds->push_back(std::move(fd));
+  return true;
+}
+
 void ShmReader::OnFrame(Frame& frame) {
   if (input_failed_) return;  // the rest of a corrupt batch
+  // The descriptors first: whatever becomes of the frame, its message
+  // leaves the socket (closed with the frame if not delivered).
+  if (!ClaimFds(frame.header.flags, &frame.fds)) return;
+  frame.header.flags &= ~kFlagsFdCount;
   if ((frame.header.flags & kFlagPayloadInBulk) == 0) {
     if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(frame);
+    frame.fds.clear();  // those the sink left (contract 12)
     return;
   }
   absl::StatusOr<absl::string_view> payload = bulk_in_.Resolve(frame.payload_bytes());
   if (!payload.ok()) {
-    input_failed_ = true;
-    LOCUS_LOG(WARNING) << "closing shared-memory connection from " << peer_address_
-                       << ": malformed input: " << payload.status().message();
-    owner_->Close(absl::InternalError(
-        absl::StrCat("malformed input from peer: ", payload.status().message())));
+    frame.fds.clear();
+    FailInput(payload.status());
     return;
   }
   frame.header.flags &= ~kFlagPayloadInBulk;
@@ -126,11 +180,17 @@ void ShmReader::OnFrame(Frame& frame) {
       frame.borrowed_payload = nullptr;
     }
   }
+  frame.fds.clear();
   bulk_in_.Release();
 }
 
 void ShmReader::OnOversizeFrame(const FrameHeader& header) {
+  if (input_failed_) return;
   FrameHeader reported = header;
+  // The frame is skipped: its descriptors are received and closed.
+  std::vector<OwnedFd> skipped;
+  if (!ClaimFds(header.flags, &skipped)) return;
+  reported.flags &= ~kFlagsFdCount;
   if ((header.flags & kFlagPayloadInBulk) != 0) {
     // Only with a receive limit under 16 bytes: the reference itself was
     // too large. The payload still counts as delivered for the sender.

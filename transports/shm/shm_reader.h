@@ -21,6 +21,17 @@
 // word of the ring it consumes (shm_layout.h); a writer only rings it when
 // the reader sleeps and nobody polls.
 //
+// File descriptors: a frame whose flags claim some (frame_fds.h) takes the
+// next message from the connection's Unix socket (shm_writer.h), which must
+// be one byte holding that count with exactly that many descriptors
+// attached; anything else (none there, another count, MSG_CTRUNC, more than
+// kMaxFdsPerFrame) closes the connection as malformed input, with every
+// descriptor received closed. The sender puts the message on the socket
+// before the frame in the ring, so an honest peer's is always there.
+// Messages no frame claims stay in the socket's buffer (bounded by it, and
+// not this process's descriptors) until a claim reads one or the
+// connection closes.
+//
 // Thread-safety: DriveUntil, ReadUntilClosed, AdjustBackgroundReads,
 // WakeLocal, SleepOnDoorbell and HoldsRole from any thread; members marked
 // ABSL_GUARDED_BY(role_) belong to the role holder.
@@ -31,6 +42,7 @@
 #include <cstdint>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/function_ref.h"
@@ -41,6 +53,7 @@
 #include "locus/transport.h"
 #include "transports/common/close_state.h"
 #include "transports/common/frame_decoder.h"
+#include "transports/common/frame_fds.h"
 #include "transports/shm/futex.h"
 #include "transports/shm/reader_role.h"
 #include "transports/shm/shm_bulk.h"
@@ -73,9 +86,10 @@ class ShmReader final : public FrameDecoderSink {
 
   // Reads ring `ring` and bulk area `ring` of `region` (mapped, of
   // `geometry`, shm_layout.h); the peer's doorbell is the data_seq of the
-  // other ring. `owner` outlives the reader.
-  ShmReader(char* region, const ShmGeometry& geometry, int ring, const PeerInfo& peer,
-            const TransportOptions& options, Owner* owner);
+  // other ring. Descriptors come over `socket_fd`, the connection's Unix
+  // socket (not owned). `owner` outlives the reader.
+  ShmReader(char* region, const ShmGeometry& geometry, int ring, int socket_fd,
+            const PeerInfo& peer, const TransportOptions& options, Owner* owner);
   ShmReader(const ShmReader&) = delete;
   ShmReader& operator=(const ShmReader&) = delete;
 
@@ -167,6 +181,11 @@ class ShmReader final : public FrameDecoderSink {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(role_);
   // Takes down this side's polling announcement, if up.
   bool StopPolling(const ShmWriter& writer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(role_);
+  // Receives the descriptors a frame with `flags` claims into `*fds` (see
+  // the file comment); on error closes the connection (input_failed_).
+  bool ClaimFds(uint32_t flags, std::vector<OwnedFd>* fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(role_);
+  // Closes the connection for malformed input (`why`).
+  void FailInput(const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(role_);
   // in_.HasDataHint(), for threads that may not hold the role.
   // Unchecked: the hint is the ring's lock-free part, meant for them.
   bool InputHint() const ABSL_NO_THREAD_SAFETY_ANALYSIS { return in_.HasDataHint(); }
@@ -180,6 +199,8 @@ class ShmReader final : public FrameDecoderSink {
   ShmBulkReader bulk_in_ ABSL_GUARDED_BY(role_);
   FrameDecoder decoder_ ABSL_GUARDED_BY(role_);
   const uint64_t capacity_;  // in_'s
+  const int socket_fd_;
+  FdsToReceive fds_in_ ABSL_GUARDED_BY(role_);
   Owner* const owner_;
   const std::string peer_address_;  // for messages
   const uint64_t max_receive_message_size_;

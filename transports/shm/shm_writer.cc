@@ -1,13 +1,20 @@
 #include "transports/shm/shm_writer.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <optional>
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
 #include "transports/common/copy_bytes.h"
+#include "transports/common/frame_fds.h"
 #include "transports/common/send_stall.h"
 
 namespace locus::internal {
@@ -21,10 +28,14 @@ namespace {
 constexpr size_t kPrefetchAheadBytes = 256;
 constexpr size_t kPrefetchAheadAfter = 512;
 
+// The longest a sender waiting for room on the socket sleeps before it
+// flushes queued output and looks again.
+constexpr absl::Duration kFdSocketWaitSlice = absl::Milliseconds(10);
+
 }  // namespace
 
-ShmWriter::ShmWriter(char* region, const ShmGeometry& geometry, int ring, const PeerInfo& peer,
-                     const TransportOptions& options, Owner* owner)
+ShmWriter::ShmWriter(char* region, const ShmGeometry& geometry, int ring, int socket_fd,
+                     const PeerInfo& peer, const TransportOptions& options, Owner* owner)
     : out_(&reinterpret_cast<ShmRegionHeader*>(region)->rings[ring],
            ShmRingData(region, geometry, ring), geometry.ring_capacity,
            &reinterpret_cast<ShmRegionHeader*>(region)->rings[1 - ring].data_seq, geometry.seal_key),
@@ -32,6 +43,7 @@ ShmWriter::ShmWriter(char* region, const ShmGeometry& geometry, int ring, const 
                 ShmBulkData(region, geometry, ring), geometry.bulk_capacity),
       bulk_capacity_(geometry.bulk_capacity),
       own_doorbell_(&reinterpret_cast<ShmRegionHeader*>(region)->rings[1 - ring].data_seq),
+      socket_fd_(socket_fd),
       owner_(owner),
       peer_address_(peer.remote_address),
       send_stall_timeout_(options.send_stall_timeout),
@@ -44,12 +56,19 @@ void ShmWriter::PublishFrameLocked(size_t frame_bytes) {
 }
 
 absl::Status ShmWriter::SendLocked(const FrameHeader& header, absl::string_view meta,
-                                   absl::string_view payload, absl::Time deadline, bool role_holder,
+                                   absl::string_view payload, absl::Span<const int> fds,
+                                   absl::Time deadline, bool role_holder,
                                    const CloseState& close) {
   absl::string_view parts[3] = {
       absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)), meta, payload};
   absl::Status flushed = FlushPendingLocked();
   if (!flushed.ok()) return flushed;
+  // The descriptors are on the socket before the frame can be seen in the
+  // ring: a reader that finds the frame finds them.
+  if (!fds.empty()) {
+    absl::Status passed = SendFdsLocked(fds, deadline, close);
+    if (!passed.ok()) return passed;
+  }
   if (pending_.empty()) {
     // The common case: the whole frame fits and is published at once, so
     // the reader never sees (and wakes up for) a partial frame.
@@ -134,8 +153,8 @@ absl::Status ShmWriter::SendInBulkLocked(const FrameHeader& header, absl::string
   ring_header.flags |= kFlagPayloadInBulk;
   ring_header.payload_length = sizeof(ref);
   return SendLocked(ring_header, meta,
-                    absl::string_view(reinterpret_cast<const char*>(&ref), sizeof(ref)), deadline,
-                    role_holder, close);
+                    absl::string_view(reinterpret_cast<const char*>(&ref), sizeof(ref)), {},
+                    deadline, role_holder, close);
 }
 
 absl::Status ShmWriter::SendInRingLocked(const FrameHeader& header, absl::string_view meta,
@@ -160,6 +179,61 @@ absl::Status ShmWriter::SendInRingLocked(const FrameHeader& header, absl::string
   out_.Advance(total);
   PublishFrameLocked(total);
   return absl::OkStatus();
+}
+
+absl::Status ShmWriter::SendFdsLocked(absl::Span<const int> fds, absl::Time deadline,
+                                      const CloseState& close) {
+  // One byte, the count, which the receiver checks against the frame's.
+  char count = static_cast<char>(fds.size());
+  iovec iov{&count, 1};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  FdsToSend control;
+  control.AttachTo(fds, &msg);
+  const absl::Time stall_deadline = absl::Now() + send_stall_timeout_;
+  for (;;) {
+    if (close.closed(std::memory_order_acquire)) return close.ClosedError();
+    const ssize_t n = sendmsg(socket_fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == 1) return absl::OkStatus();
+    const int err = n < 0 ? errno : EIO;
+    if (err == EINTR) continue;
+    if (err == EBADF) {
+      return absl::InvalidArgumentError("a file descriptor to send was closed during the call");
+    }
+    if (err == ETOOMANYREFS || err == ENOMEM || err == ENOBUFS) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cannot pass file descriptors to ", peer_address_, ": ", std::strerror(err)));
+    }
+    if (err != EAGAIN) {
+      const absl::Status failed = absl::UnavailableError(absl::StrCat(
+          "passing file descriptors to ", peer_address_, " failed: ", std::strerror(err)));
+      owner_->Close(failed);
+      return failed;
+    }
+    // The peer has not taken the descriptors of earlier frames: queued
+    // frames may be what it needs to reach them.
+    (void)FlushPendingLocked();
+    const absl::Time now = absl::Now();
+    if (now >= deadline) {
+      return absl::DeadlineExceededError(
+          "deadline passed while the peer was not taking file descriptors");
+    }
+    if (now >= stall_deadline) {
+      const absl::Status stalled = absl::DeadlineExceededError(
+          absl::StrCat("peer ", peer_address_, " took no file descriptors for ",
+                       absl::FormatDuration(send_stall_timeout_)));
+      LOCUS_LOG(WARNING) << "closing shared-memory connection: " << stalled.message();
+      owner_->Close(stalled);
+      return stalled;
+    }
+    // Closing the connection shuts the socket down, which ends this wait.
+    const absl::Duration wait = std::min({deadline - now, stall_deadline - now, kFdSocketWaitSlice});
+    mu_.Unlock();
+    pollfd pfd{socket_fd_, POLLOUT, 0};
+    (void)poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(wait)) + 1);
+    mu_.Lock();
+  }
 }
 
 absl::Status ShmWriter::WriteSome(absl::string_view* part) {

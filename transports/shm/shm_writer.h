@@ -7,7 +7,7 @@
 // state):
 //   ShmWriter::Sending sending(&writer_, payload.size(), role_holder);  // takes the lock
 //   if (close_.closed()) return close_.ClosedError();
-//   return writer_.SendLocked(header, meta, payload, deadline, role_holder, close_);
+//   return writer_.SendLocked(header, meta, payload, {}, deadline, role_holder, close_);
 //   ...
 //   writer_.TryFlushPending();  // the reader-role holder, as room frees
 //
@@ -18,6 +18,19 @@
 // writing to each other's full rings, neither would drain its own. Other
 // threads wait (until their deadline) only while more than
 // max_send_queue_bytes are queued.
+//
+// File descriptors (Connection::SendWithFds) cannot go through the rings:
+// they go over the Unix socket that set the connection up, one message per
+// frame (one byte, the count, with the descriptors attached), sent before
+// the frame enters the ring or the queue and under the same lock, so that
+// the messages on the socket are in the order of the frames that claim them
+// in the ring (docs/wire.md, "File descriptors"). A peer that does not take
+// them fills the socket: a sender then waits for room (flushing queued
+// output meanwhile, which may be what the peer needs to reach them), until
+// its deadline or send_stall_timeout. Hazard: so does a reader-role holder
+// (a handler's reply with descriptors), since the kernel must have them
+// before the call returns; two sides whose role holders both wait so for
+// each other stall until those limits.
 //
 // Thread-safety: the *Locked functions run under the writer's lock, which
 // a Sending holds, on any thread; TryFlushPending and SendStalled are the
@@ -37,6 +50,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "locus/frame.h"
 #include "locus/transport.h"
 #include "transports/common/close_state.h"
@@ -69,9 +83,10 @@ class ShmWriter {
 
   // Writes ring `ring` and bulk area `ring` of `region` (mapped, of
   // `geometry`, shm_layout.h); the connection's doorbell is the data_seq of
-  // the other ring, which it consumes. `owner` outlives the writer.
-  ShmWriter(char* region, const ShmGeometry& geometry, int ring, const PeerInfo& peer,
-            const TransportOptions& options, Owner* owner);
+  // the other ring, which it consumes. Descriptors go over `socket_fd`, the
+  // connection's Unix socket (not owned). `owner` outlives the writer.
+  ShmWriter(char* region, const ShmGeometry& geometry, int ring, int socket_fd,
+            const PeerInfo& peer, const TransportOptions& options, Owner* owner);
   ShmWriter(const ShmWriter&) = delete;
   ShmWriter& operator=(const ShmWriter&) = delete;
 
@@ -111,10 +126,14 @@ class ShmWriter {
 
   // Writes the frame into the ring, or queues what does not fit (see the
   // file comment); a thread other than the role holder then waits while
-  // more than max_send_queue_bytes are queued.
+  // more than max_send_queue_bytes are queued. `fds` (validated:
+  // ValidateFdsToSend; `header` carries their count) go over the socket
+  // first; errors about them (RESOURCE_EXHAUSTED, INVALID_ARGUMENT,
+  // DEADLINE_EXCEEDED while the socket is full) leave nothing sent.
   absl::Status SendLocked(const FrameHeader& header, absl::string_view meta,
-                          absl::string_view payload, absl::Time deadline, bool role_holder,
-                          const CloseState& close) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                          absl::string_view payload, absl::Span<const int> fds,
+                          absl::Time deadline, bool role_holder, const CloseState& close)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends a frame whose large payload `write_payload` serializes straight
   // into the outgoing bulk area, if the area has room now. Sets `*in_bulk`
   // to false (and sends nothing) if not: the caller then sends the payload
@@ -179,6 +198,10 @@ class ShmWriter {
   // must never block, can still queue and flush).
   absl::Status WaitBelowQueueLimitLocked(absl::Time deadline, const CloseState& close)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends `fds` over the socket in a message of their own, waiting (mu_
+  // released) while the socket is full (see the file comment).
+  absl::Status SendFdsLocked(absl::Span<const int> fds, absl::Time deadline,
+                             const CloseState& close) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Copies as much of `*part` as fits into the outgoing ring.
   absl::Status WriteSome(absl::string_view* part) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves queued bytes into the ring as space allows.
@@ -196,6 +219,7 @@ class ShmWriter {
   ShmBulkWriter bulk_out_ ABSL_GUARDED_BY(mu_);
   const uint64_t bulk_capacity_;
   std::atomic<uint32_t>* const own_doorbell_;
+  const int socket_fd_;
   Owner* const owner_;
   const std::string peer_address_;  // for messages
   const absl::Duration send_stall_timeout_;

@@ -19,8 +19,10 @@
 #include "base/log.h"
 #include "transports/common/close_state.h"
 #include "transports/common/frame_decoder.h"
+#include "transports/common/frame_fds.h"
 #include "transports/socket/adaptive_poll.h"
 #include "transports/socket/event_loop.h"
+#include "transports/socket/received_fds.h"
 #include "transports/socket/socket_reader_role.h"
 #include "transports/socket/stream_writer.h"
 
@@ -62,17 +64,22 @@ class StreamConnection::Impl final : public FdHandler,
  public:
   using Reader = SocketReaderRole::Reader;
 
-  Impl(int fd, PeerInfo peer, const TransportOptions& options)
+  // `can_pass_fds`: `fd` is a Unix socket, whose frames may carry file
+  // descriptors (the count in their flags, frame_fds.h).
+  Impl(int fd, PeerInfo peer, const TransportOptions& options, bool can_pass_fds)
       : fd_(fd),
         peer_(std::move(peer)),
         options_(options),
+        can_pass_fds_(can_pass_fds),
         writer_(fd, peer_, options, close_, this),
-        decoder_(options.max_meta_size, options.max_receive_message_size),
+        decoder_(options.max_meta_size, options.max_receive_message_size,
+                 can_pass_fds ? kFlagsFdCount : 0),
         read_buffer_(new char[kReadBufferSize]) {}
 
   ~Impl() override { close(fd_); }
 
   const PeerInfo& peer() const { return peer_; }
+  bool can_pass_fds() const { return can_pass_fds_; }
 
   // For the writer's timers; set at creation, before any Send (one may
   // need a stall check).
@@ -117,7 +124,19 @@ class StreamConnection::Impl final : public FdHandler,
 
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
                     absl::Time deadline) {
-    return writer_.Send(header, meta, payload, deadline);
+    return writer_.Send(header, meta, payload, {}, deadline);
+  }
+
+  // A Unix socket's SendWithFds: the count goes in the header's private
+  // bits, the descriptors with the frame's first byte (stream_writer.h).
+  absl::Status SendWithFds(const FrameHeader& header, absl::string_view meta,
+                           absl::string_view payload, absl::Span<const int> fds,
+                           absl::Time deadline) {
+    absl::Status valid = ValidateFdsToSend(fds);
+    if (!valid.ok()) return valid;
+    FrameHeader wire = header;
+    wire.flags = (wire.flags & ~kFlagsFdCount) | EncodeFdCount(fds.size());
+    return writer_.Send(wire, meta, payload, fds, deadline);
   }
 
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) {
@@ -249,12 +268,33 @@ class StreamConnection::Impl final : public FdHandler,
     (void)loop_->Modify(fd_, mask);
   }
 
-  // FrameDecoderSink: runs on the reader-role holder's thread.
-  void OnFrame(Frame& frame) override {
+  // FrameDecoderSink: runs on the reader-role holder's thread. A frame
+  // takes the descriptors its flags claim (received_fds.h); those its sink
+  // leaves are closed before the decoder reuses the frame. After a frame
+  // that claimed descriptors that are not there, the rest of the read is
+  // dropped: ReadOnce closes the connection.
+  void OnFrame(Frame& frame) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(role_) {
+    if (can_pass_fds_) {
+      if (fd_error_.ok()) fd_error_ = received_fds_.Claim(frame.header.flags, &frame.fds);
+      if (!fd_error_.ok()) {
+        frame.fds.clear();
+        return;
+      }
+      frame.header.flags &= ~kFlagsFdCount;
+    }
     if (!detached_.load(std::memory_order_acquire)) sink_->OnFrame(frame);
+    frame.fds.clear();
   }
-  void OnOversizeFrame(const FrameHeader& header) override {
-    if (!detached_.load(std::memory_order_acquire)) sink_->OnOversizeFrame(header);
+  void OnOversizeFrame(const FrameHeader& header) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(role_) {
+    FrameHeader reported = header;
+    if (can_pass_fds_) {
+      // The frame is skipped: so are (closed) its descriptors.
+      std::vector<OwnedFd> skipped;
+      if (fd_error_.ok()) fd_error_ = received_fds_.Claim(header.flags, &skipped);
+      if (!fd_error_.ok()) return;
+      reported.flags &= ~kFlagsFdCount;
+    }
+    if (!detached_.load(std::memory_order_acquire)) sink_->OnOversizeFrame(reported);
   }
 
  private:
@@ -334,20 +374,44 @@ class StreamConnection::Impl final : public FdHandler,
     return sizeof(header) + header.body_length() == bytes.size();
   }
 
+  // One receive: recv, or on a Unix socket recvmsg with room for the
+  // descriptors that may come with the bytes (appended to `*fds`, each
+  // checked; an error, e.g. more than a frame may carry, is returned in
+  // `*fd_error` with `*fds` left as it was). Returns what recv returns.
+  ssize_t Receive(bool blocking, std::vector<OwnedFd>* fds, absl::Status* fd_error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(role_) {
+    const int flags = blocking ? 0 : MSG_DONTWAIT;
+    if (!can_pass_fds_) return recv(fd_, read_buffer_.get(), kReadBufferSize, flags);
+    iovec iov{read_buffer_.get(), kReadBufferSize};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    fds_in_.PrepareFor(&msg);
+    const ssize_t n = recvmsg(fd_, &msg, flags | MSG_CMSG_CLOEXEC);
+    const int err = errno;
+    if (n >= 0) *fd_error = fds_in_.Collect(msg, fds);
+    errno = err;
+    return n;
+  }
+
   // One read(); delivers any frames completed. Caller holds the reader role.
   // `blocking`: wait up to the socket's receive timeout (a caller in
   // DriveUntil, see SetReceiveTimeout); otherwise never wait.
   ReadResult ReadOnce(size_t* got = nullptr, bool blocking = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(role_) {
     ssize_t n;
+    std::vector<OwnedFd> incoming;  // closed unless a frame claims them
+    absl::Status fds_received;
     do {
-      n = recv(fd_, read_buffer_.get(), kReadBufferSize, blocking ? 0 : MSG_DONTWAIT);
+      n = Receive(blocking, &incoming, &fds_received);
       // A signal ends a blocking receive early: the caller re-checks its
       // deadline (restarting would wait a whole SO_RCVTIMEO again).
       if (n < 0 && errno == EINTR && blocking) return ReadResult::kWouldBlock;
     } while (n < 0 && errno == EINTR);
+    if (n > 0 && !fds_received.ok()) return FailMalformed(fds_received);
     if (n > 0) {
       if (got != nullptr) *got = static_cast<size_t>(n);
+      received_fds_.Add(std::move(incoming));
       const absl::string_view bytes(read_buffer_.get(), static_cast<size_t>(n));
       // A read that is exactly one whole frame (a ping-pong's request) has
       // nothing to batch its reply with: uncorked, the reply leaves as soon
@@ -360,13 +424,9 @@ class StreamConnection::Impl final : public FdHandler,
       }
       // Only this thread, while corked, holds output back.
       if (corked) writer_.FlushCorkedOutput();
-      if (!decoded.ok()) {
-        LOCUS_LOG(WARNING) << "closing connection from " << peer_.remote_address
-                           << ": malformed input: " << decoded.message();
-        Close(absl::InternalError(absl::StrCat("malformed input from peer: ", decoded.message())));
-        DeliverClosed(close_.Reason());
-        return ReadResult::kClosed;
-      }
+      if (decoded.ok()) decoded = fd_error_;
+      if (decoded.ok()) decoded = received_fds_.EndOfRead(FdsMayWait());
+      if (!decoded.ok()) return FailMalformed(decoded);
       return ReadResult::kData;
     }
     if (n < 0 && errno == EAGAIN) return ReadResult::kWouldBlock;
@@ -375,11 +435,31 @@ class StreamConnection::Impl final : public FdHandler,
                                             ? "peer closed the connection"
                                             : "peer closed the connection in the middle of a frame")
                : absl::UnavailableError(absl::StrCat("read failed: ", std::strerror(errno))));
+    received_fds_.Clear();  // the connection ends: what no frame claimed closes
     if (!decoder_.at_frame_boundary() && n == 0) {
       LOCUS_LOG(WARNING) << "connection from " << peer_.remote_address
                          << " ended with a truncated frame";
     }
     DeliverClosed(reason);
+    return ReadResult::kClosed;
+  }
+
+  // How many received descriptors may wait, after a read, for the frame
+  // the decoder is in the middle of (received_fds.h).
+  size_t FdsMayWait() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(role_) {
+    if (decoder_.header_partly_read()) return kMaxFdsPerFrame;
+    const FrameHeader* unfinished = decoder_.unfinished_frame();
+    return unfinished != nullptr ? DecodeFdCount(unfinished->flags) : 0;
+  }
+
+  // Closes the connection for malformed input from the peer (`why`), with
+  // every descriptor received and not delivered closed.
+  ReadResult FailMalformed(const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(role_) {
+    received_fds_.Clear();
+    LOCUS_LOG(WARNING) << "closing connection from " << peer_.remote_address
+                       << ": malformed input: " << why.message();
+    Close(absl::InternalError(absl::StrCat("malformed input from peer: ", why.message())));
+    DeliverClosed(close_.Reason());
     return ReadResult::kClosed;
   }
 
@@ -398,6 +478,7 @@ class StreamConnection::Impl final : public FdHandler,
   const int fd_;
   const PeerInfo peer_;
   const TransportOptions options_;
+  const bool can_pass_fds_;     // a Unix socket
   FrameSink* sink_ = nullptr;   // set by Start
   EventLoop* loop_ = nullptr;   // set by Start
   std::atomic<bool> detached_{false};  // the wrapper (and maybe the sink) is gone
@@ -406,6 +487,11 @@ class StreamConnection::Impl final : public FdHandler,
 
   SocketReaderRole role_;
   FrameDecoder decoder_ ABSL_GUARDED_BY(role_);
+  FdsToReceive fds_in_ ABSL_GUARDED_BY(role_);
+  ReceivedFds received_fds_ ABSL_GUARDED_BY(role_);
+  // Set by a frame that claimed descriptors that were not there; the read
+  // then fails, and the connection closes.
+  absl::Status fd_error_ ABSL_GUARDED_BY(role_);
   absl::Duration receive_timeout_ ABSL_GUARDED_BY(role_);        // zero: not set
   absl::Duration receive_timeout_limit_ ABSL_GUARDED_BY(role_);  // 4 x receive_timeout_
   const std::unique_ptr<char[]> read_buffer_;  // its bytes: the role holder's
@@ -426,7 +512,11 @@ std::unique_ptr<StreamConnection> StreamConnection::Create(int fd, PeerInfo peer
   // system call; every other read and write passes MSG_DONTWAIT.
   int flags = fcntl(fd, F_GETFL, 0);
   fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-  auto impl = std::make_shared<Impl>(fd, std::move(peer), options);
+  int domain = 0;
+  socklen_t length = sizeof(domain);
+  const bool unix_socket =
+      getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0 && domain == AF_UNIX;
+  auto impl = std::make_shared<Impl>(fd, std::move(peer), options, unix_socket);
   impl->SetSelf(impl);
   return std::unique_ptr<StreamConnection>(new StreamConnection(std::move(impl)));
 }
@@ -439,6 +529,17 @@ absl::Status StreamConnection::Send(const FrameHeader& header, absl::string_view
                                     absl::string_view payload, absl::Time deadline) {
   return impl_->Send(header, meta, payload, deadline);
 }
+
+absl::Status StreamConnection::SendWithFds(const FrameHeader& header, absl::string_view meta,
+                                           absl::string_view payload, absl::Span<const int> fds,
+                                           absl::Time deadline) {
+  if (fds.empty() || !impl_->can_pass_fds()) {
+    return Connection::SendWithFds(header, meta, payload, fds, deadline);
+  }
+  return impl_->SendWithFds(header, meta, payload, fds, deadline);
+}
+
+bool StreamConnection::CanPassFds() const { return impl_->can_pass_fds(); }
 
 void StreamConnection::Close(const absl::Status& reason) { impl_->Close(reason); }
 

@@ -15,6 +15,12 @@
 // (event_loop.h), taking the role for one read at a time and not at all
 // while a caller waits for it.
 //
+// File descriptors (a Unix socket only; TCP has the default SendWithFds):
+// sent with their frame's first byte (stream_writer.h), received with
+// recvmsg into room for kMaxFdsPerFrame and matched to the frames that
+// claim them (received_fds.h); a peer's descriptors that do not match, or
+// come truncated, close the connection as malformed input.
+//
 // Writing (stream_writer.h): Send() writes directly from the calling thread;
 // what the socket does not take at once is queued and flushed by the loop on
 // EPOLLOUT, so a sender never blocks mid-frame. Send() blocks (until its
@@ -41,6 +47,11 @@ class StreamConnection final : public Connection {
   void Start(FrameSink* sink) override;
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
                     absl::Time deadline) override;
+  // True for a Unix socket.
+  bool CanPassFds() const override;
+  absl::Status SendWithFds(const FrameHeader& header, absl::string_view meta,
+                           absl::string_view payload, absl::Span<const int> fds,
+                           absl::Time deadline) override;
   void Close(const absl::Status& reason) override;
   bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override;
   void AdjustBackgroundReads(int delta) override;

@@ -20,20 +20,35 @@
 // Send blocks (until its deadline) only when more than max_send_queue_bytes
 // are queued, and never on the loop thread.
 //
+// File descriptors (a Unix socket's frames, Connection::SendWithFds) go
+// with the first byte of their frame: a frame that carries them is never
+// held back by a cork, and when it must wait behind queued bytes it waits
+// in the queue with duplicates of its descriptors attached to its first
+// byte. Writing the queue stops before such a byte and sends it (and what
+// follows, up to the next frame with descriptors) in a sendmsg of its own
+// with the descriptors, so that they can never arrive with another frame.
+// A sender other than the loop thread also waits while more than
+// kMaxQueuedFds duplicates are queued.
+//
 // Thread-safety: thread-safe; everything queued is guarded by mu_.
 #ifndef LOCUS_TRANSPORTS_SOCKET_STREAM_WRITER_H_
 #define LOCUS_TRANSPORTS_SOCKET_STREAM_WRITER_H_
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "locus/fd.h"
 #include "locus/frame.h"
 #include "locus/transport.h"
 #include "transports/common/close_state.h"
@@ -60,6 +75,10 @@ class StreamWriter {
   // Frames and queues a corked batch may hold back (see the file comment).
   static constexpr size_t kCorkedFrameMaxBytes = 16 * 1024;
   static constexpr size_t kCorkedQueueMaxBytes = 256 * 1024;
+  // Duplicated descriptors queued above which senders other than the loop
+  // thread wait (their frames are small: the byte limit would not stop them
+  // from exhausting the process's descriptors).
+  static constexpr size_t kMaxQueuedFds = 4 * kMaxFdsPerFrame;
 
   // Holds back this thread's frames on `writer` while it lives, if `cork`
   // (a thread delivering one read; see the file comment). Nests: a
@@ -91,8 +110,13 @@ class StreamWriter {
   // blocks. Before, sends only queue.
   void SetLoop(EventLoop* loop) { loop_ = loop; }
 
+  // `fds` (validated: ValidateFdsToSend; empty for a plain frame) go with
+  // the frame's first byte; `header` already carries their count. Errors
+  // as Connection::SendWithFds: with nothing sent, RESOURCE_EXHAUSTED when
+  // the kernel refuses more descriptors in flight or none can be
+  // duplicated, INVALID_ARGUMENT when one was closed meanwhile.
   absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
-                    absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+                    absl::Span<const int> fds, absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends a corked batch: writes what it queued.
   void FlushCorkedOutput() ABSL_LOCKS_EXCLUDED(mu_);
   // The loop, on EPOLLOUT: writes the queue.
@@ -109,13 +133,28 @@ class StreamWriter {
   bool want_write() const { return want_write_.load(); }
 
  private:
+  // Descriptors waiting in the queue for the byte at `at` (a position in
+  // queue_pos_'s count), their frame's first.
+  struct Attachment {
+    uint64_t at;
+    std::vector<OwnedFd> fds;  // duplicates, closed once the kernel has them
+  };
+
   size_t queued_bytes() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return out_queue_.size() - out_offset_; }
+  // Queues the frame from byte `skip` on; `fds` (duplicates, only with
+  // skip 0) go with its first byte.
   void AppendToQueue(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
-                     size_t skip) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                     size_t skip, std::vector<OwnedFd> fds = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes queued bytes until the socket takes no more. True if the queue
   // is empty afterwards (written, or dropped because the connection failed:
-  // the reader sees the error too and delivers OnClosed).
+  // the reader sees the error too and delivers OnClosed, or, for a failure
+  // to pass descriptors, CloseLater closes it).
   bool WriteQueuedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Empties the queue, closing the queued descriptors.
+  void DropQueueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Closes the connection from a timer thread: for failures found with mu_
+  // held, when Owner::Close (which takes mu_) cannot be called.
+  void CloseLater(const absl::Status& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Asks for EPOLLOUT (mu_ is released meanwhile, for Owner::UpdateInterest).
   void ArmWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queued output must make progress (see the definition).
@@ -140,6 +179,11 @@ class StreamWriter {
   mutable absl::Mutex mu_;
   std::string out_queue_ ABSL_GUARDED_BY(mu_);
   size_t out_offset_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bytes ever written from the queue: the position of out_queue_[out_offset_].
+  uint64_t queue_pos_ ABSL_GUARDED_BY(mu_) = 0;
+  // In position order, each within the queued bytes.
+  std::deque<Attachment> attachments_ ABSL_GUARDED_BY(mu_);
+  size_t queued_fds_ ABSL_GUARDED_BY(mu_) = 0;  // descriptors in attachments_
   absl::Time last_progress_ ABSL_GUARDED_BY(mu_);  // queue started, or last bytes taken
   bool stall_check_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool corked_output_ ABSL_GUARDED_BY(mu_) = false;  // queued by a corked batch

@@ -21,6 +21,11 @@
 // (its reply could never be read); make such calls asynchronous. Streams
 // likewise: a Read, Write or Finish that would wait there ends the stream
 // with FAILED_PRECONDITION; use streams from another thread.
+// Calls the server makes back on this client (on objects it exported:
+// ChannelOptions::bootstrap, or references passed in requests; see
+// locus/object.h) run on the process's object pool, never on the thread
+// that reads the connection: such a handler may call the server again,
+// synchronously, and re-entrant chains complete.
 // A Channel is thread-safe and meant to be shared by many threads and stubs.
 #ifndef LOCUS_CHANNEL_H_
 #define LOCUS_CHANNEL_H_

@@ -62,8 +62,10 @@ inline constexpr uint32_t kFlagEndStream = 1u << 1;   // sender sends no more me
 inline constexpr uint32_t kFlagOneway = 1u << 2;      // kRequest: no kResponse will be sent
 inline constexpr uint32_t kKnownFlags = kFlagHasMessage | kFlagEndStream | kFlagOneway;
 // Bits a transport may use on its own wire (e.g. shared memory marks a
-// payload that lies in its bulk area). A transport that uses one resolves
-// and clears it before the runtime sees the frame; everyone else rejects it.
+// payload that lies in its bulk area; Unix sockets and shared memory hold
+// the number of file descriptors a frame carries in bits 25..31,
+// docs/wire.md). A transport that uses one resolves and clears it before
+// the runtime sees the frame; everyone else rejects it.
 inline constexpr uint32_t kTransportPrivateFlags = 0xff000000u;
 
 // Wire layout. All fields little-endian (this implementation targets
@@ -112,15 +114,18 @@ std::string DescribeFrameHeader(const FrameHeader& header);
 // any bytes from a peer, and read each length once). Read them
 // through meta_bytes() / payload_bytes(); keep the payload past OnFrame with
 // TakePayload(), the meta by copying meta_bytes().
+//
+// `fds`: the file descriptors that arrived with this frame (Unix-socket,
+// shared-memory and in-process connections; Connection::SendWithFds), in the
+// order they were sent, already checked with fstat and close-on-exec. The
+// sink may move any of them out during OnFrame; the transport closes those
+// left before it reuses the frame. Move-only, as they are.
 struct Frame {
   FrameHeader header{};
   std::string meta;
   std::string payload;
   const char* borrowed_meta = nullptr;     // header.meta_length bytes if set
   const char* borrowed_payload = nullptr;  // header.payload_length bytes if set
-  // Descriptors that arrived with this frame, in the order sent
-  // (Connection::SendWithFds). The sink may move them out during OnFrame;
-  // the transport closes those left before the frame is reused.
   std::vector<OwnedFd> fds;
 
   absl::string_view meta_bytes() const {

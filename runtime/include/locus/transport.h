@@ -40,6 +40,18 @@
 //  10. Borrowed frame bytes (Frame::borrowed_*) are valid only during
 //      OnFrame and may be in memory the peer can still write.
 //  11. peer() and reliable() never change during the connection's life.
+//  12. File descriptors travel with frames where CanPassFds() says so
+//      (Unix-socket, shared-memory and in-process connections):
+//      SendWithFds sends one frame with up to kMaxFdsPerFrame descriptors,
+//      which stay the caller's (it may close them as soon as the call
+//      returns); the peer's sink finds duplicates of them, open, in that
+//      frame's Frame::fds, in the order sent, never with another frame.
+//      Descriptors the sink does not take are closed by the transport.
+//      Elsewhere (TCP, UDP) SendWithFds with descriptors fails
+//      FAILED_PRECONDITION and sends nothing. Descriptors a peer sends
+//      that no frame claims, or more than a frame may carry, close the
+//      connection as malformed input (contract 4), every one of them
+//      closed.
 //
 // Adding a transport: implement `Transport` (and `Connection`, `Listener`),
 // register it in a `TransportRegistry` under its address scheme(s), add it to
@@ -70,19 +82,23 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/types/span.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "locus/frame.h"
 
 namespace locus {
-
-// Most descriptors one frame may carry (Connection::SendWithFds).
-inline constexpr size_t kMaxFdsPerFrame = 64;
 
 // Default limit on one message (request or response payload): 4 MiB, as gRPC.
 inline constexpr uint64_t kDefaultMaxMessageSize = 4u << 20;
 // Limit on a frame's meta section (call header, status, metadata).
 inline constexpr uint32_t kDefaultMaxMetaSize = 64u << 10;
+// Most file descriptors one frame carries (Connection::SendWithFds).
+inline constexpr size_t kMaxFdsPerFrame = 64;
+
+// Checks descriptors a caller wants to send with a frame: at most
+// kMaxFdsPerFrame, each open (so nothing fails half-way for a bad one).
+// INVALID_ARGUMENT otherwise. For transports implementing SendWithFds.
+absl::Status ValidateFdsToSend(absl::Span<const int> fds);
 
 // What a transport knows about the other end of a connection.
 struct PeerInfo {
@@ -206,17 +222,21 @@ class Connection {
   virtual absl::Status SendWithPayloadWriter(const FrameHeader& header, absl::string_view meta,
                                              PayloadWriter write_payload, absl::Time deadline);
 
-  // Whether SendWithFds can carry descriptors: Unix-socket, shared-memory
-  // and in-process connections.
+  // Whether SendWithFds can carry descriptors (contract 12): Unix-socket,
+  // shared-memory and in-process connections. Never changes.
   virtual bool CanPassFds() const { return false; }
 
-  // Sends one frame with `fds` attached (SCM_RIGHTS); the receiver finds
-  // duplicates in Frame::fds. The descriptors stay the caller's and may be
-  // closed once this returns. FAILED_PRECONDITION (nothing sent) if the
-  // connection cannot carry descriptors and `fds` is not empty;
-  // INVALID_ARGUMENT (nothing sent) for more than kMaxFdsPerFrame or a
-  // negative one. Otherwise errors as Send. The default sends a frame
-  // without descriptors with Send.
+  // Sends one frame as Send does, with `fds` attached (contract 12). The
+  // descriptors stay the caller's: by the time this returns the transport
+  // has handed them to the kernel or holds duplicates of its own, so the
+  // caller may close them at once; the peer receives duplicates in that
+  // frame's Frame::fds, in this order. Errors as Send, plus (nothing sent
+  // for any of them) INVALID_ARGUMENT for more than kMaxFdsPerFrame or a
+  // descriptor that is not open (ValidateFdsToSend), FAILED_PRECONDITION
+  // "<transport> connections cannot carry file descriptors" where
+  // CanPassFds() is false, and RESOURCE_EXHAUSTED when the kernel or this
+  // process refuses more descriptors in flight. The default: Send() for no
+  // descriptors, else the checks and FAILED_PRECONDITION.
   virtual absl::Status SendWithFds(const FrameHeader& header, absl::string_view meta,
                                    absl::string_view payload, absl::Span<const int> fds,
                                    absl::Time deadline);
