@@ -1,6 +1,7 @@
 # Locus: the two commands of the README, and a few helpers.
 #
-#   make demo    install what is missing, build, run the echo server and client
+#   make demo    install what is missing, build, run the samples' demos: echo
+#                (a server and client) and files (remote objects)
 #   make test    install what is missing, build, run every CTest test and the
 #                Bazel build and tests
 #   make build   build everything into build/ (incremental), no tests
@@ -42,6 +43,7 @@ build: deps configure
 
 demo: build
 	./samples/echo/demo.sh $(BUILD_DIR)/bin
+	./samples/files/demo.sh $(BUILD_DIR)/bin
 
 ctest: build
 	cd $(BUILD_DIR) && ctest --output-on-failure --no-tests=error -j $(JOBS) --timeout 900

@@ -3,9 +3,11 @@
 
     bench/perf_tables.py docs/perf/latest.jsonl
 
-Three Markdown tables: one call at a time (p50 latencies, medians over
-rounds), 16 outstanding (calls/s), and the key 64 B / 1 MiB cases per round
-(which show the host's fast and slow states). bench/update_perf_docs.sh runs
+Markdown tables: one call at a time (p50 latencies, medians over rounds), 16
+outstanding (calls/s), remote objects (the same call on a received reference
+and a callback round trip, next to the plain call; when the run has them),
+and the key 64 B / 1 MiB cases per round (which show the host's fast and slow
+states). bench/update_perf_docs.sh runs
 it after the benchmark; paste its output into the page.
 """
 import collections
@@ -71,6 +73,11 @@ def ratio(v):
     return "%.0fx" % v if v >= 100 else "%.1fx" % v
 
 
+def fine_ratio(v):
+    """Ratios near 1 (the remote-object table's): two decimals."""
+    return "–" if v is None else "%.2fx" % v
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: perf_tables.py results.jsonl")
@@ -120,6 +127,18 @@ def main():
             rate(s.get("grpc_calls_per_s")), rate(s.get("capnp_calls_per_s")),
             rate(s.get("thrift_calls_per_s")), xs or "–"))
 
+    rmi = [s for s in summaries if "ref_p50_us" in s or "callback_ref_p50_us" in s]
+    if rmi:
+        print("\nRemote objects\n")
+        print("| transport | size | outstanding | plain p50 | on a received reference | ref / plain "
+              "| callback round trip | callback / plain |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for s in rmi:
+            print("| %s | %s | %d | %s | %s | %s | %s | %s |" % (
+                s["transport"], size_label(s["size"]), s["outstanding"], us(s["locus_p50_us"]),
+                us(s.get("ref_p50_us")), fine_ratio(s.get("ref_vs_plain")),
+                us(s.get("callback_ref_p50_us")), fine_ratio(s.get("callback_ref_vs_plain"))))
+
     rounds = sorted({c["round"] for c in cases})
     print("\nPer round\n")
     print("| case (p50 us; 16 outstanding: calls/s; 1 MiB: GB/s, payload both ways) | "
@@ -152,9 +171,16 @@ def main():
         ("Locus udp, 64 B", [("locus_udp", 64, 1)]),
         ("raw shm, sealed / index rings, 1 MiB", [("raw_shm_sealed", mib, 1), ("raw_shm_adaptive", mib, 1)]),
         ("Locus shm, 1 MiB", [("locus_shm", mib, 1)]),
+        ("Locus shm, 64 B: plain / on a reference / callback round trip",
+         [("locus_shm", 64, 1), ("locus_shm_ref", 64, 1), ("locus_shm_callback_ref", 64, 1)]),
+        ("Locus unix, 64 B: plain / on a reference / callback round trip",
+         [("locus_unix", 64, 1), ("locus_unix_ref", 64, 1), ("locus_unix_callback_ref", 64, 1)]),
     ]
     for label, keys in rows:
         if not any(runs.get(k) for k in keys):
+            continue
+        # Runs from before the remote-object cases existed: no such rows.
+        if any(c.endswith("_ref") and not runs.get((c, size, out)) for c, size, out in keys):
             continue
         cells = [" / ".join(cell(c, size, out, r) for c, size, out in keys) for r in rounds]
         print("| %s | %s |" % (label, " | ".join(cells)))

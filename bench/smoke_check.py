@@ -4,11 +4,14 @@ locus-bench harness. Runs `locus-bench --suite=smoke` and checks that every
 stdout line is a JSON object with the expected fields, that no case failed,
 that each case's `transport` is the one it asked for (Locus shm cases really
 ran on "shm", in-process ones on "inproc"), that `--transport=auto` reports a
-real transport, that streaming mode runs (Locus and gRPC streams), and that
-unavailable combinations fail with a clear error. When the binary was built with the optional Cap'n Proto /
-Thrift baselines it runs a few calls of each (unix and tcp, 1 and 4 in
-flight); without them it checks that asking for one fails with the
-"not found when locus-bench was built" note. Never checks timing.
+real transport, that streaming mode runs (Locus and gRPC streams), that the
+remote-object cases (a call on a received reference, a callback round trip)
+ran on the transport they asked for and have their ratios in the summary, and
+that unavailable combinations fail with a clear error. When the binary was
+built with the optional Cap'n Proto / Thrift baselines it runs a few calls of
+each (unix and tcp, 1 and 4 in flight); without them it checks that asking for
+one fails with the "not found when locus-bench was built" note. Never checks
+timing.
 
 usage: smoke_check.py path/to/locus-bench
 """
@@ -59,11 +62,17 @@ def main():
         if c["calls"] <= 0:
             fail("case %s made no calls" % c["case"])
         seen.add((c["system"], c["transport"], c["outstanding"]))
+        if c["variant"]:
+            seen.add((c["case"], c["outstanding"]))
     for want in [("raw", "unix", 1), ("raw", "tcp", 1), ("raw", "udp", 1), ("raw", "shm", 1),
                  ("raw", "inproc", 1),
                  ("locus", "unix", 1), ("locus", "tcp", 1), ("locus", "unix", 4), ("locus", "tcp", 4),
                  ("locus", "udp", 1), ("locus", "udp", 4),
-                 ("locus", "shm", 1), ("locus", "shm", 4), ("locus", "inproc", 1)]:
+                 ("locus", "shm", 1), ("locus", "shm", 4), ("locus", "inproc", 1),
+                 ("locus_unix_ref", 1), ("locus_unix_ref", 4), ("locus_shm_ref", 1),
+                 ("locus_shm_ref", 4), ("locus_unix_callback_ref", 1),
+                 ("locus_unix_callback_ref", 4), ("locus_shm_callback_ref", 1),
+                 ("locus_shm_callback_ref", 4)]:
         if want not in seen:
             fail("smoke suite did not run %s" % (want,))
     if not summaries:
@@ -72,6 +81,13 @@ def main():
         # Raw shm/udp baselines are ping-pong only: no raw ratio for N > 1 there.
         if s["outstanding"] == 1 and "vs_raw" not in s:
             fail("summary without vs_raw: %r" % s)
+    for s in summaries:
+        if s["transport"] in ("unix", "shm"):
+            for key in ("ref_vs_plain", "callback_ref_vs_plain"):
+                if key not in s:
+                    fail("%s summary without %s: %r" % (s["transport"], key, s))
+        elif "ref_vs_plain" in s:
+            fail("%s summary has ref_vs_plain, but the smoke suite ran no ref case there" % s["transport"])
     summary_transports = {s["transport"] for s in summaries}
     for t in ("unix", "tcp", "udp", "shm", "inproc"):
         if t not in summary_transports:
@@ -106,8 +122,23 @@ def main():
         if streams != [1, 4]:
             fail("--transport=%s --mode=streaming: expected stream cases at 1 and 4 outstanding: %r" % (t, got))
 
+    # --rmi: the remote-object cases next to one transport's Locus case.
+    p = subprocess.run([bench, "--transport=tcp", "--rmi", "--calls=200", "--baselines=none"],
+                       capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        fail("--transport=tcp --rmi exited with %d: %s" % (p.returncode, p.stderr))
+    got = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    names = sorted(c["case"] for c in got if c["case"] != "summary" and "error" not in c
+                   and c["transport"] == "tcp" and c["calls"] > 0)
+    if names != ["locus_tcp", "locus_tcp_callback_ref", "locus_tcp_ref"]:
+        fail("--transport=tcp --rmi: expected the plain, ref and callback_ref cases: %r" % got)
+    if "Remote objects" not in p.stderr:
+        fail("--transport=tcp --rmi printed no remote-object table: %s" % p.stderr)
+
     # Unavailable combinations must fail loudly, not fall back.
-    for args, needle in [(["--transport=udp", "--mode=streaming"], "no streams"),
+    for args, needle in [(["--transport=udp", "--rmi"], "run on unix, tcp and shm"),
+                         (["--suite=smoke", "--rmi"], "goes with --transport"),
+                         (["--transport=udp", "--mode=streaming"], "no streams"),
                          (["--transport=grpc", "--grpc-over=shm"], "not available"),
                          (["--mode=sideways"], "unary or streaming")]:
         p = subprocess.run([bench] + args + ["--calls=10"], capture_output=True, text=True, timeout=30)

@@ -15,15 +15,30 @@
 //           allowed "inproc": in-process calls, no sockets or serialization
 //   auto    server on --address, client with the default policy; reports
 //           where the channel ended
+//
+// Remote-object variants (unix, tcp, shm), on a server that also offers
+// BenchObjects (locus_bench_rmi.proto) as its bootstrap object:
+//   ref           Echo on an object a call returned (BenchObjects.Open gives
+//                 a Remote<Bench>), set up before the timed window: the same
+//                 call as the plain case's, on a received reference
+//   callback_ref  BenchObjects.CallBack with a reference to the client's own
+//                 Bench object in every request; the handler calls it (Echo)
+//                 once and returns its reply: a call plus a callback round
+//                 trip over the same connection
+// Calls on exported objects run on the runtime's object pool (locus/object.h)
+// where the plain case's handler runs inline on the I/O thread.
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "harness/systems.h"
 #include "locus/locus.h"
+#include "locus/object.h"
 #include "locus_bench.locus.h"
+#include "locus_bench_rmi.locus.h"
 
 namespace locus_bench {
 
@@ -60,6 +75,28 @@ class BenchService final : public locus::bench::Bench::Service {
   }
 };
 
+// The remote-object variants' bootstrap object (see the top of this file).
+class BenchObjectsService final : public locus::bench::BenchObjects::Service {
+ public:
+  absl::Status Open(locus::ServerContext*, const locus::bench::OpenBenchRequest*,
+                    locus::bench::OpenBenchReply* reply) override {
+    return locus::bench::OpenBenchReplyRefs::set_bench(reply, std::make_shared<BenchService>());
+  }
+  absl::Status CallBack(locus::ServerContext*, const locus::bench::CallBackRequest* request,
+                        locus::bench::EchoMsg* reply) override {
+    absl::StatusOr<locus::Remote<locus::bench::Bench>> callback =
+        locus::bench::CallBackRequestRefs::callback(*request);
+    if (!callback.ok()) return callback.status();
+    locus::bench::EchoMsg message;
+    message.set_data(request->data());
+    return (*callback)->Echo(message, reply);
+  }
+};
+
+bool IsRmiVariant(const std::string& variant) {
+  return variant == "ref" || variant == "callback_ref";
+}
+
 // Sets `*option` to `micros` microseconds unless `micros` is negative (the
 // harness's "not given": the library default stays).
 void SetMicros(double micros, absl::Duration* option) {
@@ -68,6 +105,10 @@ void SetMicros(double micros, absl::Duration* option) {
 
 locus::ServerOptions ServerOptionsFrom(const Flags& flags) {
   locus::ServerOptions options;  // handler_threads = 0: inline
+  auto variant = flags.find("variant");
+  if (variant != flags.end() && IsRmiVariant(variant->second)) {
+    options.bootstrap = std::make_shared<BenchObjectsService>();
+  }
   auto micros = [&flags](const char* name) {
     auto it = flags.find(name);
     return it == flags.end() ? -1.0 : std::stod(it->second);
@@ -116,13 +157,45 @@ RunResult LocusClient(const CaseSpec& spec, const std::string& server_address, W
   SetMicros(spec.socket_spin_us, &channel_options.socket_spin);
   auto channel = locus::Connect(address, channel_options);
   if (!channel.ok()) return Fail("connect " + address + ": " + channel.status().ToString());
-  locus::bench::Bench::Stub stub(*channel);
+  locus::CallOptions options;  // no deadline: the watchdog bounds a hung case
   locus::bench::EchoMsg request;
   request.set_data(std::string(spec.size, 'x'));
-  locus::CallOptions options;  // no deadline: the watchdog bounds a hung case
+
+  // The stub the Echo calls go through: the root service's (plain), or that
+  // of an object BenchObjects.Open returned (ref).
+  locus::bench::Bench::Stub root_stub(*channel);
+  locus::bench::Bench::Stub* stub = &root_stub;
+  std::optional<locus::Remote<locus::bench::BenchObjects>> objects;
+  std::optional<locus::Remote<locus::bench::Bench>> remote;
+  // callback_ref: the client's object, exported for the whole case; every
+  // request carries a reference to it.
+  std::optional<locus::Exported> callback;
+  locus::bench::CallBackRequest callback_request;
+  if (IsRmiVariant(spec.variant)) {
+    if (spec.streaming) return Fail("variant " + spec.variant + " has no streaming case");
+    auto bootstrap = locus::Remote<locus::bench::BenchObjects>::Bootstrap(*channel);
+    if (!bootstrap.ok()) return Fail("bootstrap: " + bootstrap.status().ToString());
+    objects = *std::move(bootstrap);
+  }
+  if (spec.variant == "ref") {
+    auto opened = (*objects)->Open(locus::bench::OpenBenchRequest(), options);
+    if (!opened.ok()) return Fail("BenchObjects.Open: " + opened.status().ToString());
+    auto bench = locus::bench::OpenBenchReplyRefs::bench(*opened);
+    if (!bench.ok()) return Fail("OpenBenchReply.bench: " + bench.status().ToString());
+    remote = *std::move(bench);
+    stub = &remote->stub();
+  } else if (spec.variant == "callback_ref") {
+    auto exported = locus::Export(std::make_shared<BenchService>());
+    if (!exported.ok()) return Fail("export the callback: " + exported.status().ToString());
+    callback = *std::move(exported);
+    *callback_request.mutable_callback() = callback->ref();
+    callback_request.set_data(request.data());
+  }
+  const bool calls_back = spec.variant == "callback_ref";
+
   RunResult r;
   if (spec.streaming) {
-    auto chat = stub.Chat(options);
+    auto chat = stub->Chat(options);
     locus::bench::EchoMsg reply;
     r = RunStreamingCase(
         spec, hooks, channel_options.stream_window_bytes, [&] { return chat.Write(request); }, [&] { return chat.Read(&reply); },
@@ -132,7 +205,8 @@ RunResult LocusClient(const CaseSpec& spec, const std::string& server_address, W
   } else if (spec.outstanding == 1) {
     locus::bench::EchoMsg reply;
     r = RunSyncLoop(spec, hooks, [&](std::string* err) {
-      absl::Status status = stub.Echo(request, &reply, options);
+      absl::Status status = calls_back ? (*objects)->CallBack(callback_request, &reply, options)
+                                       : stub->Echo(request, &reply, options);
       if (!status.ok()) {
         *err = status.ToString();
         return false;
@@ -143,14 +217,21 @@ RunResult LocusClient(const CaseSpec& spec, const std::string& server_address, W
     std::vector<locus::bench::EchoMsg> replies(spec.outstanding);
     AsyncDriver* driver_ptr = nullptr;
     AsyncDriver driver(spec, [&](int slot) {
-      stub.AsyncEcho(request, &replies[slot], options, [&, slot](absl::Status status) {
+      auto done = [&, slot](absl::Status status) {
         driver_ptr->Complete(slot, status.ok(), status.ok() ? "" : status.ToString());
-      });
+      };
+      if (calls_back) {
+        (*objects)->AsyncCallBack(callback_request, &replies[slot], options, std::move(done));
+      } else {
+        stub->AsyncEcho(request, &replies[slot], options, std::move(done));
+      }
     });
     driver_ptr = &driver;
     r = driver.Run(hooks);
   }
-  r.transport = (*channel)->transport_name();
+  // Where the calls went: the reference's channel for ref (a received
+  // reference goes back over the connection it came on).
+  r.transport = remote.has_value() ? remote->channel()->transport_name() : (*channel)->transport_name();
   return r;
 }
 

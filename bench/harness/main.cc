@@ -55,6 +55,12 @@ constexpr const char* kUsage = R"(usage: locus-bench [flags]
   --baselines=all|none|LIST  baselines run next to a --transport case; LIST:
                              comma-separated raw,grpc,capnp,thrift
   --only=raw|locus|grpc|capnp|thrift   run only that system's cases of the plan
+  --rmi                      with --transport=unix|tcp|shm: also run the
+                             remote-object cases next to the Locus case (the
+                             same Echo on a received reference, "ref", and a
+                             call whose handler calls the client's object back,
+                             "callback_ref"); the suites include them on unix
+                             and shm
   --pin                      pin client and server to two different CPUs
   --case-timeout=S           watchdog per case (default: run length + 30 s)
   --shm-ring-bytes=N         Locus shm: ChannelOptions::shm_ring_bytes (power of 2)
@@ -413,7 +419,7 @@ void PrintSummary(const std::vector<Outcome>& all) {
   // One summary per distinct Locus (transport actually used, size, outstanding).
   std::vector<std::tuple<std::string, size_t, int>> keys;
   for (const Outcome& o : all) {
-    if (o.spec.system != "locus" || !o.stats.ok) continue;
+    if (o.spec.system != "locus" || !o.spec.variant.empty() || !o.stats.ok) continue;
     auto key = std::make_tuple(o.stats.transport, o.spec.size, o.spec.outstanding);
     if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
   }
@@ -434,6 +440,18 @@ void PrintSummary(const std::vector<Outcome>& all) {
           "trans", "size", "out", "locus p50", "locus p99", "calls/s", "MB/s", "raw p50", "grpc p50",
           "vs_raw", "vs_grpc", "cps raw", "x raw", "x grpc", "cpu L", "cpu G", "capnp p50", "thrft p50",
           "x capnp", "x thrift", "vs_ep", "vs_poll");
+  // Rows of the remote-object table printed after the summary.
+  struct RmiRow {
+    std::string transport;
+    size_t size;
+    int out;
+    double plain_p50;
+    bool ref_found;
+    double ref_p50, ref_p99;
+    bool callback_found;
+    double callback_p50, callback_p99;
+  };
+  std::vector<RmiRow> rmi_rows;
   for (const auto& [transport, size, out] : keys) {
     const std::string t = transport;
     const size_t sz = size;
@@ -441,7 +459,16 @@ void PrintSummary(const std::vector<Outcome>& all) {
     auto like = [&](const Outcome& o, const char* system) {
       return o.spec.system == system && o.spec.size == sz && o.spec.outstanding == n;
     };
-    Agg locus = Aggregate(all, [&](const Outcome& o) { return like(o, "locus") && o.stats.transport == t; });
+    Agg locus = Aggregate(all, [&](const Outcome& o) {
+      return like(o, "locus") && o.spec.variant.empty() && o.stats.transport == t;
+    });
+    // The remote-object variants of the same transport, size and N.
+    Agg ref = Aggregate(all, [&](const Outcome& o) {
+      return like(o, "locus") && o.spec.variant == "ref" && o.stats.transport == t;
+    });
+    Agg callback_ref = Aggregate(all, [&](const Outcome& o) {
+      return like(o, "locus") && o.spec.variant == "callback_ref" && o.stats.transport == t;
+    });
     Agg raw = Aggregate(all, [&](const Outcome& o) {
       return like(o, "raw") && o.stats.transport == t && o.spec.variant == RawVariantFor(t);
     });
@@ -539,6 +566,20 @@ void PrintSummary(const std::vector<Outcome>& all) {
           .Num("vs_" + peer + "_tput", locus.cps / agg->cps)
           .Num("vs_" + peer + "_cpu", agg->cpu / locus.cpu);
     }
+    for (const auto& [variant, agg] : {std::pair<std::string, const Agg*>{"ref", &ref},
+                                       std::pair<std::string, const Agg*>{"callback_ref", &callback_ref}}) {
+      if (!agg->found) continue;
+      j.Str(variant + "_case", agg->name)
+          .Num(variant + "_p50_us", agg->p50)
+          .Num(variant + "_p99_us", agg->p99)
+          .Num(variant + "_calls_per_s", agg->cps)
+          .Num(variant + "_cpu_us_per_call", agg->cpu)
+          .Num(variant + "_vs_plain", agg->p50 / locus.p50);
+    }
+    if (ref.found || callback_ref.found) {
+      rmi_rows.push_back({transport, size, out, locus.p50, ref.found, ref.p50, ref.p99, callback_ref.found,
+                          callback_ref.p50, callback_ref.p99});
+    }
     EmitJson(j.Done());
     auto cell = [](bool found, double v, const char* fmt) {
       char buf[32];
@@ -556,6 +597,29 @@ void PrintSummary(const std::vector<Outcome>& all) {
             raw_epoll.found ? cell(true, locus.p50 / raw_epoll.p50, "%.2f").c_str()
                             : cell(raw_sealed.found, locus.p50 / raw_sealed.p50, "%.2f").c_str(),
             cell(raw_poll.found, locus.p50 / raw_poll.p50, "%.2f").c_str());
+  }
+  if (rmi_rows.empty()) return;
+  fprintf(stderr,
+          "\nRemote objects (median over rounds; plain = Echo on the server's root service, the\n"
+          "         locus case above; ref = the same Echo on an object a call returned (a\n"
+          "         locus::Remote); callback = a call whose handler calls the client's object\n"
+          "         back once (two round trips); x plain = p50 over plain p50)\n");
+  fprintf(stderr, "%-6s %8s %4s | %9s | %9s %9s %7s | %9s %9s %7s\n", "trans", "size", "out",
+          "plain p50", "ref p50", "ref p99", "x plain", "cb p50", "cb p99", "x plain");
+  for (const RmiRow& row : rmi_rows) {
+    auto num = [](bool found, double v, const char* fmt) {
+      char buf[32];
+      if (!found) return std::string("-");
+      snprintf(buf, sizeof buf, fmt, v);
+      return std::string(buf);
+    };
+    fprintf(stderr, "%-6s %8zu %4d | %9.3f | %9s %9s %7s | %9s %9s %7s\n", row.transport.c_str(),
+            row.size, row.out, row.plain_p50, num(row.ref_found, row.ref_p50, "%.3f").c_str(),
+            num(row.ref_found, row.ref_p99, "%.2f").c_str(),
+            num(row.ref_found, row.ref_p50 / row.plain_p50, "%.3f").c_str(),
+            num(row.callback_found, row.callback_p50, "%.3f").c_str(),
+            num(row.callback_found, row.callback_p99, "%.2f").c_str(),
+            num(row.callback_found, row.callback_p50 / row.plain_p50, "%.3f").c_str());
   }
 }
 
@@ -576,7 +640,29 @@ struct PlanOptions {
   int64_t shm_bulk_bytes = -1;
   double shm_spin_us = -1;
   double socket_spin_us = -1;
+  // Remote-object variants (locus_cases.cc: "ref", "callback_ref") run right
+  // after the Locus case of these transports, sizes and N.
+  std::vector<std::string> rmi_transports;
+  std::vector<size_t> rmi_sizes;
+  std::vector<int> rmi_outstanding;
 };
+
+const char* const kRmiVariants[] = {"ref", "callback_ref"};
+
+// Transports the remote-object variants run on (a server in another
+// process, a reference that comes back over the connection).
+bool RmiTransport(const std::string& transport) {
+  return transport == "unix" || transport == "tcp" || transport == "shm";
+}
+
+// Whether `p` asks for the remote-object variants next to this Locus case.
+bool WantsRmi(const PlanOptions& p, const std::string& transport, size_t size, int out) {
+  auto has = [](const auto& list, const auto& v) {
+    return std::find(list.begin(), list.end(), v) != list.end();
+  };
+  return RmiTransport(transport) && has(p.rmi_transports, transport) && has(p.rmi_sizes, size) &&
+         has(p.rmi_outstanding, out);
+}
 
 // Why `spec` cannot run (skipped, not failed), or "".
 std::string SkipReason(const CaseSpec& s) {
@@ -625,6 +711,19 @@ CaseSpec Make(const PlanOptions& p, const std::string& system, const std::string
 void AddRawShmCases(const PlanOptions& p, size_t size, int out, int round, std::vector<CaseSpec>* plan) {
   for (const char* variant : {"spin", "sealed", "adaptive"}) {
     plan->push_back(Make(p, "raw", "shm", variant, size, out, round));
+  }
+}
+
+// The Locus case and, where `p` asks for them, its remote-object variants
+// right after it.
+void AddLocusCases(const PlanOptions& p, const std::string& transport, const std::string& address,
+                   size_t size, int out, int round, std::vector<CaseSpec>* plan) {
+  plan->push_back(Make(p, "locus", transport, "", size, out, round));
+  plan->back().address = address;
+  if (!WantsRmi(p, transport, size, out)) return;
+  for (const char* variant : kRmiVariants) {
+    plan->push_back(Make(p, "locus", transport, variant, size, out, round));
+    plan->back().address = address;
   }
 }
 
@@ -680,7 +779,7 @@ std::vector<CaseSpec> SuitePlan(const PlanOptions& p, const std::vector<std::str
           } else {
             AddRawSocketCases(p, t, size, out, round, &plan);
           }
-          plan.push_back(Make(p, "locus", t, "", size, out, round));
+          AddLocusCases(p, t, "", size, out, round, &plan);
           // udp compares with gRPC over tcp, which the tcp rows ran already.
           if (with_grpc && t != "inproc" && t != "udp") {
             plan.push_back(Make(p, "grpc", GrpcTransportFor(t), out == 1 ? "sync" : "callback", size, out, round));
@@ -709,7 +808,7 @@ int ClientMain(Flags& flags) {
                                  "mode", "calls", "seconds", "warmup-calls", "warmup-seconds",
                                  "rounds", "baselines", "only", "pin", "case-timeout", "out", "help",
                                  "shm-ring-bytes", "shm-bulk-bytes", "shm-spin-us", "socket-spin-us",
-                                 "no-deadlock-detection"};
+                                 "no-deadlock-detection", "rmi"};
   for (const auto& [k, v] : flags) {
     if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown)) {
       Die("unknown flag --" + k + "\n" + kUsage);
@@ -747,12 +846,18 @@ int ClientMain(Flags& flags) {
   std::vector<CaseSpec> plan;
   std::string suite = flags.count("suite") ? flags["suite"] : "";
   if (!suite.empty() && flags.count("transport")) Die("give either --suite or --transport, not both");
+  if (!suite.empty() && flags.count("rmi")) {
+    Die("--rmi goes with --transport: the suites run the remote-object cases already");
+  }
   if (suite == "smoke") {
     p.sizes = {64};
     p.outstanding = {1, 4};
     p.calls = 300;
     p.warmup_calls = 50;
     p.transport_outstanding["inproc"] = {1};
+    p.rmi_transports = {"unix", "shm"};
+    p.rmi_sizes = {64};
+    p.rmi_outstanding = {1, 4};
     plan = SuitePlan(p, kSuiteTransports, false);
   } else if (suite == "quick") {
     p.sizes = {64, 4096};
@@ -762,6 +867,9 @@ int ClientMain(Flags& flags) {
     p.transport_sizes["shm"] = {64, 4096, 1 << 20};
     p.transport_sizes["inproc"] = {64};
     p.transport_outstanding["inproc"] = {1};
+    p.rmi_transports = {"unix", "shm"};
+    p.rmi_sizes = {64};
+    p.rmi_outstanding = {1};
     plan = SuitePlan(p, kSuiteTransports, have_grpc, peers);
   } else if (suite == "full") {
     p.sizes = {64, 1024, 4096, 65536, 1 << 20};
@@ -770,6 +878,9 @@ int ClientMain(Flags& flags) {
     p.warmup_seconds = 0.3;
     p.rounds = 3;
     p.transport_outstanding["inproc"] = {1};
+    p.rmi_transports = {"unix", "tcp", "shm"};
+    p.rmi_sizes = {64, 4096};
+    p.rmi_outstanding = {1, 8};
     plan = SuitePlan(p, kSuiteTransports, have_grpc, peers);
   } else if (!suite.empty()) {
     Die("unknown --suite=" + suite + " (smoke, quick, full)");
@@ -813,8 +924,14 @@ int ClientMain(Flags& flags) {
     // --size / --outstanding apply to every transport (inproc still runs
     // outstanding 1 only); run-length flags keep the suite's per-transport
     // sets (e.g. shm's 1 MiB case).
-    if (flags.count("size")) p.transport_sizes.clear();
-    if (flags.count("outstanding")) p.transport_outstanding.clear();
+    if (flags.count("size")) {
+      p.transport_sizes.clear();
+      p.rmi_sizes = p.sizes;
+    }
+    if (flags.count("outstanding")) {
+      p.transport_outstanding.clear();
+      p.rmi_outstanding = p.outstanding;
+    }
     plan = SuitePlan(p, kSuiteTransports, have_grpc && suite != "smoke",
                      suite != "smoke" ? peers : std::vector<std::string>{});
   }
@@ -870,6 +987,15 @@ int ClientMain(Flags& flags) {
       }
       if (info == nullptr) Die("unknown --transport=" + t + " (inproc, shm, unix, tcp, udp, grpc, capnp, thrift, auto)");
       if (!info->available) Die("--transport=" + t + ": transport not available yet: " + info->note);
+      if (flags.count("rmi")) {
+        if (!RmiTransport(t)) {
+          Die("--rmi: the remote-object cases run on unix, tcp and shm, not --transport=" + t);
+        }
+        if (streaming) Die("--rmi: the remote-object cases are unary calls (no --mode=streaming)");
+        p.rmi_transports = {t};
+        p.rmi_sizes = p.sizes;
+        p.rmi_outstanding = p.outstanding;
+      }
       if (t == "auto") {
         if (address.empty()) Die("--transport=auto needs --address (e.g. unix:/tmp/b.sock or tcp://127.0.0.1:7000)");
         base_transport = SchemeTransport(address);
@@ -885,11 +1011,7 @@ int ClientMain(Flags& flags) {
           } else if (want_raw && !base_transport.empty()) {
             AddRawSocketCases(p, base_transport, size, out, round, &plan);
           }
-          if (locus_case) {
-            CaseSpec s = Make(p, "locus", t, "", size, out, round);
-            s.address = address;
-            plan.push_back(s);
-          }
+          if (locus_case) AddLocusCases(p, t, address, size, out, round, &plan);
           if (want_grpc && have_grpc && !base_transport.empty()) {
             plan.push_back(Make(p, "grpc", GrpcTransportFor(base_transport), out == 1 ? "sync" : "callback",
                                 size, out, round));
@@ -913,11 +1035,13 @@ int ClientMain(Flags& flags) {
     // Locus and gRPC stream; the raw ping-pong stays the floor (a raw
     // ping-pong is a stream already). Cap'n Proto and Thrift have no
     // streaming cases here.
-    // Locus over UDP has no streams (datagrams may be lost).
+    // Locus over UDP has no streams (datagrams may be lost); the
+    // remote-object variants are unary calls.
     plan.erase(std::remove_if(plan.begin(), plan.end(),
                               [](const CaseSpec& s) {
                                 return s.system == "capnp" || s.system == "thrift" ||
-                                       (s.system == "locus" && s.transport == "udp");
+                                       (s.system == "locus" && s.transport == "udp") ||
+                                       (s.system == "locus" && !s.variant.empty());
                               }),
                plan.end());
     for (CaseSpec& spec : plan) {
