@@ -378,8 +378,8 @@ TEST_P(RmiTest, TenThousandReferencesComeAndGoWithoutResidue) {
       std::min(rounds[1].first - rounds[0].first, rounds[2].first - rounds[1].first);
   const int64_t grown_there =
       std::min(rounds[1].second - rounds[0].second, rounds[2].second - rounds[1].second);
-  EXPECT_LT(grown_here, 2048) << "KiB grown here per 10,000 references";
-  EXPECT_LT(grown_there, 2048) << "KiB grown at the owner per 10,000 references";
+  EXPECT_LT(grown_here, 4096) << "KiB grown here per 10,000 references";
+  EXPECT_LT(grown_there, 4096) << "KiB grown at the owner per 10,000 references";
   // (Earlier tests' leftovers may go meanwhile: at most as many as before.)
   EXPECT_LE(OpenFdCount(), fds);
   if (!GetParam().in_process) EXPECT_LE(OwnerFdCount(), owner_fds);
