@@ -116,9 +116,12 @@ void ImportEntry::Claim() {
 }
 
 ThreadPool* ConnectionCore::PoolFor(const IncomingCall& call) const {
-  if (call.object != nullptr) return &ObjectPool();
-  if (call.stream != nullptr) return options_.stream_pool;
-  return options_.handler_pool;
+  if (call.stream != nullptr) return options_.stream_pool != nullptr ? options_.stream_pool : &ObjectPool();
+  if (options_.handler_pool != nullptr) return options_.handler_pool;
+  // Calls on this side's objects where no handler pool is set: a client's
+  // callbacks, which must not run on the thread that reads (a synchronous
+  // caller's, whose own reply they may need).
+  return &ObjectPool();
 }
 
 void ConnectionCore::ServeObjects() {

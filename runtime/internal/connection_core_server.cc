@@ -89,7 +89,12 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   // shutdown. Pooled handlers get their own flag and a table entry.
   // Streaming handlers always run on the stream pool (they block in Read
   // and Write); the call's flag lives in its StreamCall.
-  const bool pooled = options_.handler_pool != nullptr || streaming || call.object != nullptr;
+  // Calls on objects run as a server's services do (inline on a server
+  // without a handler pool: a call on a reference costs what a plain call
+  // does); on a side that serves no services (a client's callbacks, a
+  // spawned child's link) never inline, on the object pool.
+  const bool pooled = options_.handler_pool != nullptr || streaming ||
+                      (call.object != nullptr && options_.services == nullptr);
   call.pooled = pooled;
   if (streaming && refused.ok()) {
     call.stream = std::make_shared<StreamCall>(
@@ -122,7 +127,7 @@ void ConnectionCore::HandleRequest(Frame& frame) {
           absl::StrCat("too many streaming calls open on this connection (at most ",
                        options_.max_streams_from_peer, ")"));
     }
-    if (refused.ok() && call.object != nullptr) {
+    if (refused.ok() && call.object != nullptr && pooled) {
       if (object_calls_ >= kMaxObjectCallsFromPeer) {
         refused = absl::ResourceExhaustedError(absl::StrCat(
             "too many calls on objects running for this connection (at most ",
@@ -272,7 +277,7 @@ void ConnectionCore::EndServing(const IncomingCall& call) {
   }
   absl::MutexLock lock(&mu_);
   serving_.erase(call.call_id);
-  if (call.object != nullptr) --object_calls_;
+  if (call.object != nullptr) --object_calls_;  // pooled ones are counted
 }
 
 void ConnectionCore::SendOutcome(IncomingCall& call, const ServerContext& context,

@@ -30,10 +30,11 @@
 // object that is gone fail NOT_FOUND; on one whose connection is gone,
 // UNAVAILABLE.
 //
-// Threading: calls on exported objects run on a process-wide pool (never on
-// a transport I/O thread), so a handler may call its caller back
-// synchronously, and that caller may call again: re-entrant chains complete
-// as long as each hop waits on a pool thread (ThreadPool grows on demand).
+// Threading (docs/rmi.md): on a server, calls on its objects run as its
+// services' handlers do (inline on the I/O thread by default, or on its
+// handler pool); on a side that serves no services (a client's callbacks)
+// on a process-wide elastic pool, so a callback may call the server again
+// synchronously and re-entrant chains complete.
 #ifndef LOCUS_OBJECT_H_
 #define LOCUS_OBJECT_H_
 

@@ -26,8 +26,8 @@
 // that arrive meanwhile inline, as an I/O thread would: an inline unary
 // handler must not wait for a streaming handler of the same connection.
 // Calls on exported objects (ServerOptions::bootstrap, references handed out
-// with locus::SetRef; see locus/object.h) always run on the process's object
-// pool. A handler that calls its client back synchronously (a callback
+// with locus::SetRef; see locus/object.h) run as the services' handlers do,
+// inline or on the handler pool. A handler that calls its client back synchronously (a callback
 // object the client passed) must not run inline on the I/O thread that reads
 // that client's connection, whose reply it waits for: such a call fails
 // FAILED_PRECONDITION at once. Set handler_threads, call back
