@@ -278,10 +278,13 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   locus::ServerOptions options;
-  // Offered to every client with the handshake. Calls on it run on the
-  // runtime's object pool, never on a connection's I/O thread, so Copy may
-  // wait for the client's Progress object, whose reply arrives on the very
-  // connection the Copy came in on.
+  // Copy calls the client's Progress back synchronously: handlers on a pool,
+  // not inline on the I/O thread that must read the answer (locus/server.h).
+  options.handler_threads = 4;
+  // Offered to every client with the handshake; its calls run as the
+  // server's handlers do (on the pool above), so Copy may wait for the
+  // client's Progress object, whose reply arrives on the very connection
+  // the Copy came in on.
   options.bootstrap = std::make_shared<DirectoryImpl>(root);
   locus::Server server(options);
   absl::Status status;
