@@ -102,23 +102,7 @@ class LocalObjectChannel final : public Channel {
       return absl::CancelledError(absl::StrCat("call to ", method.full_name, " cancelled before it started"));
     }
     ServerContext context(method.full_name, options.deadline, options.metadata, &LocalObjectPeer(), nullptr);
-    absl::Status status;
-    if (method.has_attachments) {
-      // Descriptors are duplicated, as a socket would: the handler and the
-      // caller each own theirs.
-      std::unique_ptr<google::protobuf::MessageLite> copy(request.New());
-      copy->CheckTypeAndMergeFrom(request);
-      ReceivedAttachments request_scope;
-      status = DuplicateFdsInPlace(*copy, &request_scope);
-      if (status.ok()) status = entry->handler->CallDirect(&context, *copy, response);
-      if (status.ok() && !method.oneway) {
-        ReceivedAttachments reply_scope;
-        status = DuplicateFdsInPlace(*response, &reply_scope);
-        std::move(reply_scope).ExpireAfter(kUnclaimedRefTimeout);
-      }
-    } else {
-      status = entry->handler->CallDirect(&context, request, response);
-    }
+    absl::Status status = internal::CallDirect(method, *entry->handler, &context, request, response);
     if (has_deadline && absl::Now() >= options.deadline) {
       return absl::DeadlineExceededError(
           absl::StrCat("deadline exceeded while the object handled ", method.full_name));

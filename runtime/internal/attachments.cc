@@ -250,4 +250,20 @@ absl::Status DuplicateFdsInPlace(MessageLite& message, ReceivedAttachments* scop
       });
 }
 
+absl::Status CallDirect(const RpcMethod& method, MethodHandler& handler, ServerContext* context,
+                        const MessageLite& request, MessageLite* response) {
+  if (!method.has_attachments) return handler.CallDirect(context, request, response);
+  std::unique_ptr<MessageLite> copy(request.New());
+  copy->CheckTypeAndMergeFrom(request);
+  ReceivedAttachments request_scope;
+  absl::Status status = DuplicateFdsInPlace(*copy, &request_scope);
+  if (status.ok()) status = handler.CallDirect(context, *copy, response);
+  if (status.ok() && !method.oneway) {
+    ReceivedAttachments reply_scope;
+    status = DuplicateFdsInPlace(*response, &reply_scope);
+    std::move(reply_scope).ExpireAfter(kUnclaimedFdTimeout);
+  }
+  return status;
+}
+
 }  // namespace locus::internal

@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "locus/fd.h"
 #include "locus/rmi.pb.h"
+#include "locus/service.h"
 
 namespace google::protobuf {
 class Message;
@@ -122,6 +123,15 @@ absl::StatusOr<bool> SerializeWithFds(const google::protobuf::MessageLite& messa
 // descriptor of this process, the sender's) by the ticket of a duplicate in
 // `scope`, as if it had been received.
 absl::Status DuplicateFdsInPlace(google::protobuf::MessageLite& message, ReceivedAttachments* scope);
+
+// An in-process call of `method` (ServiceTable entry `handler`) with the
+// caller's own messages: for methods with attachments, on a copy of
+// `request` whose descriptors are duplicates (as a socket would give), and
+// the reply's descriptors duplicated for the caller (held for
+// kUnclaimedFdTimeout); otherwise directly.
+absl::Status CallDirect(const RpcMethod& method, MethodHandler& handler, ServerContext* context,
+                        const google::protobuf::MessageLite& request,
+                        google::protobuf::MessageLite* response);
 
 }  // namespace locus::internal
 

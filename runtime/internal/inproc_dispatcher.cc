@@ -140,21 +140,7 @@ absl::Status InprocDispatcher::CallEntered(const RpcMethod& method,
     const ObjectRef* const caller_;
   } link(client.caller_object.get());
   context.set_link(&link, false);
-  absl::Status status;
-  ReceivedAttachments request_scope;
-  if (method.has_attachments) {
-    std::unique_ptr<google::protobuf::MessageLite> copy(request.New());
-    copy->CheckTypeAndMergeFrom(request);
-    status = DuplicateFdsInPlace(*copy, &request_scope);
-    if (status.ok()) status = entry->handler->CallDirect(&context, *copy, response);
-    if (status.ok() && !method.oneway) {
-      ReceivedAttachments reply_scope;
-      status = DuplicateFdsInPlace(*response, &reply_scope);
-      std::move(reply_scope).ExpireAfter(kUnclaimedFdTimeout);
-    }
-  } else {
-    status = entry->handler->CallDirect(&context, request, response);
-  }
+  absl::Status status = CallDirect(method, *entry->handler, &context, request, response);
   if (cancelled != nullptr && cancelled->load(std::memory_order_acquire)) {
     return absl::CancelledError(absl::StrCat("call cancelled while the server handled ", method.full_name));
   }
