@@ -44,6 +44,7 @@
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "locus/interceptor.h"
 #include "locus/service.h"
 #include "locus/transport.h"
 
@@ -95,6 +96,10 @@ struct ServerOptions {
   // Calls on it run on the object pool (locus/object.h), as on any
   // exported object. nullptr: none.
   std::shared_ptr<Service> bootstrap;
+  // Interceptors of every call to the registered services, outermost first
+  // (locus/interceptor.h); one may reject a call before its handler runs.
+  // Empty: none, at no cost.
+  std::vector<std::shared_ptr<ServerInterceptorFactory>> interceptors;
 };
 
 // Thread-safety: configure (RegisterService, AddListeningAddress) before
