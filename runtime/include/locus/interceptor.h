@@ -106,7 +106,7 @@ class ClientCallInfo {
 
  private:
   const RpcMethod& method_;
-  const std::string& target_;
+  const std::string target_;  // a copy: an asynchronous call may outlive its channel
   CallOptions options_;
   Metadata initial_metadata_;
   Metadata trailing_metadata_;
