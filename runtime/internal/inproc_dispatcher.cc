@@ -177,8 +177,10 @@ absl::Status InprocDispatcher::CallEntered(const RpcMethod& method,
                                                          client.max_receive_message_size, " bytes"));
     }
   }
-  bool has_details = false;
-  status.ForEachPayload([&has_details](absl::string_view, const absl::Cord&) { has_details = true; });
+  bool has_details = false;  // an OK status carries none
+  if (!status.ok()) {
+    status.ForEachPayload([&has_details](absl::string_view, const absl::Cord&) { has_details = true; });
+  }
   if (!context.trailing_metadata().empty() || !context.initial_metadata().empty() || has_details) {
     // The remote path's limit on a status with metadata or details (its
     // meta section), so that a call behaves the same wherever its server
