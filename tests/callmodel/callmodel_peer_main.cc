@@ -9,9 +9,11 @@
 #include "absl/time/clock.h"
 #include "locus/server.h"
 #include "probe_service.h"
+#include "tests/testing/die_with_parent.h"
 #include "tracing_interceptor.h"
 
 int main(int argc, char** argv) {
+  locus::testing::DieWithParent();
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s <address>...\n", argv[0]);
     return 2;
