@@ -49,6 +49,22 @@ struct Behavior {
   absl::Status reject;          // OnStart's answer
   std::string add_key;          // client: metadata added in OnStart; server: a trailer
   std::string add_initial_key;  // server: initial metadata added in OnStart
+
+  static Behavior Rejects(absl::Status status) {
+    Behavior behavior;
+    behavior.reject = std::move(status);
+    return behavior;
+  }
+  static Behavior Adds(std::string key) {
+    Behavior behavior;
+    behavior.add_key = std::move(key);
+    return behavior;
+  }
+  static Behavior AddsInitial(std::string key) {
+    Behavior behavior;
+    behavior.add_initial_key = std::move(key);
+    return behavior;
+  }
 };
 
 class RecordingClient final : public ClientInterceptor {
@@ -167,7 +183,8 @@ class Intercept : public ::testing::Test {
   }
 
   // Two client interceptors (a, b) and two server ones (x, y).
-  void StartRecording(Behavior a = {}, Behavior b = {}, Behavior x = {}, Behavior y = {}) {
+  void StartRecording(Behavior a = Behavior(), Behavior b = Behavior(), Behavior x = Behavior(),
+                      Behavior y = Behavior()) {
     ServerOptions server_options;
     server_options.interceptors = {std::make_shared<RecordingServerFactory>("x", &server_log_, x),
                                    std::make_shared<RecordingServerFactory>("y", &server_log_, y)};
@@ -196,7 +213,7 @@ TYPED_TEST_SUITE(InterceptStreams, ReliableKinds, ConfigNames);
 using Events = std::vector<std::string>;
 
 TYPED_TEST(Intercept, UnaryHooksRunAsAnOnionOnBothSides) {
-  this->StartRecording({absl::OkStatus(), "x-added-by"}, {}, {absl::OkStatus(), "x-trailer"}, {});
+  this->StartRecording(Behavior::Adds("x-added-by"), Behavior(), Behavior::Adds("x-trailer"));
   ProbeRequest request;
   request.set_data("hi");
   request.set_echo_metadata(true);
@@ -238,7 +255,7 @@ TYPED_TEST(Intercept, FailedAndAsynchronousCallsAreIntercepted) {
 }
 
 TYPED_TEST(Intercept, AClientInterceptorShortCircuitsBeforeAnythingIsSent) {
-  this->StartRecording({}, {absl::PermissionDeniedError("no token")});
+  this->StartRecording(Behavior(), Behavior::Rejects(absl::PermissionDeniedError("no token")));
   const int64_t calls_before = this->probe_.calls();
   absl::StatusOr<ProbeReply> reply = this->stub_->Unary(ProbeRequest(), Watchdog());
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kPermissionDenied) << reply.status();
@@ -251,7 +268,8 @@ TYPED_TEST(Intercept, AClientInterceptorShortCircuitsBeforeAnythingIsSent) {
 }
 
 TYPED_TEST(Intercept, AServerInterceptorRejectsBeforeTheHandlerRuns) {
-  this->StartRecording({}, {}, {}, {absl::UnauthenticatedError("who are you")});
+  this->StartRecording(Behavior(), Behavior(), Behavior(),
+                       Behavior::Rejects(absl::UnauthenticatedError("who are you")));
   absl::StatusOr<ProbeReply> reply = this->stub_->Unary(ProbeRequest(), Watchdog());
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kUnauthenticated) << reply.status();
   EXPECT_EQ(reply.status().message(), "who are you");
@@ -262,7 +280,7 @@ TYPED_TEST(Intercept, AServerInterceptorRejectsBeforeTheHandlerRuns) {
 }
 
 TYPED_TEST(Intercept, InitialMetadataArrivesWithTheReply) {
-  this->StartRecording({}, {}, {absl::OkStatus(), "", "From-Interceptor"}, {});
+  this->StartRecording(Behavior(), Behavior(), Behavior::AddsInitial("From-Interceptor"));
   ProbeRequest request;
   Entry* entry = request.add_initial();
   entry->set_key("Server-Version");
@@ -428,7 +446,8 @@ TYPED_TEST(InterceptStreams, AStreamDroppedUnfinishedEndsCancelled) {
 }
 
 TYPED_TEST(InterceptStreams, AServerInterceptorRejectsAStreamBeforeItsHandlerRuns) {
-  this->StartRecording({}, {}, {}, {absl::PermissionDeniedError("streams refused")});
+  this->StartRecording(Behavior(), Behavior(), Behavior(),
+                       Behavior::Rejects(absl::PermissionDeniedError("streams refused")));
   ProbeRequest watch;
   watch.set_count(2);
   ClientReader<ProbeReply> refused = this->stub_->Watch(watch, Watchdog());
