@@ -121,8 +121,9 @@ class ClientInterceptor {
   // Before each message is sent: the request of a unary or server-streaming
   // call, each Write of the others.
   virtual void OnSendMessage(ClientCallInfo& call, const google::protobuf::MessageLite& message) {}
-  // Once per call that was sent, before the first OnReceiveMessage and
-  // before OnFinish: the server's initial metadata (possibly none).
+  // Once per call that started (every OnStart succeeded), before the first
+  // OnReceiveMessage and before OnFinish: the server's initial metadata
+  // (possibly none).
   virtual void OnReceiveInitialMetadata(ClientCallInfo& call) {}
   // After each message is received: the reply of a unary or
   // client-streaming call, each successful Read of the others.
@@ -172,8 +173,11 @@ class ServerInterceptor {
   // call (if the handler succeeded), each Write of the others.
   virtual void OnSendMessage(ServerCallInfo& call, const google::protobuf::MessageLite& message) {}
   // Once, when the handler returned (or the call was rejected), before the
-  // status goes to the client: it may replace it with an error, and add
-  // trailing metadata (call.context().AddTrailingMetadata).
+  // status goes to the client: it may replace it with an error (not an
+  // error with OK: there is no reply to send), and add trailing metadata
+  // (call.context().AddTrailingMetadata). It sees the handler's outcome:
+  // limits the runtime applies afterwards (a deadline that passed, a reply
+  // over the size limit) may still turn it into an error for the client.
   virtual void OnFinish(ServerCallInfo& call, absl::Status& status) {}
 };
 
