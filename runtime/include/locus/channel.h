@@ -26,6 +26,9 @@
 // locus/object.h) run on the process's object pool, never on the thread
 // that reads the connection: such a handler may call the server again,
 // synchronously, and re-entrant chains complete.
+// Interceptors (ChannelOptions::interceptors, locus/interceptor.h) run on
+// the calling thread, except after an asynchronous call's reply, where they
+// run with its callback.
 // A Channel is thread-safe and meant to be shared by many threads and stubs.
 #ifndef LOCUS_CHANNEL_H_
 #define LOCUS_CHANNEL_H_

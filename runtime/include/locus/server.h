@@ -32,6 +32,11 @@
 // that client's connection, whose reply it waits for: such a call fails
 // FAILED_PRECONDITION at once. Set handler_threads, call back
 // asynchronously, or serve the entry point as an exported object.
+// Interceptors (ServerOptions::interceptors, locus/interceptor.h) run on the
+// handler's thread, around it. A handler that makes calls on behalf of its
+// own (CallOptions::FromServerContext) and must see its client's
+// cancellation needs handler_threads: an inline handler holds the thread
+// that would read the client's CANCEL (its deadline still propagates).
 #ifndef LOCUS_SERVER_H_
 #define LOCUS_SERVER_H_
 
