@@ -21,6 +21,7 @@
 #include "internal/connection_core.h"
 #include "internal/channel_internal.h"
 #include "internal/inproc_dispatcher.h"
+#include "internal/interception.h"
 #include "internal/process_setup.h"
 #include "internal/transport_selection.h"
 
@@ -331,13 +332,13 @@ class ChannelImpl final : public Channel {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<ConnectionCore>> ChannelConnection(Channel& channel, absl::Time deadline) {
-  auto* impl = dynamic_cast<ChannelImpl*>(&channel);
+  auto* impl = dynamic_cast<ChannelImpl*>(&UninterceptedChannel(channel));
   if (impl == nullptr) return absl::InvalidArgumentError("not a channel made by locus::Connect");
   return impl->CurrentConnection(deadline);
 }
 
 std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel) {
-  auto* impl = dynamic_cast<ChannelImpl*>(&channel);
+  auto* impl = dynamic_cast<ChannelImpl*>(&UninterceptedChannel(channel));
   return impl == nullptr ? nullptr : impl->InprocBootstrap();
 }
 
@@ -357,7 +358,7 @@ absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
                                                          *std::move(policy));
   absl::StatusOr<internal::Route> route = channel->GetRoute(absl::InfiniteFuture());
   if (!route.ok()) return route.status();
-  return channel;
+  return internal::InterceptChannel(std::move(channel), options.interceptors);
 }
 
 }  // namespace locus

@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "internal/connection_core.h"
 #include "internal/inproc_dispatcher.h"
+#include "internal/interception.h"
 #include "internal/object_registry.h"
 #include "internal/process_setup.h"
 #include "internal/service_table.h"
@@ -75,6 +76,11 @@ class ServerImpl {
   explicit ServerImpl(ServerOptions options)
       : options_(options), connections_(std::make_shared<ConnectionSet>()) {
     EnsureProcessSetup();
+    ServerInterceptors interceptors;
+    for (const auto& factory : options_.interceptors) {
+      if (factory != nullptr) interceptors.push_back(factory);
+    }
+    if (!interceptors.empty()) interceptors_ = std::make_shared<const ServerInterceptors>(std::move(interceptors));
   }
 
   ~ServerImpl() { Shutdown(absl::Now()); }
@@ -124,6 +130,7 @@ class ServerImpl {
         pool_.get());
     // In-process streaming calls arrive as in-process connections.
     dispatcher_->set_bootstrap(options_.bootstrap);
+    dispatcher_->set_interceptors(interceptors_);
     dispatcher_->set_accept(
         [this](std::unique_ptr<Connection> connection) { OnAccept(std::move(connection)); });
     instance_ = InprocRegistry::Get().Add(dispatcher_);
@@ -228,6 +235,7 @@ class ServerImpl {
     core_options.local_endpoints = local_endpoints_;
     core_options.allowed_uids = options_.allowed_uids;
     core_options.bootstrap = options_.bootstrap;
+    core_options.interceptors = interceptors_;
     std::weak_ptr<ConnectionSet> set = connections_;
     // The set holds each connection until its on_closed has run (Shutdown,
     // which the destructor runs too, waits until the set is empty).
@@ -242,6 +250,7 @@ class ServerImpl {
   }
 
   const ServerOptions options_;
+  std::shared_ptr<const ServerInterceptors> interceptors_;  // null: none
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
   std::vector<std::string> addresses_ ABSL_GUARDED_BY(mu_);

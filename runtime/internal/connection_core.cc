@@ -116,6 +116,7 @@ wire::Hello ConnectionCore::MakeHello() {
   hello.set_server_instance(options_.server_instance);
   for (const std::string& endpoint : options_.local_endpoints) hello.add_local_endpoints(endpoint);
   hello.add_features("shm/1");
+  hello.add_features("headers/1");
   hello.set_stream_window_bytes(ReceiveWindow());
   AddBootstrap(&hello);
   return hello;
@@ -187,6 +188,9 @@ void ConnectionCore::HandleHello(const Frame& frame) {
     if (!SendControlFrame(FrameType::kHelloAck, 0, &ack, absl::Now() + absl::Seconds(10)).ok()) return;
   }
   peer_hello_ = std::move(hello);
+  for (const std::string& feature : peer_hello_.features()) {
+    if (feature == "headers/1") peer_speaks_headers_.store(true, std::memory_order_release);
+  }
   if (accepted.ok()) ImportPeerBootstrap();
   absl::MutexLock lock(&mu_);
   if (accepted.ok()) {
@@ -340,6 +344,9 @@ void ConnectionCore::OnFrame(Frame& frame) {
     case FrameType::kWindowUpdate:
       HandleWindowUpdate(frame);
       return;
+    case FrameType::kHeaders:
+      HandleHeaders(frame);
+      return;
     case FrameType::kTransportSetup:
       // Transport-level (the shm upgrade): never valid inside the frame stream.
       ProtocolError(absl::StrCat("unexpected ", DescribeFrameHeader(frame.header)));
@@ -448,6 +455,9 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
 
 void ConnectionCore::Close(const absl::Status& reason) {
   BeginClosing();
+  // Calls made on behalf of served calls end now, even those of inline
+  // handlers, whose OnClosed comes only once they returned.
+  CancelPropagated(0, /*all=*/true);
   connection_->Close(reason);
 }
 
@@ -482,6 +492,7 @@ void ConnectionCore::OnClosed(const absl::Status& reason) {
       absl::StrCat("connection to ", peer().remote_address, " lost: ", reason.message()));
   for (auto& [id, stream] : streams) stream->End(failure);  // before callbacks, as above
   for (auto& [id, call] : pending) Complete(call, failure);
+  CancelPropagated(0, /*all=*/true);
   ObjectsOnClosed(reason);
   if (options_.on_closed) options_.on_closed(this);
 }

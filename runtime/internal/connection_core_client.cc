@@ -20,6 +20,7 @@ namespace locus::internal {
 struct ConnectionCore::PendingCall {
   google::protobuf::MessageLite* response = nullptr;
   Metadata* trailing_metadata = nullptr;
+  Metadata* initial_metadata = nullptr;
   const char* method = nullptr;
   bool has_attachments = false;  // the reply may hold references or descriptors
   // Asynchronous calls: `done` set, heap-allocated, freed by Complete().
@@ -122,6 +123,13 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   const size_t header_size = CallHeaderSize(method_name, timeout_ns, options.metadata);
   const size_t meta_size =
       header_size + (target != nullptr ? ObjectTargetSize(target->id, target->token) : 0);
+  if (meta_size > kDefaultMaxMetaSize) {
+    // The peer would take it for malformed input and close the connection,
+    // failing every other call on it.
+    return absl::ResourceExhaustedError(absl::StrCat("call header of ", meta_size,
+                                                     " bytes (client metadata) exceeds the limit of ",
+                                                     kDefaultMaxMetaSize, " bytes"));
+  }
   char* meta = small_meta;
   if (meta_size > sizeof(small_meta)) {
     large_meta.emplace();
@@ -174,6 +182,7 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
   call.waiter = std::this_thread::get_id();
   call.response = response;
   call.trailing_metadata = options.trailing_metadata;
+  call.initial_metadata = options.initial_metadata;
   call.method = method.full_name;
   call.has_attachments = method.has_attachments;
   absl::StatusOr<uint64_t> id = Register(&call, absl::InfiniteFuture(), options.cancellation);
@@ -241,6 +250,7 @@ void ConnectionCore::StartUnary(const RpcMethod& method,
   auto* call = new PendingCall();
   call->response = response;
   call->trailing_metadata = options.trailing_metadata;
+  call->initial_metadata = options.initial_metadata;
   call->method = method.full_name;
   call->has_attachments = method.has_attachments;
   call->done = std::move(done);
@@ -291,7 +301,7 @@ void ConnectionCore::HandleResponse(Frame& frame) {
     }
     return;  // otherwise cancelled or expired: drop the late reply
   }
-  absl::Status status = ResponseStatus(frame, call->trailing_metadata);
+  absl::Status status = ResponseStatus(frame, call->trailing_metadata, call->initial_metadata);
   if (status.ok()) status = ParseReply(frame, call->method, call->response);
   if (status.ok() && call->has_attachments) {
     // What the reply brought waits for its receiver (Remote::From, TakeFd)

@@ -129,18 +129,35 @@ absl::Status InprocDispatcher::CallEntered(const RpcMethod& method,
   }
   ServerContext context(method.full_name, options.deadline, options.metadata, &InprocClientInfo(), cancelled);
   // What the client offered; descriptors are duplicated as a socket would.
+  // Calls made on this call's behalf share the client's cancellation.
   class Link final : public CallLink {
    public:
-    explicit Link(const ObjectRef* caller) : caller_(caller) {}
+    Link(const ObjectRef* caller, const std::optional<Cancellation>& cancellation)
+        : caller_(caller), cancellation_(cancellation) {}
     absl::Status ImportRequest(google::protobuf::MessageLite*) override { return absl::OkStatus(); }
     const ObjectRef* caller_object() const override { return caller_; }
     void OnCallerGone(absl::AnyInvocable<void(absl::Status) &&>) override {}
+    std::optional<Cancellation> PropagatedCancellation() override { return cancellation_; }
 
    private:
     const ObjectRef* const caller_;
-  } link(client.caller_object.get());
+    const std::optional<Cancellation>& cancellation_;
+  } link(client.caller_object.get(), options.cancellation);
   context.set_link(&link, false);
-  absl::Status status = CallDirect(method, *entry->handler, &context, request, response);
+  absl::Status status;
+  if (ABSL_PREDICT_TRUE(interceptors_ == nullptr)) {
+    status = CallDirect(method, *entry->handler, &context, request, response);
+  } else {
+    // As ConnectionCore::Serve: the hooks see the caller's own messages.
+    ServerInterception interception(*interceptors_, *entry->method, context);
+    status = interception.Start();
+    if (status.ok()) {
+      interception.Received(request);
+      status = CallDirect(method, *entry->handler, &context, request, response);
+      if (status.ok() && !method.oneway) interception.Sending(*response);
+    }
+    interception.Finish(status);
+  }
   if (cancelled != nullptr && cancelled->load(std::memory_order_acquire)) {
     return absl::CancelledError(absl::StrCat("call cancelled while the server handled ", method.full_name));
   }
@@ -160,19 +177,31 @@ absl::Status InprocDispatcher::CallEntered(const RpcMethod& method,
                                                          client.max_receive_message_size, " bytes"));
     }
   }
-  if (!context.trailing_metadata().empty()) {
-    // The remote path's limit on a status with trailers (its meta section),
-    // so that a call behaves the same wherever its server lives.
+  bool has_details = false;  // an OK status carries none
+  if (!status.ok()) {
+    status.ForEachPayload([&has_details](absl::string_view, const absl::Cord&) { has_details = true; });
+  }
+  if (!context.trailing_metadata().empty() || !context.initial_metadata().empty() || has_details) {
+    // The remote path's limit on a status with metadata or details (its
+    // meta section), so that a call behaves the same wherever its server
+    // lives.
     size_t meta_bytes = status.message().size();
     for (const auto& [key, value] : context.trailing_metadata()) meta_bytes += key.size() + value.size();
+    for (const auto& [key, value] : context.initial_metadata()) meta_bytes += key.size() + value.size();
+    status.ForEachPayload([&meta_bytes](absl::string_view type_url, const absl::Cord& payload) {
+      meta_bytes += type_url.size() + payload.size();
+    });
     if (meta_bytes > kDefaultMaxMetaSize) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "the status and trailing metadata of more than ", meta_bytes,
+          "the status and metadata of more than ", meta_bytes,
           " bytes exceed the limit of ", kDefaultMaxMetaSize, " bytes"));
     }
   }
   if (options.trailing_metadata != nullptr) {
     for (const auto& entry_kv : context.trailing_metadata()) options.trailing_metadata->push_back(entry_kv);
+  }
+  if (options.initial_metadata != nullptr) {
+    for (const auto& entry_kv : context.initial_metadata()) options.initial_metadata->push_back(entry_kv);
   }
   return status;
 }

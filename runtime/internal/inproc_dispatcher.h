@@ -4,7 +4,8 @@
 //
 // Semantics match the remote path (the conformance suite runs over both):
 // deadlines (checked before the call; a call past its deadline when the
-// handler returns ends DEADLINE_EXCEEDED), metadata and trailers, status,
+// handler returns ends DEADLINE_EXCEEDED), metadata (client, initial,
+// trailing), status with its payloads, the server's interceptors,
 // size limits (by ByteSizeLong), UNIMPLEMENTED for unknown methods, and
 // UNAVAILABLE once the server shuts down.
 //
@@ -34,6 +35,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "internal/interception.h"
 #include "internal/service_table.h"
 #include "internal/thread_pool.h"
 #include "locus/call_options.h"
@@ -76,6 +78,12 @@ class InprocDispatcher {
   void set_bootstrap(std::shared_ptr<Service> bootstrap) { bootstrap_ = std::move(bootstrap); }
   const std::shared_ptr<Service>& bootstrap() const { return bootstrap_; }
 
+  // Set by the server before the dispatcher is registered: its
+  // interceptors (ServerOptions::interceptors), or nullptr for none.
+  void set_interceptors(std::shared_ptr<const ServerInterceptors> interceptors) {
+    interceptors_ = std::move(interceptors);
+  }
+
   // Set by the server before the dispatcher is registered: how it accepts
   // an in-process connection.
   void set_accept(std::function<void(std::unique_ptr<Connection>)> accept) {
@@ -105,6 +113,7 @@ class InprocDispatcher {
   ThreadPool* const pool_;
   std::function<void(std::unique_ptr<Connection>)> accept_;
   std::shared_ptr<Service> bootstrap_;
+  std::shared_ptr<const ServerInterceptors> interceptors_;
   // Held while a connection is handed to the server, so that once
   // StopAccepting returns, the server has every in-process connection in
   // its set.

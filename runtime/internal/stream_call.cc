@@ -42,6 +42,15 @@ void StreamCall::OnHalfClose() {
   Changed();
 }
 
+void StreamCall::OnInitialMetadata(Metadata metadata) {
+  absl::MutexLock lock(&mu_);
+  if (headers_received_) return;
+  headers_received_ = true;
+  if (initial_metadata == nullptr) return;
+  LowercaseKeys(metadata);
+  for (auto& entry : metadata) initial_metadata->push_back(std::move(entry));
+}
+
 void StreamCall::OnWindowUpdate(uint64_t increment) {
   absl::MutexLock lock(&mu_);
   // Saturating: a peer granting absurd amounts only lifts its own limit.
@@ -207,7 +216,12 @@ bool StreamCall::Write(const google::protobuf::MessageLite& message) {
   {
     absl::MutexLock write_lock(&write_mu_);
     if (half_closed_ || ended()) return false;  // no message after END_STREAM
-    sent = host_->SendStreamMessage(id_, &message, size, 0, deadline_);
+    // A handler's initial metadata goes before its first message.
+    if (headers_source_ != nullptr && !headers_claimed_.load(std::memory_order_relaxed) &&
+        ClaimHeaders() && !headers_source_->initial_metadata().empty()) {
+      sent = host_->SendInitialMetadata(id_, headers_source_->initial_metadata(), deadline_);
+    }
+    if (sent.ok()) sent = host_->SendStreamMessage(id_, &message, size, 0, deadline_);
   }
   if (!sent.ok()) {
     Abort(std::move(sent));

@@ -26,12 +26,16 @@
 // locus/object.h) run on the process's object pool, never on the thread
 // that reads the connection: such a handler may call the server again,
 // synchronously, and re-entrant chains complete.
+// Interceptors (ChannelOptions::interceptors, locus/interceptor.h) run on
+// the calling thread, except after an asynchronous call's reply, where they
+// run with its callback.
 // A Channel is thread-safe and meant to be shared by many threads and stubs.
 #ifndef LOCUS_CHANNEL_H_
 #define LOCUS_CHANNEL_H_
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -39,6 +43,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "locus/call_options.h"
+#include "locus/interceptor.h"
 #include "locus/service.h"
 #include "locus/stream.h"
 #include "locus/transport.h"
@@ -88,6 +93,9 @@ struct ChannelOptions {
   // handlers reach it with ServerContext::caller_object(). Calls on it run
   // on the object pool (locus/object.h). nullptr: none.
   std::shared_ptr<Service> bootstrap;
+  // Interceptors of every call of the channel, outermost first
+  // (locus/interceptor.h). Empty: none, at no cost.
+  std::vector<std::shared_ptr<ClientInterceptorFactory>> interceptors;
 };
 
 // Thread-safe. Implemented by the runtime; users get one from Connect().

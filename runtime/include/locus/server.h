@@ -32,6 +32,11 @@
 // that client's connection, whose reply it waits for: such a call fails
 // FAILED_PRECONDITION at once. Set handler_threads, call back
 // asynchronously, or serve the entry point as an exported object.
+// Interceptors (ServerOptions::interceptors, locus/interceptor.h) run on the
+// handler's thread, around it. A handler that makes calls on behalf of its
+// own (CallOptions::FromServerContext) and must see its client's
+// cancellation needs handler_threads: an inline handler holds the thread
+// that would read the client's CANCEL (its deadline still propagates).
 #ifndef LOCUS_SERVER_H_
 #define LOCUS_SERVER_H_
 
@@ -44,6 +49,7 @@
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "locus/interceptor.h"
 #include "locus/service.h"
 #include "locus/transport.h"
 
@@ -95,6 +101,10 @@ struct ServerOptions {
   // Calls on it run on the object pool (locus/object.h), as on any
   // exported object. nullptr: none.
   std::shared_ptr<Service> bootstrap;
+  // Interceptors of every call to the registered services, outermost first
+  // (locus/interceptor.h); one may reject a call before its handler runs.
+  // Empty: none, at no cost.
+  std::vector<std::shared_ptr<ServerInterceptorFactory>> interceptors;
 };
 
 // Thread-safety: configure (RegisterService, AddListeningAddress) before
