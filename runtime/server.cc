@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
+#include "internal/channel_internal.h"
 #include "internal/connection_core.h"
 #include "internal/inproc_dispatcher.h"
 #include "internal/object_registry.h"
@@ -95,7 +96,6 @@ class ServerImpl {
   absl::Status Start() {
     absl::MutexLock lock(&mu_);
     if (state_ != State::kNew) return absl::FailedPreconditionError("Start called twice");
-    if (addresses_.empty()) return absl::FailedPreconditionError("no listening address added");
     TransportRegistry& registry =
         options_.transports != nullptr ? *options_.transports : DefaultTransportRegistry();
     if (options_.handler_threads > 0) pool_ = std::make_unique<ThreadPool>(options_.handler_threads);
@@ -159,6 +159,15 @@ class ServerImpl {
     std::vector<std::string> out;
     for (const auto& listener : listeners_) out.push_back(listener->address());
     return out;
+  }
+
+  absl::StatusOr<std::shared_ptr<Channel>> InProcessChannel(const ChannelOptions& options) {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kNew) return absl::FailedPreconditionError("InProcessChannel before Start");
+    if (state_ != State::kRunning) {
+      return absl::FailedPreconditionError("InProcessChannel after Shutdown");
+    }
+    return MakeInprocChannel(dispatcher_, options);
   }
 
   void Shutdown(absl::Time deadline) {
@@ -267,6 +276,9 @@ absl::Status Server::AddListeningAddress(std::string address) {
 }
 absl::Status Server::Start() { return impl_->Start(); }
 std::vector<std::string> Server::listening_addresses() const { return impl_->listening_addresses(); }
+absl::StatusOr<std::shared_ptr<Channel>> Server::InProcessChannel(const ChannelOptions& options) {
+  return impl_->InProcessChannel(options);
+}
 void Server::Shutdown(absl::Time deadline) { impl_->Shutdown(deadline); }
 void Server::Wait() { impl_->Wait(); }
 

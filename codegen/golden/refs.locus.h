@@ -33,16 +33,31 @@ class Listener final {
     virtual ::absl::Status Changed(::locus::ServerContext* context, const ::google::protobuf::Empty* request, ::google::protobuf::Empty* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockListenerStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::google::protobuf::Empty> Changed(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Changed(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::google::protobuf::Empty> AsyncChanged(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncChanged(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
-    ::absl::StatusOr<::google::protobuf::Empty> Changed(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Changed(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::google::protobuf::Empty> AsyncChanged(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::google::protobuf::Empty> Changed(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Changed(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::google::protobuf::Empty> AsyncChanged(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncChanged(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncChanged(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 
@@ -100,60 +115,119 @@ class Store final {
     virtual ::absl::Status Lookup(::locus::ServerContext* context, const ::kv::session::GetRequest* request, ::kv::session::GetReply* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockStoreStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    // References in the request and in the reply.
+    [[nodiscard]] virtual ::absl::StatusOr<::kv::OpenReply> Open(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Open(const ::kv::OpenRequest& request, ::locus::Out<::kv::OpenReply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kv::OpenReply> AsyncOpen(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncOpen(const ::kv::OpenRequest& request, ::locus::Out<::kv::OpenReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::google::protobuf::Empty> Ping(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Ping(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::google::protobuf::Empty> AsyncPing(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncPing(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::google::protobuf::Empty> Walk(const ::kv::Tree& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Walk(const ::kv::Tree& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::google::protobuf::Empty> AsyncWalk(const ::kv::Tree& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncWalk(const ::kv::Tree& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kv::Chain> Follow(const ::kv::Chain& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Follow(const ::kv::Chain& request, ::locus::Out<::kv::Chain> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kv::Chain> AsyncFollow(const ::kv::Chain& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncFollow(const ::kv::Chain& request, ::locus::Out<::kv::Chain> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kv::ReadReply> Read(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Read(const ::google::protobuf::Empty& request, ::locus::Out<::kv::ReadReply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kv::ReadReply> AsyncRead(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncRead(const ::google::protobuf::Empty& request, ::locus::Out<::kv::ReadReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::locus::ClientReader<::kv::Catalog> Browse(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kv::Holder> Slots(const ::kv::Holder& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Slots(const ::kv::Holder& request, ::locus::Out<::kv::Holder> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kv::Holder> AsyncSlots(const ::kv::Holder& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncSlots(const ::kv::Holder& request, ::locus::Out<::kv::Holder> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // `response` is written before Finish() returns OK; it must stay valid until then.
+    [[nodiscard]] virtual ::locus::ClientWriter<::google::protobuf::Empty> Issue(::locus::Out<::kv::Ticket> response, const ::locus::CallOptions& options = {}) = 0;
+
+    // Uses kv/session.proto: protoc counts no (locus.interface) as a use of an
+    // import, and warns about imports nothing else uses.
+    [[nodiscard]] virtual ::absl::StatusOr<::kv::session::GetReply> Lookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Lookup(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kv::session::GetReply> AsyncLookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncLookup(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
     // References in the request and in the reply.
-    ::absl::StatusOr<::kv::OpenReply> Open(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Open(const ::kv::OpenRequest& request, ::kv::OpenReply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kv::OpenReply> AsyncOpen(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kv::OpenReply> Open(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Open(const ::kv::OpenRequest& request, ::locus::Out<::kv::OpenReply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kv::OpenReply> AsyncOpen(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncOpen(const ::kv::OpenRequest& request, ::kv::OpenReply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncOpen(const ::kv::OpenRequest& request, ::locus::Out<::kv::OpenReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::google::protobuf::Empty> Ping(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Ping(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::google::protobuf::Empty> AsyncPing(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::google::protobuf::Empty> Ping(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Ping(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::google::protobuf::Empty> AsyncPing(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncPing(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncPing(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::google::protobuf::Empty> Walk(const ::kv::Tree& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Walk(const ::kv::Tree& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::google::protobuf::Empty> AsyncWalk(const ::kv::Tree& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::google::protobuf::Empty> Walk(const ::kv::Tree& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Walk(const ::kv::Tree& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::google::protobuf::Empty> AsyncWalk(const ::kv::Tree& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncWalk(const ::kv::Tree& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncWalk(const ::kv::Tree& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::kv::Chain> Follow(const ::kv::Chain& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Follow(const ::kv::Chain& request, ::kv::Chain* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kv::Chain> AsyncFollow(const ::kv::Chain& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kv::Chain> Follow(const ::kv::Chain& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Follow(const ::kv::Chain& request, ::locus::Out<::kv::Chain> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kv::Chain> AsyncFollow(const ::kv::Chain& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncFollow(const ::kv::Chain& request, ::kv::Chain* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncFollow(const ::kv::Chain& request, ::locus::Out<::kv::Chain> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::kv::ReadReply> Read(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Read(const ::google::protobuf::Empty& request, ::kv::ReadReply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kv::ReadReply> AsyncRead(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kv::ReadReply> Read(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Read(const ::google::protobuf::Empty& request, ::locus::Out<::kv::ReadReply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kv::ReadReply> AsyncRead(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncRead(const ::google::protobuf::Empty& request, ::kv::ReadReply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncRead(const ::google::protobuf::Empty& request, ::locus::Out<::kv::ReadReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::locus::ClientReader<::kv::Catalog> Browse(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::locus::ClientReader<::kv::Catalog> Browse(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
 
-    ::absl::StatusOr<::kv::Holder> Slots(const ::kv::Holder& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Slots(const ::kv::Holder& request, ::kv::Holder* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kv::Holder> AsyncSlots(const ::kv::Holder& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kv::Holder> Slots(const ::kv::Holder& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Slots(const ::kv::Holder& request, ::locus::Out<::kv::Holder> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kv::Holder> AsyncSlots(const ::kv::Holder& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncSlots(const ::kv::Holder& request, ::kv::Holder* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncSlots(const ::kv::Holder& request, ::locus::Out<::kv::Holder> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // `response` is written before Finish() returns OK; it must stay valid until then.
-    ::locus::ClientWriter<::google::protobuf::Empty> Issue(::kv::Ticket* response, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::locus::ClientWriter<::google::protobuf::Empty> Issue(::locus::Out<::kv::Ticket> response, const ::locus::CallOptions& options = {}) override;
 
     // Uses kv/session.proto: protoc counts no (locus.interface) as a use of an
     // import, and warns about imports nothing else uses.
-    ::absl::StatusOr<::kv::session::GetReply> Lookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Lookup(const ::kv::session::GetRequest& request, ::kv::session::GetReply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kv::session::GetReply> AsyncLookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kv::session::GetReply> Lookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Lookup(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kv::session::GetReply> AsyncLookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncLookup(const ::kv::session::GetRequest& request, ::kv::session::GetReply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncLookup(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 

@@ -97,7 +97,7 @@ class Channel {
 
   // Synchronous unary call: returns when the reply has been parsed into
   // `*response`, the deadline passed, or the call failed.
-  virtual absl::Status CallUnary(const RpcMethod& method,
+  [[nodiscard]] virtual absl::Status CallUnary(const RpcMethod& method,
                                  const google::protobuf::MessageLite& request,
                                  google::protobuf::MessageLite* response,
                                  const CallOptions& options) = 0;
@@ -134,8 +134,8 @@ class Channel {
 // shared memory): Connect takes N, so a second Connect fails ("not open"),
 // and the channel never reconnects (its calls fail UNAVAILABLE once the
 // connection is gone). locus/spawn.h builds on it.
-absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
-                                                 const ChannelOptions& options = {});
+[[nodiscard]] absl::StatusOr<std::shared_ptr<Channel>> Connect(
+    absl::string_view address, const ChannelOptions& options = {});
 
 }  // namespace locus
 
