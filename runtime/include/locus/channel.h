@@ -14,7 +14,8 @@
 // until the thread that is reading hands it the reply. On an in-process
 // channel (transport_name() == "inproc") the server's handler runs on the
 // calling thread; asynchronous calls run it before StartUnary returns, or on
-// the server's handler pool if it has one. Asynchronous callbacks run on whichever thread read the
+// the server's handler pool if it has one. Asynchronous callbacks (and
+// Future::Then continuations, locus/future.h) run on whichever thread read the
 // reply: a transport I/O thread or a synchronous caller; they must not block.
 // That thread holds the connection's reader, so a synchronous call over the
 // same connection from a callback fails at once with FAILED_PRECONDITION

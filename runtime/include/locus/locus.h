@@ -10,6 +10,7 @@
 #include "locus/call_options.h"
 #include "locus/channel.h"
 #include "locus/future.h"
+#include "locus/out.h"
 #include "locus/server.h"
 #include "locus/server_context.h"
 #include "locus/service.h"
