@@ -242,13 +242,13 @@ class Store final {
 struct OpenRequestRefs final {
   // Told about changes (a service in this file).
   // listener: a reference to kv.Listener.
-  static ::absl::StatusOr<::locus::Remote<::kv::Listener>> listener(const ::kv::OpenRequest& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Listener>> listener(const ::kv::OpenRequest& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_listener()) {
       return ::absl::NotFoundError("kv.OpenRequest.listener is not set");
     }
     return ::locus::Remote<::kv::Listener>::From(message.listener(), options);
   }
-  static ::absl::Status set_listener(::kv::OpenRequest* message, ::std::shared_ptr<::kv::Listener::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_listener(::kv::OpenRequest* message, ::std::shared_ptr<::kv::Listener::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_listener(), ::std::move(object), ::std::move(options));
   }
 };
@@ -257,25 +257,25 @@ struct OpenRequestRefs final {
 struct OpenReplyRefs final {
   // The session opened (a service in an imported file, in another package).
   // session: a reference to kv.session.Session.
-  static ::absl::StatusOr<::locus::Remote<::kv::session::Session>> session(const ::kv::OpenReply& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::session::Session>> session(const ::kv::OpenReply& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_session()) {
       return ::absl::NotFoundError("kv.OpenReply.session is not set");
     }
     return ::locus::Remote<::kv::session::Session>::From(message.session(), options);
   }
-  static ::absl::Status set_session(::kv::OpenReply* message, ::std::shared_ptr<::kv::session::Session::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_session(::kv::OpenReply* message, ::std::shared_ptr<::kv::session::Session::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_session(), ::std::move(object), ::std::move(options));
   }
 
   // replicas: references to kv.Store.
-  static ::absl::StatusOr<::locus::Remote<::kv::Store>> replicas(const ::kv::OpenReply& message, int index, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Store>> replicas(const ::kv::OpenReply& message, int index, const ::locus::ChannelOptions& options = {}) {
     if (index < 0 || index >= message.replicas_size()) {
       return ::absl::OutOfRangeError("kv.OpenReply.replicas: no such index");
     }
     return ::locus::Remote<::kv::Store>::From(message.replicas(index), options);
   }
   // On error the message is unchanged.
-  static ::absl::Status add_replicas(::kv::OpenReply* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status add_replicas(::kv::OpenReply* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
     ::absl::Status status = ::locus::SetRef(message->add_replicas(), ::std::move(object), ::std::move(options));
     if (!status.ok()) message->mutable_replicas()->RemoveLast();
     return status;
@@ -283,13 +283,13 @@ struct OpenReplyRefs final {
 
   // A service without a package, in a file imported by kv/session.proto.
   // oracle: a reference to Oracle.
-  static ::absl::StatusOr<::locus::Remote<::Oracle>> oracle(const ::kv::OpenReply& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::Oracle>> oracle(const ::kv::OpenReply& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_oracle()) {
       return ::absl::NotFoundError("kv.OpenReply.oracle is not set");
     }
     return ::locus::Remote<::Oracle>::From(message.oracle(), options);
   }
-  static ::absl::Status set_oracle(::kv::OpenReply* message, ::std::shared_ptr<::Oracle::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_oracle(::kv::OpenReply* message, ::std::shared_ptr<::Oracle::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_oracle(), ::std::move(object), ::std::move(options));
   }
 };
@@ -297,24 +297,24 @@ struct OpenReplyRefs final {
 // Typed access to the object references in kv.Tree ((locus.interface) fields).
 struct TreeRefs final {
   // leaf: a reference to kv.Store.
-  static ::absl::StatusOr<::locus::Remote<::kv::Store>> leaf(const ::kv::Tree& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Store>> leaf(const ::kv::Tree& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_leaf()) {
       return ::absl::NotFoundError("kv.Tree.leaf is not set");
     }
     return ::locus::Remote<::kv::Store>::From(message.leaf(), options);
   }
-  static ::absl::Status set_leaf(::kv::Tree* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_leaf(::kv::Tree* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_leaf(), ::std::move(object), ::std::move(options));
   }
 
   // new: a reference to kv.Listener.
-  static ::absl::StatusOr<::locus::Remote<::kv::Listener>> new_(const ::kv::Tree& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Listener>> new_(const ::kv::Tree& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_new_()) {
       return ::absl::NotFoundError("kv.Tree.new is not set");
     }
     return ::locus::Remote<::kv::Listener>::From(message.new_(), options);
   }
-  static ::absl::Status set_new_(::kv::Tree* message, ::std::shared_ptr<::kv::Listener::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_new_(::kv::Tree* message, ::std::shared_ptr<::kv::Listener::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_new_(), ::std::move(object), ::std::move(options));
   }
 };
@@ -322,13 +322,13 @@ struct TreeRefs final {
 // Typed access to the object references in kv.Holder.Slot ((locus.interface) fields).
 struct Holder_SlotRefs final {
   // store: a reference to kv.Store.
-  static ::absl::StatusOr<::locus::Remote<::kv::Store>> store(const ::kv::Holder_Slot& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Store>> store(const ::kv::Holder_Slot& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_store()) {
       return ::absl::NotFoundError("kv.Holder.Slot.store is not set");
     }
     return ::locus::Remote<::kv::Store>::From(message.store(), options);
   }
-  static ::absl::Status set_store(::kv::Holder_Slot* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_store(::kv::Holder_Slot* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_store(), ::std::move(object), ::std::move(options));
   }
 };
@@ -336,13 +336,13 @@ struct Holder_SlotRefs final {
 // Typed access to the object references in kv.Ticket ((locus.interface) fields).
 struct TicketRefs_ final {
   // store: a reference to kv.Store.
-  static ::absl::StatusOr<::locus::Remote<::kv::Store>> store(const ::kv::Ticket& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Store>> store(const ::kv::Ticket& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_store()) {
       return ::absl::NotFoundError("kv.Ticket.store is not set");
     }
     return ::locus::Remote<::kv::Store>::From(message.store(), options);
   }
-  static ::absl::Status set_store(::kv::Ticket* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_store(::kv::Ticket* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_store(), ::std::move(object), ::std::move(options));
   }
 };
