@@ -162,12 +162,18 @@ class ServerImpl {
   }
 
   absl::StatusOr<std::shared_ptr<Channel>> InProcessChannel(const ChannelOptions& options) {
-    absl::MutexLock lock(&mu_);
-    if (state_ == State::kNew) return absl::FailedPreconditionError("InProcessChannel before Start");
-    if (state_ != State::kRunning) {
-      return absl::FailedPreconditionError("InProcessChannel after Shutdown");
+    std::shared_ptr<InprocDispatcher> dispatcher;
+    {
+      absl::MutexLock lock(&mu_);
+      if (state_ == State::kNew) return absl::FailedPreconditionError("InProcessChannel before Start");
+      if (state_ != State::kRunning) {
+        return absl::FailedPreconditionError("InProcessChannel after Shutdown");
+      }
+      dispatcher = dispatcher_;
     }
-    return MakeInprocChannel(dispatcher_, options);
+    // Made outside mu_ (it may export the client's bootstrap object). A
+    // Shutdown meanwhile leaves a channel whose calls fail UNAVAILABLE.
+    return MakeInprocChannel(std::move(dispatcher), options);
   }
 
   void Shutdown(absl::Time deadline) {

@@ -138,9 +138,10 @@ class Server {
   // go over an in-process connection; references to objects resolve
   // in-process. Of `options`, the message size limits, stream_window_bytes,
   // connect_timeout (for the in-process stream connection) and bootstrap
-  // apply; the transport ones do not. The channel never moves elsewhere:
-  // after Shutdown its calls fail UNAVAILABLE. FAILED_PRECONDITION before
-  // Start() or after Shutdown(). Thread-safe.
+  // apply; the transport ones do not. Its transport_name() is "inproc", its
+  // target() "inproc:". The channel never moves elsewhere: after Shutdown
+  // its calls fail UNAVAILABLE. FAILED_PRECONDITION before Start() or after
+  // Shutdown(). Thread-safe.
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Channel>> InProcessChannel(
       const ChannelOptions& options = {});
 
