@@ -54,8 +54,10 @@ void CloseNamespaces(Writer& w, const pb::FileDescriptor* file) {
 }
 
 std::string StripProto(absl::string_view name) {
-  if (absl::EndsWith(name, ".protodevel")) name.remove_suffix(11);
-  else if (absl::EndsWith(name, ".proto")) name.remove_suffix(6);
+  if (absl::EndsWith(name, ".protodevel"))
+    name.remove_suffix(11);
+  else if (absl::EndsWith(name, ".proto"))
+    name.remove_suffix(6);
   return std::string(name);
 }
 

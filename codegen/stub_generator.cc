@@ -24,82 +24,92 @@ constexpr char kDoneType[] = "::absl::AnyInvocable<void(::absl::Status) &&>";
 // have one overload, returning the stream.
 enum class Form { kReply, kInto, kFuture, kCallback, kStream };
 
+struct Param {
+  std::string type;
+  std::string name;
+};
+
 // One overload of a stub method, as StubInterface, Stub and the mock declare
 // it.
 struct StubMethod {
   Form form;
-  // A comment line of its own before the declaration ("" for none).
-  std::string note;
-  // Ignoring the result is a bug: a status, a reply or an open stream.
-  bool nodiscard = true;
   std::string return_type;
   std::string name;
-  // Parameter types and names.
-  std::vector<std::string> types;
-  std::vector<std::string> names;
-  // The index of the CallOptions parameter, which defaults to `{}` when it is
-  // the last one.
-  size_t options_index = 0;
+  std::vector<Param> params;
+  // Ignoring the result is a bug: a status, a reply or an open stream.
+  bool nodiscard;
+  // A comment line of its own before the declaration ("" for none).
+  std::string note;
 };
 
 std::string StreamType(const pb::MethodDescriptor* method) {
   const std::string req = MessageType(method->input_type());
   const std::string resp = MessageType(method->output_type());
   switch (KindOf(method)) {
-    case Kind::kClientStreaming: return absl::StrCat("::locus::ClientWriter<", req, ">");
-    case Kind::kServerStreaming: return absl::StrCat("::locus::ClientReader<", resp, ">");
-    case Kind::kBidiStreaming: return absl::StrCat("::locus::ClientReaderWriter<", req, ", ", resp, ">");
-    case Kind::kUnary: break;
+    case Kind::kClientStreaming:
+      return absl::StrCat("::locus::ClientWriter<", req, ">");
+    case Kind::kServerStreaming:
+      return absl::StrCat("::locus::ClientReader<", resp, ">");
+    case Kind::kBidiStreaming:
+      return absl::StrCat("::locus::ClientReaderWriter<", req, ", ", resp, ">");
+    case Kind::kUnary:
+      break;
   }
   return "";
 }
 
 // The overloads of `method` (C++ name `name`), in declaration order.
 std::vector<StubMethod> StubMethods(const pb::MethodDescriptor* method, const std::string& name) {
-  const std::string req = MessageType(method->input_type());
   const std::string resp = MessageType(method->output_type());
-  const std::string request = absl::StrCat("const ", req, "&");
-  const std::string out = absl::StrCat("::locus::Out<", resp, ">");
-  std::vector<StubMethod> methods;
+  const Param request{absl::StrCat("const ", MessageType(method->input_type()), "&"), "request"};
+  const Param response{absl::StrCat("::locus::Out<", resp, ">"), "response"};
+  const Param options{kOptionsType, "options"};
+  const Param done{kDoneType, "done"};
+  const std::string async_name = absl::StrCat("Async", name);
   switch (KindOf(method)) {
     case Kind::kUnary:
-      methods.push_back({Form::kReply, "", true, absl::StrCat("::absl::StatusOr<", resp, ">"), name,
-                         {request, kOptionsType}, {"request", "options"}, 1});
-      methods.push_back({Form::kInto, "", true, "::absl::Status", name,
-                         {request, out, kOptionsType}, {"request", "response", "options"}, 2});
-      methods.push_back({Form::kFuture, "", false, absl::StrCat("::locus::Future<", resp, ">"),
-                         absl::StrCat("Async", name), {request, kOptionsType},
-                         {"request", "options"}, 1});
-      methods.push_back({Form::kCallback, "`response` must stay valid until `done` runs.", false, "void",
-                         absl::StrCat("Async", name), {request, out, kOptionsType, kDoneType},
-                         {"request", "response", "options", "done"}, 2});
-      break;
+      return {
+          {Form::kReply,
+           absl::StrCat("::absl::StatusOr<", resp, ">"),
+           name,
+           {request, options},
+           true,
+           ""},
+          {Form::kInto, "::absl::Status", name, {request, response, options}, true, ""},
+          {Form::kFuture,
+           absl::StrCat("::locus::Future<", resp, ">"),
+           async_name,
+           {request, options},
+           false,
+           ""},
+          {Form::kCallback,
+           "void",
+           async_name,
+           {request, response, options, done},
+           false,
+           "`response` must stay valid until `done` runs."},
+      };
     case Kind::kServerStreaming:
-      methods.push_back({Form::kStream, "", true, StreamType(method), name, {request, kOptionsType},
-                         {"request", "options"}, 1});
-      break;
+      return {{Form::kStream, StreamType(method), name, {request, options}, true, ""}};
     case Kind::kClientStreaming:
-      methods.push_back(
-          {Form::kStream,
-           "`response` is written before Finish() returns OK; it must stay valid until then.",
-           true, StreamType(method), name, {out, kOptionsType}, {"response", "options"}, 1});
-      break;
+      return {{Form::kStream,
+               StreamType(method),
+               name,
+               {response, options},
+               true,
+               "`response` is written before Finish() returns OK; it must stay valid until then."}};
     case Kind::kBidiStreaming:
-      methods.push_back(
-          {Form::kStream, "", true, StreamType(method), name, {kOptionsType}, {"options"}, 0});
-      break;
+      return {{Form::kStream, StreamType(method), name, {options}, true, ""}};
   }
-  return methods;
+  return {};
 }
 
-// "T1 n1, T2 n2 = {}" (defaults only in declarations).
+// "T1 n1, T2 n2 = {}": the call's options default to `{}` when they come
+// last (in declarations only).
 std::string Params(const StubMethod& m, bool with_default) {
   std::vector<std::string> params;
-  for (size_t i = 0; i < m.types.size(); ++i) {
-    std::string param = absl::StrCat(m.types[i], " ", m.names[i]);
-    if (with_default && i == m.options_index && i + 1 == m.types.size()) param += " = {}";
-    params.push_back(std::move(param));
-  }
+  for (const Param& param : m.params) params.push_back(absl::StrCat(param.type, " ", param.name));
+  if (with_default && m.params.back().type == kOptionsType) params.back() += " = {}";
   return absl::StrJoin(params, ", ");
 }
 
@@ -185,8 +195,8 @@ void WriteStubDeclarations(Writer& w, const pb::ServiceDescriptor* service) {
   const std::vector<std::string> names = MethodCppNames(service);
   const int n = service->method_count();
 
-  w.Add("  // Client side, as an interface: Stub implements it over a channel, and\n",
-        "  // Mock", cls, "Stub (generate_mock_code=true) with gmock. Code written\n",
+  w.Add("  // Client side, as an interface: Stub implements it over a channel, and\n", "  // Mock",
+        cls, "Stub (generate_mock_code=true) with gmock. Code written\n",
         "  // against it can be tested without a server.\n");
   w.Add("  class StubInterface {\n", "   public:\n", "    virtual ~StubInterface() = default;\n");
   for (int i = 0; i < n; ++i) {
@@ -201,7 +211,8 @@ void WriteStubDeclarations(Writer& w, const pb::ServiceDescriptor* service) {
   for (int i = 0; i < n; ++i) {
     WriteMethodDeclarations(w, service->method(i), names[i], "", " override");
   }
-  w.Add("\n    const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }\n\n");
+  w.Add(
+      "\n    const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }\n\n");
   w.Add("   private:\n", "    ::std::shared_ptr<::locus::Channel> channel_;\n", "  };\n\n");
   w.Add("  static ::std::unique_ptr<Stub> NewStub(::std::shared_ptr<::locus::Channel> channel);\n");
 }
@@ -246,7 +257,7 @@ std::string GenerateMockHeader(const pb::FileDescriptor* file, const std::string
       for (int i = 0; i < service->method_count(); ++i) {
         for (const StubMethod& m : StubMethods(service->method(i), names[i])) {
           std::vector<std::string> types;
-          for (const std::string& type : m.types) types.push_back(MockType(type));
+          for (const Param& param : m.params) types.push_back(MockType(param.type));
           w.Add("  MOCK_METHOD(", MockType(m.return_type), ", ", m.name, ", (",
                 absl::StrJoin(types, ", "), "), (override));\n");
         }

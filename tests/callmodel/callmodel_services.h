@@ -50,7 +50,8 @@ class GreeterImpl final : public Greeter::Service {
     return absl::OkStatus();
   }
 
-  absl::Status Join(locus::ServerContext*, locus::ServerReader<Text>* reader, Text* reply) override {
+  absl::Status Join(locus::ServerContext*, locus::ServerReader<Text>* reader,
+                    Text* reply) override {
     Text text;
     std::string joined;
     while (reader->Read(&text)) absl::StrAppend(&joined, joined.empty() ? "" : " ", text.text());

@@ -1,6 +1,8 @@
 // locus::Future without a server: futures with no call, taken results,
 // ready futures and continuations (locus/future.h). Then on futures of real
 // calls, on every transport, is in call_model_conformance_test.cc.
+#include "locus/future.h"
+
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,7 +15,6 @@
 #include "absl/time/clock.h"
 #include "callmodel.pb.h"
 #include "gtest/gtest.h"
-#include "locus/future.h"
 
 namespace callmodel {
 namespace {
@@ -166,8 +167,10 @@ TEST(FutureThen, ChainedFutureCarriesErrorsOfEitherStage) {
                                 return 1;
                               });
   EXPECT_EQ(from_call.Get().status(), absl::UnavailableError("down"));
-  Future<int> from_continuation = MakeReadyFuture<Text>(MakeText("x")).Then(
-      [](absl::StatusOr<Text>) -> absl::StatusOr<int> { return absl::InvalidArgumentError("no"); });
+  Future<int> from_continuation =
+      MakeReadyFuture<Text>(MakeText("x")).Then([](absl::StatusOr<Text>) -> absl::StatusOr<int> {
+        return absl::InvalidArgumentError("no");
+      });
   EXPECT_EQ(from_continuation.Get().status(), absl::InvalidArgumentError("no"));
 }
 

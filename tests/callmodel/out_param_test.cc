@@ -26,24 +26,21 @@ template <typename StubT, typename Second, typename = void>
 struct GreetAccepts : std::false_type {};
 template <typename StubT, typename Second>
 struct GreetAccepts<StubT, Second,
-                    std::void_t<decltype(std::declval<StubT&>().Greet(std::declval<const Text&>(),
-                                                                      std::declval<Second>()))>>
-    : std::true_type {};
+                    std::void_t<decltype(std::declval<StubT&>().Greet(
+                        std::declval<const Text&>(), std::declval<Second>()))>> : std::true_type {};
 
 template <typename StubT, typename = void>
 struct AcceptsNullLiteral : std::false_type {};
 template <typename StubT>
-struct AcceptsNullLiteral<
-    StubT, std::void_t<decltype(std::declval<StubT&>().Greet(std::declval<const Text&>(), nullptr))>>
-    : std::true_type {};
+struct AcceptsNullLiteral<StubT, std::void_t<decltype(std::declval<StubT&>().Greet(
+                                     std::declval<const Text&>(), nullptr))>> : std::true_type {};
 
 // `{}` for the response and for the options: the old form of the bug.
 template <typename StubT, typename = void>
 struct AcceptsBracedResponse : std::false_type {};
 template <typename StubT>
-struct AcceptsBracedResponse<
-    StubT, std::void_t<decltype(std::declval<StubT&>().Greet(std::declval<const Text&>(), {},
-                                                             locus::CallOptions()))>>
+struct AcceptsBracedResponse<StubT, std::void_t<decltype(std::declval<StubT&>().Greet(
+                                        std::declval<const Text&>(), {}, locus::CallOptions()))>>
     : std::true_type {};
 
 template <typename StubT, typename = void>
@@ -55,8 +52,9 @@ struct JoinAcceptsBraces<StubT, std::void_t<decltype(std::declval<StubT&>().Join
 template <typename StubT>
 constexpr bool OutParameterIsSafe() {
   // `{}` as the second argument selects the overload that returns the reply.
-  static_assert(std::is_same_v<decltype(std::declval<StubT&>().Greet(std::declval<const Text&>(), {})),
-                               absl::StatusOr<Text>>);
+  static_assert(
+      std::is_same_v<decltype(std::declval<StubT&>().Greet(std::declval<const Text&>(), {})),
+                     absl::StatusOr<Text>>);
   // A pointer still reads as before (and proves the detectors can say yes).
   static_assert(GreetAccepts<StubT, Text*>::value);
   static_assert(std::is_same_v<decltype(std::declval<StubT&>().Greet(std::declval<const Text&>(),

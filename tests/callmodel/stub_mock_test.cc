@@ -51,8 +51,8 @@ absl::StatusOr<std::vector<std::string>> GreetAll(Greeter::StubInterface& stub,
   std::vector<std::string> out;
   Text reply;
   for (const std::string& name : names) {
-    absl::Status status = stub.Greet(MakeText(name), &reply, locus::CallOptions::WithTimeout(
-                                                                 locus::testing::kWatchdog));
+    absl::Status status = stub.Greet(MakeText(name), &reply,
+                                     locus::CallOptions::WithTimeout(locus::testing::kWatchdog));
     if (!status.ok()) return status;
     out.push_back(reply.text());
   }
@@ -61,8 +61,8 @@ absl::StatusOr<std::vector<std::string>> GreetAll(Greeter::StubInterface& stub,
 
 // The greeting's length, computed in a continuation of the asynchronous call.
 locus::Future<size_t> GreetingLength(Greeter::StubInterface& stub, const std::string& name) {
-  return stub.AsyncGreet(MakeText(name)).Then(
-      [](absl::StatusOr<Text> reply) -> absl::StatusOr<size_t> {
+  return stub.AsyncGreet(MakeText(name))
+      .Then([](absl::StatusOr<Text> reply) -> absl::StatusOr<size_t> {
         if (!reply.ok()) return reply.status();
         return reply->text().size();
       });
@@ -118,8 +118,9 @@ TEST(StubMock, OutParameterOverload) {
   MockGreeterStub stub;
   EXPECT_CALL(stub, Greet(Property(&Text::text, "a"), _, _))
       .WillOnce(DoAll(SetArgPointee<1>(MakeText("hello, a")), Return(absl::OkStatus())));
-  EXPECT_CALL(stub, Greet(Property(&Text::text, "b"), _, Field(&locus::CallOptions::deadline,
-                                                               ::testing::Ne(absl::InfiniteFuture()))))
+  EXPECT_CALL(stub,
+              Greet(Property(&Text::text, "b"), _,
+                    Field(&locus::CallOptions::deadline, ::testing::Ne(absl::InfiniteFuture()))))
       .WillOnce([](const Text& request, locus::Out<Text> reply, const locus::CallOptions&) {
         reply->set_text(absl::StrCat("hi, ", request.text()));
         return absl::OkStatus();
@@ -192,8 +193,8 @@ class ScriptedStream final : public locus::ClientCallStream {
 TEST(StubMock, StreamingMethod) {
   MockGreeterStub stub;
   EXPECT_CALL(stub, Repeat(Property(&RepeatRequest::times, 2), _))
-      .WillOnce(Return(ByMove(locus::ClientReader<Text>(
-          std::make_unique<ScriptedStream>(std::vector<std::string>{"x", "y"}, absl::OkStatus())))));
+      .WillOnce(Return(ByMove(locus::ClientReader<Text>(std::make_unique<ScriptedStream>(
+          std::vector<std::string>{"x", "y"}, absl::OkStatus())))));
   EXPECT_CALL(stub, Repeat(Property(&RepeatRequest::times, 9), _))
       .WillOnce(Return(ByMove(locus::ClientReader<Text>(std::make_unique<ScriptedStream>(
           std::vector<std::string>{"x"}, absl::AbortedError("cut"))))));

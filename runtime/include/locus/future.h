@@ -155,9 +155,7 @@ class Future {
   bool ready() const { return state_ != nullptr && state_->done(); }
   // Waits until ready or `deadline`; returns ready(). Returns false at once
   // for a future without a call.
-  bool WaitUntil(absl::Time deadline) {
-    return state_ != nullptr && state_->WaitUntil(deadline);
-  }
+  bool WaitUntil(absl::Time deadline) { return state_ != nullptr && state_->WaitUntil(deadline); }
 
   // Blocks until the call completes; returns its reply or error. Takes the
   // result: later Get() or Then() calls get FAILED_PRECONDITION, as does a
@@ -217,8 +215,7 @@ class Future {
     // whose caller holds the state, or below while state_ holds it: a raw
     // pointer, so that the state does not own itself.
     internal::FutureState<T>* state = state_.get();
-    state_->OnComplete(
-        [state, fn = std::move(fn)]() mutable { std::move(fn)(state->Take()); });
+    state_->OnComplete([state, fn = std::move(fn)]() mutable { std::move(fn)(state->Take()); });
   }
 
   std::shared_ptr<internal::FutureState<T>> state_;
