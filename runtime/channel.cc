@@ -87,6 +87,15 @@ class ChannelImpl final : public Channel {
     }
     return route->core;
   }
+  // Makes this channel call the in-process server behind `dispatcher` for
+  // good (Server::InProcessChannel): it never dials its target. Right after
+  // construction, before the channel is shared.
+  void PinInproc(std::shared_ptr<InprocDispatcher> dispatcher) {
+    absl::MutexLock lock(&mu_);
+    route_.inproc = std::move(dispatcher);
+    pinned_inproc_ = true;
+  }
+
   std::shared_ptr<Service> InprocBootstrap() {
     absl::MutexLock lock(&mu_);
     return route_.inproc != nullptr ? route_.inproc->bootstrap() : nullptr;
@@ -209,6 +218,7 @@ class ChannelImpl final : public Channel {
     Route replaced;
     absl::MutexLock lock(&mu_);
     if (RouteUsableLocked()) return route_;
+    if (pinned_inproc_) return absl::UnavailableError("the in-process server has shut down");
     // "fd:N": the first Dial took the descriptor; dialling N again would take
     // whatever the number names now.
     if (descriptor_taken_) {
@@ -327,6 +337,8 @@ class ChannelImpl final : public Channel {
   bool logged_fallback_ ABSL_GUARDED_BY(mu_) = false;
   // The target is a descriptor address, and it was dialled.
   bool descriptor_taken_ ABSL_GUARDED_BY(mu_) = false;
+  // PinInproc: the route is the in-process server's, for the channel's life.
+  bool pinned_inproc_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
@@ -340,6 +352,17 @@ absl::StatusOr<std::shared_ptr<ConnectionCore>> ChannelConnection(Channel& chann
 std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel) {
   auto* impl = dynamic_cast<ChannelImpl*>(&UninterceptedChannel(channel));
   return impl == nullptr ? nullptr : impl->InprocBootstrap();
+}
+
+std::shared_ptr<Channel> MakeInprocChannel(std::shared_ptr<InprocDispatcher> dispatcher,
+                                           const ChannelOptions& options) {
+  EnsureProcessSetup();
+  // The transport policy only matters when a channel selects a transport.
+  absl::StatusOr<TransportPolicy> everything = TransportPolicy::Parse("");
+  auto channel = std::make_shared<ChannelImpl>("inproc:", options, &DefaultTransportRegistry(),
+                                               *std::move(everything));
+  channel->PinInproc(std::move(dispatcher));
+  return channel;
 }
 
 }  // namespace internal

@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
+#include "internal/channel_internal.h"
 #include "internal/connection_core.h"
 #include "internal/inproc_dispatcher.h"
 #include "internal/interception.h"
@@ -101,7 +102,6 @@ class ServerImpl {
   absl::Status Start() {
     absl::MutexLock lock(&mu_);
     if (state_ != State::kNew) return absl::FailedPreconditionError("Start called twice");
-    if (addresses_.empty()) return absl::FailedPreconditionError("no listening address added");
     TransportRegistry& registry =
         options_.transports != nullptr ? *options_.transports : DefaultTransportRegistry();
     if (options_.handler_threads > 0) pool_ = std::make_unique<ThreadPool>(options_.handler_threads);
@@ -166,6 +166,21 @@ class ServerImpl {
     std::vector<std::string> out;
     for (const auto& listener : listeners_) out.push_back(listener->address());
     return out;
+  }
+
+  absl::StatusOr<std::shared_ptr<Channel>> InProcessChannel(const ChannelOptions& options) {
+    std::shared_ptr<InprocDispatcher> dispatcher;
+    {
+      absl::MutexLock lock(&mu_);
+      if (state_ == State::kNew) return absl::FailedPreconditionError("InProcessChannel before Start");
+      if (state_ != State::kRunning) {
+        return absl::FailedPreconditionError("InProcessChannel after Shutdown");
+      }
+      dispatcher = dispatcher_;
+    }
+    // Made outside mu_ (it may export the client's bootstrap object). A
+    // Shutdown meanwhile leaves a channel whose calls fail UNAVAILABLE.
+    return MakeInprocChannel(std::move(dispatcher), options);
   }
 
   void Shutdown(absl::Time deadline) {
@@ -276,6 +291,9 @@ absl::Status Server::AddListeningAddress(std::string address) {
 }
 absl::Status Server::Start() { return impl_->Start(); }
 std::vector<std::string> Server::listening_addresses() const { return impl_->listening_addresses(); }
+absl::StatusOr<std::shared_ptr<Channel>> Server::InProcessChannel(const ChannelOptions& options) {
+  return impl_->InProcessChannel(options);
+}
 void Server::Shutdown(absl::Time deadline) { impl_->Shutdown(deadline); }
 void Server::Wait() { impl_->Wait(); }
 

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "internal/connection_core.h"
+#include "internal/inproc_dispatcher.h"
 #include "locus/channel.h"
 
 namespace locus::internal {
@@ -20,6 +21,12 @@ absl::StatusOr<std::shared_ptr<ConnectionCore>> ChannelConnection(Channel& chann
 // The bootstrap object of the in-process server `channel` calls directly,
 // or null.
 std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel);
+
+// A channel pinned to the in-process server behind `dispatcher`
+// (Server::InProcessChannel): no address, never reconnects; UNAVAILABLE
+// once the server stopped.
+std::shared_ptr<Channel> MakeInprocChannel(std::shared_ptr<InprocDispatcher> dispatcher,
+                                           const ChannelOptions& options);
 
 }  // namespace locus::internal
 

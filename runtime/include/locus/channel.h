@@ -14,7 +14,8 @@
 // until the thread that is reading hands it the reply. On an in-process
 // channel (transport_name() == "inproc") the server's handler runs on the
 // calling thread; asynchronous calls run it before StartUnary returns, or on
-// the server's handler pool if it has one. Asynchronous callbacks run on whichever thread read the
+// the server's handler pool if it has one. Asynchronous callbacks (and
+// Future::Then continuations, locus/future.h) run on whichever thread read the
 // reply: a transport I/O thread or a synchronous caller; they must not block.
 // That thread holds the connection's reader, so a synchronous call over the
 // same connection from a callback fails at once with FAILED_PRECONDITION
@@ -105,7 +106,7 @@ class Channel {
 
   // Synchronous unary call: returns when the reply has been parsed into
   // `*response`, the deadline passed, or the call failed.
-  virtual absl::Status CallUnary(const RpcMethod& method,
+  [[nodiscard]] virtual absl::Status CallUnary(const RpcMethod& method,
                                  const google::protobuf::MessageLite& request,
                                  google::protobuf::MessageLite* response,
                                  const CallOptions& options) = 0;
@@ -142,8 +143,8 @@ class Channel {
 // shared memory): Connect takes N, so a second Connect fails ("not open"),
 // and the channel never reconnects (its calls fail UNAVAILABLE once the
 // connection is gone). locus/spawn.h builds on it.
-absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
-                                                 const ChannelOptions& options = {});
+[[nodiscard]] absl::StatusOr<std::shared_ptr<Channel>> Connect(
+    absl::string_view address, const ChannelOptions& options = {});
 
 }  // namespace locus
 

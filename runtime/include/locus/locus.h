@@ -11,6 +11,7 @@
 #include "locus/channel.h"
 #include "locus/future.h"
 #include "locus/interceptor.h"
+#include "locus/out.h"
 #include "locus/server.h"
 #include "locus/server_context.h"
 #include "locus/service.h"
