@@ -23,6 +23,10 @@ if [ "$#" -ne 3 ]; then
 fi
 source=$2
 define=$3
+# Plain-ASCII diagnostics (GCC quotes with ' rather than U+2018), whatever
+# the caller's locale.
+LC_ALL=C
+export LC_ALL
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 if ! eval "\"\$compiler\" $flags -fsyntax-only \"\$source\"" >"$out" 2>&1; then

@@ -1,7 +1,9 @@
 // Compiled once as is (it must compile) and, by the callmodel.compile_fails.*
 // tests, once per case with LOCUS_PROBE_<CASE> defined: each case must fail
 // to compile, with the diagnostic the test expects (check_compile_fails.sh).
-// The cases are what locus::Out and [[nodiscard]] exist to refuse.
+// The cases are what locus::Out and [[nodiscard]] exist to refuse; the
+// IGNORED_* cases expect the function-level [[nodiscard]] diagnostic, since
+// Abseil's class-level mark on absl::Status would fail them anyway.
 #include <memory>
 
 #include "absl/status/status.h"
@@ -36,6 +38,12 @@ absl::Status Probe(Greeter::Stub& stub, locus::Server& server) {
 #endif
 #if defined(LOCUS_PROBE_IGNORED_STREAM_STATUS)
   stub.Chat().Finish();  // the stream's end dropped
+#endif
+#if defined(LOCUS_PROBE_IGNORED_BIDI_STREAM)
+  stub.Chat();  // the open stream dropped (not a Status: only Locus marks it)
+#endif
+#if defined(LOCUS_PROBE_IGNORED_SERVER_STREAM)
+  stub.Repeat(RepeatRequest());  // the open stream dropped
 #endif
   return server.Start();
 }
