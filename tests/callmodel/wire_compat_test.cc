@@ -178,7 +178,9 @@ TEST_F(WireCompat, AUnaryCallsInitialMetadataAndDetailsRideInTheResponse) {
   ASSERT_EQ(TypesOf(frames, 1), (std::vector<FrameType>{FrameType::kResponse}));
   wire::CallStatus status;
   for (const auto& frame : frames) {
-    if (frame.header.call_id == 1) ASSERT_TRUE(status.ParseFromString(frame.meta));
+    if (frame.header.call_id == 1) {
+      ASSERT_TRUE(status.ParseFromString(frame.meta));
+    }
   }
   EXPECT_EQ(status.code(), static_cast<int>(absl::StatusCode::kAborted));
   ASSERT_EQ(status.initial_metadata_size(), 1);

@@ -167,7 +167,9 @@ TEST_P(RmiTest, AnObjectAReplyReturnsIsCalledLikeAnyStub) {
   absl::StatusOr<Value> name = (*session)->Get(get, Watchdog());
   ASSERT_TRUE(name.ok()) << name.status();
   EXPECT_EQ(name->value(), "first");
-  if (GetParam().transport != std::string("tcp")) EXPECT_EQ(name->caller_pid(), getpid());
+  if (GetParam().transport != std::string("tcp")) {
+    EXPECT_EQ(name->caller_pid(), getpid());
+  }
   // Asynchronous.
   get.set_key("k1");
   absl::StatusOr<Value> async = (*session)->AsyncGet(get, Watchdog()).Get();
@@ -335,7 +337,9 @@ TEST_P(FdPassingRmiTest, AThousandCallsWithDescriptorsLeaveNoneOpen) {
       EXPECT_EQ(opened.status().code(), absl::StatusCode::kNotFound);
     } else {
       ASSERT_TRUE(opened.ok()) << opened.status();
-      if (i % 2 == 0) ASSERT_TRUE(locus::TakeFd(opened->fd()).ok());  // others are left
+      if (i % 2 == 0) {  // others are left
+        ASSERT_TRUE(locus::TakeFd(opened->fd()).ok());
+      }
     }
     FileUpload upload;
     locus::SetFd(upload.mutable_fd(), ours.get());
@@ -399,7 +403,9 @@ TEST_P(RmiTest, TenThousandReferencesComeAndGoWithoutResidue) {
   }
   // (Earlier tests' leftovers may go meanwhile: at most as many as before.)
   EXPECT_LE(OpenFdCount(), fds);
-  if (!GetParam().in_process) EXPECT_LE(OwnerFdCount(), owner_fds);
+  if (!GetParam().in_process) {
+    EXPECT_LE(OwnerFdCount(), owner_fds);
+  }
   EXPECT_LE(locus::internal::ObjectRegistry::Get().size(), exports);
 }
 
