@@ -32,8 +32,16 @@ StreamCall::Received StreamCall::OnMessage(std::string payload) {
   if (unacknowledged_ >= receive_window_) return Received::kOverrun;
   unacknowledged_ += payload.size() + kStreamMessageOverhead;
   inbox_.push_back(std::move(payload));
+  // Initial metadata comes before the first message or not at all: the
+  // caller may be reading what it has once a message is readable.
+  headers_received_ = true;
   Changed();
   return Received::kQueued;
+}
+
+void StreamCall::set_headers_source(const ServerContext* context) {
+  absl::MutexLock write_lock(&write_mu_);
+  headers_source_ = context;
 }
 
 void StreamCall::OnHalfClose() {
@@ -44,7 +52,8 @@ void StreamCall::OnHalfClose() {
 
 void StreamCall::OnInitialMetadata(Metadata metadata) {
   absl::MutexLock lock(&mu_);
-  if (headers_received_) return;
+  // Once the call ended here, `initial_metadata` may be gone with its caller.
+  if (ended_ || headers_received_) return;
   headers_received_ = true;
   if (initial_metadata == nullptr) return;
   LowercaseKeys(metadata);
