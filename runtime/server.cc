@@ -219,7 +219,8 @@ class ServerImpl {
       LOCUS_LOG(WARNING) << "shutdown waiting for " << connections_->size()
                          << " connection(s) whose handlers have not returned";
     }
-    if (dispatcher_ != nullptr) dispatcher_->Stop();  // waits for in-process calls in progress
+    // Waits for in-process calls in progress, cancelling those that run past the deadline.
+    if (dispatcher_ != nullptr) dispatcher_->Stop(deadline);
     if (pool_ != nullptr) pool_->Stop();
     if (stream_pool_ != nullptr) stream_pool_->Stop();  // streaming handlers see their calls ended
     absl::MutexLock lock(&mu_);

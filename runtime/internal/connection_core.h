@@ -409,9 +409,10 @@ class ConnectionCore final : public FrameSink,
   // Calls made on behalf of served calls (CallOptions::FromServerContext):
   // a Cancellation per served call that asked for one, cancelled with it.
   // Register returns it (cancelled at once if the call already is); the
-  // entry goes with the call (Unregister).
+  // entry goes with the call (Unregister, which leaves an entry that is
+  // not `state`: a later call's under the same id).
   Cancellation RegisterPropagation(uint64_t id, const std::atomic<bool>& cancelled);
-  void UnregisterPropagation(uint64_t id);
+  void UnregisterPropagation(uint64_t id, const std::shared_ptr<CancellationState>& state);
   // Cancels the propagation of call `id`, or (all = true) of every call.
   void CancelPropagated(uint64_t id, bool all);
   // The initial metadata of a stream this side started (HEADERS).

@@ -52,6 +52,13 @@ inline void AddMetadataEntries(const Metadata& metadata,
   }
 }
 
+// Whether `status` carries payloads (an error's details).
+inline bool HasPayloads(const absl::Status& status) {
+  bool any = false;
+  status.ForEachPayload([&any](absl::string_view, const absl::Cord&) { any = true; });
+  return any;
+}
+
 // A RESPONSE's meta: `status` (its payloads as details), trailers and the
 // initial metadata not sent before (nullptr: none).
 inline wire::CallStatus StatusToWire(const absl::Status& status, const Metadata& trailers,

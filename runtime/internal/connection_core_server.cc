@@ -209,7 +209,9 @@ void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::s
    public:
     Link(ConnectionCore* core, IncomingCall& call) : core_(core), call_(call) {}
     ~Link() {
-      if (propagation_.has_value()) core_->UnregisterPropagation(call_.call_id);
+      // Only this call's entry: once EndServing freed the id, the peer may
+      // have started another call under it.
+      if (propagation_.has_value()) core_->UnregisterPropagation(call_.call_id, propagation_->state());
     }
     absl::Status ImportRequest(google::protobuf::MessageLite* request) override {
       if (call_.entry->method->has_attachments) {
@@ -223,8 +225,10 @@ void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::s
     void OnCallerGone(absl::AnyInvocable<void(absl::Status) &&> callback) override {
       core_->AddCloseObserver(std::move(callback));
     }
-    // On the handler's thread (the context's), as the link is used.
+    // From any thread the handler calls FromServerContext on: one
+    // cancellation for all of them.
     std::optional<Cancellation> PropagatedCancellation() override {
+      absl::MutexLock lock(&propagation_mu_);
       if (!propagation_.has_value()) {
         propagation_ = core_->RegisterPropagation(call_.call_id, *call_.cancelled);
       }
@@ -236,7 +240,9 @@ void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::s
     ConnectionCore* const core_;
     IncomingCall& call_;
     ReceivedAttachments scope_;
-    std::optional<Cancellation> propagation_;
+    // Made on first use; taken before the core's mu_.
+    absl::Mutex propagation_mu_;
+    std::optional<Cancellation> propagation_ ABSL_GUARDED_BY(propagation_mu_);
     ServerInterception* interception_ = nullptr;
   };
   Link link(this, call);
@@ -339,6 +345,9 @@ void ConnectionCore::SendOutcome(IncomingCall& call, const ServerContext& contex
   const bool cancelled =
       call.cancelled->load(std::memory_order_acquire) && absl::Now() < call.deadline;
   if (call.stream != nullptr) {
+    // The context goes when Serve returns; a late Write (another thread
+    // of the handler's) must not read it.
+    call.stream->set_headers_source(nullptr);
     // A stream may have been answered already (an error that ended it
     // early); its writes fail from now on.
     const bool answer = call.stream->ClaimResponse();
@@ -380,9 +389,10 @@ Cancellation ConnectionCore::RegisterPropagation(uint64_t id, const std::atomic<
   return cancellation;
 }
 
-void ConnectionCore::UnregisterPropagation(uint64_t id) {
+void ConnectionCore::UnregisterPropagation(uint64_t id, const std::shared_ptr<CancellationState>& state) {
   absl::MutexLock lock(&mu_);
-  propagated_.erase(id);
+  auto it = propagated_.find(id);
+  if (it != propagated_.end() && it->second == state) propagated_.erase(it);
 }
 
 void ConnectionCore::CancelPropagated(uint64_t id, bool all) {
@@ -413,6 +423,11 @@ void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
   std::string meta;
   if (!status.ok() || !trailers.empty() || initial != nullptr) {
     meta = StatusToWire(status, trailers, initial).SerializeAsString();
+    if (meta.size() > kDefaultMaxMetaSize && HasPayloads(status)) {
+      // Details too large to send: the error goes without them.
+      meta = StatusToWire(absl::Status(status.code(), status.message()), trailers, initial)
+                 .SerializeAsString();
+    }
     if (meta.size() > kDefaultMaxMetaSize) {
       // The peer would take an oversize meta section for malformed input and
       // close the connection, failing every other call on it: this call

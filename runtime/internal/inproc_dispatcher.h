@@ -5,9 +5,12 @@
 // Semantics match the remote path (the conformance suite runs over both):
 // deadlines (checked before the call; a call past its deadline when the
 // handler returns ends DEADLINE_EXCEEDED), metadata (client, initial,
-// trailing), status with its payloads, the server's interceptors,
-// size limits (by ByteSizeLong), UNIMPLEMENTED for unknown methods, and
-// UNAVAILABLE once the server shuts down.
+// trailing), status with its payloads (dropped, code and message kept, if
+// they would not fit a meta section), the server's interceptors,
+// size limits (by ByteSizeLong), UNIMPLEMENTED for unknown methods,
+// cancellation (the caller's, and the server's shutdown once its deadline
+// passed, each propagated to the calls a handler makes on its call's
+// behalf), and UNAVAILABLE once the server shuts down.
 //
 // Streaming calls do not go through here: the channel opens an in-process
 // connection (ConnectInproc) that the server accepts like any other, so
@@ -35,10 +38,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "internal/interception.h"
 #include "internal/service_table.h"
 #include "internal/thread_pool.h"
 #include "locus/call_options.h"
+#include "locus/cancellation.h"
 #include "locus/rmi.pb.h"
 #include "locus/service.h"
 #include "locus/transport.h"
@@ -96,8 +101,10 @@ class InprocDispatcher {
   // Refuses new in-process connections (in-process unary calls go on).
   void StopAccepting();
   // Refuses new calls and connections and waits until the calls in progress
-  // have returned.
-  void Stop();
+  // have returned; at `deadline` it cancels those still running (their
+  // handlers see IsCancelled(), the calls they made on their calls' behalf
+  // are cancelled, and their callers get UNAVAILABLE).
+  void Stop(absl::Time deadline);
   bool stopped() const { return stopped_.load(std::memory_order_acquire); }
 
  private:
@@ -122,6 +129,11 @@ class InprocDispatcher {
   // Lock-free on the call path (an in-process call is tens of nanoseconds).
   std::atomic<bool> stopped_{false};
   std::atomic<int> active_{0};
+  // Set by Stop at its deadline: the cancelled flag of the handlers whose
+  // callers gave no cancellation. The others' flags, and the propagated
+  // cancellations, are registered with shutdown_, which Stop cancels then.
+  std::atomic<bool> shut_down_{false};
+  const Cancellation shutdown_;
 };
 
 // Servers of this process by instance id (Hello.server_instance).

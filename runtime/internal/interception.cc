@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/stream_call.h"
 
@@ -74,6 +77,11 @@ using ClientFactories = std::vector<std::shared_ptr<ClientInterceptorFactory>>;
 // server's metadata are remembered, and the call runs with the interception's
 // own (ClientCallInfo's), so that interceptors see them first; Finish copies
 // them over.
+//
+// Thread-safety (a stream's Read, Write and Finish may run on three
+// threads): the read-side hooks run under read_mu_, the write-side ones
+// under write_mu_, Finish under both, so OnFinish runs alone and nothing
+// runs after it; Start runs before the call is shared.
 class ClientInterception {
  public:
   ClientInterception(const ClientFactories& factories, const RpcMethod& method,
@@ -94,6 +102,7 @@ class ClientInterception {
 
   // What the call is sent with (after Start).
   const CallOptions& options() { return info_.options(); }
+  absl::string_view method_name() const { return info_.method_name(); }
 
   absl::Status Start() {
     for (const auto& interceptor : interceptors_) {
@@ -103,28 +112,43 @@ class ClientInterception {
     sent_ = true;
     return absl::OkStatus();
   }
+  // Nothing once finished.
   void Sending(const google::protobuf::MessageLite& message) {
+    absl::MutexLock lock(&write_mu_);
+    if (finished_.load(std::memory_order_relaxed)) return;
     for (size_t i = 0; i < started_; ++i) interceptors_[i]->OnSendMessage(info_, message);
   }
+  // Nothing once finished.
   void Received(const google::protobuf::MessageLite& message) {
-    ReceivedInitialMetadata();
-    for (size_t i = started_; i-- > 0;) interceptors_[i]->OnReceiveMessage(info_, message);
+    absl::MutexLock lock(&read_mu_);
+    if (finished_.load(std::memory_order_relaxed)) return;
+    ReceivedLocked(message);
   }
-  // Once: OnFinish last to first, then the caller's metadata.
-  void Finish(absl::Status& status) {
-    if (finished_.exchange(true, std::memory_order_acq_rel)) return;
+  // Once: the reply (`response`, if the call succeeded and has one), then
+  // OnFinish last to first, then the caller's metadata.
+  void Finish(absl::Status& status, const google::protobuf::MessageLite* response = nullptr) {
+    absl::MutexLock read_lock(&read_mu_);
+    absl::MutexLock write_lock(&write_mu_);
+    if (finished_.load(std::memory_order_relaxed)) return;
+    if (status.ok() && response != nullptr) ReceivedLocked(*response);
     ReceivedInitialMetadata();
     for (size_t i = started_; i-- > 0;) interceptors_[i]->OnFinish(info_, status);
     if (caller_trailing_ != nullptr) {
       for (const auto& entry : info_.trailing_metadata()) caller_trailing_->push_back(entry);
     }
+    finished_.store(true, std::memory_order_release);
   }
   bool finished() const { return finished_.load(std::memory_order_acquire); }
 
  private:
+  void ReceivedLocked(const google::protobuf::MessageLite& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_) {
+    ReceivedInitialMetadata();
+    for (size_t i = started_; i-- > 0;) interceptors_[i]->OnReceiveMessage(info_, message);
+  }
   // Once per call that started, before the first received message or the end.
-  void ReceivedInitialMetadata() {
-    if (!sent_ || initial_delivered_.exchange(true, std::memory_order_acq_rel)) return;
+  void ReceivedInitialMetadata() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_) {
+    if (!sent_ || initial_delivered_) return;
+    initial_delivered_ = true;
     for (size_t i = started_; i-- > 0;) interceptors_[i]->OnReceiveInitialMetadata(info_);
     if (caller_initial_ != nullptr) {
       for (const auto& entry : info_.initial_metadata()) caller_initial_->push_back(entry);
@@ -137,8 +161,11 @@ class ClientInterception {
   absl::InlinedVector<std::unique_ptr<ClientInterceptor>, 4> interceptors_;
   size_t started_ = 0;
   bool sent_ = false;  // every OnStart succeeded
-  // A stream's Finish may run on another thread than its Read.
-  std::atomic<bool> initial_delivered_{false};
+  absl::Mutex read_mu_;  // before write_mu_
+  absl::Mutex write_mu_;
+  bool initial_delivered_ ABSL_GUARDED_BY(read_mu_) = false;
+  // Written under both mutexes: read under either, or without them by the
+  // stream's destructor (no Read, Write or Finish runs then).
   std::atomic<bool> finished_{false};
 };
 
@@ -151,9 +178,12 @@ class InterceptedClientStream final : public ClientCallStream {
       : call_(std::move(call)), stream_(std::move(stream)), response_(response) {}
   ~InterceptedClientStream() override {
     if (call_->finished()) return;
-    // Abandoned unfinished: it ends CANCELLED, which the interceptors see.
+    // Abandoned unfinished: it ends CANCELLED, which the interceptors see,
+    // whatever the server answered (the caller never learnt it).
     stream_->Cancel();
-    absl::Status status = stream_->Finish();
+    (void)stream_->Finish();
+    absl::Status status =
+        absl::CancelledError(absl::StrCat(call_->method_name(), " dropped by the client before Finish"));
     call_->Finish(status);
   }
 
@@ -169,8 +199,7 @@ class InterceptedClientStream final : public ClientCallStream {
   }
   absl::Status Finish() override {
     absl::Status status = stream_->Finish();
-    if (status.ok() && response_ != nullptr) call_->Received(*response_);
-    call_->Finish(status);
+    call_->Finish(status, response_);
     return status;
   }
   void Cancel() override { stream_->Cancel(); }
@@ -195,9 +224,8 @@ class InterceptedChannel final : public Channel {
     if (status.ok()) {
       call.Sending(request);
       status = channel_->CallUnary(method, request, response, call.options());
-      if (status.ok() && !method.oneway) call.Received(*response);
     }
-    call.Finish(status);
+    call.Finish(status, method.oneway ? nullptr : response);
     return status;
   }
 
@@ -218,8 +246,7 @@ class InterceptedChannel final : public Channel {
     channel_->StartUnary(method, request, response, call->options(),
                          [call, response, oneway = method.oneway,
                           done = std::move(done)](absl::Status status) mutable {
-                           if (status.ok() && !oneway) call->Received(*response);
-                           call->Finish(status);
+                           call->Finish(status, oneway ? nullptr : response);
                            std::move(done)(std::move(status));
                          });
   }

@@ -39,6 +39,11 @@ StreamCall::Received StreamCall::OnMessage(std::string payload) {
   return Received::kQueued;
 }
 
+void StreamCall::set_headers_source(const ServerContext* context) {
+  absl::MutexLock write_lock(&write_mu_);
+  headers_source_ = context;
+}
+
 void StreamCall::OnHalfClose() {
   absl::MutexLock lock(&mu_);
   peer_half_closed_ = true;

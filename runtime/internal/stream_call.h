@@ -115,12 +115,15 @@ class StreamCall final : public ServerCallStream {
   std::atomic<bool>& cancelled_flag() { return cancelled_; }
   // Client side: where the server's trailing and initial metadata go
   // (CallOptions); set before the call is published. Initial metadata is
-  // written under the call's lock, before the first message is queued.
+  // written under the call's lock, before the first message is queued and
+  // never once the call ended (its caller may have freed it).
   Metadata* trailing_metadata = nullptr;
   Metadata* initial_metadata = nullptr;
   // Server side: the handler's context, whose initial metadata goes with
-  // the first Write (or, if none, the RESPONSE); set before the handler runs.
-  void set_headers_source(const ServerContext* context) { headers_source_ = context; }
+  // the first Write (or, if none, the RESPONSE); set before the handler
+  // runs, and cleared (nullptr) before the context goes, once the handler
+  // returned. Serialized with Write.
+  void set_headers_source(const ServerContext* context);
   // Server side: true for the first caller only, who sends the initial
   // metadata (a Write's HEADERS, or the RESPONSE).
   bool ClaimHeaders() { return !headers_claimed_.exchange(true, std::memory_order_acq_rel); }
@@ -145,7 +148,7 @@ class StreamCall final : public ServerCallStream {
   // The peer sends no more messages (END_STREAM).
   void OnHalfClose();
   // Client side: the server's initial metadata (HEADERS, or the RESPONSE's);
-  // only the first is kept.
+  // only the first is kept, and none after a message or the end of the call.
   void OnInitialMetadata(Metadata metadata);
   void OnWindowUpdate(uint64_t increment);
 
@@ -193,7 +196,6 @@ class StreamCall final : public ServerCallStream {
   std::atomic<bool> cancelled_{false};
   std::atomic<bool> response_claimed_{false};
   std::atomic<bool> headers_claimed_{false};
-  const ServerContext* headers_source_ = nullptr;
   // Bumped (under mu_) on every change a waiter may be waiting for; read
   // without the lock by a client driving the connection.
   std::atomic<uint64_t> events_{0};
@@ -214,6 +216,7 @@ class StreamCall final : public ServerCallStream {
   // a message and no message follows it.
   absl::Mutex write_mu_;
   bool half_closed_ ABSL_GUARDED_BY(write_mu_) = false;
+  const ServerContext* headers_source_ ABSL_GUARDED_BY(write_mu_) = nullptr;
 };
 
 // The client's handle on a StreamCall (what Channel::OpenStream returns).

@@ -2,9 +2,11 @@
 // metadata keys, metadata limits and status details, on every transport
 // kind and handler mode of the conformance suite (streams: the reliable
 // ones).
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -373,6 +375,25 @@ TYPED_TEST(Intercept, StatusDetailsSurviveTheCall) {
   EXPECT_EQ(std::string(*payload), std::string("\0binary\xff", 8));
 }
 
+// An error whose details would not fit a meta section reaches the client
+// without them: its code and message survive.
+TYPED_TEST(Intercept, DetailsTooLargeToSendAreDroppedNotTheError) {
+  this->Start(ServerOptions(), ChannelOptions());
+  ProbeRequest request;
+  request.set_fail_code(static_cast<int>(absl::StatusCode::kAborted));
+  request.set_fail_message("too detailed");
+  request.set_detail_padding_bytes(static_cast<int>(kDefaultMaxMetaSize) + 1);
+  Detail* small = request.add_details();
+  small->set_type_url("urn:locus:test/small");
+  small->set_value("s");
+  absl::StatusOr<ProbeReply> reply = this->stub_->Unary(request, Watchdog());
+  ASSERT_EQ(reply.status().code(), absl::StatusCode::kAborted) << reply.status();
+  EXPECT_EQ(reply.status().message(), "too detailed");
+  int payloads = 0;
+  reply.status().ForEachPayload([&payloads](absl::string_view, const absl::Cord&) { ++payloads; });
+  EXPECT_EQ(payloads, 0);
+}
+
 TYPED_TEST(Intercept, AChannelWithoutInterceptorsIsNotWrapped) {
   this->StartRecording();
   EXPECT_NE(&internal::UninterceptedChannel(*this->channel_), this->channel_.get());
@@ -443,6 +464,24 @@ TYPED_TEST(InterceptStreams, AStreamDroppedUnfinishedEndsCancelled) {
   }  // the handler waits for more: only the client can end the call
   EXPECT_EQ(this->client_log_.Count("b:finish:CANCELLED"), 1);
   EXPECT_EQ(this->client_log_.Count("a:finish:CANCELLED"), 1);
+}
+
+// Dropped before Finish after the server had finished: the caller never
+// learnt the server's status, so the interceptors see CANCELLED too.
+TYPED_TEST(InterceptStreams, AStreamDroppedAfterItsServerFinishedEndsCancelled) {
+  this->StartRecording();
+  {
+    ProbeRequest watch;
+    watch.set_count(1);
+    ClientReader<ProbeReply> reader = this->stub_->Watch(watch, Watchdog());
+    ProbeReply reply;
+    ASSERT_TRUE(reader.Read(&reply));
+    EXPECT_FALSE(reader.Read(&reply));  // the server's status arrived
+  }
+  EXPECT_EQ(this->server_log_.Count("x:finish:OK"), 1);
+  EXPECT_EQ(this->client_log_.Count("b:finish:CANCELLED"), 1);
+  EXPECT_EQ(this->client_log_.Count("a:finish:CANCELLED"), 1);
+  EXPECT_EQ(this->client_log_.Count("a:finish:OK"), 0);
 }
 
 TYPED_TEST(InterceptStreams, AServerInterceptorRejectsAStreamBeforeItsHandlerRuns) {
@@ -527,6 +566,96 @@ TYPED_TEST(InterceptStreams, AStreamsStatusDetailsSurvive) {
   auto payload = status.GetPayload("urn:locus:test/stream");
   ASSERT_TRUE(payload.has_value());
   EXPECT_EQ(std::string(*payload), "why");
+}
+
+TYPED_TEST(InterceptStreams, AStreamsDetailsTooLargeToSendAreDropped) {
+  this->Start(ServerOptions(), ChannelOptions());
+  ProbeRequest watch;
+  watch.set_count(1);
+  watch.set_fail_code(static_cast<int>(absl::StatusCode::kAborted));
+  watch.set_fail_message("too detailed");
+  watch.set_detail_padding_bytes(static_cast<int>(kDefaultMaxMetaSize) + 1);
+  ClientReader<ProbeReply> reader = this->stub_->Watch(watch, Watchdog());
+  ProbeReply reply;
+  EXPECT_TRUE(reader.Read(&reply));
+  absl::Status status = reader.Finish();
+  ASSERT_EQ(status.code(), absl::StatusCode::kAborted) << status;
+  EXPECT_EQ(status.message(), "too detailed");
+  EXPECT_FALSE(status.GetPayload("urn:locus:test/padding").has_value());
+}
+
+// Records hooks that overlap OnFinish or come after it. Read-side and
+// write-side hooks may overlap each other (locus/interceptor.h); each
+// lingers a little, so that an overlap is likely if the runtime allows one.
+class OverlapProbe final : public ClientInterceptor {
+ public:
+  explicit OverlapProbe(std::atomic<int>* violations) : violations_(violations) {}
+  void OnSendMessage(ClientCallInfo&, const google::protobuf::MessageLite&) override { Hook(writing_); }
+  void OnReceiveInitialMetadata(ClientCallInfo&) override { Hook(reading_); }
+  void OnReceiveMessage(ClientCallInfo&, const google::protobuf::MessageLite&) override { Hook(reading_); }
+  void OnFinish(ClientCallInfo&, absl::Status&) override {
+    if (finishing_.exchange(true) || finished_.load()) violations_->fetch_add(1);
+    for (int i = 0; i < 20; ++i) {
+      if (reading_.load() > 0 || writing_.load() > 0) violations_->fetch_add(1);
+      absl::SleepFor(absl::Microseconds(50));
+    }
+    finished_.store(true);
+    finishing_.store(false);
+  }
+
+ private:
+  void Hook(std::atomic<int>& side) {
+    side.fetch_add(1);
+    if (finishing_.load() || finished_.load()) violations_->fetch_add(1);
+    absl::SleepFor(absl::Microseconds(100));
+    if (finishing_.load() || finished_.load()) violations_->fetch_add(1);
+    side.fetch_sub(1);
+  }
+
+  std::atomic<int>* const violations_;
+  std::atomic<int> reading_{0};
+  std::atomic<int> writing_{0};
+  std::atomic<bool> finishing_{false};
+  std::atomic<bool> finished_{false};
+};
+
+class OverlapProbeFactory final : public ClientInterceptorFactory {
+ public:
+  std::unique_ptr<ClientInterceptor> Create(const ClientCallInfo&) override {
+    return std::make_unique<OverlapProbe>(&violations);
+  }
+  std::atomic<int> violations{0};
+};
+
+// Finish from one thread while others Read and Write (locus/stream.h allows
+// it): OnFinish runs alone, and no hook follows it.
+TYPED_TEST(InterceptStreams, NoHookOverlapsOrFollowsOnFinish) {
+  auto probe = std::make_shared<OverlapProbeFactory>();
+  ChannelOptions channel_options;
+  channel_options.interceptors = {probe};
+  this->Start(ServerOptions(), channel_options);
+  for (int round = 0; round < 3; ++round) {
+    ClientReaderWriter<ProbeRequest, ProbeReply> chat = this->stub_->Chat(Watchdog());
+    std::atomic<int> echoed{0};
+    std::thread writer([&] {
+      ProbeRequest message;
+      message.set_data("m");
+      while (chat.Write(message)) {
+      }
+    });
+    std::thread reader([&] {
+      ProbeReply reply;
+      while (chat.Read(&reply)) echoed.fetch_add(1);
+    });
+    const absl::Time give_up = absl::Now() + ::locus::testing::kWatchdog;
+    while (echoed.load() < 20 && absl::Now() < give_up) absl::SleepFor(absl::Microseconds(200));
+    EXPECT_GE(echoed.load(), 20);
+    absl::Status status = chat.Finish();
+    writer.join();
+    reader.join();
+    EXPECT_TRUE(status.ok()) << status;
+  }
+  EXPECT_EQ(probe->violations.load(), 0);
 }
 
 }  // namespace

@@ -7,10 +7,13 @@
 #ifndef LOCUS_TESTS_CALLMODEL_PROBE_SERVICE_H_
 #define LOCUS_TESTS_CALLMODEL_PROBE_SERVICE_H_
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/cord.h"
@@ -97,12 +100,44 @@ class ProbeImpl final : public Probe::Service {
     if (!channel.ok()) return channel.status();
     HopRequest next = *request;
     next.mutable_route()->erase(next.mutable_route()->begin());
-    absl::StatusOr<HopReply> inner = Probe::Stub(*channel).Hop(next, CallOptions::FromServerContext(*context));
-    info.set_next_status(inner.status().ToString());
-    if (absl::IsCancelled(inner.status())) next_cancelled_.fetch_add(1);
+    next.set_fan_out(0);
+    next.set_cancel_propagated(false);
+    if (request->cancel_propagated()) {
+      // Cancels the calls made on this call's behalf, and nothing else.
+      std::optional<Cancellation> propagated = CallOptions::FromServerContext(*context).cancellation;
+      if (propagated.has_value()) propagated->Cancel();
+    }
+    // Each thread asks for its own options at the same time.
+    const int fan_out = std::max(1, request->fan_out());
+    std::vector<absl::StatusOr<HopReply>> inner(static_cast<size_t>(fan_out));
+    auto call_next = [&](size_t i) {
+      inner[i] = Probe::Stub(*channel).Hop(next, CallOptions::FromServerContext(*context));
+    };
+    if (fan_out == 1) {
+      call_next(0);
+    } else {
+      std::atomic<int> arrived{0};
+      std::vector<std::thread> threads;
+      for (size_t i = 0; i < inner.size(); ++i) {
+        threads.emplace_back([&, i] {
+          arrived.fetch_add(1);
+          while (arrived.load() < fan_out) std::this_thread::yield();
+          call_next(i);
+        });
+      }
+      for (std::thread& thread : threads) thread.join();
+    }
+    for (const absl::StatusOr<HopReply>& result : inner) {
+      if (absl::IsCancelled(result.status())) next_cancelled_.fetch_add(1);
+    }
+    info.set_next_status(inner[0].status().ToString());
+    if (request->cancel_propagated()) info.set_saw_cancellation(context->IsCancelled());
     *reply->add_hops() = info;
-    if (!inner.ok()) return inner.status();
-    for (const HopInfo& hop : inner->hops()) *reply->add_hops() = hop;
+    if (request->cancel_propagated()) return absl::OkStatus();
+    for (const absl::StatusOr<HopReply>& result : inner) {
+      if (!result.ok()) return result.status();
+    }
+    for (const HopInfo& hop : inner[0]->hops()) *reply->add_hops() = hop;
     return absl::OkStatus();
   }
 
@@ -130,6 +165,10 @@ class ProbeImpl final : public Probe::Service {
     if (request.fail_code() == 0) return absl::OkStatus();
     absl::Status status(static_cast<absl::StatusCode>(request.fail_code()), request.fail_message());
     for (const Detail& detail : request.details()) status.SetPayload(detail.type_url(), absl::Cord(detail.value()));
+    if (request.detail_padding_bytes() > 0) {
+      status.SetPayload("urn:locus:test/padding",
+                        absl::Cord(std::string(static_cast<size_t>(request.detail_padding_bytes()), 'd')));
+    }
     return status;
   }
 

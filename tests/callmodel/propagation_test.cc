@@ -163,21 +163,78 @@ TEST_P(Propagation, TheDeadlineAndATraceIdCrossTwoHops) {
 }
 
 TEST_P(Propagation, CancellingTheOuterCallCancelsTheInnerOne) {
+  // No deadline anywhere, and B waits longer than this test watches: only
+  // the propagated cancellation can end B's wait in time.
   Cancellation cancel;
-  CallOptions options = CallOptions::WithTimeout(kWatchdog);
+  CallOptions options;
   options.cancellation = cancel;
   absl::Status outer;
-  std::thread caller([&] { outer = a_->Hop(ThroughB(kWatchdog), options).status(); });
+  std::thread caller([&] { outer = a_->Hop(ThroughB(2 * kWatchdog), options).status(); });
   // B's handler waits: the call reached the last hop.
   const bool waiting = Eventually([&] { return Stats(*b_stats_).waits_started() == 1; });
   cancel.Cancel();
   caller.join();
   ASSERT_TRUE(waiting);
   EXPECT_EQ(outer.code(), absl::StatusCode::kCancelled) << outer;
-  // B's handler saw its call cancelled, and A's call to B ended CANCELLED,
-  // long before B's wait (the watchdog) ran out.
+  // B's handler saw its call cancelled, and A's call to B ended CANCELLED.
   EXPECT_TRUE(Eventually([&] { return Stats(*b_stats_).cancellations_seen() == 1; }));
   EXPECT_TRUE(Eventually([&] { return Stats(*a_stats_).next_cancelled() == 1; }));
+}
+
+// A handler that calls FromServerContext from several threads at once
+// gets one cancellation for all of them: cancelling the outer call reaches
+// every nested call.
+TEST_P(Propagation, NestedCallsFromSeveralThreadsAreAllCancelled) {
+  constexpr int kFanOut = 3;  // B serves them and a Stats call with its 4 handler threads
+  Cancellation cancel;
+  CallOptions options;
+  options.cancellation = cancel;
+  HopRequest request = ThroughB(2 * kWatchdog);
+  request.set_fan_out(kFanOut);
+  absl::Status outer;
+  std::thread caller([&] { outer = a_->Hop(request, options).status(); });
+  const bool waiting = Eventually([&] { return Stats(*b_stats_).waits_started() == kFanOut; });
+  cancel.Cancel();
+  caller.join();
+  ASSERT_TRUE(waiting);
+  EXPECT_EQ(outer.code(), absl::StatusCode::kCancelled) << outer;
+  EXPECT_TRUE(Eventually([&] { return Stats(*b_stats_).cancellations_seen() == kFanOut; }));
+  EXPECT_TRUE(Eventually([&] { return Stats(*a_stats_).next_cancelled() == kFanOut; }));
+}
+
+// The cancellation a handler gets is its own: cancelling it ends the calls
+// it makes, not its own call nor its caller's other calls.
+TEST_P(Propagation, AHandlerCancellingItsPropagationCancelsOnlyItsNestedCalls) {
+  Cancellation cancel;
+  CallOptions options;
+  options.cancellation = cancel;
+  HopRequest request = ThroughB(absl::ZeroDuration());
+  request.set_cancel_propagated(true);
+  absl::StatusOr<HopReply> reply = a_->Hop(request, options);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_EQ(reply->hops_size(), 1);
+  EXPECT_FALSE(reply->hops(0).saw_cancellation());
+  EXPECT_NE(reply->hops(0).next_status().find("CANCELLED"), std::string::npos) << reply->hops(0).next_status();
+  EXPECT_FALSE(cancel.cancelled());
+  EXPECT_EQ(Stats(*b_stats_).calls(), 0);  // B was never reached
+  // The caller's cancellation still serves its other calls.
+  reply = a_->Hop(ThroughB(absl::ZeroDuration()), options);
+  EXPECT_TRUE(reply.ok()) << reply.status();
+}
+
+// In-process calls see their server shut down as remote ones do: once the
+// shutdown deadline passed, the handler is cancelled, and so are the calls
+// it made on its call's behalf; the caller gets UNAVAILABLE.
+TEST_P(Propagation, ShuttingDownAnInProcessServerCancelsTheCallsItsHandlersMake) {
+  if (!GetParam().in_process) GTEST_SKIP() << "A runs in another process";
+  absl::Status outer;
+  std::thread caller([&] { outer = a_->Hop(ThroughB(2 * kWatchdog), CallOptions()).status(); });
+  const bool waiting = Eventually([&] { return Stats(*b_stats_).waits_started() == 1; });
+  servers_[0]->Shutdown(absl::Now());
+  caller.join();
+  ASSERT_TRUE(waiting);
+  EXPECT_EQ(outer.code(), absl::StatusCode::kUnavailable) << outer;
+  EXPECT_TRUE(Eventually([&] { return Stats(*b_stats_).cancellations_seen() == 1; }));
 }
 
 TEST_P(Propagation, TheOuterDeadlineEndsTheInnerCall) {

@@ -232,5 +232,81 @@ TEST(WireCompatClient, HeadersForAUnaryCallAreIgnored) {
   server->Close(absl::CancelledError("test over"));
 }
 
+// docs/wire.md: initial metadata after the stream's first MESSAGE (a
+// HEADERS frame, or the RESPONSE's CallStatus.initial_metadata) is ignored;
+// the caller may be reading what arrived before.
+TEST(WireCompatClient, InitialMetadataAfterTheFirstMessageIsIgnored) {
+  ScriptedPeer peer;
+  auto [client_end, server_end] = MakeInprocPair(InprocEnd{PeerInfo{"inproc", "c", "s"}, 1u << 20},
+                                                 InprocEnd{PeerInfo{"inproc", "s", "c"}, 1u << 20});
+  std::unique_ptr<Connection> server = std::move(server_end);
+  server->Start(&peer);
+  auto core = ConnectionCore::Create(std::move(client_end), ConnectionCore::Options());
+  core->Start();
+  std::thread answer([&] {
+    ASSERT_FALSE(peer.AwaitFrame(FrameType::kHello).empty());
+    ASSERT_TRUE(SendFrame(*server, FrameType::kHelloAck, 0, 0, PeerHello(true)).ok());
+    ASSERT_FALSE(peer.AwaitFrame(FrameType::kRequest).empty());
+    ProbeReply first;
+    first.set_data("first");
+    ASSERT_TRUE(SendFrame(*server, FrameType::kMessage, kFlagHasMessage, 1, "", first.SerializeAsString()).ok());
+    wire::InitialMetadata late;
+    auto* entry = late.add_metadata();
+    entry->set_key("late");
+    entry->set_value("x");
+    ASSERT_TRUE(SendFrame(*server, FrameType::kHeaders, 0, 1, late.SerializeAsString()).ok());
+    wire::CallStatus status;
+    auto* later = status.add_initial_metadata();
+    later->set_key("later");
+    later->set_value("y");
+    ASSERT_TRUE(SendFrame(*server, FrameType::kResponse, 0, 1, status.SerializeAsString()).ok());
+  });
+  ASSERT_TRUE(core->ClientHandshake(absl::Now() + kWatchdog).ok());
+  Metadata initial;
+  CallOptions options = CallOptions::WithTimeout(kWatchdog);
+  options.initial_metadata = &initial;
+  ProbeRequest request;
+  std::unique_ptr<ClientCallStream> stream =
+      core->OpenStream(callmodel::Probe::kMethodWatch, &request, nullptr, options, nullptr);
+  ProbeReply reply;
+  ASSERT_TRUE(stream->Read(&reply));
+  EXPECT_EQ(reply.data(), "first");
+  EXPECT_FALSE(stream->Read(&reply));
+  absl::Status status = stream->Finish();
+  answer.join();
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_TRUE(initial.empty()) << initial.size() << " entries, the first \"" << initial[0].first << "\"";
+  EXPECT_TRUE(core->usable());
+  stream.reset();
+  core->Close(absl::CancelledError("test over"));
+  server->Close(absl::CancelledError("test over"));
+}
+
+// What the reader does with initial metadata (a HEADERS frame, or a
+// RESPONSE's) for a stream it found just before the caller cancelled it,
+// returned and freed its CallOptions: nothing. Under ASan a write into the
+// freed metadata is a heap-use-after-free.
+TEST(WireCompatClient, InitialMetadataAfterALocalCancelIsHarmless) {
+  const RpcMethod& method = callmodel::Probe::kMethodWatch;
+  {
+    Metadata initial;
+    StreamCall call(nullptr, StreamCall::Side::kClient, method, 1, absl::InfiniteFuture(),
+                    kMinStreamWindowBytes, kMinStreamWindowBytes, 1u << 20, nullptr);
+    call.initial_metadata = &initial;
+    call.End(absl::CancelledError("cancelled by the client"));
+    call.OnInitialMetadata(Metadata{{"late", "x"}});
+    EXPECT_TRUE(initial.empty());
+  }
+  {
+    auto initial = std::make_unique<Metadata>();
+    StreamCall call(nullptr, StreamCall::Side::kClient, method, 3, absl::InfiniteFuture(),
+                    kMinStreamWindowBytes, kMinStreamWindowBytes, 1u << 20, nullptr);
+    call.initial_metadata = initial.get();
+    call.End(absl::CancelledError("cancelled by the client"));
+    initial.reset();  // the caller's CallOptions are gone
+    call.OnInitialMetadata(Metadata{{"late", "x"}});
+  }
+}
+
 }  // namespace
 }  // namespace locus::internal

@@ -93,7 +93,9 @@ struct CallOptions {
   // (gRPC's ClientContext::FromServerContext): the served call's deadline;
   // a cancellation that fires when the served call is cancelled (its client
   // cancelled, went away, or the server shut down: so cancelling the outer
-  // call cancels this one); and the served call's propagated metadata
+  // call cancels this one), the same for every call of the handler (from
+  // any thread), and the handler's own: its Cancel() ends the calls made
+  // with it, not the served call; and the served call's propagated metadata
   // (ServerContext::AddPropagatedMetadata: tracing context). Defined in
   // locus/server_context.h.
   static CallOptions FromServerContext(const ServerContext& context);

@@ -48,6 +48,8 @@
 // Threading: a call's hooks never run concurrently with each other, except
 // that a stream's read-side hooks (OnReceive*) and write-side hooks
 // (OnSendMessage) run on the threads that Read and Write, which may differ.
+// OnFinish overlaps no other hook, and none follows it: a Read or Write
+// that races a stream's Finish shows its message to no interceptor.
 // Client hooks run on the calling thread, except OnReceiveInitialMetadata,
 // OnReceiveMessage and OnFinish of an asynchronous unary call, which run on
 // the thread that completes it (a runtime I/O thread: they must not block).
@@ -129,7 +131,8 @@ class ClientInterceptor {
   // client-streaming call, each successful Read of the others.
   virtual void OnReceiveMessage(ClientCallInfo& call, const google::protobuf::MessageLite& message) {}
   // Once, when the call ends (a stream: in Finish, or when it is destroyed
-  // unfinished), with the status the caller will get: it may replace it.
+  // unfinished, then with CANCELLED whatever the server answered), with the
+  // status the caller will get: it may replace it.
   virtual void OnFinish(ClientCallInfo& call, absl::Status& status) {}
 };
 

@@ -157,7 +157,9 @@ class Server {
 
   // Stops accepting connections and calls, lets calls in progress finish
   // until `deadline`, then closes every connection (failing what remains
-  // with UNAVAILABLE at the clients). Idempotent.
+  // with UNAVAILABLE at the clients) and cancels the in-process calls still
+  // running (their handlers see IsCancelled(), their callers get
+  // UNAVAILABLE when they return). Idempotent.
   void Shutdown(absl::Time deadline = absl::Now());
   // Blocks until Shutdown() has completed.
   void Wait();

@@ -54,7 +54,9 @@ class CallLink {
   virtual void OnCallerGone(absl::AnyInvocable<void(absl::Status) &&> callback) = 0;
   // A cancellation that fires when this call is cancelled (its client
   // cancelled or went away, the server shut down), for calls made on its
-  // behalf (CallOptions::FromServerContext); none if it cannot be.
+  // behalf (CallOptions::FromServerContext); none if it cannot be. The same
+  // one each time it is asked for; thread-safe. Cancelling it cancels
+  // nothing else.
   virtual std::optional<Cancellation> PropagatedCancellation() { return std::nullopt; }
 
  protected:

@@ -3,7 +3,9 @@
 // A handler's error may carry details: absl::Status payloads, each a type URL
 // and bytes. Locus sends them with the status on every transport (the
 // RESPONSE's CallStatus.details, docs/wire.md) and the client's status has
-// the same payloads; in-process calls hand the status over as it is. A
+// the same payloads; in-process calls hand the status over as it is.
+// Details too large for a status (kDefaultMaxMetaSize with the message and
+// trailers) are dropped: the client gets the code and message alone. A
 // detail that is a protobuf message is stored as google.protobuf.Any would
 // carry it in google.rpc.Status.details: under
 // "type.googleapis.com/<full message name>", its serialized bytes as the value.
