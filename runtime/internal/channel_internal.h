@@ -4,10 +4,13 @@
 #define LOCUS_RUNTIME_INTERNAL_CHANNEL_INTERNAL_H_
 
 #include <memory>
+#include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "internal/connection_core.h"
+#include "internal/transport_selection.h"
 #include "locus/channel.h"
 
 namespace locus::internal {
@@ -20,6 +23,16 @@ absl::StatusOr<std::shared_ptr<ConnectionCore>> ChannelConnection(Channel& chann
 // The bootstrap object of the in-process server `channel` calls directly,
 // or null.
 std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel);
+
+// A channel to the one server at `address`, as Connect makes it, not yet
+// connected: a balanced channel's backend. `registry` must outlive it.
+std::shared_ptr<Channel> MakeAddressChannel(std::string address, const ChannelOptions& options,
+                                            TransportRegistry* registry, TransportPolicy policy);
+// Connects a channel MakeAddressChannel made, unless it is connected:
+// transport, handshake, then the closest transport the server offers.
+// Failures that reach no server are UNAVAILABLE and marked not seen
+// (call_not_seen.h); INVALID_ARGUMENT for another kind of channel.
+absl::Status ConnectAddressChannel(Channel& channel, absl::Time deadline);
 
 }  // namespace locus::internal
 
