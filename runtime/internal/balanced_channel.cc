@@ -52,6 +52,15 @@ class PinnedStream final : public ClientCallStream {
   std::unique_ptr<ClientCallStream> stream_;
 };
 
+// The status of a call whose attempts ran out of backends: why nothing is
+// left (`exhausted`, from Pick) and how the last attempt failed. It keeps
+// the last failure's code and, only if that one had it, the not-seen mark.
+absl::Status Exhausted(const absl::Status& exhausted, const absl::Status& last) {
+  if (absl::IsDeadlineExceeded(exhausted)) return exhausted;
+  absl::Status status(last.code(), absl::StrCat(exhausted.message(), "; the last attempt: ", last.message()));
+  return IsNotSeen(last) ? MarkNotSeen(std::move(status)) : status;
+}
+
 }  // namespace
 
 // An asynchronous unary call across its attempts. Shared by the attempt in
@@ -140,10 +149,7 @@ absl::Status BalancedChannel::CallUnary(const RpcMethod& method,
   absl::Status failure;
   for (int attempts = 0;; ++attempts) {
     absl::StatusOr<BackendRef> backend = Pick(options.deadline, tried);
-    if (!backend.ok()) {
-      // The last attempt's failure says more than "nothing left to try".
-      return attempts == 0 || absl::IsDeadlineExceeded(backend.status()) ? backend.status() : failure;
-    }
+    if (!backend.ok()) return attempts == 0 ? backend.status() : Exhausted(backend.status(), failure);
     failure = (*backend)->channel->CallUnary(method, request, response, options);
     if (!ShouldRetry(failure, attempts + 1, options)) return failure;
     NoteFailure(**backend, failure);
@@ -168,10 +174,8 @@ void BalancedChannel::StartUnary(const RpcMethod& method, const google::protobuf
 void BalancedChannel::StartAttempt(std::shared_ptr<AsyncCall> call) {
   absl::StatusOr<BackendRef> backend = Pick(call->options.deadline, call->tried);
   if (!backend.ok()) {
-    absl::Status status = call->attempts == 0 || absl::IsDeadlineExceeded(backend.status())
-                              ? backend.status()
-                              : call->last_failure;
-    std::move(call->done)(std::move(status));
+    std::move(call->done)(call->attempts == 0 ? backend.status()
+                                              : Exhausted(backend.status(), call->last_failure));
     return;
   }
   ++call->attempts;
