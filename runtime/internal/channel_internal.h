@@ -15,12 +15,14 @@
 
 namespace locus::internal {
 
-// The connection `channel` calls over now, connecting (again) if needed.
+// The connection `channel` calls over now, connecting (again) if needed
+// (a channel to several servers: that of a backend its policy picks).
 // FAILED_PRECONDITION if it calls an in-process server directly;
 // INVALID_ARGUMENT if `channel` was not made by Connect.
 absl::StatusOr<std::shared_ptr<ConnectionCore>> ChannelConnection(Channel& channel, absl::Time deadline);
 
-// The bootstrap object of the in-process server `channel` calls directly,
+// The bootstrap object of the in-process server `channel` calls directly
+// (a channel to several servers: if the backend its policy picks is one),
 // or null.
 std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel);
 
