@@ -38,9 +38,6 @@ class PinnedStream final : public ClientCallStream {
  public:
   PinnedStream(std::shared_ptr<const void> backend, std::unique_ptr<ClientCallStream> stream)
       : backend_(std::move(backend)), stream_(std::move(stream)) {}
-  ~PinnedStream() override {
-    stream_.reset();  // before the channel it runs on
-  }
   bool Write(const google::protobuf::MessageLite& message) override { return stream_->Write(message); }
   bool WritesDone() override { return stream_->WritesDone(); }
   bool Read(google::protobuf::MessageLite* message) override { return stream_->Read(message); }
@@ -49,7 +46,7 @@ class PinnedStream final : public ClientCallStream {
 
  private:
   std::shared_ptr<const void> backend_;
-  std::unique_ptr<ClientCallStream> stream_;
+  std::unique_ptr<ClientCallStream> stream_;  // destroyed first: before the channel it runs on
 };
 
 // The status of a call whose attempts ran out of backends: why nothing is
@@ -67,10 +64,13 @@ absl::Status Exhausted(const absl::Status& exhausted, const absl::Status& last) 
 // flight (its completion callback) and whoever starts it.
 struct BalancedChannel::AsyncCall {
   const RpcMethod* method = nullptr;
-  // A copy of the request: later attempts run after StartUnary returned.
-  std::unique_ptr<google::protobuf::MessageLite> request;
+  // The request: a copy when later attempts may run after StartUnary
+  // returned, else the caller's (valid for the first attempt only).
+  std::unique_ptr<google::protobuf::MessageLite> copy;
+  const google::protobuf::MessageLite* request = nullptr;
   google::protobuf::MessageLite* response = nullptr;
   CallOptions options;
+  size_t trailers_before = 0;  // entries of *options.trailing_metadata before the call
   absl::AnyInvocable<void(absl::Status) &&> done;
   Tried tried;
   int attempts = 0;
@@ -115,7 +115,7 @@ absl::Status BalancedChannel::Start(absl::Time deadline) {
   for (Slot& slot : slots_) {
     if (slot.state == State::kIdle) StartConnectingLocked(slot);
   }
-  auto settled = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !ConnectingLocked(Tried()); };
+  auto settled = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !AnyConnectingLocked(); };
   mu_.AwaitWithDeadline(absl::Condition(&settled), deadline);
   for (const Slot& slot : slots_) {
     if (slot.state == State::kReady) return absl::OkStatus();
@@ -147,6 +147,7 @@ absl::Status BalancedChannel::CallUnary(const RpcMethod& method,
                                         const CallOptions& options) {
   Tried tried;
   absl::Status failure;
+  const size_t trailers_before = options.trailing_metadata != nullptr ? options.trailing_metadata->size() : 0;
   for (int attempts = 0;; ++attempts) {
     absl::StatusOr<BackendRef> backend = Pick(options.deadline, tried);
     if (!backend.ok()) return attempts == 0 ? backend.status() : Exhausted(backend.status(), failure);
@@ -154,7 +155,9 @@ absl::Status BalancedChannel::CallUnary(const RpcMethod& method,
     if (!ShouldRetry(failure, attempts + 1, options)) return failure;
     NoteFailure(**backend, failure);
     tried.push_back(*std::move(backend));
+    // What the failed attempt left (a server's UNAVAILABLE may carry trailers).
     response->Clear();
+    if (options.trailing_metadata != nullptr) options.trailing_metadata->resize(trailers_before);
   }
 }
 
@@ -163,10 +166,15 @@ void BalancedChannel::StartUnary(const RpcMethod& method, const google::protobuf
                                  absl::AnyInvocable<void(absl::Status) &&> done) {
   auto call = std::make_shared<AsyncCall>();
   call->method = &method;
-  call->request.reset(request.New());
-  call->request->CheckTypeAndMergeFrom(request);
+  call->request = &request;
+  if (options_.balancing.max_attempts > 1) {
+    call->copy.reset(request.New());
+    call->copy->CheckTypeAndMergeFrom(request);
+    call->request = call->copy.get();
+  }
   call->response = response;
   call->options = options;
+  if (options.trailing_metadata != nullptr) call->trailers_before = options.trailing_metadata->size();
   call->done = std::move(done);
   StartAttempt(std::move(call));
 }
@@ -201,6 +209,7 @@ void BalancedChannel::OnAttemptDone(std::weak_ptr<BalancedChannel> weak, std::sh
   call->tried.push_back(std::move(backend));
   call->last_failure = std::move(status);
   call->response->Clear();
+  if (Metadata* trailers = call->options.trailing_metadata) trailers->resize(call->trailers_before);
   // Not here: this may be a transport's reader thread, and the next attempt
   // may connect.
   BalancerPool().Post([weak = std::move(weak), call = std::move(call)]() mutable {
@@ -253,8 +262,11 @@ absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::Pick(absl::Time dea
     const absl::Time now = absl::Now();
     RefreshLocked(now);
     if (BackendRef ready = ChooseReadyLocked(tried)) return ready;
-    if (Slot* idle = FirstLocked(State::kIdle, tried)) {
-      // Nothing is up: connect this one here, in the target's order.
+    // Nothing is up: the first backend in the target's order that may come
+    // up is connected here, or waited for if it is being connected.
+    Slot* idle = FirstLocked(State::kIdle, tried);
+    Slot* connecting = FirstLocked(State::kConnecting, tried);
+    if (idle != nullptr && (connecting == nullptr || idle < connecting)) {
       idle->state = State::kConnecting;
       ++version_;
       BackendRef backend = idle->backend;
@@ -271,7 +283,7 @@ absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::Pick(absl::Time dea
       if (absl::IsDeadlineExceeded(connected)) return connected;
       continue;
     }
-    if (ConnectingLocked(tried) || resolving_) {
+    if (connecting != nullptr || resolving_) {
       const uint64_t seen = version_;
       auto changed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return version_ != seen; };
       if (!mu_.AwaitWithDeadline(absl::Condition(&changed), deadline)) {
@@ -359,15 +371,9 @@ BalancedChannel::Slot* BalancedChannel::FirstLocked(State state, const Tried& tr
   return nullptr;
 }
 
-bool BalancedChannel::ConnectingLocked(const Tried& tried) const {
-  for (const Slot& slot : slots_) {
-    if (slot.state != State::kConnecting) continue;
-    if (std::none_of(tried.begin(), tried.end(),
-                     [&slot](const BackendRef& failed) { return failed == slot.backend; })) {
-      return true;
-    }
-  }
-  return false;
+bool BalancedChannel::AnyConnectingLocked() const {
+  return std::any_of(slots_.begin(), slots_.end(),
+                     [](const Slot& slot) { return slot.state == State::kConnecting; });
 }
 
 void BalancedChannel::StartConnectingLocked(Slot& slot) {
@@ -416,6 +422,8 @@ absl::Status BalancedChannel::NoBackendLocked(const Tried& tried) const {
         std::any_of(tried.begin(), tried.end(), [&slot](const BackendRef& failed) { return failed == slot.backend; });
     if (slot.state == State::kFailing) {
       reasons.push_back(absl::StrCat(slot.backend->address, ": ", slot.last_error.message()));
+    } else if (slot.state == State::kConnecting) {
+      reasons.push_back(absl::StrCat(slot.backend->address, ": still connecting"));
     } else if (failed_this_call) {
       reasons.push_back(absl::StrCat(slot.backend->address, ": failed this call"));
     }
@@ -508,8 +516,11 @@ std::vector<BackendInfo> BalancedChannel::Describe() const {
       backends.push_back(slot.backend);
     }
   }
-  // Outside mu_: each backend's channel takes its own lock.
-  for (size_t i = 0; i < infos.size(); ++i) infos[i].transport = backends[i]->channel->transport_name();
+  // Outside mu_: each backend's channel takes its own lock (held while it
+  // connects: only ready backends are asked).
+  for (size_t i = 0; i < infos.size(); ++i) {
+    infos[i].transport = infos[i].state == State::kReady ? backends[i]->channel->transport_name() : "none";
+  }
   return infos;
 }
 

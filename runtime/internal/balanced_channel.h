@@ -142,7 +142,7 @@ class BalancedChannel final : public Channel, public std::enable_shared_from_thi
                              std::vector<Slot>* dropped) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // UNAVAILABLE (marked not seen): no backend left to try, and why.
   absl::Status NoBackendLocked(const Tried& tried) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool ConnectingLocked(const Tried& tried) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AnyConnectingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string target_;
   const std::vector<TargetElement> elements_;

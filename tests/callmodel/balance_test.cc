@@ -267,13 +267,17 @@ TYPED_TEST(BalanceTest, PickFirstIsTheDefaultAndSticksToTheFirstBackend) {
   constexpr int kCalls = 20;
   for (int i = 0; i < kCalls; ++i) {
     absl::StatusOr<WhoReply> reply = stub.Who(WhoRequest(), outcomes.Options());
-    if (outcomes.Record(reply.status())) EXPECT_EQ(reply->server(), "a");
+    if (outcomes.Record(reply.status())) {
+      EXPECT_EQ(reply->server(), "a");
+    }
   }
   std::vector<Future<WhoReply>> pending;
   for (int i = 0; i < kCalls; ++i) pending.push_back(stub.AsyncWho(WhoRequest(), outcomes.Options()));
   for (auto& future : pending) {
     absl::StatusOr<WhoReply> reply = future.Get();
-    if (outcomes.Record(reply.status())) EXPECT_EQ(reply->server(), "a");
+    if (outcomes.Record(reply.status())) {
+      EXPECT_EQ(reply->server(), "a");
+    }
   }
   outcomes.Check();
   EXPECT_EQ(this->backends_[0]->calls(), 2 * kCalls);

@@ -84,7 +84,9 @@ struct BackendInfo {
     kFailing,     // failed; skipped until its backoff is over
   };
   std::string address;    // e.g. "tcp://10.0.0.2:7000" (resolved)
-  std::string transport;  // where its calls go now: "inproc", "shm", "unix", "tcp", "udp"; "none"
+  // Where its calls go now: "inproc", "shm", "unix", "tcp", "udp"; "none"
+  // unless it is ready.
+  std::string transport;
   State state = State::kIdle;
   absl::Status last_error;  // why it last failed (OK if it has not)
 };
