@@ -83,6 +83,7 @@ class BackendImpl final : public Backend::Service {
   void Answer(const ServerContext& context, const WhoRequest& request, WhoReply* reply) const {
     reply->set_server(name_);
     reply->set_transport(context.peer().transport);
+    reply->set_client(context.peer().remote_address);
     reply->set_data(request.data());
   }
 

@@ -371,6 +371,49 @@ TYPED_TEST(ReliableBalanceTest, NoCallFailsWhileABackendShutsDownUnderLoad) {
   EXPECT_NE(DescribeBackends(*channel)[1].state, State::kReady);
 }
 
+// A backend that is down when the channel connects is skipped; once it
+// is back, it is tried again when its backoff is over and gets its share.
+TYPED_TEST(ReliableBalanceTest, AFailingBackendIsTriedAgainAfterItsBackoff) {
+  this->servers_[1]->Shutdown();
+  ChannelOptions options = this->Options(LoadBalancingPolicy::kRoundRobin);
+  options.balancing.initial_backoff = absl::Milliseconds(20);
+  options.balancing.max_backoff = absl::Milliseconds(100);
+  std::shared_ptr<Channel> channel = this->ConnectAll(options);
+  ASSERT_NE(channel, nullptr);
+  std::vector<BackendInfo> backends = DescribeBackends(*channel);
+  EXPECT_EQ(backends[0].state, State::kReady);
+  EXPECT_EQ(backends[1].state, State::kFailing);
+  EXPECT_FALSE(backends[1].last_error.ok());
+  EXPECT_EQ(backends[1].transport, "none");
+  EXPECT_EQ(backends[2].state, State::kReady);
+  Backend::Stub stub(channel);
+  for (int i = 0; i < 10; ++i) {
+    absl::StatusOr<WhoReply> reply = stub.Who(WhoRequest(), Watchdog());
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    EXPECT_NE(reply->server(), "b");
+  }
+  // b again, on the same address.
+  this->backends_[1] = std::make_unique<BackendImpl>("b");
+  ServerOptions server_options;
+  server_options.handler_threads = TypeParam::handler_threads;
+  this->servers_[1] = std::make_unique<Server>(server_options);
+  ASSERT_TRUE(this->servers_[1]->RegisterService(this->backends_[1].get()).ok());
+  ASSERT_TRUE(this->servers_[1]->AddListeningAddress(this->addresses_[1]).ok());
+  absl::Status started = this->servers_[1]->Start();
+  ASSERT_TRUE(started.ok()) << started;
+  // Calls go on until one reaches b (its next try comes with a call).
+  const absl::Time until = absl::Now() + kWatchdog;
+  bool reached = false;
+  while (!reached && absl::Now() < until) {
+    absl::StatusOr<WhoReply> reply = stub.Who(WhoRequest(), Watchdog());
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    reached = reply->server() == "b";
+  }
+  ASSERT_TRUE(reached);
+  EXPECT_EQ(DescribeBackends(*channel)[1].state, State::kReady);
+  EXPECT_TRUE(DescribeBackends(*channel)[1].last_error.ok());
+}
+
 // A call the server was running when its connection went away may have
 // had its effect: it fails (UNAVAILABLE) rather than run again elsewhere.
 TYPED_TEST(WireBalanceTest, ACallTheServerMayHaveSeenIsNotSentAgain) {
@@ -541,6 +584,33 @@ TEST(BalancedTarget, DnsNameResolvesToItsAddresses) {
   // The short form resolves too.
   absl::StatusOr<std::shared_ptr<Channel>> channel = Connect("dns:localhost:" + port);
   ASSERT_TRUE(channel.ok()) << channel.status();
+}
+
+// Resolving again keeps the backends whose address is still named, with
+// their connections: each server sees one client connection throughout.
+TEST(BalancedTarget, ResolvingAgainKeepsTheBackendsItStillNames) {
+  BackendImpl backend("a");
+  Server server;
+  ASSERT_TRUE(server.RegisterService(&backend).ok());
+  ASSERT_TRUE(server.AddListeningAddress("tcp://127.0.0.1:0").ok());
+  ASSERT_TRUE(server.Start().ok());
+  const std::string address = server.listening_addresses()[0];
+  ChannelOptions options;
+  options.allowed_transports = "tcp";
+  options.balancing.policy = LoadBalancingPolicy::kRoundRobin;
+  options.balancing.resolve_interval = absl::Milliseconds(1);
+  absl::StatusOr<std::shared_ptr<Channel>> channel =
+      Connect("dns:///localhost:" + address.substr(address.rfind(':') + 1), options);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  Backend::Stub stub(*channel);
+  std::set<std::string> clients;
+  for (int i = 0; i < 200; ++i) {
+    WhoRequest request;
+    absl::StatusOr<WhoReply> reply = stub.Who(request, Watchdog());
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    clients.insert(reply->client());
+  }
+  EXPECT_EQ(clients.size(), 1u) << absl::StrJoin(clients, ", ");
 }
 
 TEST(BalancedTarget, BadTargetsAreRefusedClearly) {
