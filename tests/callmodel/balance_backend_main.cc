@@ -8,8 +8,10 @@
 
 #include "balance_services.h"
 #include "locus/server.h"
+#include "tests/testing/die_with_parent.h"
 
 int main(int argc, char** argv) {
+  locus::testing::DieWithParent();
   if (argc < 3) {
     std::fprintf(stderr, "usage: %s <name> <address>...\n", argv[0]);
     return 2;
