@@ -379,9 +379,9 @@ bool BalancedChannel::AnyConnectingLocked() const {
 void BalancedChannel::StartConnectingLocked(Slot& slot) {
   slot.state = State::kConnecting;
   ++version_;
-  const absl::Time deadline = absl::Now() + options_.connect_timeout;
-  BalancerPool().Post([weak = weak_from_this(), backend = slot.backend, deadline] {
-    absl::Status connected = ConnectAddressChannel(*backend->channel, deadline);
+  BalancerPool().Post([weak = weak_from_this(), backend = slot.backend] {
+    // Bounded by connect_timeout (running out of it is UNAVAILABLE).
+    absl::Status connected = ConnectAddressChannel(*backend->channel, absl::InfiniteFuture());
     if (std::shared_ptr<BalancedChannel> self = weak.lock()) {
       absl::MutexLock lock(&self->mu_);
       self->ConnectedLocked(*backend, connected);
@@ -396,6 +396,13 @@ void BalancedChannel::ConnectedLocked(const Backend& backend, const absl::Status
     slot->state = State::kReady;
     slot->backoff.Reset();
     slot->last_error = absl::OkStatus();
+    ++version_;
+    return;
+  }
+  if (absl::IsDeadlineExceeded(status)) {
+    // The deadline of the call that was connecting it ran out, not the
+    // backend: the next call may try it again.
+    slot->state = State::kIdle;
     ++version_;
     return;
   }

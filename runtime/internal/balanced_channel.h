@@ -130,7 +130,8 @@ class BalancedChannel final : public Channel, public std::enable_shared_from_thi
   // The first slot in `state` not in `tried`, in the target's order.
   Slot* FirstLocked(BackendInfo::State state, const Tried& tried) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartConnectingLocked(Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A connection attempt on `backend` ended with `status`.
+  // A connection attempt on `backend` ended with `status`: ready, failing,
+  // or idle again if only the deadline of the call connecting it ran out.
   void ConnectedLocked(const Backend& backend, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FailedLocked(Slot& slot, const absl::Status& status, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts a DNS resolution in the background unless one runs or (unless
