@@ -142,8 +142,10 @@ class Channel {
 // connection is gone). locus/spawn.h builds on it.
 // Several servers: a comma-separated list ("tcp://a:7000,b:7000",
 // "unix:/run/a.sock,tcp://b:7000") or a DNS name ("dns:///host:port"); the
-// channel spreads calls over them as options.balancing says and Connect
-// returns once one of them is connected (locus/balancing.h).
+// channel spreads calls over them as options.balancing says. Connect
+// returns once one is connected (pick-first) or each has connected or
+// failed (round-robin), and fails UNAVAILABLE if none connected
+// (locus/balancing.h).
 absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
                                                  const ChannelOptions& options = {});
 
