@@ -2,7 +2,9 @@
 // at a time: a ConnectionCore over some transport, or an InprocDispatcher for
 // a server in this process. The route is chosen by where the server lives
 // (internal/transport_selection.h) and replaced (reconnected) when it breaks
-// or the server sends GOAWAY.
+// or the server sends GOAWAY. A target naming several servers gets a
+// BalancedChannel (internal/balanced_channel.h) over one such channel per
+// server.
 #include "locus/channel.h"
 
 #include "locus/object.h"
@@ -17,7 +19,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
+#include "internal/balanced_channel.h"
 #include "internal/call_header_codec.h"
+#include "internal/call_not_seen.h"
 #include "internal/connection_core.h"
 #include "internal/channel_internal.h"
 #include "internal/inproc_dispatcher.h"
@@ -222,9 +226,9 @@ class ChannelImpl final : public Channel {
     // "fd:N": the first Dial took the descriptor; dialling N again would take
     // whatever the number names now.
     if (descriptor_taken_) {
-      return absl::UnavailableError(absl::StrCat(
+      return MarkNotSeen(absl::UnavailableError(absl::StrCat(
           "the connection over ", target_,
-          " is closed; a descriptor address connects once (no reconnect)"));
+          " is closed; a descriptor address connects once (no reconnect)")));
     }
     descriptor_taken_ = IsDescriptorAddress(target_);
     absl::Time deadline = std::min(call_deadline, absl::Now() + options_.connect_timeout);
@@ -232,10 +236,11 @@ class ChannelImpl final : public Channel {
     if (!fresh.ok()) {
       // Connection failures are UNAVAILABLE to callers (as in gRPC), except
       // a deadline that ran out while connecting and configuration errors.
+      // No server saw the call (internal/call_not_seen.h).
       const absl::Status& s = fresh.status();
       if (absl::IsDeadlineExceeded(s) && deadline == call_deadline) return s;
       if (absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s)) return s;
-      return absl::UnavailableError(s.message());
+      return MarkNotSeen(absl::UnavailableError(s.message()));
     }
     // A connection draining after GOAWAY is not closed here: calls still
     // running on it finish (they hold it), then it goes away.
@@ -344,13 +349,25 @@ class ChannelImpl final : public Channel {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<ConnectionCore>> ChannelConnection(Channel& channel, absl::Time deadline) {
-  auto* impl = dynamic_cast<ChannelImpl*>(&UninterceptedChannel(channel));
+  Channel& inner = UninterceptedChannel(channel);
+  if (auto* balanced = dynamic_cast<BalancedChannel*>(&inner)) {
+    absl::StatusOr<std::shared_ptr<Channel>> backend = balanced->PickBackend(deadline);
+    if (!backend.ok()) return backend.status();
+    return ChannelConnection(**backend, deadline);
+  }
+  auto* impl = dynamic_cast<ChannelImpl*>(&inner);
   if (impl == nullptr) return absl::InvalidArgumentError("not a channel made by locus::Connect");
   return impl->CurrentConnection(deadline);
 }
 
 std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel) {
-  auto* impl = dynamic_cast<ChannelImpl*>(&UninterceptedChannel(channel));
+  Channel& inner = UninterceptedChannel(channel);
+  if (auto* balanced = dynamic_cast<BalancedChannel*>(&inner)) {
+    absl::StatusOr<std::shared_ptr<Channel>> backend =
+        balanced->PickBackend(absl::Now() + absl::Seconds(10));
+    return backend.ok() ? ChannelInprocBootstrap(**backend) : nullptr;
+  }
+  auto* impl = dynamic_cast<ChannelImpl*>(&inner);
   return impl == nullptr ? nullptr : impl->InprocBootstrap();
 }
 
@@ -365,6 +382,17 @@ std::shared_ptr<Channel> MakeInprocChannel(std::shared_ptr<InprocDispatcher> dis
   return channel;
 }
 
+std::shared_ptr<Channel> MakeAddressChannel(std::string address, const ChannelOptions& options,
+                                            TransportRegistry* registry, TransportPolicy policy) {
+  return std::make_shared<ChannelImpl>(std::move(address), options, registry, std::move(policy));
+}
+
+absl::Status ConnectAddressChannel(Channel& channel, absl::Time deadline) {
+  auto* impl = dynamic_cast<ChannelImpl*>(&channel);
+  if (impl == nullptr) return absl::InvalidArgumentError("not a channel made by MakeAddressChannel");
+  return impl->GetRoute(deadline).status();
+}
+
 }  // namespace internal
 
 absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
@@ -372,6 +400,18 @@ absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
   internal::EnsureProcessSetup();
   TransportRegistry& registry =
       options.transports != nullptr ? *options.transports : DefaultTransportRegistry();
+  if (internal::IsBalancedTarget(address)) {
+    // Several servers (internal/balanced_channel.h): one channel like this
+    // one per backend, under a balancer.
+    absl::StatusOr<internal::TransportPolicy> policy =
+        internal::TransportPolicy::ForChannel(options.allowed_transports);
+    if (!policy.ok()) return policy.status();
+    absl::StatusOr<std::shared_ptr<Channel>> balanced =
+        internal::ConnectBalanced(address, options, &registry, *std::move(policy));
+    if (!balanced.ok()) return balanced.status();
+    // Interceptors see one call above the balancer, whatever backends it tries.
+    return internal::InterceptChannel(*std::move(balanced), options.interceptors);
+  }
   absl::StatusOr<Transport*> transport = registry.ForAddress(address);
   if (!transport.ok()) return transport.status();
   absl::StatusOr<internal::TransportPolicy> policy =

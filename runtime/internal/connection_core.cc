@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
+#include "internal/call_not_seen.h"
 #include "internal/connection_core_frames.h"
 #include "internal/host_identity.h"
 
@@ -238,12 +239,15 @@ void ConnectionCore::MarkBrokenIfUnavailable(const absl::Status& sent) {
 // Call bookkeeping shared by unary calls and streams
 
 absl::Status ConnectionCore::CheckAcceptsCallsLocked() const {
+  // Nothing of a call refused here was sent: marked as not seen
+  // (call_not_seen.h), so that a balanced channel may send it elsewhere.
   switch (state_.phase()) {
     case ConnectionState::Phase::kClosed:
-      return absl::UnavailableError(absl::StrCat("connection closed: ", state_.close_reason().message()));
+      return MarkNotSeen(
+          absl::UnavailableError(absl::StrCat("connection closed: ", state_.close_reason().message())));
     case ConnectionState::Phase::kDraining:
       if (absl::Status handshake = state_.handshake_result(); !handshake.ok()) return handshake;
-      return absl::UnavailableError("server is shutting down (GOAWAY)");
+      return MarkNotSeen(absl::UnavailableError("server is shutting down (GOAWAY)"));
     default:
       return absl::OkStatus();
   }
@@ -444,9 +448,9 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
       }
     }
   }
-  const absl::Status not_processed = absl::UnavailableError(absl::StrCat(
+  const absl::Status not_processed = MarkNotSeen(absl::UnavailableError(absl::StrCat(
       "the server did not process the call (GOAWAY: ",
-      reason.message().empty() ? "going away" : reason.message(), ")"));
+      reason.message().empty() ? "going away" : reason.message(), ")")));
   // Streams first: a completion callback may use one of them, and must
   // find it ended rather than wait for it (StreamCall::Await).
   for (const auto& stream : refused_streams) stream->End(not_processed);

@@ -11,6 +11,7 @@
 #include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/call_header_codec.h"
+#include "internal/call_not_seen.h"
 #include "internal/connection_core.h"
 #include "internal/connection_core_frames.h"
 #include "internal/scratch_buffer.h"
@@ -149,6 +150,9 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
                                             " (was it modified while being sent?)"));
   }
   MarkBrokenIfUnavailable(sent);
+  // A frame is sent whole or not at all (transport contract 1): a request
+  // the connection refused never reached the server.
+  if (absl::IsUnavailable(sent)) return MarkNotSeen(std::move(sent));
   return sent;
 }
 
@@ -210,7 +214,10 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
       return status;
     }
   }
-  return AwaitCompletion(&call, *id, method, options.deadline);
+  absl::Status status = AwaitCompletion(&call, *id, method, options.deadline);
+  // The send failed but closure completed the call: still never sent.
+  if (IsNotSeen(sent) && absl::IsUnavailable(status)) return MarkNotSeen(std::move(status));
+  return status;
 }
 
 absl::Status ConnectionCore::AwaitCompletion(PendingCall* call_ptr, uint64_t id,

@@ -115,13 +115,15 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   // not arrive in increasing order: concurrent callers take ids, then send,
   // in either order). Checked under the lock the registration takes anyway.
   bool in_use = false;
+  bool refused_by_goaway = false;
   {
     absl::MutexLock lock(&mu_);
     // (An inline unary server has both tables empty: no hashing then.)
     in_use = (!serving_.empty() && serving_.contains(call_id)) ||
              (!streams_.empty() && streams_.contains(call_id));
     if (in_use) refused = absl::InternalError("call id in use");  // registers nothing
-    if (!state_.accepts_calls() || (goaway_sent_ && call_id > goaway_last_processed_)) {
+    refused_by_goaway = goaway_sent_ && call_id > goaway_last_processed_;
+    if (!state_.accepts_calls() || refused_by_goaway) {
       refused = absl::UnavailableError("server is shutting down");
     }
     if (refused.ok() && streaming && open_peer_streams_ >= options_.max_streams_from_peer) {
@@ -157,6 +159,11 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     return;
   }
   if (!refused.ok()) {
+    // The GOAWAY that refuses the call goes first, from this thread: the
+    // one SendGoAway sends may still be on its way, and a refusal that
+    // overtook it would look like a call the server ran (the client
+    // retries only what the GOAWAY says was not processed).
+    if (refused_by_goaway) SendGoAway(refused);
     if (!oneway) SendError(call_id, refused, call.deadline);
     return;
   }

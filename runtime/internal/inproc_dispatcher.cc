@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/attachments.h"
+#include "internal/call_not_seen.h"
 #include "internal/connection_core_frames.h"
 #include "internal/inproc_connection.h"
 #include "locus/server_context.h"
@@ -61,7 +62,9 @@ void InprocDispatcher::Leave() { active_.fetch_sub(1, std::memory_order_release)
 absl::StatusOr<std::unique_ptr<Connection>> InprocDispatcher::ConnectInproc(
     const ClientLimits& client) {
   absl::MutexLock lock(&accept_mu_);
-  if (accept_ == nullptr || !accepting_ || stopped()) return absl::UnavailableError("server is shutting down");
+  if (accept_ == nullptr || !accepting_ || stopped()) {
+    return MarkNotSeen(absl::UnavailableError("server is shutting down"));
+  }
   auto [client_end, server_end] =
       MakeInprocPair(InprocEnd{InprocServerInfo(), client.max_receive_message_size},
                        InprocEnd{InprocClientInfo(), limits_.max_receive_message_size});
@@ -93,7 +96,7 @@ absl::Status InprocDispatcher::CallUnary(const RpcMethod& method,
                                         const CallOptions& options, const ClientLimits& client) {
   // Entered first: Stop() waits for entered calls, so the server's tables
   // stay alive for the whole call.
-  if (!Enter()) return absl::UnavailableError("server is shutting down");
+  if (!Enter()) return MarkNotSeen(absl::UnavailableError("server is shutting down"));
   absl::Status status = CallEntered(method, request, response, options, client);
   Leave();
   return status;
@@ -265,7 +268,7 @@ void InprocDispatcher::StartUnary(const RpcMethod& method,
   // The request may die when StartUnary returns: the pool gets a copy. The
   // call is entered before it is queued, so Stop() waits for queued calls.
   if (!Enter()) {
-    std::move(done)(absl::UnavailableError("server is shutting down"));
+    std::move(done)(MarkNotSeen(absl::UnavailableError("server is shutting down")));
     return;
   }
   std::shared_ptr<google::protobuf::MessageLite> copy(request.New());

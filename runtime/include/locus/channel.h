@@ -43,6 +43,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "locus/balancing.h"
 #include "locus/call_options.h"
 #include "locus/interceptor.h"
 #include "locus/service.h"
@@ -97,6 +98,9 @@ struct ChannelOptions {
   // Interceptors of every call of the channel, outermost first
   // (locus/interceptor.h). Empty: none, at no cost.
   std::vector<std::shared_ptr<ClientInterceptorFactory>> interceptors;
+  // Targets naming several servers (locus/balancing.h): the policy
+  // (pick-first by default, or round-robin), backoff, re-resolution, retries.
+  BalancingOptions balancing;
 };
 
 // Thread-safe. Implemented by the runtime; users get one from Connect().
@@ -130,6 +134,8 @@ class Channel {
                                                        const CallOptions& options) = 0;
 
   // The transport the channel is on now: "inproc", "shm", "unix", "tcp".
+  // A channel to several servers: those of its connected backends, in the
+  // target's order, each once ("shm,tcp"); see locus::DescribeBackends.
   virtual std::string transport_name() const = 0;
   // The address given to Connect.
   virtual const std::string& target() const = 0;
@@ -143,6 +149,12 @@ class Channel {
 // shared memory): Connect takes N, so a second Connect fails ("not open"),
 // and the channel never reconnects (its calls fail UNAVAILABLE once the
 // connection is gone). locus/spawn.h builds on it.
+// Several servers: a comma-separated list ("tcp://a:7000,b:7000",
+// "unix:/run/a.sock,tcp://b:7000") or a DNS name ("dns:///host:port"); the
+// channel spreads calls over them as options.balancing says. Connect
+// returns once one is connected (pick-first) or each has connected or
+// failed (round-robin), and fails UNAVAILABLE if none connected
+// (locus/balancing.h).
 [[nodiscard]] absl::StatusOr<std::shared_ptr<Channel>> Connect(
     absl::string_view address, const ChannelOptions& options = {});
 
