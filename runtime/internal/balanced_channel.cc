@@ -11,6 +11,7 @@
 #include "google/protobuf/message_lite.h"
 #include "internal/call_not_seen.h"
 #include "internal/channel_internal.h"
+#include "internal/interception.h"
 #include "internal/stream_call.h"
 #include "internal/thread_pool.h"
 
@@ -563,7 +564,8 @@ absl::StatusOr<std::shared_ptr<Channel>> ConnectBalanced(absl::string_view targe
 }  // namespace internal
 
 std::vector<BackendInfo> DescribeBackends(const Channel& channel) {
-  if (const auto* balanced = dynamic_cast<const internal::BalancedChannel*>(&channel)) {
+  if (const auto* balanced =
+          dynamic_cast<const internal::BalancedChannel*>(&internal::UninterceptedChannel(channel))) {
     return balanced->Describe();
   }
   BackendInfo info;

@@ -288,4 +288,8 @@ Channel& UninterceptedChannel(Channel& channel) {
   return intercepted != nullptr ? intercepted->inner() : channel;
 }
 
+const Channel& UninterceptedChannel(const Channel& channel) {
+  return UninterceptedChannel(const_cast<Channel&>(channel));
+}
+
 }  // namespace locus::internal

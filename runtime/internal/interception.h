@@ -101,6 +101,7 @@ std::shared_ptr<Channel> InterceptChannel(std::shared_ptr<Channel> channel,
 // The channel InterceptChannel wrapped, or `channel` if it is not such a
 // wrapper (for runtime lookups that need the channel Connect made).
 Channel& UninterceptedChannel(Channel& channel);
+const Channel& UninterceptedChannel(const Channel& channel);
 
 }  // namespace locus::internal
 

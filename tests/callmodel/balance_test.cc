@@ -247,6 +247,69 @@ TYPED_TEST(BalanceTest, RoundRobinSpreadsAsynchronousCalls) {
   for (int i = 0; i < kServers; ++i) EXPECT_EQ(this->backends_[i]->calls(), kCalls / kServers) << kNames[i];
 }
 
+// Counts the calls interceptors see, and the status each ended with.
+class CountingInterceptorFactory final : public ClientInterceptorFactory {
+ public:
+  std::unique_ptr<ClientInterceptor> Create(const ClientCallInfo&) override {
+    return std::make_unique<Counter>(this);
+  }
+  int started() const { return started_.load(); }
+  int finished_ok() const { return finished_ok_.load(); }
+
+ private:
+  class Counter final : public ClientInterceptor {
+   public:
+    explicit Counter(CountingInterceptorFactory* factory) : factory_(factory) {}
+    absl::Status OnStart(ClientCallInfo&) override {
+      factory_->started_.fetch_add(1);
+      return absl::OkStatus();
+    }
+    void OnFinish(ClientCallInfo&, absl::Status& status) override {
+      if (status.ok()) factory_->finished_ok_.fetch_add(1);
+    }
+
+   private:
+    CountingInterceptorFactory* factory_;
+  };
+  std::atomic<int> started_{0};
+  std::atomic<int> finished_ok_{0};
+};
+
+// Interceptors wrap the balanced channel once: each call is seen once,
+// whichever backend runs it, and the channel still describes its backends.
+TYPED_TEST(BalanceTest, InterceptorsSeeEachCallOnceAboveTheBackends) {
+  using Kind = typename TestFixture::Kind;
+  auto counting = std::make_shared<CountingInterceptorFactory>();
+  ChannelOptions options = this->Options(LoadBalancingPolicy::kRoundRobin);
+  options.interceptors.push_back(counting);
+  std::shared_ptr<Channel> channel = this->ConnectAll(options);
+  ASSERT_NE(channel, nullptr);
+  EXPECT_EQ(DescribeBackends(*channel).size(), kServers);
+
+  Backend::Stub stub(channel);
+  CallOutcomes outcomes(Kind::kReliable);
+  constexpr int kCalls = 12;
+  int ok = 0;
+  for (int i = 0; i < kCalls; ++i) {
+    WhoRequest request;
+    request.set_data(absl::StrCat("call ", i));
+    absl::StatusOr<WhoReply> reply =
+        i % 2 == 0 ? stub.Who(request, outcomes.Options()) : stub.AsyncWho(request, outcomes.Options()).Get();
+    if (outcomes.Record(reply.status())) ++ok;
+  }
+  outcomes.Check();
+  EXPECT_EQ(counting->started(), kCalls);
+  EXPECT_EQ(counting->finished_ok(), ok);
+  int served = 0;
+  for (int i = 0; i < kServers; ++i) served += this->backends_[i]->calls();
+  // A datagram reply can be lost after its server ran the call.
+  if (Kind::kReliable) {
+    EXPECT_EQ(served, ok);
+  } else {
+    EXPECT_GE(served, ok);
+  }
+}
+
 TYPED_TEST(BalanceTest, PickFirstIsTheDefaultAndSticksToTheFirstBackend) {
   using Kind = typename TestFixture::Kind;
   ChannelOptions options = this->Options(LoadBalancingPolicy::kPickFirst);
