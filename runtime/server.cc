@@ -102,6 +102,10 @@ class ServerImpl {
   absl::Status Start() {
     absl::MutexLock lock(&mu_);
     if (state_ != State::kNew) return absl::FailedPreconditionError("Start called twice");
+    if (addresses_.empty()) {
+      LOCUS_LOG(INFO) << "server started with no listening address: it serves only in-process "
+                         "channels (Server::InProcessChannel)";
+    }
     TransportRegistry& registry =
         options_.transports != nullptr ? *options_.transports : DefaultTransportRegistry();
     if (options_.handler_threads > 0) pool_ = std::make_unique<ThreadPool>(options_.handler_threads);
