@@ -416,6 +416,19 @@ void LocusGenerator::Validate(const pb::FileDescriptor* file, std::vector<std::s
                                        "\"pkg.Service\")"));
       }
     }
+    // The gmock stub (generate_mock_code) is Mock<Service>Stub next to the
+    // service's class: a symbol of that name in the package would clash.
+    const std::string mock_name = absl::StrCat("Mock", service->name(), "Stub");
+    const std::string mock_full_name =
+        file->package().empty() ? mock_name : absl::StrCat(file->package(), ".", mock_name);
+    const pb::DescriptorPool* pool = file->pool();
+    if (pool->FindMessageTypeByName(mock_full_name) != nullptr ||
+        pool->FindEnumTypeByName(mock_full_name) != nullptr ||
+        pool->FindServiceByName(mock_full_name) != nullptr) {
+      errors->push_back(absl::StrCat(SourcePosition(file, ServicePath(service)), ": service ",
+                                     service->full_name(), ": the name ", mock_full_name,
+                                     " is taken by the generated gmock stub; rename one of them"));
+    }
     for (int m = 0; m < service->method_count(); ++m) {
       const pb::MethodDescriptor* method = service->method(m);
       std::vector<int> path = MethodPath(method);

@@ -100,9 +100,13 @@ class ChannelImpl final : public Channel {
     pinned_inproc_ = true;
   }
 
+  // The in-process server's bootstrap object, or null if the route is not
+  // in-process or its server has stopped (then BootstrapRef asks the route,
+  // which says UNAVAILABLE).
   std::shared_ptr<Service> InprocBootstrap() {
     absl::MutexLock lock(&mu_);
-    return route_.inproc != nullptr ? route_.inproc->bootstrap() : nullptr;
+    if (route_.inproc == nullptr || route_.inproc->stopped()) return nullptr;
+    return route_.inproc->bootstrap();
   }
 
   ~ChannelImpl() override {

@@ -162,6 +162,14 @@ TEST_P(InProcessServerTest, ShutdownEndsTheChannel) {
   EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition) << late.status();
 }
 
+// After shutdown the server's bootstrap object is out of reach like its
+// services: UNAVAILABLE, not a direct call into a stopped server.
+TEST_P(InProcessServerTest, BootstrapAfterShutdownIsUnavailable) {
+  server_->Shutdown(absl::Now() + kWatchdog);
+  absl::StatusOr<locus::Remote<Counter>> root = locus::Remote<Counter>::Bootstrap(channel_);
+  EXPECT_EQ(root.status().code(), absl::StatusCode::kUnavailable) << root.status();
+}
+
 INSTANTIATE_TEST_SUITE_P(HandlerModes, InProcessServerTest, ::testing::Values(0, 4),
                          [](const ::testing::TestParamInfo<int>& info) {
                            return info.param == 0 ? std::string("Inline") : std::string("Pool");
