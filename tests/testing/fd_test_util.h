@@ -98,6 +98,19 @@ inline int AwaitOpenFdCount(int expected, absl::Duration timeout = absl::Seconds
   return count;
 }
 
+// Waits until OpenFdCount() is at most `limit` or `timeout` passed, and
+// returns the last count seen. For a baseline that may include descriptors
+// an earlier test's connection was still closing when it was taken.
+inline int AwaitOpenFdCountAtMost(int limit, absl::Duration timeout = absl::Seconds(60)) {
+  const absl::Time until = absl::Now() + timeout;
+  int count = OpenFdCount();
+  while (count > limit && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(1));
+    count = OpenFdCount();
+  }
+  return count;
+}
+
 // Writes `bytes` on `socket` in one sendmsg with `count` descriptors
 // attached (at most 253, the kernel's limit), all duplicates of one fresh
 // file, which is closed again before this returns (the kernel holds its own
