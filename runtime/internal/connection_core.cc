@@ -66,6 +66,7 @@ void ConnectionCore::Start() {
     on_demand_background_reads_ = true;
     connection_->AdjustBackgroundReads(-1);
   }
+  StartLiveness();
 }
 
 void ConnectionCore::AsyncCallStarted() {
@@ -291,6 +292,8 @@ void ConnectionCore::OnFrame(Frame& frame) {
     explicit Delivering(const ConnectionCore* core) : scope{core, t_delivering} { t_delivering = &scope; }
     ~Delivering() { t_delivering = scope.outer; }
   } delivering(this);
+  // Any frame shows the peer alive (keepalive). One writer: no atomic add.
+  frames_received_.store(frames_received_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   const FrameType type = frame.header.frame_type();
   // Until a handshake succeeded only handshake frames count, and GOAWAY only from
   // an accepting side refusing this one: an accepting side that took a
@@ -348,6 +351,7 @@ void ConnectionCore::OnFrame(Frame& frame) {
 }
 
 void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
+  frames_received_.store(frames_received_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   if (!HandshakeSucceededLockFree()) {
     // Not even answered: the peer has not said who it is.
     ProtocolError(absl::StrCat("expected a handshake, got ", DescribeFrameHeader(header)));
@@ -442,8 +446,11 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
       reason.message().empty() ? "going away" : reason.message(), ")"));
   // Streams first: a completion callback may use one of them, and must
   // find it ended rather than wait for it (StreamCall::Await).
-  for (const auto& stream : refused_streams) stream->End(not_processed);
-  for (PendingCall* call : refused_calls) Complete(call, not_processed);
+  for (const auto& stream : refused_streams) {
+    if (stream->report != nullptr) stream->report->not_processed = true;
+    stream->End(not_processed);
+  }
+  for (PendingCall* call : refused_calls) CompleteUnprocessed(call, not_processed);
 }
 
 void ConnectionCore::Close(const absl::Status& reason) {
@@ -482,6 +489,7 @@ void ConnectionCore::OnClosed(const absl::Status& reason) {
       absl::StrCat("connection to ", peer().remote_address, " lost: ", reason.message()));
   for (auto& [id, stream] : streams) stream->End(failure);  // before callbacks, as above
   for (auto& [id, call] : pending) Complete(call, failure);
+  StopLiveness();
   ObjectsOnClosed(reason);
   if (options_.on_closed) options_.on_closed(this);
 }

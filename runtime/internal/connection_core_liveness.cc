@@ -1,0 +1,264 @@
+// ConnectionCore's liveness: keepalive PINGs (a peer that stops answering
+// is found out and its connection closed, failing its calls with
+// UNAVAILABLE), and a server's limits on how long a connection may sit idle
+// or live (GOAWAY, then a graceful drain). All of it runs on the
+// process-wide timer thread, never on the call path: the reader only counts
+// the frames it delivers (frames_received_), and each check compares that
+// count with the one it saw last.
+//
+// Timers hold the core weakly and are cancelled when it closes; each
+// reschedules itself under mu_ unless the connection has closed, so none
+// outlives the closure by more than one run.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "absl/random/distributions.h"
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "base/log.h"
+#include "internal/connection_core.h"
+
+namespace locus::internal {
+namespace {
+
+// How often the idle and keepalive limits are checked: a quarter of the
+// limit, so that a limit L is noticed after L to 1.25 L.
+absl::Duration CheckPeriod(absl::Duration limit) {
+  return std::max(limit / 4, absl::Milliseconds(1));
+}
+
+// How often a draining connection looks whether its calls are done.
+constexpr absl::Duration kDrainCheck = absl::Milliseconds(10);
+
+bool Enabled(absl::Duration limit) {
+  return limit != absl::InfiniteDuration() && limit > absl::ZeroDuration();
+}
+
+}  // namespace
+
+void ConnectionCore::ScheduleLivenessLocked(absl::Time when, void (ConnectionCore::*check)(),
+                                            TimerQueue::Id* slot) {
+  if (state_.phase() == ConnectionState::Phase::kClosed) return;
+  std::weak_ptr<ConnectionCore> weak = weak_from_this();
+  *slot = TimerQueue::Get().Schedule(when, [weak, check] {
+    if (std::shared_ptr<ConnectionCore> self = weak.lock()) ((*self).*check)();
+  });
+}
+
+void ConnectionCore::StartLiveness() {
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&mu_);
+  if (Enabled(options_.keepalive_time)) {
+    ScheduleLivenessLocked(now + CheckPeriod(options_.keepalive_time), &ConnectionCore::KeepaliveCheck,
+                           &keepalive_timer_);
+  }
+  if (Enabled(options_.max_idle)) {
+    idle_.idle_since = now;
+    ScheduleLivenessLocked(now + CheckPeriod(options_.max_idle), &ConnectionCore::IdleCheck, &idle_timer_);
+  }
+  if (Enabled(options_.max_age)) {
+    // +-10%, as gRPC: connections made together do not all go together.
+    thread_local absl::BitGen random;
+    const absl::Duration age = options_.max_age * absl::Uniform(random, 0.9, 1.1);
+    ScheduleLivenessLocked(now + age, &ConnectionCore::AgeReached, &age_timer_);
+  }
+}
+
+void ConnectionCore::StopLiveness() {
+  TimerQueue::Id timers[3];
+  {
+    absl::MutexLock lock(&mu_);
+    timers[0] = std::exchange(keepalive_timer_, 0);
+    timers[1] = std::exchange(idle_timer_, 0);
+    timers[2] = std::exchange(age_timer_, 0);
+  }
+  for (TimerQueue::Id id : timers) {
+    if (id != 0) TimerQueue::Get().Cancel(id);
+  }
+}
+
+size_t ConnectionCore::CallsInProgressLocked() const {
+  return pending_.size() + streams_.size() + serving_.size() +
+         inline_serving_.load(std::memory_order_acquire);
+}
+
+bool ConnectionCore::CarriesObjectsLocked() const {
+  if (!exported_to_peer_.empty()) return true;
+  for (const auto& [id, import] : imports_) {
+    if (!import.expired()) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+// Keepalive
+
+void ConnectionCore::KeepaliveCheck() {
+  const absl::Time now = absl::Now();
+  const uint64_t frames = frames_received_.load(std::memory_order_relaxed);
+  enum class Action { kNone, kPing, kClose, kStopReads } action = Action::kNone;
+  {
+    absl::MutexLock lock(&mu_);
+    keepalive_timer_ = 0;  // this run; cleared first so that a closure now cancels nothing of ours
+    if (state_.phase() == ConnectionState::Phase::kClosed) return;
+    KeepaliveState& k = keepalive_;
+    if (frames != k.frames_seen) {
+      // The peer spoke: whatever PING was out is answered.
+      k.frames_seen = frames;
+      k.quiet_checks = 0;
+      if (k.ping_outstanding) {
+        k.ping_outstanding = false;
+        if (k.raised_reads) action = Action::kStopReads;
+        k.raised_reads = false;
+      }
+    } else if (k.ping_outstanding) {
+      // An inline handler holds this side's reader: the answer may be
+      // waiting unread. Only a reader that was free may conclude.
+      if (now >= k.ping_deadline && inline_serving_.load(std::memory_order_acquire) == 0) {
+        action = Action::kClose;
+      }
+    } else if (++k.quiet_checks >= 4 && state_.handshake_succeeded() &&
+               (options_.keepalive_without_calls || CallsInProgressLocked() > 0)) {
+      k.ping_outstanding = true;
+      k.ping_deadline = now + options_.keepalive_timeout;
+      k.raised_reads = on_demand_background_reads_;
+      action = Action::kPing;
+    }
+    if (action != Action::kClose) {
+      const absl::Time next = std::min(now + CheckPeriod(options_.keepalive_time),
+                                       k.ping_outstanding ? k.ping_deadline : absl::InfiniteFuture());
+      ScheduleLivenessLocked(next, &ConnectionCore::KeepaliveCheck, &keepalive_timer_);
+    }
+  }
+  switch (action) {
+    case Action::kNone:
+      return;
+    case Action::kStopReads:
+      connection_->AdjustBackgroundReads(-1);
+      return;
+    case Action::kPing: {
+      // A plain client reads only while it waits for something: the
+      // answer must be read even if nobody does.
+      if (on_demand_background_reads_) connection_->AdjustBackgroundReads(+1);
+      const uint64_t number = keepalive_pings_sent_.fetch_add(1, std::memory_order_relaxed) + 1;
+      char payload[sizeof(number)];
+      std::memcpy(payload, &number, sizeof(number));
+      FrameHeader ping = FrameHeader::Make(FrameType::kPing, 0, 0);
+      ping.payload_length = sizeof(payload);
+      // Never waits for room (the timer thread is shared): a PING that
+      // cannot even be queued means a peer that takes nothing, which the
+      // missing answer reports.
+      (void)connection_->Send(ping, {}, absl::string_view(payload, sizeof(payload)), absl::Now());
+      return;
+    }
+    case Action::kClose: {
+      const absl::Status reason = absl::UnavailableError(absl::StrCat(
+          "keepalive: no answer from ", peer().remote_address, " within ",
+          absl::FormatDuration(options_.keepalive_timeout), " of a PING"));
+      LOCUS_LOG(WARNING) << "closing the connection to " << peer().remote_address << ": "
+                         << reason.message();
+      Close(reason);
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Idle and age limits, and the drain that follows this side's GOAWAY
+
+void ConnectionCore::IdleCheck() {
+  const absl::Time now = absl::Now();
+  absl::Status idle;
+  {
+    absl::MutexLock lock(&mu_);
+    idle_timer_ = 0;
+    if (state_.phase() == ConnectionState::Phase::kClosed || draining_) return;
+    IdleState& i = idle_;
+    const bool busy = !state_.handshake_succeeded() || CallsInProgressLocked() > 0 || CarriesObjectsLocked() ||
+                      next_call_id_ != i.next_call_id || last_peer_call_id_ != i.last_peer_call_id;
+    i.next_call_id = next_call_id_;
+    i.last_peer_call_id = last_peer_call_id_;
+    if (busy) {
+      i.idle_since = now;
+    } else if (now - i.idle_since >= options_.max_idle) {
+      idle = absl::UnavailableError(
+          absl::StrCat("connection idle for ", absl::FormatDuration(options_.max_idle)));
+    }
+    if (idle.ok()) {
+      ScheduleLivenessLocked(now + CheckPeriod(options_.max_idle), &ConnectionCore::IdleCheck, &idle_timer_);
+    }
+  }
+  // Without a grace period: nothing runs, and what the peer sends before
+  // it reads the GOAWAY is refused as not processed.
+  if (!idle.ok()) BeginDrain(idle, absl::InfiniteFuture());
+}
+
+void ConnectionCore::AgeReached() {
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    age_timer_ = 0;
+    if (state_.phase() == ConnectionState::Phase::kClosed || draining_) return;
+    if (CarriesObjectsLocked() || !state_.handshake_succeeded()) {
+      // References live and die with their connection (and a handshake
+      // has a deadline of its own): look again later.
+      ScheduleLivenessLocked(now + CheckPeriod(options_.max_age), &ConnectionCore::AgeReached, &age_timer_);
+      return;
+    }
+  }
+  const absl::Time deadline = options_.max_age_grace == absl::InfiniteDuration()
+                                  ? absl::InfiniteFuture()
+                                  : now + options_.max_age_grace;
+  BeginDrain(absl::UnavailableError(absl::StrCat("connection reached its maximum age (",
+                                                 absl::FormatDuration(options_.max_age), ")")),
+             deadline);
+}
+
+void ConnectionCore::BeginDrain(const absl::Status& reason, absl::Time deadline) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_ || state_.phase() == ConnectionState::Phase::kClosed) return;
+    draining_ = true;
+    drain_reason_ = reason;
+    drain_deadline_ = deadline;
+  }
+  // Calls the peer starts from now on are refused as not processed; the
+  // peer sends them on a new connection.
+  SendGoAway(reason);
+  DrainCheck();
+}
+
+void ConnectionCore::DrainCheck() {
+  const absl::Time now = absl::Now();
+  absl::Status close;
+  bool calls_done = false;
+  {
+    absl::MutexLock lock(&mu_);
+    age_timer_ = 0;
+    if (state_.phase() == ConnectionState::Phase::kClosed) return;
+    calls_done = CallsInProgressLocked() == 0;
+    if (!calls_done && now < drain_deadline_) {
+      ScheduleLivenessLocked(std::min(now + kDrainCheck, drain_deadline_), &ConnectionCore::DrainCheck,
+                             &age_timer_);
+      return;
+    }
+    close = drain_reason_;
+  }
+  // What is still queued (a reply, the GOAWAY) leaves first, within the
+  // deadline: closing drops it.
+  if (calls_done && now < drain_deadline_ && has_queued_output()) {
+    absl::MutexLock lock(&mu_);
+    ScheduleLivenessLocked(std::min(now + kDrainCheck, drain_deadline_), &ConnectionCore::DrainCheck,
+                           &age_timer_);
+    return;
+  }
+  if (!calls_done) {
+    LOCUS_LOG(WARNING) << "closing the connection to " << peer().remote_address
+                       << " with calls in progress: " << close.message() << " and its grace period ended";
+  }
+  Close(close);
+}
+
+}  // namespace locus::internal
