@@ -68,8 +68,10 @@ class Search final {
 
   static const ::locus::RpcMethod kMethodFind;
   static const ::locus::RpcMethod kMethodFindSlowly;
+  static const ::locus::RpcMethod kMethodFindAgain;
+  static const ::locus::RpcMethod kMethodWatch;
   // The method table, in declaration order.
-  static constexpr int kMethodCount = 2;
+  static constexpr int kMethodCount = 4;
   static const ::locus::RpcMethod* const kMethods[kMethodCount];
 
   // Server side: derive from Service and override the methods you implement;
@@ -83,6 +85,12 @@ class Search final {
     virtual ::absl::Status Find(::locus::ServerContext* context, const ::opts::Query* request, ::opts::Result* response);
 
     virtual ::absl::Status FindSlowly(::locus::ServerContext* context, const ::opts::Query* request, ::opts::Result* response);
+
+    // Retried on UNAVAILABLE and RESOURCE_EXHAUSTED, three attempts in all.
+    virtual ::absl::Status FindAgain(::locus::ServerContext* context, const ::opts::Query* request, ::opts::Result* response);
+
+    // A server stream, retried until its first message arrives.
+    virtual ::absl::Status Watch(::locus::ServerContext* context, const ::opts::Query* request, ::locus::ServerWriter<::opts::Result>* writer);
   };
 
   // Client side. Thread-safe; cheap to create.
@@ -102,6 +110,16 @@ class Search final {
     ::locus::Future<::opts::Result> AsyncFindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options = {});
     // `response` must stay valid until `done` runs.
     void AsyncFindSlowly(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+
+    // Retried on UNAVAILABLE and RESOURCE_EXHAUSTED, three attempts in all.
+    ::absl::StatusOr<::opts::Result> FindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {});
+    ::absl::Status FindAgain(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options = {});
+    ::locus::Future<::opts::Result> AsyncFindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {});
+    // `response` must stay valid until `done` runs.
+    void AsyncFindAgain(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+
+    // A server stream, retried until its first message arrives.
+    ::locus::ClientReader<::opts::Result> Watch(const ::opts::Query& request, const ::locus::CallOptions& options = {});
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 
