@@ -333,6 +333,7 @@ void ConnectionCore::OnFrame(Frame& frame) {
       return;
     }
     case FrameType::kPong:
+      if (awaiting_drain_pong_.load(std::memory_order_acquire)) HandleDrainPong(frame);
       return;
     case FrameType::kGoAway:
       HandleGoAway(frame);
@@ -394,6 +395,10 @@ void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
 // GOAWAY and closure
 
 void ConnectionCore::SendGoAway(const absl::Status& reason) {
+  // Held until the frame is handed to the transport: a refusal of a call
+  // above its id waits for it (HandleRequest), so that the peer reads the
+  // GOAWAY, which tells it the call was not processed, before the refusal.
+  absl::MutexLock sending(&goaway_send_mu_);
   wire::GoAway goaway;
   {
     // From now on calls above this id are refused (HandleRequest), so that

@@ -400,6 +400,12 @@ class ConnectionCore final : public FrameSink,
   // Sends GOAWAY with `reason`, then closes the connection once no call is
   // in progress and nothing is queued, or at `deadline`.
   void BeginDrain(const absl::Status& reason, absl::Time deadline);
+  // The peer answered the drain's PING (or did not in time): every call it
+  // sent before it read the first GOAWAY has arrived; the final GOAWAY
+  // names the last of them.
+  void HandleDrainPong(const Frame& frame);
+  void DrainPingTimedOut();
+  void FinishAnnouncingDrain();
   void DrainCheck();
   // Calls (unary and streams) in progress either way.
   size_t CallsInProgressLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -552,6 +558,8 @@ class ConnectionCore final : public FrameSink,
   // starts above it are refused.
   bool goaway_sent_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t goaway_last_processed_ ABSL_GUARDED_BY(mu_) = 0;
+  // Held while SendGoAway sends; taken before mu_.
+  absl::Mutex goaway_send_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   absl::flat_hash_map<uint64_t, PendingCall*> pending_ ABSL_GUARDED_BY(mu_);
   // Calls being served here, with their cancellation flags.
   absl::flat_hash_map<uint64_t, std::shared_ptr<std::atomic<bool>>> serving_ ABSL_GUARDED_BY(mu_);
@@ -587,6 +595,9 @@ class ConnectionCore final : public FrameSink,
     absl::Time idle_since = absl::InfiniteFuture();
   } idle_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;  // BeginDrain ran
+  // Between the first GOAWAY of a drain and its final one.
+  bool announcing_drain_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> awaiting_drain_pong_{false};
   absl::Status drain_reason_ ABSL_GUARDED_BY(mu_);
   absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
 

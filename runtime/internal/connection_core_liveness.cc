@@ -11,7 +11,9 @@
 // outlives the closure by more than one run.
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <string>
+#include <utility>
 
 #include "absl/random/distributions.h"
 #include "absl/random/random.h"
@@ -31,6 +33,11 @@ absl::Duration CheckPeriod(absl::Duration limit) {
 
 // How often a draining connection looks whether its calls are done.
 constexpr absl::Duration kDrainCheck = absl::Milliseconds(10);
+// How long a drain waits for the answer to its PING before it sends its
+// final GOAWAY anyway (a client that reads nothing sends nothing either).
+constexpr absl::Duration kDrainPingTimeout = absl::Seconds(1);
+// The payload of a drain's PING (keepalive PINGs count up from 1).
+constexpr uint64_t kDrainPing = uint64_t{1} << 63;
 
 bool Enabled(absl::Duration limit) {
   return limit != absl::InfiniteDuration() && limit > absl::ZeroDuration();
@@ -216,16 +223,65 @@ void ConnectionCore::AgeReached() {
              deadline);
 }
 
+// A drain announces itself twice, as HTTP/2 servers do: call ids need not
+// reach this side in the order they were taken (concurrent callers), so a
+// GOAWAY naming the highest id received so far could leave out a call that
+// is still on its way, which this side would then close on. The first
+// GOAWAY names no call (the highest id there is): the peer starts no more
+// calls here, refuses none. A PING follows it; its answer comes after every
+// call the peer sent before it read the GOAWAY, and then the final GOAWAY
+// names the highest id received: exactly the calls that will be answered.
 void ConnectionCore::BeginDrain(const absl::Status& reason, absl::Time deadline) {
   {
     absl::MutexLock lock(&mu_);
     if (draining_ || state_.phase() == ConnectionState::Phase::kClosed) return;
     draining_ = true;
+    announcing_drain_ = true;
     drain_reason_ = reason;
     drain_deadline_ = deadline;
+    ScheduleLivenessLocked(absl::Now() + kDrainPingTimeout, &ConnectionCore::DrainPingTimedOut, &age_timer_);
   }
-  // Calls the peer starts from now on are refused as not processed; the
-  // peer sends them on a new connection.
+  wire::GoAway announce;
+  announce.set_last_processed_call_id(std::numeric_limits<uint64_t>::max());
+  announce.set_code(static_cast<int>(reason.code()));
+  announce.set_reason(std::string(reason.message()));
+  (void)SendControlFrame(FrameType::kGoAway, 0, &announce, absl::Now() + absl::Seconds(1));
+  awaiting_drain_pong_.store(true, std::memory_order_release);
+  char payload[sizeof(kDrainPing)];
+  std::memcpy(payload, &kDrainPing, sizeof(payload));
+  FrameHeader ping = FrameHeader::Make(FrameType::kPing, 0, 0);
+  ping.payload_length = sizeof(payload);
+  (void)connection_->Send(ping, {}, absl::string_view(payload, sizeof(payload)), absl::Now() + absl::Seconds(1));
+}
+
+void ConnectionCore::HandleDrainPong(const Frame& frame) {
+  uint64_t value = 0;
+  const absl::string_view payload = frame.payload_bytes();
+  if (payload.size() != sizeof(value)) return;
+  std::memcpy(&value, payload.data(), sizeof(value));
+  if (value == kDrainPing) FinishAnnouncingDrain();
+}
+
+void ConnectionCore::DrainPingTimedOut() {
+  {
+    absl::MutexLock lock(&mu_);
+    age_timer_ = 0;  // this run
+  }
+  FinishAnnouncingDrain();
+}
+
+void ConnectionCore::FinishAnnouncingDrain() {
+  absl::Status reason;
+  TimerQueue::Id timer = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!announcing_drain_) return;
+    announcing_drain_ = false;
+    awaiting_drain_pong_.store(false, std::memory_order_release);
+    timer = std::exchange(age_timer_, 0);
+    reason = drain_reason_;
+  }
+  if (timer != 0) TimerQueue::Get().Cancel(timer);
   SendGoAway(reason);
   DrainCheck();
 }

@@ -155,7 +155,11 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     return;
   }
   if (!refused.ok()) {
-    if (!oneway) SendError(call_id, refused, call.deadline);
+    if (!oneway) {
+      // After the GOAWAY that refuses it, if that is why (SendGoAway).
+      if (absl::IsUnavailable(refused)) absl::MutexLock after_goaway(&goaway_send_mu_);
+      SendError(call_id, refused, call.deadline);
+    }
     return;
   }
   call.metadata = std::move(header.metadata);

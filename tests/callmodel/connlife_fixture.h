@@ -16,6 +16,8 @@
 
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 
 #include "conformance_fixture.h"
 #include "flaky_service.h"
@@ -34,6 +36,17 @@ using ::locus::conformance::TestServiceImpl;
 using ::locus::conformance::Watchdog;
 using ::locus::testing::kWatchdog;
 using ::locus::testing::TempDir;
+
+// A thread joined when it goes out of scope (a failed ASSERT returns early).
+class ScopedThread {
+ public:
+  template <typename F>
+  explicit ScopedThread(F body) : thread_(std::move(body)) {}
+  ~ScopedThread() { thread_.join(); }
+
+ private:
+  std::thread thread_;
+};
 
 template <typename ConfigT>
 class ConnLife : public ::testing::Test {
@@ -79,6 +92,13 @@ class ConnLife : public ::testing::Test {
 
   // After server_->Shutdown(): a server on the same address again.
   void Restart() { StartServerOn(address_); }
+  // Stops the server, and makes the channel see that with a call (a
+  // datagram client learns it only so; on a stream its connection may
+  // otherwise still take the next call before the hang-up is noticed).
+  void StopServer() {
+    server_->Shutdown();
+    EXPECT_EQ(Echo().code(), absl::StatusCode::kUnavailable);
+  }
 
   // The channel's connection (not on an in-process channel, whose unary
   // calls use none).

@@ -279,9 +279,22 @@ TYPED_TEST(IdleLimit, AnIdleConnectionIsClosedAndTheNextCallMakesAnother) {
   EXPECT_GE(this->Stats().connects.attempts, 2u);
 }
 
+// Where a handler that waits (Hold) stalls no other connection: on a
+// handler pool, or on a shared-memory connection (a reader thread of its
+// own). An inline handler on a socket holds an event loop, which client and
+// server of these tests share with other connections.
 template <typename C>
 class ConnectionLimits : public ConnLife<C> {};
-TYPED_TEST_SUITE(ConnectionLimits, WireKinds, ConfigNames);
+using ::locus::conformance::ShmAbstractInline;
+using ::locus::conformance::ShmInline;
+using ::locus::conformance::ShmInlineNoSpin;
+using ::locus::conformance::ShmPool;
+using ::locus::conformance::Tcp4Pool;
+using ::locus::conformance::Udp4Pool;
+using ::locus::conformance::UnixPool;
+using WaitingHandlerKinds =
+    ::testing::Types<UnixPool, Tcp4Pool, ShmPool, Udp4Pool, ShmInline, ShmAbstractInline, ShmInlineNoSpin>;
+TYPED_TEST_SUITE(ConnectionLimits, WaitingHandlerKinds, ConfigNames);
 
 TYPED_TEST(ConnectionLimits, AnOldConnectionFinishesItsCallsWhileNewCallsGoElsewhere) {
   ServerOptions options;

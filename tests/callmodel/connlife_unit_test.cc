@@ -632,7 +632,8 @@ TEST_F(CoreLifeTest, AnIdleConnectionGetsGoAwayThenCloses) {
   ConnectionCore::Options options;
   options.max_idle = absl::Milliseconds(30);
   Create(/*connecting=*/false, options);
-  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 1));
+  peer_->set_answer_pings(true);
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 2));
   ASSERT_TRUE(peer_->AwaitClosed());
   wire::GoAway goaway;
   ASSERT_TRUE(goaway.ParseFromString(peer_->Frames(FrameType::kGoAway)[0].meta));
@@ -644,22 +645,54 @@ TEST_F(CoreLifeTest, AnOldConnectionDrainsItsCallsThenClosesAtTheLatestAfterItsG
   options.max_age = absl::Milliseconds(20);
   options.max_age_grace = absl::Milliseconds(200);
   Create(/*connecting=*/false, options);
+  peer_->set_answer_pings(true);
   // A call that runs until it is cancelled (at the end of the grace).
   WaitRequest wait;
   wait.set_max_wait_ms(absl::ToInt64Milliseconds(kWatchdog));
   peer_->SendRequest(TestService::kMethodWaitForCancel, 1, wait);
-  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 1));
-  wire::GoAway goaway;
-  ASSERT_TRUE(goaway.ParseFromString(peer_->Frames(FrameType::kGoAway)[0].meta));
-  EXPECT_EQ(goaway.last_processed_call_id(), 1u);  // the call in progress goes on
+  // First a GOAWAY that refuses nothing (calls may still be on their way),
+  // then, once the PING after it is answered, the one naming the last call.
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 2));
+  std::vector<SeenFrame> goaways = peer_->Frames(FrameType::kGoAway);
+  wire::GoAway first, last;
+  ASSERT_TRUE(first.ParseFromString(goaways[0].meta));
+  ASSERT_TRUE(last.ParseFromString(goaways[1].meta));
+  EXPECT_EQ(first.last_processed_call_id(), std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(last.last_processed_call_id(), 1u);  // the call in progress goes on
   ASSERT_TRUE(peer_->AwaitClosed());
   EXPECT_TRUE(::locus::conformance::Eventually([&] { return service_.cancellations_seen() == 1; }));
+}
+
+// A call that arrives after the first GOAWAY (it was on its way) is served:
+// the final GOAWAY comes only once the PING after the first is answered.
+TEST_F(CoreLifeTest, ACallOnItsWayWhenTheDrainBeginsIsServed) {
+  ConnectionCore::Options options;
+  options.max_age = absl::Milliseconds(1);
+  Create(/*connecting=*/false, options);
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 1));
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kPing, 1));
+  EchoRequest late;
+  late.set_data("on its way");
+  peer_->SendRequest(TestService::kMethodEcho, 1, late);
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kResponse, 1));
+  EchoReply reply;
+  ASSERT_TRUE(reply.ParseFromString(peer_->Frames(FrameType::kResponse)[0].payload));
+  EXPECT_EQ(reply.data(), "on its way");
+  // The answer to the PING: then the final GOAWAY, then closure.
+  std::vector<SeenFrame> pings = peer_->Frames(FrameType::kPing);
+  peer_->Send(FrameType::kPong, 0, 0, {}, pings[0].payload);
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 2));
+  wire::GoAway last;
+  ASSERT_TRUE(last.ParseFromString(peer_->Frames(FrameType::kGoAway)[1].meta));
+  EXPECT_EQ(last.last_processed_call_id(), 1u);
+  ASSERT_TRUE(peer_->AwaitClosed());
 }
 
 TEST_F(CoreLifeTest, AnOldConnectionClosesOnceItsLastCallIsAnswered) {
   ConnectionCore::Options options;
   options.max_age = absl::Milliseconds(20);  // no grace: as long as calls run
   Create(/*connecting=*/false, options);
+  peer_->set_answer_pings(true);
   WaitRequest wait;
   wait.set_max_wait_ms(300);
   peer_->SendRequest(TestService::kMethodWaitForCancel, 1, wait);
