@@ -578,6 +578,12 @@ class ConnectionCore final : public FrameSink,
   // Liveness. Frames delivered so far: written by the reader only (OnFrame
   // calls never overlap), read by the keepalive timer.
   std::atomic<uint64_t> frames_received_{0};
+  // REQUESTs the peer sent (the reader only writes it), and, once a drain
+  // sent its final GOAWAY, how many ids that GOAWAY covers and how long
+  // the drain waits for those still on their way (DrainCheck).
+  std::atomic<uint64_t> peer_requests_{0};
+  uint64_t drain_expected_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time drain_gap_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::atomic<uint64_t> keepalive_pings_sent_{0};
   TimerQueue::Id keepalive_timer_ ABSL_GUARDED_BY(mu_) = 0;
   TimerQueue::Id idle_timer_ ABSL_GUARDED_BY(mu_) = 0;

@@ -38,6 +38,10 @@ constexpr absl::Duration kDrainCheck = absl::Milliseconds(10);
 constexpr absl::Duration kDrainPingTimeout = absl::Seconds(1);
 // The payload of a drain's PING (keepalive PINGs count up from 1).
 constexpr uint64_t kDrainPing = uint64_t{1} << 63;
+// How long a drain waits for calls its final GOAWAY covers that have not
+// arrived (ids taken before the peer read the first GOAWAY, sent after);
+// an id taken and never sent (its send failed) holds the closure this long.
+constexpr absl::Duration kDrainGapWait = absl::Seconds(5);
 
 bool Enabled(absl::Duration limit) {
   return limit != absl::InfiniteDuration() && limit > absl::ZeroDuration();
@@ -230,7 +234,10 @@ void ConnectionCore::AgeReached() {
 // GOAWAY names no call (the highest id there is): the peer starts no more
 // calls here, refuses none. A PING follows it; its answer comes after every
 // call the peer sent before it read the GOAWAY, and then the final GOAWAY
-// names the highest id received: exactly the calls that will be answered.
+// names the highest id received. A call whose id was taken before that
+// GOAWAY was read but which was sent after the answer may still come, below
+// that id: the drain waits (kDrainGapWait at most) until as many calls
+// arrived as the final GOAWAY covers ids.
 void ConnectionCore::BeginDrain(const absl::Status& reason, absl::Time deadline) {
   {
     absl::MutexLock lock(&mu_);
@@ -283,6 +290,13 @@ void ConnectionCore::FinishAnnouncingDrain() {
   }
   if (timer != 0) TimerQueue::Get().Cancel(timer);
   SendGoAway(reason);
+  {
+    absl::MutexLock lock(&mu_);
+    // The peer's ids are odd from 1 (it connected) or even from 2.
+    drain_expected_requests_ =
+        options_.connecting_side ? goaway_last_processed_ / 2 : (goaway_last_processed_ + 1) / 2;
+    drain_gap_deadline_ = absl::Now() + kDrainGapWait;
+  }
   DrainCheck();
 }
 
@@ -294,7 +308,9 @@ void ConnectionCore::DrainCheck() {
     absl::MutexLock lock(&mu_);
     age_timer_ = 0;
     if (state_.phase() == ConnectionState::Phase::kClosed) return;
-    calls_done = CallsInProgressLocked() == 0;
+    calls_done = CallsInProgressLocked() == 0 &&
+                 (peer_requests_.load(std::memory_order_relaxed) >= drain_expected_requests_ ||
+                  now >= drain_gap_deadline_);
     if (!calls_done && now < drain_deadline_) {
       ScheduleLivenessLocked(std::min(now + kDrainCheck, drain_deadline_), &ConnectionCore::DrainCheck,
                              &age_timer_);

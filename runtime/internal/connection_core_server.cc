@@ -51,6 +51,9 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     ProtocolError(absl::StrCat("call id ", call_id, " has the wrong parity"));
     return;
   }
+  // Counted for a drain, which waits for the ids it said it would serve
+  // (DrainCheck). One writer: no atomic add.
+  peer_requests_.store(peer_requests_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   CallHeaderView header;  // views the frame's meta
   if (!DecodeCallHeader(frame.meta_bytes(), &header)) {
     if (!oneway) SendError(call_id, absl::InvalidArgumentError("malformed call header"), absl::InfiniteFuture());
@@ -156,8 +159,13 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   }
   if (!refused.ok()) {
     if (!oneway) {
-      // After the GOAWAY that refuses it, if that is why (SendGoAway).
-      if (absl::IsUnavailable(refused)) absl::MutexLock after_goaway(&goaway_send_mu_);
+      if (absl::IsUnavailable(refused)) {
+        // Refused by a GOAWAY (or a closure): answered after the GOAWAY
+        // itself has been handed to the transport (SendGoAway holds the
+        // lock until then), so that the peer learns first that the call
+        // was not processed.
+        absl::MutexLock after_goaway(&goaway_send_mu_);
+      }
       SendError(call_id, refused, call.deadline);
     }
     return;
