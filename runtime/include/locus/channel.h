@@ -37,7 +37,8 @@
 // the next connection; a synchronous call may be retried so any time, an
 // asynchronous one only while StartUnary runs (its request is gone after)
 // unless a retry policy applies to its method (locus/retry_policy.h), which
-// may also retry calls that failed with one of its codes.
+// may also retry calls that failed with one of its codes. A stream is
+// opened again likewise while it opens, and with a policy until committed.
 //
 // Example (keepalive and a retry policy):
 //   locus::ChannelOptions options;
@@ -178,7 +179,8 @@ class Channel {
 
 // Connects to `address` ("unix:/path", "unix-abstract:name",
 // "tcp://host:port", "tcp://[::1]:port") and completes the Locus handshake.
-// If the connection later breaks, the next call reconnects.
+// If the connection later breaks, the next call reconnects (after a failed
+// connection attempt, not before ChannelOptions::reconnect_backoff allows).
 // "fd:N" connects over a connected Unix socket this process already has as
 // descriptor N (an end of a socketpair; "shm-fd:N" moves that connection to
 // shared memory): Connect takes N, so a second Connect fails ("not open"),
