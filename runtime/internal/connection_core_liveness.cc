@@ -239,6 +239,7 @@ void ConnectionCore::AgeReached() {
 // that id: the drain waits (kDrainGapWait at most) until as many calls
 // arrived as the final GOAWAY covers ids.
 void ConnectionCore::BeginDrain(const absl::Status& reason, absl::Time deadline) {
+  TimerQueue::Id age = 0;
   {
     absl::MutexLock lock(&mu_);
     if (draining_ || state_.phase() == ConnectionState::Phase::kClosed) return;
@@ -246,13 +247,16 @@ void ConnectionCore::BeginDrain(const absl::Status& reason, absl::Time deadline)
     announcing_drain_ = true;
     drain_reason_ = reason;
     drain_deadline_ = deadline;
+    age = std::exchange(age_timer_, 0);  // an idle drain makes the age moot
     ScheduleLivenessLocked(absl::Now() + kDrainPingTimeout, &ConnectionCore::DrainPingTimedOut, &age_timer_);
   }
+  if (age != 0) TimerQueue::Get().Cancel(age);
   wire::GoAway announce;
   announce.set_last_processed_call_id(std::numeric_limits<uint64_t>::max());
   announce.set_code(static_cast<int>(reason.code()));
   announce.set_reason(std::string(reason.message()));
   (void)SendControlFrame(FrameType::kGoAway, 0, &announce, absl::Now() + absl::Seconds(1));
+  // Before the PING: its answer may be delivered before Send returns.
   awaiting_drain_pong_.store(true, std::memory_order_release);
   char payload[sizeof(kDrainPing)];
   std::memcpy(payload, &kDrainPing, sizeof(payload));
@@ -302,6 +306,9 @@ void ConnectionCore::FinishAnnouncingDrain() {
 
 void ConnectionCore::DrainCheck() {
   const absl::Time now = absl::Now();
+  // What is still queued (a reply, the GOAWAY) leaves first, within the
+  // deadline: closing drops it.
+  const bool queued = has_queued_output();
   absl::Status close;
   bool calls_done = false;
   {
@@ -311,20 +318,12 @@ void ConnectionCore::DrainCheck() {
     calls_done = CallsInProgressLocked() == 0 &&
                  (peer_requests_.load(std::memory_order_relaxed) >= drain_expected_requests_ ||
                   now >= drain_gap_deadline_);
-    if (!calls_done && now < drain_deadline_) {
+    if ((!calls_done || queued) && now < drain_deadline_) {
       ScheduleLivenessLocked(std::min(now + kDrainCheck, drain_deadline_), &ConnectionCore::DrainCheck,
                              &age_timer_);
       return;
     }
     close = drain_reason_;
-  }
-  // What is still queued (a reply, the GOAWAY) leaves first, within the
-  // deadline: closing drops it.
-  if (calls_done && now < drain_deadline_ && has_queued_output()) {
-    absl::MutexLock lock(&mu_);
-    ScheduleLivenessLocked(std::min(now + kDrainCheck, drain_deadline_), &ConnectionCore::DrainCheck,
-                           &age_timer_);
-    return;
   }
   if (!calls_done) {
     LOCUS_LOG(WARNING) << "closing the connection to " << peer().remote_address

@@ -449,7 +449,7 @@ class ScriptedPeer final : public FrameSink {
   void set_answer_pings(bool answer) { answer_pings_.store(answer); }
 
  private:
-  size_t CountLocked(FrameType type) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  size_t CountLocked(FrameType type) const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     size_t n = 0;
     for (const SeenFrame& frame : frames_) n += frame.header.frame_type() == type ? 1 : 0;
     return n;
