@@ -49,7 +49,10 @@ RetryState::Decision RetryState::OnFailure(const absl::Status& status, const Att
   Decision decision;
   decision.status = status;
   const bool waits = report.no_route && wait_for_ready_ && absl::IsUnavailable(status);
-  if (cancellation_.has_value() && cancellation_->cancelled()) return decision;
+  if (cancellation_.has_value() && cancellation_->cancelled()) {
+    if (!absl::IsCancelled(status)) decision.status = absl::CancelledError("call cancelled");
+    return decision;
+  }
   if (absl::IsDeadlineExceeded(status) || committed) return decision;
   if (now >= deadline_) {
     if (waits) {

@@ -139,13 +139,22 @@ TYPED_TEST(StoppedServer, ACallWithoutDeadlineFailsOnceKeepaliveTimesOut) {
 
 class SilentPeer {
  public:
-  // Listens on a Unix socket in `dir` or on TCP loopback.
-  SilentPeer(bool tcp, const std::string& dir) {
+  // What the peer does with a connection: completes the handshake and goes
+  // silent, or closes it at once (a server that refuses everyone).
+  enum class Mode { kSilent, kHangUp };
+  // Listens on a Unix socket in `dir` (at `path` if given) or on TCP
+  // loopback (on `port` if given).
+  SilentPeer(bool tcp, const std::string& dir, Mode mode = Mode::kSilent, const std::string& path = "",
+             int port = 0)
+      : mode_(mode) {
     if (tcp) {
       listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
       sockaddr_in addr{};
       addr.sin_family = AF_INET;
       addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(static_cast<uint16_t>(port));
+      const int reuse = 1;
+      setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof(reuse));
       bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
       socklen_t length = sizeof(addr);
       getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &length);
@@ -154,10 +163,10 @@ class SilentPeer {
       listener_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
       sockaddr_un addr{};
       addr.sun_family = AF_UNIX;
-      const std::string path = dir + "/silent.sock";
-      std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+      const std::string file = path.empty() ? dir + "/silent.sock" : path;
+      std::strncpy(addr.sun_path, file.c_str(), sizeof(addr.sun_path) - 1);
       bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-      address_ = "unix:" + path;
+      address_ = "unix:" + file;
     }
     listen(listener_, 4);
     thread_ = std::thread([this] { Serve(); });
@@ -169,6 +178,8 @@ class SilentPeer {
     close(listener_);
   }
   const std::string& address() const { return address_; }
+  // Connections accepted so far.
+  int accepted() const { return accepted_.load(); }
 
  private:
   // Reads the HELLO, answers HELLO_ACK, then goes silent on that
@@ -177,6 +188,11 @@ class SilentPeer {
     for (;;) {
       const int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) return;
+      accepted_.fetch_add(1);
+      if (mode_ == Mode::kHangUp) {
+        close(fd);
+        continue;
+      }
       connections_.push_back(fd);
       FrameHeader hello;
       if (!ReadAll(fd, &hello, sizeof(hello))) continue;
@@ -204,6 +220,8 @@ class SilentPeer {
     return true;
   }
 
+  const Mode mode_;
+  std::atomic<int> accepted_{0};
   int listener_ = -1;
   std::string address_;
   std::vector<int> connections_;  // the accepting thread's until joined
@@ -231,6 +249,41 @@ TEST_P(HalfOpenPeer, ACallWithoutDeadlineFailsOnceKeepaliveTimesOut) {
   TestService::Stub patient_stub(*patient);
   EXPECT_EQ(patient_stub.Echo(EchoRequest(), CallOptions::WithTimeout(absl::Milliseconds(400))).status().code(),
             absl::StatusCode::kDeadlineExceeded);
+}
+
+// A server that refuses everyone (it accepts and hangs up at once), on
+// the address a channel was connected to: fail-fast calls fail at once,
+// and the peer sees one connection attempt per backoff period however
+// many calls are made (counted by the peer, not by the channel).
+TEST_P(HalfOpenPeer, ARefusingServerSeesOneConnectionAttemptPerBackoff) {
+  TempDir dir;
+  const bool tcp = GetParam();
+  TestServiceImpl service;
+  auto server = std::make_unique<Server>();
+  ASSERT_TRUE(server->RegisterService(&service).ok());
+  ASSERT_TRUE(server->AddListeningAddress(tcp ? "tcp://127.0.0.1:0" : "unix:" + dir.path() + "/s.sock").ok());
+  ASSERT_TRUE(server->Start().ok());
+  const std::string address = server->listening_addresses()[0];
+  ChannelOptions options;
+  options.allowed_transports = tcp ? "tcp" : "unix";
+  options.reconnect_backoff.initial_backoff = absl::Milliseconds(200);
+  auto channel = Connect(address, options);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  TestService::Stub stub(*channel);
+  ASSERT_TRUE(stub.Echo(EchoRequest(), Watchdog()).ok());
+  server->Shutdown();
+  const int port = tcp ? std::stoi(address.substr(address.rfind(':') + 1)) : 0;
+  SilentPeer refusing(tcp, dir.path(), SilentPeer::Mode::kHangUp, dir.path() + "/s.sock", port);
+  ASSERT_EQ(refusing.address(), address);
+  const absl::Time start = absl::Now();
+  constexpr int kCalls = 300;
+  for (int i = 0; i < kCalls; ++i) {
+    EXPECT_EQ(stub.Echo(EchoRequest(), Watchdog()).status().code(), absl::StatusCode::kUnavailable) << i;
+  }
+  const absl::Duration elapsed = absl::Now() - start;
+  EXPECT_GE(refusing.accepted(), 1);
+  EXPECT_LE(refusing.accepted(), 2 + elapsed / options.reconnect_backoff.initial_backoff)
+      << kCalls << " calls in " << elapsed;
 }
 
 // ---------------------------------------------------------------------------

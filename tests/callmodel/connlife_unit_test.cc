@@ -242,7 +242,9 @@ TEST(RetryState, NothingIsRetriedOnceCommittedCancelledOrOneway) {
   cancellable.cancellation = cancel;
   RetryState cancelled(&channel, kUnary, &policy, cancellable);
   cancel.Cancel();
-  EXPECT_FALSE(cancelled.OnFailure(absl::UnavailableError("x"), refused, false, now, random).retry);
+  RetryState::Decision after_cancel = cancelled.OnFailure(absl::UnavailableError("x"), refused, false, now, random);
+  EXPECT_FALSE(after_cancel.retry);
+  EXPECT_EQ(after_cancel.status.code(), absl::StatusCode::kCancelled);  // whatever the attempt said
 
   RetryState oneway(&channel, kOneway, &policy, CallOptions::WithDeadline(now + absl::Hours(1)));
   EXPECT_FALSE(oneway.OnFailure(absl::UnavailableError("x"), AttemptReport(), false, now, random).retry);
