@@ -92,6 +92,16 @@ class ConnLife : public ::testing::Test {
 
   // After server_->Shutdown(): a server on the same address again.
   void Restart() { StartServerOn(address_); }
+  // A server and a channel that tries to reconnect every 20 to 100 ms (for
+  // waits for the server), then the server stopped.
+  void StartThenStopTheServer() {
+    ChannelOptions options;
+    options.reconnect_backoff.initial_backoff = absl::Milliseconds(20);
+    options.reconnect_backoff.max_backoff = absl::Milliseconds(100);
+    Start(ServerOptions{}, options);
+    ASSERT_TRUE(Echo().ok());
+    StopServer();
+  }
   // Stops the server, and makes the channel see that with a call (a
   // datagram client learns it only so; on a stream its connection may
   // otherwise still take the next call before the hang-up is noticed).

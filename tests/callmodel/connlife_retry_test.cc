@@ -34,6 +34,12 @@ Note Text(const std::string& text) {
   return note;
 }
 
+CallOptions WaitingForReady() {
+  CallOptions options = Watchdog();
+  options.wait_for_ready = true;
+  return options;
+}
+
 TYPED_TEST(Retries, TheIdlPolicyRetriesItsCodesUpToItsAttempts) {
   this->Start();
   absl::StatusOr<Note> reply =
@@ -178,14 +184,8 @@ TYPED_TEST(Retries, FailFastCallsOnADownServerMakeOneConnectionAttemptPerBackoff
 // wait_for_ready: the call waits for the server through failed connection
 // attempts and succeeds once it is back; a fail-fast call meanwhile fails.
 TYPED_TEST(Retries, WaitForReadyWaitsForTheServerToComeBack) {
-  ChannelOptions options;
-  options.reconnect_backoff.initial_backoff = absl::Milliseconds(20);
-  options.reconnect_backoff.max_backoff = absl::Milliseconds(100);
-  this->Start(ServerOptions{}, options);
-  ASSERT_TRUE(this->Echo().ok());
-  this->StopServer();
-  CallOptions patient = Watchdog();
-  patient.wait_for_ready = true;
+  ASSERT_NO_FATAL_FAILURE(this->StartThenStopTheServer());
+  const CallOptions patient = WaitingForReady();
   absl::Status sync_status;
   absl::Notification sync_done;
   ScopedThread caller([&] {
@@ -217,18 +217,13 @@ TYPED_TEST(Retries, WaitForReadyWaitsForTheServerToComeBack) {
 }
 
 TYPED_TEST(Retries, WaitForReadyEndsAtTheDeadlineAndAtCancel) {
-  ChannelOptions options;
-  options.reconnect_backoff.initial_backoff = absl::Milliseconds(20);
-  options.reconnect_backoff.max_backoff = absl::Milliseconds(50);
-  this->Start(ServerOptions{}, options);
-  this->StopServer();
+  ASSERT_NO_FATAL_FAILURE(this->StartThenStopTheServer());
   CallOptions soon = CallOptions::WithTimeout(absl::Milliseconds(300));
   soon.wait_for_ready = true;
   EXPECT_EQ(this->Echo(soon).code(), absl::StatusCode::kDeadlineExceeded);
   for (bool async : {false, true}) {
     Cancellation cancel;
-    CallOptions cancellable = Watchdog();
-    cancellable.wait_for_ready = true;
+    CallOptions cancellable = WaitingForReady();
     cancellable.cancellation = cancel;
     const uint64_t waits_before = this->Stats().retries.waits;
     absl::Status status;
@@ -406,14 +401,8 @@ TYPED_TEST(StreamRetries, AClientStreamIsRetriedUntilItsFirstMessageWasSent) {
 }
 
 TYPED_TEST(StreamRetries, AStreamWithWaitForReadyOpensOnceTheServerIsBack) {
-  ChannelOptions options;
-  options.reconnect_backoff.initial_backoff = absl::Milliseconds(20);
-  options.reconnect_backoff.max_backoff = absl::Milliseconds(100);
-  this->Start(ServerOptions{}, options);
-  ASSERT_TRUE(this->Echo().ok());
-  this->StopServer();
-  CallOptions patient = Watchdog();
-  patient.wait_for_ready = true;
+  ASSERT_NO_FATAL_FAILURE(this->StartThenStopTheServer());
+  const CallOptions patient = WaitingForReady();
   std::unique_ptr<ClientReaderWriter<EchoRequest, EchoReply>> chat;
   {
     ScopedThread opener([&] {
