@@ -64,6 +64,10 @@ def _locus_proto_gen_impl(ctx):
     suffixes = [".pb.h", ".pb.cc"]
     if ctx.attr.locus_out:
         suffixes = suffixes + [".locus.h", ".locus.cc"]
+    if ctx.attr.generate_mock_code:
+        if not ctx.attr.locus_out:
+            fail("generate_mock_code needs locus_out")
+        suffixes = suffixes + [".locus_mock.h"]
     if ctx.attr.grpc_plugin:
         suffixes = suffixes + [".grpc.pb.h", ".grpc.pb.cc"]
     hdrs = []
@@ -96,6 +100,8 @@ def _locus_proto_gen_impl(ctx):
     args.add("--cpp_out=" + out_dir)
     if ctx.attr.locus_out:
         args.add("--locus_out=" + out_dir)
+    if ctx.attr.generate_mock_code:
+        args.add("--locus_opt=generate_mock_code=true")
     tools = []
     if ctx.attr.grpc_plugin:
         plugin = ctx.executable.grpc_plugin
@@ -147,6 +153,9 @@ locus_proto_gen = rule(
         ),
         "locus_out": attr.bool(
             doc = "Also pass --locus_out and expect .locus.h/.locus.cc (locusc)",
+        ),
+        "generate_mock_code": attr.bool(
+            doc = "With locus_out: also expect .locus_mock.h (gmock stubs)",
         ),
         "grpc_plugin": attr.label(
             doc = "grpc_cpp_plugin: also pass --grpc_out, expect .grpc.pb.h/.grpc.pb.cc",
@@ -241,14 +250,17 @@ def locus_proto_library(
         import_dir = ".",
         visibility = None,
         tags = [],
-        testonly = False):
+        testonly = False,
+        generate_mock_code = False):
     """Messages plus Locus stubs and services. CMake: locus_generate().
 
     Runs //codegen:locusc (protoc with Locus's generator built in) and builds
     <proto>.pb.cc/.pb.h and <proto>.locus.cc/.locus.h into a cc_library that
     depends on //runtime:codegen_support (and //idl:locus_idl, for protos
     that import "locus/options.proto" or "locus/rmi.proto"). Arguments as for
-    locus_internal_proto_library.
+    locus_internal_proto_library, and generate_mock_code: also
+    <proto>.locus_mock.h (gmock's MockFooStub; CMake's GENERATE_MOCK_CODE),
+    whose includers depend on @system_libs//:gmock themselves.
     """
     _proto_cc_library(
         name = name,
@@ -256,6 +268,7 @@ def locus_proto_library(
             "srcs": srcs,
             "compiler": "//codegen:locusc",
             "locus_out": True,
+            "generate_mock_code": generate_mock_code,
         },
         deps = deps + ([] if "//idl:locus_idl" in deps else ["//idl:locus_idl"]),
         cc_deps = cc_deps + ["//runtime:codegen_support"],

@@ -1,4 +1,5 @@
-# locus_generate(TARGET <lib> PROTOS <files...> [IMPORT_DIRS <dirs...>] [OUT_DIR <dir>])
+# locus_generate(TARGET <lib> PROTOS <files...> [IMPORT_DIRS <dirs...>] [OUT_DIR <dir>]
+#                [GENERATE_MOCK_CODE])
 #
 # Runs locusc on PROTOS at build time and builds a static library <lib> from
 # the generated foo.pb.cc and foo.locus.cc. Dependents of <lib> get the
@@ -12,6 +13,11 @@
 #                well-known types need none.
 #   OUT_DIR      Where generated files go.
 #                Default: ${CMAKE_CURRENT_BINARY_DIR}/locus_gen/<lib>.
+#   GENERATE_MOCK_CODE
+#                Also generate foo.locus_mock.h (gmock's MockFooStub per
+#                service; locusc --locus_opt=generate_mock_code=true). It
+#                includes "gmock/gmock.h": the tests that include it link
+#                GTest::gmock; <lib> itself does not.
 #
 # Works in the Locus tree (uses the `locusc` and `locus_codegen_support`
 # targets) and from an installed Locus (imported `Locus::locusc` and
@@ -23,7 +29,7 @@
 # editing one proto regenerates the whole library: put protos that import
 # each other in the same call.
 function(locus_generate)
-  cmake_parse_arguments(ARG "" "TARGET;OUT_DIR" "PROTOS;IMPORT_DIRS" ${ARGN})
+  cmake_parse_arguments(ARG "GENERATE_MOCK_CODE" "TARGET;OUT_DIR" "PROTOS;IMPORT_DIRS" ${ARGN})
   if(NOT ARG_TARGET)
     message(FATAL_ERROR "locus_generate: TARGET is required")
   endif()
@@ -77,6 +83,11 @@ function(locus_generate)
     list(APPEND abs_protos ${abs})
   endforeach()
 
+  set(locus_opts)
+  if(ARG_GENERATE_MOCK_CODE)
+    set(locus_opts --locus_opt=generate_mock_code=true)
+  endif()
+
   set(srcs)
   set(hdrs)
   foreach(abs ${abs_protos})
@@ -94,9 +105,14 @@ function(locus_generate)
     string(REGEX REPLACE "\\.proto$" "" base ${rel})
     set(outputs ${ARG_OUT_DIR}/${base}.pb.cc ${ARG_OUT_DIR}/${base}.pb.h
                 ${ARG_OUT_DIR}/${base}.locus.cc ${ARG_OUT_DIR}/${base}.locus.h)
+    if(ARG_GENERATE_MOCK_CODE)
+      list(APPEND outputs ${ARG_OUT_DIR}/${base}.locus_mock.h)
+      list(APPEND hdrs ${ARG_OUT_DIR}/${base}.locus_mock.h)
+    endif()
     add_custom_command(
       OUTPUT ${outputs}
-      COMMAND ${locusc_env} $<TARGET_FILE:${locusc}> ${import_flags} --out=${ARG_OUT_DIR} ${rel}
+      COMMAND ${locusc_env} $<TARGET_FILE:${locusc}> ${import_flags} --out=${ARG_OUT_DIR}
+              ${locus_opts} ${rel}
       DEPENDS ${abs_protos} ${locusc}
       COMMENT "locusc ${rel}"
       VERBATIM)

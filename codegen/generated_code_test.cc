@@ -500,6 +500,7 @@ TEST(GeneratedCode, CollidingNames) {
   EXPECT_STREQ(::kw::Plain::kMethodCount_.full_name, "/kw.Plain/Count");
   EXPECT_EQ(stub.Service_(request).status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(stub.Stub_(request).status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(stub.StubInterface_(request).status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(service.name(), "kw.Plain");
 }
 

@@ -1,8 +1,5 @@
 #include "codegen/locus_generator.h"
 
-#include <algorithm>
-#include <cstring>
-#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -13,12 +10,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "codegen/generator_util.h"
 #include "codegen/object_refs.h"
 #include "codegen/retry_policy.h"
-#include "google/protobuf/compiler/cpp/names.h"
+#include "codegen/stub_generator.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
-#include "google/protobuf/io/zero_copy_stream.h"
 #include "locus/options.pb.h"
 
 namespace locus {
@@ -48,6 +45,8 @@ const std::set<std::string>& ReservedMemberNames() {
       "Service", "Method", "name", "methods", "AddMethod",
       // Foo::Stub.
       "Stub", "channel", "channel_",
+      // Foo::StubInterface (the class; its members are the stub's methods).
+      "StubInterface",
       // Foo: kMethod<Name> must not be kMethods / kMethodCount.
       "s", "Count",
       // Foo.
@@ -68,36 +67,10 @@ std::string WireServiceName(const pb::ServiceDescriptor* service) {
   return wire_name.empty() ? service->full_name() : wire_name;
 }
 
-template <typename DescriptorT>
-std::string LeadingComment(const DescriptorT* descriptor, absl::string_view indent) {
-  pb::SourceLocation location;
-  if (!descriptor->GetSourceLocation(&location)) return "";
-  return CommentLines(location, indent);
-}
-
-std::string StripProto(absl::string_view name) {
-  if (absl::EndsWith(name, ".protodevel")) name.remove_suffix(11);
-  else if (absl::EndsWith(name, ".proto")) name.remove_suffix(6);
-  return std::string(name);
-}
-
 std::string HeaderGuard(const std::string& base) {
   std::string guard = "LOCUS_GENERATED_";
   for (char c : base) guard += absl::ascii_isalnum(c) ? absl::ascii_toupper(c) : '_';
   return guard + "_LOCUS_H_";
-}
-
-// "::pkg::sub" (empty for no package): the namespace protoc's C++ generator
-// puts the file's messages in, and where we put its services.
-std::vector<std::string> Namespaces(const pb::FileDescriptor* file) {
-  if (file->package().empty()) return {};
-  return absl::StrSplit(file->package(), '.');
-}
-
-std::string MessageType(const pb::Descriptor* descriptor) {
-  // Matches the class names of the installed protoc's C++ generator
-  // (nested messages as Outer_Inner, keywords with a trailing `_`).
-  return pb::compiler::cpp::QualifiedClassName(descriptor);
 }
 
 // Escapes a string for a C++ string literal (names are identifiers, but be
@@ -109,15 +82,6 @@ std::string CEscape(absl::string_view text) {
     out += c;
   }
   return out;
-}
-
-enum class Kind { kUnary, kClientStreaming, kServerStreaming, kBidiStreaming };
-
-Kind KindOf(const pb::MethodDescriptor* method) {
-  if (method->client_streaming()) {
-    return method->server_streaming() ? Kind::kBidiStreaming : Kind::kClientStreaming;
-  }
-  return method->server_streaming() ? Kind::kServerStreaming : Kind::kUnary;
 }
 
 const char* RpcKindName(Kind kind) {
@@ -163,81 +127,6 @@ const char* HandlerFactory(Kind kind) {
   return "";
 }
 
-// The stub's stream type and parameter list for a streaming method.
-std::string StreamType(const pb::MethodDescriptor* method) {
-  const std::string req = MessageType(method->input_type());
-  const std::string resp = MessageType(method->output_type());
-  switch (KindOf(method)) {
-    case Kind::kClientStreaming: return absl::StrCat("::locus::ClientWriter<", req, ">");
-    case Kind::kServerStreaming: return absl::StrCat("::locus::ClientReader<", resp, ">");
-    case Kind::kBidiStreaming: return absl::StrCat("::locus::ClientReaderWriter<", req, ", ", resp, ">");
-    case Kind::kUnary: break;
-  }
-  return "";
-}
-
-std::string StreamParams(const pb::MethodDescriptor* method) {
-  switch (KindOf(method)) {
-    case Kind::kClientStreaming:
-      return absl::StrCat(MessageType(method->output_type()), "* response, ");
-    case Kind::kServerStreaming:
-      return absl::StrCat("const ", MessageType(method->input_type()), "& request, ");
-    default:
-      return "";
-  }
-}
-
-uint32_t DefaultTimeoutMs(const pb::MethodDescriptor* method) {
-  return method->options().GetExtension(::locus::default_timeout_ms);
-}
-
-class Writer {
- public:
-  void Add(absl::string_view text) { absl::StrAppend(&out_, text); }
-  template <typename... Args>
-  void Add(absl::string_view a, const Args&... args) {
-    absl::StrAppend(&out_, a);
-    Add(args...);
-  }
-  const std::string& str() const { return out_; }
-
- private:
-  std::string out_;
-};
-
-void WriteFile(pb::compiler::GeneratorContext* context, const std::string& name,
-               const std::string& content) {
-  std::unique_ptr<pb::io::ZeroCopyOutputStream> output(context->Open(name));
-  void* data;
-  int size;
-  size_t written = 0;
-  while (written < content.size()) {
-    if (!output->Next(&data, &size)) return;
-    size_t n = std::min(static_cast<size_t>(size), content.size() - written);
-    memcpy(data, content.data() + written, n);
-    written += n;
-    if (n < static_cast<size_t>(size)) output->BackUp(size - static_cast<int>(n));
-  }
-}
-
-void WriteBanner(Writer& w, const pb::FileDescriptor* file) {
-  w.Add("// Generated by locusc, the Locus IDL compiler, from ", file->name(), ".\n",
-        "// DO NOT EDIT! Edit ", file->name(), " and regenerate instead.\n",
-        "// source: ", file->name(), "\n\n");
-}
-
-void OpenNamespaces(Writer& w, const pb::FileDescriptor* file) {
-  for (const std::string& ns : Namespaces(file)) w.Add("namespace ", ns, " {\n");
-  if (!Namespaces(file).empty()) w.Add("\n");
-}
-
-void CloseNamespaces(Writer& w, const pb::FileDescriptor* file) {
-  std::vector<std::string> namespaces = Namespaces(file);
-  for (auto it = namespaces.rbegin(); it != namespaces.rend(); ++it) {
-    w.Add("}  // namespace ", *it, "\n");
-  }
-}
-
 void WriteServiceDeclaration(Writer& w, const pb::ServiceDescriptor* service) {
   const std::string cls = ServiceClassName(service);
   const std::vector<std::string> names = MethodCppNames(service);
@@ -273,51 +162,9 @@ void WriteServiceDeclaration(Writer& w, const pb::ServiceDescriptor* service) {
   }
   w.Add("  };\n\n");
 
-  // Stub.
-  w.Add("  // Client side. Thread-safe; cheap to create.\n");
-  w.Add("  class Stub final {\n", "   public:\n");
-  w.Add("    explicit Stub(::std::shared_ptr<::locus::Channel> channel);\n");
-  for (int i = 0; i < n; ++i) {
-    const pb::MethodDescriptor* method = service->method(i);
-    const std::string req = MessageType(method->input_type());
-    const std::string resp = MessageType(method->output_type());
-    w.Add("\n", LeadingComment(method, "    "));
-    if (KindOf(method) != Kind::kUnary) {
-      if (KindOf(method) == Kind::kClientStreaming) {
-        w.Add("    // `response` is written before Finish() returns OK; it must stay valid until then.\n");
-      }
-      w.Add("    ", StreamType(method), " ", names[i], "(", StreamParams(method),
-            "const ::locus::CallOptions& options = {});\n");
-      continue;
-    }
-    w.Add("    ::absl::StatusOr<", resp, "> ", names[i], "(const ", req,
-          "& request, const ::locus::CallOptions& options = {});\n");
-    w.Add("    ::absl::Status ", names[i], "(const ", req, "& request, ", resp,
-          "* response, const ::locus::CallOptions& options = {});\n");
-    w.Add("    ::locus::Future<", resp, "> Async", names[i], "(const ", req,
-          "& request, const ::locus::CallOptions& options = {});\n");
-    w.Add("    // `response` must stay valid until `done` runs.\n");
-    w.Add("    void Async", names[i], "(const ", req, "& request, ", resp,
-          "* response, const ::locus::CallOptions& options, "
-          "::absl::AnyInvocable<void(::absl::Status) &&> done);\n");
-  }
-  w.Add("\n    const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }\n\n");
-  w.Add("   private:\n", "    ::std::shared_ptr<::locus::Channel> channel_;\n", "  };\n\n");
-  w.Add("  static ::std::unique_ptr<Stub> NewStub(::std::shared_ptr<::locus::Channel> channel);\n");
+  // StubInterface, Stub (stub_generator.h).
+  WriteStubDeclarations(w, service);
   w.Add("};\n\n");
-}
-
-// The options a stub method passes on: `options` itself, or, for a method
-// with (locus.default_timeout_ms), a copy with the default deadline applied.
-std::string OptionsExpr(const pb::MethodDescriptor* method) {
-  uint32_t timeout_ms = DefaultTimeoutMs(method);
-  if (timeout_ms == 0) return "options";
-  return absl::StrCat("LocusApplyDefaultTimeout(options, ", timeout_ms, ", &with_default_timeout)");
-}
-
-std::string OptionsPrelude(const pb::MethodDescriptor* method) {
-  if (DefaultTimeoutMs(method) == 0) return "";
-  return "  ::locus::CallOptions with_default_timeout;\n";
 }
 
 void WriteServiceDefinition(Writer& w, const pb::ServiceDescriptor* service) {
@@ -361,44 +208,27 @@ void WriteServiceDefinition(Writer& w, const pb::ServiceDescriptor* service) {
     w.Add("}\n\n");
   }
 
-  w.Add(cls, "::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)\n",
-        "    : channel_(::std::move(channel)) {}\n\n");
-  for (int i = 0; i < n; ++i) {
-    const pb::MethodDescriptor* method = service->method(i);
-    const std::string req = MessageType(method->input_type());
-    const std::string resp = MessageType(method->output_type());
-    const std::string m = absl::StrCat(cls, "::kMethod", names[i]);
-    const std::string prelude = OptionsPrelude(method);
-    const std::string opts = OptionsExpr(method);
-    if (KindOf(method) != Kind::kUnary) {
-      const Kind kind = KindOf(method);
-      w.Add(StreamType(method), " ", cls, "::Stub::", names[i], "(", StreamParams(method),
-            "const ::locus::CallOptions& options) {\n", prelude, "  return ", StreamType(method),
-            "(channel_->OpenStream(", m, ", ",
-            kind == Kind::kServerStreaming ? "&request" : "nullptr", ", ",
-            kind == Kind::kClientStreaming ? "response" : "nullptr", ", ", opts, "));\n}\n\n");
-      continue;
+  // Stub (stub_generator.h).
+  WriteStubDefinitions(w, service);
+}
+
+// The generator's parameter (--locus_opt, or --locus_out=PARAMETER:DIR): ""
+// or comma-separated options; the one there is, generate_mock_code=true|false,
+// asks for <name>.locus_mock.h (stub_generator.h).
+bool ParseParameter(const pb::FileDescriptor* file, const std::string& parameter,
+                    bool* generate_mock_code, std::string* error) {
+  for (absl::string_view option : absl::StrSplit(parameter, ',', absl::SkipEmpty())) {
+    if (option == "generate_mock_code=true" || option == "generate_mock_code") {
+      *generate_mock_code = true;
+    } else if (option == "generate_mock_code=false") {
+      *generate_mock_code = false;
+    } else {
+      *error = absl::StrCat(file->name(), ": unknown locus generator option \"", option,
+                            "\" (known: generate_mock_code=true|false)");
+      return false;
     }
-    w.Add("::absl::StatusOr<", resp, "> ", cls, "::Stub::", names[i], "(const ", req,
-          "& request, const ::locus::CallOptions& options) {\n", prelude,
-          "  return ::locus::internal::BlockingUnaryCall<", resp, ">(*channel_, ", m,
-          ", request, ", opts, ");\n}\n\n");
-    w.Add("::absl::Status ", cls, "::Stub::", names[i], "(const ", req, "& request, ", resp,
-          "* response, const ::locus::CallOptions& options) {\n", prelude,
-          "  return channel_->CallUnary(", m, ", request, response, ", opts, ");\n}\n\n");
-    w.Add("::locus::Future<", resp, "> ", cls, "::Stub::Async", names[i], "(const ", req,
-          "& request, const ::locus::CallOptions& options) {\n", prelude,
-          "  return ::locus::internal::FutureUnaryCall<", resp, ">(*channel_, ", m,
-          ", request, ", opts, ");\n}\n\n");
-    w.Add("void ", cls, "::Stub::Async", names[i], "(const ", req, "& request, ", resp,
-          "* response, const ::locus::CallOptions& options, "
-          "::absl::AnyInvocable<void(::absl::Status) &&> done) {\n",
-          prelude, "  channel_->StartUnary(", m, ", request, response, ", opts,
-          ", ::std::move(done));\n}\n\n");
   }
-  w.Add("::std::unique_ptr<", cls, "::Stub> ", cls,
-        "::NewStub(::std::shared_ptr<::locus::Channel> channel) {\n",
-        "  return ::std::make_unique<", cls, "::Stub>(::std::move(channel));\n}\n\n");
+  return true;
 }
 
 bool NeedsTimeoutHelper(const pb::FileDescriptor* file) {
@@ -617,11 +447,8 @@ void LocusGenerator::Validate(const pb::FileDescriptor* file, std::vector<std::s
 bool LocusGenerator::Generate(const pb::FileDescriptor* file, const std::string& parameter,
                               pb::compiler::GeneratorContext* context,
                               std::string* error) const {
-  if (!parameter.empty()) {
-    *error = absl::StrCat(file->name(), ": locus generator takes no parameters (got \"",
-                          parameter, "\")");
-    return false;
-  }
+  bool generate_mock_code = false;
+  if (!ParseParameter(file, parameter, &generate_mock_code, error)) return false;
   std::vector<std::string> errors;
   Validate(file, &errors);
   if (!errors.empty()) {
@@ -631,6 +458,7 @@ bool LocusGenerator::Generate(const pb::FileDescriptor* file, const std::string&
   const std::string base = StripProto(file->name());
   WriteFile(context, base + ".locus.h", GenerateHeader(file, base));
   WriteFile(context, base + ".locus.cc", GenerateSource(file, base));
+  if (generate_mock_code) WriteFile(context, base + ".locus_mock.h", GenerateMockHeader(file, base));
   return true;
 }
 

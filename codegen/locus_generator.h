@@ -1,9 +1,11 @@
 // LocusGenerator: the protoc code generator behind `locusc --locus_out` and
 // `protoc-gen-locus`. For each .proto file it writes `<name>.locus.h` and
-// `<name>.locus.cc` holding, per service, the client Stub, the server-side
-// Service base class and the method table, and the typed accessors of the
-// file's object-reference fields (object_refs.h). See codegen/README.md for
-// the generated API.
+// `<name>.locus.cc` holding, per service, the client StubInterface and Stub
+// (stub_generator.h), the server-side Service base class and the method
+// table, and the typed accessors of the file's object-reference fields
+// (object_refs.h); with the option generate_mock_code=true also
+// `<name>.locus_mock.h` (gmock stubs). See codegen/README.md for the
+// generated API.
 #ifndef LOCUS_CODEGEN_LOCUS_GENERATOR_H_
 #define LOCUS_CODEGEN_LOCUS_GENERATOR_H_
 

@@ -216,14 +216,14 @@ void WriteAccessors(const pb::FieldDescriptor* field, const std::string& message
     absl::StrAppend(
         out, "\n", comment, "  // ", field->name(), ": references to ", service->full_name(),
         ".\n",
-        "  static ::absl::StatusOr<", remote, "> ", name, "(const ", message_type,
+        "  [[nodiscard]] static ::absl::StatusOr<", remote, "> ", name, "(const ", message_type,
         "& message, int index, const ::locus::ChannelOptions& options = {}) {\n",
         "    if (index < 0 || index >= message.", name, "_size()) {\n",
         "      return ::absl::OutOfRangeError(\"", field->full_name(), ": no such index\");\n",
         "    }\n",
         "    return ", remote, "::From(message.", name, "(index), options);\n", "  }\n",
         "  // On error the message is unchanged.\n",
-        "  static ::absl::Status add_", name, setter_params, " {\n",
+        "  [[nodiscard]] static ::absl::Status add_", name, setter_params, " {\n",
         "    ::absl::Status status = ::locus::SetRef(message->add_", name,
         "(), ::std::move(object), ::std::move(options));\n",
         "    if (!status.ok()) message->mutable_", name, "()->RemoveLast();\n",
@@ -233,13 +233,13 @@ void WriteAccessors(const pb::FieldDescriptor* field, const std::string& message
   absl::StrAppend(
       out, "\n", comment, "  // ", field->name(), ": a reference to ", service->full_name(),
       ".\n",
-      "  static ::absl::StatusOr<", remote, "> ", name, "(const ", message_type,
+      "  [[nodiscard]] static ::absl::StatusOr<", remote, "> ", name, "(const ", message_type,
       "& message, const ::locus::ChannelOptions& options = {}) {\n",
       "    if (!message.has_", name, "()) {\n",
       "      return ::absl::NotFoundError(\"", field->full_name(), " is not set\");\n",
       "    }\n",
       "    return ", remote, "::From(message.", name, "(), options);\n", "  }\n",
-      "  static ::absl::Status set_", name, setter_params, " {\n",
+      "  [[nodiscard]] static ::absl::Status set_", name, setter_params, " {\n",
       "    return ::locus::SetRef(message->mutable_", name,
       "(), ::std::move(object), ::std::move(options));\n", "  }\n");
 }

@@ -2,8 +2,9 @@
 # Golden test driver for locusc (used by CTest and update_goldens.sh).
 #
 #   run_golden_test.sh check  <locusc> <workdir>
-#       Runs locusc on every codegen/testdata/**/*.proto (except bad/) and
-#       diffs the .locus.h/.locus.cc it writes against codegen/golden/.
+#       Runs locusc (with generate_mock_code=true) on every
+#       codegen/testdata/**/*.proto (except bad/) and diffs the .locus.h,
+#       .locus.cc and .locus_mock.h it writes against codegen/golden/.
 #   run_golden_test.sh update <locusc> <workdir>
 #       Same, but replaces codegen/golden/ with the output.
 #   run_golden_test.sh plugin <protoc-gen-locus> <workdir> <locus idl dir> [protoc]
@@ -20,13 +21,14 @@ protos=$(find . -name '*.proto' -not -path './bad/*' | sed 's|^\./||' | LC_ALL=C
 case $mode in
   check | update)
     # shellcheck disable=SC2086
-    "$tool" -I . --out="$work/out" $protos
+    "$tool" -I . --out="$work/out" --locus_opt=generate_mock_code=true $protos
     ;;
   plugin)
     idl=$4
     protoc=${5:-protoc}
     # shellcheck disable=SC2086
-    "$protoc" --plugin=protoc-gen-locus="$tool" -I . -I "$idl" --locus_out="$work/out" $protos
+    "$protoc" --plugin=protoc-gen-locus="$tool" -I . -I "$idl" --locus_out="$work/out" \
+      --locus_opt=generate_mock_code=true $protos
     ;;
   *)
     echo "usage: $0 check|update|plugin ..." >&2
@@ -34,7 +36,8 @@ case $mode in
     ;;
 esac
 # Only the Locus output is under test.
-find "$work/out" -type f ! -name '*.locus.h' ! -name '*.locus.cc' -exec rm -f {} +
+find "$work/out" -type f ! -name '*.locus.h' ! -name '*.locus.cc' ! -name '*.locus_mock.h' \
+  -exec rm -f {} +
 if [ "$mode" = update ]; then
   rm -rf "$here/golden"
   cp -R "$work/out" "$here/golden"

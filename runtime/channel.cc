@@ -5,7 +5,9 @@
 // or the server sends GOAWAY; connection attempts go one at a time, with a
 // backoff after a failed one (internal/connect_attempts.h). Calls are made
 // by the retry drivers (internal/retry.h) as attempts of this channel
-// (AttemptingChannel).
+// (AttemptingChannel). A target naming several servers gets a
+// BalancedChannel (internal/balanced_channel.h) over one such channel per
+// server.
 #include "locus/channel.h"
 
 #include "locus/object.h"
@@ -20,11 +22,14 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
+#include "internal/balanced_channel.h"
 #include "internal/call_header_codec.h"
+#include "internal/call_not_seen.h"
 #include "internal/connection_core.h"
 #include "internal/channel_internal.h"
 #include "internal/connect_attempts.h"
 #include "internal/inproc_dispatcher.h"
+#include "internal/interception.h"
 #include "internal/process_setup.h"
 #include "internal/retry.h"
 #include "internal/transport_selection.h"
@@ -92,6 +97,15 @@ class ChannelImpl final : public Channel, public AttemptingChannel {
     }
     return route->core;
   }
+  // Makes this channel call the in-process server behind `dispatcher` for
+  // good (Server::InProcessChannel): it never dials its target. Right after
+  // construction, before the channel is shared.
+  void PinInproc(std::shared_ptr<InprocDispatcher> dispatcher) {
+    absl::MutexLock lock(&mu_);
+    route_.inproc = std::move(dispatcher);
+    pinned_inproc_ = true;
+  }
+
   std::shared_ptr<Service> InprocBootstrap() {
     absl::MutexLock lock(&mu_);
     return route_.inproc != nullptr ? route_.inproc->bootstrap() : nullptr;
@@ -177,6 +191,12 @@ class ChannelImpl final : public Channel, public AttemptingChannel {
 
   absl::Time NextConnectAttempt() override { return attempts_->next_attempt(); }
 
+  bool RetriesNotSeenUnaryCalls() const override { return !balanced_backend_; }
+  // Makes this channel a backend of a balanced channel (MakeAddressChannel):
+  // calls no server saw end here, for the balancer to send elsewhere. Right
+  // after construction, before the channel is shared.
+  void MakeBalancedBackend() { balanced_backend_ = true; }
+
   const RetryPolicy* RetryPolicyFor(const RpcMethod& method) override {
     if (ABSL_PREDICT_TRUE(options_.retry_policies.empty())) return method.retry_policy;
     const absl::string_view name(method.full_name);
@@ -259,18 +279,24 @@ class ChannelImpl final : public Channel, public AttemptingChannel {
       {
         absl::MutexLock lock(&mu_);
         if (RouteUsableLocked()) return route_;
+        // Both for good: no connection attempt would help (no_route unset,
+        // so wait_for_ready does not wait for one).
+        if (pinned_inproc_) {
+          return MarkNotSeen(absl::UnavailableError("the in-process server has shut down"));
+        }
         // "fd:N": the first Dial took the descriptor; dialling N again would
         // take whatever the number names now.
         if (descriptor_taken_) {
-          return absl::UnavailableError(absl::StrCat(
+          return MarkNotSeen(absl::UnavailableError(absl::StrCat(
               "the connection over ", target_,
-              " is closed; a descriptor address connects once (no reconnect)"));
+              " is closed; a descriptor address connects once (no reconnect)")));
         }
       }
       absl::StatusOr<ConnectAttempts::Turn> turn = attempts_->Await(call_deadline, cancellation);
       if (!turn.ok()) {
-        if (report != nullptr && absl::IsUnavailable(turn.status())) report->no_route = true;
-        return turn.status();
+        if (!absl::IsUnavailable(turn.status())) return turn.status();
+        if (report != nullptr) report->no_route = true;
+        return MarkNotSeen(turn.status());
       }
       if (!turn->dial) continue;  // another caller's attempt ended: look again
       {
@@ -281,6 +307,7 @@ class ChannelImpl final : public Channel, public AttemptingChannel {
       if (!fresh.ok()) {
         // Connection failures are UNAVAILABLE to callers (as in gRPC), except
         // a deadline that ran out while connecting and configuration errors.
+        // No server saw the call (internal/call_not_seen.h).
         const absl::Status& s = fresh.status();
         if (absl::IsDeadlineExceeded(s) && turn->deadline == call_deadline) {
           attempts_->Abandoned();  // the call gave up, not the server
@@ -290,8 +317,9 @@ class ChannelImpl final : public Channel, public AttemptingChannel {
                                    ? s
                                    : absl::UnavailableError(s.message());
         attempts_->Failed(failure);
-        if (report != nullptr && absl::IsUnavailable(failure)) report->no_route = true;
-        return failure;
+        if (!absl::IsUnavailable(failure)) return failure;
+        if (report != nullptr) report->no_route = true;
+        return MarkNotSeen(std::move(failure));
       }
       // The replaced route is released after mu_ is unlocked: destroying a
       // connection waits for its reader, which may be running a completion
@@ -406,29 +434,72 @@ class ChannelImpl final : public Channel, public AttemptingChannel {
   std::atomic<bool> logged_fallback_{false};
   // The target is a descriptor address, and it was dialled.
   bool descriptor_taken_ ABSL_GUARDED_BY(mu_) = false;
+  // PinInproc: the route is the in-process server's, for the channel's life.
+  bool pinned_inproc_ ABSL_GUARDED_BY(mu_) = false;
+  // MakeBalancedBackend: set before the channel is shared, read only after.
+  bool balanced_backend_ = false;
 };
 
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<ConnectionCore>> ChannelConnection(Channel& channel, absl::Time deadline) {
-  auto* impl = dynamic_cast<ChannelImpl*>(&channel);
+  Channel& inner = UninterceptedChannel(channel);
+  if (auto* balanced = dynamic_cast<BalancedChannel*>(&inner)) {
+    absl::StatusOr<std::shared_ptr<Channel>> backend = balanced->PickBackend(deadline);
+    if (!backend.ok()) return backend.status();
+    return ChannelConnection(**backend, deadline);
+  }
+  auto* impl = dynamic_cast<ChannelImpl*>(&inner);
   if (impl == nullptr) return absl::InvalidArgumentError("not a channel made by locus::Connect");
   return impl->CurrentConnection(deadline);
 }
 
 std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel) {
-  auto* impl = dynamic_cast<ChannelImpl*>(&channel);
+  Channel& inner = UninterceptedChannel(channel);
+  if (auto* balanced = dynamic_cast<BalancedChannel*>(&inner)) {
+    absl::StatusOr<std::shared_ptr<Channel>> backend =
+        balanced->PickBackend(absl::Now() + absl::Seconds(10));
+    return backend.ok() ? ChannelInprocBootstrap(**backend) : nullptr;
+  }
+  auto* impl = dynamic_cast<ChannelImpl*>(&inner);
   return impl == nullptr ? nullptr : impl->InprocBootstrap();
 }
 
-std::shared_ptr<AttemptingChannel> ChannelAttempts(const std::shared_ptr<Channel>& channel) {
-  return std::dynamic_pointer_cast<ChannelImpl>(channel);
-}
-
 absl::StatusOr<ChannelStats> GetChannelStats(Channel& channel) {
-  auto* impl = dynamic_cast<ChannelImpl*>(&channel);
+  auto* impl = dynamic_cast<ChannelImpl*>(&UninterceptedChannel(channel));
   if (impl == nullptr) return absl::InvalidArgumentError("not a channel made by locus::Connect");
   return ChannelStats{impl->connect_stats(), impl->retry_stats()};
+}
+
+std::shared_ptr<Channel> MakeInprocChannel(std::shared_ptr<InprocDispatcher> dispatcher,
+                                           const ChannelOptions& options) {
+  EnsureProcessSetup();
+  // The transport policy only matters when a channel selects a transport.
+  absl::StatusOr<TransportPolicy> everything = TransportPolicy::Parse("");
+  auto channel = std::make_shared<ChannelImpl>("inproc:", options, &DefaultTransportRegistry(),
+                                               *std::move(everything));
+  channel->PinInproc(std::move(dispatcher));
+  return channel;
+}
+
+std::shared_ptr<Channel> MakeAddressChannel(std::string address, const ChannelOptions& options,
+                                            TransportRegistry* registry, TransportPolicy policy) {
+  ChannelOptions backend_options = options;
+  // The balancer's backoff (BalancingOptions::backoff) keeps a failing
+  // backend out of use; its own channel adds no second one (a connection
+  // attempt the balancer allows is made at once).
+  backend_options.reconnect_backoff =
+      ConnectionBackoff{absl::Milliseconds(1), 1.0, 0.0, absl::Milliseconds(1)};
+  auto channel =
+      std::make_shared<ChannelImpl>(std::move(address), std::move(backend_options), registry, std::move(policy));
+  channel->MakeBalancedBackend();
+  return channel;
+}
+
+absl::Status ConnectAddressChannel(Channel& channel, absl::Time deadline) {
+  auto* impl = dynamic_cast<ChannelImpl*>(&channel);
+  if (impl == nullptr) return absl::InvalidArgumentError("not a channel made by MakeAddressChannel");
+  return impl->GetRoute(deadline, std::nullopt, nullptr).status();
 }
 
 }  // namespace internal
@@ -438,6 +509,18 @@ absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
   internal::EnsureProcessSetup();
   TransportRegistry& registry =
       options.transports != nullptr ? *options.transports : DefaultTransportRegistry();
+  if (internal::IsBalancedTarget(address)) {
+    // Several servers (internal/balanced_channel.h): one channel like this
+    // one per backend, under a balancer.
+    absl::StatusOr<internal::TransportPolicy> policy =
+        internal::TransportPolicy::ForChannel(options.allowed_transports);
+    if (!policy.ok()) return policy.status();
+    absl::StatusOr<std::shared_ptr<Channel>> balanced =
+        internal::ConnectBalanced(address, options, &registry, *std::move(policy));
+    if (!balanced.ok()) return balanced.status();
+    // Interceptors see one call above the balancer, whatever backends it tries.
+    return internal::InterceptChannel(*std::move(balanced), options.interceptors);
+  }
   absl::StatusOr<Transport*> transport = registry.ForAddress(address);
   if (!transport.ok()) return transport.status();
   absl::StatusOr<internal::TransportPolicy> policy =
@@ -447,7 +530,7 @@ absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
                                                          *std::move(policy));
   absl::StatusOr<internal::Route> route = channel->GetRoute(absl::InfiniteFuture(), std::nullopt, nullptr);
   if (!route.ok()) return route.status();
-  return channel;
+  return internal::InterceptChannel(std::move(channel), options.interceptors);
 }
 
 }  // namespace locus

@@ -110,6 +110,9 @@ class LocalObjectChannel final : public Channel {
     if (options.trailing_metadata != nullptr) {
       for (const auto& kv : context.trailing_metadata()) options.trailing_metadata->push_back(kv);
     }
+    if (options.initial_metadata != nullptr) {
+      for (const auto& kv : context.initial_metadata()) options.initial_metadata->push_back(kv);
+    }
     return status;
   }
 

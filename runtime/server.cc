@@ -12,8 +12,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
+#include "internal/channel_internal.h"
 #include "internal/connection_core.h"
 #include "internal/inproc_dispatcher.h"
+#include "internal/interception.h"
 #include "internal/object_registry.h"
 #include "internal/process_setup.h"
 #include "internal/service_table.h"
@@ -75,6 +77,11 @@ class ServerImpl {
   explicit ServerImpl(ServerOptions options)
       : options_(options), connections_(std::make_shared<ConnectionSet>()) {
     EnsureProcessSetup();
+    ServerInterceptors interceptors;
+    for (const auto& factory : options_.interceptors) {
+      if (factory != nullptr) interceptors.push_back(factory);
+    }
+    if (!interceptors.empty()) interceptors_ = std::make_shared<const ServerInterceptors>(std::move(interceptors));
   }
 
   ~ServerImpl() { Shutdown(absl::Now()); }
@@ -95,7 +102,6 @@ class ServerImpl {
   absl::Status Start() {
     absl::MutexLock lock(&mu_);
     if (state_ != State::kNew) return absl::FailedPreconditionError("Start called twice");
-    if (addresses_.empty()) return absl::FailedPreconditionError("no listening address added");
     TransportRegistry& registry =
         options_.transports != nullptr ? *options_.transports : DefaultTransportRegistry();
     if (options_.handler_threads > 0) pool_ = std::make_unique<ThreadPool>(options_.handler_threads);
@@ -124,6 +130,7 @@ class ServerImpl {
         pool_.get());
     // In-process streaming calls arrive as in-process connections.
     dispatcher_->set_bootstrap(options_.bootstrap);
+    dispatcher_->set_interceptors(interceptors_);
     dispatcher_->set_accept(
         [this](std::unique_ptr<Connection> connection) { OnAccept(std::move(connection)); });
     instance_ = InprocRegistry::Get().Add(dispatcher_);
@@ -159,6 +166,21 @@ class ServerImpl {
     std::vector<std::string> out;
     for (const auto& listener : listeners_) out.push_back(listener->address());
     return out;
+  }
+
+  absl::StatusOr<std::shared_ptr<Channel>> InProcessChannel(const ChannelOptions& options) {
+    std::shared_ptr<InprocDispatcher> dispatcher;
+    {
+      absl::MutexLock lock(&mu_);
+      if (state_ == State::kNew) return absl::FailedPreconditionError("InProcessChannel before Start");
+      if (state_ != State::kRunning) {
+        return absl::FailedPreconditionError("InProcessChannel after Shutdown");
+      }
+      dispatcher = dispatcher_;
+    }
+    // Made outside mu_ (it may export the client's bootstrap object). A
+    // Shutdown meanwhile leaves a channel whose calls fail UNAVAILABLE.
+    return MakeInprocChannel(std::move(dispatcher), options);
   }
 
   void Shutdown(absl::Time deadline) {
@@ -197,7 +219,8 @@ class ServerImpl {
       LOCUS_LOG(WARNING) << "shutdown waiting for " << connections_->size()
                          << " connection(s) whose handlers have not returned";
     }
-    if (dispatcher_ != nullptr) dispatcher_->Stop();  // waits for in-process calls in progress
+    // Waits for in-process calls in progress, cancelling those that run past the deadline.
+    if (dispatcher_ != nullptr) dispatcher_->Stop(deadline);
     if (pool_ != nullptr) pool_->Stop();
     if (stream_pool_ != nullptr) stream_pool_->Stop();  // streaming handlers see their calls ended
     absl::MutexLock lock(&mu_);
@@ -234,6 +257,7 @@ class ServerImpl {
     core_options.max_idle = options_.max_connection_idle;
     core_options.max_age = options_.max_connection_age;
     core_options.max_age_grace = options_.max_connection_age_grace;
+    core_options.interceptors = interceptors_;
     std::weak_ptr<ConnectionSet> set = connections_;
     // The set holds each connection until its on_closed has run (Shutdown,
     // which the destructor runs too, waits until the set is empty).
@@ -248,6 +272,7 @@ class ServerImpl {
   }
 
   const ServerOptions options_;
+  std::shared_ptr<const ServerInterceptors> interceptors_;  // null: none
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
   std::vector<std::string> addresses_ ABSL_GUARDED_BY(mu_);
@@ -273,6 +298,9 @@ absl::Status Server::AddListeningAddress(std::string address) {
 }
 absl::Status Server::Start() { return impl_->Start(); }
 std::vector<std::string> Server::listening_addresses() const { return impl_->listening_addresses(); }
+absl::StatusOr<std::shared_ptr<Channel>> Server::InProcessChannel(const ChannelOptions& options) {
+  return impl_->InProcessChannel(options);
+}
 void Server::Shutdown(absl::Time deadline) { impl_->Shutdown(deadline); }
 void Server::Wait() { impl_->Wait(); }
 

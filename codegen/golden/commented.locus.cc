@@ -45,48 +45,48 @@ Notebook::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::docs::v2::Note>(*channel_, Notebook::kMethodAdd, request, options);
 }
 
-::absl::Status Notebook::Stub::Add(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Notebook::kMethodAdd, request, response, options);
+::absl::Status Notebook::Stub::Add(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Notebook::kMethodAdd, request, response.get(), options);
 }
 
 ::locus::Future<::docs::v2::Note> Notebook::Stub::AsyncAdd(const ::docs::v2::Note& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::docs::v2::Note>(*channel_, Notebook::kMethodAdd, request, options);
 }
 
-void Notebook::Stub::AsyncAdd(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Notebook::kMethodAdd, request, response, options, ::std::move(done));
+void Notebook::Stub::AsyncAdd(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Notebook::kMethodAdd, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::docs::v2::Note> Notebook::Stub::Remove(const ::docs::v2::Note& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::docs::v2::Note>(*channel_, Notebook::kMethodRemove, request, options);
 }
 
-::absl::Status Notebook::Stub::Remove(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Notebook::kMethodRemove, request, response, options);
+::absl::Status Notebook::Stub::Remove(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Notebook::kMethodRemove, request, response.get(), options);
 }
 
 ::locus::Future<::docs::v2::Note> Notebook::Stub::AsyncRemove(const ::docs::v2::Note& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::docs::v2::Note>(*channel_, Notebook::kMethodRemove, request, options);
 }
 
-void Notebook::Stub::AsyncRemove(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Notebook::kMethodRemove, request, response, options, ::std::move(done));
+void Notebook::Stub::AsyncRemove(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Notebook::kMethodRemove, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::docs::v2::Note> Notebook::Stub::Uncommented(const ::docs::v2::Note& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::docs::v2::Note>(*channel_, Notebook::kMethodUncommented, request, options);
 }
 
-::absl::Status Notebook::Stub::Uncommented(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Notebook::kMethodUncommented, request, response, options);
+::absl::Status Notebook::Stub::Uncommented(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Notebook::kMethodUncommented, request, response.get(), options);
 }
 
 ::locus::Future<::docs::v2::Note> Notebook::Stub::AsyncUncommented(const ::docs::v2::Note& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::docs::v2::Note>(*channel_, Notebook::kMethodUncommented, request, options);
 }
 
-void Notebook::Stub::AsyncUncommented(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Notebook::kMethodUncommented, request, response, options, ::std::move(done));
+void Notebook::Stub::AsyncUncommented(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Notebook::kMethodUncommented, request, response.get(), options, ::std::move(done));
 }
 
 ::std::unique_ptr<Notebook::Stub> Notebook::NewStub(::std::shared_ptr<::locus::Channel> channel) {

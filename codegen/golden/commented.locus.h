@@ -43,31 +43,61 @@ class Notebook final {
     virtual ::absl::Status Uncommented(::locus::ServerContext* context, const ::docs::v2::Note* request, ::docs::v2::Note* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockNotebookStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    // Adds a note and returns it.
+    [[nodiscard]] virtual ::absl::StatusOr<::docs::v2::Note> Add(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Add(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::docs::v2::Note> AsyncAdd(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncAdd(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // A block comment
+    // on two lines.
+    [[nodiscard]] virtual ::absl::StatusOr<::docs::v2::Note> Remove(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Remove(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::docs::v2::Note> AsyncRemove(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncRemove(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::docs::v2::Note> Uncommented(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Uncommented(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::docs::v2::Note> AsyncUncommented(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncUncommented(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
     // Adds a note and returns it.
-    ::absl::StatusOr<::docs::v2::Note> Add(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Add(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::docs::v2::Note> AsyncAdd(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::docs::v2::Note> Add(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Add(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::docs::v2::Note> AsyncAdd(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncAdd(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncAdd(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // A block comment
     // on two lines.
-    ::absl::StatusOr<::docs::v2::Note> Remove(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Remove(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::docs::v2::Note> AsyncRemove(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::docs::v2::Note> Remove(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Remove(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::docs::v2::Note> AsyncRemove(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncRemove(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncRemove(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::docs::v2::Note> Uncommented(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Uncommented(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::docs::v2::Note> AsyncUncommented(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::docs::v2::Note> Uncommented(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Uncommented(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::docs::v2::Note> AsyncUncommented(const ::docs::v2::Note& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncUncommented(const ::docs::v2::Note& request, ::docs::v2::Note* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncUncommented(const ::docs::v2::Note& request, ::locus::Out<::docs::v2::Note> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 
@@ -97,8 +127,17 @@ class Nothing final {
     ~Service() override;
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockNothingStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 

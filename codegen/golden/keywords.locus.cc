@@ -44,48 +44,48 @@ class_::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, class_::kMethoddelete_, request, options);
 }
 
-::absl::Status class_::Stub::delete_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(class_::kMethoddelete_, request, response, options);
+::absl::Status class_::Stub::delete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, class_::kMethoddelete_, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> class_::Stub::Asyncdelete_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, class_::kMethoddelete_, request, options);
 }
 
-void class_::Stub::Asyncdelete_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(class_::kMethoddelete_, request, response, options, ::std::move(done));
+void class_::Stub::Asyncdelete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, class_::kMethoddelete_, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kw::Reply> class_::Stub::new_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, class_::kMethodnew_, request, options);
 }
 
-::absl::Status class_::Stub::new_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(class_::kMethodnew_, request, response, options);
+::absl::Status class_::Stub::new_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, class_::kMethodnew_, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> class_::Stub::Asyncnew_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, class_::kMethodnew_, request, options);
 }
 
-void class_::Stub::Asyncnew_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(class_::kMethodnew_, request, response, options, ::std::move(done));
+void class_::Stub::Asyncnew_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, class_::kMethodnew_, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kw::Reply> class_::Stub::return_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, class_::kMethodreturn_, request, options);
 }
 
-::absl::Status class_::Stub::return_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(class_::kMethodreturn_, request, response, options);
+::absl::Status class_::Stub::return_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, class_::kMethodreturn_, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> class_::Stub::Asyncreturn_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, class_::kMethodreturn_, request, options);
 }
 
-void class_::Stub::Asyncreturn_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(class_::kMethodreturn_, request, response, options, ::std::move(done));
+void class_::Stub::Asyncreturn_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, class_::kMethodreturn_, request, response.get(), options, ::std::move(done));
 }
 
 ::std::unique_ptr<class_::Stub> class_::NewStub(::std::shared_ptr<::locus::Channel> channel) {
@@ -97,6 +97,7 @@ void class_::Stub::Asyncreturn_(const ::kw::default_& request, ::kw::Reply* resp
 const ::locus::RpcMethod Plain::kMethodchannel_2 = {"/kw.Plain/channel", ::locus::RpcKind::kUnary, false};
 const ::locus::RpcMethod Plain::kMethodService_ = {"/kw.Plain/Service", ::locus::RpcKind::kUnary, false};
 const ::locus::RpcMethod Plain::kMethodStub_ = {"/kw.Plain/Stub", ::locus::RpcKind::kUnary, false};
+const ::locus::RpcMethod Plain::kMethodStubInterface_ = {"/kw.Plain/StubInterface", ::locus::RpcKind::kUnary, false};
 const ::locus::RpcMethod Plain::kMethodname_ = {"/kw.Plain/name", ::locus::RpcKind::kUnary, false};
 const ::locus::RpcMethod Plain::kMethods_ = {"/kw.Plain/s", ::locus::RpcKind::kUnary, false};
 const ::locus::RpcMethod Plain::kMethodCount_ = {"/kw.Plain/Count", ::locus::RpcKind::kUnary, false};
@@ -108,6 +109,7 @@ const ::locus::RpcMethod* const Plain::kMethods[Plain::kMethodCount] = {
     &Plain::kMethodchannel_2,
     &Plain::kMethodService_,
     &Plain::kMethodStub_,
+    &Plain::kMethodStubInterface_,
     &Plain::kMethodname_,
     &Plain::kMethods_,
     &Plain::kMethodCount_,
@@ -121,6 +123,7 @@ Plain::Service::Service() : ::locus::Service(Plain::kServiceName) {
   AddMethod(&Plain::kMethodchannel_2, ::locus::internal::MakeUnaryHandler(this, &Plain::Service::channel_2));
   AddMethod(&Plain::kMethodService_, ::locus::internal::MakeUnaryHandler(this, &Plain::Service::Service_));
   AddMethod(&Plain::kMethodStub_, ::locus::internal::MakeUnaryHandler(this, &Plain::Service::Stub_));
+  AddMethod(&Plain::kMethodStubInterface_, ::locus::internal::MakeUnaryHandler(this, &Plain::Service::StubInterface_));
   AddMethod(&Plain::kMethodname_, ::locus::internal::MakeUnaryHandler(this, &Plain::Service::name_));
   AddMethod(&Plain::kMethods_, ::locus::internal::MakeUnaryHandler(this, &Plain::Service::s_));
   AddMethod(&Plain::kMethodCount_, ::locus::internal::MakeUnaryHandler(this, &Plain::Service::Count_));
@@ -142,6 +145,10 @@ Plain::Service::~Service() = default;
 
 ::absl::Status Plain::Service::Stub_(::locus::ServerContext* /*context*/, const ::kw::default_* /*request*/, ::kw::Reply* /*response*/) {
   return ::locus::internal::UnimplementedMethod(Plain::kMethodStub_);
+}
+
+::absl::Status Plain::Service::StubInterface_(::locus::ServerContext* /*context*/, const ::kw::default_* /*request*/, ::kw::Reply* /*response*/) {
+  return ::locus::internal::UnimplementedMethod(Plain::kMethodStubInterface_);
 }
 
 ::absl::Status Plain::Service::name_(::locus::ServerContext* /*context*/, const ::kw::default_* /*request*/, ::kw::Reply* /*response*/) {
@@ -179,160 +186,176 @@ Plain::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, Plain::kMethodchannel_2, request, options);
 }
 
-::absl::Status Plain::Stub::channel_2(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Plain::kMethodchannel_2, request, response, options);
+::absl::Status Plain::Stub::channel_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Plain::kMethodchannel_2, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> Plain::Stub::Asyncchannel_2(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, Plain::kMethodchannel_2, request, options);
 }
 
-void Plain::Stub::Asyncchannel_2(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Plain::kMethodchannel_2, request, response, options, ::std::move(done));
+void Plain::Stub::Asyncchannel_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Plain::kMethodchannel_2, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kw::Reply> Plain::Stub::Service_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, Plain::kMethodService_, request, options);
 }
 
-::absl::Status Plain::Stub::Service_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Plain::kMethodService_, request, response, options);
+::absl::Status Plain::Stub::Service_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Plain::kMethodService_, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> Plain::Stub::AsyncService_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, Plain::kMethodService_, request, options);
 }
 
-void Plain::Stub::AsyncService_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Plain::kMethodService_, request, response, options, ::std::move(done));
+void Plain::Stub::AsyncService_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Plain::kMethodService_, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kw::Reply> Plain::Stub::Stub_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, Plain::kMethodStub_, request, options);
 }
 
-::absl::Status Plain::Stub::Stub_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Plain::kMethodStub_, request, response, options);
+::absl::Status Plain::Stub::Stub_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Plain::kMethodStub_, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> Plain::Stub::AsyncStub_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, Plain::kMethodStub_, request, options);
 }
 
-void Plain::Stub::AsyncStub_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Plain::kMethodStub_, request, response, options, ::std::move(done));
+void Plain::Stub::AsyncStub_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Plain::kMethodStub_, request, response.get(), options, ::std::move(done));
+}
+
+::absl::StatusOr<::kw::Reply> Plain::Stub::StubInterface_(const ::kw::default_& request, const ::locus::CallOptions& options) {
+  return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, Plain::kMethodStubInterface_, request, options);
+}
+
+::absl::Status Plain::Stub::StubInterface_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Plain::kMethodStubInterface_, request, response.get(), options);
+}
+
+::locus::Future<::kw::Reply> Plain::Stub::AsyncStubInterface_(const ::kw::default_& request, const ::locus::CallOptions& options) {
+  return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, Plain::kMethodStubInterface_, request, options);
+}
+
+void Plain::Stub::AsyncStubInterface_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Plain::kMethodStubInterface_, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kw::Reply> Plain::Stub::name_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, Plain::kMethodname_, request, options);
 }
 
-::absl::Status Plain::Stub::name_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Plain::kMethodname_, request, response, options);
+::absl::Status Plain::Stub::name_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Plain::kMethodname_, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> Plain::Stub::Asyncname_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, Plain::kMethodname_, request, options);
 }
 
-void Plain::Stub::Asyncname_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Plain::kMethodname_, request, response, options, ::std::move(done));
+void Plain::Stub::Asyncname_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Plain::kMethodname_, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kw::Reply> Plain::Stub::s_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, Plain::kMethods_, request, options);
 }
 
-::absl::Status Plain::Stub::s_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Plain::kMethods_, request, response, options);
+::absl::Status Plain::Stub::s_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Plain::kMethods_, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> Plain::Stub::Asyncs_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, Plain::kMethods_, request, options);
 }
 
-void Plain::Stub::Asyncs_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Plain::kMethods_, request, response, options, ::std::move(done));
+void Plain::Stub::Asyncs_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Plain::kMethods_, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kw::Reply> Plain::Stub::Count_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, Plain::kMethodCount_, request, options);
 }
 
-::absl::Status Plain::Stub::Count_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Plain::kMethodCount_, request, response, options);
+::absl::Status Plain::Stub::Count_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Plain::kMethodCount_, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> Plain::Stub::AsyncCount_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, Plain::kMethodCount_, request, options);
 }
 
-void Plain::Stub::AsyncCount_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Plain::kMethodCount_, request, response, options, ::std::move(done));
+void Plain::Stub::AsyncCount_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Plain::kMethodCount_, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kw::Reply> Plain::Stub::Ping(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, Plain::kMethodPing, request, options);
 }
 
-::absl::Status Plain::Stub::Ping(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Plain::kMethodPing, request, response, options);
+::absl::Status Plain::Stub::Ping(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Plain::kMethodPing, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> Plain::Stub::AsyncPing(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, Plain::kMethodPing, request, options);
 }
 
-void Plain::Stub::AsyncPing(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Plain::kMethodPing, request, response, options, ::std::move(done));
+void Plain::Stub::AsyncPing(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Plain::kMethodPing, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kw::Reply> Plain::Stub::AsyncPing_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, Plain::kMethodAsyncPing_, request, options);
 }
 
-::absl::Status Plain::Stub::AsyncPing_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Plain::kMethodAsyncPing_, request, response, options);
+::absl::Status Plain::Stub::AsyncPing_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Plain::kMethodAsyncPing_, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> Plain::Stub::AsyncAsyncPing_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, Plain::kMethodAsyncPing_, request, options);
 }
 
-void Plain::Stub::AsyncAsyncPing_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Plain::kMethodAsyncPing_, request, response, options, ::std::move(done));
+void Plain::Stub::AsyncAsyncPing_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Plain::kMethodAsyncPing_, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kw::Reply> Plain::Stub::delete_2(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, Plain::kMethoddelete_2, request, options);
 }
 
-::absl::Status Plain::Stub::delete_2(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Plain::kMethoddelete_2, request, response, options);
+::absl::Status Plain::Stub::delete_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Plain::kMethoddelete_2, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> Plain::Stub::Asyncdelete_2(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, Plain::kMethoddelete_2, request, options);
 }
 
-void Plain::Stub::Asyncdelete_2(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Plain::kMethoddelete_2, request, response, options, ::std::move(done));
+void Plain::Stub::Asyncdelete_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Plain::kMethoddelete_2, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kw::Reply> Plain::Stub::delete_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kw::Reply>(*channel_, Plain::kMethoddelete_, request, options);
 }
 
-::absl::Status Plain::Stub::delete_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Plain::kMethoddelete_, request, response, options);
+::absl::Status Plain::Stub::delete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Plain::kMethoddelete_, request, response.get(), options);
 }
 
 ::locus::Future<::kw::Reply> Plain::Stub::Asyncdelete_(const ::kw::default_& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kw::Reply>(*channel_, Plain::kMethoddelete_, request, options);
 }
 
-void Plain::Stub::Asyncdelete_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Plain::kMethoddelete_, request, response, options, ::std::move(done));
+void Plain::Stub::Asyncdelete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Plain::kMethoddelete_, request, response.get(), options, ::std::move(done));
 }
 
 ::std::unique_ptr<Plain::Stub> Plain::NewStub(::std::shared_ptr<::locus::Channel> channel) {

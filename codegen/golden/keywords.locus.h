@@ -37,28 +37,55 @@ class class_ final {
     virtual ::absl::Status return_(::locus::ServerContext* context, const ::kw::default_* request, ::kw::Reply* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // Mockclass_Stub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> delete_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status delete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> Asyncdelete_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void Asyncdelete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> new_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status new_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> Asyncnew_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void Asyncnew_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> return_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status return_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> Asyncreturn_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void Asyncreturn_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
-    ::absl::StatusOr<::kw::Reply> delete_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status delete_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> Asyncdelete_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> delete_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status delete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> Asyncdelete_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void Asyncdelete_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void Asyncdelete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::kw::Reply> new_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status new_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> Asyncnew_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> new_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status new_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> Asyncnew_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void Asyncnew_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void Asyncnew_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::kw::Reply> return_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status return_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> Asyncreturn_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> return_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status return_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> Asyncreturn_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void Asyncreturn_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void Asyncreturn_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 
@@ -77,6 +104,7 @@ class Plain final {
   static const ::locus::RpcMethod kMethodchannel_2;
   static const ::locus::RpcMethod kMethodService_;
   static const ::locus::RpcMethod kMethodStub_;
+  static const ::locus::RpcMethod kMethodStubInterface_;
   static const ::locus::RpcMethod kMethodname_;
   static const ::locus::RpcMethod kMethods_;
   static const ::locus::RpcMethod kMethodCount_;
@@ -85,7 +113,7 @@ class Plain final {
   static const ::locus::RpcMethod kMethoddelete_2;
   static const ::locus::RpcMethod kMethoddelete_;
   // The method table, in declaration order.
-  static constexpr int kMethodCount = 10;
+  static constexpr int kMethodCount = 11;
   static const ::locus::RpcMethod* const kMethods[kMethodCount];
 
   // Server side: derive from Service and override the methods you implement;
@@ -103,6 +131,9 @@ class Plain final {
     virtual ::absl::Status Service_(::locus::ServerContext* context, const ::kw::default_* request, ::kw::Reply* response);
 
     virtual ::absl::Status Stub_(::locus::ServerContext* context, const ::kw::default_* request, ::kw::Reply* response);
+
+    // Collides with the nested class StubInterface: StubInterface_.
+    virtual ::absl::Status StubInterface_(::locus::ServerContext* context, const ::kw::default_* request, ::kw::Reply* response);
 
     // Collides with ::locus::Service::name(): becomes name_.
     virtual ::absl::Status name_(::locus::ServerContext* context, const ::kw::default_* request, ::kw::Reply* response);
@@ -123,77 +154,167 @@ class Plain final {
     virtual ::absl::Status delete_(::locus::ServerContext* context, const ::kw::default_* request, ::kw::Reply* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockPlainStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    // Collides with Stub::channel() and then with the member channel_:
+    // becomes channel_2.
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> channel_2(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status channel_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> Asyncchannel_2(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void Asyncchannel_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // Collides with the nested classes: Service_ and Stub_.
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> Service_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Service_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> AsyncService_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncService_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> Stub_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Stub_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> AsyncStub_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncStub_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // Collides with the nested class StubInterface: StubInterface_.
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> StubInterface_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status StubInterface_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> AsyncStubInterface_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncStubInterface_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // Collides with ::locus::Service::name(): becomes name_.
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> name_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status name_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> Asyncname_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void Asyncname_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // kMethods / kMethodCount would collide: s_ and Count_.
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> s_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status s_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> Asyncs_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void Asyncs_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> Count_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Count_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> AsyncCount_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncCount_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // Ping's async variants are AsyncPing, so AsyncPing becomes AsyncPing_.
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> Ping(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Ping(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> AsyncPing(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncPing(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> AsyncPing_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status AsyncPing_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> AsyncAsyncPing_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncAsyncPing_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // delete_ is taken by the method below, so delete becomes delete_2.
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> delete_2(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status delete_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> Asyncdelete_2(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void Asyncdelete_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kw::Reply> delete_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status delete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kw::Reply> Asyncdelete_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void Asyncdelete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
     // Collides with Stub::channel() and then with the member channel_:
     // becomes channel_2.
-    ::absl::StatusOr<::kw::Reply> channel_2(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status channel_2(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> Asyncchannel_2(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> channel_2(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status channel_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> Asyncchannel_2(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void Asyncchannel_2(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void Asyncchannel_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // Collides with the nested classes: Service_ and Stub_.
-    ::absl::StatusOr<::kw::Reply> Service_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Service_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> AsyncService_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> Service_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Service_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> AsyncService_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncService_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncService_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::kw::Reply> Stub_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Stub_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> AsyncStub_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> Stub_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Stub_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> AsyncStub_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncStub_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncStub_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
+
+    // Collides with the nested class StubInterface: StubInterface_.
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> StubInterface_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status StubInterface_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> AsyncStubInterface_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    // `response` must stay valid until `done` runs.
+    void AsyncStubInterface_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // Collides with ::locus::Service::name(): becomes name_.
-    ::absl::StatusOr<::kw::Reply> name_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status name_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> Asyncname_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> name_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status name_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> Asyncname_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void Asyncname_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void Asyncname_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // kMethods / kMethodCount would collide: s_ and Count_.
-    ::absl::StatusOr<::kw::Reply> s_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status s_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> Asyncs_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> s_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status s_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> Asyncs_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void Asyncs_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void Asyncs_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::kw::Reply> Count_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Count_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> AsyncCount_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> Count_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Count_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> AsyncCount_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncCount_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncCount_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // Ping's async variants are AsyncPing, so AsyncPing becomes AsyncPing_.
-    ::absl::StatusOr<::kw::Reply> Ping(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Ping(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> AsyncPing(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> Ping(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Ping(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> AsyncPing(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncPing(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncPing(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::kw::Reply> AsyncPing_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status AsyncPing_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> AsyncAsyncPing_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> AsyncPing_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status AsyncPing_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> AsyncAsyncPing_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncAsyncPing_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncAsyncPing_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // delete_ is taken by the method below, so delete becomes delete_2.
-    ::absl::StatusOr<::kw::Reply> delete_2(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status delete_2(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> Asyncdelete_2(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> delete_2(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status delete_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> Asyncdelete_2(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void Asyncdelete_2(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void Asyncdelete_2(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::kw::Reply> delete_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
-    ::absl::Status delete_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kw::Reply> Asyncdelete_(const ::kw::default_& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kw::Reply> delete_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status delete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kw::Reply> Asyncdelete_(const ::kw::default_& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void Asyncdelete_(const ::kw::default_& request, ::kw::Reply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void Asyncdelete_(const ::kw::default_& request, ::locus::Out<::kw::Reply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 

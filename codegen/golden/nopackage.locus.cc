@@ -28,16 +28,16 @@ Oracle::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::Answer>(*channel_, Oracle::kMethodAsk, request, options);
 }
 
-::absl::Status Oracle::Stub::Ask(const ::Question& request, ::Answer* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Oracle::kMethodAsk, request, response, options);
+::absl::Status Oracle::Stub::Ask(const ::Question& request, ::locus::Out<::Answer> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Oracle::kMethodAsk, request, response.get(), options);
 }
 
 ::locus::Future<::Answer> Oracle::Stub::AsyncAsk(const ::Question& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::Answer>(*channel_, Oracle::kMethodAsk, request, options);
 }
 
-void Oracle::Stub::AsyncAsk(const ::Question& request, ::Answer* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Oracle::kMethodAsk, request, response, options, ::std::move(done));
+void Oracle::Stub::AsyncAsk(const ::Question& request, ::locus::Out<::Answer> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Oracle::kMethodAsk, request, response.get(), options, ::std::move(done));
 }
 
 ::std::unique_ptr<Oracle::Stub> Oracle::NewStub(::std::shared_ptr<::locus::Channel> channel) {

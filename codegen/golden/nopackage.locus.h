@@ -28,16 +28,31 @@ class Oracle final {
     virtual ::absl::Status Ask(::locus::ServerContext* context, const ::Question* request, ::Answer* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockOracleStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::Answer> Ask(const ::Question& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Ask(const ::Question& request, ::locus::Out<::Answer> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::Answer> AsyncAsk(const ::Question& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncAsk(const ::Question& request, ::locus::Out<::Answer> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
-    ::absl::StatusOr<::Answer> Ask(const ::Question& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Ask(const ::Question& request, ::Answer* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::Answer> AsyncAsk(const ::Question& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::Answer> Ask(const ::Question& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Ask(const ::Question& request, ::locus::Out<::Answer> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::Answer> AsyncAsk(const ::Question& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncAsk(const ::Question& request, ::Answer* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncAsk(const ::Question& request, ::locus::Out<::Answer> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 

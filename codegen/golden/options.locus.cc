@@ -52,32 +52,32 @@ Logger::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::google::protobuf::Empty>(*channel_, Logger::kMethodWrite, request, options);
 }
 
-::absl::Status Logger::Stub::Write(const ::opts::LogLine& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Logger::kMethodWrite, request, response, options);
+::absl::Status Logger::Stub::Write(const ::opts::LogLine& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Logger::kMethodWrite, request, response.get(), options);
 }
 
 ::locus::Future<::google::protobuf::Empty> Logger::Stub::AsyncWrite(const ::opts::LogLine& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::google::protobuf::Empty>(*channel_, Logger::kMethodWrite, request, options);
 }
 
-void Logger::Stub::AsyncWrite(const ::opts::LogLine& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Logger::kMethodWrite, request, response, options, ::std::move(done));
+void Logger::Stub::AsyncWrite(const ::opts::LogLine& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Logger::kMethodWrite, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::google::protobuf::Empty> Logger::Stub::Flush(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::google::protobuf::Empty>(*channel_, Logger::kMethodFlush, request, options);
 }
 
-::absl::Status Logger::Stub::Flush(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Logger::kMethodFlush, request, response, options);
+::absl::Status Logger::Stub::Flush(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Logger::kMethodFlush, request, response.get(), options);
 }
 
 ::locus::Future<::google::protobuf::Empty> Logger::Stub::AsyncFlush(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::google::protobuf::Empty>(*channel_, Logger::kMethodFlush, request, options);
 }
 
-void Logger::Stub::AsyncFlush(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Logger::kMethodFlush, request, response, options, ::std::move(done));
+void Logger::Stub::AsyncFlush(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Logger::kMethodFlush, request, response.get(), options, ::std::move(done));
 }
 
 ::std::unique_ptr<Logger::Stub> Logger::NewStub(::std::shared_ptr<::locus::Channel> channel) {
@@ -144,9 +144,9 @@ Search::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::opts::Result>(*channel_, Search::kMethodFind, request, LocusApplyDefaultTimeout(options, 250, &with_default_timeout));
 }
 
-::absl::Status Search::Stub::Find(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options) {
+::absl::Status Search::Stub::Find(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options) {
   ::locus::CallOptions with_default_timeout;
-  return channel_->CallUnary(Search::kMethodFind, request, response, LocusApplyDefaultTimeout(options, 250, &with_default_timeout));
+  return ::locus::internal::UnaryCallInto(*channel_, Search::kMethodFind, request, response.get(), LocusApplyDefaultTimeout(options, 250, &with_default_timeout));
 }
 
 ::locus::Future<::opts::Result> Search::Stub::AsyncFind(const ::opts::Query& request, const ::locus::CallOptions& options) {
@@ -154,25 +154,25 @@ Search::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::FutureUnaryCall<::opts::Result>(*channel_, Search::kMethodFind, request, LocusApplyDefaultTimeout(options, 250, &with_default_timeout));
 }
 
-void Search::Stub::AsyncFind(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+void Search::Stub::AsyncFind(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
   ::locus::CallOptions with_default_timeout;
-  channel_->StartUnary(Search::kMethodFind, request, response, LocusApplyDefaultTimeout(options, 250, &with_default_timeout), ::std::move(done));
+  ::locus::internal::StartUnaryInto(*channel_, Search::kMethodFind, request, response.get(), LocusApplyDefaultTimeout(options, 250, &with_default_timeout), ::std::move(done));
 }
 
 ::absl::StatusOr<::opts::Result> Search::Stub::FindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::opts::Result>(*channel_, Search::kMethodFindSlowly, request, options);
 }
 
-::absl::Status Search::Stub::FindSlowly(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Search::kMethodFindSlowly, request, response, options);
+::absl::Status Search::Stub::FindSlowly(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Search::kMethodFindSlowly, request, response.get(), options);
 }
 
 ::locus::Future<::opts::Result> Search::Stub::AsyncFindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::opts::Result>(*channel_, Search::kMethodFindSlowly, request, options);
 }
 
-void Search::Stub::AsyncFindSlowly(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Search::kMethodFindSlowly, request, response, options, ::std::move(done));
+void Search::Stub::AsyncFindSlowly(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Search::kMethodFindSlowly, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::opts::Result> Search::Stub::FindAgain(const ::opts::Query& request, const ::locus::CallOptions& options) {

@@ -34,23 +34,45 @@ class Logger final {
     virtual ::absl::Status Flush(::locus::ServerContext* context, const ::google::protobuf::Empty* request, ::google::protobuf::Empty* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockLoggerStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    // Fire and forget.
+    [[nodiscard]] virtual ::absl::StatusOr<::google::protobuf::Empty> Write(const ::opts::LogLine& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Write(const ::opts::LogLine& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::google::protobuf::Empty> AsyncWrite(const ::opts::LogLine& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncWrite(const ::opts::LogLine& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::google::protobuf::Empty> Flush(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Flush(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::google::protobuf::Empty> AsyncFlush(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncFlush(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
     // Fire and forget.
-    ::absl::StatusOr<::google::protobuf::Empty> Write(const ::opts::LogLine& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Write(const ::opts::LogLine& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::google::protobuf::Empty> AsyncWrite(const ::opts::LogLine& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::google::protobuf::Empty> Write(const ::opts::LogLine& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Write(const ::opts::LogLine& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::google::protobuf::Empty> AsyncWrite(const ::opts::LogLine& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncWrite(const ::opts::LogLine& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncWrite(const ::opts::LogLine& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::google::protobuf::Empty> Flush(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Flush(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::google::protobuf::Empty> AsyncFlush(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::google::protobuf::Empty> Flush(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Flush(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::google::protobuf::Empty> AsyncFlush(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncFlush(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncFlush(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 
@@ -93,23 +115,45 @@ class Search final {
     virtual ::absl::Status Watch(::locus::ServerContext* context, const ::opts::Query* request, ::locus::ServerWriter<::opts::Result>* writer);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockSearchStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    // Calls without a deadline get 250 ms.
+    [[nodiscard]] virtual ::absl::StatusOr<::opts::Result> Find(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Find(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::opts::Result> AsyncFind(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncFind(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::opts::Result> FindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status FindSlowly(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::opts::Result> AsyncFindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncFindSlowly(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
     // Calls without a deadline get 250 ms.
-    ::absl::StatusOr<::opts::Result> Find(const ::opts::Query& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Find(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::opts::Result> AsyncFind(const ::opts::Query& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::opts::Result> Find(const ::opts::Query& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Find(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::opts::Result> AsyncFind(const ::opts::Query& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncFind(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncFind(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::opts::Result> FindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options = {});
-    ::absl::Status FindSlowly(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::opts::Result> AsyncFindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::opts::Result> FindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status FindSlowly(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::opts::Result> AsyncFindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncFindSlowly(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncFindSlowly(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // Retried on UNAVAILABLE and RESOURCE_EXHAUSTED, three attempts in all.
     ::absl::StatusOr<::opts::Result> FindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {});

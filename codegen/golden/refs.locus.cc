@@ -30,16 +30,16 @@ Listener::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::google::protobuf::Empty>(*channel_, Listener::kMethodChanged, request, options);
 }
 
-::absl::Status Listener::Stub::Changed(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Listener::kMethodChanged, request, response, options);
+::absl::Status Listener::Stub::Changed(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Listener::kMethodChanged, request, response.get(), options);
 }
 
 ::locus::Future<::google::protobuf::Empty> Listener::Stub::AsyncChanged(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::google::protobuf::Empty>(*channel_, Listener::kMethodChanged, request, options);
 }
 
-void Listener::Stub::AsyncChanged(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Listener::kMethodChanged, request, response, options, ::std::move(done));
+void Listener::Stub::AsyncChanged(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Listener::kMethodChanged, request, response.get(), options, ::std::move(done));
 }
 
 ::std::unique_ptr<Listener::Stub> Listener::NewStub(::std::shared_ptr<::locus::Channel> channel) {
@@ -126,80 +126,80 @@ Store::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::kv::OpenReply>(*channel_, Store::kMethodOpen, request, options);
 }
 
-::absl::Status Store::Stub::Open(const ::kv::OpenRequest& request, ::kv::OpenReply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Store::kMethodOpen, request, response, options);
+::absl::Status Store::Stub::Open(const ::kv::OpenRequest& request, ::locus::Out<::kv::OpenReply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Store::kMethodOpen, request, response.get(), options);
 }
 
 ::locus::Future<::kv::OpenReply> Store::Stub::AsyncOpen(const ::kv::OpenRequest& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kv::OpenReply>(*channel_, Store::kMethodOpen, request, options);
 }
 
-void Store::Stub::AsyncOpen(const ::kv::OpenRequest& request, ::kv::OpenReply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Store::kMethodOpen, request, response, options, ::std::move(done));
+void Store::Stub::AsyncOpen(const ::kv::OpenRequest& request, ::locus::Out<::kv::OpenReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Store::kMethodOpen, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::google::protobuf::Empty> Store::Stub::Ping(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::google::protobuf::Empty>(*channel_, Store::kMethodPing, request, options);
 }
 
-::absl::Status Store::Stub::Ping(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Store::kMethodPing, request, response, options);
+::absl::Status Store::Stub::Ping(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Store::kMethodPing, request, response.get(), options);
 }
 
 ::locus::Future<::google::protobuf::Empty> Store::Stub::AsyncPing(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::google::protobuf::Empty>(*channel_, Store::kMethodPing, request, options);
 }
 
-void Store::Stub::AsyncPing(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Store::kMethodPing, request, response, options, ::std::move(done));
+void Store::Stub::AsyncPing(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Store::kMethodPing, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::google::protobuf::Empty> Store::Stub::Walk(const ::kv::Tree& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::google::protobuf::Empty>(*channel_, Store::kMethodWalk, request, options);
 }
 
-::absl::Status Store::Stub::Walk(const ::kv::Tree& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Store::kMethodWalk, request, response, options);
+::absl::Status Store::Stub::Walk(const ::kv::Tree& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Store::kMethodWalk, request, response.get(), options);
 }
 
 ::locus::Future<::google::protobuf::Empty> Store::Stub::AsyncWalk(const ::kv::Tree& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::google::protobuf::Empty>(*channel_, Store::kMethodWalk, request, options);
 }
 
-void Store::Stub::AsyncWalk(const ::kv::Tree& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Store::kMethodWalk, request, response, options, ::std::move(done));
+void Store::Stub::AsyncWalk(const ::kv::Tree& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Store::kMethodWalk, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kv::Chain> Store::Stub::Follow(const ::kv::Chain& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kv::Chain>(*channel_, Store::kMethodFollow, request, options);
 }
 
-::absl::Status Store::Stub::Follow(const ::kv::Chain& request, ::kv::Chain* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Store::kMethodFollow, request, response, options);
+::absl::Status Store::Stub::Follow(const ::kv::Chain& request, ::locus::Out<::kv::Chain> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Store::kMethodFollow, request, response.get(), options);
 }
 
 ::locus::Future<::kv::Chain> Store::Stub::AsyncFollow(const ::kv::Chain& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kv::Chain>(*channel_, Store::kMethodFollow, request, options);
 }
 
-void Store::Stub::AsyncFollow(const ::kv::Chain& request, ::kv::Chain* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Store::kMethodFollow, request, response, options, ::std::move(done));
+void Store::Stub::AsyncFollow(const ::kv::Chain& request, ::locus::Out<::kv::Chain> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Store::kMethodFollow, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::kv::ReadReply> Store::Stub::Read(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kv::ReadReply>(*channel_, Store::kMethodRead, request, options);
 }
 
-::absl::Status Store::Stub::Read(const ::google::protobuf::Empty& request, ::kv::ReadReply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Store::kMethodRead, request, response, options);
+::absl::Status Store::Stub::Read(const ::google::protobuf::Empty& request, ::locus::Out<::kv::ReadReply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Store::kMethodRead, request, response.get(), options);
 }
 
 ::locus::Future<::kv::ReadReply> Store::Stub::AsyncRead(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kv::ReadReply>(*channel_, Store::kMethodRead, request, options);
 }
 
-void Store::Stub::AsyncRead(const ::google::protobuf::Empty& request, ::kv::ReadReply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Store::kMethodRead, request, response, options, ::std::move(done));
+void Store::Stub::AsyncRead(const ::google::protobuf::Empty& request, ::locus::Out<::kv::ReadReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Store::kMethodRead, request, response.get(), options, ::std::move(done));
 }
 
 ::locus::ClientReader<::kv::Catalog> Store::Stub::Browse(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options) {
@@ -210,36 +210,36 @@ void Store::Stub::AsyncRead(const ::google::protobuf::Empty& request, ::kv::Read
   return ::locus::internal::BlockingUnaryCall<::kv::Holder>(*channel_, Store::kMethodSlots, request, options);
 }
 
-::absl::Status Store::Stub::Slots(const ::kv::Holder& request, ::kv::Holder* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Store::kMethodSlots, request, response, options);
+::absl::Status Store::Stub::Slots(const ::kv::Holder& request, ::locus::Out<::kv::Holder> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Store::kMethodSlots, request, response.get(), options);
 }
 
 ::locus::Future<::kv::Holder> Store::Stub::AsyncSlots(const ::kv::Holder& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kv::Holder>(*channel_, Store::kMethodSlots, request, options);
 }
 
-void Store::Stub::AsyncSlots(const ::kv::Holder& request, ::kv::Holder* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Store::kMethodSlots, request, response, options, ::std::move(done));
+void Store::Stub::AsyncSlots(const ::kv::Holder& request, ::locus::Out<::kv::Holder> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Store::kMethodSlots, request, response.get(), options, ::std::move(done));
 }
 
-::locus::ClientWriter<::google::protobuf::Empty> Store::Stub::Issue(::kv::Ticket* response, const ::locus::CallOptions& options) {
-  return ::locus::ClientWriter<::google::protobuf::Empty>(channel_->OpenStream(Store::kMethodIssue, nullptr, response, options));
+::locus::ClientWriter<::google::protobuf::Empty> Store::Stub::Issue(::locus::Out<::kv::Ticket> response, const ::locus::CallOptions& options) {
+  return ::locus::ClientWriter<::google::protobuf::Empty>(::locus::internal::OpenClientStreamInto(*channel_, Store::kMethodIssue, response.get(), options));
 }
 
 ::absl::StatusOr<::kv::session::GetReply> Store::Stub::Lookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::kv::session::GetReply>(*channel_, Store::kMethodLookup, request, options);
 }
 
-::absl::Status Store::Stub::Lookup(const ::kv::session::GetRequest& request, ::kv::session::GetReply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Store::kMethodLookup, request, response, options);
+::absl::Status Store::Stub::Lookup(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Store::kMethodLookup, request, response.get(), options);
 }
 
 ::locus::Future<::kv::session::GetReply> Store::Stub::AsyncLookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kv::session::GetReply>(*channel_, Store::kMethodLookup, request, options);
 }
 
-void Store::Stub::AsyncLookup(const ::kv::session::GetRequest& request, ::kv::session::GetReply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Store::kMethodLookup, request, response, options, ::std::move(done));
+void Store::Stub::AsyncLookup(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Store::kMethodLookup, request, response.get(), options, ::std::move(done));
 }
 
 ::std::unique_ptr<Store::Stub> Store::NewStub(::std::shared_ptr<::locus::Channel> channel) {

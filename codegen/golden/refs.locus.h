@@ -33,16 +33,31 @@ class Listener final {
     virtual ::absl::Status Changed(::locus::ServerContext* context, const ::google::protobuf::Empty* request, ::google::protobuf::Empty* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockListenerStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::google::protobuf::Empty> Changed(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Changed(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::google::protobuf::Empty> AsyncChanged(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncChanged(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
-    ::absl::StatusOr<::google::protobuf::Empty> Changed(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Changed(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::google::protobuf::Empty> AsyncChanged(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::google::protobuf::Empty> Changed(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Changed(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::google::protobuf::Empty> AsyncChanged(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncChanged(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncChanged(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 
@@ -100,60 +115,119 @@ class Store final {
     virtual ::absl::Status Lookup(::locus::ServerContext* context, const ::kv::session::GetRequest* request, ::kv::session::GetReply* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockStoreStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    // References in the request and in the reply.
+    [[nodiscard]] virtual ::absl::StatusOr<::kv::OpenReply> Open(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Open(const ::kv::OpenRequest& request, ::locus::Out<::kv::OpenReply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kv::OpenReply> AsyncOpen(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncOpen(const ::kv::OpenRequest& request, ::locus::Out<::kv::OpenReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::google::protobuf::Empty> Ping(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Ping(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::google::protobuf::Empty> AsyncPing(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncPing(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::google::protobuf::Empty> Walk(const ::kv::Tree& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Walk(const ::kv::Tree& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::google::protobuf::Empty> AsyncWalk(const ::kv::Tree& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncWalk(const ::kv::Tree& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kv::Chain> Follow(const ::kv::Chain& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Follow(const ::kv::Chain& request, ::locus::Out<::kv::Chain> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kv::Chain> AsyncFollow(const ::kv::Chain& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncFollow(const ::kv::Chain& request, ::locus::Out<::kv::Chain> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kv::ReadReply> Read(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Read(const ::google::protobuf::Empty& request, ::locus::Out<::kv::ReadReply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kv::ReadReply> AsyncRead(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncRead(const ::google::protobuf::Empty& request, ::locus::Out<::kv::ReadReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::locus::ClientReader<::kv::Catalog> Browse(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kv::Holder> Slots(const ::kv::Holder& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Slots(const ::kv::Holder& request, ::locus::Out<::kv::Holder> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kv::Holder> AsyncSlots(const ::kv::Holder& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncSlots(const ::kv::Holder& request, ::locus::Out<::kv::Holder> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // `response` is written before Finish() returns OK; it must stay valid until then.
+    [[nodiscard]] virtual ::locus::ClientWriter<::google::protobuf::Empty> Issue(::locus::Out<::kv::Ticket> response, const ::locus::CallOptions& options = {}) = 0;
+
+    // Uses kv/session.proto: protoc counts no (locus.interface) as a use of an
+    // import, and warns about imports nothing else uses.
+    [[nodiscard]] virtual ::absl::StatusOr<::kv::session::GetReply> Lookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Lookup(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kv::session::GetReply> AsyncLookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncLookup(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
     // References in the request and in the reply.
-    ::absl::StatusOr<::kv::OpenReply> Open(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Open(const ::kv::OpenRequest& request, ::kv::OpenReply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kv::OpenReply> AsyncOpen(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kv::OpenReply> Open(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Open(const ::kv::OpenRequest& request, ::locus::Out<::kv::OpenReply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kv::OpenReply> AsyncOpen(const ::kv::OpenRequest& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncOpen(const ::kv::OpenRequest& request, ::kv::OpenReply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncOpen(const ::kv::OpenRequest& request, ::locus::Out<::kv::OpenReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::google::protobuf::Empty> Ping(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Ping(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::google::protobuf::Empty> AsyncPing(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::google::protobuf::Empty> Ping(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Ping(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::google::protobuf::Empty> AsyncPing(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncPing(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncPing(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::google::protobuf::Empty> Walk(const ::kv::Tree& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Walk(const ::kv::Tree& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::google::protobuf::Empty> AsyncWalk(const ::kv::Tree& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::google::protobuf::Empty> Walk(const ::kv::Tree& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Walk(const ::kv::Tree& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::google::protobuf::Empty> AsyncWalk(const ::kv::Tree& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncWalk(const ::kv::Tree& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncWalk(const ::kv::Tree& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::kv::Chain> Follow(const ::kv::Chain& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Follow(const ::kv::Chain& request, ::kv::Chain* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kv::Chain> AsyncFollow(const ::kv::Chain& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kv::Chain> Follow(const ::kv::Chain& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Follow(const ::kv::Chain& request, ::locus::Out<::kv::Chain> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kv::Chain> AsyncFollow(const ::kv::Chain& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncFollow(const ::kv::Chain& request, ::kv::Chain* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncFollow(const ::kv::Chain& request, ::locus::Out<::kv::Chain> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::kv::ReadReply> Read(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Read(const ::google::protobuf::Empty& request, ::kv::ReadReply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kv::ReadReply> AsyncRead(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kv::ReadReply> Read(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Read(const ::google::protobuf::Empty& request, ::locus::Out<::kv::ReadReply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kv::ReadReply> AsyncRead(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncRead(const ::google::protobuf::Empty& request, ::kv::ReadReply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncRead(const ::google::protobuf::Empty& request, ::locus::Out<::kv::ReadReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::locus::ClientReader<::kv::Catalog> Browse(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::locus::ClientReader<::kv::Catalog> Browse(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
 
-    ::absl::StatusOr<::kv::Holder> Slots(const ::kv::Holder& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Slots(const ::kv::Holder& request, ::kv::Holder* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kv::Holder> AsyncSlots(const ::kv::Holder& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kv::Holder> Slots(const ::kv::Holder& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Slots(const ::kv::Holder& request, ::locus::Out<::kv::Holder> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kv::Holder> AsyncSlots(const ::kv::Holder& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncSlots(const ::kv::Holder& request, ::kv::Holder* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncSlots(const ::kv::Holder& request, ::locus::Out<::kv::Holder> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // `response` is written before Finish() returns OK; it must stay valid until then.
-    ::locus::ClientWriter<::google::protobuf::Empty> Issue(::kv::Ticket* response, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::locus::ClientWriter<::google::protobuf::Empty> Issue(::locus::Out<::kv::Ticket> response, const ::locus::CallOptions& options = {}) override;
 
     // Uses kv/session.proto: protoc counts no (locus.interface) as a use of an
     // import, and warns about imports nothing else uses.
-    ::absl::StatusOr<::kv::session::GetReply> Lookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Lookup(const ::kv::session::GetRequest& request, ::kv::session::GetReply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kv::session::GetReply> AsyncLookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kv::session::GetReply> Lookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Lookup(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kv::session::GetReply> AsyncLookup(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncLookup(const ::kv::session::GetRequest& request, ::kv::session::GetReply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncLookup(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 
@@ -168,13 +242,13 @@ class Store final {
 struct OpenRequestRefs final {
   // Told about changes (a service in this file).
   // listener: a reference to kv.Listener.
-  static ::absl::StatusOr<::locus::Remote<::kv::Listener>> listener(const ::kv::OpenRequest& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Listener>> listener(const ::kv::OpenRequest& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_listener()) {
       return ::absl::NotFoundError("kv.OpenRequest.listener is not set");
     }
     return ::locus::Remote<::kv::Listener>::From(message.listener(), options);
   }
-  static ::absl::Status set_listener(::kv::OpenRequest* message, ::std::shared_ptr<::kv::Listener::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_listener(::kv::OpenRequest* message, ::std::shared_ptr<::kv::Listener::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_listener(), ::std::move(object), ::std::move(options));
   }
 };
@@ -183,25 +257,25 @@ struct OpenRequestRefs final {
 struct OpenReplyRefs final {
   // The session opened (a service in an imported file, in another package).
   // session: a reference to kv.session.Session.
-  static ::absl::StatusOr<::locus::Remote<::kv::session::Session>> session(const ::kv::OpenReply& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::session::Session>> session(const ::kv::OpenReply& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_session()) {
       return ::absl::NotFoundError("kv.OpenReply.session is not set");
     }
     return ::locus::Remote<::kv::session::Session>::From(message.session(), options);
   }
-  static ::absl::Status set_session(::kv::OpenReply* message, ::std::shared_ptr<::kv::session::Session::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_session(::kv::OpenReply* message, ::std::shared_ptr<::kv::session::Session::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_session(), ::std::move(object), ::std::move(options));
   }
 
   // replicas: references to kv.Store.
-  static ::absl::StatusOr<::locus::Remote<::kv::Store>> replicas(const ::kv::OpenReply& message, int index, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Store>> replicas(const ::kv::OpenReply& message, int index, const ::locus::ChannelOptions& options = {}) {
     if (index < 0 || index >= message.replicas_size()) {
       return ::absl::OutOfRangeError("kv.OpenReply.replicas: no such index");
     }
     return ::locus::Remote<::kv::Store>::From(message.replicas(index), options);
   }
   // On error the message is unchanged.
-  static ::absl::Status add_replicas(::kv::OpenReply* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status add_replicas(::kv::OpenReply* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
     ::absl::Status status = ::locus::SetRef(message->add_replicas(), ::std::move(object), ::std::move(options));
     if (!status.ok()) message->mutable_replicas()->RemoveLast();
     return status;
@@ -209,13 +283,13 @@ struct OpenReplyRefs final {
 
   // A service without a package, in a file imported by kv/session.proto.
   // oracle: a reference to Oracle.
-  static ::absl::StatusOr<::locus::Remote<::Oracle>> oracle(const ::kv::OpenReply& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::Oracle>> oracle(const ::kv::OpenReply& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_oracle()) {
       return ::absl::NotFoundError("kv.OpenReply.oracle is not set");
     }
     return ::locus::Remote<::Oracle>::From(message.oracle(), options);
   }
-  static ::absl::Status set_oracle(::kv::OpenReply* message, ::std::shared_ptr<::Oracle::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_oracle(::kv::OpenReply* message, ::std::shared_ptr<::Oracle::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_oracle(), ::std::move(object), ::std::move(options));
   }
 };
@@ -223,24 +297,24 @@ struct OpenReplyRefs final {
 // Typed access to the object references in kv.Tree ((locus.interface) fields).
 struct TreeRefs final {
   // leaf: a reference to kv.Store.
-  static ::absl::StatusOr<::locus::Remote<::kv::Store>> leaf(const ::kv::Tree& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Store>> leaf(const ::kv::Tree& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_leaf()) {
       return ::absl::NotFoundError("kv.Tree.leaf is not set");
     }
     return ::locus::Remote<::kv::Store>::From(message.leaf(), options);
   }
-  static ::absl::Status set_leaf(::kv::Tree* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_leaf(::kv::Tree* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_leaf(), ::std::move(object), ::std::move(options));
   }
 
   // new: a reference to kv.Listener.
-  static ::absl::StatusOr<::locus::Remote<::kv::Listener>> new_(const ::kv::Tree& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Listener>> new_(const ::kv::Tree& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_new_()) {
       return ::absl::NotFoundError("kv.Tree.new is not set");
     }
     return ::locus::Remote<::kv::Listener>::From(message.new_(), options);
   }
-  static ::absl::Status set_new_(::kv::Tree* message, ::std::shared_ptr<::kv::Listener::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_new_(::kv::Tree* message, ::std::shared_ptr<::kv::Listener::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_new_(), ::std::move(object), ::std::move(options));
   }
 };
@@ -248,13 +322,13 @@ struct TreeRefs final {
 // Typed access to the object references in kv.Holder.Slot ((locus.interface) fields).
 struct Holder_SlotRefs final {
   // store: a reference to kv.Store.
-  static ::absl::StatusOr<::locus::Remote<::kv::Store>> store(const ::kv::Holder_Slot& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Store>> store(const ::kv::Holder_Slot& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_store()) {
       return ::absl::NotFoundError("kv.Holder.Slot.store is not set");
     }
     return ::locus::Remote<::kv::Store>::From(message.store(), options);
   }
-  static ::absl::Status set_store(::kv::Holder_Slot* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_store(::kv::Holder_Slot* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_store(), ::std::move(object), ::std::move(options));
   }
 };
@@ -262,13 +336,13 @@ struct Holder_SlotRefs final {
 // Typed access to the object references in kv.Ticket ((locus.interface) fields).
 struct TicketRefs_ final {
   // store: a reference to kv.Store.
-  static ::absl::StatusOr<::locus::Remote<::kv::Store>> store(const ::kv::Ticket& message, const ::locus::ChannelOptions& options = {}) {
+  [[nodiscard]] static ::absl::StatusOr<::locus::Remote<::kv::Store>> store(const ::kv::Ticket& message, const ::locus::ChannelOptions& options = {}) {
     if (!message.has_store()) {
       return ::absl::NotFoundError("kv.Ticket.store is not set");
     }
     return ::locus::Remote<::kv::Store>::From(message.store(), options);
   }
-  static ::absl::Status set_store(::kv::Ticket* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
+  [[nodiscard]] static ::absl::Status set_store(::kv::Ticket* message, ::std::shared_ptr<::kv::Store::Service> object, ::locus::ExportOptions options = {}) {
     return ::locus::SetRef(message->mutable_store(), ::std::move(object), ::std::move(options));
   }
 };

@@ -52,64 +52,64 @@ Clock::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::google::protobuf::Timestamp>(*channel_, Clock::kMethodNow, request, options);
 }
 
-::absl::Status Clock::Stub::Now(const ::google::protobuf::Empty& request, ::google::protobuf::Timestamp* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Clock::kMethodNow, request, response, options);
+::absl::Status Clock::Stub::Now(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Timestamp> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Clock::kMethodNow, request, response.get(), options);
 }
 
 ::locus::Future<::google::protobuf::Timestamp> Clock::Stub::AsyncNow(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::google::protobuf::Timestamp>(*channel_, Clock::kMethodNow, request, options);
 }
 
-void Clock::Stub::AsyncNow(const ::google::protobuf::Empty& request, ::google::protobuf::Timestamp* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Clock::kMethodNow, request, response, options, ::std::move(done));
+void Clock::Stub::AsyncNow(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Timestamp> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Clock::kMethodNow, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::google::protobuf::Empty> Clock::Stub::Ping(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::google::protobuf::Empty>(*channel_, Clock::kMethodPing, request, options);
 }
 
-::absl::Status Clock::Stub::Ping(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Clock::kMethodPing, request, response, options);
+::absl::Status Clock::Stub::Ping(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Clock::kMethodPing, request, response.get(), options);
 }
 
 ::locus::Future<::google::protobuf::Empty> Clock::Stub::AsyncPing(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::google::protobuf::Empty>(*channel_, Clock::kMethodPing, request, options);
 }
 
-void Clock::Stub::AsyncPing(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Clock::kMethodPing, request, response, options, ::std::move(done));
+void Clock::Stub::AsyncPing(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Clock::kMethodPing, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::google::protobuf::Empty> Clock::Stub::Publish(const ::wkt::test::Event& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::google::protobuf::Empty>(*channel_, Clock::kMethodPublish, request, options);
 }
 
-::absl::Status Clock::Stub::Publish(const ::wkt::test::Event& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Clock::kMethodPublish, request, response, options);
+::absl::Status Clock::Stub::Publish(const ::wkt::test::Event& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Clock::kMethodPublish, request, response.get(), options);
 }
 
 ::locus::Future<::google::protobuf::Empty> Clock::Stub::AsyncPublish(const ::wkt::test::Event& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::google::protobuf::Empty>(*channel_, Clock::kMethodPublish, request, options);
 }
 
-void Clock::Stub::AsyncPublish(const ::wkt::test::Event& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Clock::kMethodPublish, request, response, options, ::std::move(done));
+void Clock::Stub::AsyncPublish(const ::wkt::test::Event& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Clock::kMethodPublish, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::wkt::test::Event> Clock::Stub::Unpack(const ::google::protobuf::Any& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::wkt::test::Event>(*channel_, Clock::kMethodUnpack, request, options);
 }
 
-::absl::Status Clock::Stub::Unpack(const ::google::protobuf::Any& request, ::wkt::test::Event* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Clock::kMethodUnpack, request, response, options);
+::absl::Status Clock::Stub::Unpack(const ::google::protobuf::Any& request, ::locus::Out<::wkt::test::Event> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Clock::kMethodUnpack, request, response.get(), options);
 }
 
 ::locus::Future<::wkt::test::Event> Clock::Stub::AsyncUnpack(const ::google::protobuf::Any& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::wkt::test::Event>(*channel_, Clock::kMethodUnpack, request, options);
 }
 
-void Clock::Stub::AsyncUnpack(const ::google::protobuf::Any& request, ::wkt::test::Event* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Clock::kMethodUnpack, request, response, options, ::std::move(done));
+void Clock::Stub::AsyncUnpack(const ::google::protobuf::Any& request, ::locus::Out<::wkt::test::Event> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Clock::kMethodUnpack, request, response.get(), options, ::std::move(done));
 }
 
 ::std::unique_ptr<Clock::Stub> Clock::NewStub(::std::shared_ptr<::locus::Channel> channel) {

@@ -40,34 +40,67 @@ class Clock final {
     virtual ::absl::Status Unpack(::locus::ServerContext* context, const ::google::protobuf::Any* request, ::wkt::test::Event* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockClockStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::google::protobuf::Timestamp> Now(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Now(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Timestamp> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::google::protobuf::Timestamp> AsyncNow(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncNow(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Timestamp> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::google::protobuf::Empty> Ping(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Ping(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::google::protobuf::Empty> AsyncPing(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncPing(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::google::protobuf::Empty> Publish(const ::wkt::test::Event& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Publish(const ::wkt::test::Event& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::google::protobuf::Empty> AsyncPublish(const ::wkt::test::Event& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncPublish(const ::wkt::test::Event& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::wkt::test::Event> Unpack(const ::google::protobuf::Any& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Unpack(const ::google::protobuf::Any& request, ::locus::Out<::wkt::test::Event> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::wkt::test::Event> AsyncUnpack(const ::google::protobuf::Any& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncUnpack(const ::google::protobuf::Any& request, ::locus::Out<::wkt::test::Event> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
-    ::absl::StatusOr<::google::protobuf::Timestamp> Now(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Now(const ::google::protobuf::Empty& request, ::google::protobuf::Timestamp* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::google::protobuf::Timestamp> AsyncNow(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::google::protobuf::Timestamp> Now(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Now(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Timestamp> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::google::protobuf::Timestamp> AsyncNow(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncNow(const ::google::protobuf::Empty& request, ::google::protobuf::Timestamp* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncNow(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Timestamp> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::google::protobuf::Empty> Ping(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Ping(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::google::protobuf::Empty> AsyncPing(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::google::protobuf::Empty> Ping(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Ping(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::google::protobuf::Empty> AsyncPing(const ::google::protobuf::Empty& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncPing(const ::google::protobuf::Empty& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncPing(const ::google::protobuf::Empty& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::google::protobuf::Empty> Publish(const ::wkt::test::Event& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Publish(const ::wkt::test::Event& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::google::protobuf::Empty> AsyncPublish(const ::wkt::test::Event& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::google::protobuf::Empty> Publish(const ::wkt::test::Event& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Publish(const ::wkt::test::Event& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::google::protobuf::Empty> AsyncPublish(const ::wkt::test::Event& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncPublish(const ::wkt::test::Event& request, ::google::protobuf::Empty* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncPublish(const ::wkt::test::Event& request, ::locus::Out<::google::protobuf::Empty> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::wkt::test::Event> Unpack(const ::google::protobuf::Any& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Unpack(const ::google::protobuf::Any& request, ::wkt::test::Event* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::wkt::test::Event> AsyncUnpack(const ::google::protobuf::Any& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::wkt::test::Event> Unpack(const ::google::protobuf::Any& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Unpack(const ::google::protobuf::Any& request, ::locus::Out<::wkt::test::Event> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::wkt::test::Event> AsyncUnpack(const ::google::protobuf::Any& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncUnpack(const ::google::protobuf::Any& request, ::wkt::test::Event* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncUnpack(const ::google::protobuf::Any& request, ::locus::Out<::wkt::test::Event> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 

@@ -4,18 +4,32 @@
 #include <cmath>
 
 #include "absl/random/distributions.h"
+#include "absl/random/random.h"
 
 namespace locus::internal {
+
+ConnectionBackoff ExponentialBackoff::Sanitized(ConnectionBackoff options) {
+  options.initial_backoff = std::max(options.initial_backoff, absl::Milliseconds(1));
+  options.max_backoff = std::max(options.max_backoff, options.initial_backoff);
+  options.multiplier = std::max(options.multiplier, 1.0);
+  options.jitter = std::clamp(options.jitter, 0.0, 1.0);
+  return options;
+}
 
 absl::Duration ExponentialBackoff::NextDelay(absl::BitGenRef random) {
   if (first_) {
     first_ = false;
-    return std::max(current_, absl::ZeroDuration());
+    return current_;
   }
-  current_ = std::min(current_ * std::max(options_.multiplier, 1.0), options_.max_backoff);
-  const double jitter = std::clamp(options_.jitter, 0.0, 1.0);
+  current_ = std::min(current_ * options_.multiplier, options_.max_backoff);
+  const double jitter = options_.jitter;
   const double factor = jitter > 0 ? absl::Uniform(random, 1.0 - jitter, 1.0 + jitter) : 1.0;
   return std::max(current_ * factor, absl::ZeroDuration());
+}
+
+absl::Duration ExponentialBackoff::NextDelay() {
+  thread_local absl::InsecureBitGen random;
+  return NextDelay(random);
 }
 
 absl::Duration RetryDelay(const RetryPolicy& policy, int retry, absl::BitGenRef random) {

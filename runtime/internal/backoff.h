@@ -1,17 +1,18 @@
-// The two backoffs of gRPC, as pure arithmetic (no clock, no threads): the
-// wait between connection attempts (doc/connection-backoff.md in gRPC;
-// ConnectionBackoff) and the wait before a retry (proposal A6;
-// RetryPolicy). Whoever waits (the channel's ConnectAttempts, the retry
-// drivers in retry.h, a multi-server channel) asks these how long.
+// The two backoffs of gRPC, as arithmetic (no clock, no threads of their
+// own): the wait between connection attempts (doc/connection-backoff.md in
+// gRPC; locus::ConnectionBackoff), used by a channel's ConnectAttempts and
+// by a balanced channel for each backend that failed, and the wait before
+// a retry (proposal A6; locus::RetryPolicy), used by the retry drivers in
+// retry.h.
 //
 // Example:
 //   ExponentialBackoff backoff(options.reconnect_backoff);
-//   absl::BitGen random;
-//   absl::Time next_attempt = failed_at + backoff.NextDelay(random);
+//   absl::Time next_attempt = failed_at + backoff.NextDelay();
 //   ...
 //   backoff.Reset();                      // after a successful connection
 //
 // Thread-safety: ExponentialBackoff is thread-compatible (its owner locks).
+// RetryDelay is thread-safe.
 #ifndef LOCUS_RUNTIME_INTERNAL_BACKOFF_H_
 #define LOCUS_RUNTIME_INTERNAL_BACKOFF_H_
 
@@ -23,13 +24,19 @@ namespace locus::internal {
 
 class ExponentialBackoff {
  public:
-  explicit ExponentialBackoff(const ConnectionBackoff& options) : options_(options) { Reset(); }
+  // Options that make no sense are bounded: initial_backoff at least 1 ms,
+  // max_backoff at least initial_backoff, multiplier at least 1, jitter in
+  // [0, 1].
+  explicit ExponentialBackoff(const ConnectionBackoff& options) : options_(Sanitized(options)) {
+    Reset();
+  }
 
   // The wait before the next attempt after a failed one: the first time
   // initial_backoff exactly, then each time `multiplier` times the previous
   // (at most max_backoff), moved by a uniform random +-jitter of itself.
-  // Never negative.
   absl::Duration NextDelay(absl::BitGenRef random);
+  // The same, with a generator of this thread's.
+  absl::Duration NextDelay();
   // After a success: the next failure waits initial_backoff again.
   void Reset() {
     current_ = options_.initial_backoff;
@@ -37,6 +44,8 @@ class ExponentialBackoff {
   }
 
  private:
+  static ConnectionBackoff Sanitized(ConnectionBackoff options);
+
   const ConnectionBackoff options_;
   absl::Duration current_;
   bool first_ = true;

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
+#include "internal/call_not_seen.h"
 #include "internal/connection_core_frames.h"
 #include "internal/host_identity.h"
 
@@ -117,6 +118,7 @@ wire::Hello ConnectionCore::MakeHello() {
   hello.set_server_instance(options_.server_instance);
   for (const std::string& endpoint : options_.local_endpoints) hello.add_local_endpoints(endpoint);
   hello.add_features("shm/1");
+  hello.add_features("headers/1");
   hello.set_stream_window_bytes(ReceiveWindow());
   AddBootstrap(&hello);
   return hello;
@@ -188,6 +190,9 @@ void ConnectionCore::HandleHello(const Frame& frame) {
     if (!SendControlFrame(FrameType::kHelloAck, 0, &ack, absl::Now() + absl::Seconds(10)).ok()) return;
   }
   peer_hello_ = std::move(hello);
+  for (const std::string& feature : peer_hello_.features()) {
+    if (feature == "headers/1") peer_speaks_headers_.store(true, std::memory_order_release);
+  }
   if (accepted.ok()) ImportPeerBootstrap();
   absl::MutexLock lock(&mu_);
   if (accepted.ok()) {
@@ -235,12 +240,15 @@ void ConnectionCore::MarkBrokenIfUnavailable(const absl::Status& sent) {
 // Call bookkeeping shared by unary calls and streams
 
 absl::Status ConnectionCore::CheckAcceptsCallsLocked() const {
+  // Nothing of a call refused here was sent: marked as not seen
+  // (call_not_seen.h), so that a balanced channel may send it elsewhere.
   switch (state_.phase()) {
     case ConnectionState::Phase::kClosed:
-      return absl::UnavailableError(absl::StrCat("connection closed: ", state_.close_reason().message()));
+      return MarkNotSeen(
+          absl::UnavailableError(absl::StrCat("connection closed: ", state_.close_reason().message())));
     case ConnectionState::Phase::kDraining:
       if (absl::Status handshake = state_.handshake_result(); !handshake.ok()) return handshake;
-      return absl::UnavailableError("server is shutting down (GOAWAY)");
+      return MarkNotSeen(absl::UnavailableError("server is shutting down (GOAWAY)"));
     default:
       return absl::OkStatus();
   }
@@ -344,6 +352,9 @@ void ConnectionCore::OnFrame(Frame& frame) {
     case FrameType::kWindowUpdate:
       HandleWindowUpdate(frame);
       return;
+    case FrameType::kHeaders:
+      HandleHeaders(frame);
+      return;
     case FrameType::kTransportSetup:
       // Transport-level (the shm upgrade): never valid inside the frame stream.
       ProtocolError(absl::StrCat("unexpected ", DescribeFrameHeader(frame.header)));
@@ -446,9 +457,9 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
       }
     }
   }
-  const absl::Status not_processed = absl::UnavailableError(absl::StrCat(
+  const absl::Status not_processed = MarkNotSeen(absl::UnavailableError(absl::StrCat(
       "the server did not process the call (GOAWAY: ",
-      reason.message().empty() ? "going away" : reason.message(), ")"));
+      reason.message().empty() ? "going away" : reason.message(), ")")));
   // Streams first: a completion callback may use one of them, and must
   // find it ended rather than wait for it (StreamCall::Await).
   for (const auto& stream : refused_streams) {
@@ -460,6 +471,9 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
 
 void ConnectionCore::Close(const absl::Status& reason) {
   BeginClosing();
+  // Calls made on behalf of served calls end now, even those of inline
+  // handlers, whose OnClosed comes only once they returned.
+  CancelPropagated(0, /*all=*/true);
   connection_->Close(reason);
 }
 
@@ -495,6 +509,7 @@ void ConnectionCore::OnClosed(const absl::Status& reason) {
   for (auto& [id, stream] : streams) stream->End(failure);  // before callbacks, as above
   for (auto& [id, call] : pending) Complete(call, failure);
   StopLiveness();
+  CancelPropagated(0, /*all=*/true);
   ObjectsOnClosed(reason);
   if (options_.on_closed) options_.on_closed(this);
 }

@@ -51,6 +51,7 @@
 #include "base/timer_queue.h"
 #include "internal/attempt_report.h"
 #include "internal/connection_state.h"
+#include "internal/interception.h"
 #include "internal/service_table.h"
 #include "internal/stream_call.h"
 #include "internal/thread_pool.h"
@@ -187,6 +188,9 @@ class ConnectionCore final : public FrameSink,
     absl::Duration max_idle = absl::InfiniteDuration();
     absl::Duration max_age = absl::InfiniteDuration();
     absl::Duration max_age_grace = absl::InfiniteDuration();
+    // Run around calls the peer makes to `services` (not calls on
+    // objects); nullptr: none (ServerOptions::interceptors).
+    std::shared_ptr<const ServerInterceptors> interceptors;
   };
 
   static std::shared_ptr<ConnectionCore> Create(std::unique_ptr<Connection> connection,
@@ -301,6 +305,7 @@ class ConnectionCore final : public FrameSink,
   absl::Status SendStreamMessage(uint64_t id, const google::protobuf::MessageLite* message,
                                  size_t size, uint32_t flags, absl::Time deadline) override;
   void SendWindowUpdate(uint64_t id, uint64_t increment, absl::Time deadline) override;
+  absl::Status SendInitialMetadata(uint64_t id, const Metadata& metadata, absl::Time deadline) override;
   // Ends a stream that failed on this side with `status`, and tells the
   // peer: a client sends CANCEL, a server answers the call with `status`.
   // No-op for a stream that already ended.
@@ -477,13 +482,26 @@ class ConnectionCore final : public FrameSink,
   void EndServing(const IncomingCall& call);
   // The peer cancelled call or stream `id` it started.
   void HandleCancel(uint64_t id);
+  // Calls made on behalf of served calls (CallOptions::FromServerContext):
+  // a Cancellation per served call that asked for one, cancelled with it.
+  // Register returns it (cancelled at once if the call already is); the
+  // entry goes with the call (Unregister, which leaves an entry that is
+  // not `state`: a later call's under the same id).
+  Cancellation RegisterPropagation(uint64_t id, const std::atomic<bool>& cancelled);
+  void UnregisterPropagation(uint64_t id, const std::shared_ptr<CancellationState>& state);
+  // Cancels the propagation of call `id`, or (all = true) of every call.
+  void CancelPropagated(uint64_t id, bool all);
+  // The initial metadata of a stream this side started (HEADERS).
+  void HandleHeaders(const Frame& frame);
   // Sends a kResponse: `reply` (sized `reply_size` by ByteSizeLong, not
   // changed since) is serialized straight into the transport; nullptr for
   // an error or a reply without a message.
   // `attachments`: the reply may hold references or descriptors.
+  // `initial`: the server's initial metadata not sent before (nullptr: none).
   void SendResponse(uint64_t call_id, const absl::Status& status,
                     const google::protobuf::MessageLite* reply, size_t reply_size,
-                    const Metadata& trailers, absl::Time deadline, bool attachments = false);
+                    const Metadata& trailers, absl::Time deadline, bool attachments = false,
+                    const Metadata* initial = nullptr);
   void SendError(uint64_t call_id, const absl::Status& status, absl::Time deadline);
 
   // --- RMI (connection_core_objects.cc) ---
@@ -567,6 +585,8 @@ class ConnectionCore final : public FrameSink,
   // those it serves: their ids differ in parity.
   absl::flat_hash_map<uint64_t, std::shared_ptr<StreamCall>> streams_ ABSL_GUARDED_BY(mu_);
   size_t open_peer_streams_ ABSL_GUARDED_BY(mu_) = 0;  // streams the peer started, being served
+  // RegisterPropagation's cancellations, by served call id.
+  absl::flat_hash_map<uint64_t, std::shared_ptr<CancellationState>> propagated_ ABSL_GUARDED_BY(mu_);
   // Calls being served inline: counted up under mu_ (with the shutdown
   // checks of HandleRequest), down without it once their reply is sent.
   std::atomic<size_t> inline_serving_{0};
@@ -610,6 +630,8 @@ class ConnectionCore final : public FrameSink,
   // Written once by the reader before the handshake settles (HandleHello).
   wire::Hello peer_hello_;
   std::atomic<bool> peer_speaks_rmi_{false};
+  // The peer's HELLO lists "headers/1": it understands HEADERS frames.
+  std::atomic<bool> peer_speaks_headers_{false};
   ObjectRef peer_bootstrap_;
   std::shared_ptr<ImportEntry> peer_bootstrap_import_;
 

@@ -11,6 +11,7 @@
 #include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/call_header_codec.h"
+#include "internal/call_not_seen.h"
 #include "internal/connection_core.h"
 #include "internal/connection_core_frames.h"
 #include "internal/scratch_buffer.h"
@@ -20,6 +21,7 @@ namespace locus::internal {
 struct ConnectionCore::PendingCall {
   google::protobuf::MessageLite* response = nullptr;
   Metadata* trailing_metadata = nullptr;
+  Metadata* initial_metadata = nullptr;
   const char* method = nullptr;
   bool has_attachments = false;  // the reply may hold references or descriptors
   // Set when the call fails without the peer having processed it.
@@ -137,6 +139,13 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
   const size_t header_size = CallHeaderSize(method_name, timeout_ns, options.metadata);
   const size_t meta_size =
       header_size + (target != nullptr ? ObjectTargetSize(target->id, target->token) : 0);
+  if (meta_size > kDefaultMaxMetaSize) {
+    // The peer would take it for malformed input and close the connection,
+    // failing every other call on it.
+    return absl::ResourceExhaustedError(absl::StrCat("call header of ", meta_size,
+                                                     " bytes (client metadata) exceeds the limit of ",
+                                                     kDefaultMaxMetaSize, " bytes"));
+  }
   char* meta = small_meta;
   if (meta_size > sizeof(small_meta)) {
     large_meta.emplace();
@@ -156,6 +165,9 @@ absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
                                             " (was it modified while being sent?)"));
   }
   MarkBrokenIfUnavailable(sent);
+  // A frame is sent whole or not at all (transport contract 1): a request
+  // the connection refused never reached the server.
+  if (absl::IsUnavailable(sent)) return MarkNotSeen(std::move(sent));
   return sent;
 }
 
@@ -189,6 +201,7 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
   call.waiter = std::this_thread::get_id();
   call.response = response;
   call.trailing_metadata = options.trailing_metadata;
+  call.initial_metadata = options.initial_metadata;
   call.method = method.full_name;
   call.has_attachments = method.has_attachments;
   call.report = report;
@@ -220,7 +233,13 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
       return status;
     }
   }
-  return AwaitCompletion(&call, *id, method, options.deadline);
+  absl::Status status = AwaitCompletion(&call, *id, method, options.deadline);
+  // The send failed but closure completed the call: still never sent.
+  if (IsNotSeen(sent) && absl::IsUnavailable(status)) {
+    ReportUnsent(sent, report);
+    return MarkNotSeen(std::move(status));
+  }
+  return status;
 }
 
 absl::Status ConnectionCore::AwaitCompletion(PendingCall* call_ptr, uint64_t id,
@@ -269,6 +288,7 @@ absl::Status ConnectionCore::TryStartUnary(const RpcMethod& method,
   auto* call = new PendingCall();
   call->response = response;
   call->trailing_metadata = options.trailing_metadata;
+  call->initial_metadata = options.initial_metadata;
   call->method = method.full_name;
   call->has_attachments = method.has_attachments;
   call->report = later;
@@ -336,7 +356,7 @@ void ConnectionCore::HandleResponse(Frame& frame) {
     }
     return;  // otherwise cancelled or expired: drop the late reply
   }
-  absl::Status status = ResponseStatus(frame, call->trailing_metadata);
+  absl::Status status = ResponseStatus(frame, call->trailing_metadata, call->initial_metadata);
   if (status.ok()) status = ParseReply(frame, call->method, call->response);
   if (status.ok() && call->has_attachments) {
     // What the reply brought waits for its receiver (Remote::From, TakeFd)

@@ -13,6 +13,7 @@
 #include <limits>
 
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -26,13 +27,53 @@ namespace locus::internal {
 // Protobuf's own limit on a serialized message (its sizes are ints).
 inline constexpr size_t kMaxMessageBytes = static_cast<size_t>(std::numeric_limits<int>::max());
 
-// The status a peer sent; UNKNOWN for a code outside absl::StatusCode.
+// The status a peer sent, with its details as payloads; UNKNOWN for a code
+// outside absl::StatusCode.
 inline absl::Status StatusFromWire(const wire::CallStatus& status) {
   const int code = status.code();
   if (code < 0 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
     return absl::UnknownError(absl::StrCat("peer sent unknown status code ", code, ": ", status.message()));
   }
-  return absl::Status(static_cast<absl::StatusCode>(code), status.message());
+  absl::Status result(static_cast<absl::StatusCode>(code), status.message());
+  // An OK status carries no payloads (absl ignores them).
+  for (const wire::StatusDetail& detail : status.details()) {
+    result.SetPayload(detail.type_url(), absl::Cord(detail.value()));
+  }
+  return result;
+}
+
+inline void AddMetadataEntries(const Metadata& metadata,
+                               google::protobuf::RepeatedPtrField<wire::MetadataEntry>* out) {
+  for (const auto& [key, value] : metadata) {
+    wire::MetadataEntry* entry = out->Add();
+    entry->set_key(key);
+    internal::LowercaseKey(*entry->mutable_key());
+    entry->set_value(value);
+  }
+}
+
+// Whether `status` carries payloads (an error's details).
+inline bool HasPayloads(const absl::Status& status) {
+  bool any = false;
+  status.ForEachPayload([&any](absl::string_view, const absl::Cord&) { any = true; });
+  return any;
+}
+
+// A RESPONSE's meta: `status` (its payloads as details), trailers and the
+// initial metadata not sent before (nullptr: none).
+inline wire::CallStatus StatusToWire(const absl::Status& status, const Metadata& trailers,
+                                     const Metadata* initial) {
+  wire::CallStatus wire_status;
+  wire_status.set_code(static_cast<int>(status.code()));
+  wire_status.set_message(std::string(status.message()));
+  AddMetadataEntries(trailers, wire_status.mutable_trailing_metadata());
+  if (initial != nullptr) AddMetadataEntries(*initial, wire_status.mutable_initial_metadata());
+  status.ForEachPayload([&wire_status](absl::string_view type_url, const absl::Cord& payload) {
+    wire::StatusDetail* detail = wire_status.add_details();
+    detail->set_type_url(std::string(type_url));
+    detail->set_value(std::string(payload));
+  });
+  return wire_status;
 }
 
 // Serializes `message`, sized by ByteSizeLong() and unchanged since, into
@@ -49,8 +90,9 @@ inline bool ParseMeta(const Frame& frame, google::protobuf::MessageLite* message
   return message->ParseFromArray(meta.data(), static_cast<int>(meta.size()));
 }
 
-// The status (and trailers, into `*trailers` if set) of a RESPONSE.
-inline absl::Status ResponseStatus(const Frame& frame, Metadata* trailers) {
+// The status of a RESPONSE, its trailers (into `*trailers` if set) and the
+// initial metadata it carries (into `*initial` if set). Keys lower-cased.
+inline absl::Status ResponseStatus(const Frame& frame, Metadata* trailers, Metadata* initial = nullptr) {
   if (frame.header.meta_length == 0) return absl::OkStatus();
   wire::CallStatus wire_status;
   if (!ParseMeta(frame, &wire_status)) {
@@ -59,6 +101,13 @@ inline absl::Status ResponseStatus(const Frame& frame, Metadata* trailers) {
   if (trailers != nullptr) {
     for (const wire::MetadataEntry& e : wire_status.trailing_metadata()) {
       trailers->emplace_back(e.key(), e.value());
+      internal::LowercaseKey(trailers->back().first);
+    }
+  }
+  if (initial != nullptr) {
+    for (const wire::MetadataEntry& e : wire_status.initial_metadata()) {
+      initial->emplace_back(e.key(), e.value());
+      internal::LowercaseKey(initial->back().first);
     }
   }
   return StatusFromWire(wire_status);

@@ -3,8 +3,10 @@
 // on the handler pool, or (streams) on the stream pool, and its outcome is
 // sent as one RESPONSE. CANCEL from the peer sets the call's flag.
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -212,33 +214,84 @@ void ConnectionCore::Serve(IncomingCall& call, absl::string_view method, absl::s
     bool finished_ = false;
   };
   // RMI: what the request brought (held until the handler returned), the
-  // caller's bootstrap object and its connection's end.
+  // caller's bootstrap object and its connection's end. Also the parsed
+  // request's way to the interceptors, and the cancellation of calls made
+  // on this call's behalf.
   class Link final : public CallLink {
    public:
     Link(ConnectionCore* core, IncomingCall& call) : core_(core), call_(call) {}
+    ~Link() {
+      // Only this call's entry: once EndServing freed the id, the peer may
+      // have started another call under it.
+      if (propagation_.has_value()) core_->UnregisterPropagation(call_.call_id, propagation_->state());
+    }
     absl::Status ImportRequest(google::protobuf::MessageLite* request) override {
-      return core_->ImportAttachments(*request, call_.fds, &scope_);
+      if (call_.entry->method->has_attachments) {
+        absl::Status imported = core_->ImportAttachments(*request, call_.fds, &scope_);
+        if (!imported.ok()) return imported;
+      }
+      if (interception_ != nullptr) interception_->Received(*request);
+      return absl::OkStatus();
     }
     const ObjectRef* caller_object() const override { return core_->peer_bootstrap(); }
     void OnCallerGone(absl::AnyInvocable<void(absl::Status) &&> callback) override {
       core_->AddCloseObserver(std::move(callback));
     }
+    // From any thread the handler calls FromServerContext on: one
+    // cancellation for all of them.
+    std::optional<Cancellation> PropagatedCancellation() override {
+      absl::MutexLock lock(&propagation_mu_);
+      if (!propagation_.has_value()) {
+        propagation_ = core_->RegisterPropagation(call_.call_id, *call_.cancelled);
+      }
+      return propagation_;
+    }
+    void set_interception(ServerInterception* interception) { interception_ = interception; }
 
    private:
     ConnectionCore* const core_;
     IncomingCall& call_;
     ReceivedAttachments scope_;
+    // Made on first use; taken before the core's mu_.
+    absl::Mutex propagation_mu_;
+    std::optional<Cancellation> propagation_ ABSL_GUARDED_BY(propagation_mu_);
+    ServerInterception* interception_ = nullptr;
   };
   Link link(this, call);
-  context.set_link(&link, call.entry->method->has_attachments);
   Sink sink(this, call, context);
-  if (call.stream != nullptr) {
-    call.entry->handler->CallStream(&context, *call.stream, sink);
-  } else {
-    call.entry->handler->CallSerialized(&context, payload, sink);
+  // A stream's initial metadata goes with the handler's first Write.
+  if (call.stream != nullptr) call.stream->set_headers_source(&context);
+  auto run = [&](ReplySink& reply_sink, ServerCallStream* stream) {
+    if (stream != nullptr) {
+      call.entry->handler->CallStream(&context, *stream, reply_sink);
+    } else {
+      call.entry->handler->CallSerialized(&context, payload, reply_sink);
+    }
+    if (!sink.finished()) {
+      reply_sink.Finish(absl::InternalError(absl::StrCat("handler of ", method, " returned no result")),
+                        nullptr);
+    }
+  };
+  if (ABSL_PREDICT_TRUE(options_.interceptors == nullptr) || call.object != nullptr) {
+    context.set_link(&link, call.entry->method->has_attachments);
+    run(sink, call.stream.get());
+    return;
   }
-  if (!sink.finished()) {
-    sink.Finish(absl::InternalError(absl::StrCat("handler of ", method, " returned no result")), nullptr);
+  // Intercepted (locus/interceptor.h): the hooks wrap the sink, the stream
+  // and (through the link) the parsed request.
+  ServerInterception interception(*options_.interceptors, *call.entry->method, context);
+  link.set_interception(&interception);
+  context.set_link(&link, /*imports_attachments=*/true);
+  InterceptedReplySink intercepted_sink(sink, interception);
+  if (absl::Status started = interception.Start(); !started.ok()) {
+    intercepted_sink.Finish(started, nullptr);
+    return;
+  }
+  if (call.stream != nullptr) {
+    InterceptedServerStream stream(*call.stream, interception);
+    run(intercepted_sink, &stream);
+  } else {
+    run(intercepted_sink, nullptr);
   }
 }
 
@@ -304,6 +357,9 @@ void ConnectionCore::SendOutcome(IncomingCall& call, const ServerContext& contex
   const bool cancelled =
       call.cancelled->load(std::memory_order_acquire) && absl::Now() < call.deadline;
   if (call.stream != nullptr) {
+    // The context goes when Serve returns; a late Write (another thread
+    // of the handler's) must not read it.
+    call.stream->set_headers_source(nullptr);
     // A stream may have been answered already (an error that ended it
     // early); its writes fail from now on.
     const bool answer = call.stream->ClaimResponse();
@@ -311,8 +367,13 @@ void ConnectionCore::SendOutcome(IncomingCall& call, const ServerContext& contex
     if (!answer) return;
   }
   if (cancelled) return;
+  // The initial metadata, unless a stream's first Write sent it.
+  const Metadata* initial = nullptr;
+  if (!context.initial_metadata().empty() && (call.stream == nullptr || call.stream->ClaimHeaders())) {
+    initial = &context.initial_metadata();
+  }
   SendResponse(call.call_id, status, status.ok() ? reply : nullptr, reply_size,
-               context.trailing_metadata(), call.deadline, call.entry->method->has_attachments);
+               context.trailing_metadata(), call.deadline, call.entry->method->has_attachments, initial);
 }
 
 void ConnectionCore::HandleCancel(uint64_t id) {
@@ -325,6 +386,42 @@ void ConnectionCore::HandleCancel(uint64_t id) {
     if (s != streams_.end() && s->second->side() == StreamCall::Side::kServer) stream = s->second;
   }
   if (stream != nullptr) stream->End(absl::CancelledError("cancelled by the client"));
+  CancelPropagated(id, /*all=*/false);
+}
+
+Cancellation ConnectionCore::RegisterPropagation(uint64_t id, const std::atomic<bool>& cancelled) {
+  Cancellation cancellation;
+  {
+    absl::MutexLock lock(&mu_);
+    propagated_[id] = cancellation.state();
+  }
+  // Whoever sets the flag cancels the entries it finds afterwards: one set
+  // before this entry was there is seen here instead.
+  if (cancelled.load(std::memory_order_acquire)) cancellation.Cancel();
+  return cancellation;
+}
+
+void ConnectionCore::UnregisterPropagation(uint64_t id, const std::shared_ptr<CancellationState>& state) {
+  absl::MutexLock lock(&mu_);
+  auto it = propagated_.find(id);
+  if (it != propagated_.end() && it->second == state) propagated_.erase(it);
+}
+
+void ConnectionCore::CancelPropagated(uint64_t id, bool all) {
+  std::vector<std::shared_ptr<CancellationState>> doomed;
+  {
+    absl::MutexLock lock(&mu_);
+    if (propagated_.empty()) return;
+    if (all) {
+      for (auto& [served, state] : propagated_) doomed.push_back(std::move(state));
+      propagated_.clear();
+    } else if (auto it = propagated_.find(id); it != propagated_.end()) {
+      doomed.push_back(std::move(it->second));
+      propagated_.erase(it);
+    }
+  }
+  // Outside the lock: the calls' callbacks only schedule their abandonment.
+  for (const auto& state : doomed) state->Cancel();
 }
 
 void ConnectionCore::SendError(uint64_t call_id, const absl::Status& status, absl::Time deadline) {
@@ -334,25 +431,22 @@ void ConnectionCore::SendError(uint64_t call_id, const absl::Status& status, abs
 void ConnectionCore::SendResponse(uint64_t call_id, const absl::Status& status,
                                   const google::protobuf::MessageLite* reply, size_t reply_size,
                                   const Metadata& trailers, absl::Time deadline,
-                                  bool attachments) {
+                                  bool attachments, const Metadata* initial) {
   std::string meta;
-  if (!status.ok() || !trailers.empty()) {
-    wire::CallStatus wire_status;
-    wire_status.set_code(static_cast<int>(status.code()));
-    wire_status.set_message(std::string(status.message()));
-    for (const auto& [key, value] : trailers) {
-      wire::MetadataEntry* entry = wire_status.add_trailing_metadata();
-      entry->set_key(key);
-      entry->set_value(value);
+  if (!status.ok() || !trailers.empty() || initial != nullptr) {
+    meta = StatusToWire(status, trailers, initial).SerializeAsString();
+    if (meta.size() > kDefaultMaxMetaSize && HasPayloads(status)) {
+      // Details too large to send: the error goes without them.
+      meta = StatusToWire(absl::Status(status.code(), status.message()), trailers, initial)
+                 .SerializeAsString();
     }
-    meta = wire_status.SerializeAsString();
     if (meta.size() > kDefaultMaxMetaSize) {
       // The peer would take an oversize meta section for malformed input and
       // close the connection, failing every other call on it: this call
       // fails alone instead, as a reply over the size limit does.
       SendError(call_id,
                 absl::ResourceExhaustedError(absl::StrCat(
-                    "the status and trailing metadata of ", meta.size(),
+                    "the status and metadata of ", meta.size(),
                     " bytes exceed the limit of ", kDefaultMaxMetaSize, " bytes")),
                 deadline);
       return;

@@ -4,6 +4,7 @@
 // the table, routes MESSAGE, WINDOW_UPDATE and the final RESPONSE to it, and
 // sends what it asks for.
 #include <algorithm>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -38,6 +39,7 @@ absl::StatusOr<std::shared_ptr<StreamCall>> ConnectionCore::RegisterStream(
                                              options_.max_send_message_size, response);
   stream->trailing_metadata = options.trailing_metadata;
   stream->report = report;
+  stream->initial_metadata = options.initial_metadata;
   if (options.cancellation.has_value()) {
     absl::Status watched =
         WatchCancellation(*options.cancellation, id, /*stream=*/true, &stream->cancel_registration);
@@ -142,6 +144,7 @@ void ConnectionCore::AbortStream(StreamCall* stream, absl::Status status) {
   // handler, woken by End, must find the answer taken.
   const bool answer = stream->ClaimResponse();
   stream->End(status);
+  CancelPropagated(stream->id(), /*all=*/false);  // calls made on its behalf
   // Not waiting for room in the connection beyond now: this may run on
   // the thread that reads it.
   if (answer) SendError(stream->id(), status, absl::Now());
@@ -163,6 +166,41 @@ void ConnectionCore::SendWindowUpdate(uint64_t id, uint64_t increment, absl::Tim
   wire::WindowUpdate update;
   update.set_increment(increment);
   (void)SendControlFrame(FrameType::kWindowUpdate, id, &update, deadline);
+}
+
+absl::Status ConnectionCore::SendInitialMetadata(uint64_t id, const Metadata& metadata,
+                                                 absl::Time deadline) {
+  // A peer without "headers/1" would take the frame for a protocol error.
+  if (!peer_speaks_headers_.load(std::memory_order_acquire)) return absl::OkStatus();
+  wire::InitialMetadata headers;
+  AddMetadataEntries(metadata, headers.mutable_metadata());
+  const std::string meta = headers.SerializeAsString();
+  if (meta.size() > kDefaultMaxMetaSize) {
+    // As for trailers: this call fails, the connection goes on.
+    return absl::ResourceExhaustedError(absl::StrCat("initial metadata of ", meta.size(),
+                                                     " bytes exceeds the limit of ",
+                                                     kDefaultMaxMetaSize, " bytes"));
+  }
+  absl::Status sent = SendFrame(FrameHeader::Make(FrameType::kHeaders, 0, id), meta, nullptr, 0, deadline);
+  MarkBrokenIfUnavailable(sent);
+  return sent;
+}
+
+void ConnectionCore::HandleHeaders(const Frame& frame) {
+  // Only a server sends initial metadata, and in a frame of its own only on
+  // streams: anything else (unknown or ended calls too) is dropped.
+  std::shared_ptr<StreamCall> stream = FindStream(frame.header.call_id);
+  if (stream == nullptr || stream->side() != StreamCall::Side::kClient) return;
+  wire::InitialMetadata headers;
+  if (!ParseMeta(frame, &headers)) {
+    AbortStream(stream.get(), absl::InternalError(absl::StrCat(
+                                  "malformed initial metadata on ", stream->method().full_name)));
+    return;
+  }
+  Metadata metadata;
+  metadata.reserve(headers.metadata_size());
+  for (const wire::MetadataEntry& entry : headers.metadata()) metadata.emplace_back(entry.key(), entry.value());
+  stream->OnInitialMetadata(std::move(metadata));
 }
 
 void ConnectionCore::HandleMessage(Frame& frame) {
@@ -202,7 +240,10 @@ void ConnectionCore::HandleWindowUpdate(const Frame& frame) {
 }
 
 void ConnectionCore::FinishClientStream(StreamCall& stream, const Frame& frame) {
-  absl::Status status = ResponseStatus(frame, stream.trailing_metadata);
+  Metadata initial;
+  absl::Status status = ResponseStatus(frame, stream.trailing_metadata, &initial);
+  // Initial metadata that no message came after (none, or none before a HEADERS).
+  if (!initial.empty()) stream.OnInitialMetadata(std::move(initial));
   if (status.ok() && stream.response() != nullptr) {
     status = ParseReply(frame, stream.method().full_name, stream.response());
   }

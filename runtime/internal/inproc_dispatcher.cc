@@ -8,6 +8,8 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/attachments.h"
+#include "internal/call_not_seen.h"
+#include "internal/connection_core_frames.h"
 #include "internal/inproc_connection.h"
 #include "locus/server_context.h"
 
@@ -60,7 +62,9 @@ void InprocDispatcher::Leave() { active_.fetch_sub(1, std::memory_order_release)
 absl::StatusOr<std::unique_ptr<Connection>> InprocDispatcher::ConnectInproc(
     const ClientLimits& client) {
   absl::MutexLock lock(&accept_mu_);
-  if (accept_ == nullptr || !accepting_ || stopped()) return absl::UnavailableError("server is shutting down");
+  if (accept_ == nullptr || !accepting_ || stopped()) {
+    return MarkNotSeen(absl::UnavailableError("server is shutting down"));
+  }
   auto [client_end, server_end] =
       MakeInprocPair(InprocEnd{InprocServerInfo(), client.max_receive_message_size},
                        InprocEnd{InprocClientInfo(), limits_.max_receive_message_size});
@@ -73,9 +77,16 @@ void InprocDispatcher::StopAccepting() {
   accepting_ = false;
 }
 
-void InprocDispatcher::Stop() {
+void InprocDispatcher::Stop(absl::Time deadline) {
   stopped_.store(true, std::memory_order_seq_cst);
-  // Calls that entered before the flag finish on their callers' threads.
+  // Calls that entered before the flag finish on their callers' threads;
+  // those still running at the deadline are cancelled, as a remote call's
+  // handler is when its connection closes.
+  while (active_.load(std::memory_order_acquire) != 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Microseconds(100));
+  }
+  shut_down_.store(true, std::memory_order_release);
+  shutdown_.Cancel();
   while (active_.load(std::memory_order_acquire) != 0) absl::SleepFor(absl::Microseconds(100));
 }
 
@@ -88,7 +99,7 @@ absl::Status InprocDispatcher::CallUnary(const RpcMethod& method,
   // stay alive for the whole call.
   if (!Enter()) {
     if (report != nullptr) report->not_processed = true;
-    return absl::UnavailableError("server is shutting down");
+    return MarkNotSeen(absl::UnavailableError("server is shutting down"));
   }
   absl::Status status = CallEntered(method, request, response, options, client);
   Leave();
@@ -119,34 +130,86 @@ absl::Status InprocDispatcher::CallEntered(const RpcMethod& method,
         absl::StrCat("request of ", request_size, " bytes exceeds the server's limit of ",
                      limits_.max_receive_message_size, " bytes"));
   }
-  // The handler runs on this thread: a cancellation can only tell it (its
-  // IsCancelled()), and the call ends CANCELLED when it returns.
-  std::shared_ptr<std::atomic<bool>> cancelled;
+  // The handler runs on this thread: a cancellation (the caller's, or the
+  // server's shutdown) can only tell it (its IsCancelled()), and the call
+  // ends CANCELLED (UNAVAILABLE) when it returns. Without a caller's
+  // cancellation, the handler shares the shutdown flag (owned by this
+  // dispatcher, which outlives its calls: Stop waits for them).
+  if (shut_down_.load(std::memory_order_acquire)) return absl::UnavailableError("server is shutting down");
+  std::shared_ptr<std::atomic<bool>> cancelled(std::shared_ptr<void>(), &shut_down_);
   CancellationRegistration cancel_registration;
+  CancellationRegistration shutdown_registration;
   if (options.cancellation.has_value()) {
     cancelled = std::make_shared<std::atomic<bool>>(false);
-    cancel_registration = CancellationRegistration::Watch(
-        options.cancellation->state(), [cancelled]() { cancelled->store(true, std::memory_order_release); });
+    auto set_flag = [cancelled]() { cancelled->store(true, std::memory_order_release); };
+    cancel_registration = CancellationRegistration::Watch(options.cancellation->state(), set_flag);
     if (!cancel_registration.active()) {
       return absl::CancelledError(absl::StrCat("call to ", method.full_name, " cancelled before it started"));
     }
+    shutdown_registration = CancellationRegistration::Watch(shutdown_.state(), set_flag);
+    if (!shutdown_registration.active()) return absl::UnavailableError("server is shutting down");
   }
   ServerContext context(method.full_name, options.deadline, options.metadata, &InprocClientInfo(), cancelled);
   // What the client offered; descriptors are duplicated as a socket would.
+  // Calls made on this call's behalf get a cancellation of their own
+  // (cancelling it cancels only them), which the caller's cancellation and
+  // the server's shutdown cancel; made on first use, from any thread the
+  // handler uses, and unregistered when the call returns.
   class Link final : public CallLink {
    public:
-    explicit Link(const ObjectRef* caller) : caller_(caller) {}
+    Link(const ObjectRef* caller, const std::optional<Cancellation>& caller_cancellation,
+         const Cancellation& shutdown)
+        : caller_(caller), caller_cancellation_(caller_cancellation), shutdown_(shutdown) {}
     absl::Status ImportRequest(google::protobuf::MessageLite*) override { return absl::OkStatus(); }
     const ObjectRef* caller_object() const override { return caller_; }
     void OnCallerGone(absl::AnyInvocable<void(absl::Status) &&>) override {}
+    std::optional<Cancellation> PropagatedCancellation() override {
+      absl::MutexLock lock(&mu_);
+      if (!propagation_.has_value()) {
+        Cancellation propagation;
+        auto cancel = [state = propagation.state()]() { state->Cancel(); };
+        bool cancelled = false;
+        if (caller_cancellation_.has_value()) {
+          from_caller_ = CancellationRegistration::Watch(caller_cancellation_->state(), cancel);
+          cancelled = !from_caller_.active();
+        }
+        from_shutdown_ = CancellationRegistration::Watch(shutdown_.state(), cancel);
+        if (cancelled || !from_shutdown_.active()) propagation.Cancel();
+        propagation_ = std::move(propagation);
+      }
+      return propagation_;
+    }
 
    private:
     const ObjectRef* const caller_;
-  } link(client.caller_object.get());
+    const std::optional<Cancellation>& caller_cancellation_;
+    const Cancellation& shutdown_;
+    absl::Mutex mu_;
+    std::optional<Cancellation> propagation_ ABSL_GUARDED_BY(mu_);
+    CancellationRegistration from_caller_ ABSL_GUARDED_BY(mu_);
+    CancellationRegistration from_shutdown_ ABSL_GUARDED_BY(mu_);
+  } link(client.caller_object.get(), options.cancellation, shutdown_);
   context.set_link(&link, false);
-  absl::Status status = CallDirect(method, *entry->handler, &context, request, response);
-  if (cancelled != nullptr && cancelled->load(std::memory_order_acquire)) {
-    return absl::CancelledError(absl::StrCat("call cancelled while the server handled ", method.full_name));
+  absl::Status status;
+  if (ABSL_PREDICT_TRUE(interceptors_ == nullptr)) {
+    status = CallDirect(method, *entry->handler, &context, request, response);
+  } else {
+    // As ConnectionCore::Serve: the hooks see the caller's own messages.
+    ServerInterception interception(*interceptors_, *entry->method, context);
+    status = interception.Start();
+    if (status.ok()) {
+      interception.Received(request);
+      status = CallDirect(method, *entry->handler, &context, request, response);
+      if (status.ok() && !method.oneway) interception.Sending(*response);
+    }
+    interception.Finish(status);
+  }
+  if (cancelled->load(std::memory_order_acquire)) {
+    if (options.cancellation.has_value() && options.cancellation->cancelled()) {
+      return absl::CancelledError(absl::StrCat("call cancelled while the server handled ", method.full_name));
+    }
+    return absl::UnavailableError(
+        absl::StrCat("server shut down while it handled ", method.full_name));
   }
   if (has_deadline && absl::Now() >= options.deadline) {
     return absl::DeadlineExceededError(
@@ -164,19 +227,35 @@ absl::Status InprocDispatcher::CallEntered(const RpcMethod& method,
                                                          client.max_receive_message_size, " bytes"));
     }
   }
-  if (!context.trailing_metadata().empty()) {
-    // The remote path's limit on a status with trailers (its meta section),
-    // so that a call behaves the same wherever its server lives.
+  const bool has_details = !status.ok() && HasPayloads(status);  // an OK status carries none
+  if (!context.trailing_metadata().empty() || !context.initial_metadata().empty() || has_details) {
+    // The remote path's limit on a status with metadata or details (its
+    // meta section), so that a call behaves the same wherever its server
+    // lives: details too large go (the code and message stay), then
+    // metadata too large fails the call.
     size_t meta_bytes = status.message().size();
     for (const auto& [key, value] : context.trailing_metadata()) meta_bytes += key.size() + value.size();
+    for (const auto& [key, value] : context.initial_metadata()) meta_bytes += key.size() + value.size();
+    size_t details_bytes = 0;
+    status.ForEachPayload([&details_bytes](absl::string_view type_url, const absl::Cord& payload) {
+      details_bytes += type_url.size() + payload.size();
+    });
+    if (meta_bytes + details_bytes > kDefaultMaxMetaSize && has_details) {
+      status = absl::Status(status.code(), status.message());
+    } else {
+      meta_bytes += details_bytes;
+    }
     if (meta_bytes > kDefaultMaxMetaSize) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "the status and trailing metadata of more than ", meta_bytes,
+          "the status and metadata of more than ", meta_bytes,
           " bytes exceed the limit of ", kDefaultMaxMetaSize, " bytes"));
     }
   }
   if (options.trailing_metadata != nullptr) {
     for (const auto& entry_kv : context.trailing_metadata()) options.trailing_metadata->push_back(entry_kv);
+  }
+  if (options.initial_metadata != nullptr) {
+    for (const auto& entry_kv : context.initial_metadata()) options.initial_metadata->push_back(entry_kv);
   }
   return status;
 }
@@ -210,7 +289,7 @@ absl::Status InprocDispatcher::TryStartUnary(const RpcMethod& method,
   // call is entered before it is queued, so Stop() waits for queued calls.
   if (!Enter()) {
     if (report != nullptr) report->not_processed = true;
-    return absl::UnavailableError("server is shutting down");
+    return MarkNotSeen(absl::UnavailableError("server is shutting down"));
   }
   std::shared_ptr<google::protobuf::MessageLite> copy(request.New());
   copy->CheckTypeAndMergeFrom(request);

@@ -4,9 +4,13 @@
 //
 // Semantics match the remote path (the conformance suite runs over both):
 // deadlines (checked before the call; a call past its deadline when the
-// handler returns ends DEADLINE_EXCEEDED), metadata and trailers, status,
-// size limits (by ByteSizeLong), UNIMPLEMENTED for unknown methods, and
-// UNAVAILABLE once the server shuts down.
+// handler returns ends DEADLINE_EXCEEDED), metadata (client, initial,
+// trailing), status with its payloads (dropped, code and message kept, if
+// they would not fit a meta section), the server's interceptors,
+// size limits (by ByteSizeLong), UNIMPLEMENTED for unknown methods,
+// cancellation (the caller's, and the server's shutdown once its deadline
+// passed, each propagated to the calls a handler makes on its call's
+// behalf), and UNAVAILABLE once the server shuts down.
 //
 // Streaming calls do not go through here: the channel opens an in-process
 // connection (ConnectInproc) that the server accepts like any other, so
@@ -35,9 +39,12 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "internal/attempt_report.h"
+#include "absl/time/time.h"
+#include "internal/interception.h"
 #include "internal/service_table.h"
 #include "internal/thread_pool.h"
 #include "locus/call_options.h"
+#include "locus/cancellation.h"
 #include "locus/rmi.pb.h"
 #include "locus/service.h"
 #include "locus/transport.h"
@@ -86,6 +93,12 @@ class InprocDispatcher {
   void set_bootstrap(std::shared_ptr<Service> bootstrap) { bootstrap_ = std::move(bootstrap); }
   const std::shared_ptr<Service>& bootstrap() const { return bootstrap_; }
 
+  // Set by the server before the dispatcher is registered: its
+  // interceptors (ServerOptions::interceptors), or nullptr for none.
+  void set_interceptors(std::shared_ptr<const ServerInterceptors> interceptors) {
+    interceptors_ = std::move(interceptors);
+  }
+
   // Set by the server before the dispatcher is registered: how it accepts
   // an in-process connection.
   void set_accept(std::function<void(std::unique_ptr<Connection>)> accept) {
@@ -98,8 +111,10 @@ class InprocDispatcher {
   // Refuses new in-process connections (in-process unary calls go on).
   void StopAccepting();
   // Refuses new calls and connections and waits until the calls in progress
-  // have returned.
-  void Stop();
+  // have returned; at `deadline` it cancels those still running (their
+  // handlers see IsCancelled(), the calls they made on their calls' behalf
+  // are cancelled, and their callers get UNAVAILABLE).
+  void Stop(absl::Time deadline);
   bool stopped() const { return stopped_.load(std::memory_order_acquire); }
 
  private:
@@ -115,6 +130,7 @@ class InprocDispatcher {
   ThreadPool* const pool_;
   std::function<void(std::unique_ptr<Connection>)> accept_;
   std::shared_ptr<Service> bootstrap_;
+  std::shared_ptr<const ServerInterceptors> interceptors_;
   // Held while a connection is handed to the server, so that once
   // StopAccepting returns, the server has every in-process connection in
   // its set.
@@ -123,6 +139,11 @@ class InprocDispatcher {
   // Lock-free on the call path (an in-process call is tens of nanoseconds).
   std::atomic<bool> stopped_{false};
   std::atomic<int> active_{0};
+  // Set by Stop at its deadline: the cancelled flag of the handlers whose
+  // callers gave no cancellation. The others' flags, and the propagated
+  // cancellations, are registered with shutdown_, which Stop cancels then.
+  std::atomic<bool> shut_down_{false};
+  const Cancellation shutdown_;
 };
 
 // Servers of this process by instance id (Hello.server_instance).

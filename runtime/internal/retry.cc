@@ -10,6 +10,7 @@
 #include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/backoff.h"
+#include "internal/call_not_seen.h"
 #include "internal/thread_pool.h"
 
 namespace locus::internal {
@@ -42,18 +43,27 @@ RetryState::RetryState(AttemptingChannel* channel, const RpcMethod& method, cons
       policy_(method.oneway ? nullptr : policy),
       deadline_(options.deadline),
       wait_for_ready_(options.wait_for_ready),
-      cancellation_(options.cancellation) {}
+      cancellation_(options.cancellation),
+      leaves_not_seen_(method.kind == RpcKind::kUnary && !channel->RetriesNotSeenUnaryCalls()) {}
 
 RetryState::Decision RetryState::OnFailure(const absl::Status& status, const AttemptReport& report,
                                            bool committed, absl::Time now, absl::BitGenRef random) {
   Decision decision;
   decision.status = status;
+  // One notion of "the server never saw it" (call_not_seen.h): the report
+  // and the status's mark say the same, and an outcome of such an attempt
+  // keeps the mark for the layer above (a balanced channel).
+  const bool not_seen = absl::IsUnavailable(status) && (report.server_never_saw_it() || IsNotSeen(status));
+  if (not_seen) decision.status = MarkNotSeen(status);
   const bool waits = report.no_route && wait_for_ready_ && absl::IsUnavailable(status);
   if (cancellation_.has_value() && cancellation_->cancelled()) {
     if (!absl::IsCancelled(status)) decision.status = absl::CancelledError("call cancelled");
     return decision;
   }
   if (absl::IsDeadlineExceeded(status) || committed) return decision;
+  // A balanced channel's backend leaves such a call to the balancer, which
+  // sends it to another backend (docs/architecture.md, "Retries").
+  if (not_seen && leaves_not_seen_) return decision;
   if (now >= deadline_) {
     if (waits) {
       decision.status = absl::DeadlineExceededError(
@@ -61,7 +71,7 @@ RetryState::Decision RetryState::OnFailure(const absl::Status& status, const Att
     }
     return decision;
   }
-  if (report.not_processed && transparent_ < kMaxTransparentRetries) {
+  if (not_seen && !report.no_route && transparent_ < kMaxTransparentRetries) {
     ++transparent_;
     channel_->transparent_.fetch_add(1, std::memory_order_relaxed);
     decision.retry = true;
@@ -116,7 +126,7 @@ absl::Status CallUnaryWithRetries(AttemptingChannel& channel, const RpcMethod& m
   absl::Status status = channel.AttemptUnary(method, request, response, options, &report);
   if (ABSL_PREDICT_TRUE(status.ok())) return status;
   const RetryPolicy* policy = channel.RetryPolicyFor(method);
-  if (policy == nullptr && !report.server_never_saw_it()) return status;
+  if (policy == nullptr && !report.server_never_saw_it() && !IsNotSeen(status)) return status;
   RetryState state(&channel, method, policy, options);
   for (;;) {
     RetryState::Decision decision = state.OnFailure(status, report, false, absl::Now(), Random());

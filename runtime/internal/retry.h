@@ -3,8 +3,9 @@
 // wait_for_ready calls for a connection. The rules live in RetryState; the
 // drivers below apply them to any channel that can make one attempt of a
 // call at a time (AttemptingChannel): the single-server channel
-// (runtime/channel.cc), and a channel over several servers whose attempts
-// pick one.
+// (runtime/channel.cc), also as a backend of a balanced channel, which
+// retries calls no server saw across its backends itself
+// (internal/balanced_channel.h).
 //
 // Example (a Channel built on an AttemptingChannel):
 //   absl::Status MyChannel::CallUnary(const RpcMethod& method, const MessageLite& request,
@@ -76,6 +77,12 @@ class AttemptingChannel : public std::enable_shared_from_this<AttemptingChannel>
   virtual absl::Time NextConnectAttempt() = 0;
   // The retry policy for `method` on this channel, or nullptr.
   virtual const RetryPolicy* RetryPolicyFor(const RpcMethod& method) = 0;
+  // Whether unary calls the server never saw are retried (or wait for a
+  // connection) here. False for a backend of a balanced channel: such a
+  // call ends at once, marked not seen (call_not_seen.h), and the balancer
+  // sends it to another backend, so that the two layers never both retry
+  // it. (The balancer does not retry streams: their backend does.)
+  virtual bool RetriesNotSeenUnaryCalls() const { return true; }
 
   // Retries made, by kind (tests, diagnostics).
   struct RetryStats {
@@ -97,6 +104,10 @@ class AttemptingChannel : public std::enable_shared_from_this<AttemptingChannel>
 
 // The rules: whether a failed attempt is tried again, and when.
 //   * The call's deadline or its cancellation ended it: never.
+//   * The server never saw it (the report, or the status's not-seen mark,
+//     call_not_seen.h; either implies the other in the outcome) and the
+//     channel leaves such unary calls to a layer above
+//     (RetriesNotSeenUnaryCalls()): never.
 //   * The server never saw it (report.not_processed): again at once, up to
 //     kMaxTransparentRetries times; it counts as no attempt of the policy.
 //   * No connection (report.no_route): with wait_for_ready, again at the
@@ -132,6 +143,7 @@ class RetryState {
   std::optional<Cancellation> cancellation_;
   int attempts_ = 1;
   int transparent_ = 0;
+  bool leaves_not_seen_;  // !RetriesNotSeenUnaryCalls() and a unary method
 };
 
 // Something that ends a wait between attempts early; Wake() from any

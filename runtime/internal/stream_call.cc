@@ -32,14 +32,32 @@ StreamCall::Received StreamCall::OnMessage(std::string payload) {
   if (unacknowledged_ >= receive_window_) return Received::kOverrun;
   unacknowledged_ += payload.size() + kStreamMessageOverhead;
   inbox_.push_back(std::move(payload));
+  // Initial metadata comes before the first message or not at all: the
+  // caller may be reading what it has once a message is readable.
+  headers_received_ = true;
   Changed();
   return Received::kQueued;
+}
+
+void StreamCall::set_headers_source(const ServerContext* context) {
+  absl::MutexLock write_lock(&write_mu_);
+  headers_source_ = context;
 }
 
 void StreamCall::OnHalfClose() {
   absl::MutexLock lock(&mu_);
   peer_half_closed_ = true;
   Changed();
+}
+
+void StreamCall::OnInitialMetadata(Metadata metadata) {
+  absl::MutexLock lock(&mu_);
+  // Once the call ended here, `initial_metadata` may be gone with its caller.
+  if (ended_ || headers_received_) return;
+  headers_received_ = true;
+  if (initial_metadata == nullptr) return;
+  LowercaseKeys(metadata);
+  for (auto& entry : metadata) initial_metadata->push_back(std::move(entry));
 }
 
 void StreamCall::OnWindowUpdate(uint64_t increment) {
@@ -207,7 +225,12 @@ bool StreamCall::Write(const google::protobuf::MessageLite& message) {
   {
     absl::MutexLock write_lock(&write_mu_);
     if (half_closed_ || ended()) return false;  // no message after END_STREAM
-    sent = host_->SendStreamMessage(id_, &message, size, 0, deadline_);
+    // A handler's initial metadata goes before its first message.
+    if (headers_source_ != nullptr && !headers_claimed_.load(std::memory_order_relaxed) &&
+        ClaimHeaders() && !headers_source_->initial_metadata().empty()) {
+      sent = host_->SendInitialMetadata(id_, headers_source_->initial_metadata(), deadline_);
+    }
+    if (sent.ok()) sent = host_->SendStreamMessage(id_, &message, size, 0, deadline_);
   }
   if (!sent.ok()) {
     Abort(std::move(sent));

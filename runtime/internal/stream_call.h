@@ -78,6 +78,11 @@ class StreamCallHost {
                                          size_t size, uint32_t flags, absl::Time deadline) = 0;
   // Grants the peer `increment` more bytes on stream `id` (best effort).
   virtual void SendWindowUpdate(uint64_t id, uint64_t increment, absl::Time deadline) = 0;
+  // Server side: the call's initial metadata (a HEADERS frame), before its
+  // first message. RESOURCE_EXHAUSTED (nothing sent) if it exceeds the
+  // limit of a meta section; OK without sending if the peer cannot read it.
+  virtual absl::Status SendInitialMetadata(uint64_t id, const Metadata& metadata,
+                                           absl::Time deadline) = 0;
   // Ends `call`, which failed on this side, with `status` and tells the peer.
   virtual void AbortStream(StreamCall* call, absl::Status status) = 0;
 
@@ -109,9 +114,20 @@ class StreamCall final : public ServerCallStream {
   google::protobuf::MessageLite* response() const { return response_; }
   // Server side: the handler's cancellation flag (ServerContext); set by End.
   std::atomic<bool>& cancelled_flag() { return cancelled_; }
-  // Client side: where the server's trailing metadata goes (CallOptions);
-  // set before the call is published.
+  // Client side: where the server's trailing and initial metadata go
+  // (CallOptions); set before the call is published. Initial metadata is
+  // written under the call's lock, before the first message is queued and
+  // never once the call ended (its caller may have freed it).
   Metadata* trailing_metadata = nullptr;
+  Metadata* initial_metadata = nullptr;
+  // Server side: the handler's context, whose initial metadata goes with
+  // the first Write (or, if none, the RESPONSE); set before the handler
+  // runs, and cleared (nullptr) before the context goes, once the handler
+  // returned. Serialized with Write.
+  void set_headers_source(const ServerContext* context);
+  // Server side: true for the first caller only, who sends the initial
+  // metadata (a Write's HEADERS, or the RESPONSE).
+  bool ClaimHeaders() { return !headers_claimed_.exchange(true, std::memory_order_acq_rel); }
   // Client side: the deadline timer (0: none or already running); End
   // cancels it. The timer's own callback clears it first.
   std::atomic<uint64_t> deadline_timer{0};
@@ -135,6 +151,9 @@ class StreamCall final : public ServerCallStream {
   Received OnMessage(std::string payload);
   // The peer sends no more messages (END_STREAM).
   void OnHalfClose();
+  // Client side: the server's initial metadata (HEADERS, or the RESPONSE's);
+  // only the first is kept, and none after a message or the end of the call.
+  void OnInitialMetadata(Metadata metadata);
   void OnWindowUpdate(uint64_t increment);
 
   // Ends the call on this side (idempotent; the first status wins). Read
@@ -180,6 +199,7 @@ class StreamCall final : public ServerCallStream {
   google::protobuf::MessageLite* const response_;
   std::atomic<bool> cancelled_{false};
   std::atomic<bool> response_claimed_{false};
+  std::atomic<bool> headers_claimed_{false};
   // Bumped (under mu_) on every change a waiter may be waiting for; read
   // without the lock by a client driving the connection.
   std::atomic<uint64_t> events_{0};
@@ -187,6 +207,7 @@ class StreamCall final : public ServerCallStream {
   mutable absl::Mutex mu_;
   std::deque<std::string> inbox_ ABSL_GUARDED_BY(mu_);
   bool peer_half_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool headers_received_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
   // Bytes this side may still send (may go negative by one message).
@@ -199,6 +220,7 @@ class StreamCall final : public ServerCallStream {
   // a message and no message follows it.
   absl::Mutex write_mu_;
   bool half_closed_ ABSL_GUARDED_BY(write_mu_) = false;
+  const ServerContext* headers_source_ ABSL_GUARDED_BY(write_mu_) = nullptr;
 };
 
 // The client's handle on a StreamCall (what Channel::OpenStream returns).

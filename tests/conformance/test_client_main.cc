@@ -16,8 +16,10 @@
 #include "absl/time/time.h"
 #include "conformance.locus.h"
 #include "locus/locus.h"
+#include "tests/testing/die_with_parent.h"
 
 int main(int argc, char** argv) {
+  locus::testing::DieWithParent();
   if (argc != 5) {
     std::fprintf(stderr, "usage: %s <address> <transport> <spin: 0|1> <call: chat|wait>\n", argv[0]);
     return 2;

@@ -6,8 +6,10 @@
 
 #include "locus/server.h"
 #include "test_service.h"
+#include "tests/testing/die_with_parent.h"
 
 int main(int argc, char** argv) {
+  locus::testing::DieWithParent();
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s <address>...\n", argv[0]);
     return 2;

@@ -249,6 +249,63 @@ int main(int argc, char** argv) {
         Frame(FrameType::kHelloAck, 0, 0, rmi_hello.SerializeAsString(), "") +
             Frame(FrameType::kResponse, locus::kFlagHasMessage, 1, counted_reply.SerializeAsString(), "reply") +
             Frame(FrameType::kResponse, locus::kFlagHasMessage, 41, counted_reply.SerializeAsString(), "late"));
+  // Initial metadata and status details (docs/wire.md "HEADERS", CallStatus
+  // fields 5 and 6): a peer that speaks "headers/1"; on the server side,
+  // calls with upper-case metadata keys, one the interceptor rejects, and a
+  // stream whose handler sends initial metadata; on the client side,
+  // HEADERS for the open stream (again, then malformed), and replies with
+  // initial metadata and details for the unary call (3) and the stream (1).
+  locus::wire::Hello headers_hello;
+  headers_hello.set_min_protocol_version(1);
+  headers_hello.set_max_protocol_version(1);
+  headers_hello.add_features("headers/1");
+  headers_hello.set_stream_window_bytes(65536);
+  locus::wire::CallHeader upper;
+  upper.set_method("/fuzz.Echo/Say");
+  auto* upper_md = upper.add_metadata();
+  upper_md->set_key("X-Request-ID");
+  upper_md->set_value("7");
+  locus::wire::CallHeader rejected;
+  rejected.set_method("/fuzz.Echo/Say");
+  auto* reject_md = rejected.add_metadata();
+  reject_md->set_key("Reject");
+  reject_md->set_value("yes");
+  write("valid-server_headers_conversation",
+        Frame(FrameType::kHello, 0, 0, headers_hello.SerializeAsString(), "") +
+            Frame(FrameType::kRequest, unary, 1, upper.SerializeAsString(), "payload") +
+            Frame(FrameType::kRequest, unary, 3, rejected.SerializeAsString(), "payload") +
+            Frame(FrameType::kRequest, 0, 5, chat.SerializeAsString(), "") +
+            Frame(FrameType::kMessage, locus::kFlagHasMessage, 5, "", message) +
+            Frame(FrameType::kMessage, locus::kFlagEndStream, 5, "", "") +
+            Frame(FrameType::kHeaders, 0, 5, "", ""));
+  locus::wire::InitialMetadata initial;
+  auto* initial_md = initial.add_metadata();
+  initial_md->set_key("Server-Version");
+  initial_md->set_value("1");
+  locus::wire::CallStatus detailed;
+  detailed.set_code(9);
+  detailed.set_message("failed precondition");
+  *detailed.add_initial_metadata() = *initial_md;
+  auto* detail = detailed.add_details();
+  detail->set_type_url("type.googleapis.com/google.rpc.ErrorInfo");
+  detail->set_value(std::string("\x0a\x03why", 5));
+  auto* trailer = detailed.add_trailing_metadata();
+  trailer->set_key("T");
+  trailer->set_value("v");
+  locus::wire::CallStatus ok_with_initial;
+  *ok_with_initial.add_initial_metadata() = *initial_md;
+  write("client_headers",
+        Frame(FrameType::kHelloAck, 0, 0, headers_hello.SerializeAsString(), "") +
+            Frame(FrameType::kHeaders, 0, 1, initial.SerializeAsString(), "") +
+            Frame(FrameType::kHeaders, 0, 1, initial.SerializeAsString(), "") +
+            Frame(FrameType::kMessage, locus::kFlagHasMessage, 1, "", message) +
+            Frame(FrameType::kHeaders, 0, 3, initial.SerializeAsString(), "") +
+            Frame(FrameType::kResponse, 0, 3, detailed.SerializeAsString(), "") +
+            Frame(FrameType::kResponse, 0, 1, ok_with_initial.SerializeAsString(), ""));
+  write("client_bad_headers",
+        Frame(FrameType::kHelloAck, 0, 0, headers_hello.SerializeAsString(), "") +
+            Frame(FrameType::kHeaders, 0, 1, "\xff\xff\x01", "") +
+            Frame(FrameType::kResponse, locus::kFlagHasMessage, 3, ok_with_initial.SerializeAsString(), "x"));
   write("hello_only", Hello(FrameType::kHello));
   write("no_handshake", Request(1, "/fuzz.Echo/Say", 0));
   return 0;

@@ -1,11 +1,14 @@
 // Fuzz target for everything that parses bytes from a peer on the stream
 // transports: the frame decoder (headers, lengths, oversize skipping) and,
 // behind it, the RPC core's handling of each frame type (HELLO/HELLO_ACK,
-// CallHeader, CallStatus, GoAway, cancel, ping, stream MESSAGEs and
-// WINDOW_UPDATE), on both the accepting side (which serves a unary and a
-// streaming method) and the connecting side (which has a stream open as
-// call 1); and the UDP transport's datagram check (DecodeDatagram), with
-// the input cut into datagrams at the lengths its frame headers claim.
+// CallHeader, CallStatus with its initial metadata and details, GoAway,
+// cancel, ping, stream MESSAGEs, WINDOW_UPDATE and HEADERS), on both the
+// accepting side (which serves a unary and a streaming method behind a
+// server interceptor; the streaming handler sends initial metadata) and the
+// connecting side (which has a stream open as call 1 and an asynchronous
+// unary call as call 3); and the UDP transport's datagram check
+// (DecodeDatagram), with the input cut into datagrams at the lengths its
+// frame headers claim.
 //
 // Built as a libFuzzer target with -DLOCUS_FUZZ=ON (clang), and otherwise as
 // a regression test that replays the seed corpus plus deterministic
@@ -136,9 +139,10 @@ class EchoStreamHandler final : public MethodHandler {
                           google::protobuf::MessageLite*) override {
     return absl::InternalError("streaming");
   }
-  void CallStream(ServerContext*, ServerCallStream& stream, ReplySink& sink) override {
+  void CallStream(ServerContext* context, ServerCallStream& stream, ReplySink& sink) override {
     stream_handlers_started.fetch_add(1);
     handlers_reached.fetch_add(1);
+    context->AddInitialMetadata("fuzz-initial", "sent before the first message (HEADERS)");
     wire::CallStatus message;
     while (stream.Read(&message) && stream.Write(message)) {
     }
@@ -155,6 +159,33 @@ class EchoService final : public Service {
   }
   static constexpr RpcMethod kMethod{"/fuzz.Echo/Say", RpcKind::kUnary, false};
   static constexpr RpcMethod kStreamMethod{"/fuzz.Echo/Chat", RpcKind::kBidiStreaming, false};
+};
+
+// Rejects calls whose metadata names "reject" (a short-circuit), and looks
+// at everything else a server interceptor sees: peer-controlled metadata
+// and messages go through the interception path.
+class FuzzInterceptor final : public ServerInterceptor {
+ public:
+  absl::Status OnStart(ServerCallInfo& call) override {
+    size_t bytes = 0;
+    for (const auto& [key, value] : call.context().client_metadata()) bytes += key.size() + value.size();
+    (void)bytes;
+    if (!call.context().client_metadata_value("REJECT").empty()) return absl::PermissionDeniedError("rejected");
+    call.context().AddPropagatedMetadata("traceparent", "fuzz");
+    return absl::OkStatus();
+  }
+  void OnReceiveMessage(ServerCallInfo&, const google::protobuf::MessageLite& message) override {
+    (void)message.ByteSizeLong();
+  }
+  void OnFinish(ServerCallInfo& call, absl::Status& status) override {
+    if (status.ok()) call.context().AddTrailingMetadata("fuzz-trailer", "1");
+  }
+};
+class FuzzInterceptorFactory final : public ServerInterceptorFactory {
+ public:
+  std::unique_ptr<ServerInterceptor> Create(const ServerCallInfo&) override {
+    return std::make_unique<FuzzInterceptor>();
+  }
 };
 
 // Feeds decoded frames to the core until the core closes the connection.
@@ -244,11 +275,29 @@ void RunOneSide(const uint8_t* data, size_t size, bool connecting_side, bool as_
   options.services = services;
   options.stream_pool = &stream_pool;
   options.stream_window_bytes = 4096;
+  static const auto* interceptors =
+      new std::shared_ptr<const ServerInterceptors>(std::make_shared<const ServerInterceptors>(
+          ServerInterceptors{std::make_shared<FuzzInterceptorFactory>()}));
+  options.interceptors = *interceptors;
   auto core = ConnectionCore::Create(std::move(connection), options);
   core->Start();
-  // The connecting side has a stream open (call 1) for the input to talk to.
+  // The connecting side has a stream open (call 1) and an asynchronous
+  // unary call (call 3) for the input to answer, both collecting the
+  // server's metadata.
   std::unique_ptr<ClientCallStream> stream;
-  if (connecting_side) stream = core->OpenStream(EchoService::kStreamMethod, nullptr, nullptr, {});
+  Metadata stream_initial, stream_trailing, unary_initial, unary_trailing;
+  wire::CallStatus unary_request, unary_response;
+  if (connecting_side) {
+    CallOptions stream_options;
+    stream_options.initial_metadata = &stream_initial;
+    stream_options.trailing_metadata = &stream_trailing;
+    stream = core->OpenStream(EchoService::kStreamMethod, nullptr, nullptr, stream_options);
+    CallOptions unary_options;
+    unary_options.initial_metadata = &unary_initial;
+    unary_options.trailing_metadata = &unary_trailing;
+    core->StartUnary(EchoService::kMethod, unary_request, &unary_response, unary_options,
+                     [](absl::Status status) { (void)status.GetPayload("type.googleapis.com/x"); });
+  }
   CoreFeeder feeder(core.get(), raw);
   bool at_frame_boundary = true;
   if (as_datagrams) {

@@ -186,8 +186,8 @@ TEST_F(RmiCoreTest, APeerCannotReleaseWhatItDoesNotHold) {
   Connect(/*core_connects=*/false, /*peer_speaks_rmi=*/true);
   // Static: the session may be destroyed on a runtime thread after this
   // test returned (its destructor counts down here).
-  static std::atomic<int64_t> live{0};
-  absl::StatusOr<Exported> exported = Export(std::make_shared<rmitest::SessionImpl>(&live));
+  auto live = std::make_shared<std::atomic<int64_t>>(0);
+  absl::StatusOr<Exported> exported = Export(std::make_shared<rmitest::SessionImpl>(live));
   ASSERT_TRUE(exported.ok());
   const uint64_t id = exported->ref().object_id();
   // Held twice by some other connection.

@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "locus/server.h"
 #include "rmi_services.h"
+#include "tests/testing/die_with_parent.h"
 
 namespace {
 
@@ -35,6 +36,7 @@ absl::Status Serve(const std::vector<std::string>& addresses, rmitest::KvImpl* k
 }  // namespace
 
 int main(int argc, char** argv) {
+  locus::testing::DieWithParent();
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s <address>...\n", argv[0]);
     return 2;

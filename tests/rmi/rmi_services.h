@@ -44,7 +44,11 @@ inline int64_t OpenFdCount() {
 
 class SessionImpl final : public Session::Service {
  public:
-  explicit SessionImpl(std::atomic<int64_t>* live) : live_(live) { live_->fetch_add(1); }
+  // Counts itself in `live`, which it shares: an object another process
+  // never took may outlive the test that made it (by its grace period).
+  explicit SessionImpl(std::shared_ptr<std::atomic<int64_t>> live) : live_(std::move(live)) {
+    live_->fetch_add(1);
+  }
   ~SessionImpl() override { live_->fetch_sub(1); }
 
   absl::Status Put(locus::ServerContext*, const PutRequest* request, Empty*) override {
@@ -80,7 +84,7 @@ class SessionImpl final : public Session::Service {
   }
 
  private:
-  std::atomic<int64_t>* const live_;
+  const std::shared_ptr<std::atomic<int64_t>> live_;
   absl::Mutex mu_;
   std::map<std::string, std::string> values_ ABSL_GUARDED_BY(mu_);
 };
@@ -99,7 +103,7 @@ class KvImpl final : public Kv::Service {
         if (!reported.ok()) return reported.status();
       }
     }
-    auto session = std::make_shared<SessionImpl>(&live_sessions_);
+    auto session = std::make_shared<SessionImpl>(live_sessions_);
     PutRequest name;
     name.set_key("name");
     name.set_value(request->name());
@@ -110,7 +114,7 @@ class KvImpl final : public Kv::Service {
     return locus::SetRef(reply->mutable_session(), std::move(session), std::move(options));
   }
   absl::Status Sessions(locus::ServerContext*, const Empty*, Counter* reply) override {
-    reply->set_value(live_sessions_.load());
+    reply->set_value(live_sessions_->load());
     return absl::OkStatus();
   }
   absl::Status CallSession(locus::ServerContext*, const RefHolder* request, Value* reply) override {
@@ -166,10 +170,11 @@ class KvImpl final : public Kv::Service {
   }
 
   void set_restart(std::function<void()> restart) { restart_ = std::move(restart); }
-  int64_t live_sessions() const { return live_sessions_.load(); }
+  int64_t live_sessions() const { return live_sessions_->load(); }
 
  private:
-  std::atomic<int64_t> live_sessions_{0};
+  const std::shared_ptr<std::atomic<int64_t>> live_sessions_ =
+      std::make_shared<std::atomic<int64_t>>(0);
   std::atomic<int64_t> callers_gone_{0};
   std::function<void()> restart_;
   absl::Mutex mu_;

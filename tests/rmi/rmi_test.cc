@@ -25,6 +25,21 @@
 namespace rmitest {
 namespace {
 
+// Sanitizers keep freed memory in quarantine (ASan: up to 256 MiB): the
+// resident size then says nothing about leaks. The counts (live objects,
+// exports, descriptors) are checked in every build.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kResidentSizeMeansSomething = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kResidentSizeMeansSomething = false;
+#else
+constexpr bool kResidentSizeMeansSomething = true;
+#endif
+#else
+constexpr bool kResidentSizeMeansSomething = true;
+#endif
+
 using ::locus::testing::ChildProcess;
 using ::locus::testing::kWatchdog;
 using ::locus::testing::TempDir;
@@ -152,7 +167,9 @@ TEST_P(RmiTest, AnObjectAReplyReturnsIsCalledLikeAnyStub) {
   absl::StatusOr<Value> name = (*session)->Get(get, Watchdog());
   ASSERT_TRUE(name.ok()) << name.status();
   EXPECT_EQ(name->value(), "first");
-  if (GetParam().transport != std::string("tcp")) EXPECT_EQ(name->caller_pid(), getpid());
+  if (GetParam().transport != std::string("tcp")) {
+    EXPECT_EQ(name->caller_pid(), getpid());
+  }
   // Asynchronous.
   get.set_key("k1");
   absl::StatusOr<Value> async = (*session)->AsyncGet(get, Watchdog()).Get();
@@ -320,7 +337,9 @@ TEST_P(FdPassingRmiTest, AThousandCallsWithDescriptorsLeaveNoneOpen) {
       EXPECT_EQ(opened.status().code(), absl::StatusCode::kNotFound);
     } else {
       ASSERT_TRUE(opened.ok()) << opened.status();
-      if (i % 2 == 0) ASSERT_TRUE(locus::TakeFd(opened->fd()).ok());  // others are left
+      if (i % 2 == 0) {  // others are left
+        ASSERT_TRUE(locus::TakeFd(opened->fd()).ok());
+      }
     }
     FileUpload upload;
     locus::SetFd(upload.mutable_fd(), ours.get());
@@ -378,11 +397,15 @@ TEST_P(RmiTest, TenThousandReferencesComeAndGoWithoutResidue) {
       std::min(rounds[1].first - rounds[0].first, rounds[2].first - rounds[1].first);
   const int64_t grown_there =
       std::min(rounds[1].second - rounds[0].second, rounds[2].second - rounds[1].second);
-  EXPECT_LT(grown_here, 4096) << "KiB grown here per 10,000 references";
-  EXPECT_LT(grown_there, 4096) << "KiB grown at the owner per 10,000 references";
+  if (kResidentSizeMeansSomething) {
+    EXPECT_LT(grown_here, 4096) << "KiB grown here per 10,000 references";
+    EXPECT_LT(grown_there, 4096) << "KiB grown at the owner per 10,000 references";
+  }
   // (Earlier tests' leftovers may go meanwhile: at most as many as before.)
   EXPECT_LE(OpenFdCount(), fds);
-  if (!GetParam().in_process) EXPECT_LE(OwnerFdCount(), owner_fds);
+  if (!GetParam().in_process) {
+    EXPECT_LE(OwnerFdCount(), owner_fds);
+  }
   EXPECT_LE(locus::internal::ObjectRegistry::Get().size(), exports);
 }
 
@@ -404,37 +427,37 @@ TEST_P(RemoteRmiTest, WhenTheOwnerDiesCallsFailUnavailableAndTheHolderIsTold) {
 }
 
 TEST_P(RemoteRmiTest, WhenAHolderDiesTheOwnerIsToldAndReleasesTheObject) {
-  std::atomic<int64_t> live{0};
+  auto live = std::make_shared<std::atomic<int64_t>>(0);
   absl::Notification holder_gone, unreferenced;
   locus::ExportOptions options;
   options.on_holder_gone = [&](const locus::PeerInfo&) { holder_gone.Notify(); };
   options.on_unreferenced = [&] { unreferenced.Notify(); };
   RefHolder hold;
   ASSERT_TRUE(
-      locus::SetRef(hold.mutable_session(), std::make_shared<SessionImpl>(&live), std::move(options)).ok());
+      locus::SetRef(hold.mutable_session(), std::make_shared<SessionImpl>(live), std::move(options)).ok());
   ASSERT_TRUE(stub_->Hold(hold, Watchdog()).ok());
-  EXPECT_EQ(live.load(), 1);
+  EXPECT_EQ(live->load(), 1);
   peer_->Kill();
   ASSERT_TRUE(holder_gone.WaitForNotificationWithTimeout(kWatchdog));
   ASSERT_TRUE(unreferenced.WaitForNotificationWithTimeout(kWatchdog));
-  EXPECT_TRUE(Eventually([&] { return live.load() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return live->load() == 0; }));
 }
 
 TEST_P(RemoteRmiTest, AHolderThatDropsItsReferenceReleasesTheObject) {
-  std::atomic<int64_t> live{0};
+  auto live = std::make_shared<std::atomic<int64_t>>(0);
   absl::Notification unreferenced;
   locus::ExportOptions options;
   options.on_unreferenced = [&] { unreferenced.Notify(); };
   RefHolder hold;
   ASSERT_TRUE(
-      locus::SetRef(hold.mutable_session(), std::make_shared<SessionImpl>(&live), std::move(options)).ok());
+      locus::SetRef(hold.mutable_session(), std::make_shared<SessionImpl>(live), std::move(options)).ok());
   ASSERT_TRUE(stub_->Hold(hold, Watchdog()).ok());
   ASSERT_TRUE(stub_->Hold(hold, Watchdog()).ok());  // twice: counted twice
   absl::SleepFor(absl::Milliseconds(50));
   EXPECT_FALSE(unreferenced.HasBeenNotified());
   ASSERT_TRUE(stub_->Drop(Empty(), Watchdog()).ok());
   ASSERT_TRUE(unreferenced.WaitForNotificationWithTimeout(kWatchdog));
-  EXPECT_TRUE(Eventually([&] { return live.load() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return live->load() == 0; }));
 }
 
 TEST_P(RemoteRmiTest, ALeaseOutlivesTheConnectionThenExpires) {

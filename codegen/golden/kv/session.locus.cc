@@ -31,16 +31,16 @@ Session::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::kv::session::GetReply>(*channel_, Session::kMethodGet, request, options);
 }
 
-::absl::Status Session::Stub::Get(const ::kv::session::GetRequest& request, ::kv::session::GetReply* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Session::kMethodGet, request, response, options);
+::absl::Status Session::Stub::Get(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Session::kMethodGet, request, response.get(), options);
 }
 
 ::locus::Future<::kv::session::GetReply> Session::Stub::AsyncGet(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::kv::session::GetReply>(*channel_, Session::kMethodGet, request, options);
 }
 
-void Session::Stub::AsyncGet(const ::kv::session::GetRequest& request, ::kv::session::GetReply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Session::kMethodGet, request, response, options, ::std::move(done));
+void Session::Stub::AsyncGet(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Session::kMethodGet, request, response.get(), options, ::std::move(done));
 }
 
 ::std::unique_ptr<Session::Stub> Session::NewStub(::std::shared_ptr<::locus::Channel> channel) {

@@ -32,16 +32,31 @@ class Session final {
     virtual ::absl::Status Get(::locus::ServerContext* context, const ::kv::session::GetRequest* request, ::kv::session::GetReply* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockSessionStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::kv::session::GetReply> Get(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Get(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::kv::session::GetReply> AsyncGet(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncGet(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
-    ::absl::StatusOr<::kv::session::GetReply> Get(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Get(const ::kv::session::GetRequest& request, ::kv::session::GetReply* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::kv::session::GetReply> AsyncGet(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::kv::session::GetReply> Get(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Get(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::kv::session::GetReply> AsyncGet(const ::kv::session::GetRequest& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncGet(const ::kv::session::GetRequest& request, ::kv::session::GetReply* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncGet(const ::kv::session::GetRequest& request, ::locus::Out<::kv::session::GetReply> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 

@@ -14,7 +14,8 @@
 // until the thread that is reading hands it the reply. On an in-process
 // channel (transport_name() == "inproc") the server's handler runs on the
 // calling thread; asynchronous calls run it before StartUnary returns, or on
-// the server's handler pool if it has one. Asynchronous callbacks run on whichever thread read the
+// the server's handler pool if it has one. Asynchronous callbacks (and
+// Future::Then continuations, locus/future.h) run on whichever thread read the
 // reply: a transport I/O thread or a synchronous caller; they must not block.
 // That thread holds the connection's reader, so a synchronous call over the
 // same connection from a callback fails at once with FAILED_PRECONDITION
@@ -26,6 +27,9 @@
 // locus/object.h) run on the process's object pool, never on the thread
 // that reads the connection: such a handler may call the server again,
 // synchronously, and re-entrant chains complete.
+// Interceptors (ChannelOptions::interceptors, locus/interceptor.h) run on
+// the calling thread, except after an asynchronous call's reply, where they
+// run with its callback.
 // A Channel is thread-safe and meant to be shared by many threads and stubs.
 //
 // Connection life: a channel holds one connection at a time and makes a new
@@ -53,6 +57,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
@@ -60,8 +65,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "locus/balancing.h"
 #include "locus/call_options.h"
 #include "locus/retry_policy.h"
+#include "locus/interceptor.h"
 #include "locus/service.h"
 #include "locus/stream.h"
 #include "locus/transport.h"
@@ -139,6 +146,12 @@ struct ChannelOptions {
   // handlers reach it with ServerContext::caller_object(). Calls on it run
   // on the object pool (locus/object.h). nullptr: none.
   std::shared_ptr<Service> bootstrap;
+  // Interceptors of every call of the channel, outermost first
+  // (locus/interceptor.h). Empty: none, at no cost.
+  std::vector<std::shared_ptr<ClientInterceptorFactory>> interceptors;
+  // Targets naming several servers (locus/balancing.h): the policy
+  // (pick-first by default, or round-robin), backoff, re-resolution, retries.
+  BalancingOptions balancing;
 };
 
 // Thread-safe. Implemented by the runtime; users get one from Connect().
@@ -148,7 +161,7 @@ class Channel {
 
   // Synchronous unary call: returns when the reply has been parsed into
   // `*response`, the deadline passed, or the call failed.
-  virtual absl::Status CallUnary(const RpcMethod& method,
+  [[nodiscard]] virtual absl::Status CallUnary(const RpcMethod& method,
                                  const google::protobuf::MessageLite& request,
                                  google::protobuf::MessageLite* response,
                                  const CallOptions& options) = 0;
@@ -172,6 +185,8 @@ class Channel {
                                                        const CallOptions& options) = 0;
 
   // The transport the channel is on now: "inproc", "shm", "unix", "tcp".
+  // A channel to several servers: those of its connected backends, in the
+  // target's order, each once ("shm,tcp"); see locus::DescribeBackends.
   virtual std::string transport_name() const = 0;
   // The address given to Connect.
   virtual const std::string& target() const = 0;
@@ -186,8 +201,14 @@ class Channel {
 // shared memory): Connect takes N, so a second Connect fails ("not open"),
 // and the channel never reconnects (its calls fail UNAVAILABLE once the
 // connection is gone). locus/spawn.h builds on it.
-absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
-                                                 const ChannelOptions& options = {});
+// Several servers: a comma-separated list ("tcp://a:7000,b:7000",
+// "unix:/run/a.sock,tcp://b:7000") or a DNS name ("dns:///host:port"); the
+// channel spreads calls over them as options.balancing says. Connect
+// returns once one is connected (pick-first) or each has connected or
+// failed (round-robin), and fails UNAVAILABLE if none connected
+// (locus/balancing.h).
+[[nodiscard]] absl::StatusOr<std::shared_ptr<Channel>> Connect(
+    absl::string_view address, const ChannelOptions& options = {});
 
 }  // namespace locus
 

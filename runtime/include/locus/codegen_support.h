@@ -3,8 +3,8 @@
 // the runtime, and may change with the generator.
 //
 // Generated code (see codegen/README.md) uses only `::locus::` names from this
-// header: Channel, CallOptions, Future, RpcMethod, Service, ServerContext, the
-// stream wrappers of stream.h and the helpers in locus::internal below.
+// header: Channel, CallOptions, Future, Out, RpcMethod, Service, ServerContext,
+// the stream wrappers of stream.h and the helpers in locus::internal below.
 #ifndef LOCUS_CODEGEN_SUPPORT_H_
 #define LOCUS_CODEGEN_SUPPORT_H_
 
@@ -14,6 +14,8 @@
 #include <string>
 #include <utility>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -23,6 +25,7 @@
 #include "locus/call_options.h"
 #include "locus/channel.h"
 #include "locus/future.h"
+#include "locus/out.h"
 #include "locus/server_context.h"
 #include "locus/service.h"
 #include "locus/stream.h"
@@ -232,6 +235,61 @@ absl::StatusOr<Response> BlockingUnaryCall(Channel& channel, const RpcMethod& me
   absl::Status status = channel.CallUnary(method, request, &response, options);
   if (!status.ok()) return status;
   return response;
+}
+
+// The error of a call given a null response pointer (an Out<T> made from a
+// null T*). Out of line and cold, so that the calls' hot path stays a test
+// and a tail call.
+ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_COLD inline absl::Status NullResponseError(
+    const RpcMethod& method) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("null response pointer given for ", method.full_name));
+}
+
+// Synchronous unary call into the caller's response.
+inline absl::Status UnaryCallInto(Channel& channel, const RpcMethod& method,
+                                  const google::protobuf::MessageLite& request,
+                                  google::protobuf::MessageLite* response,
+                                  const CallOptions& options) {
+  if (ABSL_PREDICT_FALSE(response == nullptr)) return NullResponseError(method);
+  return channel.CallUnary(method, request, response, options);
+}
+
+// Asynchronous unary call into the caller's response, completing `done`.
+inline void StartUnaryInto(Channel& channel, const RpcMethod& method,
+                           const google::protobuf::MessageLite& request,
+                           google::protobuf::MessageLite* response, const CallOptions& options,
+                           absl::AnyInvocable<void(absl::Status) &&> done) {
+  if (ABSL_PREDICT_FALSE(response == nullptr)) {
+    std::move(done)(NullResponseError(method));
+    return;
+  }
+  channel.StartUnary(method, request, response, options, std::move(done));
+}
+
+// A client stream that never started: every operation fails, Finish
+// returns `status`.
+class FailedClientCallStream final : public ClientCallStream {
+ public:
+  explicit FailedClientCallStream(absl::Status status) : status_(std::move(status)) {}
+  bool Write(const google::protobuf::MessageLite&) override { return false; }
+  bool WritesDone() override { return false; }
+  bool Read(google::protobuf::MessageLite*) override { return false; }
+  absl::Status Finish() override { return status_; }
+  void Cancel() override {}
+
+ private:
+  const absl::Status status_;
+};
+
+// Opens a client-streaming call whose response goes to `*response`.
+inline std::unique_ptr<ClientCallStream> OpenClientStreamInto(
+    Channel& channel, const RpcMethod& method, google::protobuf::MessageLite* response,
+    const CallOptions& options) {
+  if (response == nullptr) {
+    return std::make_unique<FailedClientCallStream>(NullResponseError(method));
+  }
+  return channel.OpenStream(method, nullptr, response, options);
 }
 
 // Asynchronous unary call completing a Future.

@@ -53,8 +53,12 @@ enum class FrameType : uint8_t {
   // meta: wire.WindowUpdate. The receiver of a streaming call's messages
   // lets the sender send that many more bytes on the call (flow control).
   kWindowUpdate = 11,
+  // meta: wire.InitialMetadata. The server's initial metadata of a
+  // streaming call, before its first message; only to peers whose HELLO
+  // lists "headers/1" (docs/wire.md).
+  kHeaders = 12,
 };
-inline constexpr uint8_t kMaxFrameType = 11;
+inline constexpr uint8_t kMaxFrameType = 12;
 
 // Frame flags (bit set).
 inline constexpr uint32_t kFlagHasMessage = 1u << 0;  // payload is a message (may be empty)

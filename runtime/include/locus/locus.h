@@ -10,9 +10,12 @@
 #include "locus/call_options.h"
 #include "locus/channel.h"
 #include "locus/future.h"
+#include "locus/interceptor.h"
+#include "locus/out.h"
 #include "locus/server.h"
 #include "locus/server_context.h"
 #include "locus/service.h"
+#include "locus/status_details.h"
 #include "locus/transport.h"
 
 #endif  // LOCUS_LOCUS_H_

@@ -105,20 +105,22 @@ class Exported {
 };
 
 // Exports `object` in this process. INVALID_ARGUMENT if it is null.
-absl::StatusOr<Exported> Export(std::shared_ptr<Service> object, ExportOptions options = {});
+[[nodiscard]] absl::StatusOr<Exported> Export(std::shared_ptr<Service> object,
+                                              ExportOptions options = {});
 
 // Exports `object` and writes a reference to it into `*field`, for a
 // message about to be sent. No Exported handle: the object lives while a
 // peer holds a reference (or for `options.lease`, or kUnclaimedRefTimeout if
 // the message is never sent).
-absl::Status SetRef(ObjectRef* field, std::shared_ptr<Service> object, ExportOptions options = {});
+[[nodiscard]] absl::Status SetRef(ObjectRef* field, std::shared_ptr<Service> object,
+                                  ExportOptions options = {});
 
 // A channel whose calls go to the object `ref` names; `service` is the
 // service the caller expects ("" skips the check; INVALID_ARGUMENT if the
 // reference names another). `options` apply when a third party's owner must
 // be dialled. NOT_FOUND/UNAVAILABLE errors of the object come from calls.
-absl::StatusOr<std::shared_ptr<Channel>> ResolveRef(const ObjectRef& ref, absl::string_view service,
-                                                    const ChannelOptions& options = {});
+[[nodiscard]] absl::StatusOr<std::shared_ptr<Channel>> ResolveRef(
+    const ObjectRef& ref, absl::string_view service, const ChannelOptions& options = {});
 
 // Runs `callback` once, on a runtime thread, when the object behind
 // `channel` (made by ResolveRef or Remote) can no longer be reached: its

@@ -9,6 +9,12 @@
 //   if (status.ok()) status = server.Start();
 //   if (status.ok()) server.Wait();      // until Shutdown() from another thread
 //
+// Example (tests: a server with no address, called in-process):
+//   locus::Server server;
+//   if (!server.RegisterService(&service).ok() || !server.Start().ok()) ...;
+//   absl::StatusOr<std::shared_ptr<locus::Channel>> channel = server.InProcessChannel();
+//   demo::Echo::Stub stub(*channel);     // calls run the handlers directly
+//
 // Threading model (server side): each connection is read by one transport I/O
 // thread. By default a request's handler runs inline on that thread, right
 // after its frame is read, and its reply is written from there: no thread
@@ -32,6 +38,11 @@
 // that client's connection, whose reply it waits for: such a call fails
 // FAILED_PRECONDITION at once. Set handler_threads, call back
 // asynchronously, or serve the entry point as an exported object.
+// Interceptors (ServerOptions::interceptors, locus/interceptor.h) run on the
+// handler's thread, around it. A handler that makes calls on behalf of its
+// own (CallOptions::FromServerContext) and must see its client's
+// cancellation needs handler_threads: an inline handler holds the thread
+// that would read the client's CANCEL (its deadline still propagates).
 #ifndef LOCUS_SERVER_H_
 #define LOCUS_SERVER_H_
 
@@ -42,8 +53,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "locus/channel.h"
+#include "locus/interceptor.h"
 #include "locus/service.h"
 #include "locus/transport.h"
 
@@ -120,6 +134,10 @@ struct ServerOptions {
   // references live and die with them. Off by default.
   absl::Duration max_connection_age = absl::InfiniteDuration();
   absl::Duration max_connection_age_grace = absl::InfiniteDuration();
+  // Interceptors of every call to the registered services, outermost first
+  // (locus/interceptor.h); one may reject a call before its handler runs.
+  // Empty: none, at no cost.
+  std::vector<std::shared_ptr<ServerInterceptorFactory>> interceptors;
 };
 
 // Thread-safety: configure (RegisterService, AddListeningAddress) before
@@ -133,23 +151,40 @@ class Server {
 
   // `service` is not owned and must outlive the server. ALREADY_EXISTS if a
   // service of the same name is registered.
-  absl::Status RegisterService(Service* service);
+  [[nodiscard]] absl::Status RegisterService(Service* service);
   // May be called several times to listen on several addresses:
   // "unix:/path", "unix-abstract:name", "shm:/path" (a Unix socket that
   // also takes shared-memory clients), "tcp://host:port", "udp://host:port",
   // or "fd:N": the one connection on descriptor N, a connected Unix socket
   // this process has (e.g. an inherited socketpair end; Start takes it; it
   // is not named in references to this process's objects).
-  absl::Status AddListeningAddress(std::string address);
-  // Binds every address; fails (and listens on none) if any fails.
-  absl::Status Start();
+  [[nodiscard]] absl::Status AddListeningAddress(std::string address);
+  // Binds every address; fails (and listens on none) if any fails. A server
+  // with no address serves only its in-process channels (InProcessChannel).
+  [[nodiscard]] absl::Status Start();
   // Addresses actually bound (e.g. "tcp://127.0.0.1:41234" for port 0), in
   // the order added. Valid after Start().
   std::vector<std::string> listening_addresses() const;
 
+  // A channel to this server that needs no address and no transport (gRPC's
+  // Server::InProcessChannel): unary calls run the handlers directly, on the
+  // caller's thread (or, for asynchronous calls, on the handler pool if
+  // there is one), as any in-process channel's do (locus/channel.h); streams
+  // go over an in-process connection; references to objects resolve
+  // in-process. Of `options`, the message size limits, stream_window_bytes,
+  // connect_timeout (for the in-process stream connection) and bootstrap
+  // apply; the transport ones do not. Its transport_name() is "inproc", its
+  // target() "inproc:". The channel never moves elsewhere: after Shutdown
+  // its calls fail UNAVAILABLE. FAILED_PRECONDITION before Start() or after
+  // Shutdown(). Thread-safe.
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<Channel>> InProcessChannel(
+      const ChannelOptions& options = {});
+
   // Stops accepting connections and calls, lets calls in progress finish
   // until `deadline`, then closes every connection (failing what remains
-  // with UNAVAILABLE at the clients). Idempotent.
+  // with UNAVAILABLE at the clients) and cancels the in-process calls still
+  // running (their handlers see IsCancelled(), their callers get
+  // UNAVAILABLE when they return). Idempotent.
   void Shutdown(absl::Time deadline = absl::Now());
   // Blocks until Shutdown() has completed.
   void Wait();

@@ -79,7 +79,7 @@ class ClientCallStream {
   // the call is already over. Idempotent.
   virtual bool WritesDone() = 0;
   virtual bool Read(google::protobuf::MessageLite* message) = 0;
-  virtual absl::Status Finish() = 0;
+  [[nodiscard]] virtual absl::Status Finish() = 0;
   virtual void Cancel() = 0;
 };
 
@@ -103,7 +103,7 @@ class ClientReader {
   ClientReader& operator=(ClientReader&&) noexcept = default;
 
   bool Read(Response* message) { return stream_->Read(message); }
-  absl::Status Finish() { return stream_->Finish(); }
+  [[nodiscard]] absl::Status Finish() { return stream_->Finish(); }
   void Cancel() { stream_->Cancel(); }
 
  private:
@@ -121,7 +121,7 @@ class ClientWriter {
 
   bool Write(const Request& message) { return stream_->Write(message); }
   bool WritesDone() { return stream_->WritesDone(); }
-  absl::Status Finish() { return stream_->Finish(); }
+  [[nodiscard]] absl::Status Finish() { return stream_->Finish(); }
   void Cancel() { stream_->Cancel(); }
 
  private:
@@ -140,7 +140,7 @@ class ClientReaderWriter {
   bool Write(const Request& message) { return stream_->Write(message); }
   bool WritesDone() { return stream_->WritesDone(); }
   bool Read(Response* message) { return stream_->Read(message); }
-  absl::Status Finish() { return stream_->Finish(); }
+  [[nodiscard]] absl::Status Finish() { return stream_->Finish(); }
   void Cancel() { stream_->Cancel(); }
 
  private:

@@ -74,72 +74,72 @@ BlobStore::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::acme::storage::v1::Blob>(*channel_, BlobStore::kMethodGetBlob, request, options);
 }
 
-::absl::Status BlobStore::Stub::GetBlob(const ::acme::storage::v1::GetBlobRequest& request, ::acme::storage::v1::Blob* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(BlobStore::kMethodGetBlob, request, response, options);
+::absl::Status BlobStore::Stub::GetBlob(const ::acme::storage::v1::GetBlobRequest& request, ::locus::Out<::acme::storage::v1::Blob> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, BlobStore::kMethodGetBlob, request, response.get(), options);
 }
 
 ::locus::Future<::acme::storage::v1::Blob> BlobStore::Stub::AsyncGetBlob(const ::acme::storage::v1::GetBlobRequest& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::acme::storage::v1::Blob>(*channel_, BlobStore::kMethodGetBlob, request, options);
 }
 
-void BlobStore::Stub::AsyncGetBlob(const ::acme::storage::v1::GetBlobRequest& request, ::acme::storage::v1::Blob* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(BlobStore::kMethodGetBlob, request, response, options, ::std::move(done));
+void BlobStore::Stub::AsyncGetBlob(const ::acme::storage::v1::GetBlobRequest& request, ::locus::Out<::acme::storage::v1::Blob> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, BlobStore::kMethodGetBlob, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::acme::common::ResourceId> BlobStore::Stub::PutBlob(const ::acme::storage::v1::Blob& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::acme::common::ResourceId>(*channel_, BlobStore::kMethodPutBlob, request, options);
 }
 
-::absl::Status BlobStore::Stub::PutBlob(const ::acme::storage::v1::Blob& request, ::acme::common::ResourceId* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(BlobStore::kMethodPutBlob, request, response, options);
+::absl::Status BlobStore::Stub::PutBlob(const ::acme::storage::v1::Blob& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, BlobStore::kMethodPutBlob, request, response.get(), options);
 }
 
 ::locus::Future<::acme::common::ResourceId> BlobStore::Stub::AsyncPutBlob(const ::acme::storage::v1::Blob& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::acme::common::ResourceId>(*channel_, BlobStore::kMethodPutBlob, request, options);
 }
 
-void BlobStore::Stub::AsyncPutBlob(const ::acme::storage::v1::Blob& request, ::acme::common::ResourceId* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(BlobStore::kMethodPutBlob, request, response, options, ::std::move(done));
+void BlobStore::Stub::AsyncPutBlob(const ::acme::storage::v1::Blob& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, BlobStore::kMethodPutBlob, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::acme::storage::v1::ListBlobsResponse> BlobStore::Stub::ListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::acme::storage::v1::ListBlobsResponse>(*channel_, BlobStore::kMethodListBlobs, request, options);
 }
 
-::absl::Status BlobStore::Stub::ListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, ::acme::storage::v1::ListBlobsResponse* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(BlobStore::kMethodListBlobs, request, response, options);
+::absl::Status BlobStore::Stub::ListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, ::locus::Out<::acme::storage::v1::ListBlobsResponse> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, BlobStore::kMethodListBlobs, request, response.get(), options);
 }
 
 ::locus::Future<::acme::storage::v1::ListBlobsResponse> BlobStore::Stub::AsyncListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::acme::storage::v1::ListBlobsResponse>(*channel_, BlobStore::kMethodListBlobs, request, options);
 }
 
-void BlobStore::Stub::AsyncListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, ::acme::storage::v1::ListBlobsResponse* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(BlobStore::kMethodListBlobs, request, response, options, ::std::move(done));
+void BlobStore::Stub::AsyncListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, ::locus::Out<::acme::storage::v1::ListBlobsResponse> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, BlobStore::kMethodListBlobs, request, response.get(), options, ::std::move(done));
 }
 
 ::absl::StatusOr<::acme::storage::v1::Blob_Metadata> BlobStore::Stub::Describe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, const ::locus::CallOptions& options) {
   return ::locus::internal::BlockingUnaryCall<::acme::storage::v1::Blob_Metadata>(*channel_, BlobStore::kMethodDescribe, request, options);
 }
 
-::absl::Status BlobStore::Stub::Describe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::acme::storage::v1::Blob_Metadata* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(BlobStore::kMethodDescribe, request, response, options);
+::absl::Status BlobStore::Stub::Describe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::locus::Out<::acme::storage::v1::Blob_Metadata> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, BlobStore::kMethodDescribe, request, response.get(), options);
 }
 
 ::locus::Future<::acme::storage::v1::Blob_Metadata> BlobStore::Stub::AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::acme::storage::v1::Blob_Metadata>(*channel_, BlobStore::kMethodDescribe, request, options);
 }
 
-void BlobStore::Stub::AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::acme::storage::v1::Blob_Metadata* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(BlobStore::kMethodDescribe, request, response, options, ::std::move(done));
+void BlobStore::Stub::AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::locus::Out<::acme::storage::v1::Blob_Metadata> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, BlobStore::kMethodDescribe, request, response.get(), options, ::std::move(done));
 }
 
 ::locus::ClientReader<::acme::storage::v1::Blob> BlobStore::Stub::WatchBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options) {
   return ::locus::ClientReader<::acme::storage::v1::Blob>(channel_->OpenStream(BlobStore::kMethodWatchBlobs, &request, nullptr, options));
 }
 
-::locus::ClientWriter<::acme::storage::v1::Blob> BlobStore::Stub::UploadBlob(::acme::common::ResourceId* response, const ::locus::CallOptions& options) {
-  return ::locus::ClientWriter<::acme::storage::v1::Blob>(channel_->OpenStream(BlobStore::kMethodUploadBlob, nullptr, response, options));
+::locus::ClientWriter<::acme::storage::v1::Blob> BlobStore::Stub::UploadBlob(::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options) {
+  return ::locus::ClientWriter<::acme::storage::v1::Blob>(::locus::internal::OpenClientStreamInto(*channel_, BlobStore::kMethodUploadBlob, response.get(), options));
 }
 
 ::locus::ClientReaderWriter<::acme::storage::v1::Blob, ::acme::storage::v1::Blob_Metadata> BlobStore::Stub::SyncBlobs(const ::locus::CallOptions& options) {
@@ -174,16 +174,16 @@ BlobAdmin::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
   return ::locus::internal::BlockingUnaryCall<::acme::common::ResourceId>(*channel_, BlobAdmin::kMethodPurge, request, options);
 }
 
-::absl::Status BlobAdmin::Stub::Purge(const ::acme::common::ResourceId& request, ::acme::common::ResourceId* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(BlobAdmin::kMethodPurge, request, response, options);
+::absl::Status BlobAdmin::Stub::Purge(const ::acme::common::ResourceId& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, BlobAdmin::kMethodPurge, request, response.get(), options);
 }
 
 ::locus::Future<::acme::common::ResourceId> BlobAdmin::Stub::AsyncPurge(const ::acme::common::ResourceId& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::acme::common::ResourceId>(*channel_, BlobAdmin::kMethodPurge, request, options);
 }
 
-void BlobAdmin::Stub::AsyncPurge(const ::acme::common::ResourceId& request, ::acme::common::ResourceId* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(BlobAdmin::kMethodPurge, request, response, options, ::std::move(done));
+void BlobAdmin::Stub::AsyncPurge(const ::acme::common::ResourceId& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, BlobAdmin::kMethodPurge, request, response.get(), options, ::std::move(done));
 }
 
 ::std::unique_ptr<BlobAdmin::Stub> BlobAdmin::NewStub(::std::shared_ptr<::locus::Channel> channel) {

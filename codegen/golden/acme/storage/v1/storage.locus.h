@@ -56,46 +56,91 @@ class BlobStore final {
     virtual ::absl::Status SyncBlobs(::locus::ServerContext* context, ::locus::ServerReaderWriter<::acme::storage::v1::Blob_Metadata, ::acme::storage::v1::Blob>* stream);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockBlobStoreStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    // Returns one blob.
+    [[nodiscard]] virtual ::absl::StatusOr<::acme::storage::v1::Blob> GetBlob(const ::acme::storage::v1::GetBlobRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status GetBlob(const ::acme::storage::v1::GetBlobRequest& request, ::locus::Out<::acme::storage::v1::Blob> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::acme::storage::v1::Blob> AsyncGetBlob(const ::acme::storage::v1::GetBlobRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncGetBlob(const ::acme::storage::v1::GetBlobRequest& request, ::locus::Out<::acme::storage::v1::Blob> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::acme::common::ResourceId> PutBlob(const ::acme::storage::v1::Blob& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status PutBlob(const ::acme::storage::v1::Blob& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::acme::common::ResourceId> AsyncPutBlob(const ::acme::storage::v1::Blob& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncPutBlob(const ::acme::storage::v1::Blob& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::acme::storage::v1::ListBlobsResponse> ListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status ListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, ::locus::Out<::acme::storage::v1::ListBlobsResponse> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::acme::storage::v1::ListBlobsResponse> AsyncListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, ::locus::Out<::acme::storage::v1::ListBlobsResponse> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // Nested message types as request and response.
+    [[nodiscard]] virtual ::absl::StatusOr<::acme::storage::v1::Blob_Metadata> Describe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Describe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::locus::Out<::acme::storage::v1::Blob_Metadata> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::acme::storage::v1::Blob_Metadata> AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::locus::Out<::acme::storage::v1::Blob_Metadata> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // Streams every blob that matches, then ends.
+    [[nodiscard]] virtual ::locus::ClientReader<::acme::storage::v1::Blob> WatchBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options = {}) = 0;
+
+    // Takes a blob in pieces; answers with its id once the client half-closes.
+    // `response` is written before Finish() returns OK; it must stay valid until then.
+    [[nodiscard]] virtual ::locus::ClientWriter<::acme::storage::v1::Blob> UploadBlob(::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options = {}) = 0;
+
+    // Each blob sent is answered with its stored metadata.
+    [[nodiscard]] virtual ::locus::ClientReaderWriter<::acme::storage::v1::Blob, ::acme::storage::v1::Blob_Metadata> SyncBlobs(const ::locus::CallOptions& options = {}) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
     // Returns one blob.
-    ::absl::StatusOr<::acme::storage::v1::Blob> GetBlob(const ::acme::storage::v1::GetBlobRequest& request, const ::locus::CallOptions& options = {});
-    ::absl::Status GetBlob(const ::acme::storage::v1::GetBlobRequest& request, ::acme::storage::v1::Blob* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::acme::storage::v1::Blob> AsyncGetBlob(const ::acme::storage::v1::GetBlobRequest& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::acme::storage::v1::Blob> GetBlob(const ::acme::storage::v1::GetBlobRequest& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status GetBlob(const ::acme::storage::v1::GetBlobRequest& request, ::locus::Out<::acme::storage::v1::Blob> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::acme::storage::v1::Blob> AsyncGetBlob(const ::acme::storage::v1::GetBlobRequest& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncGetBlob(const ::acme::storage::v1::GetBlobRequest& request, ::acme::storage::v1::Blob* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncGetBlob(const ::acme::storage::v1::GetBlobRequest& request, ::locus::Out<::acme::storage::v1::Blob> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::acme::common::ResourceId> PutBlob(const ::acme::storage::v1::Blob& request, const ::locus::CallOptions& options = {});
-    ::absl::Status PutBlob(const ::acme::storage::v1::Blob& request, ::acme::common::ResourceId* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::acme::common::ResourceId> AsyncPutBlob(const ::acme::storage::v1::Blob& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::acme::common::ResourceId> PutBlob(const ::acme::storage::v1::Blob& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status PutBlob(const ::acme::storage::v1::Blob& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::acme::common::ResourceId> AsyncPutBlob(const ::acme::storage::v1::Blob& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncPutBlob(const ::acme::storage::v1::Blob& request, ::acme::common::ResourceId* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncPutBlob(const ::acme::storage::v1::Blob& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
-    ::absl::StatusOr<::acme::storage::v1::ListBlobsResponse> ListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options = {});
-    ::absl::Status ListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, ::acme::storage::v1::ListBlobsResponse* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::acme::storage::v1::ListBlobsResponse> AsyncListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::acme::storage::v1::ListBlobsResponse> ListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status ListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, ::locus::Out<::acme::storage::v1::ListBlobsResponse> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::acme::storage::v1::ListBlobsResponse> AsyncListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, ::acme::storage::v1::ListBlobsResponse* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncListBlobs(const ::acme::storage::v1::ListBlobsRequest& request, ::locus::Out<::acme::storage::v1::ListBlobsResponse> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // Nested message types as request and response.
-    ::absl::StatusOr<::acme::storage::v1::Blob_Metadata> Describe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Describe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::acme::storage::v1::Blob_Metadata* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::acme::storage::v1::Blob_Metadata> AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::acme::storage::v1::Blob_Metadata> Describe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Describe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::locus::Out<::acme::storage::v1::Blob_Metadata> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::acme::storage::v1::Blob_Metadata> AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::acme::storage::v1::Blob_Metadata* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncDescribe(const ::acme::storage::v1::ListBlobsRequest_Filter_Label& request, ::locus::Out<::acme::storage::v1::Blob_Metadata> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // Streams every blob that matches, then ends.
-    ::locus::ClientReader<::acme::storage::v1::Blob> WatchBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::locus::ClientReader<::acme::storage::v1::Blob> WatchBlobs(const ::acme::storage::v1::ListBlobsRequest& request, const ::locus::CallOptions& options = {}) override;
 
     // Takes a blob in pieces; answers with its id once the client half-closes.
     // `response` is written before Finish() returns OK; it must stay valid until then.
-    ::locus::ClientWriter<::acme::storage::v1::Blob> UploadBlob(::acme::common::ResourceId* response, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::locus::ClientWriter<::acme::storage::v1::Blob> UploadBlob(::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options = {}) override;
 
     // Each blob sent is answered with its stored metadata.
-    ::locus::ClientReaderWriter<::acme::storage::v1::Blob, ::acme::storage::v1::Blob_Metadata> SyncBlobs(const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::locus::ClientReaderWriter<::acme::storage::v1::Blob, ::acme::storage::v1::Blob_Metadata> SyncBlobs(const ::locus::CallOptions& options = {}) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 
@@ -127,16 +172,31 @@ class BlobAdmin final {
     virtual ::absl::Status Purge(::locus::ServerContext* context, const ::acme::common::ResourceId* request, ::acme::common::ResourceId* response);
   };
 
-  // Client side. Thread-safe; cheap to create.
-  class Stub final {
+  // Client side, as an interface: Stub implements it over a channel, and
+  // MockBlobAdminStub (generate_mock_code=true) with gmock. Code written
+  // against it can be tested without a server.
+  class StubInterface {
+   public:
+    virtual ~StubInterface() = default;
+
+    [[nodiscard]] virtual ::absl::StatusOr<::acme::common::ResourceId> Purge(const ::acme::common::ResourceId& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status Purge(const ::acme::common::ResourceId& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::acme::common::ResourceId> AsyncPurge(const ::acme::common::ResourceId& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncPurge(const ::acme::common::ResourceId& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+  };
+
+  // Client side. Thread-safe; cheap to create. A final class: calls on a
+  // Stub are direct calls, not virtual ones.
+  class Stub final : public StubInterface {
    public:
     explicit Stub(::std::shared_ptr<::locus::Channel> channel);
 
-    ::absl::StatusOr<::acme::common::ResourceId> Purge(const ::acme::common::ResourceId& request, const ::locus::CallOptions& options = {});
-    ::absl::Status Purge(const ::acme::common::ResourceId& request, ::acme::common::ResourceId* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::acme::common::ResourceId> AsyncPurge(const ::acme::common::ResourceId& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::acme::common::ResourceId> Purge(const ::acme::common::ResourceId& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status Purge(const ::acme::common::ResourceId& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::acme::common::ResourceId> AsyncPurge(const ::acme::common::ResourceId& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncPurge(const ::acme::common::ResourceId& request, ::acme::common::ResourceId* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncPurge(const ::acme::common::ResourceId& request, ::locus::Out<::acme::common::ResourceId> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 

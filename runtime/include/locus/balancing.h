@@ -1,0 +1,106 @@
+// Channels to several servers: how locus::Connect spreads calls over the
+// servers a target names, and how to see where each one went.
+//
+// A target names several servers when it is a comma-separated list of
+// addresses ("tcp://10.0.0.1:7000,10.0.0.2:7000": an address without a
+// scheme takes the one before it; "unix:/run/a.sock,tcp://b:7000") or a DNS
+// name ("dns:///service.local:7000": every A and AAAA record, as tcp://
+// backends), or a list mixing both. Each server (backend) gets a channel of
+// its own that moves as close as its server lives (in-process, shared
+// memory, Unix socket, else TCP), as a channel to one address does.
+//
+// Example:
+//   locus::ChannelOptions options;
+//   options.balancing.policy = locus::LoadBalancingPolicy::kRoundRobin;
+//   absl::StatusOr<std::shared_ptr<locus::Channel>> channel =
+//       locus::Connect("tcp://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000", options);
+//   if (!channel.ok()) return channel.status();
+//   for (const locus::BackendInfo& backend : locus::DescribeBackends(**channel)) {
+//     std::printf("%s on %s\n", backend.address.c_str(), backend.transport.c_str());
+//   }
+//
+// Calls: each call goes to one backend the policy picks among those that
+// are up. A unary call that fails UNAVAILABLE before any server saw it
+// (connecting failed, the connection broke before the request was sent, the
+// server's GOAWAY refused it) is sent again to another backend, within its
+// deadline and max_attempts; a call a server may have seen (its connection
+// broke while it ran) is not, unless retry_sent_calls says the methods may
+// run twice. These are the only retries of calls no server saw: a
+// backend's own channel leaves them to the balancer. A retry policy
+// (locus/retry_policy.h) retries its codes on the backend the call is on.
+// With CallOptions::wait_for_ready, a call that finds every backend failing
+// waits for the first backoff to end (within its deadline) instead of
+// failing UNAVAILABLE. A stream stays on the backend it opened on, and remote objects
+// (locus/object.h) on the backend that handed them out. A backend that
+// failed is skipped, then tried again after an exponential backoff with
+// jitter (reset once it connects); DNS names are resolved again every
+// resolve_interval and when every backend failed.
+#ifndef LOCUS_BALANCING_H_
+#define LOCUS_BALANCING_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "locus/retry_policy.h"
+
+namespace locus {
+
+class Channel;
+
+enum class LoadBalancingPolicy {
+  // Every call goes to one backend: the first in the target's order that
+  // connects; while it works calls stay there, when it fails they move to
+  // the next that works (gRPC's pick_first).
+  kPickFirst,
+  // Calls rotate over every backend that is up (gRPC's round_robin); the
+  // others are connected in the background.
+  kRoundRobin,
+};
+
+// ChannelOptions::balancing. Ignored by channels to one address.
+struct BalancingOptions {
+  LoadBalancingPolicy policy = LoadBalancingPolicy::kPickFirst;
+  // A backend that failed is skipped until this backoff is over (the same
+  // parameters as a channel's reconnect_backoff, locus/retry_policy.h):
+  // backoff.initial_backoff after the first failure, then multiplied per
+  // further failure up to max_backoff, each wait spread by +/- jitter;
+  // reset once the backend connects. Each backend's own channel also uses
+  // it as its reconnect_backoff.
+  ConnectionBackoff backoff;
+  // DNS names in the target are resolved again this often (in the
+  // background) and when no backend is left to try (at most once per
+  // backoff.initial_backoff).
+  absl::Duration resolve_interval = absl::Seconds(30);
+  // Attempts one unary call may make, over different backends (at least 1).
+  int max_attempts = 5;
+  // Also send again, to another backend, a unary call that failed
+  // UNAVAILABLE after it was sent: its server may have run it (it died or
+  // its connection broke mid-call). Only for methods that may run twice.
+  bool retry_sent_calls = false;
+};
+
+// One backend of a channel, as DescribeBackends sees it.
+struct BackendInfo {
+  enum class State {
+    kIdle,        // not connected yet, or its backoff is over
+    kConnecting,  // being connected
+    kReady,       // connected: calls go here
+    kFailing,     // failed; skipped until its backoff is over
+  };
+  std::string address;    // e.g. "tcp://10.0.0.2:7000" (resolved)
+  // Where its calls go now: "inproc", "shm", "unix", "tcp", "udp"; "none"
+  // unless it is ready.
+  std::string transport;
+  State state = State::kIdle;
+  absl::Status last_error;  // why it last failed (OK if it has not)
+};
+
+// The backends of `channel`: those of a balanced channel in the target's
+// order, or the one server of any other channel. Thread-safe.
+std::vector<BackendInfo> DescribeBackends(const Channel& channel);
+
+}  // namespace locus
+
+#endif  // LOCUS_BALANCING_H_
