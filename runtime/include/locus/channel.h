@@ -43,6 +43,9 @@
 // unless a retry policy applies to its method (locus/retry_policy.h), which
 // may also retry calls that failed with one of its codes. A stream is
 // opened again likewise while it opens, and with a policy until committed.
+// Retries happen beneath the interceptors, which see one call. On a target
+// naming several servers the balancer, not the backend, sends a call no
+// server saw again, to another backend (locus/balancing.h).
 //
 // Example (keepalive and a retry policy):
 //   locus::ChannelOptions options;
@@ -90,7 +93,9 @@ struct ChannelOptions {
   // (reconnect_backoff), and never past the deadline of the call that
   // makes it.
   absl::Duration connect_timeout = absl::Seconds(20);
-  // Backoff between failed connection attempts (locus/retry_policy.h).
+  // Backoff between failed connection attempts (locus/retry_policy.h). A
+  // target naming several servers uses balancing.backoff for each backend
+  // instead.
   ConnectionBackoff reconnect_backoff;
   // Retry policies that override the methods' (locus.retry) options, by
   // full method name ("/pkg.Service/Method") or for every method of a
