@@ -179,16 +179,16 @@ void Search::Stub::AsyncFindSlowly(const ::opts::Query& request, ::locus::Out<::
   return ::locus::internal::BlockingUnaryCall<::opts::Result>(*channel_, Search::kMethodFindAgain, request, options);
 }
 
-::absl::Status Search::Stub::FindAgain(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options) {
-  return channel_->CallUnary(Search::kMethodFindAgain, request, response, options);
+::absl::Status Search::Stub::FindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Search::kMethodFindAgain, request, response.get(), options);
 }
 
 ::locus::Future<::opts::Result> Search::Stub::AsyncFindAgain(const ::opts::Query& request, const ::locus::CallOptions& options) {
   return ::locus::internal::FutureUnaryCall<::opts::Result>(*channel_, Search::kMethodFindAgain, request, options);
 }
 
-void Search::Stub::AsyncFindAgain(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
-  channel_->StartUnary(Search::kMethodFindAgain, request, response, options, ::std::move(done));
+void Search::Stub::AsyncFindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Search::kMethodFindAgain, request, response.get(), options, ::std::move(done));
 }
 
 ::locus::ClientReader<::opts::Result> Search::Stub::Watch(const ::opts::Query& request, const ::locus::CallOptions& options) {

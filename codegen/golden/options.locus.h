@@ -134,6 +134,16 @@ class Search final {
     virtual ::locus::Future<::opts::Result> AsyncFindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
     // `response` must stay valid until `done` runs.
     virtual void AsyncFindSlowly(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // Retried on UNAVAILABLE and RESOURCE_EXHAUSTED, three attempts in all.
+    [[nodiscard]] virtual ::absl::StatusOr<::opts::Result> FindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status FindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::opts::Result> AsyncFindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncFindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // A server stream, retried until its first message arrives.
+    [[nodiscard]] virtual ::locus::ClientReader<::opts::Result> Watch(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
   };
 
   // Client side. Thread-safe; cheap to create. A final class: calls on a
@@ -156,14 +166,14 @@ class Search final {
     void AsyncFindSlowly(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // Retried on UNAVAILABLE and RESOURCE_EXHAUSTED, three attempts in all.
-    ::absl::StatusOr<::opts::Result> FindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {});
-    ::absl::Status FindAgain(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options = {});
-    ::locus::Future<::opts::Result> AsyncFindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::absl::StatusOr<::opts::Result> FindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status FindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::opts::Result> AsyncFindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
-    void AsyncFindAgain(const ::opts::Query& request, ::opts::Result* response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done);
+    void AsyncFindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
 
     // A server stream, retried until its first message arrives.
-    ::locus::ClientReader<::opts::Result> Watch(const ::opts::Query& request, const ::locus::CallOptions& options = {});
+    [[nodiscard]] ::locus::ClientReader<::opts::Result> Watch(const ::opts::Query& request, const ::locus::CallOptions& options = {}) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 
