@@ -8,10 +8,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
+#include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/call_not_seen.h"
 #include "internal/channel_internal.h"
 #include "internal/interception.h"
+#include "internal/retry.h"
 #include "internal/stream_call.h"
 #include "internal/thread_pool.h"
 
@@ -27,11 +29,6 @@ using State = BackendInfo::State;
 ThreadPool& BalancerPool() {
   static ThreadPool* pool = new ThreadPool(0, 64, absl::Seconds(10));
   return *pool;
-}
-
-BackoffPolicy BackoffFrom(const BalancingOptions& options) {
-  return BackoffPolicy{options.initial_backoff, options.max_backoff, options.backoff_multiplier,
-                       options.backoff_jitter};
 }
 
 // A stream on one backend: holds the backend's channel while it is open.
@@ -87,7 +84,7 @@ BalancedChannel::BalancedChannel(std::string target, std::vector<TargetElement> 
       options_(std::move(options)),
       registry_(registry),
       policy_(std::move(policy)),
-      backoff_policy_(BackoffFrom(options_.balancing)) {
+      backoff_policy_(options_.balancing.backoff) {
   absl::MutexLock lock(&mu_);
   for (const std::string& address : addresses) {
     slots_.emplace_back(std::make_shared<const Backend>(
@@ -142,6 +139,21 @@ void BalancedChannel::NoteFailure(const Backend& backend, const absl::Status& st
   if (slot != nullptr && slot->state == State::kReady) FailedLocked(*slot, status, absl::Now());
 }
 
+absl::StatusOr<absl::Time> BalancedChannel::NextBackendChance(const absl::Status& none,
+                                                              const CallOptions& options) {
+  absl::Time next;
+  {
+    absl::MutexLock lock(&mu_);
+    next = next_retry_;
+  }
+  if (next == absl::InfiniteFuture()) return none;
+  if (next >= options.deadline) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("deadline exceeded waiting for a backend of ", target_, ": ", none.message()));
+  }
+  return next;
+}
+
 absl::Status BalancedChannel::CallUnary(const RpcMethod& method,
                                         const google::protobuf::MessageLite& request,
                                         google::protobuf::MessageLite* response,
@@ -151,6 +163,17 @@ absl::Status BalancedChannel::CallUnary(const RpcMethod& method,
   const size_t trailers_before = options.trailing_metadata != nullptr ? options.trailing_metadata->size() : 0;
   for (int attempts = 0;; ++attempts) {
     absl::StatusOr<BackendRef> backend = Pick(options.deadline, tried);
+    // wait_for_ready: every backend is failing; wait for the first whose
+    // backoff ends, then try them all again.
+    while (!backend.ok() && options.wait_for_ready && absl::IsUnavailable(backend.status())) {
+      absl::StatusOr<absl::Time> next = NextBackendChance(backend.status(), options);
+      if (!next.ok()) return next.status();
+      if (!SleepUntil(*next, options.cancellation)) {
+        return absl::CancelledError(absl::StrCat("call to ", method.full_name, " cancelled waiting for a backend"));
+      }
+      tried.clear();
+      backend = Pick(options.deadline, tried);
+    }
     if (!backend.ok()) return attempts == 0 ? backend.status() : Exhausted(backend.status(), failure);
     failure = (*backend)->channel->CallUnary(method, request, response, options);
     if (!ShouldRetry(failure, attempts + 1, options)) return failure;
@@ -182,6 +205,21 @@ void BalancedChannel::StartUnary(const RpcMethod& method, const google::protobuf
 
 void BalancedChannel::StartAttempt(std::shared_ptr<AsyncCall> call) {
   absl::StatusOr<BackendRef> backend = Pick(call->options.deadline, call->tried);
+  if (!backend.ok() && call->options.wait_for_ready && absl::IsUnavailable(backend.status())) {
+    absl::StatusOr<absl::Time> next = NextBackendChance(backend.status(), call->options);
+    if (next.ok()) {
+      call->tried.clear();
+      if (call->copy == nullptr) {
+        // The caller's request is only good while StartUnary runs.
+        call->copy.reset(call->request->New());
+        call->copy->CheckTypeAndMergeFrom(*call->request);
+        call->request = call->copy.get();
+      }
+      StartAttemptAt(weak_from_this(), std::move(call), *next);
+      return;
+    }
+    backend = next.status();
+  }
   if (!backend.ok()) {
     std::move(call->done)(call->attempts == 0 ? backend.status()
                                               : Exhausted(backend.status(), call->last_failure));
@@ -219,6 +257,25 @@ void BalancedChannel::OnAttemptDone(std::weak_ptr<BalancedChannel> weak, std::sh
     } else {
       std::move(call->done)(call->last_failure);
     }
+  });
+}
+
+void BalancedChannel::StartAttemptAt(std::weak_ptr<BalancedChannel> weak, std::shared_ptr<AsyncCall> call,
+                                     absl::Time when) {
+  // The timer thread must not connect: the attempt runs on the pool.
+  TimerQueue::Get().Schedule(when, [weak = std::move(weak), call = std::move(call)]() mutable {
+    BalancerPool().Post([weak = std::move(weak), call = std::move(call)]() mutable {
+      std::shared_ptr<BalancedChannel> channel = weak.lock();
+      if (call->options.cancellation.has_value() && call->options.cancellation->cancelled()) {
+        std::move(call->done)(absl::CancelledError(
+            absl::StrCat("call to ", call->method->full_name, " cancelled waiting for a backend")));
+      } else if (channel == nullptr) {
+        std::move(call->done)(
+            MarkNotSeen(absl::UnavailableError("channel destroyed while the call waited for a backend")));
+      } else {
+        channel->StartAttempt(std::move(call));
+      }
+    });
   });
 }
 
@@ -446,7 +503,7 @@ absl::Status BalancedChannel::NoBackendLocked(const Tried& tried) const {
 bool BalancedChannel::MaybeResolveLocked(absl::Time now, bool periodic) {
   if (!resolves_) return false;
   if (resolving_) return true;
-  if (!periodic && now < last_resolution_ + options_.balancing.initial_backoff) return false;
+  if (!periodic && now < last_resolution_ + options_.balancing.backoff.initial_backoff) return false;
   resolving_ = true;
   last_resolution_ = now;
   next_resolution_ = absl::InfiniteFuture();  // set when it ends

@@ -98,11 +98,11 @@ class BalancedChannel final : public Channel, public std::enable_shared_from_thi
   // Backends a call failed on, skipped by its next attempts.
   using Tried = absl::InlinedVector<BackendRef, 4>;
   struct Slot {
-    Slot(BackendRef backend, const BackoffPolicy& policy) : backend(std::move(backend)), backoff(policy) {}
+    Slot(BackendRef backend, const ConnectionBackoff& policy) : backend(std::move(backend)), backoff(policy) {}
     BackendRef backend;
     BackendInfo::State state = BackendInfo::State::kIdle;
     absl::Time retry_at;  // kFailing: when it becomes idle again
-    Backoff backoff;
+    ExponentialBackoff backoff;
     absl::Status last_error;
   };
   struct AsyncCall;  // balanced_channel.cc
@@ -118,9 +118,18 @@ class BalancedChannel final : public Channel, public std::enable_shared_from_thi
   // A call on `backend` failed with `status`, retried elsewhere: a failure
   // no server saw marks the backend failing.
   void NoteFailure(const Backend& backend, const absl::Status& status);
+  // wait_for_ready, when Pick found no backend (`none`): when to look
+  // again (the earliest end of a failing backend's backoff), or the call's
+  // outcome: `none` if no backend will come back by itself,
+  // DEADLINE_EXCEEDED if none comes back before the deadline.
+  absl::StatusOr<absl::Time> NextBackendChance(const absl::Status& none, const CallOptions& options);
   void StartAttempt(std::shared_ptr<AsyncCall> call);
   static void OnAttemptDone(std::weak_ptr<BalancedChannel> weak, std::shared_ptr<AsyncCall> call,
                             BackendRef backend, absl::Status status);
+  // StartAttempt again on the balancer's pool at `when` (a timer until
+  // then), unless the channel is gone or the call cancelled by then.
+  static void StartAttemptAt(std::weak_ptr<BalancedChannel> weak, std::shared_ptr<AsyncCall> call,
+                             absl::Time when);
 
   // Failing backends whose backoff is over become idle; round-robin starts
   // connecting idle ones; DNS names are resolved again when due.
@@ -151,7 +160,7 @@ class BalancedChannel final : public Channel, public std::enable_shared_from_thi
   const ChannelOptions options_;
   TransportRegistry* const registry_;
   const TransportPolicy policy_;
-  const BackoffPolicy backoff_policy_;
+  const ConnectionBackoff backoff_policy_;
 
   mutable absl::Mutex mu_;
   std::vector<Slot> slots_ ABSL_GUARDED_BY(mu_);  // in the target's order

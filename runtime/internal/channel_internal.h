@@ -9,7 +9,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "internal/connect_attempts.h"
 #include "internal/connection_core.h"
+#include "internal/retry.h"
 #include "internal/inproc_dispatcher.h"
 #include "internal/transport_selection.h"
 #include "locus/channel.h"
@@ -26,6 +28,14 @@ absl::StatusOr<std::shared_ptr<ConnectionCore>> ChannelConnection(Channel& chann
 // (a channel to several servers: if the backend its policy picks is one),
 // or null.
 std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel);
+
+// What a channel made by Connect did to stay connected (tests,
+// diagnostics): its connection attempts and retries.
+struct ChannelStats {
+  ConnectAttempts::Stats connects;
+  AttemptingChannel::RetryStats retries;
+};
+absl::StatusOr<ChannelStats> GetChannelStats(Channel& channel);
 
 // A channel pinned to the in-process server behind `dispatcher`
 // (Server::InProcessChannel): no address, never reconnects; UNAVAILABLE

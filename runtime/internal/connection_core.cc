@@ -67,6 +67,7 @@ void ConnectionCore::Start() {
     on_demand_background_reads_ = true;
     connection_->AdjustBackgroundReads(-1);
   }
+  StartLiveness();
 }
 
 void ConnectionCore::AsyncCallStarted() {
@@ -299,6 +300,8 @@ void ConnectionCore::OnFrame(Frame& frame) {
     explicit Delivering(const ConnectionCore* core) : scope{core, t_delivering} { t_delivering = &scope; }
     ~Delivering() { t_delivering = scope.outer; }
   } delivering(this);
+  // Any frame shows the peer alive (keepalive). One writer: no atomic add.
+  frames_received_.store(frames_received_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   const FrameType type = frame.header.frame_type();
   // Until a handshake succeeded only handshake frames count, and GOAWAY only from
   // an accepting side refusing this one: an accepting side that took a
@@ -338,6 +341,7 @@ void ConnectionCore::OnFrame(Frame& frame) {
       return;
     }
     case FrameType::kPong:
+      if (awaiting_drain_pong_.load(std::memory_order_acquire)) HandleDrainPong(frame);
       return;
     case FrameType::kGoAway:
       HandleGoAway(frame);
@@ -359,6 +363,7 @@ void ConnectionCore::OnFrame(Frame& frame) {
 }
 
 void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
+  frames_received_.store(frames_received_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   if (!HandshakeSucceededLockFree()) {
     // Not even answered: the peer has not said who it is.
     ProtocolError(absl::StrCat("expected a handshake, got ", DescribeFrameHeader(header)));
@@ -401,6 +406,10 @@ void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
 // GOAWAY and closure
 
 void ConnectionCore::SendGoAway(const absl::Status& reason) {
+  // Held until the frame is handed to the transport: a refusal of a call
+  // above its id waits for it (HandleRequest), so that the peer reads the
+  // GOAWAY, which tells it the call was not processed, before the refusal.
+  absl::MutexLock sending(&goaway_send_mu_);
   wire::GoAway goaway;
   {
     // From now on calls above this id are refused (HandleRequest), so that
@@ -453,8 +462,11 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
       reason.message().empty() ? "going away" : reason.message(), ")")));
   // Streams first: a completion callback may use one of them, and must
   // find it ended rather than wait for it (StreamCall::Await).
-  for (const auto& stream : refused_streams) stream->End(not_processed);
-  for (PendingCall* call : refused_calls) Complete(call, not_processed);
+  for (const auto& stream : refused_streams) {
+    if (stream->report != nullptr) stream->report->not_processed = true;
+    stream->End(not_processed);
+  }
+  for (PendingCall* call : refused_calls) CompleteUnprocessed(call, not_processed);
 }
 
 void ConnectionCore::Close(const absl::Status& reason) {
@@ -496,6 +508,7 @@ void ConnectionCore::OnClosed(const absl::Status& reason) {
       absl::StrCat("connection to ", peer().remote_address, " lost: ", reason.message()));
   for (auto& [id, stream] : streams) stream->End(failure);  // before callbacks, as above
   for (auto& [id, call] : pending) Complete(call, failure);
+  StopLiveness();
   CancelPropagated(0, /*all=*/true);
   ObjectsOnClosed(reason);
   if (options_.on_closed) options_.on_closed(this);

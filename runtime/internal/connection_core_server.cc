@@ -53,6 +53,9 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     ProtocolError(absl::StrCat("call id ", call_id, " has the wrong parity"));
     return;
   }
+  // Counted for a drain, which waits for the ids it said it would serve
+  // (DrainCheck). One writer: no atomic add.
+  peer_requests_.store(peer_requests_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   CallHeaderView header;  // views the frame's meta
   if (!DecodeCallHeader(frame.meta_bytes(), &header)) {
     if (!oneway) SendError(call_id, absl::InvalidArgumentError("malformed call header"), absl::InfiniteFuture());
@@ -115,15 +118,13 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   // not arrive in increasing order: concurrent callers take ids, then send,
   // in either order). Checked under the lock the registration takes anyway.
   bool in_use = false;
-  bool refused_by_goaway = false;
   {
     absl::MutexLock lock(&mu_);
     // (An inline unary server has both tables empty: no hashing then.)
     in_use = (!serving_.empty() && serving_.contains(call_id)) ||
              (!streams_.empty() && streams_.contains(call_id));
     if (in_use) refused = absl::InternalError("call id in use");  // registers nothing
-    refused_by_goaway = goaway_sent_ && call_id > goaway_last_processed_;
-    if (!state_.accepts_calls() || refused_by_goaway) {
+    if (!state_.accepts_calls() || (goaway_sent_ && call_id > goaway_last_processed_)) {
       refused = absl::UnavailableError("server is shutting down");
     }
     if (refused.ok() && streaming && open_peer_streams_ >= options_.max_streams_from_peer) {
@@ -159,12 +160,16 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     return;
   }
   if (!refused.ok()) {
-    // The GOAWAY that refuses the call goes first, from this thread: the
-    // one SendGoAway sends may still be on its way, and a refusal that
-    // overtook it would look like a call the server ran (the client
-    // retries only what the GOAWAY says was not processed).
-    if (refused_by_goaway) SendGoAway(refused);
-    if (!oneway) SendError(call_id, refused, call.deadline);
+    if (!oneway) {
+      if (absl::IsUnavailable(refused)) {
+        // Refused by a GOAWAY (or a closure): answered after the GOAWAY
+        // itself has been handed to the transport (SendGoAway holds the
+        // lock until then), so that the peer learns first that the call
+        // was not processed.
+        absl::MutexLock after_goaway(&goaway_send_mu_);
+      }
+      SendError(call_id, refused, call.deadline);
+    }
     return;
   }
   call.metadata = std::move(header.metadata);

@@ -25,7 +25,12 @@
 // server's GOAWAY refused it) is sent again to another backend, within its
 // deadline and max_attempts; a call a server may have seen (its connection
 // broke while it ran) is not, unless retry_sent_calls says the methods may
-// run twice. A stream stays on the backend it opened on, and remote objects
+// run twice. These are the only retries of calls no server saw: a
+// backend's own channel leaves them to the balancer. A retry policy
+// (locus/retry_policy.h) retries its codes on the backend the call is on.
+// With CallOptions::wait_for_ready, a call that finds every backend failing
+// waits for the first backoff to end (within its deadline) instead of
+// failing UNAVAILABLE. A stream stays on the backend it opened on, and remote objects
 // (locus/object.h) on the backend that handed them out. A backend that
 // failed is skipped, then tried again after an exponential backoff with
 // jitter (reset once it connects); DNS names are resolved again every
@@ -38,6 +43,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "locus/retry_policy.h"
 
 namespace locus {
 
@@ -56,16 +62,16 @@ enum class LoadBalancingPolicy {
 // ChannelOptions::balancing. Ignored by channels to one address.
 struct BalancingOptions {
   LoadBalancingPolicy policy = LoadBalancingPolicy::kPickFirst;
-  // A backend that failed waits initial_backoff before it is tried again;
-  // each further failure multiplies the wait by backoff_multiplier, up to
-  // max_backoff, each wait spread by +/- backoff_jitter (a fraction).
-  absl::Duration initial_backoff = absl::Seconds(1);
-  absl::Duration max_backoff = absl::Seconds(120);
-  double backoff_multiplier = 1.6;
-  double backoff_jitter = 0.2;
+  // A backend that failed is skipped until this backoff is over (the same
+  // parameters as a channel's reconnect_backoff, locus/retry_policy.h):
+  // backoff.initial_backoff after the first failure, then multiplied per
+  // further failure up to max_backoff, each wait spread by +/- jitter;
+  // reset once the backend connects. Each backend's own channel also uses
+  // it as its reconnect_backoff.
+  ConnectionBackoff backoff;
   // DNS names in the target are resolved again this often (in the
   // background) and when no backend is left to try (at most once per
-  // initial_backoff).
+  // backoff.initial_backoff).
   absl::Duration resolve_interval = absl::Seconds(30);
   // Attempts one unary call may make, over different backends (at least 1).
   int max_attempts = 5;
