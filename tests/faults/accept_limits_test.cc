@@ -72,6 +72,12 @@ class DescriptorExhaustion {
 };
 
 TEST(AcceptUnderDescriptorExhaustion, TheLoopDoesNotSpinAndServesAgainOnceDescriptorsAreFree) {
+#ifdef LOCUS_UBSAN_VPTR
+  // UBSan checks a dynamic type it has not seen yet by probing memory
+  // through a pipe: with every descriptor taken, the probe fails and the
+  // (unrecoverable) check reports a bad vptr that is not there.
+  GTEST_SKIP() << "UBSan's vptr check needs a free descriptor";
+#endif
   TempDir dir;
   TestServiceImpl service;
   Server server;
@@ -80,6 +86,19 @@ TEST(AcceptUnderDescriptorExhaustion, TheLoopDoesNotSpinAndServesAgainOnceDescri
   const std::string address = absl::StrCat("unix:", path);
   ASSERT_TRUE(server.AddListeningAddress(address).ok());
   ASSERT_TRUE(server.Start().ok());
+
+  // One call first, while descriptors are free: the listener, the
+  // connection and the call path have run once (UBSan checks a dynamic type
+  // the first time it sees it, and that check needs a descriptor).
+  {
+    absl::StatusOr<std::shared_ptr<Channel>> before = Connect(address);
+    ASSERT_TRUE(before.ok()) << before.status();
+    TestService::Stub stub(*before);
+    EchoRequest request;
+    request.set_data("before");
+    absl::StatusOr<EchoReply> reply = stub.Echo(request, CallOptions::WithTimeout(kWatchdog));
+    ASSERT_TRUE(reply.ok()) << reply.status();
+  }
 
   // Made while descriptors are free; connecting needs none.
   OwnedFd client(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
