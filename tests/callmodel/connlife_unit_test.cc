@@ -813,8 +813,7 @@ TEST_F(CoreLifeTest, KeepaliveBehindAnInlineHandlerLetsOtherTimersRun) {
   options.keepalive_time = absl::Milliseconds(4);
   options.keepalive_timeout = absl::Milliseconds(1);
   inline_handlers_ = true;
-  Create(/*connecting=*/false, options);
-  peer_->set_answer_pings(true);
+  Create(/*connecting=*/false, options);  // the peer answers no PING
   WaitRequest wait;
   wait.set_max_wait_ms(absl::ToInt64Milliseconds(kWatchdog));  // until the connection closes
   // Sent from a thread of its own: an in-process pair delivers on the
