@@ -13,6 +13,7 @@
 #include "locus/object.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -369,7 +370,9 @@ class ChannelImpl final : public Channel, public AttemptingChannel {
     core_options.stream_window_bytes = options_.stream_window_bytes;
     core_options.datagram_call_timeout = options_.datagram_call_timeout;
     core_options.bootstrap = options_.bootstrap;
-    core_options.keepalive_time = options_.keepalive_time;
+    core_options.keepalive_time = options_.keepalive_time > absl::ZeroDuration()
+                                      ? std::max(options_.keepalive_time, MinClientKeepaliveTime())
+                                      : options_.keepalive_time;
     core_options.keepalive_timeout = options_.keepalive_timeout;
     core_options.keepalive_without_calls = options_.keepalive_without_calls;
     auto core = ConnectionCore::Create(std::move(connection), std::move(core_options));
@@ -468,6 +471,15 @@ std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel) {
   auto* impl = dynamic_cast<ChannelImpl*>(&inner);
   return impl == nullptr ? nullptr : impl->InprocBootstrap();
 }
+
+namespace {
+std::atomic<int64_t> min_client_keepalive_ns{absl::ToInt64Nanoseconds(kMinClientKeepaliveTime)};
+}  // namespace
+
+absl::Duration SetMinClientKeepaliveTime(absl::Duration floor) {
+  return absl::Nanoseconds(min_client_keepalive_ns.exchange(absl::ToInt64Nanoseconds(floor)));
+}
+absl::Duration MinClientKeepaliveTime() { return absl::Nanoseconds(min_client_keepalive_ns.load()); }
 
 absl::StatusOr<ChannelStats> GetChannelStats(Channel& channel) {
   auto* impl = dynamic_cast<ChannelImpl*>(&UninterceptedChannel(channel));

@@ -52,6 +52,14 @@ std::shared_ptr<Channel> MakeAddressChannel(std::string address, const ChannelOp
 // (call_not_seen.h); INVALID_ARGUMENT for another kind of channel.
 absl::Status ConnectAddressChannel(Channel& channel, absl::Time deadline);
 
+// The least keepalive_time a channel uses: a shorter one (but not zero or
+// less, which turn keepalive off) is raised to it, as gRPC raises a
+// client's to 10 s. Process-wide; tests lower it (connections made
+// afterwards see the new floor). Returns the previous floor.
+inline constexpr absl::Duration kMinClientKeepaliveTime = absl::Seconds(10);
+absl::Duration SetMinClientKeepaliveTime(absl::Duration floor);
+absl::Duration MinClientKeepaliveTime();
+
 }  // namespace locus::internal
 
 #endif  // LOCUS_RUNTIME_INTERNAL_CHANNEL_INTERNAL_H_

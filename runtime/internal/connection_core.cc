@@ -18,6 +18,10 @@
 
 namespace locus::internal {
 namespace {
+// The payload of every PING and PONG.
+constexpr uint32_t kPingPayloadSize = 8;
+}  // namespace
+namespace {
 
 constexpr char kImplementation[] = "locus-c++/0.1.0";
 
@@ -335,6 +339,17 @@ void ConnectionCore::OnFrame(Frame& frame) {
       HandleCancel(frame.header.call_id);
       return;
     case FrameType::kPing: {
+      // 8 bytes, as in HTTP/2: a larger payload would make this side echo
+      // up to a message's size per frame.
+      if (frame.header.payload_length != kPingPayloadSize || frame.header.meta_length != 0) {
+        ProtocolError(absl::StrCat("PING with a payload of ", frame.header.payload_length, " bytes (",
+                                   kPingPayloadSize, " expected)"));
+        return;
+      }
+      // At most one answer waits at a time: while output is still queued
+      // (a peer that does not read), further PINGs go unanswered instead of
+      // queueing answers without bound. A peer that reads gets its answer.
+      if (connection_->HasQueuedOutput()) return;
       FrameHeader pong = FrameHeader::Make(FrameType::kPong, 0, frame.header.call_id);
       pong.payload_length = frame.header.payload_length;
       (void)connection_->Send(pong, {}, frame.payload_bytes(), absl::Now() + absl::Seconds(5));
@@ -409,6 +424,10 @@ void ConnectionCore::SendGoAway(const absl::Status& reason) {
   // Held until the frame is handed to the transport: a refusal of a call
   // above its id waits for it (HandleRequest), so that the peer reads the
   // GOAWAY, which tells it the call was not processed, before the refusal.
+  // The frame is queued or dropped, never waited for room: the drain sends
+  // it from the process-wide timer thread, and a refusal holds a reader (an
+  // event-loop thread) until it was handed over. A peer that takes not
+  // even a queued frame reads no GOAWAY either; its calls fail as lost.
   absl::MutexLock sending(&goaway_send_mu_);
   wire::GoAway goaway;
   {
@@ -423,7 +442,7 @@ void ConnectionCore::SendGoAway(const absl::Status& reason) {
   }
   goaway.set_code(static_cast<int>(reason.code()));
   goaway.set_reason(std::string(reason.message()));
-  (void)SendControlFrame(FrameType::kGoAway, 0, &goaway, absl::Now() + absl::Seconds(1));
+  (void)SendControlFrame(FrameType::kGoAway, 0, &goaway, absl::Now());
 }
 
 void ConnectionCore::HandleGoAway(const Frame& frame) {

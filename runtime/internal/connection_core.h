@@ -188,6 +188,10 @@ class ConnectionCore final : public FrameSink,
     absl::Duration max_idle = absl::InfiniteDuration();
     absl::Duration max_age = absl::InfiniteDuration();
     absl::Duration max_age_grace = absl::InfiniteDuration();
+    // How long a drain waits for the answer to its PING before it sends its
+    // final GOAWAY anyway (a client that reads nothing sends nothing
+    // either). Tests lengthen it.
+    absl::Duration drain_ping_timeout = absl::Seconds(1);
     // Run around calls the peer makes to `services` (not calls on
     // objects); nullptr: none (ServerOptions::interceptors).
     std::shared_ptr<const ServerInterceptors> interceptors;
@@ -285,6 +289,9 @@ class ConnectionCore final : public FrameSink,
   size_t active_server_calls() const;
   // PINGs this side sent for keepalive (tests).
   uint64_t keepalive_pings_sent() const { return keepalive_pings_sent_.load(std::memory_order_relaxed); }
+  // The keepalive_time in effect (Options::keepalive_time, as the channel or
+  // server set it).
+  absl::Duration keepalive_time() const { return options_.keepalive_time; }
   // Whether frames sent are still queued in the transport (Connection::
   // HasQueuedOutput): closing now would drop them.
   bool has_queued_output() const { return connection_->HasQueuedOutput(); }
@@ -347,6 +354,10 @@ class ConnectionCore final : public FrameSink,
   }
   bool HandshakeSucceededLockFree() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return state_.handshake_succeeded();
+  }
+  // Counts a REQUEST for a drain (peer_requests_).
+  void CountPeerRequestLocked(uint64_t call_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!goaway_sent_ || call_id <= goaway_last_processed_) ++peer_requests_;
   }
   std::atomic<bool>& InlineHandlersCancelled() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return state_.inline_handlers_cancelled();
@@ -598,10 +609,12 @@ class ConnectionCore final : public FrameSink,
   // Liveness. Frames delivered so far: written by the reader only (OnFrame
   // calls never overlap), read by the keepalive timer.
   std::atomic<uint64_t> frames_received_{0};
-  // REQUESTs the peer sent (the reader only writes it), and, once a drain
-  // sent its final GOAWAY, how many ids that GOAWAY covers and how long
-  // the drain waits for those still on their way (DrainCheck).
-  std::atomic<uint64_t> peer_requests_{0};
+  // REQUESTs the peer sent that a final GOAWAY covers (all of them until
+  // one was sent: its id is the highest received; after it, those with ids
+  // up to it; one refused above it is no call the drain waits for), and,
+  // once a drain sent its final GOAWAY, how many ids that GOAWAY covers and
+  // how long the drain waits for those still on their way (DrainCheck).
+  uint64_t peer_requests_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t drain_expected_requests_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time drain_gap_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::atomic<uint64_t> keepalive_pings_sent_{0};

@@ -33,9 +33,6 @@ absl::Duration CheckPeriod(absl::Duration limit) {
 
 // How often a draining connection looks whether its calls are done.
 constexpr absl::Duration kDrainCheck = absl::Milliseconds(10);
-// How long a drain waits for the answer to its PING before it sends its
-// final GOAWAY anyway (a client that reads nothing sends nothing either).
-constexpr absl::Duration kDrainPingTimeout = absl::Seconds(1);
 // The payload of a drain's PING (keepalive PINGs count up from 1).
 constexpr uint64_t kDrainPing = uint64_t{1} << 63;
 // How long a drain waits for calls its final GOAWAY covers that have not
@@ -130,7 +127,7 @@ void ConnectionCore::KeepaliveCheck() {
       if (now >= k.ping_deadline && inline_serving_.load(std::memory_order_acquire) == 0) {
         action = Action::kClose;
       }
-    } else if (++k.quiet_checks >= 4 && state_.handshake_succeeded() &&
+    } else if ((k.quiet_checks = std::min(k.quiet_checks + 1, 4)) >= 4 && state_.handshake_succeeded() &&
                (options_.keepalive_without_calls || CallsInProgressLocked() > 0)) {
       k.ping_outstanding = true;
       k.ping_deadline = now + options_.keepalive_timeout;
@@ -138,8 +135,12 @@ void ConnectionCore::KeepaliveCheck() {
       action = Action::kPing;
     }
     if (action != Action::kClose) {
-      const absl::Time next = std::min(now + CheckPeriod(options_.keepalive_time),
-                                       k.ping_outstanding ? k.ping_deadline : absl::InfiniteFuture());
+      // Never at a time already past: a PING outstanding past its deadline
+      // behind an inline handler is looked at again a period later (a
+      // timer due in the past would run again at once, ahead of every
+      // other timer of the process, for as long as the handler runs).
+      absl::Time next = now + CheckPeriod(options_.keepalive_time);
+      if (k.ping_outstanding && k.ping_deadline > now) next = std::min(next, k.ping_deadline);
       ScheduleLivenessLocked(next, &ConnectionCore::KeepaliveCheck, &keepalive_timer_);
     }
   }
@@ -248,21 +249,24 @@ void ConnectionCore::BeginDrain(const absl::Status& reason, absl::Time deadline)
     drain_reason_ = reason;
     drain_deadline_ = deadline;
     age = std::exchange(age_timer_, 0);  // an idle drain makes the age moot
-    ScheduleLivenessLocked(absl::Now() + kDrainPingTimeout, &ConnectionCore::DrainPingTimedOut, &age_timer_);
+    ScheduleLivenessLocked(absl::Now() + options_.drain_ping_timeout, &ConnectionCore::DrainPingTimedOut, &age_timer_);
   }
   if (age != 0) TimerQueue::Get().Cancel(age);
   wire::GoAway announce;
   announce.set_last_processed_call_id(std::numeric_limits<uint64_t>::max());
   announce.set_code(static_cast<int>(reason.code()));
   announce.set_reason(std::string(reason.message()));
-  (void)SendControlFrame(FrameType::kGoAway, 0, &announce, absl::Now() + absl::Seconds(1));
+  // Both frames are queued or dropped, never waited for room (the timer
+  // thread is shared): a peer that takes nothing answers no PING either,
+  // and the drain goes on after drain_ping_timeout.
+  (void)SendControlFrame(FrameType::kGoAway, 0, &announce, absl::Now());
   // Before the PING: its answer may be delivered before Send returns.
   awaiting_drain_pong_.store(true, std::memory_order_release);
   char payload[sizeof(kDrainPing)];
   std::memcpy(payload, &kDrainPing, sizeof(payload));
   FrameHeader ping = FrameHeader::Make(FrameType::kPing, 0, 0);
   ping.payload_length = sizeof(payload);
-  (void)connection_->Send(ping, {}, absl::string_view(payload, sizeof(payload)), absl::Now() + absl::Seconds(1));
+  (void)connection_->Send(ping, {}, absl::string_view(payload, sizeof(payload)), absl::Now());
 }
 
 void ConnectionCore::HandleDrainPong(const Frame& frame) {
@@ -316,7 +320,7 @@ void ConnectionCore::DrainCheck() {
     age_timer_ = 0;
     if (state_.phase() == ConnectionState::Phase::kClosed) return;
     calls_done = CallsInProgressLocked() == 0 &&
-                 (peer_requests_.load(std::memory_order_relaxed) >= drain_expected_requests_ ||
+                 (peer_requests_ >= drain_expected_requests_ ||
                   now >= drain_gap_deadline_);
     if ((!calls_done || queued) && now < drain_deadline_) {
       ScheduleLivenessLocked(std::min(now + kDrainCheck, drain_deadline_), &ConnectionCore::DrainCheck,

@@ -53,16 +53,24 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     ProtocolError(absl::StrCat("call id ", call_id, " has the wrong parity"));
     return;
   }
-  // Counted for a drain, which waits for the ids it said it would serve
-  // (DrainCheck). One writer: no atomic add.
-  peer_requests_.store(peer_requests_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  // Each REQUEST is counted for a drain, which waits for the ids it said it
+  // would serve (DrainCheck): under mu_, with the GOAWAY check, so that a
+  // call refused above the final GOAWAY's id is never counted.
   CallHeaderView header;  // views the frame's meta
   if (!DecodeCallHeader(frame.meta_bytes(), &header)) {
+    {
+      absl::MutexLock lock(&mu_);
+      CountPeerRequestLocked(call_id);
+    }
     if (!oneway) SendError(call_id, absl::InvalidArgumentError("malformed call header"), absl::InfiniteFuture());
     return;
   }
   // The built-in service of RMI bookkeeping (only from peers that speak it).
-  if (peer_speaks_rmi_ && header.object_id == 0 && HandleObjectsCall(header.method, frame)) return;
+  if (peer_speaks_rmi_ && header.object_id == 0 && HandleObjectsCall(header.method, frame)) {
+    absl::MutexLock lock(&mu_);
+    CountPeerRequestLocked(call_id);
+    return;
+  }
   IncomingCall call;
   call.call_id = call_id;
   call.oneway = oneway;
@@ -141,6 +149,7 @@ void ConnectionCore::HandleRequest(Frame& frame) {
         ++object_calls_;  // until EndServing
       }
     }
+    CountPeerRequestLocked(call_id);
     last_peer_call_id_ = std::max(last_peer_call_id_, call_id);
     if (refused.ok()) {
       if (pooled) {

@@ -150,11 +150,12 @@ namespace {
 // the timer and a Cancel() during the wait goes on (`waiting_`).
 class AsyncUnaryRetry : public std::enable_shared_from_this<AsyncUnaryRetry> {
  public:
-  AsyncUnaryRetry(std::shared_ptr<AttemptingChannel> channel, const RpcMethod& method,
+  AsyncUnaryRetry(AttemptingChannel& channel, const RpcMethod& method,
                   const google::protobuf::MessageLite& request, google::protobuf::MessageLite* response,
                   const CallOptions& options, RetryState state,
                   absl::AnyInvocable<void(absl::Status) &&> done)
-      : channel_(std::move(channel)),
+      : channel_(channel.weak_from_this()),
+        dropped_(channel.dropped()),
         method_(method),
         request_(request.New()),
         response_(response),
@@ -165,8 +166,13 @@ class AsyncUnaryRetry : public std::enable_shared_from_this<AsyncUnaryRetry> {
     request_->CheckTypeAndMergeFrom(request);
   }
 
-  // The first attempt, on the caller's thread.
+  // An attempt: the first on the caller's thread, later ones on RetryPool().
   void Attempt() {
+    std::shared_ptr<AttemptingChannel> channel = channel_.lock();
+    if (channel == nullptr) {
+      Finish(Dropped());
+      return;
+    }
     report_ = AttemptReport();
     AttemptReport refusal;
     std::shared_ptr<AsyncUnaryRetry> self = shared_from_this();
@@ -174,7 +180,7 @@ class AsyncUnaryRetry : public std::enable_shared_from_this<AsyncUnaryRetry> {
       self->OnAttemptDone(std::move(status));
     };
     absl::Status started =
-        channel_->TryStartUnary(method_, *request_, response_, options_, ended, &refusal, &report_);
+        channel->TryStartUnary(method_, *request_, response_, options_, ended, &refusal, &report_);
     if (!started.ok()) {
       report_ = refusal;
       OnAttemptDone(std::move(started));
@@ -186,10 +192,21 @@ class AsyncUnaryRetry : public std::enable_shared_from_this<AsyncUnaryRetry> {
     std::shared_ptr<AsyncUnaryRetry> self = shared_from_this();
     absl::MutexLock lock(&mu_);
     waiting_ = true;
+    {
+      std::weak_ptr<AsyncUnaryRetry> weak = self;
+      dropped_watch_ = CancellationRegistration::Watch(dropped_, [weak] {
+        if (std::shared_ptr<AsyncUnaryRetry> call = weak.lock()) call->CancelWait(/*dropped=*/true);
+      });
+      if (!dropped_watch_.active()) {
+        waiting_ = false;
+        RetryPool().Post([self] { self->Finish(self->Dropped()); });
+        return;
+      }
+    }
     if (options_.cancellation.has_value()) {
       std::weak_ptr<AsyncUnaryRetry> weak = self;
       cancel_ = CancellationRegistration::Watch(options_.cancellation->state(), [weak] {
-        if (std::shared_ptr<AsyncUnaryRetry> call = weak.lock()) call->CancelWait();
+        if (std::shared_ptr<AsyncUnaryRetry> call = weak.lock()) call->CancelWait(/*dropped=*/false);
       });
       if (!cancel_.active()) {
         waiting_ = false;
@@ -220,7 +237,16 @@ class AsyncUnaryRetry : public std::enable_shared_from_this<AsyncUnaryRetry> {
       Finish(std::move(status));
       return;
     }
-    RetryState::Decision decision = state_.OnFailure(status, report_, false, absl::Now(), Random());
+    RetryState::Decision decision;
+    {
+      // The rules consult the channel (its backoff, its policy).
+      std::shared_ptr<AttemptingChannel> channel = channel_.lock();
+      if (channel == nullptr) {
+        Finish(Dropped());
+        return;
+      }
+      decision = state_.OnFailure(status, report_, false, absl::Now(), Random());
+    }
     if (!decision.retry) {
       Finish(std::move(decision.status));
       return;
@@ -228,9 +254,13 @@ class AsyncUnaryRetry : public std::enable_shared_from_this<AsyncUnaryRetry> {
     RetryAt(decision.not_before);
   }
 
-  // Cancel() during a wait: the call ends CANCELLED, on the pool (never on
-  // the canceller's thread).
-  void CancelWait() {
+  absl::Status Dropped() const {
+    return absl::CancelledError(absl::StrCat("call to ", method_.full_name, ": its channel was dropped"));
+  }
+
+  // Cancel() or the channel's destruction during a wait: the call ends
+  // CANCELLED, on the pool (never on the canceller's thread).
+  void CancelWait(bool dropped) {
     TimerQueue::Id timer = 0;
     {
       absl::MutexLock lock(&mu_);
@@ -240,9 +270,10 @@ class AsyncUnaryRetry : public std::enable_shared_from_this<AsyncUnaryRetry> {
     }
     if (timer != 0) TimerQueue::Get().Cancel(timer);
     std::shared_ptr<AsyncUnaryRetry> self = shared_from_this();
-    RetryPool().Post([self] {
-      self->Finish(absl::CancelledError(
-          absl::StrCat("call to ", self->method_.full_name, " cancelled between attempts")));
+    RetryPool().Post([self, dropped] {
+      self->Finish(dropped ? self->Dropped()
+                           : absl::CancelledError(absl::StrCat("call to ", self->method_.full_name,
+                                                               " cancelled between attempts")));
     });
   }
 
@@ -250,17 +281,21 @@ class AsyncUnaryRetry : public std::enable_shared_from_this<AsyncUnaryRetry> {
     {
       absl::MutexLock lock(&mu_);
       cancel_.Reset();
+      dropped_watch_.Reset();
     }
     std::move(done_)(std::move(status));
   }
 
-  const std::shared_ptr<AttemptingChannel> channel_;
+  // Weakly: a call its user's channel no longer holds ends (Dropped()).
+  const std::weak_ptr<AttemptingChannel> channel_;
+  const std::shared_ptr<CancellationState> dropped_;  // the channel's dropped()
   const RpcMethod& method_;
   const std::unique_ptr<google::protobuf::MessageLite> request_;
   google::protobuf::MessageLite* const response_;
   const CallOptions options_;
   const size_t trailers_before_;
-  // Touched by one attempt's end at a time (attempts never overlap).
+  // Touched by one attempt's end at a time (attempts never overlap); used
+  // only while channel_ is locked (it points into the channel).
   RetryState state_;
   AttemptReport report_;
   absl::AnyInvocable<void(absl::Status) &&> done_;
@@ -268,6 +303,7 @@ class AsyncUnaryRetry : public std::enable_shared_from_this<AsyncUnaryRetry> {
   bool waiting_ ABSL_GUARDED_BY(mu_) = false;
   TimerQueue::Id timer_ ABSL_GUARDED_BY(mu_) = 0;
   CancellationRegistration cancel_ ABSL_GUARDED_BY(mu_);
+  CancellationRegistration dropped_watch_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
@@ -279,7 +315,7 @@ void StartUnaryWithRetries(AttemptingChannel& channel, const RpcMethod& method,
   const RetryPolicy* policy = channel.RetryPolicyFor(method);
   if (policy != nullptr && !method.has_attachments && !method.oneway) {
     // Any attempt may fail after this returns: the driver keeps a copy.
-    auto call = std::make_shared<AsyncUnaryRetry>(channel.shared_from_this(), method, request, response,
+    auto call = std::make_shared<AsyncUnaryRetry>(channel, method, request, response,
                                                   options, RetryState(&channel, method, policy, options),
                                                   std::move(done));
     call->Attempt();
@@ -305,7 +341,7 @@ void StartUnaryWithRetries(AttemptingChannel& channel, const RpcMethod& method,
       return;
     }
     if (decision.not_before <= now) continue;
-    auto call = std::make_shared<AsyncUnaryRetry>(channel.shared_from_this(), method, request, response,
+    auto call = std::make_shared<AsyncUnaryRetry>(channel, method, request, response,
                                                   options, *std::move(state), std::move(done));
     call->RetryAt(decision.not_before);
     return;

@@ -32,6 +32,7 @@
 #include "absl/time/time.h"
 #include "internal/attempt_report.h"
 #include "locus/call_options.h"
+#include "locus/cancellation.h"
 #include "locus/retry_policy.h"
 #include "locus/service.h"
 #include "locus/stream.h"
@@ -49,9 +50,18 @@ inline constexpr int kMaxTransparentRetries = 5;
 
 // A channel that makes one attempt of a call at a time and says in an
 // AttemptReport whether the server saw it.
+//
+// Calls that outlive the call to the driver that started them (an
+// asynchronous call with attempts to come, a stream with a retry policy)
+// hold the channel weakly: dropping the channel ends them (CANCELLED), as
+// it ends the calls in progress on its connections. Such a call watches
+// dropped() to end its waits between attempts.
 class AttemptingChannel : public std::enable_shared_from_this<AttemptingChannel> {
  public:
-  virtual ~AttemptingChannel() = default;
+  virtual ~AttemptingChannel() { dropped_->Cancel(); }
+
+  // Cancelled when the channel is destroyed.
+  const std::shared_ptr<CancellationState>& dropped() const { return dropped_; }
 
   // One attempt of a unary call.
   virtual absl::Status AttemptUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
@@ -97,6 +107,7 @@ class AttemptingChannel : public std::enable_shared_from_this<AttemptingChannel>
 
  private:
   friend class RetryState;
+  const std::shared_ptr<CancellationState> dropped_ = std::make_shared<CancellationState>();
   std::atomic<uint64_t> transparent_{0};
   std::atomic<uint64_t> by_policy_{0};
   std::atomic<uint64_t> waits_{0};

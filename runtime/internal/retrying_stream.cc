@@ -6,6 +6,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -17,22 +18,34 @@
 namespace locus::internal {
 namespace {
 
+absl::Status Dropped(const RpcMethod& method) {
+  return absl::CancelledError(absl::StrCat("call to ", method.full_name, ": its channel was dropped"));
+}
+
 // Attempts to open the stream until one starts or the rules end the call:
-// the stream, or the call's status.
+// the stream, or the call's status. `wake` (if set) ends a wait between
+// attempts as a cancellation does (RetryingStream::Cancel).
+// `channel` gives the channel for one attempt and its decision (null: it
+// was dropped; the call ends CANCELLED); nothing holds it during a wait.
 absl::StatusOr<std::unique_ptr<ClientCallStream>> OpenAttempts(
-    AttemptingChannel& channel, const RpcMethod& method, const google::protobuf::MessageLite* request,
-    google::protobuf::MessageLite* response, const CallOptions& options, RetryState& state,
-    std::shared_ptr<AttemptReport>* report) {
+    absl::FunctionRef<std::shared_ptr<AttemptingChannel>()> channel, const RpcMethod& method,
+    const google::protobuf::MessageLite* request, google::protobuf::MessageLite* response,
+    const CallOptions& options, RetryState& state, std::shared_ptr<AttemptReport>* report,
+    std::shared_ptr<Wakeup> wake = nullptr) {
   thread_local absl::BitGen random;
   for (;;) {
-    *report = std::make_shared<AttemptReport>();
-    absl::StatusOr<std::unique_ptr<ClientCallStream>> stream =
-        channel.AttemptStream(method, request, response, options, *report);
-    if (stream.ok()) return stream;
-    RetryState::Decision decision =
-        state.OnFailure(stream.status(), **report, /*committed=*/false, absl::Now(), random);
+    RetryState::Decision decision;
+    {
+      std::shared_ptr<AttemptingChannel> now = channel();
+      if (now == nullptr) return Dropped(method);
+      *report = std::make_shared<AttemptReport>();
+      absl::StatusOr<std::unique_ptr<ClientCallStream>> stream =
+          now->AttemptStream(method, request, response, options, *report);
+      if (stream.ok()) return stream;
+      decision = state.OnFailure(stream.status(), **report, /*committed=*/false, absl::Now(), random);
+    }
     if (!decision.retry) return decision.status;
-    if (!SleepUntil(decision.not_before, options.cancellation)) {
+    if (!SleepUntil(decision.not_before, options.cancellation, wake)) {
       return absl::CancelledError(absl::StrCat("call to ", method.full_name, " cancelled between attempts"));
     }
   }
@@ -49,11 +62,12 @@ absl::StatusOr<std::unique_ptr<ClientCallStream>> OpenAttempts(
 // is made again on the new one.
 class RetryingStream final : public ClientCallStream {
  public:
-  RetryingStream(std::shared_ptr<AttemptingChannel> channel, const RpcMethod& method,
+  RetryingStream(AttemptingChannel& channel, const RpcMethod& method,
                  const google::protobuf::MessageLite* request, google::protobuf::MessageLite* response,
                  const CallOptions& options, RetryState state, std::unique_ptr<ClientCallStream> first,
                  std::shared_ptr<AttemptReport> first_report)
-      : channel_(std::move(channel)),
+      : channel_(channel.weak_from_this()),
+        dropped_(channel.dropped()),
         method_(method),
         request_(request != nullptr ? request->New() : nullptr),
         response_(response),
@@ -69,13 +83,12 @@ class RetryingStream final : public ClientCallStream {
 
   bool Write(const google::protobuf::MessageLite& message) override {
     for (;;) {
-      auto [attempt, generation] = Current();
+      auto [attempt, generation] = Begin();
       if (attempt == nullptr) return false;
-      if (attempt->Write(message)) {
-        // The server may act on what it has: never sent again.
-        committed_.store(true, std::memory_order_release);
-        return true;
-      }
+      // The server may act on what it has: never sent again.
+      const bool written = attempt->Write(message);
+      End(written);
+      if (written) return true;
       if (!Recover(generation, nullptr)) return false;
     }
   }
@@ -92,12 +105,11 @@ class RetryingStream final : public ClientCallStream {
 
   bool Read(google::protobuf::MessageLite* message) override {
     for (;;) {
-      auto [attempt, generation] = Current();
+      auto [attempt, generation] = Begin();
       if (attempt == nullptr) return false;
-      if (attempt->Read(message)) {
-        committed_.store(true, std::memory_order_release);
-        return true;
-      }
+      const bool read = attempt->Read(message);
+      End(read);
+      if (read) return true;
       // The end of the stream or a failure: Recover tells them apart.
       if (!Recover(generation, nullptr)) return false;
     }
@@ -130,6 +142,23 @@ class RetryingStream final : public ClientCallStream {
     return {attempt_, generation_};
   }
 
+  // A Write or Read begins on the current attempt: counted in flight until
+  // End, which commits the call if it handed a message over or got one.
+  // Recover decides only once no operation is in flight, so that an
+  // operation that succeeds on the failed attempt is never followed by a
+  // new attempt that lacks its message.
+  std::pair<std::shared_ptr<ClientCallStream>, uint64_t> Begin() {
+    absl::MutexLock lock(&mu_);
+    if (final_.has_value()) return {nullptr, generation_};
+    ++in_flight_;
+    return {attempt_, generation_};
+  }
+  void End(bool committed) {
+    absl::MutexLock lock(&mu_);
+    --in_flight_;
+    if (committed) committed_ = true;
+  }
+
   absl::Status FinalStatus() {
     absl::MutexLock lock(&mu_);
     return final_.value_or(absl::InternalError("stream ended without a status"));
@@ -152,32 +181,40 @@ class RetryingStream final : public ClientCallStream {
     }
     // Returns at once: the operation failed because the call is over.
     absl::Status status = finished != nullptr ? std::move(*finished) : attempt->Finish();
-    bool cancelled;
+    bool committed;
     {
+      // The attempt is over: what is in flight on it returns promptly, and
+      // nothing new starts on another (only this recovery replaces it).
       absl::MutexLock lock(&mu_);
-      cancelled = cancelled_;
+      mu_.Await(absl::Condition(
+          +[](int* in_flight) { return *in_flight == 0; }, &in_flight_));
+      committed = committed_ || cancelled_;
     }
-    const bool committed = committed_.load(std::memory_order_acquire) || cancelled;
     RetryState::Decision decision;
     if (status.ok()) {
       decision.status = std::move(status);
     } else {
       thread_local absl::BitGen random;
-      decision = state_.OnFailure(status, *report, committed, absl::Now(), random);
+      // The rules consult the channel (its backoff, its policy).
+      std::shared_ptr<AttemptingChannel> channel = channel_.lock();
+      if (channel == nullptr) {
+        decision.status = Dropped(method_);
+      } else {
+        decision = state_.OnFailure(status, *report, committed, absl::Now(), random);
+      }
     }
+    // Cancel() wakes both waits: the backoff, and the reopening's waits.
+    auto wake = std::make_shared<Wakeup>();
+    CancellationRegistration dropped;  // so does the channel's destruction
     if (decision.retry) {
-      auto wake = std::make_shared<Wakeup>();
+      dropped = CancellationRegistration::Watch(dropped_, [wake] { wake->Wake(); });
+      if (!dropped.active()) wake->Wake();
       {
         absl::MutexLock lock(&mu_);
         if (cancelled_) wake->Wake();
         wake_ = wake;
       }
-      const bool slept = SleepUntil(decision.not_before, options_.cancellation, wake);
-      {
-        absl::MutexLock lock(&mu_);
-        wake_ = nullptr;
-      }
-      if (!slept) {
+      if (!SleepUntil(decision.not_before, options_.cancellation, wake)) {
         decision.retry = false;
         decision.status =
             absl::CancelledError(absl::StrCat("call to ", method_.full_name, " cancelled between attempts"));
@@ -189,7 +226,12 @@ class RetryingStream final : public ClientCallStream {
         options_.trailing_metadata->resize(trailers_before_);
       }
       absl::StatusOr<std::unique_ptr<ClientCallStream>> reopened =
-          OpenAttempts(*channel_, method_, request_.get(), response_, options_, state_, &report);
+          OpenAttempts([this] { return channel_.lock(); }, method_, request_.get(), response_, options_, state_,
+                       &report, wake);
+      {
+        absl::MutexLock lock(&mu_);
+        wake_ = nullptr;
+      }
       if (reopened.ok()) {
         std::shared_ptr<ClientCallStream> fresh = *std::move(reopened);
         // A half-close made on the failed attempt is made again.
@@ -207,24 +249,28 @@ class RetryingStream final : public ClientCallStream {
       }
     }
     absl::MutexLock lock(&mu_);
+    wake_ = nullptr;
     final_ = std::move(decision.status);
     return false;
   }
 
-  const std::shared_ptr<AttemptingChannel> channel_;
+  // Weakly: a stream its user's channel no longer holds ends CANCELLED.
+  const std::weak_ptr<AttemptingChannel> channel_;
+  const std::shared_ptr<CancellationState> dropped_;  // the channel's dropped()
   const RpcMethod& method_;
   const std::unique_ptr<google::protobuf::MessageLite> request_;  // server streaming: kept for reopening
   google::protobuf::MessageLite* const response_;
   const CallOptions options_;
   const size_t trailers_before_;
-  std::atomic<bool> committed_{false};
   std::atomic<bool> writes_done_{false};
   absl::Mutex recover_mu_;  // one recovery at a time; taken before mu_
-  RetryState state_ ABSL_GUARDED_BY(recover_mu_);
+  RetryState state_ ABSL_GUARDED_BY(recover_mu_);  // points into the channel: used while it is locked
   absl::Mutex mu_;
   std::shared_ptr<ClientCallStream> attempt_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<AttemptReport> report_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;       // Writes and Reads on attempt_ (Begin, End)
+  bool committed_ ABSL_GUARDED_BY(mu_) = false;  // a message handed over or received
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<Wakeup> wake_ ABSL_GUARDED_BY(mu_);  // while a recovery waits
   std::optional<absl::Status> final_ ABSL_GUARDED_BY(mu_);
@@ -239,11 +285,13 @@ std::unique_ptr<ClientCallStream> OpenStreamWithRetries(AttemptingChannel& chann
   const RetryPolicy* policy = channel.RetryPolicyFor(method);
   RetryState state(&channel, method, policy, options);
   std::shared_ptr<AttemptReport> report;
-  absl::StatusOr<std::unique_ptr<ClientCallStream>> stream =
-      OpenAttempts(channel, method, request, response, options, state, &report);
+  // The caller holds the channel throughout.
+  absl::StatusOr<std::unique_ptr<ClientCallStream>> stream = OpenAttempts(
+      [&channel] { return std::shared_ptr<AttemptingChannel>(std::shared_ptr<void>(), &channel); }, method,
+      request, response, options, state, &report);
   if (!stream.ok()) return MakeFailedClientStream(stream.status());
   if (policy == nullptr) return *std::move(stream);
-  return std::make_unique<RetryingStream>(channel.shared_from_this(), method, request, response, options,
+  return std::make_unique<RetryingStream>(channel, method, request, response, options,
                                           std::move(state), *std::move(stream), std::move(report));
 }
 

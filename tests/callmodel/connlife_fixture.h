@@ -54,6 +54,8 @@ class ConnLife : public ::testing::Test {
   using Kind = typename ConfigT::TransportKind;
 
   void SetUp() override {
+    // The tests' keepalives are a few milliseconds.
+    keepalive_floor_ = internal::SetMinClientKeepaliveTime(absl::ZeroDuration());
     if constexpr (Kind::kIpv6) {
       LOCUS_SKIP_UNLESS_MACHINE(::locus::conformance::HasIpv6Loopback(),
                                 "no IPv6 loopback (::1) on this machine");
@@ -64,6 +66,7 @@ class ConnLife : public ::testing::Test {
     flaky_stub_.reset();
     channel_.reset();
     if (server_ != nullptr) server_->Shutdown();
+    internal::SetMinClientKeepaliveTime(keepalive_floor_);
   }
 
   // A server with `server_options` on the kind's address, and a channel
@@ -141,6 +144,7 @@ class ConnLife : public ::testing::Test {
   std::unique_ptr<Flaky::Stub> flaky_stub_;
 
  private:
+  absl::Duration keepalive_floor_;
   void StartServerOn(const std::string& address) {
     server_ = std::make_unique<Server>(server_options_);
     ASSERT_TRUE(server_->RegisterService(&service_).ok());

@@ -93,6 +93,20 @@ TYPED_TEST(Keepalive, APeerThatAnswersKeepsItsConnection) {
   EXPECT_EQ(this->Core(), core) << "the connection was replaced";
 }
 
+// A client's keepalive_time is at least ten seconds, as gRPC clamps it (a
+// client cannot make its servers answer PINGs every few milliseconds);
+// these tests lower that floor, this one restores it.
+TYPED_TEST(Keepalive, AClientsKeepaliveTimeIsAtLeastTenSeconds) {
+  const absl::Duration lowered = internal::SetMinClientKeepaliveTime(internal::kMinClientKeepaliveTime);
+  ChannelOptions options;
+  options.keepalive_time = absl::Milliseconds(1);
+  this->Start(ServerOptions{}, options);
+  std::shared_ptr<internal::ConnectionCore> core = this->Core();
+  internal::SetMinClientKeepaliveTime(lowered);
+  ASSERT_NE(core, nullptr);
+  EXPECT_EQ(core->keepalive_time(), absl::Seconds(10));
+}
+
 // ---------------------------------------------------------------------------
 // Keepalive against a server process that stopped (SIGSTOP): its sockets
 // and shared memory stay, nothing answers. A call without a deadline fails

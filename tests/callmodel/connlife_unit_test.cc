@@ -11,9 +11,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "base/timer_queue.h"
 #include "conformance.locus.h"
 #include "gtest/gtest.h"
 #include "internal/backoff.h"
@@ -309,13 +311,14 @@ TEST(ConnectAttempts, OneAttemptAtATimeOthersWaitForItsOutcome) {
   EXPECT_EQ(attempts->Await(absl::Now() + absl::Milliseconds(20), std::nullopt).status().code(),
             absl::StatusCode::kDeadlineExceeded);
   Cancellation cancel;
-  absl::Notification waiting;
+  std::atomic<pid_t> waiter_tid{0};
   absl::Status cancelled;
   std::thread waiter([&] {
-    waiting.Notify();
+    waiter_tid = ::locus::testing::ThisThreadId();
     cancelled = attempts->Await(absl::InfiniteFuture(), cancel).status();
   });
-  waiting.WaitForNotification();
+  ASSERT_TRUE(::locus::conformance::Eventually([&] { return waiter_tid.load() != 0; }));
+  ASSERT_TRUE(::locus::testing::WaitUntilThreadBlocks(waiter_tid.load()));  // waiting in Await
   cancel.Cancel();
   waiter.join();
   EXPECT_EQ(cancelled.code(), absl::StatusCode::kCancelled) << cancelled;
@@ -362,6 +365,134 @@ TEST(ConnectAttempts, AnAbandonedAttemptIsNoFailureAndSuccessStartsTheBackoffOve
   attempts->Failed(absl::UnavailableError("refused"));
   EXPECT_LT(attempts->next_attempt(), absl::Now() + absl::Milliseconds(500));  // 1 ms again
   EXPECT_EQ(attempts->stats().failures, 3u);
+}
+
+// ---------------------------------------------------------------------------
+// RetryingStream (OpenStreamWithRetries) over scripted attempts
+
+// One attempt of a stream, as a test scripts it: Write hands the message
+// over and then, if `hold_writes`, waits for the test before it returns;
+// Read and Finish report a failed attempt.
+class ScriptedStream final : public ClientCallStream {
+ public:
+  bool Write(const google::protobuf::MessageLite&) override {
+    handed_over.Notify();
+    if (hold_writes) release_writes.WaitForNotification();
+    return true;
+  }
+  bool WritesDone() override { return true; }
+  bool Read(google::protobuf::MessageLite*) override { return false; }
+  absl::Status Finish() override { return absl::UnavailableError("attempt failed"); }
+  void Cancel() override {}
+
+  bool hold_writes = false;
+  absl::Notification handed_over;
+  absl::Notification release_writes;
+};
+
+// Opens `first` as the first attempt; every later attempt finds no route
+// (a server that is down) and the next connection attempt an hour away.
+class StreamChannel final : public AttemptingChannel {
+ public:
+  explicit StreamChannel(std::shared_ptr<ScriptedStream> first) : first_(std::move(first)) {
+    policy_ = ThreeAttemptsOnUnavailable();
+  }
+  absl::Status AttemptUnary(const RpcMethod&, const google::protobuf::MessageLite&,
+                            google::protobuf::MessageLite*, const CallOptions&, AttemptReport*) override {
+    return absl::UnimplementedError("not here");
+  }
+  absl::Status TryStartUnary(const RpcMethod&, const google::protobuf::MessageLite&,
+                             google::protobuf::MessageLite*, const CallOptions&,
+                             absl::AnyInvocable<void(absl::Status) &&>&, AttemptReport*,
+                             AttemptReport*) override {
+    return absl::UnimplementedError("not here");
+  }
+  absl::StatusOr<std::unique_ptr<ClientCallStream>> AttemptStream(const RpcMethod&,
+                                                                  const google::protobuf::MessageLite*,
+                                                                  google::protobuf::MessageLite*,
+                                                                  const CallOptions&,
+                                                                  std::shared_ptr<AttemptReport> report) override {
+    if (opened_.fetch_add(1) == 0) return std::make_unique<Forwarding>(first_);
+    report->no_route = true;
+    return absl::UnavailableError("no route");
+  }
+  absl::Time NextConnectAttempt() override { return absl::Now() + absl::Hours(1); }
+  const RetryPolicy* RetryPolicyFor(const RpcMethod&) override { return &policy_; }
+
+  int attempts() const { return opened_.load(); }
+
+ private:
+  // The first attempt, shared with the test.
+  class Forwarding final : public ClientCallStream {
+   public:
+    explicit Forwarding(std::shared_ptr<ScriptedStream> to) : to_(std::move(to)) {}
+    bool Write(const google::protobuf::MessageLite& m) override { return to_->Write(m); }
+    bool WritesDone() override { return to_->WritesDone(); }
+    bool Read(google::protobuf::MessageLite* m) override { return to_->Read(m); }
+    absl::Status Finish() override { return to_->Finish(); }
+    void Cancel() override { to_->Cancel(); }
+
+   private:
+    std::shared_ptr<ScriptedStream> to_;
+  };
+
+  std::shared_ptr<ScriptedStream> first_;
+  RetryPolicy policy_;
+  std::atomic<int> opened_{0};
+};
+
+const RpcMethod kBidi = {"/t.S/Chat", RpcKind::kBidiStreaming, false};
+
+// A Write that handed its message over commits the call, even before it
+// returns: a Read failing meanwhile on another thread must not reopen the
+// stream (the new attempt would never get that message).
+TEST(RetryingStream, AMessageHandedOverCommitsTheCallBeforeTheWriteReturns) {
+  auto first = std::make_shared<ScriptedStream>();
+  first->hold_writes = true;
+  auto channel = std::make_shared<StreamChannel>(first);
+  std::unique_ptr<ClientCallStream> stream = OpenStreamWithRetries(*channel, kBidi, nullptr, nullptr, {});
+  EchoRequest message;
+  std::thread writer([&] { EXPECT_TRUE(stream->Write(message)); });
+  first->handed_over.WaitForNotification();
+  std::atomic<pid_t> reader_tid{0};
+  std::thread reader([&] {
+    reader_tid = ::locus::testing::ThisThreadId();
+    EchoReply reply;
+    EXPECT_FALSE(stream->Read(&reply));  // the attempt failed
+  });
+  // The Read failed and its recovery decided, or waits for the Write.
+  ASSERT_TRUE(::locus::conformance::Eventually([&] { return reader_tid.load() != 0; }));
+  ASSERT_TRUE(::locus::testing::WaitUntilThreadBlocks(reader_tid.load()));
+  first->release_writes.Notify();
+  writer.join();
+  reader.join();
+  EXPECT_EQ(channel->attempts(), 1) << "a stream was reopened after a message was handed over";
+  EXPECT_EQ(stream->Finish().code(), absl::StatusCode::kUnavailable);
+}
+
+// Cancel() ends a stream whose reopening waits for a connection
+// (wait_for_ready, no deadline, the server down).
+TEST(RetryingStream, CancelEndsAReopenWaitingForAConnection) {
+  auto channel = std::make_shared<StreamChannel>(std::make_shared<ScriptedStream>());
+  CallOptions options;
+  options.wait_for_ready = true;
+  Cancellation watchdog;  // ends a wait Cancel() could not end, so that a failure does not hang
+  options.cancellation = watchdog;
+  std::unique_ptr<ClientCallStream> stream = OpenStreamWithRetries(*channel, kBidi, nullptr, nullptr, options);
+  auto read_returned = std::make_shared<absl::Notification>();
+  std::thread reader([&stream, read_returned] {
+    EchoReply reply;
+    EXPECT_FALSE(stream->Read(&reply));
+    read_returned->Notify();
+  });
+  // The reopening found no route and waits for the next connection attempt.
+  ASSERT_TRUE(::locus::conformance::Eventually([&] { return channel->attempts() >= 2; }));
+  stream->Cancel();
+  const bool ended = read_returned->WaitForNotificationWithTimeout(kWatchdog);
+  watchdog.Cancel();
+  reader.join();
+  EXPECT_TRUE(ended) << "Cancel() did not end the wait for a connection";
+  EXPECT_EQ(stream->Finish().code(), absl::StatusCode::kCancelled);
 }
 
 // ---------------------------------------------------------------------------
@@ -465,6 +596,54 @@ class ScriptedPeer final : public FrameSink {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// The core's end of the pair, passed through; it counts the GOAWAY and
+// PING frames sent, and those sent with a deadline still ahead (a sender
+// that may wait for room).
+class CountingConnection final : public Connection {
+ public:
+  explicit CountingConnection(std::unique_ptr<Connection> inner) : inner_(std::move(inner)) {}
+  void Start(FrameSink* sink) override { inner_->Start(sink); }
+  absl::Status Send(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
+                    absl::Time deadline) override {
+    Count(header, deadline);
+    return inner_->Send(header, meta, payload, deadline);
+  }
+  absl::Status SendWithPayloadWriter(const FrameHeader& header, absl::string_view meta,
+                                     PayloadWriter write_payload, absl::Time deadline) override {
+    Count(header, deadline);
+    return inner_->SendWithPayloadWriter(header, meta, write_payload, deadline);
+  }
+  bool CanPassFds() const override { return inner_->CanPassFds(); }
+  absl::Status SendWithFds(const FrameHeader& header, absl::string_view meta, absl::string_view payload,
+                           absl::Span<const int> fds, absl::Time deadline) override {
+    Count(header, deadline);
+    return inner_->SendWithFds(header, meta, payload, fds, deadline);
+  }
+  void Close(const absl::Status& reason) override { inner_->Close(reason); }
+  bool DriveUntil(absl::FunctionRef<bool()> done, absl::Time deadline) override {
+    return inner_->DriveUntil(done, deadline);
+  }
+  void AdjustBackgroundReads(int delta) override { inner_->AdjustBackgroundReads(delta); }
+  bool HasQueuedOutput() const override { return inner_->HasQueuedOutput(); }
+  bool reliable() const override { return inner_->reliable(); }
+  const PeerInfo& peer() const override { return inner_->peer(); }
+
+  int control_frames() const { return control_frames_.load(); }
+  int control_frames_that_may_wait() const { return may_wait_.load(); }
+
+ private:
+  void Count(const FrameHeader& header, absl::Time deadline) {
+    const FrameType type = header.frame_type();
+    if (type != FrameType::kGoAway && type != FrameType::kPing) return;
+    control_frames_.fetch_add(1);
+    if (deadline > absl::Now()) may_wait_.fetch_add(1);
+  }
+
+  std::unique_ptr<Connection> inner_;
+  std::atomic<int> control_frames_{0};
+  std::atomic<int> may_wait_{0};
+};
+
 class CoreLifeTest : public ::testing::Test {
  protected:
   // The core under test on one end, the scripted peer on the other.
@@ -478,10 +657,12 @@ class CoreLifeTest : public ::testing::Test {
     if (!connecting) {
       ASSERT_TRUE(services_.Add(&service_).ok());
       options.services = &services_;
-      options.handler_pool = &pool_;
+      if (!inline_handlers_) options.handler_pool = &pool_;
     }
     peer_ = std::make_unique<ScriptedPeer>(std::move(connecting ? server_end : client_end), connecting);
-    core_ = ConnectionCore::Create(std::move(connecting ? client_end : server_end), std::move(options));
+    auto counting = std::make_unique<CountingConnection>(std::move(connecting ? client_end : server_end));
+    counting_ = counting.get();
+    core_ = ConnectionCore::Create(std::move(counting), std::move(options));
     peer_->Start();
     core_->Start();
     if (connecting) {
@@ -498,6 +679,9 @@ class CoreLifeTest : public ::testing::Test {
     peer_.reset();
   }
 
+  // A server's handlers run on its reader (no handler pool) when set.
+  bool inline_handlers_ = false;
+  CountingConnection* counting_ = nullptr;  // owned by core_
   TestServiceImpl service_;
   ServiceTable services_;
   ThreadPool pool_{2};
@@ -620,6 +804,32 @@ TEST_F(CoreLifeTest, KeepaliveKeepsAConnectionWhosePeerAnswers) {
   EXPECT_EQ(reply.data(), "late");
 }
 
+// An inline handler holds the server's reader, so the answer to its PING
+// stays unread past the PING's deadline: the check must then look again a
+// period later, never at the deadline already past (the shared timer
+// thread would run it over and over, ahead of every other timer).
+TEST_F(CoreLifeTest, KeepaliveBehindAnInlineHandlerLetsOtherTimersRun) {
+  ConnectionCore::Options options;
+  options.keepalive_time = absl::Milliseconds(4);
+  options.keepalive_timeout = absl::Milliseconds(1);
+  inline_handlers_ = true;
+  Create(/*connecting=*/false, options);  // the peer answers no PING
+  WaitRequest wait;
+  wait.set_max_wait_ms(absl::ToInt64Milliseconds(kWatchdog));  // until the connection closes
+  // Sent from a thread of its own: an in-process pair delivers on the
+  // sending thread, which the handler then holds (the core's reader).
+  std::thread sender([&] { peer_->SendRequest(TestService::kMethodWaitForCancel, 1, wait); });
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kPing, 1));
+  // Later than the PING's deadline: a check rescheduled at that deadline
+  // would sort ahead of this timer for as long as the handler runs.
+  auto fired = std::make_shared<absl::Notification>();  // outlives a failed wait
+  TimerQueue::Get().Schedule(absl::Now() + absl::Milliseconds(20), [fired] { fired->Notify(); });
+  EXPECT_TRUE(fired->WaitForNotificationWithTimeout(kWatchdog)) << "the timer thread is kept busy";
+  EXPECT_FALSE(core_->closed()) << "only a reader that was free may conclude the peer is gone";
+  core_->Close(absl::CancelledError("test over"));  // cancels the handler
+  sender.join();
+}
+
 TEST_F(CoreLifeTest, KeepaliveWithoutCallsPingsAnIdleConnectionOnlyWhenAskedTo) {
   ConnectionCore::Options options;
   options.keepalive_time = absl::Milliseconds(10);
@@ -646,14 +856,18 @@ TEST_F(CoreLifeTest, AnOldConnectionDrainsItsCallsThenClosesAtTheLatestAfterItsG
   ConnectionCore::Options options;
   options.max_age = absl::Milliseconds(20);
   options.max_age_grace = absl::Milliseconds(200);
+  options.drain_ping_timeout = kWatchdog;
   Create(/*connecting=*/false, options);
-  peer_->set_answer_pings(true);
   // A call that runs until it is cancelled (at the end of the grace).
   WaitRequest wait;
   wait.set_max_wait_ms(absl::ToInt64Milliseconds(kWatchdog));
   peer_->SendRequest(TestService::kMethodWaitForCancel, 1, wait);
   // First a GOAWAY that refuses nothing (calls may still be on their way),
   // then, once the PING after it is answered, the one naming the last call.
+  // The answer follows the call (the drain may begin before it was sent).
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 1));
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kPing, 1));
+  peer_->Send(FrameType::kPong, 0, 0, {}, peer_->Frames(FrameType::kPing)[0].payload);
   ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 2));
   std::vector<SeenFrame> goaways = peer_->Frames(FrameType::kGoAway);
   wire::GoAway first, last;
@@ -670,6 +884,7 @@ TEST_F(CoreLifeTest, AnOldConnectionDrainsItsCallsThenClosesAtTheLatestAfterItsG
 TEST_F(CoreLifeTest, ACallOnItsWayWhenTheDrainBeginsIsServed) {
   ConnectionCore::Options options;
   options.max_age = absl::Milliseconds(1);
+  options.drain_ping_timeout = kWatchdog;  // the answer below ends the wait
   Create(/*connecting=*/false, options);
   ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 1));
   ASSERT_TRUE(peer_->AwaitFrames(FrameType::kPing, 1));
@@ -690,6 +905,75 @@ TEST_F(CoreLifeTest, ACallOnItsWayWhenTheDrainBeginsIsServed) {
   ASSERT_TRUE(peer_->AwaitClosed());
 }
 
+// The drain waits for as many calls as ids its final GOAWAY covers; a call
+// above that id (refused) is not one of them and must not stand in for a
+// covered call still on its way.
+TEST_F(CoreLifeTest, ADrainWaitsForTheCoveredCallsNotForRefusedOnes) {
+  ConnectionCore::Options options;
+  options.max_age = absl::Milliseconds(1);  // no grace: as long as calls run
+  options.drain_ping_timeout = kWatchdog;   // the answer below ends the wait
+  Create(/*connecting=*/false, options);
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 1));
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kPing, 1));
+  // Ids 1, 3 and 7 arrive; 5 was taken but is still on its way.
+  EchoRequest request;
+  for (uint64_t id : {1, 3, 7}) {
+    request.set_data(absl::StrCat("call ", id));
+    peer_->SendRequest(TestService::kMethodEcho, id, request);
+  }
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kResponse, 3));
+  peer_->Send(FrameType::kPong, 0, 0, {}, peer_->Frames(FrameType::kPing)[0].payload);
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 2));
+  wire::GoAway last;
+  ASSERT_TRUE(last.ParseFromString(peer_->Frames(FrameType::kGoAway)[1].meta));
+  ASSERT_EQ(last.last_processed_call_id(), 7u);
+  // Id 9, above the GOAWAY's: refused.
+  request.set_data("call 9");
+  peer_->SendRequest(TestService::kMethodEcho, 9, request);
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kResponse, 4));
+  // The drain looks every few milliseconds; a timer due after the next look
+  // has run once that look is done (timers run in the order of their time).
+  auto looked = std::make_shared<absl::Notification>();
+  TimerQueue::Get().Schedule(absl::Now() + absl::Milliseconds(50), [looked] { looked->Notify(); });
+  ASSERT_TRUE(looked->WaitForNotificationWithTimeout(kWatchdog));
+  ASSERT_FALSE(core_->closed()) << "closed while call 5, which the GOAWAY covers, was on its way";
+  request.set_data("call 5");
+  peer_->SendRequest(TestService::kMethodEcho, 5, request);
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kResponse, 5));
+  const SeenFrame answer = peer_->Frames(FrameType::kResponse)[4];
+  EXPECT_EQ(answer.header.call_id, 5u);
+  EchoReply reply;
+  ASSERT_TRUE(reply.ParseFromString(answer.payload));
+  EXPECT_EQ(reply.data(), "call 5");
+  ASSERT_TRUE(peer_->AwaitClosed());  // every covered call arrived and was answered
+}
+
+// A drain runs on the process-wide timer thread: its GOAWAYs and PING are
+// queued or dropped, never waited for room (a peer that stops reading
+// would hold every timer of the process).
+TEST_F(CoreLifeTest, ADrainsControlFramesNeverWaitForRoom) {
+  ConnectionCore::Options options;
+  options.max_age = absl::Milliseconds(1);
+  options.drain_ping_timeout = absl::Milliseconds(1);  // the PING goes unanswered
+  Create(/*connecting=*/false, options);
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kGoAway, 2));
+  ASSERT_TRUE(peer_->AwaitClosed());
+  EXPECT_GE(counting_->control_frames(), 3);  // GOAWAY, PING, GOAWAY
+  EXPECT_EQ(counting_->control_frames_that_may_wait(), 0);
+}
+
+// A PING carries 8 bytes (as in HTTP/2); any other payload (up to the
+// message size limit, echoed back by the reader) is a protocol error.
+TEST_F(CoreLifeTest, APingWhosePayloadIsNotEightBytesIsAProtocolError) {
+  Create(/*connecting=*/true, {});
+  peer_->Send(FrameType::kPing, 0, 0, {}, "12345678");
+  ASSERT_TRUE(peer_->AwaitFrames(FrameType::kPong, 1));  // answered
+  peer_->Send(FrameType::kPing, 0, 0, {}, std::string(4096, 'p'));
+  ASSERT_TRUE(peer_->AwaitClosed()) << "an oversized PING was answered";
+  EXPECT_EQ(peer_->Count(FrameType::kPong), 1u);
+  EXPECT_TRUE(core_->closed());
+}
+
 TEST_F(CoreLifeTest, AnOldConnectionClosesOnceItsLastCallIsAnswered) {
   ConnectionCore::Options options;
   options.max_age = absl::Milliseconds(20);  // no grace: as long as calls run
@@ -702,6 +986,10 @@ TEST_F(CoreLifeTest, AnOldConnectionClosesOnceItsLastCallIsAnswered) {
   ASSERT_TRUE(peer_->AwaitClosed());
   std::vector<SeenFrame> responses = peer_->Frames(FrameType::kResponse);
   ASSERT_EQ(responses.size(), 1u) << "closed before the call in progress was answered";
+  // Answered OK (a refusal is a RESPONSE too, with an error status).
+  wire::CallStatus status;
+  ASSERT_TRUE(status.ParseFromString(responses[0].meta));
+  EXPECT_EQ(status.code(), 0) << status.message();
   WaitReply reply;
   ASSERT_TRUE(reply.ParseFromString(responses[0].payload));
   EXPECT_FALSE(reply.saw_cancellation());

@@ -115,7 +115,8 @@ struct ChannelOptions {
   // handler_threads = 0) reads nothing while one runs: a handler running
   // longer than keepalive_time + keepalive_timeout has its connection
   // closed. Checked every quarter of keepalive_time, so a PING goes out
-  // after keepalive_time to 1.25 times that of silence.
+  // after keepalive_time to 1.25 times that of silence. At least 10 s, as
+  // in gRPC: a shorter (positive) time is raised to that.
   absl::Duration keepalive_time = absl::InfiniteDuration();
   absl::Duration keepalive_timeout = absl::Seconds(20);
   bool keepalive_without_calls = false;
