@@ -1241,8 +1241,9 @@ TYPED_TEST(ReliableTransportConformance, ManyChannelsAndConnectionChurnAgainstOn
 // Datagram transports: a client's session lives on at the server until
 // kUdpIdleTimeout of silence (a datagram client says no goodbye), so what
 // it held comes back only then: not checked here.
-// DISABLED, bug: a UDP client on a reused port whose old server session lives on cannot handshake ("no UDP session").
-TYPED_TEST(DatagramTransportConformance, DISABLED_ManyChannelsAndConnectionChurnAgainstOneServer) {
+// A client socket may reuse the port of an earlier one whose session still
+// lives at the server: its HELLO starts a new session there.
+TYPED_TEST(DatagramTransportConformance, ManyChannelsAndConnectionChurnAgainstOneServer) {
   ManyChannelsThenChurn(this, /*given_back=*/false);
 }
 
@@ -1326,8 +1327,7 @@ TYPED_TEST(ReliableTransportConformance, CallsInFlightWhenTheServerRestartsEndOn
   RestartWithCallsInFlight(this);
 }
 
-// DISABLED, bug: a UDP client on a reused port whose old server session lives on cannot handshake (reconnect storm, no recovery).
-TYPED_TEST(DatagramTransportConformance, DISABLED_CallsInFlightWhenTheServerRestartsEndOnceAndTheChannelRecovers) {
+TYPED_TEST(DatagramTransportConformance, CallsInFlightWhenTheServerRestartsEndOnceAndTheChannelRecovers) {
   RestartWithCallsInFlight(this);
 }
 

@@ -41,7 +41,8 @@ int64_t NowNs() { return absl::ToUnixNanos(absl::Now()); }
 class DatagramSocket final : public FdHandler, public std::enable_shared_from_this<DatagramSocket> {
  public:
   DatagramSocket(int fd, PeerInfo peer, const TransportOptions& options, std::string first_datagram,
-                 bool probe_peer, absl::Duration idle_timeout)
+                 bool probe_peer, absl::Duration idle_timeout,
+                 DatagramConnection::NewSessionHandoff on_new_session)
       : fd_(fd),
         peer_(std::move(peer)),
         max_meta_(options.max_meta_size),
@@ -50,6 +51,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
         probe_peer_(probe_peer),
         idle_timeout_(idle_timeout),
         first_datagram_(std::move(first_datagram)),
+        on_new_session_(std::move(on_new_session)),
         loop_(EventLoopPool::Get().Next()),
         last_receive_ns_(NowNs()) {}
 
@@ -360,7 +362,44 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
           absl::StrCat("datagram of ", n, " bytes from ", peer_.remote_address, " is too large")));
       return false;
     }
-    return Dispatch(absl::string_view(buffer_, static_cast<size_t>(n)));
+    const absl::string_view datagram(buffer_, static_cast<size_t>(n));
+    if (on_new_session_ && IsHello(datagram)) {
+      HandOffNewSession(datagram);
+      return false;
+    }
+    return Dispatch(datagram);
+  }
+
+  static bool IsHello(absl::string_view datagram) {
+    FrameHeader header{};
+    if (datagram.size() < sizeof(header)) return false;
+    std::memcpy(&header, datagram.data(), sizeof(header));
+    return header.magic == kFrameMagic && header.frame_type() == FrameType::kHello;
+  }
+
+  // A new client on the peer's address (see Create): this session ends,
+  // its descriptor becomes an unbound socket (dup2 keeps the number valid
+  // for a concurrent Send, which then fails), so that the new session's
+  // socket alone is connected to the address, and the HELLO goes to the
+  // listener.
+  void HandOffNewSession(absl::string_view hello) {
+    CloseFromDelivery(absl::UnavailableError(
+        absl::StrCat(peer_.remote_address, " started a new session from the same address")));
+    sockaddr_storage local{};
+    socklen_t length = sizeof(local);
+    const int family = getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &length) == 0 ? local.ss_family : AF_INET;
+    const int blank = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (blank < 0 || dup2(blank, fd_) < 0) {
+      // The session's socket still matches the address: the new client's
+      // datagrams would reach a closed session. Drop the HELLO (the
+      // client's handshake fails and its next attempt starts over).
+      LOCUS_LOG(WARNING) << "UDP session of " << peer_.remote_address
+                         << ": cannot release its address for a new session: " << std::strerror(errno);
+      if (blank >= 0) close(blank);
+      return;
+    }
+    close(blank);
+    on_new_session_(std::string(hello));
   }
 
   // The event loop watches for input while background reads are wanted and
@@ -472,6 +511,7 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
   const bool probe_peer_;
   const absl::Duration idle_timeout_;
   std::string first_datagram_;  // Start() only
+  const DatagramConnection::NewSessionHandoff on_new_session_;
   EventLoop* const loop_;
   std::atomic<int64_t> last_receive_ns_;
   std::atomic<int> waiting_{1};  // AdjustBackgroundReads: connections start at 1
@@ -529,10 +569,11 @@ std::unique_ptr<Connection> DatagramConnection::Create(int fd, PeerInfo peer,
                                                        const TransportOptions& options,
                                                        std::string first_datagram, bool probe_peer,
                                                        absl::Duration idle_timeout,
-                                                       std::shared_ptr<void> lease) {
+                                                       std::shared_ptr<void> lease,
+                                                       NewSessionHandoff on_new_session) {
   return std::make_unique<DatagramConnectionImpl>(
       std::make_shared<DatagramSocket>(fd, std::move(peer), options, std::move(first_datagram),
-                                       probe_peer, idle_timeout),
+                                       probe_peer, idle_timeout, std::move(on_new_session)),
       std::move(lease));
 }
 

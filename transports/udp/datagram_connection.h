@@ -21,6 +21,7 @@
 #ifndef LOCUS_TRANSPORTS_UDP_DATAGRAM_CONNECTION_H_
 #define LOCUS_TRANSPORTS_UDP_DATAGRAM_CONNECTION_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -41,10 +42,20 @@ class DatagramConnection {
   // this long without a datagram (InfiniteDuration: never). `lease` is held
   // as long as the connection object lives (the UDP listener counts its
   // peers by it).
+  //
+  // `on_new_session` (the server side): a HELLO after the first datagram is
+  // a new client on the peer's address (a client socket that reused the
+  // port while this session lived; clients send HELLO once per session).
+  // The connection closes ("started a new session"), stops receiving from
+  // that address (its descriptor no longer matches it), and hands the
+  // HELLO to `on_new_session` on the delivering thread, which must not
+  // block.
+  using NewSessionHandoff = std::function<void(std::string hello)>;
   static std::unique_ptr<Connection> Create(int fd, PeerInfo peer, const TransportOptions& options,
                                             std::string first_datagram, bool probe_peer,
                                             absl::Duration idle_timeout,
-                                            std::shared_ptr<void> lease = nullptr);
+                                            std::shared_ptr<void> lease = nullptr,
+                                            NewSessionHandoff on_new_session = nullptr);
 };
 
 }  // namespace locus::internal

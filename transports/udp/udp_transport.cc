@@ -77,7 +77,8 @@ std::string GoAwayDatagram(absl::StatusCode code, absl::string_view reason) {
 
 // The listening socket: turns each new peer's HELLO into a connection of
 // its own (see udp_transport.h). Runs on an event loop thread.
-class UdpListenSocket final : public internal::FdHandler {
+class UdpListenSocket final : public internal::FdHandler,
+                              public std::enable_shared_from_this<UdpListenSocket> {
  public:
   UdpListenSocket(int fd, sockaddr_storage bound, socklen_t bound_length, std::string address,
                   TransportOptions options, AcceptCallback on_accept)
@@ -105,6 +106,14 @@ class UdpListenSocket final : public internal::FdHandler {
       if (static_cast<size_t>(n) > sizeof(buffer_)) continue;  // too large for any frame: drop
       OnDatagram(absl::string_view(buffer_, static_cast<size_t>(n)), from, from_length);
     }
+  }
+
+  // No session starts once this returns (the listener is going away).
+  void Stop() {
+    absl::MutexLock lock(&mu_);
+    stopped_ = true;
+    mu_.Await(absl::Condition(
+        +[](int* handoffs) { return *handoffs == 0; }, &handoffs_in_progress_));
   }
 
  private:
@@ -139,10 +148,33 @@ class UdpListenSocket final : public internal::FdHandler {
       }
       return;
     }
+    StartSession(datagram, from, from_length);
+  }
+
+ public:
+  // A HELLO that a live session of the same address received (see
+  // DatagramConnection::NewSessionHandoff); that session has closed and
+  // released the address. Runs on that session's delivering thread.
+  void HandOff(std::string hello, const sockaddr_storage& from, socklen_t from_length) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopped_) return;
+      ++handoffs_in_progress_;
+    }
+    StartSession(hello, from, from_length);
+    absl::MutexLock lock(&mu_);
+    --handoffs_in_progress_;
+  }
+
+ private:
+  // A session for the peer at `from`, whose HELLO is `hello`; it replaces
+  // the address's previous session, if any.
+  void StartSession(absl::string_view hello, const sockaddr_storage& from, socklen_t from_length) {
+    const std::string key(reinterpret_cast<const char*>(&from), from_length);
     size_t live;
     {
       absl::MutexLock lock(&mu_);
-      live = peers_.size();
+      live = peers_.size() - (peers_.contains(key) ? 1 : 0);
     }
     if (live >= static_cast<size_t>(kMaxUdpPeers)) {
       Reply(GoAwayDatagram(absl::StatusCode::kResourceExhausted,
@@ -170,9 +202,13 @@ class UdpListenSocket final : public internal::FdHandler {
       absl::MutexLock lock(&mu_);
       peers_[key] = lease;
     }
+    std::weak_ptr<UdpListenSocket> listener = weak_from_this();
+    auto hand_off = [listener, from, from_length](std::string next_hello) {
+      if (auto socket = listener.lock()) socket->HandOff(std::move(next_hello), from, from_length);
+    };
     on_accept_(internal::DatagramConnection::Create(peer_fd, DescribeUdpPeer(peer_fd), options_,
-                                                    std::string(datagram), /*probe_peer=*/false,
-                                                    kUdpIdleTimeout, lease));
+                                                    std::string(hello), /*probe_peer=*/false,
+                                                    kUdpIdleTimeout, lease, std::move(hand_off)));
   }
 
   void Reply(const std::string& datagram, const sockaddr_storage& to, socklen_t to_length) {
@@ -185,8 +221,12 @@ class UdpListenSocket final : public internal::FdHandler {
   const socklen_t bound_length_;
   const std::string address_;
   const TransportOptions options_;
-  AcceptCallback on_accept_;  // loop thread only
+  // Called on the loop thread, and by a session handing off a new one
+  // (HandOff); Server's callback is thread-safe.
+  AcceptCallback on_accept_;
   absl::Mutex mu_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  int handoffs_in_progress_ ABSL_GUARDED_BY(mu_) = 0;
   // Live peers by source address; expired leases are connections gone.
   absl::flat_hash_map<std::string, std::weak_ptr<bool>> peers_ ABSL_GUARDED_BY(mu_);
   char buffer_[internal::kMaxDatagramBytes + 1];  // loop thread only
@@ -196,7 +236,10 @@ class UdpListener final : public Listener {
  public:
   UdpListener(std::shared_ptr<UdpListenSocket> socket, internal::EventLoop* loop)
       : socket_(std::move(socket)), loop_(loop) {}
-  ~UdpListener() override { loop_->Remove(socket_->fd()); }
+  ~UdpListener() override {
+    socket_->Stop();
+    loop_->Remove(socket_->fd());
+  }
   std::string address() const override { return socket_->address(); }
 
  private:
