@@ -15,7 +15,10 @@
 // session expired after kUdpIdleTimeout of silence; clients end idle
 // sessions themselves after half of it) is answered with GOAWAY, and a
 // REQUEST also with UNAVAILABLE for that call (it was not processed); the
-// client's next call reconnects. At most kMaxUdpPeers peers at once;
+// client's next call reconnects. A HELLO that reaches a live session (a
+// new client socket on the port of an earlier one whose session lives on)
+// ends that session and starts a new one for the new client. At most
+// kMaxUdpPeers peers at once;
 // others are refused with GOAWAY. All these sockets set SO_REUSEADDR (so a
 // restarted server binds while its predecessor's peer sockets linger);
 // hazard: a second socket with SO_REUSEADDR may bind the same port without
