@@ -51,7 +51,8 @@ class Backoff {
     policy.initial = std::max(policy.initial, absl::Milliseconds(1));
     policy.max = std::max(policy.max, policy.initial);
     policy.multiplier = std::max(policy.multiplier, 1.0);
-    policy.jitter = std::clamp(policy.jitter, 0.0, 1.0);
+    // At most half: a wait is never near zero.
+    policy.jitter = std::clamp(policy.jitter, 0.0, 0.5);
     return policy;
   }
 

@@ -3,9 +3,14 @@
 //
 // A target names several servers when it is a comma-separated list of
 // addresses ("tcp://10.0.0.1:7000,10.0.0.2:7000": an address without a
-// scheme takes the one before it; "unix:/run/a.sock,tcp://b:7000") or a DNS
-// name ("dns:///service.local:7000": every A and AAAA record, as tcp://
-// backends), or a list mixing both. Each server (backend) gets a channel of
+// scheme takes the tcp://, udp:// or dns: before it;
+// "unix:/run/a.sock,tcp://b:7000") or a DNS name
+// ("dns:///service.local:7000": every A and AAAA record, as tcp://
+// backends), or a list mixing both. Every element is checked (tcp://host:port,
+// a port from 1 to 65535, IPv6 addresses in brackets). A comma in the path
+// of a unix:, unix-abstract:, shm: or shm-abstract: address is part of it
+// ("unix:/run/a,b.sock" is one server) unless a scheme follows it: list
+// sockets each with its scheme ("unix:/run/a.sock,unix:/run/b.sock"). Each server (backend) gets a channel of
 // its own that moves as close as its server lives (in-process, shared
 // memory, Unix socket, else TCP), as a channel to one address does.
 //
@@ -20,16 +25,24 @@
 //   }
 //
 // Calls: each call goes to one backend the policy picks among those that
-// are up. A unary call that fails UNAVAILABLE before any server saw it
-// (connecting failed, the connection broke before the request was sent, the
-// server's GOAWAY refused it) is sent again to another backend, within its
-// deadline and max_attempts; a call a server may have seen (its connection
-// broke while it ran) is not, unless retry_sent_calls says the methods may
-// run twice. A stream stays on the backend it opened on, and remote objects
-// (locus/object.h) on the backend that handed them out. A backend that
-// failed is skipped, then tried again after an exponential backoff with
-// jitter (reset once it connects); DNS names are resolved again every
-// resolve_interval and when every backend failed.
+// are up. Backends are connected in the background, each attempt bounded by
+// connect_timeout, not by the deadline of a call waiting for it: a call
+// with none up waits (until its deadline or cancellation) for one to
+// connect, and pick-first also connects the next backend once the earlier
+// ones have been connecting for a second (a server that never answers holds
+// calls up that long, not for connect_timeout). An asynchronous call never
+// blocks the thread that starts it. A unary call that fails UNAVAILABLE
+// before any server saw it (connecting failed, the connection broke before
+// the request was sent, the server's GOAWAY refused it) marks its backend
+// failing and is sent again to another backend, within its deadline and
+// max_attempts; a call a server may have seen (its connection broke while
+// it ran) is not, unless retry_sent_calls says the methods may run twice.
+// A stream stays on the backend it opened on, and remote objects
+// (locus/object.h) on the backend that handed them out; BootstrapRef asks
+// one backend the policy picks. A backend that failed is skipped, then
+// tried again after an exponential backoff with jitter (reset once it
+// connects); DNS names are resolved again every resolve_interval and when
+// every backend failed.
 #ifndef LOCUS_BALANCING_H_
 #define LOCUS_BALANCING_H_
 
@@ -58,7 +71,8 @@ struct BalancingOptions {
   LoadBalancingPolicy policy = LoadBalancingPolicy::kPickFirst;
   // A backend that failed waits initial_backoff before it is tried again;
   // each further failure multiplies the wait by backoff_multiplier, up to
-  // max_backoff, each wait spread by +/- backoff_jitter (a fraction).
+  // max_backoff, each wait spread by +/- backoff_jitter (a fraction, at
+  // most 0.5: a wait is never near zero).
   absl::Duration initial_backoff = absl::Seconds(1);
   absl::Duration max_backoff = absl::Seconds(120);
   double backoff_multiplier = 1.6;
