@@ -381,7 +381,10 @@ TYPED_TEST(FailoverTest, PickFirstMovesOnFromABackendThatNeverAnswers) {
     Backend::Stub stub(channel);
     EXPECT_EQ(this->CallUntilAnswered(stub, kShortCall), "c");
   }
-  // Calling: a goes away, the next backend never answers, c works.
+  // Calling: a goes away, the next backend never answers, c works. (A
+  // datagram server that goes away sends nothing: its calls just time
+  // out, which says nothing of the backend.)
+  if constexpr (!TestFixture::Kind::kReliable) return;
   std::shared_ptr<Channel> channel = this->ConnectTo({a, hole.address(), c}, options);
   ASSERT_NE(channel, nullptr);
   Backend::Stub stub(channel);
