@@ -54,6 +54,13 @@ bool Cancelled(const CallOptions& options) {
 
 absl::Status CancelledWaiting() { return absl::CancelledError("call cancelled"); }
 
+// A call cancelled while an attempt failed before any server saw it (it
+// would have moved to another backend) ends CANCELLED, as its caller asked.
+absl::Status CancelledInstead(absl::Status status, const CallOptions& options) {
+  if (absl::IsUnavailable(status) && IsNotSeen(status) && Cancelled(options)) return CancelledWaiting();
+  return status;
+}
+
 // A stream on one backend: holds the backend's channel while it is open.
 class PinnedStream final : public ClientCallStream {
  public:
@@ -261,7 +268,7 @@ absl::Status BalancedChannel::CallUnary(const RpcMethod& method,
     failure = (*backend)->channel->CallUnary(method, request, response, options);
     if (failure.ok()) return failure;
     NoteFailure(**backend, failure);
-    if (!ShouldRetry(failure, attempts + 1, options)) return failure;
+    if (!ShouldRetry(failure, attempts + 1, options)) return CancelledInstead(std::move(failure), options);
     tried.push_back(*std::move(backend));
     // What the failed attempt left (a server's UNAVAILABLE may carry metadata).
     outputs.Reset(response, options);
@@ -326,6 +333,7 @@ void BalancedChannel::OnAttemptDone(std::weak_ptr<BalancedChannel> weak, AsyncCa
   std::shared_ptr<BalancedChannel> self = weak.lock();
   if (self != nullptr && !status.ok()) self->NoteFailure(*backend, status);
   if (self == nullptr || !self->ShouldRetry(status, call->attempts, call->options)) {
+    status = CancelledInstead(std::move(status), call->options);
     Finish(std::move(call), std::move(status));
     return;
   }
