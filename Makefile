@@ -9,6 +9,10 @@
 #   make thread-safety
 #                build into build-clang/ with clang's -Wthread-safety as errors
 #                (every ABSL_GUARDED_BY annotation checked)
+#   make tsan    build into build-tsan/ with clang, ThreadSanitizer and
+#                -Wthread-safety as errors, against an Abseil built with TSan
+#                (tools/tsan_abseil.sh, cached in ~/.cache/locus), and run CTest
+#   make fuzz    libFuzzer runs of the fuzz targets, FUZZ_SECONDS (60) each
 #   make bench   run the benchmark of docs/performance.md (Release build in
 #                build-bench/) and rewrite docs/perf/ (bench/update_perf_docs.sh)
 #   make deps    only install missing Debian packages
@@ -26,7 +30,7 @@ DEBIAN_PACKAGES := build-essential cmake ninja-build pkg-config \
   libgtest-dev libgmock-dev libbenchmark-dev \
   bazel-bootstrap gnuplot-nox clang
 
-.PHONY: all deps configure build demo test ctest bazel-test asan thread-safety bench clean
+.PHONY: all deps configure build demo test ctest bazel-test asan tsan tsan-deps fuzz thread-safety bench clean
 
 all: build
 
@@ -57,6 +61,27 @@ asan: deps
 	cmake -S . -B build-asan -G Ninja -DLOCUS_SANITIZE=ON -DLOCUS_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure --no-tests=error -j $(JOBS) --timeout 900 -LE install
+
+# Debian's deb-src entry and dpkg-dev, for tools/tsan_abseil.sh.
+tsan-deps: deps
+	@./tools/install_deps.sh dpkg-dev
+	@./tools/enable_deb_src.sh
+
+tsan: tsan-deps
+	CC=clang CXX=clang++ cmake -S . -B build-tsan -G Ninja -DLOCUS_TSAN=ON -DLOCUS_THREAD_SAFETY=ON \
+	  -DLOCUS_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_PREFIX_PATH="$$(JOBS=$(JOBS) ./tools/tsan_abseil.sh)"
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tools/tsan.supp" \
+	  ctest --output-on-failure --no-tests=error -j $(JOBS) --timeout 900 -LE install
+
+# libFuzzer runs of the fuzz targets, FUZZ_SECONDS each (clang, ASan, UBSan).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DLOCUS_FUZZ=ON -DLOCUS_BUILD_BENCH=OFF \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build-fuzz -j $(JOBS) --target wire_fuzzer shm_fuzzer wire_fuzzer_corpus
+	./tools/run_fuzzers.sh build-fuzz $(FUZZ_SECONDS)
 
 thread-safety: deps
 	CC=clang CXX=clang++ cmake -S . -B build-clang -G Ninja -DLOCUS_THREAD_SAFETY=ON -DLOCUS_BUILD_BENCH=OFF

@@ -20,10 +20,13 @@ TimerQueue::Id TimerQueue::Schedule(absl::Time when, absl::AnyInvocable<void()> 
 }
 
 bool TimerQueue::Cancel(Id id) {
+  absl::AnyInvocable<void()> cancelled;  // destroyed after the lock: see Run
   absl::MutexLock lock(&mu_);
   auto it = when_by_id_.find(id);
   if (it == when_by_id_.end()) return false;
-  timers_.erase(std::make_pair(it->second, id));
+  auto timer = timers_.find(std::make_pair(it->second, id));
+  cancelled = std::move(timer->second);
+  timers_.erase(timer);
   when_by_id_.erase(it);
   return true;
 }
@@ -48,6 +51,9 @@ void TimerQueue::Run() {
     timers_.erase(first);
     mu_.Unlock();
     fn();
+    // What it holds goes now, without the lock: releasing the last
+    // reference to an object may schedule or cancel timers.
+    fn = nullptr;
     mu_.Lock();
   }
 }

@@ -7,7 +7,9 @@
 //   TimerQueue::Get().Cancel(id);   // true if it had not run yet
 //
 // Thread-safety: thread-safe. Callbacks run on the timer thread, one at a
-// time; they must be short and must not call Cancel() on their own id.
+// time; they must be short and must not call Cancel() on their own id. A
+// callback (run or cancelled) is destroyed without the queue's lock held,
+// so what it captures may schedule or cancel timers when released.
 #ifndef LOCUS_BASE_TIMER_QUEUE_H_
 #define LOCUS_BASE_TIMER_QUEUE_H_
 

@@ -130,5 +130,28 @@ TEST(TimerQueue, EarlierTimerWakesTheThreadWaitingForALaterOne) {
   EXPECT_TRUE(TimerQueue::Get().Cancel(later));
 }
 
+// What a callback holds is released without the queue's lock, so that a
+// capture's destructor may use the queue: after the callback ran, and when
+// it is cancelled.
+TEST(TimerQueue, ACallbacksCapturesMayUseTheQueueWhenReleased) {
+  struct UsesQueue {
+    explicit UsesQueue(absl::Notification* released) : released(released) {}
+    UsesQueue(const UsesQueue&) = delete;
+    absl::Notification* released;
+    ~UsesQueue() {
+      TimerQueue::Get().Cancel(TimerQueue::Get().Schedule(absl::Now() + absl::Hours(1), [] {}));
+      released->Notify();
+    }
+  };
+  absl::Notification after_run;
+  TimerQueue::Get().Schedule(absl::Now(), [held = std::make_shared<UsesQueue>(&after_run)] {});
+  EXPECT_TRUE(after_run.WaitForNotificationWithTimeout(kWatchdog)) << "released under the queue's lock";
+  absl::Notification after_cancel;
+  const TimerQueue::Id never = TimerQueue::Get().Schedule(
+      absl::Now() + absl::Hours(1), [held = std::make_shared<UsesQueue>(&after_cancel)] {});
+  EXPECT_TRUE(TimerQueue::Get().Cancel(never));
+  EXPECT_TRUE(after_cancel.HasBeenNotified());
+}
+
 }  // namespace
 }  // namespace locus::internal

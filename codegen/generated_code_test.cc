@@ -247,6 +247,24 @@ TEST(GeneratedCode, MethodTable) {
   ::opts::Logger::Service logger;
   EXPECT_EQ(logger.name(), "logging.v1.Logger");
 
+  // (locus.retry): the method table points at the policy; others have none.
+  EXPECT_EQ(::opts::Search::kMethodFind.retry_policy, nullptr);
+  EXPECT_EQ(::opts::Logger::kMethodWrite.retry_policy, nullptr);
+  const ::locus::RetryPolicy* again = ::opts::Search::kMethodFindAgain.retry_policy;
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->max_attempts, 3);
+  EXPECT_EQ(again->initial_backoff, absl::Milliseconds(100));
+  EXPECT_EQ(again->max_backoff, absl::Seconds(1));
+  EXPECT_DOUBLE_EQ(again->backoff_multiplier, 1.6);
+  EXPECT_TRUE(again->Retries(absl::StatusCode::kUnavailable));
+  EXPECT_TRUE(again->Retries(absl::StatusCode::kResourceExhausted));
+  EXPECT_FALSE(again->Retries(absl::StatusCode::kInternal));
+  EXPECT_FALSE(again->Retries(absl::StatusCode::kOk));
+  const ::locus::RetryPolicy* watch = ::opts::Search::kMethodWatch.retry_policy;
+  ASSERT_NE(watch, nullptr);
+  EXPECT_EQ(watch->attempts(), 5);
+  EXPECT_EQ(::opts::Search::kMethodWatch.kind, ::locus::RpcKind::kServerStreaming);
+
   // No package; no methods.
   EXPECT_STREQ(::Oracle::kServiceName, "Oracle");
   EXPECT_STREQ(::Oracle::kMethodAsk.full_name, "/Oracle/Ask");

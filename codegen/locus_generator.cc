@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "codegen/generator_util.h"
 #include "codegen/object_refs.h"
+#include "codegen/retry_policy.h"
 #include "codegen/stub_generator.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
@@ -173,12 +174,15 @@ void WriteServiceDefinition(Writer& w, const pb::ServiceDescriptor* service) {
   const std::string wire = WireServiceName(service);
 
   w.Add("// ", cls, "\n\n");
+  w.Add(RetryPolicyDefinitions(service, names));
   for (int i = 0; i < n; ++i) {
     const pb::MethodDescriptor* method = service->method(i);
+    const std::string retry = RetryPolicyConstant(method, names[i]);
     w.Add("const ::locus::RpcMethod ", cls, "::kMethod", names[i], " = {\"/",
           CEscape(wire), "/", CEscape(method->name()), "\", ", RpcKindName(KindOf(method)), ", ",
           method->options().GetExtension(::locus::oneway) ? "true" : "false",
-          HasAttachments(method) ? ", true" : "", "};\n");
+          HasAttachments(method) ? ", true" : (retry.empty() ? "" : ", false"),
+          retry.empty() ? "" : absl::StrCat(", &", retry), "};\n");
   }
   if (n > 0) {
     w.Add("const ::locus::RpcMethod* const ", cls, "::kMethods[", cls, "::kMethodCount] = {\n");
@@ -450,6 +454,7 @@ void LocusGenerator::Validate(const pb::FileDescriptor* file, std::vector<std::s
     }
   }
   ValidateObjectRefs(file, errors);
+  ValidateRetryPolicies(file, errors);
 }
 
 bool LocusGenerator::Generate(const pb::FileDescriptor* file, const std::string& parameter,

@@ -2,7 +2,10 @@
 // at a time: a ConnectionCore over some transport, or an InprocDispatcher for
 // a server in this process. The route is chosen by where the server lives
 // (internal/transport_selection.h) and replaced (reconnected) when it breaks
-// or the server sends GOAWAY. A target naming several servers gets a
+// or the server sends GOAWAY; connection attempts go one at a time, with a
+// backoff after a failed one (internal/connect_attempts.h). Calls are made
+// by the retry drivers (internal/retry.h) as attempts of this channel
+// (AttemptingChannel). A target naming several servers gets a
 // BalancedChannel (internal/balanced_channel.h) over one such channel per
 // server.
 #include "locus/channel.h"
@@ -10,6 +13,7 @@
 #include "locus/object.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -24,9 +28,11 @@
 #include "internal/call_not_seen.h"
 #include "internal/connection_core.h"
 #include "internal/channel_internal.h"
+#include "internal/connect_attempts.h"
 #include "internal/inproc_dispatcher.h"
 #include "internal/interception.h"
 #include "internal/process_setup.h"
+#include "internal/retry.h"
 #include "internal/transport_selection.h"
 
 namespace locus {
@@ -61,7 +67,7 @@ struct Route {
   std::shared_ptr<ConnectionCore> inproc_streams;  // streams over an in-process connection (made on first use)
 };
 
-class ChannelImpl final : public Channel {
+class ChannelImpl final : public Channel, public AttemptingChannel {
  public:
   ChannelImpl(std::string target, ChannelOptions options, TransportRegistry* registry,
               TransportPolicy policy)
@@ -70,7 +76,8 @@ class ChannelImpl final : public Channel {
         registry_(registry),
         policy_(std::move(policy)),
         client_limits_{options_.max_send_message_size, options_.max_receive_message_size,
-                       nullptr} {
+                       nullptr},
+        attempts_(ConnectAttempts::Create(options_.reconnect_backoff, options_.connect_timeout)) {
     if (options_.bootstrap != nullptr) {
       // In-process calls reach the same object directly.
       absl::StatusOr<Exported> exported = Export(options_.bootstrap);
@@ -84,7 +91,7 @@ class ChannelImpl final : public Channel {
   // The connection under a remote route (connecting if needed); the
   // server's bootstrap object for an in-process one.
   absl::StatusOr<std::shared_ptr<ConnectionCore>> CurrentConnection(absl::Time deadline) {
-    absl::StatusOr<Route> route = GetRoute(deadline);
+    absl::StatusOr<Route> route = GetRoute(deadline, std::nullopt, nullptr);
     if (!route.ok()) return route.status();
     if (route->inproc != nullptr) {
       return absl::FailedPreconditionError("the channel calls its server in-process");
@@ -122,24 +129,14 @@ class ChannelImpl final : public Channel {
     if (absl::Status fits = CheckCallHeaderSize(method, options); !fits.ok()) {
       return MakeFailedClientStream(std::move(fits));
     }
-    absl::StatusOr<Route> route = GetRoute(options.deadline);
-    if (!route.ok()) return MakeFailedClientStream(route.status());
-    if (route->inproc == nullptr) return route->core->OpenStream(method, request, response, options);
-    absl::StatusOr<std::shared_ptr<ConnectionCore>> streams = InprocStreams(*route, options.deadline);
-    if (!streams.ok()) return MakeFailedClientStream(streams.status());
-    return (*streams)->OpenStream(method, request, response, options);
+    return OpenStreamWithRetries(*this, method, request, response, options);
   }
 
   absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                          google::protobuf::MessageLite* response,
                          const CallOptions& options) override {
     if (absl::Status fits = CheckCallHeaderSize(method, options); !fits.ok()) return fits;
-    std::shared_ptr<ConnectionCore> core;
-    std::shared_ptr<InprocDispatcher> inproc;
-    absl::Status routed = GetUnaryRoute(options.deadline, &core, &inproc);
-    if (!routed.ok()) return routed;
-    if (inproc != nullptr) return inproc->CallUnary(method, request, response, options, client_limits_);
-    return core->CallUnary(method, request, response, options);
+    return CallUnaryWithRetries(*this, method, request, response, options);
   }
 
   void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
@@ -149,19 +146,78 @@ class ChannelImpl final : public Channel {
       std::move(done)(std::move(fits));
       return;
     }
+    StartUnaryWithRetries(*this, method, request, response, options, std::move(done));
+  }
+
+  // --- AttemptingChannel: one attempt of a call over the current route ---
+
+  absl::Status AttemptUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
+                            google::protobuf::MessageLite* response, const CallOptions& options,
+                            AttemptReport* report) override {
     std::shared_ptr<ConnectionCore> core;
     std::shared_ptr<InprocDispatcher> inproc;
-    absl::Status routed = GetUnaryRoute(options.deadline, &core, &inproc);
-    if (!routed.ok()) {
-      std::move(done)(std::move(routed));
-      return;
-    }
-    if (inproc != nullptr) {
-      inproc->StartUnary(method, request, response, options, client_limits_, std::move(done));
-      return;
-    }
-    core->StartUnary(method, request, response, options, std::move(done));
+    absl::Status routed = GetUnaryRoute(options, report, &core, &inproc);
+    if (!routed.ok()) return routed;
+    if (inproc != nullptr) return inproc->CallUnary(method, request, response, options, client_limits_, report);
+    return core->CallUnary(method, request, response, options, nullptr, report);
   }
+
+  absl::Status TryStartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
+                             google::protobuf::MessageLite* response, const CallOptions& options,
+                             absl::AnyInvocable<void(absl::Status) &&>& done, AttemptReport* refusal,
+                             AttemptReport* later) override {
+    std::shared_ptr<ConnectionCore> core;
+    std::shared_ptr<InprocDispatcher> inproc;
+    absl::Status routed = GetUnaryRoute(options, refusal, &core, &inproc);
+    if (!routed.ok()) return routed;
+    if (inproc != nullptr) {
+      return inproc->TryStartUnary(method, request, response, options, client_limits_, done, refusal);
+    }
+    return core->TryStartUnary(method, request, response, options, done, nullptr, refusal, later);
+  }
+
+  absl::StatusOr<std::unique_ptr<ClientCallStream>> AttemptStream(
+      const RpcMethod& method, const google::protobuf::MessageLite* request,
+      google::protobuf::MessageLite* response, const CallOptions& options,
+      std::shared_ptr<AttemptReport> report) override {
+    absl::StatusOr<Route> route = GetRoute(options.deadline, options.cancellation, report.get());
+    if (!route.ok()) return route.status();
+    if (route->inproc == nullptr) {
+      return route->core->TryOpenStream(method, request, response, options, nullptr, std::move(report));
+    }
+    absl::StatusOr<std::shared_ptr<ConnectionCore>> streams = InprocStreams(*route, options.deadline);
+    if (!streams.ok()) {
+      // The in-process server stopped before it saw the call.
+      if (report != nullptr && absl::IsUnavailable(streams.status())) report->not_processed = true;
+      return streams.status();
+    }
+    return (*streams)->TryOpenStream(method, request, response, options, nullptr, std::move(report));
+  }
+
+  absl::Time NextConnectAttempt() override { return attempts_->next_attempt(); }
+
+  bool RetriesNotSeenUnaryCalls() const override { return !balanced_backend_; }
+  // Makes this channel a backend of a balanced channel (MakeAddressChannel):
+  // calls no server saw end here, for the balancer to send elsewhere. Right
+  // after construction, before the channel is shared.
+  void MakeBalancedBackend() { balanced_backend_ = true; }
+
+  const RetryPolicy* RetryPolicyFor(const RpcMethod& method) override {
+    if (ABSL_PREDICT_TRUE(options_.retry_policies.empty())) return method.retry_policy;
+    const absl::string_view name(method.full_name);
+    if (auto it = options_.retry_policies.find(name); it != options_.retry_policies.end()) {
+      return &it->second;
+    }
+    // "/pkg.Service/Method": the service's entry is "/pkg.Service/".
+    const size_t slash = name.find('/', 1);
+    if (slash != absl::string_view::npos) {
+      auto it = options_.retry_policies.find(name.substr(0, slash + 1));
+      if (it != options_.retry_policies.end()) return &it->second;
+    }
+    return method.retry_policy;
+  }
+
+  ConnectAttempts::Stats connect_stats() const { return attempts_->stats(); }
 
   std::string transport_name() const override {
     absl::MutexLock lock(&mu_);
@@ -208,7 +264,8 @@ class ChannelImpl final : public Channel {
   // What a unary call needs of a usable route (GetRoute): the in-process
   // dispatcher into `*inproc`, or else the connection into `*core`. The
   // per-call path: copies one reference, not the whole route.
-  absl::Status GetUnaryRoute(absl::Time call_deadline, std::shared_ptr<ConnectionCore>* core,
+  absl::Status GetUnaryRoute(const CallOptions& options, AttemptReport* report,
+                             std::shared_ptr<ConnectionCore>* core,
                              std::shared_ptr<InprocDispatcher>* inproc) {
     {
       absl::MutexLock lock(&mu_);
@@ -221,49 +278,84 @@ class ChannelImpl final : public Channel {
         return absl::OkStatus();
       }
     }
-    absl::StatusOr<Route> route = GetRoute(call_deadline);
+    absl::StatusOr<Route> route = GetRoute(options.deadline, options.cancellation, report);
     if (!route.ok()) return route.status();
     *core = std::move(route->core);
     *inproc = std::move(route->inproc);
     return absl::OkStatus();
   }
 
-  // Returns a usable route, connecting (again) if needed.
-  absl::StatusOr<Route> GetRoute(absl::Time call_deadline) {
-    // The replaced route is released after mu_ is unlocked: destroying a
-    // connection waits for its reader, which may be running a completion
-    // callback that calls back into this channel.
-    Route replaced;
-    absl::MutexLock lock(&mu_);
-    if (RouteUsableLocked()) return route_;
-    if (pinned_inproc_) return absl::UnavailableError("the in-process server has shut down");
-    // "fd:N": the first Dial took the descriptor; dialling N again would take
-    // whatever the number names now.
-    if (descriptor_taken_) {
-      return MarkNotSeen(absl::UnavailableError(absl::StrCat(
-          "the connection over ", target_,
-          " is closed; a descriptor address connects once (no reconnect)")));
+  // Returns a usable route, connecting (again) if needed: one attempt at a
+  // time, none while the backoff after a failed one runs (the caller then
+  // fails with that failure; `report`, if set, says there was no route).
+  absl::StatusOr<Route> GetRoute(absl::Time call_deadline, const std::optional<Cancellation>& cancellation,
+                                 AttemptReport* report) {
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (RouteUsableLocked()) return route_;
+        // Both for good: no connection attempt would help (no_route unset,
+        // so wait_for_ready does not wait for one).
+        if (pinned_inproc_) {
+          return MarkNotSeen(absl::UnavailableError("the in-process server has shut down"));
+        }
+        // "fd:N": the first Dial took the descriptor; dialling N again would
+        // take whatever the number names now.
+        if (descriptor_taken_) {
+          return MarkNotSeen(absl::UnavailableError(absl::StrCat(
+              "the connection over ", target_,
+              " is closed; a descriptor address connects once (no reconnect)")));
+        }
+      }
+      absl::StatusOr<ConnectAttempts::Turn> turn = attempts_->Await(call_deadline, cancellation);
+      if (!turn.ok()) {
+        // The call's deadline ran out while another caller's attempt ran, or
+        // the last attempt's configuration error: marked, as below.
+        if (absl::IsCancelled(turn.status())) return turn.status();
+        if (!absl::IsUnavailable(turn.status())) return MarkNotSeen(turn.status());
+        if (report != nullptr) report->no_route = true;
+        return MarkNotSeen(turn.status());
+      }
+      if (!turn->dial) continue;  // another caller's attempt ended: look again
+      {
+        absl::MutexLock lock(&mu_);
+        descriptor_taken_ = IsDescriptorAddress(target_);
+      }
+      absl::StatusOr<Route> fresh = Select(turn->deadline);
+      if (!fresh.ok()) {
+        // Connection failures are UNAVAILABLE to callers (as in gRPC), except
+        // a deadline that ran out while connecting and configuration errors.
+        // No server saw the call (internal/call_not_seen.h). The mark stays
+        // on those too: a balanced channel tells a backend whose
+        // reconnection ran out of the call's time, or whose configuration
+        // no longer fits, from a server's own answer.
+        const absl::Status& s = fresh.status();
+        if (absl::IsDeadlineExceeded(s) && turn->deadline == call_deadline) {
+          attempts_->Abandoned();  // the call gave up, not the server
+          return MarkNotSeen(s);
+        }
+        absl::Status failure = absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s)
+                                   ? s
+                                   : absl::UnavailableError(s.message());
+        attempts_->Failed(failure);
+        if (!absl::IsUnavailable(failure)) return MarkNotSeen(std::move(failure));
+        if (report != nullptr) report->no_route = true;
+        return MarkNotSeen(std::move(failure));
+      }
+      // The replaced route is released after mu_ is unlocked: destroying a
+      // connection waits for its reader, which may be running a completion
+      // callback that calls back into this channel. A connection draining
+      // after GOAWAY is not closed here: calls still running on it finish
+      // (they hold it), then it goes away.
+      Route replaced;
+      {
+        absl::MutexLock lock(&mu_);
+        replaced = std::move(route_);
+        route_ = *fresh;
+      }
+      attempts_->Succeeded();
+      return *std::move(fresh);
     }
-    descriptor_taken_ = IsDescriptorAddress(target_);
-    absl::Time deadline = std::min(call_deadline, absl::Now() + options_.connect_timeout);
-    absl::StatusOr<Route> fresh = Select(deadline);
-    if (!fresh.ok()) {
-      // Connection failures are UNAVAILABLE to callers (as in gRPC), except
-      // a deadline that ran out while connecting and configuration errors.
-      // No server saw the call (internal/call_not_seen.h).
-      // The mark stays on those too: a balanced channel tells a backend
-      // whose reconnection ran out of the call's time, or whose
-      // configuration no longer fits, from a server's own answer.
-      const absl::Status& s = fresh.status();
-      if (absl::IsDeadlineExceeded(s) && deadline == call_deadline) return MarkNotSeen(s);
-      if (absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s)) return MarkNotSeen(s);
-      return MarkNotSeen(absl::UnavailableError(s.message()));
-    }
-    // A connection draining after GOAWAY is not closed here: calls still
-    // running on it finish (they hold it), then it goes away.
-    replaced = std::move(route_);
-    route_ = *fresh;
-    return route_;
   }
 
  private:
@@ -294,6 +386,11 @@ class ChannelImpl final : public Channel {
     core_options.stream_window_bytes = options_.stream_window_bytes;
     core_options.datagram_call_timeout = options_.datagram_call_timeout;
     core_options.bootstrap = options_.bootstrap;
+    core_options.keepalive_time = options_.keepalive_time > absl::ZeroDuration()
+                                      ? std::max(options_.keepalive_time, MinClientKeepaliveTime())
+                                      : options_.keepalive_time;
+    core_options.keepalive_timeout = options_.keepalive_timeout;
+    core_options.keepalive_without_calls = options_.keepalive_without_calls;
     auto core = ConnectionCore::Create(std::move(connection), std::move(core_options));
     core->Start();
     absl::Status handshake = core->ClientHandshake(deadline);
@@ -307,7 +404,7 @@ class ChannelImpl final : public Channel {
 
   // Connects to the target, then moves as close to the server as it lives
   // and the policy allows. Each step falls back to what already works.
-  absl::StatusOr<Route> Select(absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::StatusOr<Route> Select(absl::Time deadline) {
     absl::StatusOr<std::shared_ptr<ConnectionCore>> first = Dial(target_, deadline);
     if (!first.ok()) return first.status();
     Route route;
@@ -333,8 +430,8 @@ class ChannelImpl final : public Channel {
         failures.push_back(absl::StrCat(candidate, ": ", closer.status().message()));
       }
     }
-    if (!failures.empty() && !logged_fallback_) {
-      logged_fallback_ = true;  // once per channel, not per call or reconnect
+    // Once per channel, not per call or reconnect.
+    if (!failures.empty() && !logged_fallback_.exchange(true, std::memory_order_relaxed)) {
       LOCUS_LOG(WARNING) << "channel to " << target_ << " stays on " << kind
                          << "; closer transports failed: " << absl::StrJoin(failures, "; ");
     }
@@ -354,13 +451,16 @@ class ChannelImpl final : public Channel {
   const TransportPolicy policy_;
   Exported bootstrap_export_;  // options_.bootstrap, for in-process calls
   InprocDispatcher::ClientLimits client_limits_;
+  const std::shared_ptr<ConnectAttempts> attempts_;
   mutable absl::Mutex mu_;
   Route route_ ABSL_GUARDED_BY(mu_);
-  bool logged_fallback_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> logged_fallback_{false};
   // The target is a descriptor address, and it was dialled.
   bool descriptor_taken_ ABSL_GUARDED_BY(mu_) = false;
   // PinInproc: the route is the in-process server's, for the channel's life.
   bool pinned_inproc_ ABSL_GUARDED_BY(mu_) = false;
+  // MakeBalancedBackend: set before the channel is shared, read only after.
+  bool balanced_backend_ = false;
 };
 
 }  // namespace
@@ -396,6 +496,21 @@ std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel) {
   return impl == nullptr ? nullptr : impl->InprocBootstrap();
 }
 
+namespace {
+std::atomic<int64_t> min_client_keepalive_ns{absl::ToInt64Nanoseconds(kMinClientKeepaliveTime)};
+}  // namespace
+
+absl::Duration SetMinClientKeepaliveTime(absl::Duration floor) {
+  return absl::Nanoseconds(min_client_keepalive_ns.exchange(absl::ToInt64Nanoseconds(floor)));
+}
+absl::Duration MinClientKeepaliveTime() { return absl::Nanoseconds(min_client_keepalive_ns.load()); }
+
+absl::StatusOr<ChannelStats> GetChannelStats(Channel& channel) {
+  auto* impl = dynamic_cast<ChannelImpl*>(&UninterceptedChannel(channel));
+  if (impl == nullptr) return absl::InvalidArgumentError("not a channel made by locus::Connect");
+  return ChannelStats{impl->connect_stats(), impl->retry_stats()};
+}
+
 std::shared_ptr<Channel> MakeInprocChannel(std::shared_ptr<InprocDispatcher> dispatcher,
                                            const ChannelOptions& options) {
   EnsureProcessSetup();
@@ -409,7 +524,16 @@ std::shared_ptr<Channel> MakeInprocChannel(std::shared_ptr<InprocDispatcher> dis
 
 std::shared_ptr<Channel> MakeAddressChannel(std::string address, const ChannelOptions& options,
                                             TransportRegistry* registry, TransportPolicy policy) {
-  return std::make_shared<ChannelImpl>(std::move(address), options, registry, std::move(policy));
+  ChannelOptions backend_options = options;
+  // The balancer's backoff (BalancingOptions::backoff) keeps a failing
+  // backend out of use; its own channel adds no second one (a connection
+  // attempt the balancer allows is made at once).
+  backend_options.reconnect_backoff =
+      ConnectionBackoff{absl::Milliseconds(1), 1.0, 0.0, absl::Milliseconds(1)};
+  auto channel =
+      std::make_shared<ChannelImpl>(std::move(address), std::move(backend_options), registry, std::move(policy));
+  channel->MakeBalancedBackend();
+  return channel;
 }
 
 bool AddressChannelBroken(Channel& channel) {
@@ -420,7 +544,7 @@ bool AddressChannelBroken(Channel& channel) {
 absl::Status ConnectAddressChannel(Channel& channel, absl::Time deadline) {
   auto* impl = dynamic_cast<ChannelImpl*>(&channel);
   if (impl == nullptr) return absl::InvalidArgumentError("not a channel made by MakeAddressChannel");
-  return impl->GetRoute(deadline).status();
+  return impl->GetRoute(deadline, std::nullopt, nullptr).status();
 }
 
 }  // namespace internal
@@ -449,7 +573,7 @@ absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
   if (!policy.ok()) return policy.status();
   auto channel = std::make_shared<internal::ChannelImpl>(std::string(address), options, &registry,
                                                          *std::move(policy));
-  absl::StatusOr<internal::Route> route = channel->GetRoute(absl::InfiniteFuture());
+  absl::StatusOr<internal::Route> route = channel->GetRoute(absl::InfiniteFuture(), std::nullopt, nullptr);
   if (!route.ok()) return route.status();
   return internal::InterceptChannel(std::move(channel), options.interceptors);
 }

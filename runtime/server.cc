@@ -255,6 +255,12 @@ class ServerImpl {
     core_options.local_endpoints = local_endpoints_;
     core_options.allowed_uids = options_.allowed_uids;
     core_options.bootstrap = options_.bootstrap;
+    core_options.keepalive_time = options_.keepalive_time;
+    core_options.keepalive_timeout = options_.keepalive_timeout;
+    core_options.keepalive_without_calls = options_.keepalive_without_calls;
+    core_options.max_idle = options_.max_connection_idle;
+    core_options.max_age = options_.max_connection_age;
+    core_options.max_age_grace = options_.max_connection_age_grace;
     core_options.interceptors = interceptors_;
     std::weak_ptr<ConnectionSet> set = connections_;
     // The set holds each connection until its on_closed has run (Shutdown,

@@ -86,16 +86,36 @@ void Logger::Stub::AsyncFlush(const ::google::protobuf::Empty& request, ::locus:
 
 // Search
 
+namespace {
+
+// (locus.retry) of opts.Search.FindAgain.
+constexpr ::locus::RetryPolicy kLocusRetry_Search_FindAgain = {
+    3, ::absl::Milliseconds(100), ::absl::Milliseconds(1000), 1.6,
+    ::locus::RetryPolicy::Code(::absl::StatusCode::kUnavailable) |
+        ::locus::RetryPolicy::Code(::absl::StatusCode::kResourceExhausted)};
+// (locus.retry) of opts.Search.Watch.
+constexpr ::locus::RetryPolicy kLocusRetry_Search_Watch = {
+    5, ::absl::Milliseconds(50), ::absl::Milliseconds(50), 2.0,
+    ::locus::RetryPolicy::Code(::absl::StatusCode::kUnavailable)};
+
+}  // namespace
+
 const ::locus::RpcMethod Search::kMethodFind = {"/opts.Search/Find", ::locus::RpcKind::kUnary, false};
 const ::locus::RpcMethod Search::kMethodFindSlowly = {"/opts.Search/FindSlowly", ::locus::RpcKind::kUnary, false};
+const ::locus::RpcMethod Search::kMethodFindAgain = {"/opts.Search/FindAgain", ::locus::RpcKind::kUnary, false, false, &kLocusRetry_Search_FindAgain};
+const ::locus::RpcMethod Search::kMethodWatch = {"/opts.Search/Watch", ::locus::RpcKind::kServerStreaming, false, false, &kLocusRetry_Search_Watch};
 const ::locus::RpcMethod* const Search::kMethods[Search::kMethodCount] = {
     &Search::kMethodFind,
     &Search::kMethodFindSlowly,
+    &Search::kMethodFindAgain,
+    &Search::kMethodWatch,
 };
 
 Search::Service::Service() : ::locus::Service(Search::kServiceName) {
   AddMethod(&Search::kMethodFind, ::locus::internal::MakeUnaryHandler(this, &Search::Service::Find));
   AddMethod(&Search::kMethodFindSlowly, ::locus::internal::MakeUnaryHandler(this, &Search::Service::FindSlowly));
+  AddMethod(&Search::kMethodFindAgain, ::locus::internal::MakeUnaryHandler(this, &Search::Service::FindAgain));
+  AddMethod(&Search::kMethodWatch, ::locus::internal::MakeServerStreamingHandler(this, &Search::Service::Watch));
 }
 
 Search::Service::~Service() = default;
@@ -106,6 +126,14 @@ Search::Service::~Service() = default;
 
 ::absl::Status Search::Service::FindSlowly(::locus::ServerContext* /*context*/, const ::opts::Query* /*request*/, ::opts::Result* /*response*/) {
   return ::locus::internal::UnimplementedMethod(Search::kMethodFindSlowly);
+}
+
+::absl::Status Search::Service::FindAgain(::locus::ServerContext* /*context*/, const ::opts::Query* /*request*/, ::opts::Result* /*response*/) {
+  return ::locus::internal::UnimplementedMethod(Search::kMethodFindAgain);
+}
+
+::absl::Status Search::Service::Watch(::locus::ServerContext* /*context*/, const ::opts::Query* /*request*/, ::locus::ServerWriter<::opts::Result>* /*writer*/) {
+  return ::locus::internal::UnimplementedMethod(Search::kMethodWatch);
 }
 
 Search::Stub::Stub(::std::shared_ptr<::locus::Channel> channel)
@@ -145,6 +173,26 @@ void Search::Stub::AsyncFind(const ::opts::Query& request, ::locus::Out<::opts::
 
 void Search::Stub::AsyncFindSlowly(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
   ::locus::internal::StartUnaryInto(*channel_, Search::kMethodFindSlowly, request, response.get(), options, ::std::move(done));
+}
+
+::absl::StatusOr<::opts::Result> Search::Stub::FindAgain(const ::opts::Query& request, const ::locus::CallOptions& options) {
+  return ::locus::internal::BlockingUnaryCall<::opts::Result>(*channel_, Search::kMethodFindAgain, request, options);
+}
+
+::absl::Status Search::Stub::FindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options) {
+  return ::locus::internal::UnaryCallInto(*channel_, Search::kMethodFindAgain, request, response.get(), options);
+}
+
+::locus::Future<::opts::Result> Search::Stub::AsyncFindAgain(const ::opts::Query& request, const ::locus::CallOptions& options) {
+  return ::locus::internal::FutureUnaryCall<::opts::Result>(*channel_, Search::kMethodFindAgain, request, options);
+}
+
+void Search::Stub::AsyncFindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) {
+  ::locus::internal::StartUnaryInto(*channel_, Search::kMethodFindAgain, request, response.get(), options, ::std::move(done));
+}
+
+::locus::ClientReader<::opts::Result> Search::Stub::Watch(const ::opts::Query& request, const ::locus::CallOptions& options) {
+  return ::locus::ClientReader<::opts::Result>(channel_->OpenStream(Search::kMethodWatch, &request, nullptr, options));
 }
 
 ::std::unique_ptr<Search::Stub> Search::NewStub(::std::shared_ptr<::locus::Channel> channel) {

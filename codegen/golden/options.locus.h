@@ -90,8 +90,10 @@ class Search final {
 
   static const ::locus::RpcMethod kMethodFind;
   static const ::locus::RpcMethod kMethodFindSlowly;
+  static const ::locus::RpcMethod kMethodFindAgain;
+  static const ::locus::RpcMethod kMethodWatch;
   // The method table, in declaration order.
-  static constexpr int kMethodCount = 2;
+  static constexpr int kMethodCount = 4;
   static const ::locus::RpcMethod* const kMethods[kMethodCount];
 
   // Server side: derive from Service and override the methods you implement;
@@ -105,6 +107,12 @@ class Search final {
     virtual ::absl::Status Find(::locus::ServerContext* context, const ::opts::Query* request, ::opts::Result* response);
 
     virtual ::absl::Status FindSlowly(::locus::ServerContext* context, const ::opts::Query* request, ::opts::Result* response);
+
+    // Retried on UNAVAILABLE and RESOURCE_EXHAUSTED, three attempts in all.
+    virtual ::absl::Status FindAgain(::locus::ServerContext* context, const ::opts::Query* request, ::opts::Result* response);
+
+    // A server stream, retried until its first message arrives.
+    virtual ::absl::Status Watch(::locus::ServerContext* context, const ::opts::Query* request, ::locus::ServerWriter<::opts::Result>* writer);
   };
 
   // Client side, as an interface: Stub implements it over a channel, and
@@ -126,6 +134,16 @@ class Search final {
     virtual ::locus::Future<::opts::Result> AsyncFindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
     // `response` must stay valid until `done` runs.
     virtual void AsyncFindSlowly(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // Retried on UNAVAILABLE and RESOURCE_EXHAUSTED, three attempts in all.
+    [[nodiscard]] virtual ::absl::StatusOr<::opts::Result> FindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
+    [[nodiscard]] virtual ::absl::Status FindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options = {}) = 0;
+    virtual ::locus::Future<::opts::Result> AsyncFindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
+    // `response` must stay valid until `done` runs.
+    virtual void AsyncFindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) = 0;
+
+    // A server stream, retried until its first message arrives.
+    [[nodiscard]] virtual ::locus::ClientReader<::opts::Result> Watch(const ::opts::Query& request, const ::locus::CallOptions& options = {}) = 0;
   };
 
   // Client side. Thread-safe; cheap to create. A final class: calls on a
@@ -146,6 +164,16 @@ class Search final {
     ::locus::Future<::opts::Result> AsyncFindSlowly(const ::opts::Query& request, const ::locus::CallOptions& options = {}) override;
     // `response` must stay valid until `done` runs.
     void AsyncFindSlowly(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
+
+    // Retried on UNAVAILABLE and RESOURCE_EXHAUSTED, three attempts in all.
+    [[nodiscard]] ::absl::StatusOr<::opts::Result> FindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {}) override;
+    [[nodiscard]] ::absl::Status FindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options = {}) override;
+    ::locus::Future<::opts::Result> AsyncFindAgain(const ::opts::Query& request, const ::locus::CallOptions& options = {}) override;
+    // `response` must stay valid until `done` runs.
+    void AsyncFindAgain(const ::opts::Query& request, ::locus::Out<::opts::Result> response, const ::locus::CallOptions& options, ::absl::AnyInvocable<void(::absl::Status) &&> done) override;
+
+    // A server stream, retried until its first message arrives.
+    [[nodiscard]] ::locus::ClientReader<::opts::Result> Watch(const ::opts::Query& request, const ::locus::CallOptions& options = {}) override;
 
     const ::std::shared_ptr<::locus::Channel>& channel() const { return channel_; }
 

@@ -38,6 +38,11 @@ class MockSearchStub : public Search::StubInterface {
   MOCK_METHOD(::absl::Status, FindSlowly, (const ::opts::Query&, ::locus::Out<::opts::Result>, const ::locus::CallOptions&), (override));
   MOCK_METHOD(::locus::Future<::opts::Result>, AsyncFindSlowly, (const ::opts::Query&, const ::locus::CallOptions&), (override));
   MOCK_METHOD(void, AsyncFindSlowly, (const ::opts::Query&, ::locus::Out<::opts::Result>, const ::locus::CallOptions&, ::absl::AnyInvocable<void(::absl::Status) &&>), (override));
+  MOCK_METHOD(::absl::StatusOr<::opts::Result>, FindAgain, (const ::opts::Query&, const ::locus::CallOptions&), (override));
+  MOCK_METHOD(::absl::Status, FindAgain, (const ::opts::Query&, ::locus::Out<::opts::Result>, const ::locus::CallOptions&), (override));
+  MOCK_METHOD(::locus::Future<::opts::Result>, AsyncFindAgain, (const ::opts::Query&, const ::locus::CallOptions&), (override));
+  MOCK_METHOD(void, AsyncFindAgain, (const ::opts::Query&, ::locus::Out<::opts::Result>, const ::locus::CallOptions&, ::absl::AnyInvocable<void(::absl::Status) &&>), (override));
+  MOCK_METHOD(::locus::ClientReader<::opts::Result>, Watch, (const ::opts::Query&, const ::locus::CallOptions&), (override));
 };
 
 }  // namespace opts

@@ -1,64 +1,60 @@
-// Exponential backoff with jitter, for retrying something that failed (a
-// backend of a balanced channel, internal/balanced_channel.h): the first
-// wait is `initial`, each next one `multiplier` times the last, at most
-// `max`; each wait handed out is spread uniformly by +/- `jitter` (a
-// fraction) so that many clients retrying the same server do not stay in
-// step (gRPC's connection backoff).
+// The two backoffs of gRPC, as arithmetic (no clock, no threads of their
+// own): the wait between connection attempts (doc/connection-backoff.md in
+// gRPC; locus::ConnectionBackoff), used by a channel's ConnectAttempts and
+// by a balanced channel for each backend that failed, and the wait before
+// a retry (proposal A6; locus::RetryPolicy), used by the retry drivers in
+// retry.h.
 //
 // Example:
-//   Backoff backoff(BackoffPolicy{absl::Seconds(1), absl::Seconds(120), 1.6, 0.2});
-//   retry_at = absl::Now() + backoff.NextDelay();   // ~1 s, then ~1.6 s, ~2.56 s, ...
-//   backoff.Reset();                                 // it worked: start over
+//   ExponentialBackoff backoff(options.reconnect_backoff);
+//   absl::Time next_attempt = failed_at + backoff.NextDelay();
+//   ...
+//   backoff.Reset();                      // after a successful connection
 //
-// Thread-safety: a Backoff is not thread-safe (its owner's lock guards it).
+// Thread-safety: ExponentialBackoff is thread-compatible (its owner locks).
+// RetryDelay is thread-safe.
 #ifndef LOCUS_RUNTIME_INTERNAL_BACKOFF_H_
 #define LOCUS_RUNTIME_INTERNAL_BACKOFF_H_
 
-#include <algorithm>
-#include <random>
-
+#include "absl/random/bit_gen_ref.h"
 #include "absl/time/time.h"
+#include "locus/retry_policy.h"
 
 namespace locus::internal {
 
-struct BackoffPolicy {
-  absl::Duration initial = absl::Seconds(1);
-  absl::Duration max = absl::Seconds(120);
-  double multiplier = 1.6;
-  double jitter = 0.2;
-};
-
-class Backoff {
+class ExponentialBackoff {
  public:
-  explicit Backoff(BackoffPolicy policy) : policy_(Sanitized(policy)) {}
-
-  // The wait before the next attempt, after one more failure.
-  absl::Duration NextDelay() {
-    current_ = current_ == absl::ZeroDuration()
-                   ? policy_.initial
-                   : std::min(policy_.max, current_ * policy_.multiplier);
-    if (policy_.jitter == 0) return current_;
-    thread_local std::minstd_rand random(std::random_device{}());
-    std::uniform_real_distribution<double> spread(1 - policy_.jitter, 1 + policy_.jitter);
-    return current_ * spread(random);
+  // Options that make no sense are bounded: initial_backoff at least 1 ms,
+  // max_backoff at least initial_backoff, multiplier at least 1, jitter in
+  // [0, 0.5] (a wait is never near zero).
+  explicit ExponentialBackoff(const ConnectionBackoff& options) : options_(Sanitized(options)) {
+    Reset();
   }
-  // After a success: the next failure waits `initial` again.
-  void Reset() { current_ = absl::ZeroDuration(); }
+
+  // The wait before the next attempt after a failed one: the first time
+  // initial_backoff exactly, then each time `multiplier` times the previous
+  // (at most max_backoff), moved by a uniform random +-jitter of itself.
+  absl::Duration NextDelay(absl::BitGenRef random);
+  // The same, with a generator of this thread's.
+  absl::Duration NextDelay();
+  // After a success: the next failure waits initial_backoff again.
+  void Reset() {
+    current_ = options_.initial_backoff;
+    first_ = true;
+  }
 
  private:
-  // Bounds that keep the arithmetic meaningful whatever the options say.
-  static BackoffPolicy Sanitized(BackoffPolicy policy) {
-    policy.initial = std::max(policy.initial, absl::Milliseconds(1));
-    policy.max = std::max(policy.max, policy.initial);
-    policy.multiplier = std::max(policy.multiplier, 1.0);
-    // At most half: a wait is never near zero.
-    policy.jitter = std::clamp(policy.jitter, 0.0, 0.5);
-    return policy;
-  }
+  static ConnectionBackoff Sanitized(ConnectionBackoff options);
 
-  BackoffPolicy policy_;
-  absl::Duration current_ = absl::ZeroDuration();
+  const ConnectionBackoff options_;
+  absl::Duration current_;
+  bool first_ = true;
 };
+
+// The wait before retry `retry` (1 for the first retry) under `policy`:
+// uniform in [0, min(initial_backoff * backoff_multiplier^(retry-1),
+// max_backoff)).
+absl::Duration RetryDelay(const RetryPolicy& policy, int retry, absl::BitGenRef random);
 
 }  // namespace locus::internal
 

@@ -8,13 +8,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
+#include "base/timer_queue.h"
 #include "google/protobuf/message_lite.h"
 #include "internal/call_not_seen.h"
 #include "internal/channel_internal.h"
 #include "internal/interception.h"
 #include "internal/stream_call.h"
 #include "internal/thread_pool.h"
-#include "base/timer_queue.h"
 
 namespace locus {
 namespace internal {
@@ -41,11 +41,6 @@ ThreadPool& ConnectPool() {
 ThreadPool& CallPool() {
   static ThreadPool* pool = new ThreadPool(0, 64, absl::Seconds(10));
   return *pool;
-}
-
-BackoffPolicy BackoffFrom(const BalancingOptions& options) {
-  return BackoffPolicy{options.initial_backoff, options.max_backoff, options.backoff_multiplier,
-                       options.backoff_jitter};
 }
 
 bool Cancelled(const CallOptions& options) {
@@ -175,7 +170,7 @@ BalancedChannel::BalancedChannel(std::string target, std::vector<TargetElement> 
       options_(std::move(options)),
       registry_(registry),
       policy_(std::move(policy)),
-      backoff_policy_(BackoffFrom(options_.balancing)) {
+      backoff_policy_(options_.balancing.backoff) {
   absl::MutexLock lock(&mu_);
   element_addresses_ = std::move(resolved);
   for (const std::string& address : addresses) {
@@ -263,7 +258,7 @@ absl::Status BalancedChannel::CallUnary(const RpcMethod& method,
   absl::Status failure;
   const Outputs outputs(options);
   for (int attempts = 0;; ++attempts) {
-    absl::StatusOr<BackendRef> backend = Pick(options.deadline, tried, options.cancellation);
+    absl::StatusOr<BackendRef> backend = Pick(options.deadline, tried, options.cancellation, options.wait_for_ready);
     if (!backend.ok()) return attempts == 0 ? backend.status() : Exhausted(backend.status(), failure);
     failure = (*backend)->channel->CallUnary(method, request, response, options);
     if (failure.ok()) return failure;
@@ -296,13 +291,19 @@ void BalancedChannel::StartAttempt(AsyncCallRef call) {
   }
   BackendRef chosen;
   absl::Status failure;
+  Tried forgotten;  // released after mu_
   {
     absl::MutexLock lock(&mu_);
     if (absl::Now() >= call->options.deadline) {
       failure = absl::DeadlineExceededError(
           absl::StrCat("deadline exceeded waiting for a backend of ", target_, " to connect"));
     } else {
-      Choice choice = ChooseLocked(call->tried, &call->resolved);
+      const bool wait_for_ready = call->options.wait_for_ready;
+      Choice choice = ChooseLocked(call->tried, &call->resolved, wait_for_ready);
+      if (choice.forget_tried) {
+        forgotten.swap(call->tried);
+        choice = ChooseLocked(call->tried, &call->resolved, wait_for_ready);
+      }
       if (choice.backend == nullptr && choice.failure.ok()) {
         if (WaitLocked(call, choice.recheck)) return;
         failure = CancelledWaiting();
@@ -455,7 +456,8 @@ std::unique_ptr<ClientCallStream> BalancedChannel::OpenStream(const RpcMethod& m
                                                               const google::protobuf::MessageLite* request,
                                                               google::protobuf::MessageLite* response,
                                                               const CallOptions& options) {
-  absl::StatusOr<BackendRef> backend = PickConnected(options.deadline, Tried(), options.cancellation);
+  absl::StatusOr<BackendRef> backend =
+      PickConnected(options.deadline, Tried(), options.cancellation, options.wait_for_ready);
   if (!backend.ok()) return MakeFailedClientStream(backend.status());
   std::unique_ptr<ClientCallStream> stream = (*backend)->channel->OpenStream(method, request, response, options);
   return std::make_unique<PinnedStream>(*std::move(backend), std::move(stream));
@@ -468,10 +470,11 @@ absl::StatusOr<std::shared_ptr<Channel>> BalancedChannel::PickBackend(absl::Time
 }
 
 absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::PickConnected(
-    absl::Time deadline, const Tried& excluded, const std::optional<Cancellation>& cancellation) {
+    absl::Time deadline, const Tried& excluded, const std::optional<Cancellation>& cancellation,
+    bool wait_for_ready) {
   Tried tried = excluded;
   for (;;) {
-    absl::StatusOr<BackendRef> backend = Pick(deadline, tried, cancellation);
+    absl::StatusOr<BackendRef> backend = Pick(deadline, tried, cancellation, wait_for_ready);
     if (!backend.ok()) return backend;
     // Ready as last seen; its connection may have broken since.
     absl::Status connected = ConnectAddressChannel(*(*backend)->channel, deadline);
@@ -486,7 +489,8 @@ absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::PickConnected(
 // Picking
 
 absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::Pick(absl::Time deadline, const Tried& tried,
-                                                                  const std::optional<Cancellation>& cancellation) {
+                                                                  const std::optional<Cancellation>& cancellation,
+                                                                  bool wait_for_ready) {
   // A cancellation wakes the wait below.
   CancellationRegistration cancel_watch;
   if (cancellation.has_value()) {
@@ -498,10 +502,17 @@ absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::Pick(absl::Time dea
     });
   }
   bool resolved = false;
+  // A copy a wait_for_ready call may clear under mu_: the caller's `tried`
+  // still holds the backends, so none is released there.
+  Tried skipped = tried;
   absl::MutexLock lock(&mu_);
   for (;;) {
     if (cancellation.has_value() && cancellation->cancelled()) return CancelledWaiting();
-    Choice choice = ChooseLocked(tried, &resolved);
+    Choice choice = ChooseLocked(skipped, &resolved, wait_for_ready);
+    if (choice.forget_tried) {
+      skipped.clear();
+      continue;
+    }
     if (choice.backend != nullptr) return std::move(choice.backend);
     if (!choice.failure.ok()) return choice.failure;
     const uint64_t seen = version_;
@@ -514,7 +525,7 @@ absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::Pick(absl::Time dea
   }
 }
 
-BalancedChannel::Choice BalancedChannel::ChooseLocked(const Tried& tried, bool* resolved) {
+BalancedChannel::Choice BalancedChannel::ChooseLocked(const Tried& tried, bool* resolved, bool wait_for_ready) {
   const absl::Time now = absl::Now();
   RefreshLocked(now);
   Choice choice;
@@ -550,6 +561,19 @@ BalancedChannel::Choice BalancedChannel::ChooseLocked(const Tried& tried, bool* 
   if (resolves_ && !*resolved && MaybeResolveLocked(now, /*periodic=*/false)) {
     *resolved = true;
     return choice;
+  }
+  if (wait_for_ready) {
+    // Backends this call failed on may be usable again (or come back
+    // first): all are candidates again.
+    if (!tried.empty()) {
+      choice.forget_tried = true;
+      return choice;
+    }
+    // Every backend is failing: wait for the first backoff to end.
+    if (next_retry_ != absl::InfiniteFuture()) {
+      choice.recheck = next_retry_;
+      return choice;
+    }
   }
   choice.failure = NoBackendLocked(tried);
   return choice;
@@ -692,7 +716,7 @@ absl::Status BalancedChannel::NoBackendLocked(const Tried& tried) const {
 bool BalancedChannel::MaybeResolveLocked(absl::Time now, bool periodic) {
   if (!resolves_) return false;
   if (resolving_) return true;
-  if (!periodic && now < last_resolution_ + options_.balancing.initial_backoff) return false;
+  if (!periodic && now < last_resolution_ + options_.balancing.backoff.initial_backoff) return false;
   resolving_ = true;
   last_resolution_ = now;
   next_resolution_ = absl::InfiniteFuture();  // set when it ends

@@ -30,6 +30,13 @@
 // (DEADLINE_EXCEEDED marked not seen) leaves that reconnection to the
 // background.
 //
+// wait_for_ready (CallOptions): a call that finds no backend to try (every
+// one failing, or failed this call) does not fail UNAVAILABLE: it forgets
+// the backends it tried and waits, as a call waits for a connecting one,
+// until the earliest end of a failing backend's backoff (or any change of
+// the backends), within its deadline and until its cancellation. Only a
+// channel with no backend at all fails at once.
+//
 // Retries: a unary call that failed UNAVAILABLE and marked not seen moves
 // to a backend it has not tried; with BalancingOptions::retry_sent_calls an
 // unmarked UNAVAILABLE moves too (the backend is left to its channel's own
@@ -128,35 +135,42 @@ class BalancedChannel final : public Channel, public std::enable_shared_from_thi
   // Backends a call failed on, skipped by its next attempts.
   using Tried = absl::InlinedVector<BackendRef, 4>;
   struct Slot {
-    Slot(BackendRef backend, const BackoffPolicy& policy) : backend(std::move(backend)), backoff(policy) {}
+    Slot(BackendRef backend, const ConnectionBackoff& policy) : backend(std::move(backend)), backoff(policy) {}
     BackendRef backend;
     BackendInfo::State state = BackendInfo::State::kIdle;
     absl::Time retry_at;          // kFailing: when it becomes idle again
     absl::Time connecting_since;  // kConnecting: when its attempt started
-    Backoff backoff;
+    ExponentialBackoff backoff;
     absl::Status last_error;
   };
   struct AsyncCall;  // balanced_channel.cc
   using AsyncCallRef = std::shared_ptr<AsyncCall>;
   // What one look at the backends offers an attempt: a backend, a final
   // failure, or neither (wait for a change of the backends, and look again
-  // at `recheck` at the latest).
+  // at `recheck` at the latest). `forget_tried`: a wait_for_ready call
+  // found nothing outside its tried backends; it clears them and looks
+  // again at once.
   struct Choice {
     BackendRef backend;
     absl::Status failure;
     absl::Time recheck = absl::InfiniteFuture();
+    bool forget_tried = false;
   };
 
   // The backend of one attempt, skipping `tried` (see the class comment),
-  // waiting until `deadline` or `cancellation`.
+  // waiting until `deadline` or `cancellation`; with `wait_for_ready` also
+  // while every backend is failing (see "wait_for_ready" above).
   absl::StatusOr<BackendRef> Pick(absl::Time deadline, const Tried& tried,
-                                  const std::optional<Cancellation>& cancellation = std::nullopt);
+                                  const std::optional<Cancellation>& cancellation = std::nullopt,
+                                  bool wait_for_ready = false);
   // Pick, then make sure the backend's channel is connected (streams, RMI):
   // a backend that cannot be connected is marked failing and skipped.
   absl::StatusOr<BackendRef> PickConnected(absl::Time deadline, const Tried& tried,
-                                           const std::optional<Cancellation>& cancellation = std::nullopt);
+                                           const std::optional<Cancellation>& cancellation = std::nullopt,
+                                           bool wait_for_ready = false);
   // `*resolved`: whether this pick asked for a resolution already.
-  Choice ChooseLocked(const Tried& tried, bool* resolved) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Choice ChooseLocked(const Tried& tried, bool* resolved, bool wait_for_ready)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether a unary call that ended with `status` after `attempts` attempts
   // goes to another backend.
   bool ShouldRetry(const absl::Status& status, int attempts, const CallOptions& options) const;
@@ -195,7 +209,7 @@ class BalancedChannel final : public Channel, public std::enable_shared_from_thi
   void ConnectedLocked(const Backend& backend, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FailedLocked(Slot& slot, const absl::Status& status, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts a DNS resolution in the background unless one runs or (unless
-  // `periodic`) one started less than initial_backoff ago. Whether one runs.
+  // `periodic`) one started less than backoff.initial_backoff ago. Whether one runs.
   bool MaybeResolveLocked(absl::Time now, bool periodic) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A resolution's result: keeps the slots of addresses still named, adds
   // idle ones, moves the others into `*dropped` (destroyed outside mu_).
@@ -211,7 +225,7 @@ class BalancedChannel final : public Channel, public std::enable_shared_from_thi
   const ChannelOptions options_;
   TransportRegistry* const registry_;
   const TransportPolicy policy_;
-  const BackoffPolicy backoff_policy_;
+  const ConnectionBackoff backoff_policy_;
 
   mutable absl::Mutex mu_;
   std::vector<Slot> slots_ ABSL_GUARDED_BY(mu_);  // in the target's order

@@ -9,7 +9,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "internal/connect_attempts.h"
 #include "internal/connection_core.h"
+#include "internal/retry.h"
 #include "internal/inproc_dispatcher.h"
 #include "internal/transport_selection.h"
 #include "locus/channel.h"
@@ -32,6 +34,14 @@ std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel);
 // connection or bootstrap object picks once and asks that backend.
 absl::StatusOr<std::shared_ptr<Channel>> ChannelBackend(const std::shared_ptr<Channel>& channel);
 
+// What a channel made by Connect did to stay connected (tests,
+// diagnostics): its connection attempts and retries.
+struct ChannelStats {
+  ConnectAttempts::Stats connects;
+  AttemptingChannel::RetryStats retries;
+};
+absl::StatusOr<ChannelStats> GetChannelStats(Channel& channel);
+
 // A channel pinned to the in-process server behind `dispatcher`
 // (Server::InProcessChannel): no address, never reconnects; UNAVAILABLE
 // once the server stopped.
@@ -51,6 +61,14 @@ absl::Status ConnectAddressChannel(Channel& channel, absl::Time deadline);
 // server stopped). Never blocks: false while the channel is busy
 // connecting, and for another kind of channel.
 bool AddressChannelBroken(Channel& channel);
+
+// The least keepalive_time a channel uses: a shorter one (but not zero or
+// less, which turn keepalive off) is raised to it, as gRPC raises a
+// client's to 10 s. Process-wide; tests lower it (connections made
+// afterwards see the new floor). Returns the previous floor.
+inline constexpr absl::Duration kMinClientKeepaliveTime = absl::Seconds(10);
+absl::Duration SetMinClientKeepaliveTime(absl::Duration floor);
+absl::Duration MinClientKeepaliveTime();
 
 }  // namespace locus::internal
 

@@ -18,6 +18,10 @@
 
 namespace locus::internal {
 namespace {
+// The payload of every PING and PONG.
+constexpr uint32_t kPingPayloadSize = 8;
+}  // namespace
+namespace {
 
 constexpr char kImplementation[] = "locus-c++/0.1.0";
 
@@ -67,6 +71,7 @@ void ConnectionCore::Start() {
     on_demand_background_reads_ = true;
     connection_->AdjustBackgroundReads(-1);
   }
+  StartLiveness();
 }
 
 void ConnectionCore::AsyncCallStarted() {
@@ -299,6 +304,8 @@ void ConnectionCore::OnFrame(Frame& frame) {
     explicit Delivering(const ConnectionCore* core) : scope{core, t_delivering} { t_delivering = &scope; }
     ~Delivering() { t_delivering = scope.outer; }
   } delivering(this);
+  // Any frame shows the peer alive (keepalive). One writer: no atomic add.
+  frames_received_.store(frames_received_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   const FrameType type = frame.header.frame_type();
   // Until a handshake succeeded only handshake frames count, and GOAWAY only from
   // an accepting side refusing this one: an accepting side that took a
@@ -332,12 +339,24 @@ void ConnectionCore::OnFrame(Frame& frame) {
       HandleCancel(frame.header.call_id);
       return;
     case FrameType::kPing: {
+      // 8 bytes, as in HTTP/2: a larger payload would make this side echo
+      // up to a message's size per frame.
+      if (frame.header.payload_length != kPingPayloadSize || frame.header.meta_length != 0) {
+        ProtocolError(absl::StrCat("PING with a payload of ", frame.header.payload_length, " bytes (",
+                                   kPingPayloadSize, " expected)"));
+        return;
+      }
+      // At most one answer waits at a time: while output is still queued
+      // (a peer that does not read), further PINGs go unanswered instead of
+      // queueing answers without bound. A peer that reads gets its answer.
+      if (connection_->HasQueuedOutput()) return;
       FrameHeader pong = FrameHeader::Make(FrameType::kPong, 0, frame.header.call_id);
       pong.payload_length = frame.header.payload_length;
       (void)connection_->Send(pong, {}, frame.payload_bytes(), absl::Now() + absl::Seconds(5));
       return;
     }
     case FrameType::kPong:
+      if (awaiting_drain_pong_.load(std::memory_order_acquire)) HandleDrainPong(frame);
       return;
     case FrameType::kGoAway:
       HandleGoAway(frame);
@@ -359,6 +378,7 @@ void ConnectionCore::OnFrame(Frame& frame) {
 }
 
 void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
+  frames_received_.store(frames_received_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   if (!HandshakeSucceededLockFree()) {
     // Not even answered: the peer has not said who it is.
     ProtocolError(absl::StrCat("expected a handshake, got ", DescribeFrameHeader(header)));
@@ -401,6 +421,14 @@ void ConnectionCore::OnOversizeFrame(const FrameHeader& header) {
 // GOAWAY and closure
 
 void ConnectionCore::SendGoAway(const absl::Status& reason) {
+  // Held until the frame is handed to the transport: a refusal of a call
+  // above its id waits for it (HandleRequest), so that the peer reads the
+  // GOAWAY, which tells it the call was not processed, before the refusal.
+  // The frame is queued or dropped, never waited for room: the drain sends
+  // it from the process-wide timer thread, and a refusal holds a reader (an
+  // event-loop thread) until it was handed over. A peer that takes not
+  // even a queued frame reads no GOAWAY either; its calls fail as lost.
+  absl::MutexLock sending(&goaway_send_mu_);
   wire::GoAway goaway;
   {
     // From now on calls above this id are refused (HandleRequest), so that
@@ -414,7 +442,7 @@ void ConnectionCore::SendGoAway(const absl::Status& reason) {
   }
   goaway.set_code(static_cast<int>(reason.code()));
   goaway.set_reason(std::string(reason.message()));
-  (void)SendControlFrame(FrameType::kGoAway, 0, &goaway, absl::Now() + absl::Seconds(1));
+  (void)SendControlFrame(FrameType::kGoAway, 0, &goaway, absl::Now());
 }
 
 void ConnectionCore::HandleGoAway(const Frame& frame) {
@@ -453,8 +481,11 @@ void ConnectionCore::HandleGoAway(const Frame& frame) {
       reason.message().empty() ? "going away" : reason.message(), ")")));
   // Streams first: a completion callback may use one of them, and must
   // find it ended rather than wait for it (StreamCall::Await).
-  for (const auto& stream : refused_streams) stream->End(not_processed);
-  for (PendingCall* call : refused_calls) Complete(call, not_processed);
+  for (const auto& stream : refused_streams) {
+    if (stream->report != nullptr) stream->report->not_processed = true;
+    stream->End(not_processed);
+  }
+  for (PendingCall* call : refused_calls) CompleteUnprocessed(call, not_processed);
 }
 
 void ConnectionCore::Close(const absl::Status& reason) {
@@ -496,6 +527,7 @@ void ConnectionCore::OnClosed(const absl::Status& reason) {
       absl::StrCat("connection to ", peer().remote_address, " lost: ", reason.message()));
   for (auto& [id, stream] : streams) stream->End(failure);  // before callbacks, as above
   for (auto& [id, call] : pending) Complete(call, failure);
+  StopLiveness();
   CancelPropagated(0, /*all=*/true);
   ObjectsOnClosed(reason);
   if (options_.on_closed) options_.on_closed(this);

@@ -25,6 +25,8 @@
 //   connection_core_objects.cc  RMI: calls on exported objects, references
 //                               and descriptors in messages, imports,
 //                               releases, bootstrap objects
+//   connection_core_liveness.cc keepalive PINGs, idle and age limits, the
+//                               graceful drain after a GOAWAY of this side
 //   connection_core_frames.h    serializing and parsing what frames carry
 // Its life (handshaking, open, draining, closed...) is one ConnectionState.
 #ifndef LOCUS_RUNTIME_INTERNAL_CONNECTION_CORE_H_
@@ -46,6 +48,8 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "base/timer_queue.h"
+#include "internal/attempt_report.h"
 #include "internal/connection_state.h"
 #include "internal/interception.h"
 #include "internal/service_table.h"
@@ -169,6 +173,25 @@ class ConnectionCore final : public FrameSink,
     // Offered to the peer in this side's HELLO (Cap'n Proto's bootstrap
     // interface): ChannelOptions::bootstrap, ServerOptions::bootstrap.
     std::shared_ptr<Service> bootstrap;
+    // Liveness (connection_core_liveness.cc). Keepalive: after
+    // keepalive_time without a frame from the peer (checked every quarter
+    // of it), a PING; no frame within keepalive_timeout after it closes the
+    // connection (UNAVAILABLE). Only while calls are in progress either way
+    // unless keepalive_without_calls. Infinite: off.
+    absl::Duration keepalive_time = absl::InfiniteDuration();
+    absl::Duration keepalive_timeout = absl::Seconds(20);
+    bool keepalive_without_calls = false;
+    // No call in progress either way for max_idle: GOAWAY, then closure.
+    // At max_age (+-10%): GOAWAY, then closure once the calls in progress
+    // are done or max_age_grace has passed. Connections that carry object
+    // references are exempt from both. Infinite: off.
+    absl::Duration max_idle = absl::InfiniteDuration();
+    absl::Duration max_age = absl::InfiniteDuration();
+    absl::Duration max_age_grace = absl::InfiniteDuration();
+    // How long a drain waits for the answer to its PING before it sends its
+    // final GOAWAY anyway (a client that reads nothing sends nothing
+    // either). Tests lengthen it.
+    absl::Duration drain_ping_timeout = absl::Seconds(1);
     // Run around calls the peer makes to `services` (not calls on
     // objects); nullptr: none (ServerOptions::interceptors).
     std::shared_ptr<const ServerInterceptors> interceptors;
@@ -199,19 +222,39 @@ class ConnectionCore final : public FrameSink,
   }
 
   // `target`: the peer's object to call; nullptr: its services.
+  // `report` (optional): set if the call fails without the peer having
+  // processed it (attempt_report.h), before the call ends.
   absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                          google::protobuf::MessageLite* response, const CallOptions& options,
-                         const ObjectTarget* target = nullptr);
+                         const ObjectTarget* target = nullptr, AttemptReport* report = nullptr);
   void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                   google::protobuf::MessageLite* response, const CallOptions& options,
                   absl::AnyInvocable<void(absl::Status) &&> done, const ObjectTarget* target = nullptr);
+  // StartUnary for callers that may try again elsewhere: OK if the call
+  // started (`done` was taken and runs once, when it ends; `later`, if set,
+  // is filled before that and must stay valid until then), else why it
+  // could not start, with `done` untouched (not run) and `refusal` (if
+  // set) saying whether it left.
+  absl::Status TryStartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
+                             google::protobuf::MessageLite* response, const CallOptions& options,
+                             absl::AnyInvocable<void(absl::Status) &&>& done,
+                             const ObjectTarget* target = nullptr, AttemptReport* refusal = nullptr,
+                             AttemptReport* later = nullptr);
 
   // Opens a streaming call (see Channel::OpenStream). Never null.
+  // `report` (optional): as for CallUnary; set before the stream ends.
   std::unique_ptr<ClientCallStream> OpenStream(const RpcMethod& method,
                                                const google::protobuf::MessageLite* request,
                                                google::protobuf::MessageLite* response,
                                                const CallOptions& options,
-                                               const ObjectTarget* target = nullptr);
+                                               const ObjectTarget* target = nullptr,
+                                               std::shared_ptr<AttemptReport> report = nullptr);
+  // OpenStream for callers that may try again elsewhere: a stream that
+  // cannot start is its status (`report` says whether it left).
+  absl::StatusOr<std::unique_ptr<ClientCallStream>> TryOpenStream(
+      const RpcMethod& method, const google::protobuf::MessageLite* request,
+      google::protobuf::MessageLite* response, const CallOptions& options,
+      const ObjectTarget* target = nullptr, std::shared_ptr<AttemptReport> report = nullptr);
 
   // --- RMI (connection_core_objects.cc) ---
   // Unique in the process: this connection's key in the object registry.
@@ -244,6 +287,11 @@ class ConnectionCore final : public FrameSink,
   bool closed() const;
   // Calls the peer started that are still being served here.
   size_t active_server_calls() const;
+  // PINGs this side sent for keepalive (tests).
+  uint64_t keepalive_pings_sent() const { return keepalive_pings_sent_.load(std::memory_order_relaxed); }
+  // The keepalive_time in effect (Options::keepalive_time, as the channel or
+  // server set it).
+  absl::Duration keepalive_time() const { return options_.keepalive_time; }
   // Whether frames sent are still queued in the transport (Connection::
   // HasQueuedOutput): closing now would drop them.
   bool has_queued_output() const { return connection_->HasQueuedOutput(); }
@@ -307,6 +355,10 @@ class ConnectionCore final : public FrameSink,
   bool HandshakeSucceededLockFree() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return state_.handshake_succeeded();
   }
+  // Counts a REQUEST for a drain (peer_requests_).
+  void CountPeerRequestLocked(uint64_t call_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!goaway_sent_ || call_id <= goaway_last_processed_) ++peer_requests_;
+  }
   std::atomic<bool>& InlineHandlersCancelled() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return state_.inline_handlers_cancelled();
   }
@@ -353,17 +405,52 @@ class ConnectionCore final : public FrameSink,
   void ProtocolError(const std::string& what);
   wire::Hello MakeHello();
 
+  // --- Liveness (connection_core_liveness.cc) ---
+  // Arms the keepalive, idle and age timers that Options ask for (Start).
+  void StartLiveness();
+  // Cancels them (OnClosed).
+  void StopLiveness();
+  void KeepaliveCheck();
+  void IdleCheck();
+  void AgeReached();
+  // Sends GOAWAY with `reason`, then closes the connection once no call is
+  // in progress and nothing is queued, or at `deadline`.
+  void BeginDrain(const absl::Status& reason, absl::Time deadline);
+  // The peer answered the drain's PING (or did not in time): every call it
+  // sent before it read the first GOAWAY has arrived; the final GOAWAY
+  // names the last of them.
+  void HandleDrainPong(const Frame& frame);
+  void DrainPingTimedOut();
+  void FinishAnnouncingDrain();
+  void DrainCheck();
+  // Calls (unary and streams) in progress either way.
+  size_t CallsInProgressLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the connection carries object references either way (exempt
+  // from the idle and age limits).
+  bool CarriesObjectsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Schedules `check` (a member above) on the timer thread at `when`,
+  // remembering its id in `*slot`; nothing once closed.
+  void ScheduleLivenessLocked(absl::Time when, void (ConnectionCore::*check)(), TimerQueue::Id* slot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // --- Calls this side makes (connection_core_client.cc) ---
   // Registers `call` under a fresh id, with a deadline timer unless
   // `timer_deadline` is InfiniteFuture, and with `cancellation` if set;
-  // UNAVAILABLE if closed or draining, CANCELLED if already cancelled.
+  // UNAVAILABLE if closed or draining (`refusal`, if set, says it never
+  // left), CANCELLED if already cancelled.
   absl::StatusOr<uint64_t> Register(PendingCall* call, absl::Time timer_deadline,
-                                    const std::optional<Cancellation>& cancellation);
+                                    const std::optional<Cancellation>& cancellation,
+                                    AttemptReport* refusal);
+  // A send of the REQUEST that failed UNAVAILABLE lost the whole frame:
+  // the peer cannot have processed the call.
+  static void ReportUnsent(const absl::Status& sent, AttemptReport* report);
   // Removes `id` if still outstanding and returns its call (nullptr if it was
   // already taken by whoever completes it).
   PendingCall* Take(uint64_t id);
   // Completes a call taken from the table.
   static void Complete(PendingCall* call, absl::Status status);
+  // The same, for a call the peer did not process (its report says so).
+  static void CompleteUnprocessed(PendingCall* call, absl::Status status);
   // Waits for a synchronous call registered under `id` to complete, or
   // expires it at `deadline`.
   absl::Status AwaitCompletion(PendingCall* call, uint64_t id, const RpcMethod& method,
@@ -473,7 +560,8 @@ class ConnectionCore final : public FrameSink,
   // --- Streams (connection_core_streams.cc) ---
   absl::StatusOr<std::shared_ptr<StreamCall>> RegisterStream(const RpcMethod& method,
                                                              const CallOptions& options,
-                                                             google::protobuf::MessageLite* response);
+                                                             google::protobuf::MessageLite* response,
+                                                             const std::shared_ptr<AttemptReport>& report);
   std::shared_ptr<StreamCall> FindStream(uint64_t id);
   std::shared_ptr<StreamCall> TakeStream(uint64_t id);
   // The same as AbandonCall, for stream `id`.
@@ -499,6 +587,8 @@ class ConnectionCore final : public FrameSink,
   // starts above it are refused.
   bool goaway_sent_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t goaway_last_processed_ ABSL_GUARDED_BY(mu_) = 0;
+  // Held while SendGoAway sends; taken before mu_.
+  absl::Mutex goaway_send_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   absl::flat_hash_map<uint64_t, PendingCall*> pending_ ABSL_GUARDED_BY(mu_);
   // Calls being served here, with their cancellation flags.
   absl::flat_hash_map<uint64_t, std::shared_ptr<std::atomic<bool>>> serving_ ABSL_GUARDED_BY(mu_);
@@ -515,6 +605,40 @@ class ConnectionCore final : public FrameSink,
   // requested only while async_calls_ > 0. Set in Start().
   bool on_demand_background_reads_ = false;
   std::atomic<int> async_calls_{0};
+
+  // Liveness. Frames delivered so far: written by the reader only (OnFrame
+  // calls never overlap), read by the keepalive timer.
+  std::atomic<uint64_t> frames_received_{0};
+  // REQUESTs the peer sent that a final GOAWAY covers (all of them until
+  // one was sent: its id is the highest received; after it, those with ids
+  // up to it; one refused above it is no call the drain waits for), and,
+  // once a drain sent its final GOAWAY, how many ids that GOAWAY covers and
+  // how long the drain waits for those still on their way (DrainCheck).
+  uint64_t peer_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t drain_expected_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time drain_gap_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::atomic<uint64_t> keepalive_pings_sent_{0};
+  TimerQueue::Id keepalive_timer_ ABSL_GUARDED_BY(mu_) = 0;
+  TimerQueue::Id idle_timer_ ABSL_GUARDED_BY(mu_) = 0;
+  TimerQueue::Id age_timer_ ABSL_GUARDED_BY(mu_) = 0;  // the age, then the drain checks
+  struct KeepaliveState {
+    uint64_t frames_seen = 0;   // frames_received_ at the last check
+    int quiet_checks = 0;       // checks in a row that saw no new frame
+    bool ping_outstanding = false;
+    bool raised_reads = false;  // background reads asked for while it is
+    absl::Time ping_deadline = absl::InfiniteFuture();
+  } keepalive_ ABSL_GUARDED_BY(mu_);
+  struct IdleState {
+    uint64_t next_call_id = 0;       // next_call_id_ at the last check
+    uint64_t last_peer_call_id = 0;  // last_peer_call_id_ at the last check
+    absl::Time idle_since = absl::InfiniteFuture();
+  } idle_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;  // BeginDrain ran
+  // Between the first GOAWAY of a drain and its final one.
+  bool announcing_drain_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> awaiting_drain_pong_{false};
+  absl::Status drain_reason_ ABSL_GUARDED_BY(mu_);
+  absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
 
   // Written once by the reader before the handshake settles (HandleHello).
   wire::Hello peer_hello_;

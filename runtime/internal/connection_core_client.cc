@@ -24,6 +24,8 @@ struct ConnectionCore::PendingCall {
   Metadata* initial_metadata = nullptr;
   const char* method = nullptr;
   bool has_attachments = false;  // the reply may hold references or descriptors
+  // Set when the call fails without the peer having processed it.
+  AttemptReport* report = nullptr;
   // Asynchronous calls: `done` set, heap-allocated, freed by Complete().
   // They keep their connection alive until they complete.
   absl::AnyInvocable<void(absl::Status) &&> done;
@@ -45,9 +47,13 @@ struct ConnectionCore::PendingCall {
 };
 
 absl::StatusOr<uint64_t> ConnectionCore::Register(PendingCall* call, absl::Time timer_deadline,
-                                                  const std::optional<Cancellation>& cancellation) {
+                                                  const std::optional<Cancellation>& cancellation,
+                                                  AttemptReport* refusal) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status accepts = CheckAcceptsCallsLocked(); !accepts.ok()) return accepts;
+  if (absl::Status accepts = CheckAcceptsCallsLocked(); !accepts.ok()) {
+    if (refusal != nullptr) refusal->not_processed = true;
+    return accepts;
+  }
   uint64_t id = next_call_id_;
   next_call_id_ += 2;
   if (cancellation.has_value()) {
@@ -96,6 +102,15 @@ void ConnectionCore::Complete(PendingCall* call, absl::Status status) {
   call->status = std::move(status);
   call->finished = true;
   call->finished_flag.store(true, std::memory_order_release);
+}
+
+void ConnectionCore::ReportUnsent(const absl::Status& sent, AttemptReport* report) {
+  if (report != nullptr && absl::IsUnavailable(sent)) report->not_processed = true;
+}
+
+void ConnectionCore::CompleteUnprocessed(PendingCall* call, absl::Status status) {
+  if (call->report != nullptr) call->report->not_processed = true;
+  Complete(call, std::move(status));
 }
 
 absl::Status ConnectionCore::SendRequest(const RpcMethod& method, uint64_t id,
@@ -168,7 +183,7 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
                                        const google::protobuf::MessageLite& request,
                                        google::protobuf::MessageLite* response,
                                        const CallOptions& given_options,
-                                       const ObjectTarget* target) {
+                                       const ObjectTarget* target, AttemptReport* report) {
   if (!method.oneway && DeliveringOnThisThread()) {
     // Instead of waiting until the deadline (or for ever) for a reply that
     // only this thread could read.
@@ -189,12 +204,16 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
   call.initial_metadata = options.initial_metadata;
   call.method = method.full_name;
   call.has_attachments = method.has_attachments;
-  absl::StatusOr<uint64_t> id = Register(&call, absl::InfiniteFuture(), options.cancellation);
+  call.report = report;
+  absl::StatusOr<uint64_t> id = Register(&call, absl::InfiniteFuture(), options.cancellation, report);
   if (!id.ok()) return id.status();
   absl::Status sent = SendRequest(method, *id, &request,
                                   kFlagEndStream | (method.oneway ? kFlagOneway : 0), options, target);
   if (!sent.ok() || method.oneway) {
-    if (Take(*id) != nullptr) return sent;
+    if (Take(*id) != nullptr) {
+      ReportUnsent(sent, report);
+      return sent;
+    }
     // Someone (OnClosed, Cancel) is completing it: wait for that below.
   } else if (options.cancellation.has_value()) {
     // Cancel() must end the wait at once, which it cannot while this thread
@@ -216,7 +235,10 @@ absl::Status ConnectionCore::CallUnary(const RpcMethod& method,
   }
   absl::Status status = AwaitCompletion(&call, *id, method, options.deadline);
   // The send failed but closure completed the call: still never sent.
-  if (IsNotSeen(sent) && absl::IsUnavailable(status)) return MarkNotSeen(std::move(status));
+  if (IsNotSeen(sent) && absl::IsUnavailable(status)) {
+    ReportUnsent(sent, report);
+    return MarkNotSeen(std::move(status));
+  }
   return status;
 }
 
@@ -243,15 +265,24 @@ absl::Status ConnectionCore::AwaitCompletion(PendingCall* call_ptr, uint64_t id,
 void ConnectionCore::StartUnary(const RpcMethod& method,
                                 const google::protobuf::MessageLite& request,
                                 google::protobuf::MessageLite* response,
-                                const CallOptions& given_options,
+                                const CallOptions& options,
                                 absl::AnyInvocable<void(absl::Status) &&> done,
                                 const ObjectTarget* target) {
+  absl::Status started = TryStartUnary(method, request, response, options, done, target);
+  if (!started.ok()) std::move(done)(std::move(started));
+}
+
+absl::Status ConnectionCore::TryStartUnary(const RpcMethod& method,
+                                           const google::protobuf::MessageLite& request,
+                                           google::protobuf::MessageLite* response,
+                                           const CallOptions& given_options,
+                                           absl::AnyInvocable<void(absl::Status) &&>& done,
+                                           const ObjectTarget* target, AttemptReport* refusal,
+                                           AttemptReport* later) {
   std::optional<CallOptions> bounded;
   const CallOptions& options = BoundedOptions(given_options, &bounded);
   if (absl::Now() >= options.deadline) {
-    std::move(done)(absl::DeadlineExceededError(
-        absl::StrCat("deadline passed before ", method.full_name, " started")));
-    return;
+    return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", method.full_name, " started"));
   }
   AsyncCallStarted();
   auto* call = new PendingCall();
@@ -260,21 +291,38 @@ void ConnectionCore::StartUnary(const RpcMethod& method,
   call->initial_metadata = options.initial_metadata;
   call->method = method.full_name;
   call->has_attachments = method.has_attachments;
+  call->report = later;
   call->done = std::move(done);
   call->keepalive = shared_from_this();
   const absl::Time timer_deadline =
       options.deadline != absl::InfiniteFuture() && !method.oneway ? options.deadline
                                                                    : absl::InfiniteFuture();
-  absl::StatusOr<uint64_t> id = Register(call, timer_deadline, options.cancellation);
+  absl::StatusOr<uint64_t> id = Register(call, timer_deadline, options.cancellation, refusal);
   if (!id.ok()) {
-    Complete(call, id.status());
-    return;
+    done = std::move(call->done);  // registered nothing: back to the caller, unrun
+    delete call;
+    AsyncCallEnded();
+    return id.status();
   }
   absl::Status sent = SendRequest(method, *id, &request,
                                   kFlagEndStream | (method.oneway ? kFlagOneway : 0), options, target);
   if (!sent.ok() || method.oneway) {
-    if (PendingCall* taken = Take(*id)) Complete(taken, sent);
+    if (PendingCall* taken = Take(*id)) {
+      if (sent.ok()) {
+        Complete(taken, sent);  // oneway: done once handed to the transport
+        return absl::OkStatus();
+      }
+      // Never started: `done` goes back to the caller, unrun.
+      ReportUnsent(sent, refusal);
+      done = std::move(taken->done);
+      if (taken->timer != 0) TimerQueue::Get().Cancel(taken->timer);
+      std::shared_ptr<ConnectionCore> keepalive = std::move(taken->keepalive);
+      delete taken;  // drops its cancellation registration
+      keepalive->AsyncCallEnded();
+      return sent;
+    }
   }
+  return absl::OkStatus();
 }
 
 void ConnectionCore::AbandonCall(uint64_t id, absl::Status status, bool by_its_timer) {

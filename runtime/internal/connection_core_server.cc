@@ -53,13 +53,24 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     ProtocolError(absl::StrCat("call id ", call_id, " has the wrong parity"));
     return;
   }
+  // Each REQUEST is counted for a drain, which waits for the ids it said it
+  // would serve (DrainCheck): under mu_, with the GOAWAY check, so that a
+  // call refused above the final GOAWAY's id is never counted.
   CallHeaderView header;  // views the frame's meta
   if (!DecodeCallHeader(frame.meta_bytes(), &header)) {
+    {
+      absl::MutexLock lock(&mu_);
+      CountPeerRequestLocked(call_id);
+    }
     if (!oneway) SendError(call_id, absl::InvalidArgumentError("malformed call header"), absl::InfiniteFuture());
     return;
   }
   // The built-in service of RMI bookkeeping (only from peers that speak it).
-  if (peer_speaks_rmi_ && header.object_id == 0 && HandleObjectsCall(header.method, frame)) return;
+  if (peer_speaks_rmi_ && header.object_id == 0 && HandleObjectsCall(header.method, frame)) {
+    absl::MutexLock lock(&mu_);
+    CountPeerRequestLocked(call_id);
+    return;
+  }
   IncomingCall call;
   call.call_id = call_id;
   call.oneway = oneway;
@@ -115,15 +126,13 @@ void ConnectionCore::HandleRequest(Frame& frame) {
   // not arrive in increasing order: concurrent callers take ids, then send,
   // in either order). Checked under the lock the registration takes anyway.
   bool in_use = false;
-  bool refused_by_goaway = false;
   {
     absl::MutexLock lock(&mu_);
     // (An inline unary server has both tables empty: no hashing then.)
     in_use = (!serving_.empty() && serving_.contains(call_id)) ||
              (!streams_.empty() && streams_.contains(call_id));
     if (in_use) refused = absl::InternalError("call id in use");  // registers nothing
-    refused_by_goaway = goaway_sent_ && call_id > goaway_last_processed_;
-    if (!state_.accepts_calls() || refused_by_goaway) {
+    if (!state_.accepts_calls() || (goaway_sent_ && call_id > goaway_last_processed_)) {
       refused = absl::UnavailableError("server is shutting down");
     }
     if (refused.ok() && streaming && open_peer_streams_ >= options_.max_streams_from_peer) {
@@ -140,6 +149,7 @@ void ConnectionCore::HandleRequest(Frame& frame) {
         ++object_calls_;  // until EndServing
       }
     }
+    CountPeerRequestLocked(call_id);
     last_peer_call_id_ = std::max(last_peer_call_id_, call_id);
     if (refused.ok()) {
       if (pooled) {
@@ -159,12 +169,16 @@ void ConnectionCore::HandleRequest(Frame& frame) {
     return;
   }
   if (!refused.ok()) {
-    // The GOAWAY that refuses the call goes first, from this thread: the
-    // one SendGoAway sends may still be on its way, and a refusal that
-    // overtook it would look like a call the server ran (the client
-    // retries only what the GOAWAY says was not processed).
-    if (refused_by_goaway) SendGoAway(refused);
-    if (!oneway) SendError(call_id, refused, call.deadline);
+    if (!oneway) {
+      if (absl::IsUnavailable(refused)) {
+        // Refused by a GOAWAY (or a closure): answered after the GOAWAY
+        // itself has been handed to the transport (SendGoAway holds the
+        // lock until then), so that the peer learns first that the call
+        // was not processed.
+        absl::MutexLock after_goaway(&goaway_send_mu_);
+      }
+      SendError(call_id, refused, call.deadline);
+    }
     return;
   }
   call.metadata = std::move(header.metadata);

@@ -25,15 +25,20 @@ uint64_t ConnectionCore::PeerStreamWindow() const {
 }
 
 absl::StatusOr<std::shared_ptr<StreamCall>> ConnectionCore::RegisterStream(
-    const RpcMethod& method, const CallOptions& options, google::protobuf::MessageLite* response) {
+    const RpcMethod& method, const CallOptions& options, google::protobuf::MessageLite* response,
+    const std::shared_ptr<AttemptReport>& report) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status accepts = CheckAcceptsCallsLocked(); !accepts.ok()) return accepts;
+  if (absl::Status accepts = CheckAcceptsCallsLocked(); !accepts.ok()) {
+    if (report != nullptr) report->not_processed = true;
+    return accepts;
+  }
   const uint64_t id = next_call_id_;
   next_call_id_ += 2;
   auto stream = std::make_shared<StreamCall>(this, StreamCall::Side::kClient, method, id,
                                              options.deadline, PeerStreamWindow(), ReceiveWindow(),
                                              options_.max_send_message_size, response);
   stream->trailing_metadata = options.trailing_metadata;
+  stream->report = report;
   stream->initial_metadata = options.initial_metadata;
   if (options.cancellation.has_value()) {
     absl::Status watched =
@@ -68,38 +73,48 @@ std::shared_ptr<StreamCall> ConnectionCore::TakeStream(uint64_t id) {
 std::unique_ptr<ClientCallStream> ConnectionCore::OpenStream(
     const RpcMethod& method, const google::protobuf::MessageLite* request,
     google::protobuf::MessageLite* response, const CallOptions& options,
-    const ObjectTarget* target) {
+    const ObjectTarget* target, std::shared_ptr<AttemptReport> report) {
+  absl::StatusOr<std::unique_ptr<ClientCallStream>> stream =
+      TryOpenStream(method, request, response, options, target, std::move(report));
+  if (!stream.ok()) return MakeFailedClientStream(stream.status());
+  return *std::move(stream);
+}
+
+absl::StatusOr<std::unique_ptr<ClientCallStream>> ConnectionCore::TryOpenStream(
+    const RpcMethod& method, const google::protobuf::MessageLite* request,
+    google::protobuf::MessageLite* response, const CallOptions& options,
+    const ObjectTarget* target, std::shared_ptr<AttemptReport> report) {
   if (method.kind == RpcKind::kUnary) {
-    return MakeFailedClientStream(
-        absl::InvalidArgumentError(absl::StrCat(method.full_name, " is not a streaming method")));
+    return absl::InvalidArgumentError(absl::StrCat(method.full_name, " is not a streaming method"));
   }
   if (method.has_attachments) {
-    return MakeFailedClientStream(absl::FailedPreconditionError(absl::StrCat(
+    return absl::FailedPreconditionError(absl::StrCat(
         method.full_name,
         ": object references and file descriptors travel in unary requests and replies only, "
-        "not in stream messages")));
+        "not in stream messages"));
   }
   if (!connection_->reliable()) {
-    return MakeFailedClientStream(absl::FailedPreconditionError(absl::StrCat(
+    return absl::FailedPreconditionError(absl::StrCat(
         "streaming call to ", method.full_name, " needs a reliable transport, not ",
-        peer().transport, " (datagrams may be lost)")));
+        peer().transport, " (datagrams may be lost)"));
   }
   if ((method.kind == RpcKind::kServerStreaming) != (request != nullptr) ||
       (method.kind == RpcKind::kClientStreaming) != (response != nullptr)) {
-    return MakeFailedClientStream(absl::InvalidArgumentError(absl::StrCat(
-        "streaming call to ", method.full_name, " opened with the wrong request/response")));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "streaming call to ", method.full_name, " opened with the wrong request/response"));
   }
   if (absl::Now() >= options.deadline) {
-    return MakeFailedClientStream(absl::DeadlineExceededError(
-        absl::StrCat("deadline passed before ", method.full_name, " started")));
+    return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", method.full_name, " started"));
   }
-  absl::StatusOr<std::shared_ptr<StreamCall>> stream = RegisterStream(method, options, response);
-  if (!stream.ok()) return MakeFailedClientStream(stream.status());
+  absl::StatusOr<std::shared_ptr<StreamCall>> stream = RegisterStream(method, options, response, report);
+  if (!stream.ok()) return stream.status();
   // A server-streaming request goes with the REQUEST, which half-closes.
   absl::Status sent = SendRequest(method, (*stream)->id(), request,
                                   request != nullptr ? kFlagEndStream : 0, options, target);
-  if (!sent.ok()) {
-    if (TakeStream((*stream)->id()) != nullptr) (*stream)->End(sent);
+  if (!sent.ok() && TakeStream((*stream)->id()) != nullptr) {
+    ReportUnsent(sent, report.get());
+    (*stream)->End(sent);
+    return sent;
   }
   return MakeClientStream(shared_from_this(), *std::move(stream));
 }

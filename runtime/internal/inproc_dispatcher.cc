@@ -93,10 +93,14 @@ void InprocDispatcher::Stop(absl::Time deadline) {
 absl::Status InprocDispatcher::CallUnary(const RpcMethod& method,
                                         const google::protobuf::MessageLite& request,
                                         google::protobuf::MessageLite* response,
-                                        const CallOptions& options, const ClientLimits& client) {
+                                        const CallOptions& options, const ClientLimits& client,
+                                        AttemptReport* report) {
   // Entered first: Stop() waits for entered calls, so the server's tables
   // stay alive for the whole call.
-  if (!Enter()) return MarkNotSeen(absl::UnavailableError("server is shutting down"));
+  if (!Enter()) {
+    if (report != nullptr) report->not_processed = true;
+    return MarkNotSeen(absl::UnavailableError("server is shutting down"));
+  }
   absl::Status status = CallEntered(method, request, response, options, client);
   Leave();
   return status;
@@ -261,15 +265,31 @@ void InprocDispatcher::StartUnary(const RpcMethod& method,
                                  google::protobuf::MessageLite* response, const CallOptions& options,
                                  const ClientLimits& client,
                                  absl::AnyInvocable<void(absl::Status) &&> done) {
+  absl::Status started = TryStartUnary(method, request, response, options, client, done, nullptr);
+  if (!started.ok()) std::move(done)(std::move(started));
+}
+
+absl::Status InprocDispatcher::TryStartUnary(const RpcMethod& method,
+                                             const google::protobuf::MessageLite& request,
+                                             google::protobuf::MessageLite* response,
+                                             const CallOptions& options, const ClientLimits& client,
+                                             absl::AnyInvocable<void(absl::Status) &&>& done,
+                                             AttemptReport* report) {
   if (pool_ == nullptr) {
-    std::move(done)(CallUnary(method, request, response, options, client));
-    return;
+    AttemptReport refusal;
+    absl::Status status = CallUnary(method, request, response, options, client, &refusal);
+    if (refusal.not_processed) {
+      if (report != nullptr) report->not_processed = true;
+      return status;
+    }
+    std::move(done)(std::move(status));
+    return absl::OkStatus();
   }
   // The request may die when StartUnary returns: the pool gets a copy. The
   // call is entered before it is queued, so Stop() waits for queued calls.
   if (!Enter()) {
-    std::move(done)(MarkNotSeen(absl::UnavailableError("server is shutting down")));
-    return;
+    if (report != nullptr) report->not_processed = true;
+    return MarkNotSeen(absl::UnavailableError("server is shutting down"));
   }
   std::shared_ptr<google::protobuf::MessageLite> copy(request.New());
   copy->CheckTypeAndMergeFrom(request);
@@ -278,6 +298,7 @@ void InprocDispatcher::StartUnary(const RpcMethod& method,
     Leave();
     std::move(done)(std::move(status));
   });
+  return absl::OkStatus();
 }
 
 InprocRegistry& InprocRegistry::Get() {

@@ -38,6 +38,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "internal/attempt_report.h"
 #include "absl/time/time.h"
 #include "internal/interception.h"
 #include "internal/service_table.h"
@@ -70,12 +71,21 @@ class InprocDispatcher {
 
   InprocDispatcher(const ServiceTable* services, ServerLimits limits, ThreadPool* pool);
 
+  // `report` (optional): set when the server had stopped (the handler
+  // never ran).
   absl::Status CallUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                          google::protobuf::MessageLite* response, const CallOptions& options,
-                         const ClientLimits& client);
+                         const ClientLimits& client, AttemptReport* report = nullptr);
   void StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                   google::protobuf::MessageLite* response, const CallOptions& options,
                   const ClientLimits& client, absl::AnyInvocable<void(absl::Status) &&> done);
+  // As ConnectionCore::TryStartUnary: OK if the call was taken (`done`
+  // runs once, possibly already), else the refusal of a stopped server,
+  // `done` untouched and `report` set.
+  absl::Status TryStartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
+                             google::protobuf::MessageLite* response, const CallOptions& options,
+                             const ClientLimits& client, absl::AnyInvocable<void(absl::Status) &&>& done,
+                             AttemptReport* report);
 
   // Set by the server before the dispatcher is registered: its bootstrap
   // object (ServerOptions::bootstrap), for locus::Bootstrap on in-process

@@ -45,6 +45,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "internal/attempt_report.h"
 #include "locus/cancellation.h"
 #include "locus/service.h"
 #include "locus/stream.h"
@@ -138,6 +139,9 @@ class StreamCall final : public ServerCallStream {
   // connection could not notice, so this stream's waits never drive the
   // connection; they wait for its reader (as cancellable unary calls do).
   bool waits_without_driving = false;
+  // Client side: told if the server never processed the call (set before
+  // the stream is shared, written before End); may be null.
+  std::shared_ptr<AttemptReport> report;
 
   // --- From the connection's reader ---
   enum class Received { kQueued, kDropped, kOverrun, kAfterHalfClose };

@@ -180,8 +180,8 @@ class FailoverTest : public ::testing::Test {
     options.balancing.policy = policy;
     options.connect_timeout = kConnectTimeout;
     // A backend that failed stays failing for the test's length.
-    options.balancing.initial_backoff = kWatchdog;
-    options.balancing.max_backoff = kWatchdog;
+    options.balancing.backoff.initial_backoff = kWatchdog;
+    options.balancing.backoff.max_backoff = kWatchdog;
     if (!ConfigT::spin) {
       options.socket_spin = absl::ZeroDuration();
       options.shm_spin = absl::ZeroDuration();
@@ -492,8 +492,8 @@ TYPED_TEST(PoolFailoverTest, AsyncCallsOutnumberingThePoolSurviveEveryBackendRes
   ChannelOptions options = this->Options(LoadBalancingPolicy::kRoundRobin);
   options.balancing.retry_sent_calls = true;
   options.balancing.max_attempts = 1000;
-  options.balancing.initial_backoff = absl::Milliseconds(2);
-  options.balancing.max_backoff = absl::Milliseconds(20);
+  options.balancing.backoff.initial_backoff = absl::Milliseconds(2);
+  options.balancing.backoff.max_backoff = absl::Milliseconds(20);
   std::shared_ptr<Channel> channel = this->ConnectTo(addresses, options);
   ASSERT_NE(channel, nullptr);
   Backend::Stub stub(channel);

@@ -463,8 +463,8 @@ TYPED_TEST(ReliableBalanceTest, NoCallFailsWhileABackendShutsDownUnderLoad) {
 TYPED_TEST(ReliableBalanceTest, AFailingBackendIsTriedAgainAfterItsBackoff) {
   this->servers_[1]->Shutdown();
   ChannelOptions options = this->Options(LoadBalancingPolicy::kRoundRobin);
-  options.balancing.initial_backoff = absl::Milliseconds(20);
-  options.balancing.max_backoff = absl::Milliseconds(100);
+  options.balancing.backoff.initial_backoff = absl::Milliseconds(20);
+  options.balancing.backoff.max_backoff = absl::Milliseconds(100);
   std::shared_ptr<Channel> channel = this->ConnectAll(options);
   ASSERT_NE(channel, nullptr);
   std::vector<BackendInfo> backends = DescribeBackends(*channel);

@@ -137,7 +137,7 @@ TEST(TargetResolver, ANameThatFailsToResolveKeepsItsLastAddresses) {
 }
 
 TEST(Backoff, GrowsByTheMultiplierUpToTheMaximumAndStartsOverAfterReset) {
-  Backoff backoff(BackoffPolicy{absl::Milliseconds(100), absl::Milliseconds(300), 2.0, 0.0});
+  ExponentialBackoff backoff(ConnectionBackoff{absl::Milliseconds(100), 2.0, 0.0, absl::Milliseconds(300)});
   EXPECT_EQ(backoff.NextDelay(), absl::Milliseconds(100));
   EXPECT_EQ(backoff.NextDelay(), absl::Milliseconds(200));
   EXPECT_EQ(backoff.NextDelay(), absl::Milliseconds(300));
@@ -150,18 +150,19 @@ TEST(Backoff, JitterSpreadsEachWaitWithinItsFraction) {
   bool below = false;
   bool above = false;
   for (int i = 0; i < 200; ++i) {
-    Backoff backoff(BackoffPolicy{absl::Seconds(1), absl::Seconds(10), 1.6, 0.2});
-    const absl::Duration delay = backoff.NextDelay();
-    EXPECT_GE(delay, absl::Milliseconds(800));
-    EXPECT_LE(delay, absl::Milliseconds(1200));
-    below = below || delay < absl::Seconds(1);
-    above = above || delay > absl::Seconds(1);
+    ExponentialBackoff backoff(ConnectionBackoff{absl::Seconds(1), 1.6, 0.2, absl::Seconds(10)});
+    EXPECT_EQ(backoff.NextDelay(), absl::Seconds(1));  // the first: exact (gRPC)
+    const absl::Duration delay = backoff.NextDelay();  // 1.6 s +- 20%
+    EXPECT_GE(delay, absl::Milliseconds(1280));
+    EXPECT_LE(delay, absl::Milliseconds(1920));
+    below = below || delay < absl::Milliseconds(1600);
+    above = above || delay > absl::Milliseconds(1600);
   }
   EXPECT_TRUE(below && above) << "no spread in 200 draws";
 }
 
 TEST(Backoff, NonsensicalPoliciesStayBounded) {
-  Backoff backoff(BackoffPolicy{absl::ZeroDuration(), -absl::Seconds(1), 0.5, 7.0});
+  ExponentialBackoff backoff(ConnectionBackoff{absl::ZeroDuration(), 0.5, 7.0, -absl::Seconds(1)});
   const absl::Duration first = backoff.NextDelay();
   EXPECT_GE(first, absl::ZeroDuration());
   EXPECT_LE(first, absl::Milliseconds(2));
@@ -173,10 +174,11 @@ TEST(Backoff, NonsensicalPoliciesStayBounded) {
 TEST(Backoff, JitterNeverMakesAWaitNearZero) {
   for (double jitter : {1.0, 7.0}) {
     for (int i = 0; i < 200; ++i) {
-      Backoff backoff(BackoffPolicy{absl::Seconds(1), absl::Seconds(10), 1.6, jitter});
-      const absl::Duration delay = backoff.NextDelay();
-      EXPECT_GE(delay, absl::Milliseconds(500)) << "jitter " << jitter;
-      EXPECT_LE(delay, absl::Milliseconds(1500)) << "jitter " << jitter;
+      ExponentialBackoff backoff(ConnectionBackoff{absl::Seconds(1), 1.6, jitter, absl::Seconds(10)});
+      EXPECT_EQ(backoff.NextDelay(), absl::Seconds(1));  // the first: exact
+      const absl::Duration delay = backoff.NextDelay();  // 1.6 s, spread
+      EXPECT_GE(delay, absl::Milliseconds(800)) << "jitter " << jitter;
+      EXPECT_LE(delay, absl::Milliseconds(2400)) << "jitter " << jitter;
     }
   }
 }

@@ -37,6 +37,7 @@ namespace locus {
 namespace {
 
 using testing::AwaitOpenFdCount;
+using testing::AwaitOpenFdCountAtMost;
 using testing::FileId;
 using testing::IdOf;
 using testing::kWatchdog;
@@ -824,6 +825,7 @@ INSTANTIATE_TEST_SUITE_P(QueuingConnections, QueuingConnectionConformance,
 class HostileFdPeer : public ::testing::Test {
  protected:
   void SetUp() override {
+    before_ = OpenFdCount();
     int sv[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     raw_.reset(sv[1]);
@@ -836,6 +838,10 @@ class HostileFdPeer : public ::testing::Test {
   void TearDown() override {
     connection_->Close(absl::CancelledError("test over"));
     connection_.reset();
+    raw_.reset();
+    // The event loop may close the connection's descriptors after this
+    // returns; the next test's baseline must not count them.
+    AwaitOpenFdCountAtMost(before_);
   }
 
   // One frame's bytes; `fd_count` goes in the private count bits.
@@ -873,6 +879,7 @@ class HostileFdPeer : public ::testing::Test {
   OwnedFd raw_;
   std::unique_ptr<Connection> connection_;
   int baseline_ = 0;
+  int before_ = 0;
   FileId last_file_;
 };
 

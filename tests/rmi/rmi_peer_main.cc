@@ -48,15 +48,7 @@ int main(int argc, char** argv) {
   if (!self.ok()) return 1;
   pinger->set_self(*std::move(self));
   std::vector<std::string> addresses(argv + 1, argv + argc);
-  {
-    absl::MutexLock lock(&mu);
-    absl::Status status = Serve(addresses, &kv, &files, pinger);
-    if (!status.ok()) {
-      std::fprintf(stderr, "cannot start: %s\n", status.ToString().c_str());
-      return 1;
-    }
-    addresses = server->listening_addresses();
-  }
+  // Set before the server starts: its handlers read it.
   kv.set_restart([&] {
     // After the reply has left: shut down (connections break, objects
     // stay exported) and listen again on the same addresses.
@@ -68,6 +60,15 @@ int main(int argc, char** argv) {
       if (!status.ok()) std::fprintf(stderr, "cannot restart: %s\n", status.ToString().c_str());
     }).detach();
   });
+  {
+    absl::MutexLock lock(&mu);
+    absl::Status status = Serve(addresses, &kv, &files, pinger);
+    if (!status.ok()) {
+      std::fprintf(stderr, "cannot start: %s\n", status.ToString().c_str());
+      return 1;
+    }
+    addresses = server->listening_addresses();
+  }
   for (const std::string& address : addresses) std::printf("listening %s\n", address.c_str());
   std::printf("ready\n");
   std::fflush(stdout);

@@ -344,7 +344,11 @@ TEST_F(DescriptorAddressTest, CallsGoOverTheSocketOnceAndNeverReconnect) {
   // The address was used: the descriptor is gone.
   auto again = Connect("fd:", "unix");
   EXPECT_EQ(again.status().code(), absl::StatusCode::kInvalidArgument) << again.status();
-  EXPECT_TRUE(absl::StrContains(again.status().message(), "not open")) << again.status();
+  // The number is free again, unless another thread of this process (a
+  // sanitizer's symbolizer pipe) took it meanwhile.
+  EXPECT_TRUE(absl::StrContains(again.status().message(), "not open") ||
+              absl::StrContains(again.status().message(), "not a socket"))
+      << again.status();
   // References to this process's objects do not name the descriptor.
   locus::ObjectRef ref;
   ASSERT_TRUE(locus::SetRef(&ref, std::make_shared<ProgressImpl>()).ok());

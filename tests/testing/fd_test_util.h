@@ -43,8 +43,38 @@ inline FileId IdOf(int fd) {
   return FileId{st.st_dev, st.st_ino};
 }
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LOCUS_TESTING_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) && !defined(LOCUS_TESTING_TSAN)
+#define LOCUS_TESTING_TSAN 1
+#endif
+
+#ifdef LOCUS_TESTING_TSAN
+extern "C" void __sanitizer_symbolize_pc(void* pc, const char* fmt, char* out_buf, size_t out_buf_size);
+#endif
+
+// ThreadSanitizer starts its symbolizer (a child process and two pipes)
+// the first time it symbolizes a stack, which it also does to match a
+// suppression: started here, before any count, its descriptors are in
+// every baseline.
+inline void StartSanitizerSymbolizer() {
+#ifdef LOCUS_TESTING_TSAN
+  static const bool started = [] {
+    char symbol[256];
+    __sanitizer_symbolize_pc(reinterpret_cast<void*>(&StartSanitizerSymbolizer), "%F", symbol,
+                             sizeof(symbol));
+    return true;
+  }();
+  (void)started;
+#endif
+}
+
 // Descriptors open in this process now (-1 if /proc cannot tell).
 inline int OpenFdCount() {
+  StartSanitizerSymbolizer();
   DIR* dir = opendir("/proc/self/fd");
   if (dir == nullptr) return -1;
   int count = 0;
@@ -62,6 +92,19 @@ inline int AwaitOpenFdCount(int expected, absl::Duration timeout = absl::Seconds
   const absl::Time until = absl::Now() + timeout;
   int count = OpenFdCount();
   while (count != expected && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(1));
+    count = OpenFdCount();
+  }
+  return count;
+}
+
+// Waits until OpenFdCount() is at most `limit` or `timeout` passed, and
+// returns the last count seen. For a baseline that may include descriptors
+// an earlier test's connection was still closing when it was taken.
+inline int AwaitOpenFdCountAtMost(int limit, absl::Duration timeout = absl::Seconds(60)) {
+  const absl::Time until = absl::Now() + timeout;
+  int count = OpenFdCount();
+  while (count > limit && absl::Now() < until) {
     absl::SleepFor(absl::Milliseconds(1));
     count = OpenFdCount();
   }

@@ -369,6 +369,7 @@ class SealingAheadSink final : public FrameSink {
   // reader closes `connection` itself once it has delivered `close_at`.
   void Start(ShmRegionHeader* header, char* region, size_t limit, size_t close_at,
              ShmConnection* connection) {
+    absl::MutexLock lock(&mu_);
     ring_ = std::make_unique<ShmRing>(&header->rings[0], region + kShmHeaderSize, kRingCapacity,
                                       &header->rings[1].data_seq, header->seal_key);
     limit_ = limit;
@@ -378,6 +379,9 @@ class SealingAheadSink final : public FrameSink {
     ring_->WakeConsumerIfSleeping();
   }
   void OnFrame(Frame&) override {
+    // The records arrive through a second mapping of the region, which
+    // ThreadSanitizer cannot pair with Start's: mu_ orders them for it.
+    absl::MutexLock lock(&mu_);
     if (frames_.fetch_add(1, std::memory_order_relaxed) + 1 == close_at_) {
       connection_->Close(absl::CancelledError("closed under a flood of records"));
     }
@@ -394,18 +398,19 @@ class SealingAheadSink final : public FrameSink {
 
  private:
   // On the server's reader thread (or the test's, for the first).
-  void SealOne() {
+  void SealOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (sealed_ >= limit_) return;
     ++sealed_;
     const FrameHeader ping = FrameHeader::Make(FrameType::kPing, 0, 0);
     ring_->Write(reinterpret_cast<const char*>(&ping), sizeof(ping));  // room never asked for
   }
 
-  std::unique_ptr<ShmRing> ring_;
-  size_t limit_ = 0;
-  size_t close_at_ = 0;
-  ShmConnection* connection_ = nullptr;
-  size_t sealed_ = 0;
+  absl::Mutex mu_;
+  std::unique_ptr<ShmRing> ring_ ABSL_GUARDED_BY(mu_);
+  size_t limit_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t close_at_ ABSL_GUARDED_BY(mu_) = 0;
+  ShmConnection* connection_ ABSL_GUARDED_BY(mu_) = nullptr;
+  size_t sealed_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<size_t> frames_{0};
 };
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <atomic>
@@ -24,6 +25,14 @@ namespace locus::internal {
 
 namespace {
 constexpr absl::Duration kFirstFrameTimeout = absl::Seconds(10);
+// How long a listener out of descriptors (or kernel memory) stops asking
+// for connections: the first pause, doubled per failure up to the last.
+constexpr absl::Duration kFirstAcceptPause = absl::Milliseconds(10);
+constexpr absl::Duration kLastAcceptPause = absl::Seconds(1);
+
+bool OutOfResources(int error) {
+  return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
+}
 }  // namespace
 
 class SocketListener::Handler final : public FdHandler,
@@ -50,12 +59,14 @@ class SocketListener::Handler final : public FdHandler,
       int conn = accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (conn < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno != EAGAIN) {
-          // EMFILE and friends: log (rate-limited) and let the next event retry.
+        if (OutOfResources(errno)) {
+          PauseAccepting(errno);
+        } else if (errno != EAGAIN) {
           LOCUS_LOG_FIRST_N(ERROR, 10) << "accept failed: " << std::strerror(errno);
         }
         return;
       }
+      accept_pause_ = absl::ZeroDuration();
       if (upgrader_ != nullptr) {
         Sniff(conn);
       } else {
@@ -74,11 +85,15 @@ class SocketListener::Handler final : public FdHandler,
     on_accept_(std::move(connection));
   }
 
-  // Called by ~SocketListener: no accept callback runs after this returns.
+  // Called by ~SocketListener: no accept callback runs, and the listening
+  // socket's registration is not touched, after this returns.
   void Stop() {
     absl::MutexLock lock(&mu_);
     stopped_ = true;
   }
+
+  // Before the listening socket is registered with `loop`.
+  void set_loop(EventLoop* loop) { loop_ = loop; }
 
   int fd() const { return fd_; }
   const TransportOptions& options() const { return options_; }
@@ -88,7 +103,34 @@ class SocketListener::Handler final : public FdHandler,
  private:
   void Sniff(int conn);
 
+  // Out of descriptors or kernel memory, the pending connection stays in
+  // the backlog and the level-triggered socket would wake the loop again at
+  // once, for as long as the shortage lasts. Instead the listener stops
+  // asking for a while (kFirstAcceptPause, doubling up to kLastAcceptPause)
+  // and then tries again; clients wait in the backlog meanwhile.
+  void PauseAccepting(int error) {
+    accept_pause_ = accept_pause_ == absl::ZeroDuration()
+                        ? kFirstAcceptPause
+                        : std::min(accept_pause_ * 2, kLastAcceptPause);
+    LOCUS_LOG_FIRST_N(ERROR, 10) << "accept failed: " << std::strerror(error)
+                                 << "; not accepting for " << accept_pause_;
+    if (!loop_->Modify(fd_, 0).ok()) return;
+    std::weak_ptr<Handler> weak = weak_from_this();
+    TimerQueue::Get().Schedule(absl::Now() + accept_pause_, [weak] {
+      if (std::shared_ptr<Handler> self = weak.lock()) self->ResumeAccepting();
+    });
+  }
+  // On the timer thread.
+  void ResumeAccepting() {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+    (void)loop_->Modify(fd_, EPOLLIN);
+  }
+
   const int fd_;
+  EventLoop* loop_ = nullptr;
+  // Loop thread only (OnEvents): the current pause, zero after an accept.
+  absl::Duration accept_pause_ = absl::ZeroDuration();
   std::atomic<bool> socket_closed_{false};
   const TransportOptions options_;
   PeerDescriber describe_peer_;
@@ -168,14 +210,15 @@ absl::StatusOr<std::unique_ptr<SocketListener>> SocketListener::Create(
   listener->handler_ = std::make_shared<Handler>(listen_fd, options, describe_peer,
                                                  std::move(on_accept), std::move(upgrader));
   listener->loop_ = EventLoopPool::Get().Next();
+  listener->handler_->set_loop(listener->loop_);
   absl::Status added = listener->loop_->Add(listen_fd, EPOLLIN, listener->handler_);
   if (!added.ok()) return added;
   return listener;
 }
 
 SocketListener::~SocketListener() {
+  handler_->Stop();               // waits for a connection being delivered and a resumption
   loop_->Remove(handler_->fd());  // waits for an accept in progress
-  handler_->Stop();               // and for a sniffed connection being delivered
   handler_->CloseSocket();
   handler_.reset();
   if (on_destroy_) on_destroy_();

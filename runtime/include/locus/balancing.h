@@ -10,9 +10,10 @@
 // a port from 1 to 65535, IPv6 addresses in brackets). A comma in the path
 // of a unix:, unix-abstract:, shm: or shm-abstract: address is part of it
 // ("unix:/run/a,b.sock" is one server) unless a scheme follows it: list
-// sockets each with its scheme ("unix:/run/a.sock,unix:/run/b.sock"). Each server (backend) gets a channel of
-// its own that moves as close as its server lives (in-process, shared
-// memory, Unix socket, else TCP), as a channel to one address does.
+// sockets each with its scheme ("unix:/run/a.sock,unix:/run/b.sock").
+// Each server (backend) gets a channel of its own that moves as close as
+// its server lives (in-process, shared memory, Unix socket, else TCP), as
+// a channel to one address does.
 //
 // Example:
 //   locus::ChannelOptions options;
@@ -37,6 +38,12 @@
 // failing and is sent again to another backend, within its deadline and
 // max_attempts; a call a server may have seen (its connection broke while
 // it ran) is not, unless retry_sent_calls says the methods may run twice.
+// These are the only retries of calls no server saw: a backend's own
+// channel leaves them to the balancer. A retry policy
+// (locus/retry_policy.h) retries its codes on the backend the call is on.
+// A call that finds every backend failing fails UNAVAILABLE at once; with
+// CallOptions::wait_for_ready it waits instead (until its deadline or
+// cancellation) for a backend to come back, without holding a thread.
 // A stream stays on the backend it opened on, and remote objects
 // (locus/object.h) on the backend that handed them out; BootstrapRef asks
 // one backend the policy picks. A backend that failed is skipped, then
@@ -51,6 +58,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "locus/retry_policy.h"
 
 namespace locus {
 
@@ -69,17 +77,17 @@ enum class LoadBalancingPolicy {
 // ChannelOptions::balancing. Ignored by channels to one address.
 struct BalancingOptions {
   LoadBalancingPolicy policy = LoadBalancingPolicy::kPickFirst;
-  // A backend that failed waits initial_backoff before it is tried again;
-  // each further failure multiplies the wait by backoff_multiplier, up to
-  // max_backoff, each wait spread by +/- backoff_jitter (a fraction, at
-  // most 0.5: a wait is never near zero).
-  absl::Duration initial_backoff = absl::Seconds(1);
-  absl::Duration max_backoff = absl::Seconds(120);
-  double backoff_multiplier = 1.6;
-  double backoff_jitter = 0.2;
+  // A backend that failed is skipped until this backoff is over (the same
+  // parameters as a channel's reconnect_backoff, locus/retry_policy.h):
+  // backoff.initial_backoff after the first failure, then multiplied per
+  // further failure up to max_backoff, each wait spread by +/- jitter (at
+  // most 0.5: a wait is never near zero); reset once the backend connects.
+  // A backend's own channel adds no reconnect_backoff of its own: this one
+  // keeps a failing backend out of use.
+  ConnectionBackoff backoff;
   // DNS names in the target are resolved again this often (in the
   // background) and when no backend is left to try (at most once per
-  // initial_backoff).
+  // backoff.initial_backoff).
   absl::Duration resolve_interval = absl::Seconds(30);
   // Attempts one unary call may make, over different backends (at least 1).
   int max_attempts = 5;

@@ -7,6 +7,7 @@
 //
 //   locus::Cancellation cancel;                  // Cancel() from any thread
 //   options.cancellation = cancel;               // ends the call with CANCELLED
+//   options.wait_for_ready = true;               // waits for the server to be reachable
 //
 //   // In a handler, a call made on behalf of the call being served: it
 //   // inherits its deadline and cancellation (locus/server_context.h).
@@ -78,6 +79,13 @@ struct CallOptions {
   // If set, Cancel() on it (from any thread) ends the call with CANCELLED
   // and tells the server; see locus/cancellation.h.
   std::optional<Cancellation> cancellation;
+  // gRPC's wait_for_ready. False (fail fast): while the channel cannot
+  // connect (waiting out its backoff after a failed attempt) the call fails
+  // at once with UNAVAILABLE. True: it waits for the channel to connect,
+  // trying at each attempt the channel's backoff allows, until its deadline
+  // (DEADLINE_EXCEEDED) or its cancellation. Either way a call that was
+  // sent is not sent again because of this option (see retry_policy.h).
+  bool wait_for_ready = false;
 
   static CallOptions WithTimeout(absl::Duration timeout) {
     CallOptions options;

@@ -31,6 +31,30 @@
 // the calling thread, except after an asynchronous call's reply, where they
 // run with its callback.
 // A Channel is thread-safe and meant to be shared by many threads and stubs.
+//
+// Connection life: a channel holds one connection at a time and makes a new
+// one when it broke or the server sent GOAWAY. After a failed connection
+// attempt it waits out a backoff (ChannelOptions::reconnect_backoff) before
+// the next; calls made meanwhile fail at once with UNAVAILABLE, or wait with
+// CallOptions::wait_for_ready. A call the server never saw (the server had
+// sent GOAWAY, or it failed before it was sent) is retried transparently on
+// the next connection; a synchronous call may be retried so any time, an
+// asynchronous one only while StartUnary runs (its request is gone after)
+// unless a retry policy applies to its method (locus/retry_policy.h), which
+// may also retry calls that failed with one of its codes. A stream is
+// opened again likewise while it opens, and with a policy until committed.
+// Retries happen beneath the interceptors, which see one call. On a target
+// naming several servers the balancer, not the backend, sends a call no
+// server saw again, to another backend (locus/balancing.h).
+//
+// Example (keepalive and a retry policy):
+//   locus::ChannelOptions options;
+//   options.keepalive_time = absl::Seconds(10);
+//   options.keepalive_timeout = absl::Seconds(2);
+//   options.retry_policies["/demo.Echo/"] = locus::RetryPolicy{
+//       3, absl::Milliseconds(50), absl::Seconds(1), 2,
+//       locus::RetryPolicy::Code(absl::StatusCode::kUnavailable)};
+//   auto channel = locus::Connect("tcp://localhost:7000", options);
 #ifndef LOCUS_CHANNEL_H_
 #define LOCUS_CHANNEL_H_
 
@@ -38,6 +62,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -45,6 +70,7 @@
 #include "absl/time/time.h"
 #include "locus/balancing.h"
 #include "locus/call_options.h"
+#include "locus/retry_policy.h"
 #include "locus/interceptor.h"
 #include "locus/service.h"
 #include "locus/stream.h"
@@ -61,8 +87,39 @@ struct ChannelOptions {
   uint64_t max_receive_message_size = kDefaultMaxMessageSize;
   // Requests larger than this fail with RESOURCE_EXHAUSTED without being sent.
   uint64_t max_send_message_size = kDefaultMaxMessageSize;
-  // Bound on connecting plus the handshake (Connect and reconnects).
-  absl::Duration connect_timeout = absl::Seconds(10);
+  // The least time one connection attempt (connecting plus the handshake,
+  // in Connect and on reconnects) is given: gRPC's MIN_CONNECT_TIMEOUT. An
+  // attempt may also run until the backoff would allow the next one
+  // (reconnect_backoff), and never past the deadline of the call that
+  // makes it.
+  absl::Duration connect_timeout = absl::Seconds(20);
+  // Backoff between failed connection attempts (locus/retry_policy.h). A
+  // target naming several servers uses balancing.backoff for each backend
+  // instead.
+  ConnectionBackoff reconnect_backoff;
+  // Retry policies that override the methods' (locus.retry) options, by
+  // full method name ("/pkg.Service/Method") or for every method of a
+  // service ("/pkg.Service/"; a method's own entry wins). A policy with
+  // max_attempts 1 turns a method's retries off. Costs a lookup per call
+  // only while not empty.
+  absl::flat_hash_map<std::string, RetryPolicy> retry_policies;
+  // Keepalive (gRPC's GRPC_ARG_KEEPALIVE_TIME_MS and ..._TIMEOUT_MS): after
+  // keepalive_time without a frame from the server, the channel sends PING;
+  // if nothing arrives within keepalive_timeout, the connection is closed
+  // and its calls fail with UNAVAILABLE, as when a peer dies. That is how a
+  // server that stopped answering (a host gone without a word, a stopped
+  // process, a dropped TCP path) is noticed, which calls without a deadline
+  // would otherwise wait for for ever. Only while calls (or streams) are
+  // in progress unless keepalive_without_calls. Off by default, as in gRPC.
+  // Hazard: a server whose handlers run inline (ServerOptions::
+  // handler_threads = 0) reads nothing while one runs: a handler running
+  // longer than keepalive_time + keepalive_timeout has its connection
+  // closed. Checked every quarter of keepalive_time, so a PING goes out
+  // after keepalive_time to 1.25 times that of silence. At least 10 s, as
+  // in gRPC: a shorter (positive) time is raised to that.
+  absl::Duration keepalive_time = absl::InfiniteDuration();
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  bool keepalive_without_calls = false;
   // nullptr: DefaultTransportRegistry().
   TransportRegistry* transports = nullptr;
   // Which transports the channel may end on. After the handshake on the
@@ -143,7 +200,8 @@ class Channel {
 
 // Connects to `address` ("unix:/path", "unix-abstract:name",
 // "tcp://host:port", "tcp://[::1]:port") and completes the Locus handshake.
-// If the connection later breaks, the next call reconnects.
+// If the connection later breaks, the next call reconnects (after a failed
+// connection attempt, not before ChannelOptions::reconnect_backoff allows).
 // "fd:N" connects over a connected Unix socket this process already has as
 // descriptor N (an end of a socketpair; "shm-fd:N" moves that connection to
 // shared memory): Connect takes N, so a second Connect fails ("not open"),

@@ -109,6 +109,31 @@ struct ServerOptions {
   // Calls on it run on the object pool (locus/object.h), as on any
   // exported object. nullptr: none.
   std::shared_ptr<Service> bootstrap;
+  // Keepalive, as ChannelOptions::keepalive_time and keepalive_timeout: a
+  // client connection silent for keepalive_time gets a PING, and is closed
+  // if nothing arrives within keepalive_timeout (its handlers see
+  // IsCancelled()). Only while calls are in progress on it unless
+  // keepalive_without_calls. Off by default. A synchronous client that is
+  // not waiting for a call reads nothing, so it answers such a PING only
+  // when it next calls: keepalive_without_calls would close it.
+  absl::Duration keepalive_time = absl::InfiniteDuration();
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  bool keepalive_without_calls = false;
+  // gRPC's GRPC_ARG_MAX_CONNECTION_IDLE_MS: a connection without a call in
+  // progress either way for this long is closed, after a GOAWAY (its
+  // client reconnects when it next calls). Connections that carry object
+  // references (locus/object.h) are never idle. Off by default.
+  absl::Duration max_connection_idle = absl::InfiniteDuration();
+  // gRPC's GRPC_ARG_MAX_CONNECTION_AGE_MS and ..._AGE_GRACE_MS: a
+  // connection this old (+-10%, so that connections made together do not
+  // all go at once) gets GOAWAY: its calls in progress go on, new ones go
+  // to a new connection (the client retries the calls the GOAWAY refused).
+  // It is closed once its calls are done, or max_connection_age_grace after
+  // the GOAWAY, whichever comes first (calls still running then fail with
+  // UNAVAILABLE). Connections that carry object references are exempt: the
+  // references live and die with them. Off by default.
+  absl::Duration max_connection_age = absl::InfiniteDuration();
+  absl::Duration max_connection_age_grace = absl::InfiniteDuration();
   // Interceptors of every call to the registered services, outermost first
   // (locus/interceptor.h); one may reject a call before its handler runs.
   // Empty: none, at no cost.

@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "locus/retry_policy.h"
 #include "locus/server_context.h"
 #include "locus/stream.h"
 
@@ -40,6 +41,9 @@ struct RpcMethod {
   // messages as they are sent and received (reference counts, descriptors).
   // Set by locusc; false costs nothing per call.
   bool has_attachments = false;
+  // (locus.retry): how a failed call is retried (locus/retry_policy.h);
+  // nullptr: only transparently. ChannelOptions::retry_policies overrides it.
+  const RetryPolicy* retry_policy = nullptr;
 };
 
 // Where a call served from bytes (the remote path) delivers its outcome.
