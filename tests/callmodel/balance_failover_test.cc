@@ -3,8 +3,9 @@
 // as a host whose packets vanish), a backend whose host goes dark while it
 // is the one calls go to, every backend restarting under more asynchronous
 // calls than the balancer has threads, calls cancelled while they wait for
-// a backend, failures no retry follows, and bootstrap objects of channels
-// that mix an in-process backend with remote ones.
+// a backend, wait_for_ready calls while every backend is failing, failures
+// no retry follows, and bootstrap objects of channels that mix an
+// in-process backend with remote ones.
 //
 // FailoverTest runs its servers in this process, for every transport kind
 // of the conformance suite where the failure applies (each channel forced
@@ -360,6 +361,60 @@ TYPED_TEST(ReliableFailoverTest, StartingAnAsynchronousCallNeverWaitsForABackend
     absl::StatusOr<WhoReply> reply = call.Get();
     EXPECT_TRUE(absl::IsCancelled(reply.status())) << reply.status();
   }
+}
+
+// wait_for_ready: calls that find every backend failing wait for one to
+// come back instead of failing, each a waiter (not a thread): more of them
+// than the balancer's call pool has threads (64) leave it free, so a call
+// cancelled meanwhile ends at once, CANCELLED. The others answer once a
+// server is back on its address.
+TYPED_TEST(ReliableFailoverTest, WaitForReadyCallsOutnumberingThePoolWaitForABackendToComeBack) {
+  const std::vector<std::string> addresses = {this->StartServer("a"), this->StartServer("b")};
+  ChannelOptions options = this->Options(LoadBalancingPolicy::kRoundRobin);
+  // Backends come back to be tried again (and fail again) while calls wait.
+  options.balancing.backoff.initial_backoff = absl::Milliseconds(5);
+  options.balancing.backoff.max_backoff = absl::Milliseconds(50);
+  std::shared_ptr<Channel> channel = this->ConnectTo(addresses, options);
+  ASSERT_NE(channel, nullptr);
+  Backend::Stub stub(channel);
+  ASSERT_TRUE(stub.Who(WhoRequest(), Watchdog()).ok());
+  this->servers_["a"]->Shutdown();
+  this->servers_["b"]->Shutdown();
+  // Without wait_for_ready a call fails.
+  EXPECT_EQ(stub.Who(WhoRequest(), Watchdog()).status().code(), absl::StatusCode::kUnavailable);
+
+  CallOptions patient = Watchdog();
+  patient.wait_for_ready = true;
+  constexpr int kCalls = 100;
+  std::vector<Future<WhoReply>> pending;
+  for (int i = 0; i < kCalls; ++i) pending.push_back(stub.AsyncWho(WhoRequest(), patient));
+  Cancellation cancel;
+  CallOptions cancellable = patient;
+  cancellable.cancellation = cancel;
+  Future<WhoReply> cancelled = stub.AsyncWho(WhoRequest(), cancellable);
+  absl::StatusOr<WhoReply> sync_reply;
+  absl::Notification sync_done;
+  std::thread caller([&] {
+    sync_reply = stub.Who(WhoRequest(), patient);
+    sync_done.Notify();
+  });
+  cancel.Cancel();
+  absl::StatusOr<WhoReply> cancelled_reply = cancelled.Get();
+  EXPECT_TRUE(absl::IsCancelled(cancelled_reply.status())) << cancelled_reply.status();
+  // No server is up: nothing else can have ended but with a failure.
+  int ended = 0;
+  for (const Future<WhoReply>& call : pending) ended += call.ready() ? 1 : 0;
+  EXPECT_EQ(ended, 0);
+  EXPECT_FALSE(sync_done.HasBeenNotified());
+
+  this->StartServer("a", addresses[0]);
+  for (Future<WhoReply>& call : pending) {
+    absl::StatusOr<WhoReply> reply = call.Get();
+    EXPECT_TRUE(reply.ok()) << reply.status();
+  }
+  caller.join();
+  ASSERT_TRUE(sync_reply.ok()) << sync_reply.status();
+  EXPECT_EQ(sync_reply->server(), "a");
 }
 
 // ---------------------------------------------------------------------------
