@@ -244,6 +244,16 @@ class ChannelImpl final : public Channel, public AttemptingChannel {
     return route_.inproc_streams;
   }
 
+  // Whether the route is known to need a reconnection before the next
+  // call (AddressChannelBroken). Never blocks: false while another thread
+  // holds mu_ (it may be reconnecting).
+  bool RouteBroken() {
+    if (!mu_.TryLock()) return false;
+    const bool broken = !RouteUsableLocked();
+    mu_.Unlock();
+    return broken;
+  }
+
   // Whether route_ can take a call as it is: an in-process server still
   // running, or a connection still usable.
   bool RouteUsableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -299,7 +309,10 @@ class ChannelImpl final : public Channel, public AttemptingChannel {
       }
       absl::StatusOr<ConnectAttempts::Turn> turn = attempts_->Await(call_deadline, cancellation);
       if (!turn.ok()) {
-        if (!absl::IsUnavailable(turn.status())) return turn.status();
+        // The call's deadline ran out while another caller's attempt ran, or
+        // the last attempt's configuration error: marked, as below.
+        if (absl::IsCancelled(turn.status())) return turn.status();
+        if (!absl::IsUnavailable(turn.status())) return MarkNotSeen(turn.status());
         if (report != nullptr) report->no_route = true;
         return MarkNotSeen(turn.status());
       }
@@ -312,17 +325,20 @@ class ChannelImpl final : public Channel, public AttemptingChannel {
       if (!fresh.ok()) {
         // Connection failures are UNAVAILABLE to callers (as in gRPC), except
         // a deadline that ran out while connecting and configuration errors.
-        // No server saw the call (internal/call_not_seen.h).
+        // No server saw the call (internal/call_not_seen.h). The mark stays
+        // on those too: a balanced channel tells a backend whose
+        // reconnection ran out of the call's time, or whose configuration
+        // no longer fits, from a server's own answer.
         const absl::Status& s = fresh.status();
         if (absl::IsDeadlineExceeded(s) && turn->deadline == call_deadline) {
           attempts_->Abandoned();  // the call gave up, not the server
-          return s;
+          return MarkNotSeen(s);
         }
         absl::Status failure = absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s)
                                    ? s
                                    : absl::UnavailableError(s.message());
         attempts_->Failed(failure);
-        if (!absl::IsUnavailable(failure)) return failure;
+        if (!absl::IsUnavailable(failure)) return MarkNotSeen(std::move(failure));
         if (report != nullptr) report->no_route = true;
         return MarkNotSeen(std::move(failure));
       }
@@ -461,11 +477,19 @@ absl::StatusOr<std::shared_ptr<ConnectionCore>> ChannelConnection(Channel& chann
   return impl->CurrentConnection(deadline);
 }
 
+absl::StatusOr<std::shared_ptr<Channel>> ChannelBackend(const std::shared_ptr<Channel>& channel) {
+  if (channel == nullptr) return absl::InvalidArgumentError("null channel");
+  if (auto* balanced = dynamic_cast<BalancedChannel*>(&UninterceptedChannel(*channel))) {
+    return balanced->PickBackend(absl::Now() + balanced->options().connect_timeout);
+  }
+  return channel;
+}
+
 std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel) {
   Channel& inner = UninterceptedChannel(channel);
   if (auto* balanced = dynamic_cast<BalancedChannel*>(&inner)) {
     absl::StatusOr<std::shared_ptr<Channel>> backend =
-        balanced->PickBackend(absl::Now() + absl::Seconds(10));
+        balanced->PickBackend(absl::Now() + balanced->options().connect_timeout);
     return backend.ok() ? ChannelInprocBootstrap(**backend) : nullptr;
   }
   auto* impl = dynamic_cast<ChannelImpl*>(&inner);
@@ -512,6 +536,11 @@ std::shared_ptr<Channel> MakeAddressChannel(std::string address, const ChannelOp
   return channel;
 }
 
+bool AddressChannelBroken(Channel& channel) {
+  auto* impl = dynamic_cast<ChannelImpl*>(&channel);
+  return impl != nullptr && impl->RouteBroken();
+}
+
 absl::Status ConnectAddressChannel(Channel& channel, absl::Time deadline) {
   auto* impl = dynamic_cast<ChannelImpl*>(&channel);
   if (impl == nullptr) return absl::InvalidArgumentError("not a channel made by MakeAddressChannel");
@@ -525,7 +554,7 @@ absl::StatusOr<std::shared_ptr<Channel>> Connect(absl::string_view address,
   internal::EnsureProcessSetup();
   TransportRegistry& registry =
       options.transports != nullptr ? *options.transports : DefaultTransportRegistry();
-  if (internal::IsBalancedTarget(address)) {
+  if (internal::IsBalancedTarget(address, registry)) {
     // Several servers (internal/balanced_channel.h): one channel like this
     // one per backend, under a balancer.
     absl::StatusOr<internal::TransportPolicy> policy =

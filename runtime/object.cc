@@ -367,14 +367,18 @@ void NotifyOnDisconnect(const std::shared_ptr<Channel>& channel,
 
 absl::StatusOr<ObjectRef> BootstrapRef(const std::shared_ptr<Channel>& channel) {
   if (channel == nullptr) return absl::InvalidArgumentError("null channel");
-  if (std::shared_ptr<Service> local = internal::ChannelInprocBootstrap(*channel)) {
+  // One server: a channel to several asks one backend both questions.
+  absl::StatusOr<std::shared_ptr<Channel>> backend = internal::ChannelBackend(channel);
+  if (!backend.ok()) return backend.status();
+  if (std::shared_ptr<Service> local = internal::ChannelInprocBootstrap(**backend)) {
     ObjectRef ref;
     absl::Status set = SetRef(&ref, std::move(local));
     if (!set.ok()) return set;
     return ref;
   }
+  // Connecting is bounded by the channel's connect_timeout.
   absl::StatusOr<std::shared_ptr<internal::ConnectionCore>> core =
-      internal::ChannelConnection(*channel, absl::Now() + absl::Seconds(10));
+      internal::ChannelConnection(**backend, absl::InfiniteFuture());
   if (!core.ok()) return core.status();
   const ObjectRef* ref = (*core)->peer_bootstrap();
   if (ref == nullptr) {

@@ -12,7 +12,8 @@ ConnectionBackoff ExponentialBackoff::Sanitized(ConnectionBackoff options) {
   options.initial_backoff = std::max(options.initial_backoff, absl::Milliseconds(1));
   options.max_backoff = std::max(options.max_backoff, options.initial_backoff);
   options.multiplier = std::max(options.multiplier, 1.0);
-  options.jitter = std::clamp(options.jitter, 0.0, 1.0);
+  // At most half: a wait is never near zero.
+  options.jitter = std::clamp(options.jitter, 0.0, 0.5);
   return options;
 }
 

@@ -26,7 +26,7 @@ class ExponentialBackoff {
  public:
   // Options that make no sense are bounded: initial_backoff at least 1 ms,
   // max_backoff at least initial_backoff, multiplier at least 1, jitter in
-  // [0, 1].
+  // [0, 0.5] (a wait is never near zero).
   explicit ExponentialBackoff(const ConnectionBackoff& options) : options_(Sanitized(options)) {
     Reset();
   }

@@ -13,7 +13,6 @@
 #include "internal/call_not_seen.h"
 #include "internal/channel_internal.h"
 #include "internal/interception.h"
-#include "internal/retry.h"
 #include "internal/stream_call.h"
 #include "internal/thread_pool.h"
 
@@ -23,12 +22,38 @@ namespace {
 
 using State = BackendInfo::State;
 
-// Connection attempts of round-robin backends, DNS resolutions and later
-// attempts of asynchronous calls: each may block (connecting, getaddrinfo).
-// Leaked: tasks may still run while static destructors do.
-ThreadPool& BalancerPool() {
+// Pick-first: how long every earlier backend must have been connecting
+// before a call also connects the next idle one (gRPC's happy eyeballs
+// connection attempt delay is of this order).
+constexpr absl::Duration kConnectionAttemptDelay = absl::Seconds(1);
+
+// Connection attempts and DNS resolutions: each blocks, bounded by
+// connect_timeout (or getaddrinfo), and waits for no other task. Leaked:
+// tasks may still run while static destructors do.
+ThreadPool& ConnectPool() {
+  static ThreadPool* pool = new ThreadPool(0, ThreadPool::kUnbounded, absl::Seconds(10));
+  return *pool;
+}
+
+// Later attempts of asynchronous calls and their completions: none blocks
+// waiting for a backend (a call with nothing ready is a waiter, not a
+// thread), so the pool's bound never starves what the calls wait for.
+ThreadPool& CallPool() {
   static ThreadPool* pool = new ThreadPool(0, 64, absl::Seconds(10));
   return *pool;
+}
+
+bool Cancelled(const CallOptions& options) {
+  return options.cancellation.has_value() && options.cancellation->cancelled();
+}
+
+absl::Status CancelledWaiting() { return absl::CancelledError("call cancelled"); }
+
+// A call cancelled while an attempt failed before any server saw it (it
+// would have moved to another backend) ends CANCELLED, as its caller asked.
+absl::Status CancelledInstead(absl::Status status, const CallOptions& options) {
+  if (absl::IsUnavailable(status) && IsNotSeen(status) && Cancelled(options)) return CancelledWaiting();
+  return status;
 }
 
 // A stream on one backend: holds the backend's channel while it is open.
@@ -51,16 +76,68 @@ class PinnedStream final : public ClientCallStream {
 // left (`exhausted`, from Pick) and how the last attempt failed. It keeps
 // the last failure's code and, only if that one had it, the not-seen mark.
 absl::Status Exhausted(const absl::Status& exhausted, const absl::Status& last) {
-  if (absl::IsDeadlineExceeded(exhausted)) return exhausted;
+  if (absl::IsDeadlineExceeded(exhausted) || absl::IsCancelled(exhausted)) return exhausted;
   absl::Status status(last.code(), absl::StrCat(exhausted.message(), "; the last attempt: ", last.message()));
   return IsNotSeen(last) ? MarkNotSeen(std::move(status)) : status;
+}
+
+// What a failed attempt left in the caller's outputs: cleared for the next.
+struct Outputs {
+  explicit Outputs(const CallOptions& options)
+      : trailers(options.trailing_metadata != nullptr ? options.trailing_metadata->size() : 0),
+        initial(options.initial_metadata != nullptr ? options.initial_metadata->size() : 0) {}
+  void Reset(google::protobuf::MessageLite* response, const CallOptions& options) const {
+    response->Clear();
+    if (options.trailing_metadata != nullptr) options.trailing_metadata->resize(trailers);
+    if (options.initial_metadata != nullptr) options.initial_metadata->resize(initial);
+  }
+  size_t trailers;  // entries of *options.trailing_metadata before the call
+  size_t initial;   // and of *options.initial_metadata
+};
+
+// The first resolution of `elements` (ResolveEach), bounded by `deadline`
+// (Connect's connect_timeout): getaddrinfo cannot be interrupted, so it runs
+// on the connect pool and one that takes longer is left to finish there,
+// its result dropped.
+absl::StatusOr<std::vector<absl::StatusOr<std::vector<std::string>>>> ResolveWithin(
+    const std::vector<TargetElement>& elements, absl::Time deadline, absl::string_view target) {
+  if (!HasDnsElement(elements)) return ResolveEach(elements);
+  struct Result {
+    absl::Mutex mu;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    std::vector<absl::StatusOr<std::vector<std::string>>> each ABSL_GUARDED_BY(mu);
+  };
+  auto result = std::make_shared<Result>();
+  ConnectPool().Post([result, elements] {
+    std::vector<absl::StatusOr<std::vector<std::string>>> each = ResolveEach(elements);
+    absl::MutexLock lock(&result->mu);
+    result->each = std::move(each);
+    result->done = true;
+  });
+  absl::MutexLock lock(&result->mu);
+  if (!result->mu.AwaitWithDeadline(absl::Condition(&result->done), deadline)) {
+    return absl::UnavailableError(absl::StrCat("resolving ", target, " took longer than connect_timeout"));
+  }
+  return result->each;
+}
+
+// Each element's addresses that resolved (none for one that did not).
+std::vector<std::vector<std::string>> Resolved(const std::vector<absl::StatusOr<std::vector<std::string>>>& each) {
+  std::vector<std::vector<std::string>> resolved;
+  resolved.reserve(each.size());
+  for (const absl::StatusOr<std::vector<std::string>>& addresses : each) {
+    resolved.push_back(addresses.ok() ? *addresses : std::vector<std::string>());
+  }
+  return resolved;
 }
 
 }  // namespace
 
 // An asynchronous unary call across its attempts. Shared by the attempt in
-// flight (its completion callback) and whoever starts it.
+// flight (its completion callback), the waiters list while it waits, and
+// whoever starts it; one of them at a time works on it (a hand-off).
 struct BalancedChannel::AsyncCall {
+  explicit AsyncCall(const CallOptions& options) : options(options), outputs(options) {}
   const RpcMethod* method = nullptr;
   // The request: a copy when later attempts may run after StartUnary
   // returned, else the caller's (valid for the first attempt only).
@@ -68,14 +145,23 @@ struct BalancedChannel::AsyncCall {
   const google::protobuf::MessageLite* request = nullptr;
   google::protobuf::MessageLite* response = nullptr;
   CallOptions options;
-  size_t trailers_before = 0;  // entries of *options.trailing_metadata before the call
+  Outputs outputs;
   absl::AnyInvocable<void(absl::Status) &&> done;
   Tried tried;
   int attempts = 0;
   absl::Status last_failure;
+  bool resolved = false;  // this pick asked for a resolution already
+  // While waiting: wakes it at its deadline or recheck time (TimerQueue id,
+  // 0: none; `waits` tells a timer of an earlier wait from this one's), and
+  // on its cancellation (registered at its first wait). Changed under the
+  // channel's mu_ only.
+  TimerQueue::Id timer = 0;
+  uint64_t waits = 0;
+  CancellationRegistration cancel_watch;
 };
 
 BalancedChannel::BalancedChannel(std::string target, std::vector<TargetElement> elements,
+                                 std::vector<std::vector<std::string>> resolved,
                                  const std::vector<std::string>& addresses, ChannelOptions options,
                                  TransportRegistry* registry, TransportPolicy policy)
     : target_(std::move(target)),
@@ -86,6 +172,7 @@ BalancedChannel::BalancedChannel(std::string target, std::vector<TargetElement> 
       policy_(std::move(policy)),
       backoff_policy_(options_.balancing.backoff) {
   absl::MutexLock lock(&mu_);
+  element_addresses_ = std::move(resolved);
   for (const std::string& address : addresses) {
     slots_.emplace_back(std::make_shared<const Backend>(
                             Backend{address, MakeAddressChannel(address, options_, registry_, policy_)}),
@@ -97,9 +184,19 @@ BalancedChannel::BalancedChannel(std::string target, std::vector<TargetElement> 
 
 BalancedChannel::~BalancedChannel() {
   std::vector<Slot> slots;
+  std::vector<AsyncCallRef> waiters;
   {
     absl::MutexLock lock(&mu_);
     slots.swap(slots_);
+    waiters.swap(waiters_);
+  }
+  // Nothing will wake the waiters now.
+  for (AsyncCallRef& call : waiters) {
+    if (call->timer != 0) TimerQueue::Get().Cancel(call->timer);
+    CallPool().Post([call = std::move(call)]() mutable {
+      absl::Status status = Abandoned(*call);
+      Finish(std::move(call), std::move(status));
+    });
   }
   // Backends destroyed here, outside mu_ (their channels close their
   // connections), unless a call or stream on one still holds it.
@@ -128,30 +225,29 @@ bool BalancedChannel::ShouldRetry(const absl::Status& status, int attempts,
                                   const CallOptions& options) const {
   if (!absl::IsUnavailable(status) || attempts >= options_.balancing.max_attempts) return false;
   if (!IsNotSeen(status) && !options_.balancing.retry_sent_calls) return false;
-  if (options.cancellation.has_value() && options.cancellation->cancelled()) return false;
+  if (Cancelled(options)) return false;
   return options.deadline == absl::InfiniteFuture() || absl::Now() < options.deadline;
 }
 
 void BalancedChannel::NoteFailure(const Backend& backend, const absl::Status& status) {
-  if (!IsNotSeen(status)) return;  // its channel reconnects on the next call
+  // Unmarked: a server may have run the call; its channel reconnects on the
+  // next call.
+  if (!IsNotSeen(status)) return;
+  const bool reconnecting = absl::IsDeadlineExceeded(status);
+  if (!reconnecting && !absl::IsUnavailable(status) && !absl::IsFailedPrecondition(status) &&
+      !absl::IsInvalidArgument(status)) {
+    return;
+  }
   absl::MutexLock lock(&mu_);
   Slot* slot = FindLocked(backend);
-  if (slot != nullptr && slot->state == State::kReady) FailedLocked(*slot, status, absl::Now());
-}
-
-absl::StatusOr<absl::Time> BalancedChannel::NextBackendChance(const absl::Status& none,
-                                                              const CallOptions& options) {
-  absl::Time next;
-  {
-    absl::MutexLock lock(&mu_);
-    next = next_retry_;
+  if (slot == nullptr || slot->state != State::kReady) return;
+  if (reconnecting) {
+    // The call's deadline ran out while the channel reconnected: the
+    // reconnection goes on in the background, bounded by connect_timeout.
+    StartConnectingLocked(*slot);
+  } else {
+    FailedLocked(*slot, status, absl::Now());
   }
-  if (next == absl::InfiniteFuture()) return none;
-  if (next >= options.deadline) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("deadline exceeded waiting for a backend of ", target_, ": ", none.message()));
-  }
-  return next;
 }
 
 absl::Status BalancedChannel::CallUnary(const RpcMethod& method,
@@ -160,76 +256,72 @@ absl::Status BalancedChannel::CallUnary(const RpcMethod& method,
                                         const CallOptions& options) {
   Tried tried;
   absl::Status failure;
-  const size_t trailers_before = options.trailing_metadata != nullptr ? options.trailing_metadata->size() : 0;
+  const Outputs outputs(options);
   for (int attempts = 0;; ++attempts) {
-    absl::StatusOr<BackendRef> backend = Pick(options.deadline, tried);
-    // wait_for_ready: every backend is failing; wait for the first whose
-    // backoff ends, then try them all again.
-    while (!backend.ok() && options.wait_for_ready && absl::IsUnavailable(backend.status())) {
-      absl::StatusOr<absl::Time> next = NextBackendChance(backend.status(), options);
-      if (!next.ok()) return next.status();
-      if (!SleepUntil(*next, options.cancellation)) {
-        return absl::CancelledError(absl::StrCat("call to ", method.full_name, " cancelled waiting for a backend"));
-      }
-      tried.clear();
-      backend = Pick(options.deadline, tried);
-    }
+    absl::StatusOr<BackendRef> backend = Pick(options.deadline, tried, options.cancellation, options.wait_for_ready);
     if (!backend.ok()) return attempts == 0 ? backend.status() : Exhausted(backend.status(), failure);
     failure = (*backend)->channel->CallUnary(method, request, response, options);
-    if (!ShouldRetry(failure, attempts + 1, options)) return failure;
+    if (failure.ok()) return failure;
     NoteFailure(**backend, failure);
+    if (!ShouldRetry(failure, attempts + 1, options)) return CancelledInstead(std::move(failure), options);
     tried.push_back(*std::move(backend));
-    // What the failed attempt left (a server's UNAVAILABLE may carry trailers).
-    response->Clear();
-    if (options.trailing_metadata != nullptr) options.trailing_metadata->resize(trailers_before);
+    // What the failed attempt left (a server's UNAVAILABLE may carry metadata).
+    outputs.Reset(response, options);
   }
 }
 
 void BalancedChannel::StartUnary(const RpcMethod& method, const google::protobuf::MessageLite& request,
                                  google::protobuf::MessageLite* response, const CallOptions& options,
                                  absl::AnyInvocable<void(absl::Status) &&> done) {
-  auto call = std::make_shared<AsyncCall>();
+  auto call = std::make_shared<AsyncCall>(options);
   call->method = &method;
   call->request = &request;
-  if (options_.balancing.max_attempts > 1) {
-    call->copy.reset(request.New());
-    call->copy->CheckTypeAndMergeFrom(request);
-    call->request = call->copy.get();
-  }
+  // A later attempt runs after StartUnary returned: it needs a copy (so
+  // does a first attempt that waits: WaitLocked).
+  if (options_.balancing.max_attempts > 1) CopyRequest(*call);
   call->response = response;
-  call->options = options;
-  if (options.trailing_metadata != nullptr) call->trailers_before = options.trailing_metadata->size();
   call->done = std::move(done);
   StartAttempt(std::move(call));
 }
 
-void BalancedChannel::StartAttempt(std::shared_ptr<AsyncCall> call) {
-  absl::StatusOr<BackendRef> backend = Pick(call->options.deadline, call->tried);
-  if (!backend.ok() && call->options.wait_for_ready && absl::IsUnavailable(backend.status())) {
-    absl::StatusOr<absl::Time> next = NextBackendChance(backend.status(), call->options);
-    if (next.ok()) {
-      call->tried.clear();
-      if (call->copy == nullptr) {
-        // The caller's request is only good while StartUnary runs.
-        call->copy.reset(call->request->New());
-        call->copy->CheckTypeAndMergeFrom(*call->request);
-        call->request = call->copy.get();
-      }
-      StartAttemptAt(weak_from_this(), std::move(call), *next);
-      return;
-    }
-    backend = next.status();
+void BalancedChannel::StartAttempt(AsyncCallRef call) {
+  if (Cancelled(call->options)) {
+    Finish(std::move(call), CancelledWaiting());
+    return;
   }
-  if (!backend.ok()) {
-    std::move(call->done)(call->attempts == 0 ? backend.status()
-                                              : Exhausted(backend.status(), call->last_failure));
+  BackendRef chosen;
+  absl::Status failure;
+  Tried forgotten;  // released after mu_
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Now() >= call->options.deadline) {
+      failure = absl::DeadlineExceededError(
+          absl::StrCat("deadline exceeded waiting for a backend of ", target_, " to connect"));
+    } else {
+      const bool wait_for_ready = call->options.wait_for_ready;
+      Choice choice = ChooseLocked(call->tried, &call->resolved, wait_for_ready);
+      if (choice.forget_tried) {
+        forgotten.swap(call->tried);
+        choice = ChooseLocked(call->tried, &call->resolved, wait_for_ready);
+      }
+      if (choice.backend == nullptr && choice.failure.ok()) {
+        if (WaitLocked(call, choice.recheck)) return;
+        failure = CancelledWaiting();
+      } else {
+        chosen = std::move(choice.backend);
+        failure = std::move(choice.failure);
+      }
+    }
+  }
+  if (chosen == nullptr) {
+    Finish(call, call->attempts == 0 ? failure : Exhausted(failure, call->last_failure));
     return;
   }
   ++call->attempts;
+  call->resolved = false;
   // `call` stays alive through this frame even if the attempt completes
   // inline (its callback drops the other reference).
   AsyncCall& attempt = *call;
-  BackendRef chosen = *backend;
   chosen->channel->StartUnary(
       *attempt.method, *attempt.request, attempt.response, attempt.options,
       [weak = weak_from_this(), call, chosen](absl::Status status) mutable {
@@ -237,45 +329,126 @@ void BalancedChannel::StartAttempt(std::shared_ptr<AsyncCall> call) {
       });
 }
 
-void BalancedChannel::OnAttemptDone(std::weak_ptr<BalancedChannel> weak, std::shared_ptr<AsyncCall> call,
-                                    BackendRef backend, absl::Status status) {
+void BalancedChannel::OnAttemptDone(std::weak_ptr<BalancedChannel> weak, AsyncCallRef call, BackendRef backend,
+                                    absl::Status status) {
   std::shared_ptr<BalancedChannel> self = weak.lock();
+  if (self != nullptr && !status.ok()) self->NoteFailure(*backend, status);
   if (self == nullptr || !self->ShouldRetry(status, call->attempts, call->options)) {
-    std::move(call->done)(std::move(status));
+    status = CancelledInstead(std::move(status), call->options);
+    Finish(std::move(call), std::move(status));
     return;
   }
-  self->NoteFailure(*backend, status);
   call->tried.push_back(std::move(backend));
   call->last_failure = std::move(status);
-  call->response->Clear();
-  if (Metadata* trailers = call->options.trailing_metadata) trailers->resize(call->trailers_before);
-  // Not here: this may be a transport's reader thread, and the next attempt
-  // may connect.
-  BalancerPool().Post([weak = std::move(weak), call = std::move(call)]() mutable {
+  call->outputs.Reset(call->response, call->options);
+  // Not here: this may be a transport's reader thread.
+  CallPool().Post([weak = std::move(weak), call = std::move(call)]() mutable {
     if (std::shared_ptr<BalancedChannel> channel = weak.lock()) {
       channel->StartAttempt(std::move(call));
     } else {
-      std::move(call->done)(call->last_failure);
+      absl::Status last = call->last_failure;
+      Finish(std::move(call), std::move(last));
     }
   });
 }
 
-void BalancedChannel::StartAttemptAt(std::weak_ptr<BalancedChannel> weak, std::shared_ptr<AsyncCall> call,
-                                     absl::Time when) {
-  // The timer thread must not connect: the attempt runs on the pool.
-  TimerQueue::Get().Schedule(when, [weak = std::move(weak), call = std::move(call)]() mutable {
-    BalancerPool().Post([weak = std::move(weak), call = std::move(call)]() mutable {
-      std::shared_ptr<BalancedChannel> channel = weak.lock();
-      if (call->options.cancellation.has_value() && call->options.cancellation->cancelled()) {
-        std::move(call->done)(absl::CancelledError(
-            absl::StrCat("call to ", call->method->full_name, " cancelled waiting for a backend")));
-      } else if (channel == nullptr) {
-        std::move(call->done)(
-            MarkNotSeen(absl::UnavailableError("channel destroyed while the call waited for a backend")));
+void BalancedChannel::CopyRequest(AsyncCall& call) {
+  if (call.copy != nullptr) return;
+  call.copy.reset(call.request->New());
+  call.copy->CheckTypeAndMergeFrom(*call.request);
+  call.request = call.copy.get();
+}
+
+absl::Status BalancedChannel::Abandoned(const AsyncCall& call) {
+  return call.last_failure.ok() ? absl::CancelledError("channel destroyed") : call.last_failure;
+}
+
+void BalancedChannel::Finish(AsyncCallRef call, absl::Status status) {
+  call->cancel_watch.Reset();
+  std::move(call->done)(std::move(status));
+}
+
+bool BalancedChannel::WaitLocked(const AsyncCallRef& call, absl::Time recheck) {
+  if (call->options.cancellation.has_value()) {
+    // Checked under mu_: a Cancel() after this finds the call a waiter.
+    if (call->options.cancellation->cancelled()) return false;
+    if (!call->cancel_watch.active()) {
+      call->cancel_watch = CancellationRegistration::Watch(
+          call->options.cancellation->state(),
+          [weak = weak_from_this(), weak_call = std::weak_ptr<AsyncCall>(call)]() {
+            // Never on the thread that cancels.
+            CallPool().Post([weak, weak_call] {
+              std::shared_ptr<BalancedChannel> self = weak.lock();
+              if (self == nullptr) return;  // the destructor ends its waiters
+              AsyncCallRef taken;
+              {
+                absl::MutexLock lock(&self->mu_);
+                AsyncCallRef waiting = weak_call.lock();
+                if (waiting == nullptr || !self->TakeWaiterLocked(waiting.get(), &taken)) return;
+              }
+              if (taken->timer != 0) TimerQueue::Get().Cancel(taken->timer);
+              Finish(std::move(taken), CancelledWaiting());
+            });
+          });
+      if (!call->cancel_watch.active()) return false;  // cancelled meanwhile
+    }
+  }
+  // The caller's request is not valid after StartUnary returns.
+  CopyRequest(*call);
+  const uint64_t wait = ++call->waits;
+  const absl::Time wake = std::min(recheck, call->options.deadline);
+  call->timer = 0;
+  if (wake != absl::InfiniteFuture()) {
+    call->timer = TimerQueue::Get().Schedule(
+        wake, [weak = weak_from_this(), weak_call = std::weak_ptr<AsyncCall>(call), wait] {
+          // Its deadline (StartAttempt fails it) or its time to look again;
+          // on the call pool, not the timer thread.
+          CallPool().Post([weak, weak_call, wait] {
+            std::shared_ptr<BalancedChannel> self = weak.lock();
+            if (self == nullptr) return;  // the destructor ends its waiters
+            AsyncCallRef taken;
+            {
+              absl::MutexLock lock(&self->mu_);
+              AsyncCallRef waiting = weak_call.lock();
+              if (waiting == nullptr || waiting->waits != wait ||
+                  !self->TakeWaiterLocked(waiting.get(), &taken)) {
+                return;
+              }
+            }
+            self->StartAttempt(std::move(taken));
+          });
+        });
+  }
+  waiters_.push_back(call);
+  return true;
+}
+
+bool BalancedChannel::TakeWaiterLocked(const AsyncCall* call, AsyncCallRef* taken) {
+  for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+    if (it->get() != call) continue;
+    *taken = std::move(*it);
+    waiters_.erase(it);
+    return true;
+  }
+  return false;
+}
+
+void BalancedChannel::ChangedLocked() {
+  ++version_;
+  if (waiters_.empty()) return;
+  std::vector<AsyncCallRef> woken;
+  woken.swap(waiters_);
+  CallPool().Post([weak = weak_from_this(), woken = std::move(woken)]() mutable {
+    std::shared_ptr<BalancedChannel> self = weak.lock();
+    for (AsyncCallRef& call : woken) {
+      if (call->timer != 0) TimerQueue::Get().Cancel(call->timer);
+      if (self != nullptr) {
+        self->StartAttempt(std::move(call));
       } else {
-        channel->StartAttempt(std::move(call));
+        absl::Status status = Abandoned(*call);
+        Finish(std::move(call), std::move(status));
       }
-    });
+    }
   });
 }
 
@@ -283,7 +456,8 @@ std::unique_ptr<ClientCallStream> BalancedChannel::OpenStream(const RpcMethod& m
                                                               const google::protobuf::MessageLite* request,
                                                               google::protobuf::MessageLite* response,
                                                               const CallOptions& options) {
-  absl::StatusOr<BackendRef> backend = PickConnected(options.deadline, Tried());
+  absl::StatusOr<BackendRef> backend =
+      PickConnected(options.deadline, Tried(), options.cancellation, options.wait_for_ready);
   if (!backend.ok()) return MakeFailedClientStream(backend.status());
   std::unique_ptr<ClientCallStream> stream = (*backend)->channel->OpenStream(method, request, response, options);
   return std::make_unique<PinnedStream>(*std::move(backend), std::move(stream));
@@ -295,17 +469,18 @@ absl::StatusOr<std::shared_ptr<Channel>> BalancedChannel::PickBackend(absl::Time
   return (*backend)->channel;
 }
 
-absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::PickConnected(absl::Time deadline,
-                                                                           const Tried& excluded) {
+absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::PickConnected(
+    absl::Time deadline, const Tried& excluded, const std::optional<Cancellation>& cancellation,
+    bool wait_for_ready) {
   Tried tried = excluded;
   for (;;) {
-    absl::StatusOr<BackendRef> backend = Pick(deadline, tried);
+    absl::StatusOr<BackendRef> backend = Pick(deadline, tried, cancellation, wait_for_ready);
     if (!backend.ok()) return backend;
     // Ready as last seen; its connection may have broken since.
     absl::Status connected = ConnectAddressChannel(*(*backend)->channel, deadline);
     if (connected.ok()) return backend;
-    if (!absl::IsUnavailable(connected)) return connected;
     NoteFailure(**backend, connected);
+    if (!absl::IsUnavailable(connected)) return connected;
     tried.push_back(*std::move(backend));
   }
 }
@@ -313,50 +488,95 @@ absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::PickConnected(absl:
 // ---------------------------------------------------------------------------
 // Picking
 
-absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::Pick(absl::Time deadline, const Tried& tried) {
-  bool resolved_for_this_pick = false;
+absl::StatusOr<BalancedChannel::BackendRef> BalancedChannel::Pick(absl::Time deadline, const Tried& tried,
+                                                                  const std::optional<Cancellation>& cancellation,
+                                                                  bool wait_for_ready) {
+  // A cancellation wakes the wait below.
+  CancellationRegistration cancel_watch;
+  if (cancellation.has_value()) {
+    cancel_watch = CancellationRegistration::Watch(cancellation->state(), [weak = weak_from_this()] {
+      if (std::shared_ptr<BalancedChannel> self = weak.lock()) {
+        absl::MutexLock lock(&self->mu_);
+        ++self->version_;
+      }
+    });
+  }
+  bool resolved = false;
+  // A copy a wait_for_ready call may clear under mu_: the caller's `tried`
+  // still holds the backends, so none is released there.
+  Tried skipped = tried;
   absl::MutexLock lock(&mu_);
   for (;;) {
-    const absl::Time now = absl::Now();
-    RefreshLocked(now);
-    if (BackendRef ready = ChooseReadyLocked(tried)) return ready;
-    // Nothing is up: the first backend in the target's order that may come
-    // up is connected here, or waited for if it is being connected.
-    Slot* idle = FirstLocked(State::kIdle, tried);
-    Slot* connecting = FirstLocked(State::kConnecting, tried);
-    if (idle != nullptr && (connecting == nullptr || idle < connecting)) {
-      idle->state = State::kConnecting;
-      ++version_;
-      BackendRef backend = idle->backend;
-      mu_.Unlock();
-      absl::Status connected = ConnectAddressChannel(*backend->channel, deadline);
-      mu_.Lock();
-      ConnectedLocked(*backend, connected);
-      if (connected.ok()) {
-        if (options_.balancing.policy == LoadBalancingPolicy::kPickFirst) {
-          if (Slot* slot = FindLocked(*backend)) selected_ = static_cast<int>(slot - slots_.data());
-        }
-        return backend;
-      }
-      if (absl::IsDeadlineExceeded(connected)) return connected;
+    if (cancellation.has_value() && cancellation->cancelled()) return CancelledWaiting();
+    Choice choice = ChooseLocked(skipped, &resolved, wait_for_ready);
+    if (choice.forget_tried) {
+      skipped.clear();
       continue;
     }
-    if (connecting != nullptr || resolving_) {
-      const uint64_t seen = version_;
-      auto changed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return version_ != seen; };
-      if (!mu_.AwaitWithDeadline(absl::Condition(&changed), deadline)) {
-        return absl::DeadlineExceededError(
-            absl::StrCat("deadline exceeded waiting for a backend of ", target_, " to connect"));
-      }
-      continue;
+    if (choice.backend != nullptr) return std::move(choice.backend);
+    if (!choice.failure.ok()) return choice.failure;
+    const uint64_t seen = version_;
+    auto changed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return version_ != seen; };
+    if (!mu_.AwaitWithDeadline(absl::Condition(&changed), std::min(deadline, choice.recheck)) &&
+        absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("deadline exceeded waiting for a backend of ", target_, " to connect"));
     }
-    // Nothing left to try: the names may point elsewhere by now.
-    if (resolves_ && !resolved_for_this_pick && MaybeResolveLocked(now, /*periodic=*/false)) {
-      resolved_for_this_pick = true;
-      continue;
-    }
-    return NoBackendLocked(tried);
   }
+}
+
+BalancedChannel::Choice BalancedChannel::ChooseLocked(const Tried& tried, bool* resolved, bool wait_for_ready) {
+  const absl::Time now = absl::Now();
+  RefreshLocked(now);
+  Choice choice;
+  if (BackendRef ready = ChooseReadyLocked(tried)) {
+    choice.backend = std::move(ready);
+    return choice;
+  }
+  // Nothing is up. The first idle backend in the target's order is
+  // connected unless an earlier one has been connecting for less than
+  // kConnectionAttemptDelay (round-robin connected every idle one above).
+  auto skipped = [&tried](const Slot& slot) {
+    return std::any_of(tried.begin(), tried.end(), [&slot](const BackendRef& failed) { return failed == slot.backend; });
+  };
+  bool connecting = false;
+  for (Slot& slot : slots_) {
+    if (skipped(slot)) continue;
+    if (slot.state == State::kConnecting) {
+      connecting = true;
+      const absl::Time next_attempt = slot.connecting_since + kConnectionAttemptDelay;
+      if (now < next_attempt) choice.recheck = std::min(choice.recheck, next_attempt);
+      continue;
+    }
+    if (slot.state != State::kIdle) continue;
+    if (choice.recheck != absl::InfiniteFuture()) break;  // an earlier one may still connect
+    StartConnectingLocked(slot);
+    connecting = true;
+    // Pick-first: the next idle one, if this one is slow.
+    choice.recheck = std::min(choice.recheck, slot.connecting_since + kConnectionAttemptDelay);
+    break;
+  }
+  if (connecting || resolving_) return choice;
+  // Nothing left to try: the names may point elsewhere by now.
+  if (resolves_ && !*resolved && MaybeResolveLocked(now, /*periodic=*/false)) {
+    *resolved = true;
+    return choice;
+  }
+  if (wait_for_ready) {
+    // Backends this call failed on may be usable again (or come back
+    // first): all are candidates again.
+    if (!tried.empty()) {
+      choice.forget_tried = true;
+      return choice;
+    }
+    // Every backend is failing: wait for the first backoff to end.
+    if (next_retry_ != absl::InfiniteFuture()) {
+      choice.recheck = next_retry_;
+      return choice;
+    }
+  }
+  choice.failure = NoBackendLocked(tried);
+  return choice;
 }
 
 void BalancedChannel::RefreshLocked(absl::Time now) {
@@ -366,7 +586,7 @@ void BalancedChannel::RefreshLocked(absl::Time now) {
       if (slot.state != State::kFailing) continue;
       if (slot.retry_at <= now) {
         slot.state = State::kIdle;
-        ++version_;
+        ChangedLocked();
       } else {
         next_retry_ = std::min(next_retry_, slot.retry_at);
       }
@@ -381,10 +601,19 @@ void BalancedChannel::RefreshLocked(absl::Time now) {
 }
 
 BalancedChannel::BackendRef BalancedChannel::ChooseReadyLocked(const Tried& tried) {
-  auto usable = [&tried](const Slot& slot) {
-    return slot.state == State::kReady &&
-           std::none_of(tried.begin(), tried.end(),
-                        [&slot](const BackendRef& failed) { return failed == slot.backend; });
+  auto usable = [this, &tried](Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (slot.state != State::kReady ||
+        std::any_of(tried.begin(), tried.end(), [&slot](const BackendRef& failed) { return failed == slot.backend; })) {
+      return false;
+    }
+    // Its connection broke (or its in-process server stopped): a call would
+    // reconnect it inline, within its own deadline. Reconnected in the
+    // background instead, bounded by connect_timeout.
+    if (AddressChannelBroken(*slot.backend->channel)) {
+      StartConnectingLocked(slot);
+      return false;
+    }
+    return true;
   };
   const size_t count = slots_.size();
   if (count == 0) return nullptr;
@@ -417,18 +646,6 @@ BalancedChannel::Slot* BalancedChannel::FindLocked(const Backend& backend) {
   return nullptr;
 }
 
-BalancedChannel::Slot* BalancedChannel::FirstLocked(State state, const Tried& tried) {
-  for (Slot& slot : slots_) {
-    if (slot.state != state) continue;
-    if (std::any_of(tried.begin(), tried.end(),
-                    [&slot](const BackendRef& failed) { return failed == slot.backend; })) {
-      continue;
-    }
-    return &slot;
-  }
-  return nullptr;
-}
-
 bool BalancedChannel::AnyConnectingLocked() const {
   return std::any_of(slots_.begin(), slots_.end(),
                      [](const Slot& slot) { return slot.state == State::kConnecting; });
@@ -436,14 +653,17 @@ bool BalancedChannel::AnyConnectingLocked() const {
 
 void BalancedChannel::StartConnectingLocked(Slot& slot) {
   slot.state = State::kConnecting;
-  ++version_;
-  BalancerPool().Post([weak = weak_from_this(), backend = slot.backend] {
-    // Bounded by connect_timeout (running out of it is UNAVAILABLE).
+  slot.connecting_since = absl::Now();
+  ChangedLocked();
+  ConnectPool().Post([weak = weak_from_this(), backend = slot.backend] {
+    // Bounded by connect_timeout alone (running out of it is UNAVAILABLE):
+    // no call's deadline cuts it short.
     absl::Status connected = ConnectAddressChannel(*backend->channel, absl::InfiniteFuture());
     if (std::shared_ptr<BalancedChannel> self = weak.lock()) {
       absl::MutexLock lock(&self->mu_);
       self->ConnectedLocked(*backend, connected);
     }
+    // `backend` is released after mu_, with the task.
   });
 }
 
@@ -454,14 +674,7 @@ void BalancedChannel::ConnectedLocked(const Backend& backend, const absl::Status
     slot->state = State::kReady;
     slot->backoff.Reset();
     slot->last_error = absl::OkStatus();
-    ++version_;
-    return;
-  }
-  if (absl::IsDeadlineExceeded(status)) {
-    // The deadline of the call that was connecting it ran out, not the
-    // backend: the next call may try it again.
-    slot->state = State::kIdle;
-    ++version_;
+    ChangedLocked();
     return;
   }
   FailedLocked(*slot, status, absl::Now());
@@ -473,7 +686,7 @@ void BalancedChannel::FailedLocked(Slot& slot, const absl::Status& status, absl:
   slot.last_error = status;
   next_retry_ = std::min(next_retry_, slot.retry_at);
   if (selected_ >= 0 && &slots_[selected_] == &slot) selected_ = -1;
-  ++version_;
+  ChangedLocked();
   if (resolves_ && std::all_of(slots_.begin(), slots_.end(),
                                [](const Slot& each) { return each.state == State::kFailing; })) {
     MaybeResolveLocked(now, /*periodic=*/false);
@@ -508,13 +721,18 @@ bool BalancedChannel::MaybeResolveLocked(absl::Time now, bool periodic) {
   last_resolution_ = now;
   next_resolution_ = absl::InfiniteFuture();  // set when it ends
   ++version_;
-  BalancerPool().Post([weak = weak_from_this(), elements = elements_] {
-    absl::StatusOr<std::vector<std::string>> addresses = ResolveTarget(elements);
+  ConnectPool().Post([weak = weak_from_this(), elements = elements_] {
+    std::vector<absl::StatusOr<std::vector<std::string>>> each = ResolveEach(elements);
     std::shared_ptr<BalancedChannel> self = weak.lock();
     if (self == nullptr) return;
     std::vector<Slot> dropped;
     {
       absl::MutexLock lock(&self->mu_);
+      // A name that failed this time keeps its last addresses.
+      absl::StatusOr<std::vector<std::string>> addresses = CombineAddresses(each, &self->element_addresses_);
+      for (size_t i = 0; i < each.size() && i < self->element_addresses_.size(); ++i) {
+        if (each[i].ok()) self->element_addresses_[i] = *each[i];
+      }
       self->ApplyResolutionLocked(addresses, &dropped);
     }
     // `dropped` destroyed here, outside mu_.
@@ -525,8 +743,9 @@ bool BalancedChannel::MaybeResolveLocked(absl::Time now, bool periodic) {
 void BalancedChannel::ApplyResolutionLocked(const absl::StatusOr<std::vector<std::string>>& addresses,
                                             std::vector<Slot>* dropped) {
   resolving_ = false;
+  ++resolutions_;
   next_resolution_ = absl::Now() + options_.balancing.resolve_interval;
-  ++version_;
+  ChangedLocked();
   if (!addresses.ok()) {
     if (!logged_resolution_failure_) {
       logged_resolution_failure_ = true;  // once per channel; the backends stay as they were
@@ -602,15 +821,20 @@ absl::StatusOr<std::shared_ptr<Channel>> ConnectBalanced(absl::string_view targe
                                                          const ChannelOptions& options,
                                                          TransportRegistry* registry,
                                                          TransportPolicy policy) {
+  const absl::Time deadline = absl::Now() + options.connect_timeout;
   absl::StatusOr<std::vector<TargetElement>> elements = ParseTarget(target, *registry);
   if (!elements.ok()) return elements.status();
-  absl::StatusOr<std::vector<std::string>> addresses = ResolveTarget(*elements);
+  absl::StatusOr<std::vector<absl::StatusOr<std::vector<std::string>>>> each =
+      ResolveWithin(*elements, deadline, target);
+  if (!each.ok()) return each.status();
+  absl::StatusOr<std::vector<std::string>> addresses = CombineAddresses(*each, nullptr);
   if (!addresses.ok()) return addresses.status();
   ChannelOptions balanced_options = options;
   balanced_options.balancing.max_attempts = std::max(1, options.balancing.max_attempts);
-  auto channel = std::make_shared<BalancedChannel>(std::string(target), *std::move(elements), *addresses,
+  auto channel = std::make_shared<BalancedChannel>(std::string(target), *std::move(elements), Resolved(*each),
+                                                   *addresses,
                                                    std::move(balanced_options), registry, std::move(policy));
-  if (absl::Status started = channel->Start(absl::Now() + options.connect_timeout); !started.ok()) {
+  if (absl::Status started = channel->Start(deadline); !started.ok()) {
     // As for one address: connecting that runs out of time is UNAVAILABLE.
     if (absl::IsDeadlineExceeded(started)) return absl::UnavailableError(started.message());
     return started;

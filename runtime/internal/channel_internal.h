@@ -28,6 +28,11 @@ absl::StatusOr<std::shared_ptr<ConnectionCore>> ChannelConnection(Channel& chann
 // (a channel to several servers: if the backend its policy picks is one),
 // or null.
 std::shared_ptr<Service> ChannelInprocBootstrap(Channel& channel);
+// The channel of the one server `channel` calls: for a channel to several
+// servers the backend its policy picks now (connected, within
+// connect_timeout), else `channel` itself. What needs one server's
+// connection or bootstrap object picks once and asks that backend.
+absl::StatusOr<std::shared_ptr<Channel>> ChannelBackend(const std::shared_ptr<Channel>& channel);
 
 // What a channel made by Connect did to stay connected (tests,
 // diagnostics): its connection attempts and retries.
@@ -51,6 +56,11 @@ std::shared_ptr<Channel> MakeAddressChannel(std::string address, const ChannelOp
 // Failures that reach no server are UNAVAILABLE and marked not seen
 // (call_not_seen.h); INVALID_ARGUMENT for another kind of channel.
 absl::Status ConnectAddressChannel(Channel& channel, absl::Time deadline);
+// Whether a channel MakeAddressChannel made is known to need a
+// reconnection before its next call (its connection broke, its in-process
+// server stopped). Never blocks: false while the channel is busy
+// connecting, and for another kind of channel.
+bool AddressChannelBroken(Channel& channel);
 
 // The least keepalive_time a channel uses: a shorter one (but not zero or
 // less, which turn keepalive off) is raised to it, as gRPC raises a

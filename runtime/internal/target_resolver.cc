@@ -25,14 +25,93 @@ namespace {
 constexpr absl::string_view kDnsScheme = "dns";
 
 // What an element without a scheme of its own takes from the one before
-// it: "tcp://" of "tcp://a:1", "unix:" of "unix:/a", "dns:///" of
-// "dns:///a:1".
+// it: "tcp://" of "tcp://a:1", "dns:///" of "dns:///a:1".
 std::string SchemePrefix(absl::string_view element) {
   const absl::string_view scheme = AddressScheme(element);
   absl::string_view rest = element.substr(scheme.size() + 1);
   if (scheme == kDnsScheme && absl::StartsWith(rest, "///")) return "dns:///";
   if (absl::StartsWith(rest, "//")) return absl::StrCat(scheme, "://");
   return absl::StrCat(scheme, ":");
+}
+
+// Schemes whose address is a file path or a socket name, which may hold
+// commas: "unix:/run/a,b.sock" is one address.
+bool IsPathScheme(absl::string_view scheme) {
+  return scheme == "unix" || scheme == "unix-abstract" || scheme == "shm" || scheme == "shm-abstract";
+}
+
+// Whether `piece` starts an element of its own: a scheme `registry` knows,
+// or a DNS name ("dns:" followed by more than a port: "dns:7000" is the
+// host "dns" with its port).
+bool HasOwnScheme(absl::string_view piece, const TransportRegistry& registry) {
+  const absl::string_view scheme = AddressScheme(piece);
+  if (scheme.empty() || scheme.size() == piece.size()) return false;
+  if (scheme == kDnsScheme) {
+    const absl::string_view rest = piece.substr(scheme.size() + 1);
+    return !std::all_of(rest.begin(), rest.end(), [](char c) { return absl::ascii_isdigit(c); });
+  }
+  return registry.Find(scheme) != nullptr;
+}
+
+// `target` cut at its commas into elements (whitespace around each
+// removed). A comma inside the path of a path scheme's address stays in
+// it, unless what follows starts an element of its own.
+std::vector<std::string> SplitTarget(absl::string_view target, const TransportRegistry& registry) {
+  std::vector<std::string> elements;
+  bool in_path = false;  // the last element is a path scheme's
+  for (absl::string_view piece : absl::StrSplit(target, ',')) {
+    const absl::string_view stripped = absl::StripAsciiWhitespace(piece);
+    if (in_path && !HasOwnScheme(stripped, registry)) {
+      absl::StrAppend(&elements.back(), ",", piece);
+      continue;
+    }
+    elements.emplace_back(stripped);
+    in_path = IsPathScheme(AddressScheme(stripped));
+  }
+  for (std::string& element : elements) element = std::string(absl::StripAsciiWhitespace(element));
+  return elements;
+}
+
+// Whether `text` ("host:port", "[v6]:port") names a host and a port from 1
+// to 65535; the host and port into `*host`, `*port`.
+bool SplitHostPort(absl::string_view text, absl::string_view* host, absl::string_view* port) {
+  if (absl::StartsWith(text, "[")) {
+    const size_t close = text.find(']');
+    if (close == absl::string_view::npos || text.substr(close + 1, 1) != ":") return false;
+    *host = text.substr(1, close - 1);
+    *port = text.substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == absl::string_view::npos) return false;
+    *host = text.substr(0, colon);
+    *port = text.substr(colon + 1);
+    // An IPv6 address needs its brackets: where its port starts is unclear.
+    if (absl::StrContains(*host, ':')) return false;
+  }
+  uint32_t number = 0;
+  return !host->empty() && !port->empty() &&
+         std::all_of(port->begin(), port->end(), [](char c) { return absl::ascii_isdigit(c); }) &&
+         absl::SimpleAtoi(*port, &number) && number >= 1 && number <= 65535;
+}
+
+// The Locus address `text` of `target` is well formed where the balancer
+// can tell: tcp:// and udp:// need host:port, path schemes a path. Other
+// schemes (custom transports) are the transport's to judge when it dials.
+absl::Status ValidateAddress(absl::string_view target, absl::string_view text) {
+  const absl::string_view scheme = AddressScheme(text);
+  absl::string_view rest = text.substr(scheme.size() + 1);
+  if (scheme == "tcp" || scheme == "udp") {
+    absl::string_view host;
+    absl::string_view port;
+    if (!absl::ConsumePrefix(&rest, "//") || !SplitHostPort(rest, &host, &port)) {
+      return absl::InvalidArgumentError(absl::StrCat("target \"", target, "\": \"", text, "\" is not ", scheme,
+                                                     "://host:port (a port from 1 to 65535; an IPv6 "
+                                                     "address in brackets)"));
+    }
+  } else if (IsPathScheme(scheme) && rest.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("target \"", target, "\": \"", text, "\" names no socket"));
+  }
+  return absl::OkStatus();
 }
 
 // "dns:///host:port" or "dns:host:port" into `element`.
@@ -65,6 +144,10 @@ absl::Status ParseDnsName(absl::string_view text, TargetElement* element) {
     }
     host = rest.substr(0, colon);
     port = rest.substr(colon + 1);
+    if (absl::StrContains(host, ':')) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", text, "\": an IPv6 address needs brackets (dns:///[v6-address]:port)"));
+    }
   }
   uint32_t number = 0;
   if (host.empty() || !absl::SimpleAtoi(port, &number) || number == 0 || number > 65535 ||
@@ -90,16 +173,14 @@ absl::StatusOr<std::vector<std::string>> ResolveDns(const std::string& host, con
   }
   std::vector<std::string> addresses;
   for (const addrinfo* entry = found; entry != nullptr; entry = entry->ai_next) {
-    char text[INET6_ADDRSTRLEN] = {};
-    if (entry->ai_family == AF_INET) {
-      const auto* ipv4 = reinterpret_cast<const sockaddr_in*>(entry->ai_addr);
-      if (inet_ntop(AF_INET, &ipv4->sin_addr, text, sizeof(text)) == nullptr) continue;
-      addresses.push_back(absl::StrCat("tcp://", text, ":", port));
-    } else if (entry->ai_family == AF_INET6) {
-      const auto* ipv6 = reinterpret_cast<const sockaddr_in6*>(entry->ai_addr);
-      if (inet_ntop(AF_INET6, &ipv6->sin6_addr, text, sizeof(text)) == nullptr) continue;
-      addresses.push_back(absl::StrCat("tcp://[", text, "]:", port));
+    if (entry->ai_family != AF_INET && entry->ai_family != AF_INET6) continue;
+    // Numeric, with an IPv6 address's scope ("fe80::1%eth0") kept.
+    char text[NI_MAXHOST] = {};
+    if (getnameinfo(entry->ai_addr, entry->ai_addrlen, text, sizeof(text), nullptr, 0, NI_NUMERICHOST) != 0) {
+      continue;
     }
+    addresses.push_back(entry->ai_family == AF_INET6 ? absl::StrCat("tcp://[", text, "]:", port)
+                                                     : absl::StrCat("tcp://", text, ":", port));
   }
   freeaddrinfo(found);
   if (addresses.empty()) return absl::UnavailableError(absl::StrCat(host, " has no IPv4 or IPv6 address"));
@@ -108,27 +189,25 @@ absl::StatusOr<std::vector<std::string>> ResolveDns(const std::string& host, con
 
 }  // namespace
 
-bool IsBalancedTarget(absl::string_view target) {
-  return target.find(',') != absl::string_view::npos || AddressScheme(target) == kDnsScheme;
+bool IsBalancedTarget(absl::string_view target, const TransportRegistry& registry) {
+  return AddressScheme(target) == kDnsScheme || SplitTarget(target, registry).size() > 1;
 }
 
 absl::StatusOr<std::vector<TargetElement>> ParseTarget(absl::string_view target,
                                                        const TransportRegistry& registry) {
   std::vector<TargetElement> elements;
   std::string prefix;  // of the previous element
-  for (absl::string_view piece : absl::StrSplit(target, ',')) {
-    piece = absl::StripAsciiWhitespace(piece);
-    if (piece.empty()) {
+  for (std::string& text : SplitTarget(target, registry)) {
+    if (text.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("target \"", target, "\" has an empty element"));
     }
-    std::string text(piece);
-    const absl::string_view scheme = AddressScheme(text);
-    if (scheme != kDnsScheme && registry.Find(scheme) == nullptr) {
+    if (!HasOwnScheme(text, registry)) {
       if (prefix.empty()) {
         // The registry's own error names the known schemes.
         absl::StatusOr<Transport*> transport = registry.ForAddress(text);
         return absl::InvalidArgumentError(absl::StrCat("target \"", target, "\": ",
-                                                       transport.status().message()));
+                                                       transport.ok() ? "no scheme in the first element"
+                                                                      : transport.status().message()));
       }
       text = absl::StrCat(prefix, text);
     }
@@ -141,37 +220,56 @@ absl::StatusOr<std::vector<TargetElement>> ParseTarget(absl::string_view target,
     if (AddressScheme(text) == kDnsScheme) {
       if (absl::Status parsed = ParseDnsName(text, &element); !parsed.ok()) return parsed;
     } else {
+      if (absl::Status valid = ValidateAddress(target, text); !valid.ok()) return valid;
       element.address = text;
     }
-    prefix = SchemePrefix(text);
+    // A path scheme's path is the element's own: the next takes no part.
+    prefix = IsPathScheme(AddressScheme(text)) ? "" : SchemePrefix(text);
     elements.push_back(std::move(element));
   }
   return elements;
 }
 
-absl::StatusOr<std::vector<std::string>> ResolveTarget(const std::vector<TargetElement>& elements) {
+std::vector<absl::StatusOr<std::vector<std::string>>> ResolveEach(const std::vector<TargetElement>& elements) {
+  std::vector<absl::StatusOr<std::vector<std::string>>> each;
+  each.reserve(elements.size());
+  for (const TargetElement& element : elements) {
+    if (element.is_dns()) {
+      each.push_back(ResolveDns(element.host, element.port));
+    } else {
+      each.push_back(std::vector<std::string>{element.address});
+    }
+  }
+  return each;
+}
+
+absl::StatusOr<std::vector<std::string>> CombineAddresses(
+    const std::vector<absl::StatusOr<std::vector<std::string>>>& each,
+    const std::vector<std::vector<std::string>>* previous) {
   std::vector<std::string> addresses;
   absl::flat_hash_set<std::string> seen;
   std::vector<std::string> failures;
-  auto add = [&](std::string address) {
-    if (seen.insert(address).second) addresses.push_back(std::move(address));
-  };
-  for (const TargetElement& element : elements) {
-    if (!element.is_dns()) {
-      add(element.address);
-      continue;
+  for (size_t i = 0; i < each.size(); ++i) {
+    const std::vector<std::string>* found = nullptr;
+    if (each[i].ok()) {
+      found = &*each[i];
+    } else {
+      failures.push_back(std::string(each[i].status().message()));
+      if (previous != nullptr && i < previous->size()) found = &(*previous)[i];
     }
-    absl::StatusOr<std::vector<std::string>> resolved = ResolveDns(element.host, element.port);
-    if (!resolved.ok()) {
-      failures.push_back(std::string(resolved.status().message()));
-      continue;
+    if (found == nullptr) continue;
+    for (const std::string& address : *found) {
+      if (seen.insert(address).second) addresses.push_back(address);
     }
-    for (std::string& address : *resolved) add(std::move(address));
   }
   if (addresses.empty()) {
     return absl::UnavailableError(absl::StrCat("no address to connect to: ", absl::StrJoin(failures, "; ")));
   }
   return addresses;
+}
+
+absl::StatusOr<std::vector<std::string>> ResolveTarget(const std::vector<TargetElement>& elements) {
+  return CombineAddresses(ResolveEach(elements), nullptr);
 }
 
 bool HasDnsElement(const std::vector<TargetElement>& elements) {

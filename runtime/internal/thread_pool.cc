@@ -78,9 +78,18 @@ void ThreadPool::Work() {
       ++idle_;
       const bool woke = mu_.AwaitWithTimeout(absl::Condition(&ready), idle_timeout_);
       --idle_;
-      if (tasks_.empty() &&
-          (stopping_ || (!woke && static_cast<int>(threads_.size() - exited_.size()) > min_threads_))) {
-        exited_.push_back(std::this_thread::get_id());
+      if (tasks_.empty() && stopping_) {
+        exited_.push_back(std::this_thread::get_id());  // Stop() joins it
+        return;
+      }
+      if (tasks_.empty() && !woke && static_cast<int>(threads_.size() - exited_.size()) > min_threads_) {
+        // Idle: leaves detached, not to be joined by a later Post that may
+        // never come (a process-wide pool is never stopped). It touches
+        // nothing of the pool after mu_ is released (Stop() may destroy it
+        // as soon as it is).
+        auto self = threads_.find(std::this_thread::get_id());
+        self->second.detach();
+        threads_.erase(self);
         return;
       }
       if (tasks_.empty()) continue;  // idle timeout, but needed for the minimum

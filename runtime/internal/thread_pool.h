@@ -2,7 +2,8 @@
 // server handlers (ServerOptions::handler_threads > 0); elastic for
 // streaming handlers, which block for as long as their stream is open: a
 // task that finds no idle thread gets a new one, and threads beyond the
-// minimum exit after idling for `idle_timeout`.
+// minimum exit after idling for `idle_timeout` (detached: nothing is left
+// to join).
 //
 // Example:
 //   ThreadPool pool(4);                       // fixed
@@ -42,7 +43,8 @@ class ThreadPool {
 
  private:
   void StartThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Joins threads that have exited (their handles are kept until then).
+  // Joins threads that have left because the pool stops (their handles
+  // are kept until then).
   void ReapExited();
   void Work();
 

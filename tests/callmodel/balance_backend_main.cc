@@ -1,9 +1,12 @@
 // A backend of the balanced-channel tests in a process of its own, for tests
 // that kill a server or need one that is not in the test's process.
-// Usage: locus_balance_backend <name> <address>...
+// Usage: [LOCUS_BALANCE_LOG=<file>] locus_balance_backend <name> <address>...
 // Prints "listening <bound address>" per address, then "ready", on stdout
 // (tests/testing/test_util.h: ChildProcess), and serves until killed.
+#include <fcntl.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "balance_services.h"
@@ -17,6 +20,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   locus::callmodel::BackendImpl backend(argv[1]);
+  // LOCUS_BALANCE_LOG: a file where Who logs the requests it runs.
+  if (const char* log = std::getenv("LOCUS_BALANCE_LOG")) {
+    const int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      std::fprintf(stderr, "cannot open %s\n", log);
+      return 1;
+    }
+    backend.set_log(fd);
+  }
   locus::ServerOptions options;
   options.handler_threads = 4;
   options.bootstrap = std::make_shared<locus::callmodel::CounterImpl>(argv[1]);

@@ -8,6 +8,8 @@
 #ifndef LOCUS_TESTS_CALLMODEL_BALANCE_SERVICES_H_
 #define LOCUS_TESTS_CALLMODEL_BALANCE_SERVICES_H_
 
+#include <unistd.h>
+
 #include <atomic>
 #include <memory>
 #include <string>
@@ -40,6 +42,11 @@ class BackendImpl final : public Backend::Service {
 
   absl::Status Who(ServerContext* context, const WhoRequest* request, WhoReply* reply) override {
     calls_.fetch_add(1);
+    if (log_fd_ >= 0 && !request->data().empty()) {
+      // One write per line (O_APPEND): whole lines even from several threads.
+      const std::string line = request->data() + "\n";
+      if (write(log_fd_, line.data(), line.size()) < 0) return absl::InternalError("cannot log the request");
+    }
     Answer(*context, *request, reply);
     return absl::OkStatus();
   }
@@ -73,6 +80,9 @@ class BackendImpl final : public Backend::Service {
   }
 
   const std::string& name() const { return name_; }
+  // Who appends each request's data (when not empty) as a line to `fd`
+  // before it answers (O_APPEND; owned by the caller).
+  void set_log(int fd) { log_fd_ = fd; }
   // Unary calls (Who, Hold) that reached this server.
   int64_t calls() const { return calls_.load(); }
   int64_t streams() const { return streams_.load(); }
@@ -91,6 +101,7 @@ class BackendImpl final : public Backend::Service {
   std::atomic<int64_t> calls_{0};
   std::atomic<int64_t> streams_{0};
   absl::Notification holding_;
+  int log_fd_ = -1;
 };
 
 }  // namespace locus::callmodel

@@ -3,11 +3,17 @@
 //
 // A target names several servers when it is a comma-separated list of
 // addresses ("tcp://10.0.0.1:7000,10.0.0.2:7000": an address without a
-// scheme takes the one before it; "unix:/run/a.sock,tcp://b:7000") or a DNS
-// name ("dns:///service.local:7000": every A and AAAA record, as tcp://
-// backends), or a list mixing both. Each server (backend) gets a channel of
-// its own that moves as close as its server lives (in-process, shared
-// memory, Unix socket, else TCP), as a channel to one address does.
+// scheme takes the tcp://, udp:// or dns: before it;
+// "unix:/run/a.sock,tcp://b:7000") or a DNS name
+// ("dns:///service.local:7000": every A and AAAA record, as tcp://
+// backends), or a list mixing both. Every element is checked (tcp://host:port,
+// a port from 1 to 65535, IPv6 addresses in brackets). A comma in the path
+// of a unix:, unix-abstract:, shm: or shm-abstract: address is part of it
+// ("unix:/run/a,b.sock" is one server) unless a scheme follows it: list
+// sockets each with its scheme ("unix:/run/a.sock,unix:/run/b.sock").
+// Each server (backend) gets a channel of its own that moves as close as
+// its server lives (in-process, shared memory, Unix socket, else TCP), as
+// a channel to one address does.
 //
 // Example:
 //   locus::ChannelOptions options;
@@ -20,21 +26,30 @@
 //   }
 //
 // Calls: each call goes to one backend the policy picks among those that
-// are up. A unary call that fails UNAVAILABLE before any server saw it
-// (connecting failed, the connection broke before the request was sent, the
-// server's GOAWAY refused it) is sent again to another backend, within its
-// deadline and max_attempts; a call a server may have seen (its connection
-// broke while it ran) is not, unless retry_sent_calls says the methods may
-// run twice. These are the only retries of calls no server saw: a
-// backend's own channel leaves them to the balancer. A retry policy
+// are up. Backends are connected in the background, each attempt bounded by
+// connect_timeout, not by the deadline of a call waiting for it: a call
+// with none up waits (until its deadline or cancellation) for one to
+// connect, and pick-first also connects the next backend once the earlier
+// ones have been connecting for a second (a server that never answers holds
+// calls up that long, not for connect_timeout). An asynchronous call never
+// blocks the thread that starts it. A unary call that fails UNAVAILABLE
+// before any server saw it (connecting failed, the connection broke before
+// the request was sent, the server's GOAWAY refused it) marks its backend
+// failing and is sent again to another backend, within its deadline and
+// max_attempts; a call a server may have seen (its connection broke while
+// it ran) is not, unless retry_sent_calls says the methods may run twice.
+// These are the only retries of calls no server saw: a backend's own
+// channel leaves them to the balancer. A retry policy
 // (locus/retry_policy.h) retries its codes on the backend the call is on.
-// With CallOptions::wait_for_ready, a call that finds every backend failing
-// waits for the first backoff to end (within its deadline) instead of
-// failing UNAVAILABLE. A stream stays on the backend it opened on, and remote objects
-// (locus/object.h) on the backend that handed them out. A backend that
-// failed is skipped, then tried again after an exponential backoff with
-// jitter (reset once it connects); DNS names are resolved again every
-// resolve_interval and when every backend failed.
+// A call that finds every backend failing fails UNAVAILABLE at once; with
+// CallOptions::wait_for_ready it waits instead (until its deadline or
+// cancellation) for a backend to come back, without holding a thread.
+// A stream stays on the backend it opened on, and remote objects
+// (locus/object.h) on the backend that handed them out; BootstrapRef asks
+// one backend the policy picks. A backend that failed is skipped, then
+// tried again after an exponential backoff with jitter (reset once it
+// connects); DNS names are resolved again every resolve_interval and when
+// every backend failed.
 #ifndef LOCUS_BALANCING_H_
 #define LOCUS_BALANCING_H_
 
@@ -65,9 +80,10 @@ struct BalancingOptions {
   // A backend that failed is skipped until this backoff is over (the same
   // parameters as a channel's reconnect_backoff, locus/retry_policy.h):
   // backoff.initial_backoff after the first failure, then multiplied per
-  // further failure up to max_backoff, each wait spread by +/- jitter;
-  // reset once the backend connects. Each backend's own channel also uses
-  // it as its reconnect_backoff.
+  // further failure up to max_backoff, each wait spread by +/- jitter (at
+  // most 0.5: a wait is never near zero); reset once the backend connects.
+  // A backend's own channel adds no reconnect_backoff of its own: this one
+  // keeps a failing backend out of use.
   ConnectionBackoff backoff;
   // DNS names in the target are resolved again this often (in the
   // background) and when no backend is left to try (at most once per

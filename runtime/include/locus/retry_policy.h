@@ -36,7 +36,8 @@ namespace locus {
 // gRPC's connection backoff (doc/connection-backoff.md in gRPC), with its
 // defaults. After a failed connection attempt the channel makes no other
 // before `initial_backoff`; each further failure multiplies the wait by
-// `multiplier` (at most `max_backoff`), spread by +-`jitter` of it. A
+// `multiplier` (at most `max_backoff`), spread by +-`jitter` of it (at
+// most 0.5: a wait is never near zero). A
 // successful connection starts over. Calls made meanwhile fail at once
 // with UNAVAILABLE unless CallOptions::wait_for_ready.
 struct ConnectionBackoff {
