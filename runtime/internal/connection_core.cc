@@ -147,15 +147,23 @@ absl::Status ConnectionCore::ClientHandshake(absl::Time deadline) {
 
 void ConnectionCore::ExpectHandshakeBy(absl::Time deadline) {
   std::weak_ptr<ConnectionCore> weak = weak_from_this();
-  TimerQueue::Get().Schedule(deadline, [weak] {
+  handshake_timer_.store(TimerQueue::Get().Schedule(deadline, [weak] {
     std::shared_ptr<ConnectionCore> self = weak.lock();
     if (self == nullptr) return;
+    self->handshake_timer_.store(0);
     if (!self->HandshakeSucceededLockFree()) {
       LOCUS_LOG(WARNING) << "closing connection from " << self->peer().remote_address
                          << ": no handshake within the time limit";
       self->Close(absl::DeadlineExceededError("handshake timed out"));
     }
-  });
+  }));
+  // Settled (the first datagram of a UDP session is delivered in Start),
+  // or closed, before the timer was stored: nobody else cancels it.
+  if (HandshakeSettledLockFree()) CancelHandshakeTimer();
+}
+
+void ConnectionCore::CancelHandshakeTimer() {
+  if (TimerQueue::Id timer = handshake_timer_.exchange(0); timer != 0) TimerQueue::Get().Cancel(timer);
 }
 
 void ConnectionCore::HandleHello(const Frame& frame) {
@@ -198,12 +206,15 @@ void ConnectionCore::HandleHello(const Frame& frame) {
     if (feature == "headers/1") peer_speaks_headers_.store(true, std::memory_order_release);
   }
   if (accepted.ok()) ImportPeerBootstrap();
-  absl::MutexLock lock(&mu_);
-  if (accepted.ok()) {
-    state_.HandshakeSucceeded();
-  } else {
-    state_.HandshakeFailed(std::move(accepted));
+  {
+    absl::MutexLock lock(&mu_);
+    if (accepted.ok()) {
+      state_.HandshakeSucceeded();
+    } else {
+      state_.HandshakeFailed(std::move(accepted));
+    }
   }
+  CancelHandshakeTimer();
 }
 
 // ---------------------------------------------------------------------------
@@ -523,6 +534,7 @@ void ConnectionCore::OnClosed(const absl::Status& reason) {
     streams.swap(streams_);
     for (auto& [id, flag] : serving_) flag->store(true, std::memory_order_release);
   }
+  CancelHandshakeTimer();
   absl::Status failure = absl::UnavailableError(
       absl::StrCat("connection to ", peer().remote_address, " lost: ", reason.message()));
   for (auto& [id, stream] : streams) stream->End(failure);  // before callbacks, as above

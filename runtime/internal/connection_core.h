@@ -206,6 +206,8 @@ class ConnectionCore final : public FrameSink,
   // Connecting side: sends HELLO and waits for HELLO_ACK until `deadline`.
   absl::Status ClientHandshake(absl::Time deadline);
   // Accepting side: closes the connection if no HELLO arrives by `deadline`.
+  // The timer is cancelled once the handshake settled or the connection
+  // closed (a churning server holds no timer per finished connection).
   void ExpectHandshakeBy(absl::Time deadline);
   // Accepting side: waits until the peer's HELLO was handled or the
   // connection closed; the handshake's result, DEADLINE_EXCEEDED if neither
@@ -346,6 +348,8 @@ class ConnectionCore final : public FrameSink,
   };
 
   ConnectionCore(std::unique_ptr<Connection> connection, Options options);
+
+  void CancelHandshakeTimer();
 
   // The state's atomic parts, which need no lock (the rest of state_ does).
   bool UsableLockFree() const ABSL_NO_THREAD_SAFETY_ANALYSIS { return state_.usable(); }
@@ -618,6 +622,8 @@ class ConnectionCore final : public FrameSink,
   uint64_t drain_expected_requests_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time drain_gap_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::atomic<uint64_t> keepalive_pings_sent_{0};
+  // ExpectHandshakeBy's timer (0: none); whoever exchanges it out cancels it.
+  std::atomic<TimerQueue::Id> handshake_timer_{0};
   TimerQueue::Id keepalive_timer_ ABSL_GUARDED_BY(mu_) = 0;
   TimerQueue::Id idle_timer_ ABSL_GUARDED_BY(mu_) = 0;
   TimerQueue::Id age_timer_ ABSL_GUARDED_BY(mu_) = 0;  // the age, then the drain checks

@@ -363,18 +363,22 @@ class DatagramSocket final : public FdHandler, public std::enable_shared_from_th
       return false;
     }
     const absl::string_view datagram(buffer_, static_cast<size_t>(n));
-    if (on_new_session_ && IsHello(datagram)) {
+    if (on_new_session_ && IsWellFormedHello(datagram)) {
       HandOffNewSession(datagram);
       return false;
     }
     return Dispatch(datagram);
   }
 
-  static bool IsHello(absl::string_view datagram) {
+  // A malformed datagram is dropped as any other (Dispatch), not taken for
+  // a new client.
+  bool IsWellFormedHello(absl::string_view datagram) {
     FrameHeader header{};
     if (datagram.size() < sizeof(header)) return false;
     std::memcpy(&header, datagram.data(), sizeof(header));
-    return header.magic == kFrameMagic && header.frame_type() == FrameType::kHello;
+    if (header.magic != kFrameMagic || header.frame_type() != FrameType::kHello) return false;
+    absl::Status error;
+    return DecodeDatagram(datagram, max_meta_, max_payload_, &frame_, &error) == DatagramKind::kFrame;
   }
 
   // A new client on the peer's address (see Create): this session ends,

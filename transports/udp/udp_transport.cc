@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -125,10 +127,7 @@ class UdpListenSocket final : public internal::FdHandler,
     const std::string key(reinterpret_cast<const char*>(&from), from_length);
     {
       absl::MutexLock lock(&mu_);
-      for (auto it = peers_.begin(); it != peers_.end();) {
-        auto current = it++;
-        if (current->second.expired()) peers_.erase(current);
-      }
+      ForgetEndedSessionsLocked();
       // A datagram of a known peer that reached this socket before the
       // peer's own socket was connected: datagrams may be lost; drop it.
       if (peers_.contains(key)) return;
@@ -167,6 +166,16 @@ class UdpListenSocket final : public internal::FdHandler,
   }
 
  private:
+  void ForgetEndedSessionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (auto it = peers_.begin(); it != peers_.end();) {
+      auto current = it++;
+      if (current->second.expired()) peers_.erase(current);
+    }
+    replaced_.erase(std::remove_if(replaced_.begin(), replaced_.end(),
+                                   [](const std::weak_ptr<bool>& lease) { return lease.expired(); }),
+                    replaced_.end());
+  }
+
   // A session for the peer at `from`, whose HELLO is `hello`; it replaces
   // the address's previous session, if any.
   void StartSession(absl::string_view hello, const sockaddr_storage& from, socklen_t from_length) {
@@ -174,7 +183,10 @@ class UdpListenSocket final : public internal::FdHandler,
     size_t live;
     {
       absl::MutexLock lock(&mu_);
-      live = peers_.size() - (peers_.contains(key) ? 1 : 0);
+      ForgetEndedSessionsLocked();
+      // A session being replaced lives on until its connection is
+      // released: it still counts (in replaced_ once the new one exists).
+      live = peers_.size() + replaced_.size();
     }
     if (live >= static_cast<size_t>(kMaxUdpPeers)) {
       Reply(GoAwayDatagram(absl::StatusCode::kResourceExhausted,
@@ -197,10 +209,13 @@ class UdpListenSocket final : public internal::FdHandler,
       return;
     }
     SizeBuffers(peer_fd);
+    TakeBackOthersDatagrams(peer_fd, from, from_length);
     auto lease = std::make_shared<bool>(true);
     {
       absl::MutexLock lock(&mu_);
-      peers_[key] = lease;
+      std::weak_ptr<bool>& slot = peers_[key];
+      if (!slot.expired()) replaced_.push_back(std::move(slot));
+      slot = lease;
     }
     std::weak_ptr<UdpListenSocket> listener = weak_from_this();
     auto hand_off = [listener, from, from_length](std::string next_hello) {
@@ -209,6 +224,28 @@ class UdpListenSocket final : public internal::FdHandler,
     on_accept_(internal::DatagramConnection::Create(peer_fd, DescribeUdpPeer(peer_fd), options_,
                                                     std::string(hello), /*probe_peer=*/false,
                                                     kUdpIdleTimeout, lease, std::move(hand_off)));
+  }
+
+  // Between bind() and connect() a peer's new socket matched every sender
+  // as much as the listening one: what others sent it then is handled as
+  // if the listener had received it (the peer's own datagrams stay).
+  void TakeBackOthersDatagrams(int peer_fd, const sockaddr_storage& peer, socklen_t peer_length) {
+    for (int i = 0; i < 64; ++i) {
+      sockaddr_storage sender{};
+      socklen_t sender_length = sizeof(sender);
+      char first;
+      const ssize_t size = recvfrom(peer_fd, &first, 1, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC,
+                                    reinterpret_cast<sockaddr*>(&sender), &sender_length);
+      if (size < 0) return;
+      if (sender_length == peer_length && std::memcmp(&sender, &peer, peer_length) == 0) return;
+      std::string datagram(std::min<size_t>(static_cast<size_t>(size), internal::kMaxDatagramBytes + 1), '\0');
+      const ssize_t taken = recvfrom(peer_fd, datagram.data(), datagram.size(), MSG_DONTWAIT,
+                                     reinterpret_cast<sockaddr*>(&sender), &sender_length);
+      if (taken < 0) return;
+      if (static_cast<size_t>(size) > internal::kMaxDatagramBytes) continue;  // too large: drop
+      datagram.resize(static_cast<size_t>(taken));
+      OnDatagram(datagram, sender, sender_length);
+    }
   }
 
   void Reply(const std::string& datagram, const sockaddr_storage& to, socklen_t to_length) {
@@ -229,6 +266,8 @@ class UdpListenSocket final : public internal::FdHandler,
   int handoffs_in_progress_ ABSL_GUARDED_BY(mu_) = 0;
   // Live peers by source address; expired leases are connections gone.
   absl::flat_hash_map<std::string, std::weak_ptr<bool>> peers_ ABSL_GUARDED_BY(mu_);
+  // Sessions a new client on the same address replaced, until released.
+  std::vector<std::weak_ptr<bool>> replaced_ ABSL_GUARDED_BY(mu_);
   char buffer_[internal::kMaxDatagramBytes + 1];  // loop thread only
 };
 
@@ -237,8 +276,8 @@ class UdpListener final : public Listener {
   UdpListener(std::shared_ptr<UdpListenSocket> socket, internal::EventLoop* loop)
       : socket_(std::move(socket)), loop_(loop) {}
   ~UdpListener() override {
-    socket_->Stop();
-    loop_->Remove(socket_->fd());
+    loop_->Remove(socket_->fd());  // no OnDatagram after this
+    socket_->Stop();               // nor a handoff
   }
   std::string address() const override { return socket_->address(); }
 
@@ -273,9 +312,10 @@ absl::StatusOr<std::unique_ptr<Listener>> UdpTransport::Listen(absl::string_view
     sockaddr_storage bound{};
     socklen_t length = sizeof(bound);
     getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length);
-    auto socket = std::make_shared<UdpListenSocket>(fd, bound, length,
-                                                    internal::FormatInetAddress(bound, "udp"),
-                                                    options, std::move(on_accept));
+    // Not make_shared: sessions hold weak references (for a handoff) for
+    // up to kUdpIdleTimeout, and its receive buffer should not wait for them.
+    std::shared_ptr<UdpListenSocket> socket(new UdpListenSocket(
+        fd, bound, length, internal::FormatInetAddress(bound, "udp"), options, std::move(on_accept)));
     internal::EventLoop* loop = internal::EventLoopPool::Get().Next();
     absl::Status added = loop->Add(fd, EPOLLIN, socket);
     if (!added.ok()) return added;
