@@ -510,7 +510,13 @@ struct SeenFrame {
 class ScriptedPeer final : public FrameSink {
  public:
   ScriptedPeer(std::unique_ptr<Connection> end, bool accepting) : end_(std::move(end)), accepting_(accepting) {}
-  ~ScriptedPeer() override { end_.reset(); }
+  ~ScriptedPeer() override {
+    // Destroyed in place, end_ unchanged: a delivery still running (a
+    // keepalive PING from the timer thread) reads end_ until the
+    // connection's destructor has waited for it.
+    std::default_delete<Connection>()(end_.get());
+    (void)end_.release();
+  }
   void Start() { end_->Start(this); }
 
   void OnFrame(Frame& frame) override {

@@ -324,6 +324,7 @@ TYPED_TEST(ChurnTest, ConnectionChurnReturnsToBaseline) {
     EXPECT_LE(now, heap + slack) << "heap in use grew by " << (now - heap) << " bytes over " << kConnections
                                  << " connections";
   }
+  this->server_->Shutdown();  // the service outlives every handler run
 }
 
 }  // namespace
